@@ -1,0 +1,1 @@
+"""The coordinator: a Raft cluster whose replicated state is the chain registry."""

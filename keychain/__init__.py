@@ -1,0 +1,3 @@
+"""KeychainDB: a strongly consistent, replicated key-value store built on CRAQ."""
+
+__version__ = "0.1.0"

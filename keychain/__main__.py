@@ -1,0 +1,3 @@
+from keychain.cli import main
+
+raise SystemExit(main())

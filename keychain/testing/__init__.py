@@ -1,0 +1,1 @@
+"""Tools for proving KeychainDB correct: the linearizability checker and the deterministic simulator."""
