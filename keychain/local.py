@@ -1,0 +1,314 @@
+"""`keychain up`: the whole system on one machine, as child processes on 127.0.0.1.
+
+Starts the coordinators, then the chain nodes, then one proxy; writes `<data-dir>/cluster.json`
+(each component's name, kind, pid and address, kept current across restarts); prints the proxy
+URL and a line with the word `ready` once a write and a read have gone through the proxy;
+restarts a crashed child after a short delay, as a kubelet would; and on Ctrl-C or SIGTERM stops
+every child, proxy first and coordinators last. Running it again on the same data dir resumes the
+data: every component keeps its state under `<data-dir>/<name>/`.
+
+Written by hand: supervising a handful of local processes needs nothing a library would add.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+READY_KEY = "keychain-up-ready-check"
+RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before the 1st, 2nd, ... restart in a row
+STABLE_AFTER = 30.0  # a child that ran this long has its restart backoff reset
+
+
+@dataclass
+class Component:
+    name: str
+    kind: str  # coordinator | node | proxy
+    address: str  # the gRPC address (coordinators, nodes) or the HTTP URL's host:port (proxy)
+    argv: list[str]
+    log_path: Path
+    extra: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts_in_a_row: int = 0
+    restart_at: float | None = None
+
+    def describe(self) -> dict[str, object]:
+        pid = self.process.pid if self.process and self.process.poll() is None else None
+        return {"name": self.name, "kind": self.kind, "pid": pid, "address": self.address, **self.extra}
+
+
+@dataclass
+class Layout:
+    """Where everything listens: fixed offsets from a base port, so a restart keeps its addresses."""
+
+    data_dir: Path
+    nodes: int
+    coordinators: int
+    http_port: int
+    grpc_port: int
+    base_port: int
+    chain: str
+
+    def coordinator_port(self, i: int) -> int:
+        return self.base_port + i
+
+    def coordinator_http_port(self, i: int) -> int:
+        return self.base_port + 80 + i
+
+    def node_port(self, i: int) -> int:
+        return self.base_port + 100 + i
+
+    def all_ports(self) -> list[int]:
+        ports = [self.http_port, self.grpc_port]
+        for i in range(1, self.coordinators + 1):
+            ports += [self.coordinator_port(i), self.coordinator_http_port(i)]
+        ports += [self.node_port(i) for i in range(1, self.nodes + 1)]
+        return ports
+
+
+def build_components(layout: Layout, python: list[str], log_level: str) -> list[Component]:
+    logs = layout.data_dir / "logs"
+    coord_addrs = [f"127.0.0.1:{layout.coordinator_port(i)}" for i in range(1, layout.coordinators + 1)]
+    peers = ",".join(f"coord-{i}={a}" for i, a in enumerate(coord_addrs, start=1))
+    coordinators = ",".join(coord_addrs)
+    out: list[Component] = []
+    for i in range(1, layout.coordinators + 1):
+        name = f"coord-{i}"
+        http = f"127.0.0.1:{layout.coordinator_http_port(i)}"
+        out.append(
+            Component(
+                name=name,
+                kind="coordinator",
+                address=coord_addrs[i - 1],
+                argv=[
+                    *python, "coordinator", "--id", name, "--listen", coord_addrs[i - 1], "--http", http,
+                    "--data-dir", str(layout.data_dir / name), "--peers", peers, "--chain", layout.chain,
+                    "--log-level", log_level,
+                ],
+                log_path=logs / f"{name}.log",
+                extra={"http": f"http://{http}"},
+            )
+        )
+    for i in range(1, layout.nodes + 1):
+        name = f"node-{i}"
+        addr = f"127.0.0.1:{layout.node_port(i)}"
+        out.append(
+            Component(
+                name=name,
+                kind="node",
+                address=addr,
+                argv=[
+                    *python, "node", "--id", name, "--listen", addr, "--advertise", addr,
+                    "--data-dir", str(layout.data_dir / name), "--chain", layout.chain,
+                    "--coordinator", coordinators, "--log-level", log_level,
+                ],
+                log_path=logs / f"{name}.log",
+            )
+        )
+    http = f"127.0.0.1:{layout.http_port}"
+    grpc_addr = f"127.0.0.1:{layout.grpc_port}"
+    out.append(
+        Component(
+            name="proxy",
+            kind="proxy",
+            address=http,
+            argv=[
+                *python, "proxy", "--listen", http, "--grpc", grpc_addr, "--coordinator", coordinators,
+                "--chain", layout.chain, "--log-level", log_level,
+            ],
+            log_path=logs / "proxy.log",
+            extra={"url": f"http://{http}", "grpc": grpc_addr},
+        )
+    )
+    return out
+
+
+class Supervisor:
+    """Starts, watches and stops the children; keeps cluster.json current."""
+
+    def __init__(self, layout: Layout, components: list[Component], out=sys.stdout) -> None:
+        self.layout = layout
+        self.components = components
+        self.out = out
+        self.stopping = False
+
+    @property
+    def proxy_url(self) -> str:
+        return f"http://127.0.0.1:{self.layout.http_port}"
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def start(self, c: Component) -> None:
+        c.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(c.log_path, "ab")  # noqa: SIM115 - the child owns it from here
+        env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONUNBUFFERED": "1"}
+        c.process = subprocess.Popen(
+            c.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
+        )
+        log.close()
+        c.started_at = time.monotonic()
+        c.restart_at = None
+        self.write_cluster_json()
+
+    def write_cluster_json(self) -> None:
+        doc = {
+            "proxy": self.proxy_url,
+            "chain": self.layout.chain,
+            "data_dir": str(self.layout.data_dir),
+            "supervisor_pid": os.getpid(),
+            "components": [c.describe() for c in self.components],
+        }
+        path = self.layout.data_dir / "cluster.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    def poll(self) -> None:
+        """Notice exits and restart children whose delay has passed."""
+        now = time.monotonic()
+        for c in self.components:
+            if c.process is None:
+                continue
+            code = c.process.poll()
+            if code is not None and c.restart_at is None:
+                if now - c.started_at > STABLE_AFTER:
+                    c.restarts_in_a_row = 0
+                delay = RESTART_DELAYS[min(c.restarts_in_a_row, len(RESTART_DELAYS) - 1)]
+                c.restarts_in_a_row += 1
+                c.restart_at = now + delay
+                self.say(f"{c.name} exited ({describe_exit(code)}); restarting in {delay:.1f}s (log: {c.log_path})")
+                self.write_cluster_json()
+            elif code is not None and c.restart_at is not None and now >= c.restart_at:
+                self.start(c)
+                self.say(f"{c.name} restarted (pid {c.process.pid if c.process else '?'})")
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        self.stopping = True
+        order = {"proxy": 0, "node": 1, "coordinator": 2}
+        for kind in sorted(order, key=order.__getitem__):
+            group = [c for c in self.components if c.kind == kind and c.process and c.process.poll() is None]
+            for c in group:
+                c.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            deadline = time.monotonic() + timeout
+            for c in group:
+                try:
+                    c.process.wait(max(0.1, deadline - time.monotonic()))  # type: ignore[union-attr]
+                except subprocess.TimeoutExpired:
+                    c.process.kill()  # type: ignore[union-attr]
+                    c.process.wait()  # type: ignore[union-attr]
+        self.write_cluster_json()
+
+    def wait_ready(self, deadline: float) -> bool:
+        """True once a write and a read of the same value succeed through the proxy."""
+        value = f"ready-{os.getpid()}-{time.time_ns()}".encode()
+        url = f"{self.proxy_url}/v1/kv/{READY_KEY}"
+        while time.monotonic() < deadline and not self.stopping:
+            self.poll()
+            try:
+                put = urllib.request.Request(url, data=value, method="PUT")
+                with urllib.request.urlopen(put, timeout=2) as resp:
+                    resp.read()
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.read() == value:
+                        return True
+            except (urllib.error.URLError, OSError, TimeoutError):
+                pass
+            time.sleep(0.25)
+        return False
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def busy_ports(ports: list[int]) -> list[int]:
+    busy = []
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="keychain up", description="Run a local KeychainDB cluster on 127.0.0.1.")
+    p.add_argument("--data-dir", default="keychain-data", help="where every component keeps its data (default: %(default)s)")
+    p.add_argument("--nodes", type=int, default=3, help="chain nodes (default: %(default)s)")
+    p.add_argument("--coordinators", type=int, default=3, choices=(1, 3, 5), help="coordinator members (default: %(default)s)")
+    p.add_argument("--http-port", type=int, default=8080, help="the proxy's HTTP port (default: %(default)s)")
+    p.add_argument("--grpc-port", type=int, default=None, help="the proxy's gRPC port (default: HTTP port + 1)")
+    p.add_argument("--base-port", type=int, default=7000,
+                   help="coordinators listen on base+1.., their HTTP admin on base+81.., nodes on base+101.. (default: %(default)s)")
+    p.add_argument("--chain", default="main", help="the chain's name (default: %(default)s)")
+    p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the first write and read")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    args = p.parse_args(argv)
+    if args.nodes < 1:
+        p.error("--nodes must be at least 1")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    layout = Layout(
+        data_dir=data_dir, nodes=args.nodes, coordinators=args.coordinators, http_port=args.http_port,
+        grpc_port=args.grpc_port or args.http_port + 1, base_port=args.base_port, chain=args.chain,
+    )
+    busy = busy_ports(layout.all_ports())
+    if busy:
+        print(f"keychain up: ports already in use: {', '.join(map(str, busy))} "
+              "(is another cluster running? choose --http-port / --base-port)", file=sys.stderr)
+        return 1
+    components = build_components(layout, [sys.executable, "-P", "-m", "keychain"], args.log_level)
+    sup = Supervisor(layout, components)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        sup.stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    for kind in ("coordinator", "node", "proxy"):
+        for c in components:
+            if c.kind == kind:
+                sup.start(c)
+    sup.say(f"KeychainDB proxy: {sup.proxy_url}  (data: {data_dir}, cluster: {data_dir / 'cluster.json'})")
+    if sup.wait_ready(time.monotonic() + args.ready_timeout):
+        sup.say(f"ready: {args.nodes} nodes, {args.coordinators} coordinators, proxy at {sup.proxy_url}")
+    elif not sup.stopping:
+        sup.say(f"keychain up: no successful write and read within {args.ready_timeout:.0f}s; "
+                f"see the logs under {data_dir / 'logs'}")
+        sup.stop_all()
+        return 1
+    try:
+        while not sup.stopping:
+            sup.poll()
+            time.sleep(0.2)
+    finally:
+        sup.say("stopping ...")
+        sup.stop_all()
+        sup.say("stopped")
+    return 0
