@@ -231,16 +231,17 @@ def test_a_torn_tail_is_cut_back_to_the_last_complete_record(
     s = open_file()
     s.append(ents(1, 5, term=1))
     s.sync()
+    entry5_at = s._offsets[4]
     s.close()
     seg = segment_path(s)
-    size = seg.stat().st_size
-    os.truncate(seg, size - 3)  # a crash in the middle of writing entry 5
+    os.truncate(seg, seg.stat().st_size - 3)  # a crash in the middle of writing entry 5
 
     with caplog.at_level(logging.WARNING, logger="keychain.coordinator.storage"):
         again = open_file()
     assert again.last_index() == 4
     assert again.entries(1, 5) == ents(1, 4, term=1)
     assert "event=torn_tail" in caplog.text and "last_index=4" in caplog.text
+    assert seg.stat().st_size == entry5_at  # the partial record is gone from the disk too
     again.append(ents(5, 6, term=2))
     again.sync()
     again.close()
