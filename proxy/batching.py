@@ -1,0 +1,56 @@
+"""Write coalescing: concurrent writes to one head travel as one WriteRequest.
+
+Pure: the queue decides *what* to send and *when*, the shell does the sending. There is no
+timer: an idle proxy sends a write at once (a batch of one); while a batch is in flight, new
+writes wait and leave together as soon as it returns. Batches are bounded in operations and
+bytes (a gRPC message has a size limit), and the waiting queue is bounded so an overloaded
+proxy refuses quickly instead of queueing without end.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class BatchQueue[T]:
+    def __init__(self, max_ops: int = 256, max_bytes: int = 3 << 20, max_pending: int = 10_000) -> None:
+        if max_ops < 1 or max_bytes < 1 or max_pending < 1:
+            raise ValueError("batch limits must be positive")
+        self.max_ops = max_ops
+        self.max_bytes = max_bytes
+        self.max_pending = max_pending
+        self._waiting: deque[tuple[T, int]] = deque()
+        self.in_flight = False
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def offer(self, item: T, size: int) -> bool:
+        """Queue a write of `size` bytes; False when the queue is full (the caller refuses it)."""
+        if len(self._waiting) >= self.max_pending:
+            return False
+        self._waiting.append((item, size))
+        return True
+
+    def take(self) -> list[T] | None:
+        """The next batch to send, or None while one is in flight or nothing waits.
+
+        A batch always holds at least one write, even one larger than `max_bytes` alone.
+        """
+        if self.in_flight or not self._waiting:
+            return None
+        batch: list[T] = []
+        total = 0
+        while self._waiting and len(batch) < self.max_ops:
+            item, size = self._waiting[0]
+            if batch and total + size > self.max_bytes:
+                break
+            self._waiting.popleft()
+            batch.append(item)
+            total += size
+        self.in_flight = True
+        return batch
+
+    def done(self) -> None:
+        """The in-flight batch returned; the next `take` may send."""
+        self.in_flight = False

@@ -1,0 +1,48 @@
+"""Long-lived gRPC channels, one per address, reused by every request."""
+
+from __future__ import annotations
+
+import grpc
+
+# Batches of writes can exceed gRPC's 4 MiB default when values are large.
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class ChannelPool:
+    """grpc.aio channels by address; create and close them on the event loop that uses them."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, type], object] = {}
+
+    def stub[S](self, address: str, stub_class: type[S]) -> S:
+        stub = self._stubs.get((address, stub_class))
+        if stub is None:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+                self._channels[address] = channel
+            stub = stub_class(channel)
+            self._stubs[(address, stub_class)] = stub
+        return stub  # type: ignore[return-value]
+
+    async def retain(self, addresses: set[str]) -> None:
+        """Close the channels of addresses no longer in use (members that left the chain)."""
+        for address in [a for a in self._channels if a not in addresses]:
+            await self._drop(address)
+
+    async def close(self) -> None:
+        for address in list(self._channels):
+            await self._drop(address)
+
+    async def _drop(self, address: str) -> None:
+        channel = self._channels.pop(address)
+        for key in [k for k in self._stubs if k[0] == address]:
+            del self._stubs[key]
+        await channel.close()

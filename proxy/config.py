@@ -1,0 +1,127 @@
+"""The proxy's configuration and its command line (`keychain proxy ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TOKEN_ENV = "KEYCHAIN_AUTH_TOKEN"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    coordinators: tuple[str, ...]
+    chain: str
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    grpc_listen: tuple[str, int] | None = None
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 1 << 20
+    auth_token: str | None = field(default=None, repr=False)
+    read_consistency: str = "strong"
+    request_timeout: float = 5.0  # an operation's whole budget, retries included
+    attempt_timeout: float = 2.0  # one RPC to a node
+    max_batch_ops: int = 256
+    max_batch_bytes: int = 3 << 20  # below gRPC's default 4 MiB message limit on the node
+    max_pending_writes: int = 10_000
+    retry_after_seconds: int = 1
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        if not self.coordinators:
+            raise ValueError("at least one coordinator address is needed")
+        if not self.chain:
+            raise ValueError("the chain name is empty")
+        if self.read_consistency not in ("strong", "eventual"):
+            raise ValueError(f"read consistency is strong or eventual, not {self.read_consistency!r}")
+        if self.max_key_bytes < 1 or self.max_value_bytes < 0:
+            raise ValueError("size limits must be positive")
+        if self.request_timeout <= 0 or self.attempt_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """host:port (IPv6 as [::1]:port) -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _coordinators(text: str) -> tuple[str, ...]:
+    members = tuple(part.strip() for part in text.split(",") if part.strip())
+    for member in members:
+        _address(member)
+    if not members:
+        raise argparse.ArgumentTypeError("no coordinator address given")
+    return members
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="keychain proxy",
+        description="Serve the KeychainDB HTTP and gRPC API in front of one chain.",
+    )
+    p.add_argument("--listen", type=_address, default=("127.0.0.1", 8080), help="HTTP host:port")
+    p.add_argument("--grpc", type=_address, default=None, help="gRPC KV API host:port (off if omitted)")
+    p.add_argument(
+        "--coordinator",
+        type=_coordinators,
+        required=True,
+        help="coordinator members host:port[,host:port...]",
+    )
+    p.add_argument("--chain", required=True, help="the chain this proxy serves")
+    p.add_argument("--max-key-bytes", type=int, default=1024)
+    p.add_argument("--max-value-bytes", type=int, default=1 << 20)
+    p.add_argument("--auth-token-file", type=Path, help=f"bearer token required on /v1 (or env {TOKEN_ENV})")
+    p.add_argument("--read-consistency", choices=("strong", "eventual"), default="strong")
+    p.add_argument(
+        "--request-timeout", type=float, default=5.0, help="seconds per operation, retries included"
+    )
+    p.add_argument("--attempt-timeout", type=float, default=2.0, help="seconds per RPC to a node")
+    p.add_argument("--max-batch-ops", type=int, default=256, help="writes per WriteRequest to the head")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
+    return p
+
+
+def config_from_args(argv: list[str], environ: dict[str, str] | None = None) -> ProxyConfig:
+    """Parse `keychain proxy` arguments; exits with a usage message on bad input."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    env = os.environ if environ is None else environ
+    token: str | None = None
+    if args.auth_token_file is not None:
+        try:
+            token = args.auth_token_file.read_text().strip()
+        except OSError as exc:
+            parser.error(f"cannot read --auth-token-file: {exc}")
+        if not token:
+            parser.error("--auth-token-file is empty")
+    elif env.get(TOKEN_ENV, "").strip():
+        token = env[TOKEN_ENV].strip()
+    try:
+        return ProxyConfig(
+            coordinators=args.coordinator,
+            chain=args.chain,
+            listen=args.listen,
+            grpc_listen=args.grpc,
+            max_key_bytes=args.max_key_bytes,
+            max_value_bytes=args.max_value_bytes,
+            auth_token=token,
+            read_consistency=args.read_consistency,
+            request_timeout=args.request_timeout,
+            attempt_timeout=args.attempt_timeout,
+            max_batch_ops=args.max_batch_ops,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits

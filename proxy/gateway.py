@@ -1,0 +1,304 @@
+"""The proxy's path to the chain: batched writes to the head, spread reads, retries.
+
+This is the I/O shell around the pure pieces: `BatchQueue` decides what a WriteRequest
+carries, `ReadBalancer` picks a replica, `Retry`/`classify` decide whether to try again. Both
+front ends (HTTP and gRPC) call `write` and `read` and get either the chain's answer or an
+`OpError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import secrets
+from dataclasses import dataclass, field
+
+import grpc
+
+from keychain.proto import chain_pb2, chain_pb2_grpc
+
+from .batching import BatchQueue
+from .channels import ChannelPool
+from .config import ProxyConfig
+from .errors import FINAL_CHAIN_ERRORS, ErrorKind, OpError
+from .metrics import ProxyMetrics
+from .routing import (
+    Backoff,
+    Disposition,
+    ReadBalancer,
+    Retry,
+    classify,
+    transport_failure_may_have_applied,
+    write_may_have_applied,
+)
+from .topology import Topology
+from .watcher import CoordinatorWatcher
+
+log = logging.getLogger("keychain.proxy.gateway")
+
+Code = chain_pb2.Code
+NodeStub = chain_pb2_grpc.ChainNodeStub
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One write waiting in (or sent with) a batch; the batch sender fills in the outcome."""
+
+    op: chain_pb2.WriteOp
+    done: asyncio.Future[None]
+    sent: bool = False
+    result: chain_pb2.WriteResult | None = None  # the chain's per-op answer
+    refusal: chain_pb2.Error | None = None  # the whole request was refused (epoch, head, lease)
+    transport_error: str | None = None  # gRPC failure; the batch may or may not have arrived
+
+
+@dataclass
+class _HeadWriter:
+    """Coalesces writes to one head: one WriteRequest in flight, the rest wait for it."""
+
+    address: str
+    queue: BatchQueue[_Attempt]
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class ChainGateway:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        watcher: CoordinatorWatcher,
+        metrics: ProxyMetrics,
+        *,
+        rng: random.Random,
+    ) -> None:
+        self.config = config
+        self.watcher = watcher
+        self.metrics = metrics
+        self.rng = rng
+        self.backoff = Backoff()
+        self.balancer = ReadBalancer()
+        self.channels = ChannelPool()
+        self._writers: dict[str, _HeadWriter] = {}
+        # Request ids this proxy makes: unique across proxies and restarts by the random prefix.
+        self._id_prefix = f"p-{secrets.token_hex(8)}-"
+        self._id_counter = itertools.count(1)
+
+    # ---- shared helpers ----
+
+    def new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter)}"
+
+    @property
+    def topology(self) -> Topology | None:
+        return self.watcher.topology
+
+    def _unavailable(self, message: str) -> OpError:
+        return OpError(ErrorKind.UNAVAILABLE, message, retry_after=self.config.retry_after_seconds)
+
+    def _node(self, address: str) -> chain_pb2_grpc.ChainNodeStub:
+        return self.channels.stub(address, NodeStub)
+
+    async def _pause(self, delay: float) -> None:
+        """Between attempts: ask for a fresh topology and wait for it, at most `delay` seconds."""
+        self.watcher.request_refresh()
+        await self.watcher.wait_changed(delay)
+
+    async def on_topology(self, topology: Topology) -> None:
+        keep = {m.address for m in topology.members()}
+        for address in [a for a in self._writers if a not in keep]:
+            writer = self._writers[address]
+            if not writer.queue.in_flight and not len(writer.queue):
+                del self._writers[address]
+        await self.channels.retain(keep | set(self._writers))
+
+    # ---- writes ----
+
+    async def write(self, op: chain_pb2.WriteOp) -> chain_pb2.WriteResult:
+        """Apply one write through the head; returns the chain's OK result or raises OpError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.request_timeout
+        retry = Retry(deadline, self.backoff, self.rng)
+        while True:
+            topology = self.topology
+            if topology is None:
+                raise self._unavailable("the proxy has not learned the chain's topology yet")
+            head = topology.head
+            if head is None:
+                reason, maybe = "no active member", False
+            else:
+                attempt = self._submit(head.address, op)
+                remaining = deadline - loop.time()
+                try:
+                    await asyncio.wait_for(asyncio.shield(attempt.done), remaining)
+                except TimeoutError:
+                    if not attempt.sent:
+                        attempt.done.cancel()  # still queued: the batch sender skips it
+                    if attempt.sent or retry.maybe_applied:
+                        raise self._outcome_unknown(
+                            op, "no answer from the head before the deadline"
+                        ) from None
+                    raise self._unavailable("the head did not take the write before the deadline") from None
+                reason, maybe = self._judge(attempt)
+                if reason is None:
+                    assert attempt.result is not None
+                    return self._final(attempt.result)
+            self.metrics.retries.labels("write", reason).inc()
+            delay = retry.failed(loop.time(), reason, maybe_applied=maybe)
+            if delay is None:
+                if retry.outcome_unknown:
+                    raise self._outcome_unknown(op, f"last attempt: {reason}")
+                raise self._unavailable(f"the chain is not accepting writes ({reason})")
+            await self._pause(delay)
+
+    def _judge(self, attempt: _Attempt) -> tuple[str | None, bool]:
+        """(None, _) when the attempt gave a final answer, else (retry reason, may have applied)."""
+        if attempt.transport_error is not None:
+            return "transport", transport_failure_may_have_applied(attempt.transport_error)
+        if attempt.refusal is not None:
+            return Code.Name(attempt.refusal.code).lower(), False
+        assert attempt.result is not None
+        code = attempt.result.error.code
+        if classify(code) is Disposition.FINAL:
+            return None, False
+        return Code.Name(code).lower() if code in Code.values() else "unknown", write_may_have_applied(code)
+
+    def _final(self, result: chain_pb2.WriteResult) -> chain_pb2.WriteResult:
+        code = result.error.code
+        if code == Code.OK:
+            return result
+        kind = FINAL_CHAIN_ERRORS[code]
+        raise OpError(
+            kind,
+            result.error.message or kind.code.replace("_", " "),
+            current_version=result.current_version if code == Code.PRECONDITION_FAILED else None,
+        )
+
+    def _outcome_unknown(self, op: chain_pb2.WriteOp, detail: str) -> OpError:
+        log.warning("write outcome unknown request_id=%s detail=%s", op.request_id, detail)
+        return OpError(
+            ErrorKind.OUTCOME_UNKNOWN,
+            f"the write may or may not have been applied; retry with the same Idempotency-Key "
+            f"({op.request_id}) to learn its outcome ({detail})",
+        )
+
+    def _submit(self, address: str, op: chain_pb2.WriteOp) -> _Attempt:
+        writer = self._writers.get(address)
+        if writer is None:
+            queue: BatchQueue[_Attempt] = BatchQueue(
+                max_ops=self.config.max_batch_ops,
+                max_bytes=self.config.max_batch_bytes,
+                max_pending=self.config.max_pending_writes,
+            )
+            writer = self._writers[address] = _HeadWriter(address, queue)
+        attempt = _Attempt(op, asyncio.get_running_loop().create_future())
+        if not writer.queue.offer(attempt, len(op.key) + len(op.value) + 64):
+            raise self._unavailable("too many writes waiting for the head")
+        self._flush(writer)
+        return attempt
+
+    def _flush(self, writer: _HeadWriter) -> None:
+        batch = writer.queue.take()
+        if batch is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(writer, batch))
+        writer.tasks.add(task)
+        task.add_done_callback(writer.tasks.discard)
+
+    async def _send(self, writer: _HeadWriter, batch: list[_Attempt]) -> None:
+        try:
+            # A caller that gave up before its write left the queue is not sent.
+            batch = [a for a in batch if not a.done.done()]
+            if batch:
+                await self._send_batch(writer.address, batch)
+        finally:
+            writer.queue.done()
+            for attempt in batch:
+                if not attempt.done.done():
+                    attempt.done.set_result(None)
+            self._flush(writer)
+
+    async def _send_batch(self, address: str, batch: list[_Attempt]) -> None:
+        topology = self.topology
+        epoch = topology.epoch if topology is not None else 0
+        request = chain_pb2.WriteRequest(epoch=epoch, ops=[a.op for a in batch])
+        for attempt in batch:
+            attempt.sent = True
+        self.metrics.batch_ops.observe(len(batch))
+        try:
+            reply = await self._node(address).Write(request, timeout=self.config.attempt_timeout)
+        except grpc.aio.AioRpcError as exc:
+            detail = f"{exc.code().name}: {exc.details()}"
+            log.info("write batch failed head=%s ops=%d %s", address, len(batch), detail)
+            for attempt in batch:
+                attempt.transport_error = detail
+            return
+        if reply.error.code != Code.OK:
+            for attempt in batch:
+                attempt.refusal = reply.error
+            return
+        if len(reply.results) != len(batch):
+            detail = f"head answered {len(reply.results)} results for {len(batch)} writes"
+            log.warning("write batch malformed head=%s %s", address, detail)
+            for attempt in batch:
+                attempt.transport_error = detail
+            return
+        for attempt, result in zip(batch, reply.results, strict=True):
+            attempt.result = result
+
+    # ---- reads ----
+
+    async def read(self, key: bytes, consistency: int) -> chain_pb2.ReadReply:
+        """Read from one active member; NOT_FOUND and other final answers raise OpError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.request_timeout
+        retry = Retry(deadline, self.backoff, self.rng)
+        avoid: frozenset[str] = frozenset()
+        while True:
+            topology = self.topology
+            if topology is None:
+                raise self._unavailable("the proxy has not learned the chain's topology yet")
+            member = self.balancer.pick(topology.active, avoid)
+            if member is None:
+                reason = "no active member"
+            else:
+                request = chain_pb2.ReadRequest(epoch=topology.epoch, key=key, consistency=consistency)
+                self.balancer.started(member)
+                try:
+                    reply = await self._node(member.address).Read(
+                        request, timeout=min(self.config.attempt_timeout, max(deadline - loop.time(), 0.001))
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    reply = None
+                    reason = f"transport_{exc.code().name.lower()}"
+                finally:
+                    self.balancer.finished(member)
+                if reply is not None:
+                    code = reply.error.code
+                    if code == Code.OK:
+                        self.metrics.member_reads.labels(member.id).inc()
+                        return reply
+                    if classify(code) is Disposition.FINAL:
+                        kind = FINAL_CHAIN_ERRORS[code]
+                        raise OpError(kind, reply.error.message or kind.code.replace("_", " "))
+                    reason = Code.Name(code).lower() if code in Code.values() else "unknown"
+                avoid = avoid | {member.id}
+            self.metrics.retries.labels("read", reason).inc()
+            delay = retry.failed(loop.time(), reason)
+            if delay is None:
+                raise self._unavailable(f"no chain member could serve the read ({reason})")
+            await self._pause(delay)
+
+    # ---- status ----
+
+    async def node_status(self, address: str, timeout: float) -> chain_pb2.NodeStatus | None:
+        try:
+            return await self._node(address).GetStatus(chain_pb2.StatusRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return None
+
+    async def close(self) -> None:
+        for writer in self._writers.values():
+            for task in list(writer.tasks):
+                task.cancel()
+        await self.channels.close()

@@ -1,0 +1,100 @@
+"""The gRPC KV service (keychain/proto/kv.proto): the HTTP API's operations, errors in-band.
+
+Failures travel as `Error{code, message}` in the reply, with the same meaning as the HTTP
+statuses (see errors.ErrorKind); only a missing bearer token is a gRPC status
+(UNAUTHENTICATED), because it is about the call, not the operation.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import grpc
+
+from keychain.proto import chain_pb2, kv_pb2, kv_pb2_grpc
+
+from .config import ProxyConfig
+from .errors import OpError
+from .gateway import ChainGateway
+from .metrics import ProxyMetrics
+from .validation import check_key, check_request_id, check_value_size
+
+
+def _error(error: OpError) -> chain_pb2.Error:
+    return chain_pb2.Error(code=error.kind.chain_code, message=error.message)
+
+
+class KVService(kv_pb2_grpc.KVServicer):
+    def __init__(self, config: ProxyConfig, gateway: ChainGateway, metrics: ProxyMetrics) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.metrics = metrics
+        self._token = f"Bearer {config.auth_token}" if config.auth_token else None
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if self._token is None:
+            return
+        given = dict(context.invocation_metadata() or ()).get("authorization", "")
+        if not hmac.compare_digest(str(given).encode(), self._token.encode()):
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "metadata 'authorization: Bearer <token>' required"
+            )
+
+    def _request_id(self, given: str) -> str:
+        return check_request_id(given) if given else self.gateway.new_request_id()
+
+    async def _write(self, op_name: str, build) -> kv_pb2.WriteReply:
+        try:
+            op = build()
+            result = await self.gateway.write(op)
+        except OpError as error:
+            self.metrics.requests.labels("grpc", op_name, error.kind.code).inc()
+            return kv_pb2.WriteReply(error=_error(error), current_version=error.current_version or 0)
+        self.metrics.requests.labels("grpc", op_name, "ok").inc()
+        return kv_pb2.WriteReply(version=result.version)
+
+    async def Put(self, request: kv_pb2.PutRequest, context: grpc.aio.ServicerContext) -> kv_pb2.WriteReply:
+        await self._authorize(context)
+
+        def build() -> chain_pb2.WriteOp:
+            key = check_key(request.key, self.config.max_key_bytes)
+            check_value_size(len(request.value), self.config.max_value_bytes)
+            op = chain_pb2.WriteOp(
+                request_id=self._request_id(request.request_id),
+                key=key,
+                kind=chain_pb2.OpKind.PUT,
+                value=request.value,
+                if_absent=request.if_absent,
+            )
+            if request.HasField("if_version"):
+                op.if_version = request.if_version
+            return op
+
+        return await self._write("put", build)
+
+    async def Delete(
+        self, request: kv_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+    ) -> kv_pb2.WriteReply:
+        await self._authorize(context)
+
+        def build() -> chain_pb2.WriteOp:
+            key = check_key(request.key, self.config.max_key_bytes)
+            op = chain_pb2.WriteOp(
+                request_id=self._request_id(request.request_id), key=key, kind=chain_pb2.OpKind.DELETE
+            )
+            if request.HasField("if_version"):
+                op.if_version = request.if_version
+            return op
+
+        return await self._write("delete", build)
+
+    async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetReply:
+        await self._authorize(context)
+        try:
+            key = check_key(request.key, self.config.max_key_bytes)
+            reply = await self.gateway.read(key, request.consistency)
+        except OpError as error:
+            self.metrics.requests.labels("grpc", "get", error.kind.code).inc()
+            return kv_pb2.GetReply(error=_error(error))
+        self.metrics.requests.labels("grpc", "get", "ok").inc()
+        return kv_pb2.GetReply(value=reply.value, version=reply.version)

@@ -1,0 +1,82 @@
+"""Checks on what a client sends, before anything reaches the chain.
+
+Pure functions shared by the HTTP and gRPC front ends; each raises `OpError` with the
+client-facing reason, so bad input never changes stored data.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_to_bytes
+
+from .errors import ErrorKind, OpError
+
+_VERSION_TAG = re.compile(r'\s*"([0-9]{1,20})"\s*')
+_MAX_REQUEST_ID = 128
+
+
+def key_from_raw_path(raw_path: bytes, prefix: bytes, max_key_bytes: int) -> bytes:
+    """The key in a percent-encoded request path; must be non-empty UTF-8 within the limit.
+
+    Decoded from the raw path because servers replace invalid UTF-8 in the decoded path with
+    U+FFFD, which would silently store a different key.
+    """
+    return check_key(unquote_to_bytes(raw_path[len(prefix) :]), max_key_bytes)
+
+
+def check_key(key: bytes, max_key_bytes: int) -> bytes:
+    if not key:
+        raise OpError(ErrorKind.INVALID_KEY, "the key is empty")
+    if len(key) > max_key_bytes:
+        raise OpError(ErrorKind.TOO_LARGE, f"the key is {len(key)} bytes; the limit is {max_key_bytes}")
+    try:
+        key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OpError(ErrorKind.INVALID_KEY, "the key is not valid UTF-8") from None
+    return key
+
+
+def check_value_size(size: int, max_value_bytes: int) -> None:
+    if size > max_value_bytes:
+        raise OpError(ErrorKind.TOO_LARGE, f"the value is {size} bytes; the limit is {max_value_bytes}")
+
+
+def parse_version_tag(header: str, name: str) -> int:
+    """An entity tag `"<version>"` as the ETag header gives it (one strong tag, a decimal)."""
+    match = _VERSION_TAG.fullmatch(header)
+    if match is None:
+        raise OpError(
+            ErrorKind.INVALID_REQUEST,
+            f'{name} must be one entity tag "<version>" as sent in ETag, got {header!r}',
+        )
+    version = int(match.group(1))
+    if version >= 1 << 64:
+        raise OpError(ErrorKind.INVALID_REQUEST, f"{name}: version {version} is out of range")
+    return version
+
+
+def write_conditions(if_match: str | None, if_none_match: str | None) -> tuple[int | None, bool]:
+    """(if_version, if_absent) from the conditional-request headers of a write."""
+    if if_match is not None and if_none_match is not None:
+        raise OpError(ErrorKind.INVALID_REQUEST, "send If-Match or If-None-Match, not both")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise OpError(ErrorKind.INVALID_REQUEST, "a write supports only If-None-Match: * (create only)")
+        return None, True
+    if if_match is not None:
+        return parse_version_tag(if_match, "If-Match"), False
+    return None, False
+
+
+def check_request_id(request_id: str) -> str:
+    if (
+        not request_id
+        or len(request_id) > _MAX_REQUEST_ID
+        or not request_id.isprintable()
+        or not request_id.isascii()
+    ):
+        raise OpError(
+            ErrorKind.INVALID_REQUEST,
+            f"an idempotency key is 1..{_MAX_REQUEST_ID} printable ASCII characters",
+        )
+    return request_id

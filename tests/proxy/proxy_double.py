@@ -1,0 +1,259 @@
+"""A stand-in for one chain and its coordinator, for testing the proxy over real gRPC.
+
+Every member is a ChainNode gRPC server on 127.0.0.1 (ephemeral port) sharing one store; the
+head sequences writes (versions are a gap-free seq), honours CAS / create-only and remembers
+request ids, as the real chain promises. The coordinator serves WatchChains, GetChain and
+GetClusterStatus. Scripted faults let a test break exactly one thing:
+
+- "bump_epoch": the coordinator moves to epoch+1 just before the head sees a Write, so that
+  Write (sent with the old epoch) is refused with WRONG_EPOCH.
+- "drop_reply": the head applies the Write, then fails the RPC as if the reply were lost.
+- "hang": the head sleeps past the proxy's attempt timeout before answering.
+- "outcome_unknown": the head answers OUTCOME_UNKNOWN for every op (applying nothing).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+
+from keychain.proto import chain_pb2, chain_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc
+
+Code = chain_pb2.Code
+
+
+@dataclass
+class Stored:
+    value: bytes
+    version: int
+    deleted: bool = False
+
+
+@dataclass
+class ChainState:
+    chain: str
+    epoch: int = 1
+    members: list[chain_pb2.Member] = field(default_factory=list)
+    seq: int = 0
+    data: dict[bytes, Stored] = field(default_factory=dict)
+    outcomes: dict[str, chain_pb2.WriteResult] = field(default_factory=dict)
+    applied: Counter[str] = field(default_factory=Counter)  # request id -> times applied
+    write_attempts: list[list[str]] = field(default_factory=list)  # request ids per Write received
+    reads: Counter[str] = field(default_factory=Counter)  # member id -> reads served
+    writes: Counter[str] = field(default_factory=Counter)
+    faults: deque[str] = field(default_factory=deque)
+    sticky_fault: str | None = None
+    hang_seconds: float = 0.5
+
+    def config(self) -> chain_pb2.ChainConfig:
+        return chain_pb2.ChainConfig(chain=self.chain, epoch=self.epoch, members=self.members)
+
+
+class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
+    def __init__(self, double: ChainDouble, member_id: str) -> None:
+        self.double = double
+        self.id = member_id
+
+    def _error(self, code: int, message: str = "") -> chain_pb2.Error:
+        return chain_pb2.Error(code=code, message=message, epoch=self.double.state.epoch)
+
+    def _is_head(self) -> bool:
+        active = [m for m in self.double.state.members if m.state == chain_pb2.MemberState.ACTIVE]
+        return bool(active) and active[0].id == self.id
+
+    def Write(self, request: chain_pb2.WriteRequest, context: grpc.ServicerContext) -> chain_pb2.WriteReply:
+        double = self.double
+        with double.lock:
+            fault = double.state.faults.popleft() if double.state.faults else double.state.sticky_fault
+            double.state.write_attempts.append([op.request_id for op in request.ops])
+        if fault == "bump_epoch":
+            double.reconfigure(double.state.members)
+        if fault == "hang":
+            time.sleep(double.state.hang_seconds)
+        with double.lock:
+            state = double.state
+            if request.epoch != state.epoch:
+                return chain_pb2.WriteReply(error=self._error(Code.WRONG_EPOCH, "stale epoch"))
+            if not self._is_head():
+                return chain_pb2.WriteReply(error=self._error(Code.NOT_HEAD))
+            if fault == "outcome_unknown":
+                results = [
+                    chain_pb2.WriteResult(error=self._error(Code.OUTCOME_UNKNOWN, "lost the successor"))
+                    for _ in request.ops
+                ]
+                return chain_pb2.WriteReply(results=results)
+            results = [double.apply(op) for op in request.ops]
+        if fault == "drop_reply":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset after the write was applied")
+        return chain_pb2.WriteReply(results=results)
+
+    def Read(self, request: chain_pb2.ReadRequest, context: grpc.ServicerContext) -> chain_pb2.ReadReply:
+        with self.double.lock:
+            state = self.double.state
+            if request.epoch != state.epoch:
+                return chain_pb2.ReadReply(error=self._error(Code.WRONG_EPOCH))
+            state.reads[self.id] += 1
+            stored = state.data.get(request.key)
+            if stored is None or stored.deleted:
+                return chain_pb2.ReadReply(error=self._error(Code.NOT_FOUND, "no such key"))
+            return chain_pb2.ReadReply(value=stored.value, version=stored.version)
+
+    def GetStatus(self, request: chain_pb2.StatusRequest, context: grpc.ServicerContext) -> chain_pb2.NodeStatus:
+        with self.double.lock:
+            state = self.double.state
+            ids = [m.id for m in state.members]
+            active = [m.id for m in state.members if m.state == chain_pb2.MemberState.ACTIVE]
+            role = "syncing" if self.id not in active else ("head" if active[0] == self.id else "tail")
+            return chain_pb2.NodeStatus(
+                id=self.id,
+                chain=state.chain,
+                epoch=state.epoch,
+                role=role if self.id in ids else "none",
+                last_seq=state.seq,
+                committed_seq=state.seq,
+                reads=state.reads[self.id],
+                writes=state.writes[self.id],
+                lease_valid=True,
+                keys=len(state.data),
+            )
+
+
+class CoordinatorDouble(coordinator_pb2_grpc.CoordinatorServicer):
+    def __init__(self, double: ChainDouble) -> None:
+        self.double = double
+
+    def WatchChains(self, request: coordinator_pb2.WatchRequest, context: grpc.ServicerContext):
+        double = self.double
+        sent = None
+        while context.is_active() and not double.closing:
+            with double.changed:
+                if double.published and double.state.epoch != sent:
+                    sent = double.state.epoch
+                    config = double.state.config()
+                else:
+                    double.changed.wait(0.05)
+                    continue
+            yield config
+
+    def GetChain(self, request: coordinator_pb2.GetChainRequest, context: grpc.ServicerContext):
+        with self.double.lock:
+            if not self.double.published or request.chain != self.double.state.chain:
+                return coordinator_pb2.ChainReply(
+                    error=coordinator_pb2.Error(code=coordinator_pb2.Code.NOT_FOUND, message="no such chain")
+                )
+            return coordinator_pb2.ChainReply(config=self.double.state.config())
+
+    def GetClusterStatus(self, request: coordinator_pb2.ClusterStatusRequest, context: grpc.ServicerContext):
+        double = self.double
+        with double.lock:
+            state = double.state
+            health = [
+                coordinator_pb2.MemberHealth(
+                    id=m.id, healthy=True, reads=state.reads[m.id], writes=state.writes[m.id], last_seq=state.seq
+                )
+                for m in state.members
+            ]
+            chains = [coordinator_pb2.ChainStatus(config=state.config(), health=health)] if double.published else []
+            return coordinator_pb2.ClusterStatus(
+                leader="coord-1",
+                members=[coordinator_pb2.CoordinatorMember(id="coord-1", address=double.coordinator, role="leader")],
+                chains=chains,
+            )
+
+
+class ChainDouble:
+    """Start with `ChainDouble(members=3).start()`; `stop()` when done (or use `with`)."""
+
+    def __init__(self, chain: str = "test", members: int = 3, *, publish: bool = True) -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.state = ChainState(chain)
+        self.published = publish
+        self.closing = False
+        self._member_count = members
+        self._servers: list[grpc.Server] = []
+        self.coordinator = ""
+
+    def _server(self) -> tuple[grpc.Server, int]:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        port = server.add_insecure_port("127.0.0.1:0")
+        self._servers.append(server)
+        return server, port
+
+    def start(self) -> ChainDouble:
+        members = []
+        for index in range(1, self._member_count + 1):
+            server, port = self._server()
+            member_id = f"node-{index}"
+            chain_pb2_grpc.add_ChainNodeServicer_to_server(NodeDouble(self, member_id), server)
+            server.start()
+            members.append(chain_pb2.Member(id=member_id, address=f"127.0.0.1:{port}"))
+        server, port = self._server()
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorDouble(self), server)
+        server.start()
+        self.coordinator = f"127.0.0.1:{port}"
+        with self.lock:
+            self.state.members = members
+        return self
+
+    def stop(self) -> None:
+        with self.changed:
+            self.closing = True
+            self.changed.notify_all()
+        for server in self._servers:
+            server.stop(grace=None)
+
+    def __enter__(self) -> ChainDouble:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- what tests do ----
+
+    def publish(self) -> None:
+        with self.changed:
+            self.published = True
+            self.changed.notify_all()
+
+    def reconfigure(self, members: list[chain_pb2.Member]) -> None:
+        """A new configuration at epoch + 1, pushed to watchers."""
+        with self.changed:
+            self.state.members = list(members)
+            self.state.epoch += 1
+            self.changed.notify_all()
+
+    def inject(self, *faults: str) -> None:
+        with self.lock:
+            self.state.faults.extend(faults)
+
+    def member(self, member_id: str) -> chain_pb2.Member:
+        return next(m for m in self.state.members if m.id == member_id)
+
+    def apply(self, op: chain_pb2.WriteOp) -> chain_pb2.WriteResult:
+        """The head's sequencing of one op; the caller holds the lock."""
+        state = self.state
+        if op.request_id in state.outcomes:
+            return state.outcomes[op.request_id]
+        stored = state.data.get(op.key)
+        current = 0 if stored is None or stored.deleted else stored.version
+        if (op.HasField("if_version") and op.if_version != current) or (op.if_absent and current != 0):
+            result = chain_pb2.WriteResult(
+                error=chain_pb2.Error(code=Code.PRECONDITION_FAILED, message="version mismatch"),
+                current_version=current,
+            )
+        else:
+            state.seq += 1
+            deleted = op.kind == chain_pb2.OpKind.DELETE
+            state.data[op.key] = Stored(b"" if deleted else op.value, state.seq, deleted)
+            state.applied[op.request_id] += 1
+            for member in state.members:
+                state.writes[member.id] += 1
+            result = chain_pb2.WriteResult(version=state.seq)
+        state.outcomes[op.request_id] = result
+        return result
