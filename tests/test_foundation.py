@@ -25,3 +25,13 @@ def test_the_cli_lists_its_commands_and_rejects_an_unknown_one():
     assert ok.returncode == 0 and "up" in ok.stdout and "node" in ok.stdout
     bad = subprocess.run([sys.executable, "-P", "-m", "keychain", "frobnicate"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+def test_test_modules_have_unique_basenames():
+    # tests/ folders are not packages (a package root on sys.path would shadow `operator`), so
+    # pytest imports each test module by its basename: two alike would collide.
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in Path(__file__).parent.rglob("*.py") if p.name != "conftest.py")
+    assert [n for n, count in names.items() if count > 1] == []
