@@ -1,0 +1,39 @@
+"""Timeouts that the chain nodes and the coordinators must agree on, and why they are what they are.
+
+Two targets pull against each other:
+- A failed chain node must be replaced quickly: writes flowing again within 2 s (aim: 1 s).
+  That takes the coordinator noticing the silence (the lease plus a margin) and one heartbeat
+  round to tell the survivors, so the lease must be short.
+- A coordinator leader election must NOT interrupt the chain: while the coordinators elect a new
+  leader nobody renews leases, and a node whose lease lapses stops serving. So the lease must
+  outlast a worst-case election plus the time for a node to find the new leader.
+
+Election: a follower waits ELECTION_TICKS..2*ELECTION_TICKS ticks (300-600 ms) without hearing the
+leader, then PreVote + Vote take one round trip on loopback (a few ms), so a new leader is normally
+in place 300-650 ms after the old one died. Nodes heartbeat every HEARTBEAT_INTERVAL and try the
+next coordinator on a failure, so they reach the new leader within about 100-200 ms more: about
+850 ms in the worst common case, under the 1.2 s lease. Node failure: the coordinator removes a node
+silent for LEASE + REMOVAL_MARGIN (1.45 s), then every survivor learns the new epoch from its next
+heartbeat reply (<= 100 ms): writes flow again about 1.5 s after a crash.
+
+Safety does not depend on these numbers, only on the lease rule: a node's lease runs from the
+moment it SENT the heartbeat, and the coordinator counts from the moment it RECEIVED it, plus a
+margin for clock-rate drift (MAX_DRIFT) — so a silent node has always stopped serving before it is
+removed and a new chain configuration can commit writes without it.
+"""
+
+from __future__ import annotations
+
+TICK = 0.05  # seconds per Raft tick
+ELECTION_TICKS = 6  # election timeout: randomized in [ELECTION_TICKS, 2 * ELECTION_TICKS) ticks
+HEARTBEAT_TICKS = 1  # the Raft leader's heartbeat to its followers, in ticks
+
+HEARTBEAT_INTERVAL = 0.1  # seconds between a chain node's heartbeats to the coordinator
+LEASE = 1.2  # seconds a heartbeat reply lets a node serve, from when the heartbeat was sent
+MAX_DRIFT = 0.05  # assumed bound on relative clock-rate drift between a node and a coordinator
+REMOVAL_MARGIN = 0.25  # extra silence, beyond the lease, before the leader removes a node
+
+# A node is removed only after silence > LEASE * (1 + MAX_DRIFT) + REMOVAL_MARGIN.
+REMOVAL_AFTER = LEASE * (1 + MAX_DRIFT) + REMOVAL_MARGIN
+
+RPC_TIMEOUT = 1.0  # default deadline of one internal RPC
