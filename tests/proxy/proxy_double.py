@@ -10,6 +10,7 @@ GetClusterStatus. Scripted faults let a test break exactly one thing:
 - "drop_reply": the head applies the Write, then fails the RPC as if the reply were lost.
 - "hang": the head sleeps past the proxy's attempt timeout before answering.
 - "outcome_unknown": the head answers OUTCOME_UNKNOWN for every op (applying nothing).
+- "not_head": the head refuses the Write with NOT_HEAD.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
             state = double.state
             if request.epoch != state.epoch:
                 return chain_pb2.WriteReply(error=self._error(Code.WRONG_EPOCH, "stale epoch"))
-            if not self._is_head():
+            if not self._is_head() or fault == "not_head":
                 return chain_pb2.WriteReply(error=self._error(Code.NOT_HEAD))
             if fault == "outcome_unknown":
                 results = [

@@ -1,0 +1,101 @@
+"""The proxy under chain faults: stale epochs, lost replies, unknown outcomes, no topology, load."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+from proxy_double import ChainDouble
+from proxy_harness import running_proxy, wait_until_ready
+
+
+def test_wrong_epoch_refreshes_the_topology_and_retries_with_the_same_request_id(chain: ChainDouble):
+    with running_proxy(chain) as proxy:
+        chain.inject("bump_epoch")
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        assert response.status_code == 200, response.text
+    first, retry = chain.state.write_attempts
+    assert first == retry, "the retry carries the same request id"
+    assert chain.state.epoch == 2
+    assert chain.state.applied[first[0]] == 1 and chain.state.seq == 1
+
+
+def test_a_lost_reply_is_retried_and_the_chain_deduplicates_it(chain: ChainDouble):
+    with running_proxy(chain) as proxy:
+        chain.inject("drop_reply")
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        assert response.status_code == 200, response.text
+        assert response.json()["version"] == 1, "the original outcome, not a second write"
+    [rid] = chain.state.write_attempts[0]
+    assert chain.state.applied[rid] == 1
+    assert len(chain.state.write_attempts) == 2
+
+
+def test_a_write_whose_outcome_cannot_be_learned_is_reported_distinctly(chain: ChainDouble):
+    chain.state.sticky_fault = "outcome_unknown"
+    with running_proxy(chain, request_timeout=0.4) as proxy:
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v", headers={"Idempotency-Key": "w-1"})
+        assert response.status_code == 504
+        assert response.json()["error"] == "outcome_unknown"
+        assert "w-1" in response.json()["message"]
+        assert len(chain.state.write_attempts) >= 2, "retried before giving up"
+        assert all(ids == ["w-1"] for ids in chain.state.write_attempts)
+        chain.state.sticky_fault = None
+        settled = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v", headers={"Idempotency-Key": "w-1"})
+        assert settled.status_code == 200, "retrying with the same key learns the outcome"
+
+
+def test_a_head_that_does_not_answer_in_time_leaves_the_outcome_unknown(chain: ChainDouble):
+    chain.state.sticky_fault = "hang"
+    chain.state.hang_seconds = 0.3
+    with running_proxy(chain, request_timeout=0.5, attempt_timeout=0.1) as proxy:
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        assert response.status_code == 504 and response.json()["error"] == "outcome_unknown"
+        chain.state.sticky_fault = None
+
+
+def test_refusals_until_the_deadline_are_unavailable_with_retry_after(chain: ChainDouble):
+    chain.state.sticky_fault = "not_head"  # e.g. a head stepping down while no successor leads yet
+    with running_proxy(chain, request_timeout=0.3) as proxy:
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        assert response.status_code == 503
+        assert response.json()["error"] == "unavailable"
+        assert int(response.headers["retry-after"]) >= 1
+    assert len(chain.state.write_attempts) >= 2, "refusals are retried until the deadline"
+    assert chain.state.seq == 0
+
+
+def test_without_a_topology_requests_get_503_and_the_proxy_is_not_ready():
+    with ChainDouble(members=1, publish=False) as chain, running_proxy(chain, wait_ready=False) as proxy:
+        for response in (httpx.put(f"{proxy.url}/v1/kv/k", content=b"v"), httpx.get(f"{proxy.url}/v1/kv/k")):
+            assert response.status_code == 503 and response.json()["error"] == "unavailable"
+            assert response.headers["retry-after"]
+        assert httpx.get(f"{proxy.url}/readyz").status_code == 503
+        assert httpx.get(f"{proxy.url}/healthz").status_code == 200
+        chain.publish()
+        wait_until_ready(proxy.url)
+        assert httpx.put(f"{proxy.url}/v1/kv/k", content=b"v").status_code == 200
+
+
+def test_a_new_head_takes_writes_after_reconfiguration(chain: ChainDouble):
+    with running_proxy(chain) as proxy:
+        assert httpx.put(f"{proxy.url}/v1/kv/a", content=b"1").status_code == 200
+        old_head, *rest = chain.state.members
+        chain.reconfigure(rest)  # the head left; its successor leads
+        response = httpx.put(f"{proxy.url}/v1/kv/b", content=b"2")
+        assert response.status_code == 200
+        assert httpx.get(f"{proxy.url}/v1/kv/b").content == b"2"
+    assert chain.state.reads[old_head.id] == 0
+
+
+def test_concurrent_writes_are_coalesced_into_few_write_requests(chain: ChainDouble):
+    chain.inject("hang")  # the first batch is slow, so the others pile up behind it
+    chain.state.hang_seconds = 0.2
+    with running_proxy(chain) as proxy, httpx.Client(base_url=proxy.url, limits=httpx.Limits(max_connections=64)) as http:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+            statuses = list(pool.map(lambda i: http.put(f"/v1/kv/k{i}", content=b"v").status_code, range(40)))
+    assert statuses == [200] * 40
+    batches = chain.state.write_attempts
+    assert sum(len(b) for b in batches) == 40, "every write sent exactly once"
+    assert len(batches) < 20 and max(len(b) for b in batches) > 5, [len(b) for b in batches]
+    assert chain.state.seq == 40
