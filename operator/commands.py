@@ -1,0 +1,77 @@
+"""The command lines of the KeychainDB containers: the one place their flags are written.
+
+Values that describe the Chain's topology (its name, the coordinator peers) come from the
+Chain's ConfigMap as environment variables and are referenced as `$(VAR)`, which the
+kubelet expands in `args`; the pod's own name comes from the downward API.
+"""
+
+from __future__ import annotations
+
+from keychain.operator.naming import (
+    COORDINATOR_GRPC_PORT,
+    COORDINATOR_HTTP_PORT,
+    DATA_DIR,
+    NODE_GRPC_PORT,
+    PROXY_GRPC_PORT,
+    PROXY_HTTP_PORT,
+    Names,
+)
+
+ENTRYPOINT = "keychain"
+POD_NAME = "POD_NAME"
+CHAIN = "KEYCHAIN_CHAIN"
+COORDINATORS = "KEYCHAIN_COORDINATORS"
+COORDINATOR_PEERS = "KEYCHAIN_COORDINATOR_PEERS"
+READ_CONSISTENCY = "KEYCHAIN_READ_CONSISTENCY"
+
+
+def ref(variable: str) -> str:
+    return f"$({variable})"
+
+
+def config_data(names: Names, coordinator_replicas: int, read_consistency: str) -> dict[str, str]:
+    """The ConfigMap's data: the environment every KeychainDB container of the Chain shares."""
+    return {
+        CHAIN: names.chain,
+        COORDINATORS: names.coordinator_addresses(coordinator_replicas),
+        COORDINATOR_PEERS: names.coordinator_peers(coordinator_replicas),
+        READ_CONSISTENCY: read_consistency,
+    }
+
+
+def coordinator_args() -> list[str]:
+    return [
+        "coordinator",
+        "--id", ref(POD_NAME),
+        "--listen", f"0.0.0.0:{COORDINATOR_GRPC_PORT}",
+        "--http", f"0.0.0.0:{COORDINATOR_HTTP_PORT}",
+        "--data-dir", DATA_DIR,
+        "--peers", ref(COORDINATOR_PEERS),
+        "--chain", ref(CHAIN),
+    ]  # fmt: skip
+
+
+def node_args(names: Names) -> list[str]:
+    return [
+        "node",
+        "--id", ref(POD_NAME),
+        "--listen", f"0.0.0.0:{NODE_GRPC_PORT}",
+        "--advertise", ref(POD_NAME) + names.node_advertise_suffix(),
+        "--data-dir", DATA_DIR,
+        "--chain", ref(CHAIN),
+        "--coordinator", ref(COORDINATORS),
+    ]  # fmt: skip
+
+
+def proxy_args(auth_token_file: str | None) -> list[str]:
+    args = [
+        "proxy",
+        "--listen", f"0.0.0.0:{PROXY_HTTP_PORT}",
+        "--grpc", f"0.0.0.0:{PROXY_GRPC_PORT}",
+        "--coordinator", ref(COORDINATORS),
+        "--chain", ref(CHAIN),
+        "--read-consistency", ref(READ_CONSISTENCY),
+    ]  # fmt: skip
+    if auth_token_file:
+        args += ["--auth-token-file", auth_token_file]
+    return args

@@ -1,0 +1,75 @@
+"""`keychain operator`: run the Kubernetes operator that turns Chains into clusters.
+
+In a pod it authenticates with its service account; elsewhere with the current kubeconfig
+context. It runs as one replica (standalone, no peering) and serves a liveness endpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Sequence
+
+import kopf
+from keychain.operator.coordinator_client import CoordinatorClient
+from keychain.operator.handlers import HandlerSettings, build_registry
+from keychain.operator.kube import KubeApi
+from keychain.operator.reconcile import CoordinatorFactory, Reconciler, in_cluster_coordinators
+from keychain.operator.spec import ChainSpec
+
+DEFAULT_IMAGE_ENV = "KEYCHAIN_IMAGE"
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="keychain operator", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--namespace", "-n", action="append", default=[],
+        help="watch Chains in this namespace (repeatable); default: all namespaces",
+    )  # fmt: skip
+    parser.add_argument(
+        "--default-image", default=os.environ.get(DEFAULT_IMAGE_ENV, ""),
+        help=f"image for Chains that set no spec.image (default: ${DEFAULT_IMAGE_ENV})",
+    )  # fmt: skip
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between reconciles of each Chain")
+    parser.add_argument("--retry-delay", type=float, default=5.0, help="seconds before a failed reconcile retries")
+    parser.add_argument(
+        "--coordinator-url", action="append", default=[],
+        help="reach every Chain's coordinator admin API here (e.g. through a port-forward) "
+        "instead of through the cluster's DNS; repeatable",
+    )  # fmt: skip
+    parser.add_argument("--health-port", type=int, default=8080, help="port of the /healthz endpoint")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every step, not only problems")
+    args = parser.parse_args(list(argv))
+    if args.interval <= 0 or args.retry_delay <= 0:
+        parser.error("--interval and --retry-delay must be positive")
+    return args
+
+
+def coordinators_at(urls: Sequence[str]) -> CoordinatorFactory:
+    def factory(_: ChainSpec) -> CoordinatorClient:
+        return CoordinatorClient(urls)
+
+    return factory
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    kopf.configure(verbose=args.verbose, quiet=not args.verbose, log_format=kopf.LogFormat.JSON)
+    reconciler = Reconciler(
+        KubeApi.from_environment(),
+        default_image=args.default_image,
+        coordinators=coordinators_at(args.coordinator_url) if args.coordinator_url else in_cluster_coordinators,
+    )
+    registry = build_registry(HandlerSettings(interval=args.interval, retry_delay=args.retry_delay))
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            memo=kopf.Memo(reconciler=reconciler),
+            standalone=True,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz",
+        )
+    )
+    return 0

@@ -1,0 +1,147 @@
+"""Names, labels and addresses of everything the operator creates for one Chain.
+
+Every object name and label is derived here and nowhere else, so the renderer, the
+reconciler, the status and the tests agree on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keychain.operator.spec import API_VERSION, KIND, ChainSpec
+
+APP = "keychain"
+PART_OF = "keychaindb"
+MANAGED_BY = "keychain-operator"
+
+COORDINATOR = "coordinator"
+NODE = "node"
+PROXY = "proxy"
+
+COORDINATOR_GRPC_PORT = 7000
+COORDINATOR_HTTP_PORT = 7080
+NODE_GRPC_PORT = 7100
+PROXY_HTTP_PORT = 8080
+PROXY_GRPC_PORT = 8081
+
+DATA_VOLUME = "data"
+DATA_DIR = "/data"
+AUTH_DIR = "/etc/keychain/auth"
+AUTH_TOKEN_FILE = f"{AUTH_DIR}/token"
+# Pod templates carry a hash of the rendered ConfigMap so a config change rolls the pods.
+CONFIG_HASH_ANNOTATION = "keychain.dev/config-hash"
+
+
+@dataclass(frozen=True)
+class Names:
+    """The names of one Chain's objects, e.g. for a Chain `mychain` in `ns`."""
+
+    chain: str
+    namespace: str
+
+    @property
+    def config_map(self) -> str:
+        return f"{self.chain}-config"
+
+    @property
+    def coordinator(self) -> str:
+        """The coordinator StatefulSet, its headless Service and its PDB."""
+        return f"{self.chain}-coord"
+
+    @property
+    def nodes(self) -> str:
+        """The chain node StatefulSet, its headless Service and its PDB."""
+        return f"{self.chain}-node"
+
+    @property
+    def proxy(self) -> str:
+        """The proxy Deployment, its Service and its PDB."""
+        return f"{self.chain}-proxy"
+
+    @property
+    def ingress(self) -> str:
+        return self.chain
+
+    def coordinator_pod(self, ordinal: int) -> str:
+        return f"{self.coordinator}-{ordinal}"
+
+    def node_pod(self, ordinal: int) -> str:
+        """A node's pod name, which is also its id in the chain."""
+        return f"{self.nodes}-{ordinal}"
+
+    def node_ordinal(self, member_id: str) -> int | None:
+        """The ordinal of a chain member id that belongs to this Chain's node set, else None."""
+        prefix = f"{self.nodes}-"
+        suffix = member_id[len(prefix) :] if member_id.startswith(prefix) else ""
+        return int(suffix) if suffix.isdigit() and str(int(suffix)) == suffix else None
+
+    def node_claim(self, ordinal: int) -> str:
+        """The PersistentVolumeClaim the StatefulSet controller makes for node `ordinal`."""
+        return f"{DATA_VOLUME}-{self.node_pod(ordinal)}"
+
+    def coordinator_claim(self, ordinal: int) -> str:
+        return f"{DATA_VOLUME}-{self.coordinator_pod(ordinal)}"
+
+    def coordinator_host(self, ordinal: int) -> str:
+        return f"{self.coordinator_pod(ordinal)}.{self.coordinator}.{self.namespace}.svc"
+
+    def coordinator_peers(self, replicas: int) -> str:
+        """`id=host:port,...` for `keychain coordinator --peers`."""
+        return ",".join(
+            f"{self.coordinator_pod(i)}={self.coordinator_host(i)}:{COORDINATOR_GRPC_PORT}" for i in range(replicas)
+        )
+
+    def coordinator_addresses(self, replicas: int) -> str:
+        """`host:port,...` for `--coordinator` of nodes and proxies."""
+        return ",".join(f"{self.coordinator_host(i)}:{COORDINATOR_GRPC_PORT}" for i in range(replicas))
+
+    def coordinator_admin_urls(self, replicas: int) -> list[str]:
+        """The HTTP admin API of every coordinator member; any member answers."""
+        return [f"http://{self.coordinator_host(i)}:{COORDINATOR_HTTP_PORT}" for i in range(replicas)]
+
+    def node_advertise_suffix(self) -> str:
+        """What follows a node's pod name in its advertised address."""
+        return f".{self.nodes}.{self.namespace}.svc:{NODE_GRPC_PORT}"
+
+
+def names_of(spec: ChainSpec) -> Names:
+    return Names(spec.name, spec.namespace)
+
+
+def selector_labels(chain: str, component: str) -> dict[str, str]:
+    """The immutable labels that select one component's pods."""
+    return {
+        "app.kubernetes.io/name": APP,
+        "app.kubernetes.io/instance": chain,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def labels(chain: str, component: str | None = None) -> dict[str, str]:
+    """The labels every object of a Chain carries."""
+    result = {
+        "app.kubernetes.io/name": APP,
+        "app.kubernetes.io/instance": chain,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    if component:
+        result["app.kubernetes.io/component"] = component
+    return result
+
+
+def selector_string(chain: str, component: str) -> str:
+    """A label selector in the string form of the scale subresource's `status.selector`."""
+    return ",".join(f"{k}={v}" for k, v in selector_labels(chain, component).items())
+
+
+def owner_reference(spec: ChainSpec) -> dict[str, object]:
+    """Makes the Chain the controller of an object, so deleting the Chain deletes it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": spec.name,
+        "uid": spec.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

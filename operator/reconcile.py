@@ -1,0 +1,204 @@
+"""The one idempotent reconcile of a Chain: observe, take at most one step, apply, report.
+
+Used by the create/update/resume handlers and by the periodic timer alike. Each call:
+reads the node StatefulSet and the coordinator's view of the chain, asks the pure stepping
+core for the next step, unlinks a member through the coordinator if that is the step,
+creates or patches every rendered object (writing nothing when the live object already
+matches), prunes optional objects no longer rendered, grows volume claims whose requested
+size was raised, and writes `status` when it changed. Calls for one Chain are serialized.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from keychain.operator.coordinator_client import (
+    CoordinatorClient,
+    CoordinatorError,
+    CoordinatorStatus,
+)
+from keychain.operator.kube import KubeApi, KubeError
+from keychain.operator.manifests import Manifest, contains, patch_for
+from keychain.operator.naming import Names, names_of
+from keychain.operator.rendering import NodeSetShape, optional_objects, render
+from keychain.operator.spec import API_VERSION, KIND, ChainSpec
+from keychain.operator.status import Observation, build_status
+from keychain.operator.stepping import Step, observe_node_set, plan_node_set
+
+log = logging.getLogger(__name__)
+
+CoordinatorFactory = Callable[[ChainSpec], CoordinatorClient]
+
+
+class OwnershipConflict(Exception):
+    """An object with a rendered name exists but belongs to something else."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: Step
+    status: dict[str, Any]
+
+    @property
+    def converged(self) -> bool:
+        return self.step.converged
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def in_cluster_coordinators(spec: ChainSpec) -> CoordinatorClient:
+    """The Chain's own coordinator members, by their stable pod DNS names."""
+    return CoordinatorClient(names_of(spec).coordinator_admin_urls(spec.coordinator.replicas))
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: KubeApi,
+        *,
+        default_image: str,
+        coordinators: CoordinatorFactory = in_cluster_coordinators,
+        now: Callable[[], str] = utc_now,
+    ) -> None:
+        self._kube = kube
+        self._default_image = default_image
+        self._coordinators = coordinators
+        self._now = now
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def reconcile(self, body: Mapping[str, Any]) -> Outcome:
+        """Bring the Chain's objects one step closer to its spec; raises ChainSpecError on bad specs."""
+        spec = ChainSpec.from_resource(body, default_image=self._default_image)
+        with self._lock(spec.uid):
+            return self._reconcile(spec, body.get("status") or {})
+
+    def _reconcile(self, spec: ChainSpec, previous_status: Mapping[str, Any]) -> Outcome:
+        names = names_of(spec)
+        live_nodes = self._kube.get("apps/v1", "StatefulSet", spec.namespace, names.nodes)
+        if live_nodes is not None:
+            _check_owner(spec, live_nodes)
+        desired_nodes = _find(render(spec), "StatefulSet", names.nodes)
+        node_set = observe_node_set(live_nodes, desired_nodes) if live_nodes else None
+
+        with self._coordinators(spec) as coordinator:
+            view, coordinator_error = _coordinator_status(coordinator)
+            chain = view.chains.get(spec.name) if view else None
+            step = plan_node_set(spec.replicas, node_set, chain, names)
+            if step.remove_member:
+                step = self._unlink(coordinator, spec, step)
+
+        applied = {}
+        for manifest in render(spec, NodeSetShape(step.replicas, step.partition)):
+            applied[(manifest["kind"], manifest["metadata"]["name"])] = self._apply(spec, manifest)
+        self._prune(spec, names, set(applied))
+        self._grow_claims(spec, names, step.replicas)
+
+        if not step.converged:
+            log.info(
+                "step chain=%s/%s activity=%s replicas=%d partition=%d remove=%s waiting=%r",
+                spec.namespace, spec.name, step.activity.value, step.replicas, step.partition,
+                step.remove_member, step.waiting_for,
+            )  # fmt: skip
+        proxy = applied.get(("Deployment", names.proxy), {})
+        seen = Observation(
+            desired_replicas=spec.replicas,
+            generation=spec.generation,
+            node_set=node_set,
+            chain=chain,
+            leader=view.leader if view else None,
+            coordinator_error=coordinator_error,
+            proxies_available=int((proxy.get("status") or {}).get("availableReplicas", 0)),
+            step=step,
+        )
+        status = build_status(names, seen, previous_status, self._now())
+        if not contains(previous_status, status):
+            self._kube.merge_patch(API_VERSION, KIND, spec.namespace, spec.name, {"status": status}, status=True)
+        return Outcome(step, status)
+
+    def _unlink(self, coordinator: CoordinatorClient, spec: ChainSpec, step: Step) -> Step:
+        assert step.remove_member is not None
+        try:
+            coordinator.remove_member(spec.name, step.remove_member)
+        except CoordinatorError as exc:
+            log.warning("member removal failed chain=%s member=%s error=%s", spec.name, step.remove_member, exc)
+            return replace(step, waiting_for=f"{step.remove_member} to leave the chain ({exc})")
+        return step
+
+    def _apply(self, spec: ChainSpec, manifest: Manifest) -> dict[str, Any]:
+        api_version, kind = manifest["apiVersion"], manifest["kind"]
+        name = manifest["metadata"]["name"]
+        live = self._kube.get(api_version, kind, spec.namespace, name)
+        if live is None:
+            try:
+                return self._kube.create(manifest)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                live = self._kube.get(api_version, kind, spec.namespace, name)
+                if live is None:
+                    raise
+        _check_owner(spec, live)
+        patch = patch_for(manifest, live)
+        if patch is None:
+            return live
+        return self._kube.merge_patch(api_version, kind, spec.namespace, name, patch)
+
+    def _prune(self, spec: ChainSpec, names: Names, rendered: set[tuple[str, str]]) -> None:
+        for api_version, kind, name in optional_objects(names):
+            if (kind, name) in rendered:
+                continue
+            live = self._kube.get(api_version, kind, spec.namespace, name)
+            if live is not None and _owned_by(spec, live):
+                self._kube.delete(api_version, kind, spec.namespace, name)
+
+    def _grow_claims(self, spec: ChainSpec, names: Names, node_replicas: int) -> None:
+        """Raise the requested size of existing claims; StatefulSets cannot change their templates."""
+        from kubernetes.utils import parse_quantity  # slow to import; only needed here
+
+        claims = [(names.node_claim(i), spec.storage.size) for i in range(node_replicas)]
+        claims += [(names.coordinator_claim(i), spec.coordinator.storage.size) for i in range(spec.coordinator.replicas)]
+        for claim, size in claims:
+            live = self._kube.get("v1", "PersistentVolumeClaim", spec.namespace, claim)
+            if live is None:
+                continue
+            requested = live.get("spec", {}).get("resources", {}).get("requests", {}).get("storage")
+            if requested is None or parse_quantity(requested) < parse_quantity(size):
+                patch = {"spec": {"resources": {"requests": {"storage": size}}}}
+                self._kube.merge_patch("v1", "PersistentVolumeClaim", spec.namespace, claim, patch)
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+
+def _coordinator_status(client: CoordinatorClient) -> tuple[CoordinatorStatus | None, str | None]:
+    try:
+        return client.status(), None
+    except CoordinatorError as exc:
+        return None, str(exc)
+
+
+def _find(manifests: list[Manifest], kind: str, name: str) -> Manifest:
+    return next(m for m in manifests if m["kind"] == kind and m["metadata"]["name"] == name)
+
+
+def _owned_by(spec: ChainSpec, live: Mapping[str, Any]) -> bool:
+    owners = live.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == spec.uid for ref in owners)
+
+
+def _check_owner(spec: ChainSpec, live: Mapping[str, Any]) -> None:
+    if not _owned_by(spec, live):
+        meta = live.get("metadata", {})
+        raise OwnershipConflict(
+            f"{live.get('kind', 'object')} {meta.get('namespace')}/{meta.get('name')} exists and is not "
+            f"owned by Chain {spec.name}; delete or rename it"
+        )

@@ -1,0 +1,421 @@
+"""Pure rendering: one Chain in, the Kubernetes objects that run it out.
+
+`render(spec, node_set)` returns plain dicts in the order they should be applied. It does
+no I/O; the reconciler decides the node StatefulSet's replicas and partition (the stepped,
+health-gated values) and passes them in as `node_set`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from keychain.operator import commands
+from keychain.operator.naming import (
+    AUTH_DIR,
+    AUTH_TOKEN_FILE,
+    CONFIG_HASH_ANNOTATION,
+    COORDINATOR,
+    COORDINATOR_GRPC_PORT,
+    COORDINATOR_HTTP_PORT,
+    DATA_DIR,
+    DATA_VOLUME,
+    NODE,
+    NODE_GRPC_PORT,
+    PROXY,
+    PROXY_GRPC_PORT,
+    PROXY_HTTP_PORT,
+    Names,
+    labels,
+    names_of,
+    owner_reference,
+    selector_labels,
+)
+from keychain.operator.spec import ChainSpec, Storage
+
+Manifest = dict[str, Any]
+
+# The image's non-root user (see the Dockerfile).
+RUN_AS_USER = 10001
+TMP_VOLUME = "tmp"
+AUTH_VOLUME = "auth"
+
+
+@dataclass(frozen=True)
+class NodeSetShape:
+    """The node StatefulSet's replicas and rolling-update partition chosen for this step."""
+
+    replicas: int
+    partition: int = 0
+
+
+def render(spec: ChainSpec, node_set: NodeSetShape | None = None) -> list[Manifest]:
+    """Every object of the Chain, in apply order (config first, optional objects last)."""
+    names = names_of(spec)
+    shape = node_set or NodeSetShape(spec.replicas)
+    config = render_config_map(spec, names)
+    config_hash = _hash(config["data"])
+    objects = [
+        config,
+        render_coordinator_service(spec, names),
+        render_coordinator_statefulset(spec, names, config_hash),
+        render_node_service(spec, names),
+        render_node_statefulset(spec, names, shape, config_hash),
+        render_proxy_service(spec, names),
+        render_proxy_deployment(spec, names, config_hash),
+    ]
+    if spec.proxy.ingress.enabled:
+        objects.append(render_ingress(spec, names))
+    objects += render_disruption_budgets(spec, names)
+    return objects
+
+
+def optional_objects(names: Names) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of objects rendered only for some specs; the rest are pruned."""
+    return [
+        ("networking.k8s.io/v1", "Ingress", names.ingress),
+        ("policy/v1", "PodDisruptionBudget", names.coordinator),
+        ("policy/v1", "PodDisruptionBudget", names.nodes),
+        ("policy/v1", "PodDisruptionBudget", names.proxy),
+    ]
+
+
+def render_config_map(spec: ChainSpec, names: Names) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(spec, names.config_map, None),
+        "data": commands.config_data(names, spec.coordinator.replicas, spec.read_consistency),
+    }
+
+
+def render_coordinator_service(spec: ChainSpec, names: Names) -> Manifest:
+    return _headless_service(
+        spec,
+        names.coordinator,
+        COORDINATOR,
+        [_service_port("grpc", COORDINATOR_GRPC_PORT), _service_port("http", COORDINATOR_HTTP_PORT)],
+    )
+
+
+def render_node_service(spec: ChainSpec, names: Names) -> Manifest:
+    return _headless_service(spec, names.nodes, NODE, [_service_port("grpc", NODE_GRPC_PORT)])
+
+
+def render_coordinator_statefulset(spec: ChainSpec, names: Names, config_hash: str) -> Manifest:
+    container = _container(
+        spec,
+        COORDINATOR,
+        commands.coordinator_args(),
+        ports=[("grpc", COORDINATOR_GRPC_PORT), ("http", COORDINATOR_HTTP_PORT)],
+        resources=spec.coordinator.resources,
+        probes={
+            "startupProbe": {**_http_probe("/healthz", "http"), "failureThreshold": 30},
+            "livenessProbe": {**_http_probe("/healthz", "http"), "failureThreshold": 3},
+            "readinessProbe": _http_probe("/healthz", "http"),
+        },
+        mounts=[{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
+    )
+    pod = _pod_spec(spec, names.coordinator, COORDINATOR, [container], [], spreads=None)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(spec, names.coordinator, COORDINATOR),
+        "spec": {
+            "replicas": spec.coordinator.replicas,
+            "serviceName": names.coordinator,
+            # Raft members must all start to elect a leader; none waits for another.
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector_labels(spec.name, COORDINATOR)},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "persistentVolumeClaimRetentionPolicy": _retention(spec.storage),
+            "template": _template(spec, COORDINATOR, pod, config_hash),
+            "volumeClaimTemplates": [_claim_template(spec, COORDINATOR, spec.coordinator.storage)],
+        },
+    }
+
+
+def render_node_statefulset(spec: ChainSpec, names: Names, shape: NodeSetShape, config_hash: str) -> Manifest:
+    container = _container(
+        spec,
+        NODE,
+        commands.node_args(names),
+        ports=[("grpc", NODE_GRPC_PORT)],
+        resources=spec.resources,
+        probes={
+            # A joining node may spend a while on its state transfer before it serves.
+            "startupProbe": {"grpc": {"port": NODE_GRPC_PORT}, "periodSeconds": 5, "failureThreshold": 120},
+            "livenessProbe": {"grpc": {"port": NODE_GRPC_PORT}, "periodSeconds": 10, "failureThreshold": 3},
+            "readinessProbe": {"grpc": {"port": NODE_GRPC_PORT}, "periodSeconds": 5},
+        },
+        mounts=[{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
+    )
+    pod = _pod_spec(spec, names.nodes, NODE, [container], [], spreads=spec.topology_spread_constraints)
+    if spec.affinity:
+        pod["affinity"] = spec.affinity
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(spec, names.nodes, NODE),
+        "spec": {
+            "replicas": shape.replicas,
+            "serviceName": names.nodes,
+            # Ordinals come and go one at a time, highest first, as the chain's tail does.
+            "podManagementPolicy": "OrderedReady",
+            "selector": {"matchLabels": selector_labels(spec.name, NODE)},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": shape.partition}},
+            "persistentVolumeClaimRetentionPolicy": _retention(spec.storage),
+            "template": _template(spec, NODE, pod, config_hash),
+            "volumeClaimTemplates": [_claim_template(spec, NODE, spec.storage)],
+        },
+    }
+
+
+def render_proxy_deployment(spec: ChainSpec, names: Names, config_hash: str) -> Manifest:
+    token_file = None
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    if spec.auth_token:
+        token_file = AUTH_TOKEN_FILE
+        volumes.append(
+            {
+                "name": AUTH_VOLUME,
+                "secret": {
+                    "secretName": spec.auth_token.name,
+                    "items": [{"key": spec.auth_token.key, "path": "token"}],
+                },
+            }
+        )
+        mounts.append({"name": AUTH_VOLUME, "mountPath": AUTH_DIR, "readOnly": True})
+    container = _container(
+        spec,
+        PROXY,
+        commands.proxy_args(token_file),
+        ports=[("http", PROXY_HTTP_PORT), ("grpc", PROXY_GRPC_PORT)],
+        resources=spec.proxy.resources,
+        probes={
+            "livenessProbe": _http_probe("/healthz", "http"),
+            "readinessProbe": _http_probe("/readyz", "http"),
+        },
+        mounts=mounts,
+    )
+    pod = _pod_spec(spec, names.proxy, PROXY, [container], volumes, spreads=None)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(spec, names.proxy, PROXY),
+        "spec": {
+            "replicas": spec.proxy.replicas,
+            "selector": {"matchLabels": selector_labels(spec.name, PROXY)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": _template(spec, PROXY, pod, config_hash),
+        },
+    }
+
+
+def render_proxy_service(spec: ChainSpec, names: Names) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(spec, names.proxy, PROXY),
+        "spec": {
+            "type": spec.proxy.service_type,
+            "selector": selector_labels(spec.name, PROXY),
+            "ports": [_service_port("http", PROXY_HTTP_PORT), _service_port("grpc", PROXY_GRPC_PORT)],
+        },
+    }
+
+
+def render_ingress(spec: ChainSpec, names: Names) -> Manifest:
+    ingress = spec.proxy.ingress
+    rule: dict[str, Any] = {
+        "http": {
+            "paths": [
+                {
+                    "path": "/",
+                    "pathType": "Prefix",
+                    "backend": {"service": {"name": names.proxy, "port": {"name": "http"}}},
+                }
+            ]
+        }
+    }
+    if ingress.host:
+        rule["host"] = ingress.host
+    body: dict[str, Any] = {"rules": [rule]}
+    if ingress.class_name:
+        body["ingressClassName"] = ingress.class_name
+    if ingress.tls_secret_name and ingress.host:
+        body["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret_name}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _metadata(spec, names.ingress, PROXY),
+        "spec": body,
+    }
+
+
+def render_disruption_budgets(spec: ChainSpec, names: Names) -> list[Manifest]:
+    """At most one pod of each component away at a time; none for a single replica."""
+    if not spec.pdb_enabled:
+        return []
+    sized = [
+        (names.coordinator, COORDINATOR, spec.coordinator.replicas),
+        (names.nodes, NODE, spec.replicas),
+        (names.proxy, PROXY, spec.proxy.replicas),
+    ]
+    return [
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _metadata(spec, name, component),
+            "spec": {
+                "maxUnavailable": 1,
+                "selector": {"matchLabels": selector_labels(spec.name, component)},
+                # A crash-looping pod must not block draining a node.
+                "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            },
+        }
+        for name, component, replicas in sized
+        if replicas > 1
+    ]
+
+
+def _metadata(spec: ChainSpec, name: str, component: str | None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": spec.namespace,
+        "labels": labels(spec.name, component),
+        "ownerReferences": [owner_reference(spec)],
+    }
+
+
+def _headless_service(spec: ChainSpec, name: str, component: str, ports: list[dict[str, Any]]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(spec, name, component),
+        "spec": {
+            "clusterIP": "None",
+            # Peers must find each other (and a syncing node its predecessor) before they are ready.
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(spec.name, component),
+            "ports": ports,
+        },
+    }
+
+
+def _service_port(name: str, port: int) -> dict[str, Any]:
+    return {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
+
+
+def _http_probe(path: str, port: str) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": 5, "timeoutSeconds": 2}
+
+
+def _container(
+    spec: ChainSpec,
+    component: str,
+    args: list[str],
+    *,
+    ports: list[tuple[str, int]],
+    resources: dict[str, Any],
+    probes: dict[str, Any],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": component,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": [commands.ENTRYPOINT],
+        "args": args,
+        "env": [{"name": commands.POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+        "envFrom": [{"configMapRef": {"name": names_of(spec).config_map}}],
+        "ports": [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in ports],
+        **probes,
+        "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}, *mounts],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _pod_spec(
+    spec: ChainSpec,
+    name: str,
+    component: str,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    *,
+    spreads: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationGracePeriodSeconds": 30,
+        "containers": containers,
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}, *volumes],
+        # Replicas of one component are worth little on one machine; spread them if possible.
+        "topologySpreadConstraints": spreads
+        or [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector_labels(spec.name, component)},
+            }
+        ],
+    }
+    if spec.node_selector:
+        pod["nodeSelector"] = spec.node_selector
+    if spec.tolerations:
+        pod["tolerations"] = spec.tolerations
+    return pod
+
+
+def _template(spec: ChainSpec, component: str, pod: dict[str, Any], config_hash: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "labels": labels(spec.name, component),
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+        },
+        "spec": pod,
+    }
+
+
+def _claim_template(spec: ChainSpec, component: str, storage: Storage) -> dict[str, Any]:
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage.size}},
+    }
+    if storage.storage_class_name:
+        claim["storageClassName"] = storage.storage_class_name
+    return {
+        "metadata": {"name": DATA_VOLUME, "labels": labels(spec.name, component)},
+        "spec": claim,
+    }
+
+
+def _retention(storage: Storage) -> dict[str, str]:
+    # Claims outlive the Chain unless asked otherwise; a scaled-away node's claim is kept so
+    # scaling out again reuses its data for an incremental catch-up.
+    return {"whenDeleted": "Delete" if storage.delete_on_chain_deletion else "Retain", "whenScaled": "Retain"}
+
+
+def _hash(data: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,124 @@
+"""A Chain's `status`, computed from observations: a pure function.
+
+The coordinator's view of the chain gives the members, epoch and leader; the node
+StatefulSet and the proxy Deployment give the replica counts; the planned step tells
+whether the operator is still at work. When the coordinator does not answer, the last
+known members are kept and the Degraded condition says why. Conditions follow the
+`metav1.Condition` shape; a condition's `lastTransitionTime` moves only when its status does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from keychain.operator.naming import NODE, Names, selector_string
+from keychain.operator.stepping import Activity, ChainView, NodeSetState, Step
+
+PHASE_CREATING = "Creating"
+PHASE_SCALING = "Scaling"
+PHASE_UPGRADING = "Upgrading"
+PHASE_RUNNING = "Running"
+PHASE_DEGRADED = "Degraded"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the status is computed from, gathered by one reconcile or status refresh."""
+
+    desired_replicas: int
+    generation: int | None
+    node_set: NodeSetState | None
+    chain: ChainView | None
+    leader: str | None
+    coordinator_error: str | None
+    proxies_available: int
+    step: Step
+
+
+def build_status(names: Names, seen: Observation, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
+    """The Chain's new `status` (the fields the operator owns)."""
+    previous = previous or {}
+    status: dict[str, Any] = {
+        "replicas": seen.node_set.replicas if seen.node_set else 0,
+        "selector": selector_string(names.chain, NODE),
+    }
+    if seen.generation is not None:
+        status["observedGeneration"] = seen.generation
+    if seen.chain is not None:
+        in_range = [m for m in seen.chain.members if names.node_ordinal(m.id) is not None]
+        status["readyReplicas"] = sum(1 for m in in_range if m.in_service)
+        status["epoch"] = seen.chain.epoch
+        status["members"] = [{"name": m.id, "role": m.role, "healthy": m.healthy} for m in seen.chain.members]
+        status["head"] = next((m.id for m in seen.chain.members if m.role == "head"), "")
+        status["tail"] = next((m.id for m in seen.chain.members if m.role == "tail"), "")
+        status["coordinatorLeader"] = seen.leader or ""
+    else:
+        for key in ("readyReplicas", "epoch", "members", "head", "tail", "coordinatorLeader"):
+            if key in previous:
+                status[key] = previous[key]
+    ready = int(status.get("readyReplicas", 0))
+
+    step = seen.step
+    if step.activity is Activity.ROLLING:
+        phase = PHASE_UPGRADING
+    elif step.activity in (Activity.SCALING_OUT, Activity.SCALING_IN):
+        phase = PHASE_SCALING
+    elif ready >= seen.desired_replicas and seen.chain is not None:
+        phase = PHASE_RUNNING
+    elif step.activity is Activity.CREATING or previous.get("phase") in (None, PHASE_CREATING):
+        phase = PHASE_CREATING
+    else:
+        phase = PHASE_DEGRADED
+    status["phase"] = phase
+
+    if seen.chain is None:
+        available = (False, "CoordinatorUnreachable", seen.coordinator_error or "the coordinator did not answer")
+    elif ready == 0:
+        available = (False, "NoNodeServing", "no chain node is an active, healthy member")
+    elif seen.proxies_available == 0:
+        available = (False, "NoProxyAvailable", "no proxy pod is available")
+    else:
+        available = (True, "ChainServing", f"{ready} of {seen.desired_replicas} nodes serving")
+
+    if not step.converged:
+        progressing = (True, step.activity.value, step.waiting_for or "applying the next step")
+    elif phase == PHASE_CREATING:
+        progressing = (True, PHASE_CREATING, "waiting for the chain to form")
+    else:
+        progressing = (False, "Reconciled", "the cluster matches the spec")
+
+    if phase == PHASE_CREATING:
+        degraded = (False, "Creating", "the chain is still forming")
+    elif seen.chain is None:
+        degraded = (True, "CoordinatorUnreachable", seen.coordinator_error or "the coordinator did not answer")
+    elif ready < min(seen.desired_replicas, status["replicas"]):
+        degraded = (True, "NodesNotServing", f"{ready} of {status['replicas']} nodes serving")
+    else:
+        degraded = (False, "AllNodesServing", f"{ready} nodes serving")
+
+    old = {c.get("type"): c for c in previous.get("conditions", []) if isinstance(c, Mapping)}
+    status["conditions"] = [
+        _condition(kind, value, old.get(kind), seen.generation, now)
+        for kind, value in (("Available", available), ("Progressing", progressing), ("Degraded", degraded))
+    ]
+    return status
+
+
+def _condition(
+    kind: str, value: tuple[bool, str, str], old: Mapping[str, Any] | None, generation: int | None, now: str
+) -> dict[str, Any]:
+    state, reason, message = value
+    text = "True" if state else "False"
+    since = old["lastTransitionTime"] if old and old.get("status") == text and old.get("lastTransitionTime") else now
+    condition: dict[str, Any] = {
+        "type": kind,
+        "status": text,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
