@@ -1,0 +1,897 @@
+"""The CRAQ chain node as a deterministic state machine: inputs are method calls, outputs a `Ready`.
+
+`ChainCore` does no I/O and reads no clock. The shell (gRPC + RocksDB) or a test harness drives it:
+
+    core = ChainCore("n1", store, CoreOptions())
+    core.configure(config, lease_until=now + lease)      # from the coordinator (or a static config)
+    reply = core.client_write(ticket, epoch, ops, now)    # WriteReply now, or None: released later
+    reply = core.client_read(ticket, epoch, key, consistency, now)
+    core.on_hello / on_welcome / on_batch / on_ack        # link traffic from neighbours
+    core.on_version_query(epoch, keys, now) -> VersionQueryReply     (we are the tail)
+    core.on_version_reply(query_id, VersionQueryReply)                (answer to our query)
+    core.begin_transfer(from_id, epoch) / transfer_chunk(to_id)       (we send state)
+    core.on_transfer_chunk(from_id, chunk) / transfer_failed(from_id) (we receive state)
+    core.link_lost(peer_id)                                           (a link stream broke)
+    while core.has_ready():
+        rd = core.ready()
+        store.apply(rd.persist); store.sync()      # durable first: one fsync for the batch
+        send rd.messages, rd.version_queries; start rd.transfers; release rd.replies
+        core.advance()
+
+Contract of a Ready: everything in `persist` is durable before any message, query or reply of the
+same Ready leaves the process, and `ready()` is not called again before `advance()`. This is what
+makes "persisted before forwarded" and "replied only after commit" hold. Inputs may arrive between
+`ready()` and `advance()`; their outputs go into the next Ready (this is where batching and group
+commit come from).
+
+Protocol rules (DESIGN.md §3):
+- The head sequences every write (gap-free seq = the key's version). A write whose precondition
+  failed is sequenced too, as a NOOP entry, so its outcome (412) is replicated like any other.
+  Compare-and-set and create-only are decided against the latest version, dirty included.
+- Each node persists entries dirty, then forwards them in seq order, in batches of at most
+  `max_batch_entries`, with at most `max_inflight_entries` unacknowledged on a link. The tail commits
+  what it has persisted and sends cumulative acks upstream; an ack commits (cleans) those versions.
+  Write replies are released when the entry is committed at the head.
+- Reads (any active node): clean latest version -> it; dirty -> a version query to the tail and the
+  node's own stored copy of the version the tail names. EVENTUAL reads return the latest clean version.
+- Every message carries the epoch; a different one is refused with WRONG_EPOCH and our epoch.
+  Reads and writes need a valid lease (`now < lease_until`).
+- Links: the predecessor says Hello(epoch, first_seq it can still resend); the successor answers
+  Welcome(last_seq, committed_seq, needs_transfer). The predecessor resends from last_seq + 1. A
+  successor whose last_seq + 1 < first_seq asks for a state transfer (Transfer RPC to the
+  predecessor); after installing it, it sends a second Welcome on the same link and the live stream
+  resumes from the transfer's point. A batch that would leave a gap is answered with a Welcome too.
+- Reconfiguration (`configure` with a newer epoch): the new head keeps the dirty entries it holds
+  (they flow on and commit); a node that becomes tail commits everything it has persisted; every
+  link is re-established, so a new successor states what it lacks. A syncing member first drops its
+  uncommitted entries (they may have been sequenced by a head that was then removed, and would break
+  the prefix property), then catches up from the tail and emits `Ready.caught_up`.
+- In sync: a node that was not active in its previous configuration (a promoted syncing node, a
+  fresh member) serves no reads, version queries or writes until a batch on its inbound link shows
+  it holds everything its predecessor had committed. This closes the window where a promoted tail
+  lacks writes the old tail had already committed and acknowledged.
+- Pending writes at a node that stops being head: their outcome is OUTCOME_UNKNOWN (the entry may
+  have been forwarded and commit later, or be lost with the old head). A client retries with the
+  same request id at the new head: if the entry reached it, the retry waits for its commit and gets
+  the original outcome; if not, the write is applied then, once. While a node stays head across
+  epochs its pending writes keep waiting for their commit.
+- Request ids: the outcome of every sequenced entry is remembered (store outcomes, replicated with
+  the entries and in state transfers) for `dedup_window` seqs behind the commit point. A retry of a
+  committed id is answered at once; of an uncommitted one, when it commits.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+from keychain.node.messages import (
+    OK,
+    Ack,
+    Batch,
+    ChainConfig,
+    Code,
+    Consistency,
+    Entry,
+    EntryKind,
+    Error,
+    Hello,
+    KeyVersion,
+    MemberState,
+    NodeStatus,
+    OpKind,
+    ReadReply,
+    RequestOutcome,
+    TransferChunk,
+    VersionQueryReply,
+    Welcome,
+    WriteOp,
+    WriteReply,
+    WriteResult,
+    outcome_of,
+)
+from keychain.node.versions import (
+    AppendEntries,
+    Commit,
+    ForgetOutcomes,
+    InstallKeys,
+    Record,
+    ResetLog,
+    SaveConfig,
+    TrimLog,
+    Truncate,
+    VersionStore,
+)
+
+log = logging.getLogger("keychain.node.core")
+
+
+@dataclass(frozen=True, slots=True)
+class CoreOptions:
+    max_key_bytes: int = 4096
+    max_value_bytes: int = 1 << 20
+    max_batch_entries: int = 256  # entries per Batch message
+    max_inflight_entries: int = 8192  # sent but not yet acknowledged, per link
+    retain_entries: int = 10_000  # log kept behind the commit point for incremental catch-up
+    dedup_window: int = 100_000  # request-id outcomes remembered for this many seqs
+    transfer_chunk_keys: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("max_key_bytes", "max_batch_entries", "max_inflight_entries", "transfer_chunk_keys"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_value_bytes < 0 or self.retain_entries < 0 or self.dedup_window < 0:
+            raise ValueError("size limits and windows must not be negative")
+
+
+class Role(Enum):
+    HEAD = "head"  # a single-node chain is head (and tail)
+    MIDDLE = "middle"
+    TAIL = "tail"
+    SYNCING = "syncing"
+    NONE = "none"
+
+
+class LinkState(Enum):
+    IDLE = "idle"  # no successor, or a Hello is due
+    HELLO = "hello"  # Hello sent, waiting for the Welcome
+    TRANSFER = "transfer"  # the successor is installing a state transfer, then welcomes again
+    STREAMING = "streaming"
+
+
+# ---- outputs ----
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A link message. A Hello opens (or reopens) the link stream to `to`; Batch goes down it;
+    Welcome and Ack go up the stream our predecessor opened."""
+
+    to: str
+    body: Hello | Welcome | Batch | Ack
+
+
+@dataclass(frozen=True, slots=True)
+class VersionQuery:
+    """Ask `to` (the tail) for the committed versions of `keys`. The shell answers every query
+    exactly once with `on_version_reply(query_id, reply)`, an error reply if the call failed."""
+
+    query_id: int
+    to: str
+    epoch: int
+    keys: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStart:
+    """Open the Transfer stream to `from_id` and feed its chunks to `on_transfer_chunk`."""
+
+    from_id: str
+    epoch: int
+
+
+@dataclass
+class Ready:
+    persist: list[Record] = field(default_factory=list)
+    messages: list[Outbound] = field(default_factory=list)
+    replies: list[tuple[int, WriteReply | ReadReply]] = field(default_factory=list)
+    version_queries: list[VersionQuery] = field(default_factory=list)
+    transfers: list[TransferStart] = field(default_factory=list)
+    caught_up: int | None = None  # a syncing node is level with its predecessor through this seq
+
+    def empty(self) -> bool:
+        return not (self.persist or self.messages or self.replies or self.version_queries
+                    or self.transfers or self.caught_up is not None)
+
+
+# ---- internal bookkeeping ----
+
+
+@dataclass(slots=True)
+class _WriteTicket:
+    results: list[WriteResult | None]
+    waiting: int
+
+
+@dataclass(slots=True)
+class _Session:
+    """A state transfer we are sending."""
+
+    through: int
+    key_cursor: bytes | None = None
+    outcome_cursor: str | None = None
+    keys_done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Inflight:
+    last_seq: int
+    committed_seq: int
+
+
+class ChainCore:
+    def __init__(self, node_id: str, store: VersionStore, options: CoreOptions | None = None) -> None:
+        if not node_id:
+            raise ValueError("node id must not be empty")
+        self.id = node_id
+        self.store = store
+        self.options = options or CoreOptions()
+        st = store.state()
+        self.config: ChainConfig | None = st.config
+        self.epoch = st.config.epoch if st.config else 0
+        self.last_seq = st.last_seq
+        self.committed_seq = st.committed_seq
+        self.log_start = st.log_start
+        self.persisted_seq = st.last_seq  # durable: what the store holds
+        self.applied_commit = st.committed_seq  # the commit point the store holds
+        # Entries above the store's commit point, in memory: the in-flight window, not the dataset.
+        self._mem: dict[int, Entry] = {}
+        self._by_key: dict[bytes, list[int]] = {}
+        self._by_request: dict[str, int] = {}
+        self._mem_low = st.committed_seq + 1
+        if st.last_seq > st.committed_seq:
+            for e in store.entries(st.committed_seq + 1, st.last_seq):
+                self._remember(e)
+        self.lease_until = -math.inf
+        self.role = Role.NONE
+        self.pred: str | None = None
+        self.succ: str | None = None
+        self.tail_id: str | None = None
+        self._place()
+        me = self.config.member(self.id) if self.config else None
+        # A restart with data as an active member: every committed entry passed through us durably.
+        self.in_sync = me is not None and me.state == MemberState.ACTIVE
+        # downstream link
+        self.link = LinkState.IDLE
+        self._hello_due = self.succ is not None
+        self.sent_through = 0
+        self.succ_acked = 0
+        self._first_batch_due = False
+        self._sessions: dict[str, _Session] = {}
+        # upstream link
+        self._upstream_linked = False
+        self._acked_upstream = 0
+        self._welcomes: list[tuple[str, Welcome]] = []
+        self.transfer_from: str | None = None
+        # clients
+        self._tickets: dict[int, _WriteTicket] = {}
+        self._waiters: dict[int, list[tuple[int, int, RequestOutcome]]] = {}
+        self._waiter_heap: list[int] = []
+        self._read_backlog: list[tuple[int, bytes]] = []
+        self._queries: dict[int, list[tuple[int, bytes]]] = {}
+        self._next_query = 1
+        # counters
+        self.reads = 0
+        self.writes = 0
+        self.version_queries = 0
+        # outputs being gathered
+        self._persist: list[Record] = []
+        self._replies: list[tuple[int, WriteReply | ReadReply]] = []
+        self._transfers: list[TransferStart] = []
+        self._caught_up: int | None = None
+        self._caught_up_reported = False
+        self._outcomes_floor = 0
+        self._inflight: _Inflight | None = None
+        if self._commits_on_persist():  # a restarted tail commits what it had persisted
+            self._commit_to(self.persisted_seq)
+
+    # ------------------------------------------------------------------ configuration and lease
+
+    def configure(self, config: ChainConfig, lease_until: float | None = None) -> Error:
+        """Adopt a chain configuration (epoch) and a lease valid until `lease_until` (None: forever)."""
+        config.validate()
+        if self.config is not None:
+            if config.epoch < self.epoch:
+                return Error(Code.WRONG_EPOCH, f"configuration epoch {config.epoch} is older than ours", self.epoch)
+            if config.epoch == self.epoch:
+                if config != self.config:
+                    return Error(Code.INVALID_ARGUMENT, f"a different configuration for epoch {config.epoch}",
+                                 self.epoch)
+                self.renew_lease(lease_until)
+                return OK
+        was_head = self.role == Role.HEAD
+        old = self.config.member(self.id) if self.config else None
+        old_succ = self.succ
+        self.config = config
+        self.epoch = config.epoch
+        self._persist.append(SaveConfig(config))
+        self.renew_lease(lease_until)
+        self._place()
+        me = config.member(self.id)
+        log.info("configure node=%s chain=%s epoch=%d role=%s pred=%s succ=%s", self.id, config.chain,
+                 config.epoch, self.role.value, self.pred, self.succ)
+        if was_head and self.role != Role.HEAD:
+            self._fail_pending_writes()
+        if me is None:
+            self.in_sync = False
+        elif me.state == MemberState.SYNCING:
+            self.in_sync = False
+            if self.last_seq > self.committed_seq:
+                self._truncate(self.committed_seq)
+        else:
+            # Active now: in sync if we were active before, or nobody precedes us.
+            self.in_sync = (old is not None and old.state == MemberState.ACTIVE and self.in_sync) or self.pred is None
+        # Every link is re-established under the new epoch.
+        self._reset_downstream()
+        if self.succ is None or self.succ != old_succ:
+            self._sessions.clear()
+        self._upstream_linked = False
+        self._welcomes.clear()
+        self.transfer_from = None
+        self._caught_up_reported = False
+        if self._commits_on_persist():
+            self._commit_to(self.persisted_seq)
+        return OK
+
+    def renew_lease(self, until: float | None) -> None:
+        self.lease_until = math.inf if until is None else until
+
+    def lease_valid(self, now: float) -> bool:
+        return now < self.lease_until
+
+    def _place(self) -> None:
+        cfg = self.config
+        self.role, self.pred, self.succ, self.tail_id = Role.NONE, None, None, None
+        if cfg is None:
+            return
+        ids = cfg.ids()
+        active = cfg.active()
+        self.tail_id = active[-1].id if active else None
+        if self.id not in ids:
+            return
+        i = ids.index(self.id)
+        self.pred = ids[i - 1] if i > 0 else None
+        self.succ = ids[i + 1] if i + 1 < len(ids) else None
+        if cfg.members[i].state == MemberState.SYNCING:
+            self.role = Role.SYNCING
+        elif i == 0:
+            self.role = Role.HEAD
+        elif i == len(active) - 1:
+            self.role = Role.TAIL
+        else:
+            self.role = Role.MIDDLE
+
+    @property
+    def is_tail(self) -> bool:
+        return self.tail_id == self.id and self.role != Role.NONE
+
+    def _commits_on_persist(self) -> bool:
+        # The tail commits what it has persisted. A syncing node only ever receives entries the tail
+        # had persisted, i.e. committed ones.
+        return self.is_tail or self.role == Role.SYNCING
+
+    def _reset_downstream(self) -> None:
+        self.link = LinkState.IDLE
+        self._hello_due = self.succ is not None
+        self.sent_through = 0
+        self.succ_acked = 0
+        self._first_batch_due = False
+
+    # ------------------------------------------------------------------ client writes
+
+    def client_write(self, ticket: int, epoch: int, ops: list[WriteOp], now: float) -> WriteReply | None:
+        """A batch of writes. Returns the reply at once if it is already known (a rejection, or only
+        retries of committed request ids); otherwise None and the reply comes in a later Ready."""
+        if ticket in self._tickets:
+            raise ValueError(f"ticket {ticket} is already pending")
+        err = self._gate(epoch, now, write=True)
+        if err is not None:
+            return WriteReply(err)
+        results: list[WriteResult | None] = [None] * len(ops)
+        waits: list[tuple[int, int, RequestOutcome]] = []
+        for i, op in enumerate(ops):
+            bad = self._check_write(op)
+            if bad is not None:
+                results[i] = WriteResult(bad)
+                continue
+            known = self._find_request(op.request_id) if op.request_id else None
+            if known is None:
+                entry = self._sequence(op)
+                known = outcome_of(entry)
+            if known.seq <= self.committed_seq:
+                results[i] = known.result()
+            else:
+                waits.append((known.seq, i, known))
+        if not waits:
+            return WriteReply(results=tuple(r for r in results if r is not None))
+        self._tickets[ticket] = _WriteTicket(results, len(waits))
+        for seq, i, outcome in waits:
+            if seq not in self._waiters:
+                self._waiters[seq] = []
+                heapq.heappush(self._waiter_heap, seq)
+            self._waiters[seq].append((ticket, i, outcome))
+        return None
+
+    def _check_write(self, op: WriteOp) -> Error | None:
+        bad = self._check_key(op.key)
+        if bad is not None:
+            return bad
+        if op.kind == OpKind.PUT and len(op.value) > self.options.max_value_bytes:
+            return Error(Code.TOO_LARGE, f"value of {len(op.value)} bytes is above the limit of "
+                                         f"{self.options.max_value_bytes}", self.epoch)
+        if op.if_version is not None and op.if_absent:
+            return Error(Code.INVALID_ARGUMENT, "if_version and if_absent exclude each other", self.epoch)
+        return None
+
+    def _check_key(self, key: bytes) -> Error | None:
+        if not key:
+            return Error(Code.INVALID_ARGUMENT, "the key is empty", self.epoch)
+        if len(key) > self.options.max_key_bytes:
+            return Error(Code.TOO_LARGE, f"key of {len(key)} bytes is above the limit of "
+                                         f"{self.options.max_key_bytes}", self.epoch)
+        return None
+
+    def _find_request(self, request_id: str) -> RequestOutcome | None:
+        seq = self._by_request.get(request_id)
+        if seq is not None:
+            return outcome_of(self._mem[seq])
+        return self.store.outcome(request_id)
+
+    def _sequence(self, op: WriteOp) -> Entry:
+        latest = self._latest(op.key, clean_only=False)
+        current = 0 if latest is None or latest.tombstone else latest.version
+        seq = self.last_seq + 1
+        failed = (op.if_version is not None and op.if_version != current) or (op.if_absent and current != 0)
+        if failed:
+            entry = Entry(seq, op.request_id, op.key, EntryKind.NOOP, b"", current)
+        elif op.kind == OpKind.DELETE:
+            entry = Entry(seq, op.request_id, op.key, EntryKind.DELETE)
+        else:
+            entry = Entry(seq, op.request_id, op.key, EntryKind.PUT, op.value)
+        self._append_local([entry])
+        return entry
+
+    def _fail_pending_writes(self) -> None:
+        unknown = WriteResult(Error(Code.OUTCOME_UNKNOWN, "this node stopped being the head before the write "
+                                                          "committed; retry with the same request id", self.epoch))
+        for waiters in self._waiters.values():
+            for ticket, i, _ in waiters:
+                self._tickets[ticket].results[i] = unknown
+        for ticket, t in self._tickets.items():
+            self._replies.append((ticket, WriteReply(results=tuple(r or unknown for r in t.results))))
+        self._tickets.clear()
+        self._waiters.clear()
+        self._waiter_heap.clear()
+
+    # ------------------------------------------------------------------ client reads
+
+    def client_read(self, ticket: int, epoch: int, key: bytes, consistency: Consistency,
+                    now: float) -> ReadReply | None:
+        """Returns the reply at once, or None when a version query is needed (reply in a later Ready)."""
+        err = self._gate(epoch, now, write=False) or self._check_key(key)
+        if err is not None:
+            return ReadReply(err)
+        clean = self._latest(key, clean_only=True)
+        if consistency == Consistency.EVENTUAL or self.is_tail or not self._is_dirty(key):
+            return self._served(clean)
+        self._read_backlog.append((ticket, key))
+        return None
+
+    def _served(self, kv: KeyVersion | None) -> ReadReply:
+        self.reads += 1
+        if kv is None or kv.tombstone:
+            return ReadReply(Error(Code.NOT_FOUND, "no such key", self.epoch))
+        return ReadReply(value=kv.value, version=kv.version)
+
+    def on_version_reply(self, query_id: int, reply: VersionQueryReply) -> None:
+        waiting = self._queries.pop(query_id, None)
+        if waiting is None:
+            log.debug("version reply for unknown query node=%s query=%d", self.id, query_id)
+            return
+        keys = list(dict.fromkeys(k for _, k in waiting))
+        if not reply.error.ok or len(reply.versions) != len(keys):
+            why = reply.error.message or "malformed version reply"
+            for ticket, _ in waiting:
+                self._replies.append((ticket, ReadReply(Error(
+                    Code.UNAVAILABLE, f"version query to the tail failed: {reply.error.code.name}: {why}",
+                    self.epoch))))
+            return
+        version_of = dict(zip(keys, reply.versions, strict=True))
+        for ticket, key in waiting:
+            self._replies.append((ticket, self._resolve_read(key, version_of[key])))
+
+    def _resolve_read(self, key: bytes, version: int) -> ReadReply:
+        if version == 0:
+            return self._served(None)
+        kv = self._own_version(key, version)
+        if kv is None:
+            # Committed and then superseded while the query was out: a newer committed version is
+            # as good an answer (it committed during this read).
+            clean = self._latest(key, clean_only=True)
+            if clean is not None and clean.version > version:
+                kv = clean
+        if kv is None:
+            return ReadReply(Error(Code.UNAVAILABLE, f"version {version} of the key is not held here", self.epoch))
+        return self._served(kv)
+
+    def on_version_query(self, epoch: int, keys: list[bytes], now: float) -> VersionQueryReply:
+        """We are the tail: the committed version of each key (0 = never written)."""
+        err = self._epoch_error(epoch)
+        if err is None and not self.is_tail:
+            err = Error(Code.UNAVAILABLE, "not the tail", self.epoch)
+        if err is None and not self.lease_valid(now):
+            err = Error(Code.LEASE_EXPIRED, "lease expired", self.epoch)
+        if err is None and not self.in_sync:
+            err = Error(Code.UNAVAILABLE, "catching up with the previous tail", self.epoch)
+        if err is not None:
+            return VersionQueryReply(err)
+        return VersionQueryReply(versions=tuple(
+            kv.version if (kv := self._latest(k, clean_only=True)) is not None else 0 for k in keys))
+
+    # ------------------------------------------------------------------ gates
+
+    def _epoch_error(self, epoch: int) -> Error | None:
+        if self.config is None or epoch != self.epoch:
+            return Error(Code.WRONG_EPOCH, f"epoch {epoch} is not ours", self.epoch)
+        return None
+
+    def _gate(self, epoch: int, now: float, write: bool) -> Error | None:
+        err = self._epoch_error(epoch)
+        if err is not None:
+            return err
+        if self.role == Role.NONE:
+            return Error(Code.UNAVAILABLE, "not a member of the chain", self.epoch)
+        if not self.lease_valid(now):
+            return Error(Code.LEASE_EXPIRED, "lease expired: not serving", self.epoch)
+        if write and self.role != Role.HEAD:
+            return Error(Code.NOT_HEAD, f"writes go to the head; this node is {self.role.value}", self.epoch)
+        if self.role == Role.SYNCING:
+            return Error(Code.UNAVAILABLE, "syncing: not serving yet", self.epoch)
+        if not self.in_sync or self.transfer_from is not None:
+            return Error(Code.UNAVAILABLE, "catching up with the chain", self.epoch)
+        return None
+
+    # ------------------------------------------------------------------ local data view
+
+    def _remember(self, e: Entry) -> None:
+        self._mem[e.seq] = e
+        if e.kind != EntryKind.NOOP:
+            self._by_key.setdefault(e.key, []).append(e.seq)
+        if e.request_id:
+            self._by_request[e.request_id] = e.seq
+
+    def _forget_through(self, seq: int) -> None:
+        # Memory holds consecutive seqs from _mem_low up: walk only the part being dropped.
+        for s in range(self._mem_low, seq + 1):
+            e = self._mem.pop(s, None)
+            if e is not None:
+                self._drop(e)
+        self._mem_low = max(self._mem_low, seq + 1)
+
+    def _drop(self, e: Entry) -> None:
+        seqs = self._by_key.get(e.key)
+        if seqs and e.seq in seqs:
+            seqs.remove(e.seq)
+            if not seqs:
+                del self._by_key[e.key]
+        if self._by_request.get(e.request_id) == e.seq:
+            del self._by_request[e.request_id]
+
+    def _latest(self, key: bytes, clean_only: bool) -> KeyVersion | None:
+        stored = self.store.clean(key)
+        for s in reversed(self._by_key.get(key, ())):
+            if clean_only and s > self.committed_seq:
+                continue
+            if stored is None or s > stored.version:
+                e = self._mem[s]
+                return KeyVersion(key, s, e.kind == EntryKind.DELETE, e.value)
+            break
+        return stored
+
+    def _is_dirty(self, key: bytes) -> bool:
+        seqs = self._by_key.get(key)
+        return bool(seqs) and seqs[-1] > self.committed_seq
+
+    def _own_version(self, key: bytes, seq: int) -> KeyVersion | None:
+        e = self._mem.get(seq)
+        if e is not None and e.key == key and e.kind != EntryKind.NOOP:
+            return KeyVersion(key, seq, e.kind == EntryKind.DELETE, e.value)
+        return self.store.version(key, seq)
+
+    def _append_local(self, entries: list[Entry]) -> None:
+        for e in entries:
+            self._remember(e)
+            if e.kind != EntryKind.NOOP:
+                self.writes += 1
+        self.last_seq = entries[-1].seq
+        if self._persist and isinstance(self._persist[-1], AppendEntries):
+            self._persist[-1] = AppendEntries(self._persist[-1].entries + tuple(entries))
+        else:
+            self._persist.append(AppendEntries(tuple(entries)))
+
+    def _truncate(self, after: int) -> None:
+        for s in [s for s in self._mem if s > after]:
+            self._drop(self._mem.pop(s))
+        self.last_seq = after
+        self.persisted_seq = min(self.persisted_seq, after)
+        self._persist.append(Truncate(after))
+
+    def _entries(self, lo: int, hi: int) -> list[Entry]:
+        out: list[Entry] = []
+        if lo <= self.applied_commit:
+            out = self.store.entries(lo, min(hi, self.applied_commit))
+            lo = self.applied_commit + 1
+        out.extend(self._mem[s] for s in range(lo, hi + 1))
+        return out
+
+    # ------------------------------------------------------------------ commit
+
+    def _commit_to(self, seq: int) -> None:
+        seq = min(seq, self.last_seq)
+        if seq <= self.committed_seq:
+            return
+        self.committed_seq = seq
+        if self._persist and isinstance(self._persist[-1], Commit):
+            self._persist[-1] = Commit(seq)
+        else:
+            self._persist.append(Commit(seq))
+        while self._waiter_heap and self._waiter_heap[0] <= seq:
+            for ticket, i, outcome in self._waiters.pop(heapq.heappop(self._waiter_heap)):
+                t = self._tickets[ticket]
+                t.results[i] = outcome.result()
+                t.waiting -= 1
+                if t.waiting == 0:
+                    del self._tickets[ticket]
+                    self._replies.append((ticket, WriteReply(results=tuple(r for r in t.results if r))))
+
+    # ------------------------------------------------------------------ links
+
+    def on_hello(self, from_id: str, hello: Hello) -> None:
+        """Our predecessor opens a link. The Welcome goes out in the next Ready."""
+        err = self._epoch_error(hello.epoch)
+        if err is None and from_id != self.pred:
+            err = Error(Code.UNAVAILABLE, f"{from_id} is not this node's predecessor", self.epoch)
+        if err is not None:
+            log.info("link refused node=%s from=%s code=%s", self.id, from_id, err.code.name)
+            self._welcomes.append((from_id, Welcome(err)))
+            return
+        self._upstream_linked = True
+        self._acked_upstream = self.committed_seq
+        needs_transfer = self.last_seq + 1 < hello.first_seq
+        if needs_transfer:
+            self.transfer_from = from_id
+            self._transfers.append(TransferStart(from_id, self.epoch))
+        else:
+            self.transfer_from = None
+        self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, needs_transfer)))
+
+    def on_welcome(self, from_id: str, welcome: Welcome) -> None:
+        if from_id != self.succ or self.link == LinkState.IDLE:
+            log.debug("stray welcome node=%s from=%s", self.id, from_id)
+            return
+        if not welcome.error.ok:
+            log.info("link refused by successor node=%s succ=%s code=%s", self.id, from_id, welcome.error.code.name)
+            self._reset_downstream()  # a new Hello; the shell backs off before reconnecting
+            return
+        if welcome.last_seq > self.last_seq:
+            log.error("successor is ahead node=%s succ=%s its_last=%d our_last=%d", self.id, from_id,
+                      welcome.last_seq, self.last_seq)
+            self._reset_downstream()
+            return
+        if welcome.needs_transfer:
+            self.link = LinkState.TRANSFER
+            return
+        if welcome.last_seq < self.log_start:
+            self._reset_downstream()  # trimmed meanwhile: the next Hello makes it ask for a transfer
+            return
+        self.link = LinkState.STREAMING
+        self.sent_through = welcome.last_seq
+        self.succ_acked = welcome.last_seq
+        self._first_batch_due = True
+        if not self._commits_on_persist():
+            self._commit_to(welcome.committed_seq)
+
+    def link_lost(self, peer: str) -> None:
+        """The link stream to or from `peer` broke."""
+        if peer == self.succ:
+            self._reset_downstream()
+            self._sessions.pop(peer, None)
+        if peer == self.pred:
+            self._upstream_linked = False
+
+    def on_batch(self, from_id: str, batch: Batch) -> None:
+        if from_id != self.pred or batch.epoch != self.epoch or not self._upstream_linked:
+            err = self._epoch_error(batch.epoch) or Error(Code.UNAVAILABLE, "no link from this node", self.epoch)
+            self._welcomes.append((from_id, Welcome(err)))
+            return
+        if self.transfer_from is not None:
+            return  # installing a state transfer; the stream resumes after our next Welcome
+        new = [e for e in batch.entries if e.seq > self.last_seq]
+        if new and new[0].seq != self.last_seq + 1:
+            log.info("gap on link node=%s from=%s have=%d got=%d", self.id, from_id, self.last_seq, new[0].seq)
+            self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq)))
+            return
+        if new:
+            self._append_local(new)
+        if not self.in_sync and batch.committed_seq <= self.last_seq:
+            self.in_sync = True
+            log.info("in sync node=%s epoch=%d through=%d", self.id, self.epoch, self.last_seq)
+        if self.in_sync and self.role == Role.SYNCING and not self._caught_up_reported:
+            self._caught_up_reported = True
+            self._caught_up = self.last_seq
+
+    def on_ack(self, from_id: str, ack: Ack) -> None:
+        if from_id != self.succ or ack.epoch != self.epoch or self.link != LinkState.STREAMING:
+            log.debug("stray ack node=%s from=%s epoch=%d", self.id, from_id, ack.epoch)
+            return
+        self.succ_acked = max(self.succ_acked, min(ack.committed_seq, self.sent_through))
+        if not self._commits_on_persist():
+            self._commit_to(min(ack.committed_seq, self.sent_through))
+
+    # ------------------------------------------------------------------ state transfer
+
+    def begin_transfer(self, to_id: str, epoch: int) -> Error:
+        """`to_id` (our successor) asks for our state; chunks come from `transfer_chunk(to_id)`."""
+        err = self._epoch_error(epoch)
+        if err is None and to_id != self.succ:
+            err = Error(Code.UNAVAILABLE, f"{to_id} is not this node's successor", self.epoch)
+        if err is None and not self.in_sync:
+            err = Error(Code.UNAVAILABLE, "catching up: cannot send state", self.epoch)
+        if err is not None:
+            return err
+        self._sessions[to_id] = _Session(through=self.applied_commit)
+        log.info("transfer begins node=%s to=%s through=%d", self.id, to_id, self.applied_commit)
+        return OK
+
+    def transfer_chunk(self, to_id: str) -> TransferChunk:
+        """The next chunk of a transfer begun with `begin_transfer`; the last one has `last=True`.
+
+        Keys are read from the store as they are when asked (the scan is not a snapshot: a key may
+        carry a version newer than `through_seq`); the live stream from `through_seq + 1` replays
+        everything after, and applying an older version under a newer clean one changes nothing."""
+        s = self._sessions.get(to_id)
+        if s is None:
+            raise ValueError(f"no state transfer to {to_id} is in progress")
+        n = self.options.transfer_chunk_keys
+        if not s.keys_done:
+            keys = self.store.scan_clean(s.key_cursor, n)
+            if len(keys) < n:
+                s.keys_done = True
+            if keys:
+                s.key_cursor = keys[-1].key
+                return TransferChunk(keys=tuple(keys))
+        outcomes = self.store.scan_outcomes(s.outcome_cursor, n)
+        if len(outcomes) == n:
+            s.outcome_cursor = outcomes[-1].request_id
+            return TransferChunk(outcomes=tuple(outcomes))
+        del self._sessions[to_id]
+        log.info("transfer done node=%s to=%s through=%d", self.id, to_id, s.through)
+        return TransferChunk(outcomes=tuple(outcomes), through_seq=s.through, last=True)
+
+    def on_transfer_chunk(self, from_id: str, chunk: TransferChunk) -> None:
+        if from_id != self.transfer_from:
+            log.debug("stray transfer chunk node=%s from=%s", self.id, from_id)
+            return
+        if chunk.keys or chunk.outcomes:
+            self._persist.append(InstallKeys(chunk.keys, chunk.outcomes))
+        if not chunk.last:
+            return
+        if chunk.through_seq < self.committed_seq:
+            log.error("transfer behind our commit point node=%s through=%d committed=%d", self.id,
+                      chunk.through_seq, self.committed_seq)
+            self._transfers.append(TransferStart(from_id, self.epoch))
+            return
+        self._persist.append(ResetLog(chunk.through_seq))
+        self._forget_through(self.last_seq)
+        self._mem_low = chunk.through_seq + 1
+        self.last_seq = self.committed_seq = self.log_start = chunk.through_seq
+        self.persisted_seq = self.applied_commit = chunk.through_seq
+        self.transfer_from = None
+        self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq)))
+
+    def transfer_failed(self, from_id: str) -> None:
+        """The Transfer stream broke before its last chunk: ask again (the shell backs off)."""
+        if from_id == self.transfer_from:
+            self._transfers.append(TransferStart(from_id, self.epoch))
+
+    # ------------------------------------------------------------------ Ready
+
+    def has_ready(self) -> bool:
+        if self._inflight is not None:
+            return False
+        return bool(
+            self._persist or self._replies or self._read_backlog or self._transfers or self._welcomes
+            or self._caught_up is not None
+            or (self._hello_due and self.succ is not None)
+            or (self.link == LinkState.STREAMING and (self._first_batch_due or self._can_send()))
+            or (self.pred is not None and self._upstream_linked and self.committed_seq > self._acked_upstream)
+        )
+
+    def _can_send(self) -> bool:
+        return self.sent_through < min(self.last_seq, self.succ_acked + self.options.max_inflight_entries)
+
+    def ready(self) -> Ready:
+        if self._inflight is not None:
+            raise RuntimeError("ready() called again before advance()")
+        rd = Ready(persist=self._persist, replies=self._replies, transfers=self._transfers,
+                   caught_up=self._caught_up)
+        self._persist, self._replies, self._transfers, self._caught_up = [], [], [], None
+        for to, welcome in self._welcomes:
+            rd.messages.append(Outbound(to, welcome))
+        self._welcomes = []
+        if self._hello_due and self.succ is not None:
+            rd.messages.append(Outbound(self.succ, Hello(self.epoch, self.id, self.log_start + 1)))
+            self._hello_due = False
+            self.link = LinkState.HELLO
+        if self.link == LinkState.STREAMING and self.succ is not None:
+            hi = min(self.last_seq, self.succ_acked + self.options.max_inflight_entries)
+            while self.sent_through < hi:
+                top = min(hi, self.sent_through + self.options.max_batch_entries)
+                entries = tuple(self._entries(self.sent_through + 1, top))
+                rd.messages.append(Outbound(self.succ, Batch(self.epoch, entries, self.committed_seq)))
+                self.sent_through = top
+                self._first_batch_due = False
+            if self._first_batch_due:
+                rd.messages.append(Outbound(self.succ, Batch(self.epoch, (), self.committed_seq)))
+                self._first_batch_due = False
+        if self.pred is not None and self._upstream_linked and self.committed_seq > self._acked_upstream:
+            rd.messages.append(Outbound(self.pred, Ack(self.epoch, self.committed_seq)))
+            self._acked_upstream = self.committed_seq
+        if self._read_backlog:
+            self._flush_reads(rd)
+        self._inflight = _Inflight(self.last_seq, self.committed_seq)
+        return rd
+
+    def _flush_reads(self, rd: Ready) -> None:
+        backlog, self._read_backlog = self._read_backlog, []
+        if self.is_tail:  # became the tail meanwhile: our commit point is the chain's
+            for ticket, key in backlog:
+                rd.replies.append((ticket, self._served(self._latest(key, clean_only=True))))
+            return
+        if self.tail_id is None:
+            for ticket, _ in backlog:
+                rd.replies.append((ticket, ReadReply(Error(Code.UNAVAILABLE, "no tail", self.epoch))))
+            return
+        qid = self._next_query
+        self._next_query += 1
+        self._queries[qid] = backlog
+        self.version_queries += len(backlog)
+        keys = tuple(dict.fromkeys(k for _, k in backlog))
+        rd.version_queries.append(VersionQuery(qid, self.tail_id, self.epoch, keys))
+
+    def advance(self) -> None:
+        """The last Ready is durable and its outputs are on their way."""
+        done = self._inflight
+        if done is None:
+            raise RuntimeError("advance() without a ready()")
+        self._inflight = None
+        self.persisted_seq = min(done.last_seq, self.last_seq)
+        if done.committed_seq > self.applied_commit:
+            self.applied_commit = done.committed_seq
+            self._forget_through(done.committed_seq)
+        if self._commits_on_persist():
+            self._commit_to(self.persisted_seq)
+        self._trim()
+
+    def _trim(self) -> None:
+        target = self.applied_commit - self.options.retain_entries
+        if self.succ is not None:  # keep what our successor may still need
+            target = min(target, self.succ_acked, *(s.through for s in self._sessions.values()))
+        if target > self.log_start:
+            self._persist.append(TrimLog(target))
+            self.log_start = target
+        forget = self.applied_commit - self.options.dedup_window
+        if forget > self._outcomes_floor:
+            self._persist.append(ForgetOutcomes(forget))
+            self._outcomes_floor = forget
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, now: float) -> NodeStatus:
+        return NodeStatus(
+            id=self.id,
+            chain=self.config.chain if self.config else "",
+            epoch=self.epoch,
+            role=self.role.value,
+            last_seq=self.last_seq,
+            committed_seq=self.committed_seq,
+            reads=self.reads,
+            writes=self.writes,
+            version_queries=self.version_queries,
+            lease_valid=self.lease_valid(now),
+            keys=self.store.key_count(),
+            in_sync=self.in_sync,
+        )

@@ -1,0 +1,353 @@
+"""A hand-wired chain of pure cores for scenario and property tests.
+
+Each node is a ChainCore over a MemoryVersionStore. Messages wait in per-link FIFO queues until a
+command delivers them; "durable" means applied to the store (a crash loses the Ready in flight but
+not the store). Every action returns trace lines, which the scenario files print.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from keychain.node.core import ChainCore, CoreOptions, Outbound, Ready, TransferStart, VersionQuery
+from keychain.node.messages import (
+    Ack,
+    Batch,
+    ChainConfig,
+    Consistency,
+    Entry,
+    EntryKind,
+    Hello,
+    Member,
+    MemberState,
+    ReadReply,
+    TransferChunk,
+    VersionQueryReply,
+    Welcome,
+    WriteOp,
+    WriteReply,
+)
+from keychain.node.versions import (
+    AppendEntries,
+    Commit,
+    ForgetOutcomes,
+    InstallKeys,
+    MemoryVersionStore,
+    Record,
+    ResetLog,
+    SaveConfig,
+    TrimLog,
+    Truncate,
+)
+
+
+def show_bytes(b: bytes) -> str:
+    return b.decode("utf-8", "backslashreplace")
+
+
+def show_entry(e: Entry) -> str:
+    rid = f"@{e.request_id}" if e.request_id else ""
+    if e.kind == EntryKind.PUT:
+        return f"{e.seq}:put {show_bytes(e.key)}={show_bytes(e.value)}{rid}"
+    if e.kind == EntryKind.DELETE:
+        return f"{e.seq}:del {show_bytes(e.key)}{rid}"
+    return f"{e.seq}:noop {show_bytes(e.key)} cur={e.current_version}{rid}"
+
+
+def show_entries(entries: tuple[Entry, ...] | list[Entry]) -> str:
+    if len(entries) > 6:
+        return f"{show_entry(entries[0])} .. {show_entry(entries[-1])} ({len(entries)} entries)"
+    return " ".join(show_entry(e) for e in entries)
+
+
+def show_record(r: Record) -> str:
+    match r:
+        case AppendEntries(entries):
+            return f"append {entries[0].seq}-{entries[-1].seq}" if len(entries) > 1 else f"append {entries[0].seq}"
+        case Commit(through):
+            return f"commit {through}"
+        case Truncate(after):
+            return f"truncate after {after}"
+        case TrimLog(through):
+            return f"trim log through {through}"
+        case ForgetOutcomes(through):
+            return f"forget outcomes through {through}"
+        case InstallKeys(keys, outcomes):
+            return f"install {len(keys)} keys {len(outcomes)} outcomes"
+        case ResetLog(through):
+            return f"reset log at {through}"
+        case SaveConfig(config):
+            return f"save config epoch {config.epoch}"
+    raise AssertionError(r)
+
+
+def show_body(body: object) -> str:
+    match body:
+        case Hello(epoch, _, first_seq):
+            return f"hello e{epoch} first={first_seq}"
+        case Welcome(error, last_seq, committed_seq, needs_transfer):
+            if not error.ok:
+                return f"welcome refused {error.code.name} (epoch {error.epoch}): {error.message}"
+            return f"welcome last={last_seq} committed={committed_seq}" + (" needs-transfer" if needs_transfer else "")
+        case Batch(epoch, entries, committed_seq):
+            return f"batch e{epoch} [{show_entries(entries)}] committed={committed_seq}"
+        case Ack(epoch, committed_seq):
+            return f"ack e{epoch} {committed_seq}"
+    raise AssertionError(body)
+
+
+def show_reply(reply: WriteReply | ReadReply | None) -> str:
+    if reply is None:
+        return "pending"
+    if not reply.error.ok:
+        return f"{reply.error.code.name} (epoch {reply.error.epoch}): {reply.error.message}"
+    if isinstance(reply, ReadReply):
+        return f"ok v{reply.version} {show_bytes(reply.value)}"
+    parts = []
+    for r in reply.results:
+        if r.error.ok:
+            parts.append(f"ok v{r.version}")
+        else:
+            parts.append(f"{r.error.code.name}" + (f" cur={r.current_version}" if r.current_version else "")
+                         + (f": {r.error.message}" if r.error.code.name not in ("PRECONDITION_FAILED",) else ""))
+    return ", ".join(parts)
+
+
+@dataclass
+class Envelope:
+    frm: str
+    to: str
+    kind: str  # link | vquery | vreply | transfer
+    body: object
+
+
+@dataclass
+class Node:
+    id: str
+    store: MemoryVersionStore
+    core: ChainCore | None
+
+
+@dataclass
+class Chain:
+    options: CoreOptions = field(default_factory=CoreOptions)
+    now: float = 0
+    nodes: dict[str, Node] = field(default_factory=dict)
+    queues: dict[tuple[str, str], deque[Envelope]] = field(default_factory=dict)
+    replies: dict[int, WriteReply | ReadReply] = field(default_factory=dict)
+    next_ticket: int = 1
+    caught_up: dict[str, int] = field(default_factory=dict)
+
+    # ---- membership ----
+
+    def add(self, node_id: str) -> None:
+        store = MemoryVersionStore()
+        self.nodes[node_id] = Node(node_id, store, ChainCore(node_id, store, self.options))
+
+    def core(self, node_id: str) -> ChainCore:
+        n = self.nodes[node_id]
+        if n.core is None:
+            raise AssertionError(f"{node_id} is down")
+        return n.core
+
+    def up(self, node_id: str) -> bool:
+        return node_id in self.nodes and self.nodes[node_id].core is not None
+
+    def configure(self, config: ChainConfig, to: list[str], lease_until: float | None) -> list[str]:
+        out = []
+        for nid in to:
+            if not self.up(nid):
+                continue
+            err = self.core(nid).configure(config, lease_until)
+            out.append(f"{nid}: {'ok' if err.ok else err.code.name + ': ' + err.message}")
+        return out
+
+    def crash(self, node_id: str) -> list[str]:
+        n = self.nodes[node_id]
+        n.core = None
+        for key in list(self.queues):
+            if node_id in key:
+                self.queues[key].clear()
+        out = [f"{node_id} crashed"]
+        for other in self.nodes.values():
+            if other.core is not None:
+                other.core.link_lost(node_id)
+        return out
+
+    def restart(self, node_id: str) -> list[str]:
+        n = self.nodes[node_id]
+        n.core = ChainCore(node_id, n.store, self.options)
+        return [f"{node_id} restarted: last={n.core.last_seq} committed={n.core.committed_seq} "
+                f"epoch={n.core.epoch} role={n.core.role.value}"]
+
+    # ---- clients ----
+
+    def write(self, node_id: str, ops: list[WriteOp], epoch: int | None = None) -> tuple[int, WriteReply | None]:
+        core = self.core(node_id)
+        ticket = self.next_ticket
+        self.next_ticket += 1
+        reply = core.client_write(ticket, core.epoch if epoch is None else epoch, ops, self.now)
+        if reply is not None:
+            self.replies[ticket] = reply
+        return ticket, reply
+
+    def read(self, node_id: str, key: bytes, consistency: Consistency = Consistency.STRONG,
+             epoch: int | None = None) -> tuple[int, ReadReply | None]:
+        core = self.core(node_id)
+        ticket = self.next_ticket
+        self.next_ticket += 1
+        reply = core.client_read(ticket, core.epoch if epoch is None else epoch, key, consistency, self.now)
+        if reply is not None:
+            self.replies[ticket] = reply
+        return ticket, reply
+
+    # ---- the shell's loop ----
+
+    def process(self, node_id: str) -> list[str]:
+        """One Ready of one node: persist, queue its messages, release its replies, advance."""
+        core = self.core(node_id)
+        if not core.has_ready():
+            return []
+        rd: Ready = core.ready()
+        n = self.nodes[node_id]
+        n.store.apply(rd.persist)
+        n.store.sync()
+        out = []
+        if rd.persist:
+            out.append(f"{node_id} persist: " + ", ".join(show_record(r) for r in rd.persist))
+        for m in rd.messages:
+            self._send(node_id, m)
+        for q in rd.version_queries:
+            self._queue(Envelope(node_id, q.to, "vquery", q))
+        for t in rd.transfers:
+            self._queue(Envelope(node_id, t.from_id, "transfer-start", t))
+        for ticket, reply in rd.replies:
+            self.replies[ticket] = reply
+            out.append(f"{node_id} reply t{ticket}: {show_reply(reply)}")
+        if rd.caught_up is not None:
+            self.caught_up[node_id] = rd.caught_up
+            out.append(f"{node_id} caught up through {rd.caught_up}")
+        core.advance()
+        return out
+
+    def _send(self, frm: str, m: Outbound) -> None:
+        self._queue(Envelope(frm, m.to, "link", m.body))
+
+    def _queue(self, env: Envelope) -> None:
+        if not self.up(env.to) or not self.up(env.frm):
+            return
+        self.queues.setdefault((env.frm, env.to), deque()).append(env)
+
+    def pending(self, frm: str | None = None, to: str | None = None) -> list[tuple[str, str]]:
+        return [k for k, q in self.queues.items() if q and (frm in (None, k[0])) and (to in (None, k[1]))]
+
+    def deliver_one(self, frm: str, to: str) -> list[str]:
+        env = self.queues[(frm, to)].popleft()
+        out = [f"{frm} -> {to}: {self._describe(env)}"]
+        core = self.core(to)
+        match env.kind:
+            case "link":
+                match env.body:
+                    case Hello() as h:
+                        core.on_hello(frm, h)
+                    case Welcome() as w:
+                        core.on_welcome(frm, w)
+                    case Batch() as b:
+                        core.on_batch(frm, b)
+                    case Ack() as a:
+                        core.on_ack(frm, a)
+            case "vquery":
+                q: VersionQuery = env.body  # type: ignore[assignment]
+                reply = core.on_version_query(q.epoch, list(q.keys), self.now)
+                self._queue(Envelope(to, frm, "vreply", (q.query_id, reply)))
+            case "vreply":
+                qid, reply = env.body  # type: ignore[misc]
+                core.on_version_reply(qid, reply)
+            case "transfer-start":
+                t: TransferStart = env.body  # type: ignore[assignment]
+                err = core.begin_transfer(frm, t.epoch)
+                if not err.ok:
+                    out.append(f"{to}: transfer refused {err.code.name}: {err.message}")
+                    self._queue(Envelope(to, frm, "transfer-failed", None))
+                else:
+                    while True:
+                        chunk = core.transfer_chunk(frm)
+                        self._queue(Envelope(to, frm, "transfer", chunk))
+                        if chunk.last:
+                            break
+            case "transfer":
+                core.on_transfer_chunk(frm, env.body)  # type: ignore[arg-type]
+            case "transfer-failed":
+                core.transfer_failed(frm)
+        return out
+
+    def _describe(self, env: Envelope) -> str:
+        if env.kind == "link":
+            return show_body(env.body)
+        if env.kind == "vquery":
+            q: VersionQuery = env.body  # type: ignore[assignment]
+            return f"version query e{q.epoch} [{' '.join(show_bytes(k) for k in q.keys)}]"
+        if env.kind == "vreply":
+            _, r = env.body  # type: ignore[misc]
+            assert isinstance(r, VersionQueryReply)
+            if not r.error.ok:
+                return f"version reply {r.error.code.name}: {r.error.message}"
+            return f"version reply [{' '.join(str(v) for v in r.versions)}]"
+        if env.kind == "transfer-start":
+            return "transfer request"
+        if env.kind == "transfer":
+            c: TransferChunk = env.body  # type: ignore[assignment]
+            keys = " ".join(f"{show_bytes(k.key)}@{k.version}{'(del)' if k.tombstone else ''}" for k in c.keys)
+            tail = f" through={c.through_seq} last" if c.last else ""
+            return f"transfer chunk [{keys}] outcomes={len(c.outcomes)}{tail}"
+        return env.kind
+
+    def stabilize(self, only: list[str] | None = None, limit: int = 10_000) -> list[str]:
+        """Process and deliver until nothing moves (among `only`, if given)."""
+        out: list[str] = []
+        for _ in range(limit):
+            moved = False
+            for nid in sorted(self.nodes):
+                if self.up(nid) and (only is None or nid in only):
+                    lines = self.process(nid)
+                    out.extend(lines)
+                    moved = moved or bool(lines) or False
+            for frm, to in sorted(self.pending()):
+                if only is not None and (frm not in only or to not in only):
+                    continue
+                while self.queues[(frm, to)]:
+                    out.extend(self.deliver_one(frm, to))
+                    moved = True
+            if not moved and not any(self.up(n) and (only is None or n in only) and self.core(n).has_ready()
+                                     for n in self.nodes):
+                return out
+        raise AssertionError("the chain did not settle")
+
+    # ---- inspection ----
+
+    def held(self, node_id: str) -> dict[int, Entry]:
+        """Every log entry the node holds: its store's retained log and its in-memory window."""
+        n = self.nodes[node_id]
+        held = dict(n.store._log)
+        if n.core is not None:
+            held.update(n.core._mem)
+        return held
+
+    def dump(self, node_id: str) -> list[str]:
+        n = self.nodes[node_id]
+        st = n.store.state()
+        out = [f"{node_id}: last={st.last_seq} committed={st.committed_seq} log_start={st.log_start} "
+               f"epoch={st.config.epoch if st.config else 0}"]
+        for kv in n.store.scan_clean(None, 1 << 30):
+            val = "(deleted)" if kv.tombstone else show_bytes(kv.value)
+            out.append(f"  {show_bytes(kv.key)}: clean v{kv.version} {val}")
+        for key, seqs in sorted(n.store.dirty_versions().items()):
+            out.append(f"  {show_bytes(key)}: dirty {' '.join(f'v{s}' for s in seqs)}")
+        return out
+
+
+def config_of(chain: str, epoch: int, active: list[str], syncing: list[str] | None = None) -> ChainConfig:
+    members = [Member(m, f"{m}:7000") for m in active]
+    members += [Member(m, f"{m}:7000", MemberState.SYNCING) for m in syncing or []]
+    return ChainConfig(chain, epoch, tuple(members))

@@ -1,0 +1,131 @@
+"""Scripted scenarios of the chain core: tests/node/scenarios/*.txt, expected output inline.
+
+Commands (one chain per file):
+  options key=N value=N batch=N inflight=N retain=N dedup=N chunk=N   core options, before `nodes`
+  nodes n1,n2,...                      create nodes with empty in-memory stores
+  config epoch=E active=a,b [syncing=c] [to=a,b] [lease=T]   configure (default: every node listed)
+  lease node=N until=T | time T       renew a lease | set the clock
+  put node=N key=K value=V [id=R] [if_version=V] [if_absent=1] [epoch=E]
+  delete node=N key=K [id=R] [if_version=V]
+  write node=N   + input lines "put K V [id=R] [if_version=V] [if_absent=1]" / "delete K ..."
+  get node=N key=K [eventual=1] [epoch=E]
+  process N | deliver from=A to=B [count=C] | drop from=A to=B | stabilize [nodes=a,b]
+  crash N | restart N | status N | dump N | vquery node=N keys=a,b [epoch=E]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from chain_harness import Chain, config_of, show_reply
+from keychain.node.core import CoreOptions
+from keychain.node.messages import Consistency, OpKind, WriteOp
+
+from keychain.testing import datadriven
+
+SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.txt"))
+
+
+def _op(kind: str, key: str, value: str, args: dict[str, str]) -> WriteOp:
+    return WriteOp(
+        request_id=args.get("id", ""),
+        key=key.encode(),
+        kind=OpKind.DELETE if kind == "delete" else OpKind.PUT,
+        value=value.encode(),
+        if_version=int(args["if_version"]) if "if_version" in args else None,
+        if_absent=args.get("if_absent") == "1",
+    )
+
+
+class Runner:
+    def __init__(self) -> None:
+        self.chain = Chain()
+
+    def __call__(self, case: datadriven.Case) -> str:
+        return "\n".join(self.run(case))
+
+    def run(self, case: datadriven.Case) -> list[str]:
+        c = self.chain
+        a = case.args
+        match case.command:
+            case "options":
+                names = {"key": "max_key_bytes", "value": "max_value_bytes", "batch": "max_batch_entries",
+                         "inflight": "max_inflight_entries", "retain": "retain_entries",
+                         "dedup": "dedup_window", "chunk": "transfer_chunk_keys"}
+                c.options = CoreOptions(**{names[k]: int(v) for k, v in a.items()})
+                return []
+            case "nodes":
+                for nid in case.words[0].split(","):
+                    c.add(nid)
+                return []
+            case "config":
+                cfg = config_of("c1", case.int_arg("epoch"), case.list_arg("active"), case.list_arg("syncing", []))
+                to = case.list_arg("to", cfg.ids())
+                lease = float(a["lease"]) if "lease" in a else None
+                return c.configure(cfg, to, lease)
+            case "lease":
+                c.core(a["node"]).renew_lease(float(a["until"]))
+                return []
+            case "time":
+                c.now = float(case.words[0])
+                return []
+            case "put" | "delete":
+                op = _op(case.command, a["key"], a.get("value", ""), a)
+                return self._write(a["node"], [op], a)
+            case "write":
+                ops = []
+                for line in case.input.splitlines():
+                    _, words, args = datadriven.parse_command("x " + line)
+                    ops.append(_op(words[0], words[1], words[2] if len(words) > 2 else "", args))
+                return self._write(a["node"], ops, a)
+            case "get":
+                consistency = Consistency.EVENTUAL if a.get("eventual") == "1" else Consistency.STRONG
+                epoch = int(a["epoch"]) if "epoch" in a else None
+                ticket, reply = c.read(a["node"], a["key"].encode(), consistency, epoch)
+                return [f"t{ticket}: {show_reply(reply)}"]
+            case "process":
+                return c.process(case.words[0])
+            case "deliver":
+                out = []
+                for _ in range(case.int_arg("count", 1 << 30)):
+                    if not c.queues.get((a["from"], a["to"])):
+                        break
+                    out.extend(c.deliver_one(a["from"], a["to"]))
+                return out
+            case "drop":
+                q = c.queues.get((a["from"], a["to"]))
+                n = len(q) if q else 0
+                if q:
+                    q.clear()
+                return [f"dropped {n}"]
+            case "stabilize":
+                return c.stabilize(case.list_arg("nodes", None) if "nodes" in a else None)
+            case "crash":
+                return c.crash(case.words[0])
+            case "restart":
+                return c.restart(case.words[0])
+            case "status":
+                s = c.core(case.words[0]).status(c.now)
+                return [f"{s.id}: epoch={s.epoch} role={s.role} last={s.last_seq} committed={s.committed_seq} "
+                        f"reads={s.reads} writes={s.writes} version_queries={s.version_queries} "
+                        f"lease_valid={s.lease_valid} keys={s.keys} in_sync={s.in_sync}"]
+            case "dump":
+                return c.dump(case.words[0])
+            case "vquery":
+                core = c.core(a["node"])
+                r = core.on_version_query(int(a.get("epoch", core.epoch)), [k.encode() for k in case.list_arg("keys")],
+                                          c.now)
+                if not r.error.ok:
+                    return [f"{r.error.code.name} (epoch {r.error.epoch}): {r.error.message}"]
+                return [" ".join(str(v) for v in r.versions)]
+        raise datadriven.ScenarioError(f"{case.where}: unknown command {case.command}")
+
+    def _write(self, node: str, ops: list[WriteOp], a: dict[str, str]) -> list[str]:
+        ticket, reply = self.chain.write(node, ops, int(a["epoch"]) if "epoch" in a else None)
+        return [f"t{ticket}: {show_reply(reply)}"]
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario(path: Path) -> None:
+    datadriven.run_file(path, Runner())
