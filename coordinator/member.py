@@ -31,11 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from keychain import timing
 from keychain.coordinator.log import Entry, EntryType, RaftStorage
 from keychain.coordinator.membership import ConfChange, ConfChangeError
 from keychain.coordinator.messages import Message
 from keychain.coordinator.raft import ProposalDropped, RaftCore, Ready, Role
+
+from keychain import timing
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ import json
 import random
 
 import pytest
-
 from keychain.coordinator.log import MemoryStorage
 from keychain.coordinator.member import NotLeader, RaftMember, Unavailable
 from keychain.coordinator.messages import Message
