@@ -724,6 +724,7 @@ class RaftCore:
         if self._maybe_commit():
             self._broadcast_append()
         elif was_paused:
+            # A broadcast may have skipped it while paused: make sure it learns the commit index.
             self._send_append(m.sender)
         while self._send_append(m.sender, send_empty=False):
             pass
@@ -951,8 +952,17 @@ class RaftCore:
         last = self.log.last_index()
         for member in new.members - old.members:
             self.progress[member] = self._new_progress(member, last + 1)
-        for member in old.members - new.members:
-            self.progress.pop(member, None)
+        for member in sorted(old.members - new.members):
+            pr = self.progress.pop(member, None)
+            if pr is not None:
+                # A parting heartbeat: if it holds its removal entry it learns that it committed,
+                # and stops campaigning for a cluster it no longer belongs to.
+                self._send(
+                    Message(
+                        MessageType.HEARTBEAT, to=member, sender=self.id, term=self.term,
+                        commit=min(pr.match, self.log.committed),
+                    )
+                )
             if member == self.transferee:
                 self.transferee = ""
         for member, pr in self.progress.items():

@@ -15,6 +15,7 @@ from keychain.coordinator.log import EntryType, MemoryStorage
 from keychain.coordinator.membership import ConfChange, ConfChangeOp
 from keychain.coordinator.messages import Message, describe_entry
 from keychain.coordinator.raft import ProposalDropped, RaftConfig, RaftCore, Ready, Role
+
 from keychain.testing.datadriven import Case, ScenarioError
 
 
@@ -233,6 +234,18 @@ class ScenarioRunner:
             for _ in range(2 * core.cfg.election_tick):
                 core.tick()
         return []
+
+    def cmd_tick_until_campaign(self, case: Case) -> list[str]:
+        """Tick the named members in lockstep until one of them starts an election."""
+        cores = [self.net.members[n].core for n in case.words]
+        for tick in range(1, 4 * max(c.cfg.election_tick for c in cores)):
+            sent_before = [len(c.msgs) for c in cores]
+            for c in cores:
+                c.tick()
+            started = [c.id for c, before in zip(cores, sent_before, strict=True) if len(c.msgs) > before]
+            if started:
+                return [f"{','.join(started)} campaigned after {tick} ticks"]
+        return ["no one campaigned"]
 
     def cmd_campaign(self, case: Case) -> list[str]:
         for name in case.words:
