@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import grpc
 import uvicorn
@@ -33,6 +36,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn without its own signal handling: it re-raises SIGTERM after a clean shutdown,
+    which would make a supervisor see a killed process; ProxyServer handles signals instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class ProxyServer:
@@ -79,7 +91,11 @@ class ProxyServer:
                 raise OSError(f"cannot listen for gRPC on {host}:{port}")
             await grpc_server.start()
         watch = asyncio.get_running_loop().create_task(self.watcher.run())
-        self._http = uvicorn.Server(
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.stop)
+        self._http = _HttpServer(
             uvicorn.Config(
                 self.app,
                 log_config=None,

@@ -104,7 +104,9 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
                 return chain_pb2.ReadReply(error=self._error(Code.NOT_FOUND, "no such key"))
             return chain_pb2.ReadReply(value=stored.value, version=stored.version)
 
-    def GetStatus(self, request: chain_pb2.StatusRequest, context: grpc.ServicerContext) -> chain_pb2.NodeStatus:
+    def GetStatus(
+        self, request: chain_pb2.StatusRequest, context: grpc.ServicerContext
+    ) -> chain_pb2.NodeStatus:
         with self.double.lock:
             state = self.double.state
             ids = [m.id for m in state.members]
@@ -155,14 +157,24 @@ class CoordinatorDouble(coordinator_pb2_grpc.CoordinatorServicer):
             state = double.state
             health = [
                 coordinator_pb2.MemberHealth(
-                    id=m.id, healthy=True, reads=state.reads[m.id], writes=state.writes[m.id], last_seq=state.seq
+                    id=m.id,
+                    healthy=True,
+                    reads=state.reads[m.id],
+                    writes=state.writes[m.id],
+                    last_seq=state.seq,
                 )
                 for m in state.members
             ]
-            chains = [coordinator_pb2.ChainStatus(config=state.config(), health=health)] if double.published else []
+            chains = (
+                [coordinator_pb2.ChainStatus(config=state.config(), health=health)]
+                if double.published
+                else []
+            )
             return coordinator_pb2.ClusterStatus(
                 leader="coord-1",
-                members=[coordinator_pb2.CoordinatorMember(id="coord-1", address=double.coordinator, role="leader")],
+                members=[
+                    coordinator_pb2.CoordinatorMember(id="coord-1", address=double.coordinator, role="leader")
+                ],
                 chains=chains,
             )
 

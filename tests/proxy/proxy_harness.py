@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import httpx
 import uvloop
-
 from keychain.proxy.config import ProxyConfig
 from keychain.proxy.server import ProxyServer
 from proxy_double import ChainDouble
@@ -24,7 +23,9 @@ class RunningProxy:
 
 
 @contextlib.contextmanager
-def running_proxy(double: ChainDouble, *, wait_ready: bool = True, **overrides: object) -> Iterator[RunningProxy]:
+def running_proxy(
+    double: ChainDouble, *, wait_ready: bool = True, **overrides: object
+) -> Iterator[RunningProxy]:
     settings: dict[str, object] = {
         "coordinators": (double.coordinator,),
         "chain": double.state.chain,
@@ -50,7 +51,9 @@ def running_proxy(double: ChainDouble, *, wait_ready: bool = True, **overrides: 
     try:
         assert started.wait(10), "the proxy did not start"
         assert not failure, failure
-        running = RunningProxy(server, f"http://127.0.0.1:{server.http_port}", f"127.0.0.1:{server.grpc_port}")
+        running = RunningProxy(
+            server, f"http://127.0.0.1:{server.http_port}", f"127.0.0.1:{server.grpc_port}"
+        )
         if wait_ready:
             wait_until_ready(running.url)
         yield running

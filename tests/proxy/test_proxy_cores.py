@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from keychain.proto import chain_pb2
 from keychain.proxy.batching import BatchQueue
 from keychain.proxy.errors import ErrorKind, OpError
 from keychain.proxy.routing import (
@@ -20,6 +18,8 @@ from keychain.proxy.routing import (
 )
 from keychain.proxy.topology import Topology, TopologyView
 from keychain.proxy.validation import check_request_id, key_from_raw_path, write_conditions
+
+from keychain.proto import chain_pb2
 
 Code = chain_pb2.Code
 ACTIVE, SYNCING = chain_pb2.MemberState.ACTIVE, chain_pb2.MemberState.SYNCING
@@ -144,7 +144,13 @@ def test_conditional_write_headers():
     assert write_conditions(None, None) == (None, False)
     assert write_conditions('"42"', None) == (42, False)
     assert write_conditions(None, "*") == (None, True)
-    for if_match, if_none_match in [('"1"', "*"), ("42", None), ('W/"1"', None), ('"1", "2"', None), (None, '"3"')]:
+    for if_match, if_none_match in [
+        ('"1"', "*"),
+        ("42", None),
+        ('W/"1"', None),
+        ('"1", "2"', None),
+        (None, '"3"'),
+    ]:
         with pytest.raises(OpError) as caught:
             write_conditions(if_match, if_none_match)
         assert caught.value.kind is ErrorKind.INVALID_REQUEST

@@ -91,9 +91,13 @@ def test_a_new_head_takes_writes_after_reconfiguration(chain: ChainDouble):
 def test_concurrent_writes_are_coalesced_into_few_write_requests(chain: ChainDouble):
     chain.inject("hang")  # the first batch is slow, so the others pile up behind it
     chain.state.hang_seconds = 0.2
-    with running_proxy(chain) as proxy, httpx.Client(base_url=proxy.url, limits=httpx.Limits(max_connections=64)) as http:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
-            statuses = list(pool.map(lambda i: http.put(f"/v1/kv/k{i}", content=b"v").status_code, range(40)))
+    limits = httpx.Limits(max_connections=64)
+    with (
+        running_proxy(chain) as proxy,
+        httpx.Client(base_url=proxy.url, limits=limits) as http,
+        concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool,
+    ):
+        statuses = list(pool.map(lambda i: http.put(f"/v1/kv/k{i}", content=b"v").status_code, range(40)))
     assert statuses == [200] * 40
     batches = chain.state.write_attempts
     assert sum(len(b) for b in batches) == 40, "every write sent exactly once"

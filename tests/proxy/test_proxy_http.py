@@ -112,7 +112,9 @@ def test_eventual_consistency_can_be_asked_per_request(http: httpx.Client):
     assert http.get("/v1/kv/e", params={"consistency": "strong"}).content == b"v"
 
 
-def test_idempotency_key_is_the_request_id_so_a_client_retry_applies_once(http: httpx.Client, chain: ChainDouble):
+def test_idempotency_key_is_the_request_id_so_a_client_retry_applies_once(
+    http: httpx.Client, chain: ChainDouble
+):
     first = http.put("/v1/kv/pay", content=b"10", headers={"Idempotency-Key": "order-7"})
     again = http.put("/v1/kv/pay", content=b"10", headers={"Idempotency-Key": "order-7"})
     assert first.json() == again.json()
@@ -170,6 +172,11 @@ def test_operations_endpoints_metrics_and_openapi(http: httpx.Client):
     schema = http.get("/openapi.json").json()
     kv = schema["paths"]["/v1/kv/{key}"]
     assert set(kv) == {"get", "put", "delete"}
-    assert {p["name"] for p in kv["put"]["parameters"]} >= {"key", "If-Match", "If-None-Match", "Idempotency-Key"}
+    assert {p["name"] for p in kv["put"]["parameters"]} >= {
+        "key",
+        "If-Match",
+        "If-None-Match",
+        "Idempotency-Key",
+    }
     assert "504" in kv["put"]["responses"]
     assert http.get("/docs").status_code == 200
