@@ -1,0 +1,96 @@
+"""Failure detection for chain nodes: which silent members the coordinator leader should remove.
+
+A node heartbeats the leader; each heartbeat renews the node's lease, and a node serves nothing
+once its lease has lapsed. The leader removes a node only after its lease has *certainly*
+expired: silent for longer than `lease + margin`, where the margin covers clock-rate drift and
+message delay between node and coordinator. A leader that has just been elected has no record
+of who heartbeated its predecessor, so it first waits a full `lease + margin` from its election,
+as if it had heard from everyone at that moment. The last active member of a chain is never
+removed (the registry would refuse anyway): when every active member is silent, the one heard
+most recently stays (the tail on a tie, as it holds every committed write). Removals go one per
+chain at a time, each conditional on the epoch it was decided in.
+
+Time is a number passed in by the caller (milliseconds in the shell, ticks in tests); nothing
+here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from keychain.coordinator.registry import ChainState, remove_node
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    chain: str
+    node: str
+    epoch: int  # the chain's epoch when the decision was made; the removal is void if it moved
+
+    def command(self) -> bytes:
+        return remove_node(self.chain, self.node, if_epoch=self.epoch)
+
+
+@dataclass
+class LeaseTracker:
+    lease: float  # how long one heartbeat keeps a node's lease alive
+    margin: float  # extra silence required before a lease counts as certainly expired
+    leader_since: float | None = None  # None: not the leader, decide nothing
+    last_heard: dict[tuple[str, str], float] = field(default_factory=dict)
+    proposed: dict[tuple[str, str], float] = field(default_factory=dict)  # removals in flight
+
+    def __post_init__(self) -> None:
+        if self.lease <= 0 or self.margin < 0:
+            raise ValueError(f"lease must be positive and margin non-negative, got {self.lease}, {self.margin}")
+
+    def become_leader(self, now: float) -> None:
+        self.leader_since = now
+        self.last_heard.clear()
+        self.proposed.clear()
+
+    def step_down(self) -> None:
+        self.leader_since = None
+        self.last_heard.clear()
+        self.proposed.clear()
+
+    def observe(self, chain: str, node: str, now: float) -> None:
+        """A heartbeat (or registration) from `node` arrived at `now`."""
+        key = (chain, node)
+        self.last_heard[key] = max(now, self.last_heard.get(key, now))
+        self.proposed.pop(key, None)
+
+    def expired(self, now: float, chains: Iterable[ChainState]) -> list[Removal]:
+        """The removals to propose now, given the current configurations."""
+        if self.leader_since is None:
+            return []
+        deadline = self.lease + self.margin
+        if now - self.leader_since <= deadline:
+            return []
+        removals: list[Removal] = []
+        members: set[tuple[str, str]] = set()
+        for chain in chains:
+            heard = {m.id: self.last_heard.get((chain.name, m.id), self.leader_since) for m in chain.members}
+            members.update((chain.name, m.id) for m in chain.members)
+            silent = {node for node, at in heard.items() if now - at > deadline}
+            active = [m.id for m in chain.active]
+            if active and all(node in silent for node in active):
+                # Keep one: the most recently heard, the one nearest the tail on a tie.
+                keep = max(reversed(active), key=lambda node: heard[node])
+                silent.discard(keep)
+            # One removal per chain at a time: each is conditional on the epoch it was decided in,
+            # so the next one is decided against the configuration that results.
+            for m in chain.members:
+                key = (chain.name, m.id)
+                if m.id not in silent:
+                    continue
+                if key in self.proposed and now - self.proposed[key] < self.lease:
+                    break  # already proposed; give that entry time to commit
+                self.proposed[key] = now
+                removals.append(Removal(chain.name, m.id, chain.epoch))
+                break
+        for key in list(self.last_heard):
+            if key not in members:
+                del self.last_heard[key]
+        return removals
+
