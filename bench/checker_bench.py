@@ -28,9 +28,16 @@ def generate(rng: random.Random, *, ops: int, clients: int, keys: int, unknown: 
         end = start + rng.uniform(0.001, 0.02)
         clock[client] = end
         kind = rng.choices(["put", "get", "delete"], weights=[4, 5, 1])[0]
-        fields = {"client": f"c{client}", "op": kind, "key": f"k{rng.randrange(keys)}",
-                  "value": f"v{n}" if kind == "put" else None, "start": start, "end": end,
-                  "status": "ok", "output": None}
+        fields = {
+            "client": f"c{client}",
+            "op": kind,
+            "key": f"k{rng.randrange(keys)}",
+            "value": f"v{n}" if kind == "put" else None,
+            "start": start,
+            "end": end,
+            "status": "ok",
+            "output": None,
+        }
         effect = rng.uniform(start, end)
         if kind != "get" and rng.random() < unknown:
             fields["end"], fields["status"] = None, "unknown"
@@ -59,8 +66,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    histories = [generate(rng, ops=args.ops, clients=args.clients, keys=args.keys, unknown=args.unknown)
-                 for _ in range(args.histories)]
+    histories = [
+        generate(rng, ops=args.ops, clients=args.clients, keys=args.keys, unknown=args.unknown)
+        for _ in range(args.histories)
+    ]
     began = time.perf_counter()
     steps = 0
     for history in histories:
@@ -69,9 +78,11 @@ def main() -> None:
         steps += result.steps
     elapsed = time.perf_counter() - began
     total = args.ops * args.histories
-    print(f"linearizable: {args.histories} histories x {args.ops} ops, {args.clients} clients, "
-          f"{args.keys} keys: {total / elapsed:,.0f} ops/s ({elapsed / args.histories * 1000:.1f} ms "
-          f"per history, {steps / total:.2f} search steps per op)")
+    print(
+        f"linearizable: {args.histories} histories x {args.ops} ops, {args.clients} clients, "
+        f"{args.keys} keys: {total / elapsed:,.0f} ops/s ({elapsed / args.histories * 1000:.1f} ms "
+        f"per history, {steps / total:.2f} search steps per op)"
+    )
 
     broken = list(histories[0])
     last_read = max(i for i, op in enumerate(broken) if op.op == "get" and op.status == "ok")

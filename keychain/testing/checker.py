@@ -313,6 +313,10 @@ def _explain(entries: list[_Entry], budget: _Budget) -> tuple[list[_Entry], floa
     return _shrink(window, budget), failed_at
 
 
+def _these(count: int) -> str:
+    return "this operation" if count == 1 else f"these {count} operations"
+
+
 def _check_key(key: str, ops: Sequence[Operation], budget: _Budget) -> Result | None:
     """None when the key is linearizable; otherwise the failing or undecided Result."""
     entries = _prune_invisible(_entries(ops))
@@ -321,19 +325,29 @@ def _check_key(key: str, ops: Sequence[Operation], budget: _Budget) -> Result | 
             return None
     except BudgetExhausted:
         return Result(
-            ok=False, key=key, window=tuple(ops), verdict="unknown", steps=budget.used,
+            ok=False,
+            key=key,
+            window=tuple(ops),
+            verdict="unknown",
+            steps=budget.used,
             message=f"{BUDGET_EXHAUSTED} on key {key!r} ({len(ops)} operations, {budget.used} steps)",
         )
     explain_budget = _Budget(budget.used + budget.steps_left, budget.should_stop)
     window_entries, failed_at = _explain(entries, explain_budget)
     window = tuple(ops[i] for i in sorted(e[5] for e in window_entries))
     lines = [
-        f"not linearizable: key {key!r}: no order of these {len(window)} operations agrees with "
-        f"their real-time order and results (the key's history already fails by t={failed_at:.6g}):"
+        f"not linearizable: key {key!r}: no order of {_these(len(window))} agrees with "
+        f"real time and the results (the key's history already fails by t={failed_at:.6g}):"
     ]
     lines += [f"  {op.describe()}" for op in sorted(window, key=lambda op: op.start)]
-    return Result(ok=False, key=key, window=window, message="\n".join(lines),
-                  verdict="not linearizable", steps=budget.used)
+    return Result(
+        ok=False,
+        key=key,
+        window=window,
+        message="\n".join(lines),
+        verdict="not linearizable",
+        steps=budget.used,
+    )
 
 
 def check(
@@ -369,8 +383,14 @@ def check(
         undecided = undecided or result
     if undecided is not None:
         return undecided
-    return Result(ok=True, key=None, window=(), verdict="linearizable", steps=steps,
-                  message=f"linearizable: {count} operations over {len(by_key)} keys")
+    return Result(
+        ok=True,
+        key=None,
+        window=(),
+        verdict="linearizable",
+        steps=steps,
+        message=f"linearizable: {count} operations over {len(by_key)} keys",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -381,10 +401,19 @@ def main(argv: list[str] | None = None) -> int:
         "0 linearizable, 1 not linearizable, 2 invalid input, 3 search budget exhausted.",
     )
     parser.add_argument("file", help="history file, one JSON operation a line ('-' reads stdin)")
-    parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS,
-                        help="search configurations to explore before giving up (default %(default)s)")
-    parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                        help="also give up after this many seconds")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=DEFAULT_MAX_STEPS,
+        help="search configurations to explore before giving up (default %(default)s)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also give up after this many seconds",
+    )
     args = parser.parse_args(argv)
     if args.max_steps < 1:
         parser.error("--max-steps must be positive")

@@ -185,8 +185,16 @@ class Recorder:
         Operation(client, op, key, value, at, None, "unknown")  # validate now, not at the end
         with self._lock:
             self._calls.append(
-                {"client": client, "op": op, "key": key, "value": value, "start": at,
-                 "end": None, "status": "unknown", "output": None}
+                {
+                    "client": client,
+                    "op": op,
+                    "key": key,
+                    "value": value,
+                    "start": at,
+                    "end": None,
+                    "status": "unknown",
+                    "output": None,
+                }
             )
             return len(self._calls) - 1
 
