@@ -363,9 +363,9 @@ class ChainCore:
         # had persisted, i.e. committed ones.
         return self.is_tail or self.role == Role.SYNCING
 
-    def _reset_downstream(self) -> None:
+    def _reset_downstream(self, hello: bool = True) -> None:
         self.link = LinkState.IDLE
-        self._hello_due = self.succ is not None
+        self._hello_due = hello and self.succ is not None
         self.sent_through = 0
         self.succ_acked = 0
         self._first_batch_due = False
@@ -663,13 +663,15 @@ class ChainCore:
             log.debug("stray welcome node=%s from=%s", self.id, from_id)
             return
         if not welcome.error.ok:
+            if welcome.error.code == Code.WRONG_EPOCH and welcome.error.epoch == self.epoch:
+                return  # refuses a message we sent in an earlier epoch; the link is already renewed
             log.info("link refused by successor node=%s succ=%s code=%s", self.id, from_id, welcome.error.code.name)
-            self._reset_downstream()  # a new Hello; the shell backs off before reconnecting
+            self._reset_downstream(hello=False)  # the shell calls retry_link() after a backoff
             return
         if welcome.last_seq > self.last_seq:
             log.error("successor is ahead node=%s succ=%s its_last=%d our_last=%d", self.id, from_id,
                       welcome.last_seq, self.last_seq)
-            self._reset_downstream()
+            self._reset_downstream(hello=False)
             return
         if welcome.needs_transfer:
             self.link = LinkState.TRANSFER
@@ -684,10 +686,16 @@ class ChainCore:
         if not self._commits_on_persist():
             self._commit_to(welcome.committed_seq)
 
+    def retry_link(self) -> None:
+        """The shell's backoff after a broken or refused link ran out: say Hello again if it is down."""
+        if self.link == LinkState.IDLE and self.succ is not None:
+            self._hello_due = True
+
     def link_lost(self, peer: str) -> None:
-        """The link stream to or from `peer` broke."""
+        """The link stream to or from `peer` broke (or could not be opened). The shell calls
+        `retry_link()` after its backoff to reopen our downstream link."""
         if peer == self.succ:
-            self._reset_downstream()
+            self._reset_downstream(hello=False)
             self._sessions.pop(peer, None)
         if peer == self.pred:
             self._upstream_linked = False

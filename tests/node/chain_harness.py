@@ -15,9 +15,11 @@ from keychain.node.messages import (
     Ack,
     Batch,
     ChainConfig,
+    Code,
     Consistency,
     Entry,
     EntryKind,
+    Error,
     Hello,
     Member,
     MemberState,
@@ -168,6 +170,9 @@ class Chain:
         n.core = None
         for key in list(self.queues):
             if node_id in key:
+                for env in self.queues[key]:
+                    if env.kind in ("vquery", "transfer-start") and env.to == node_id:
+                        self._call_failed(env)
                 self.queues[key].clear()
         out = [f"{node_id} crashed"]
         for other in self.nodes.values():
@@ -234,8 +239,24 @@ class Chain:
     def _send(self, frm: str, m: Outbound) -> None:
         self._queue(Envelope(frm, m.to, "link", m.body))
 
+    def _call_failed(self, env: Envelope) -> None:
+        """What the shell does when a call to a node fails: every query gets an (error) answer."""
+        if not self.up(env.frm):
+            return
+        if env.kind == "vquery":
+            q: VersionQuery = env.body  # type: ignore[assignment]
+            self.core(env.frm).on_version_reply(
+                q.query_id, VersionQueryReply(Error(Code.UNAVAILABLE, f"{env.to} is unreachable")))
+        elif env.kind == "transfer-start":
+            self.core(env.frm).transfer_failed(env.to)
+
     def _queue(self, env: Envelope) -> None:
-        if not self.up(env.to) or not self.up(env.frm):
+        if not self.up(env.frm):
+            return
+        if not self.up(env.to):
+            self._call_failed(env)
+            if env.kind == "link":
+                self.core(env.frm).link_lost(env.to)
             return
         self.queues.setdefault((env.frm, env.to), deque()).append(env)
 
@@ -306,13 +327,16 @@ class Chain:
     def stabilize(self, only: list[str] | None = None, limit: int = 10_000) -> list[str]:
         """Process and deliver until nothing moves (among `only`, if given)."""
         out: list[str] = []
+        for nid in sorted(self.nodes):  # link backoffs run out: broken links are retried once
+            if self.up(nid) and (only is None or nid in only):
+                self.core(nid).retry_link()
         for _ in range(limit):
             moved = False
             for nid in sorted(self.nodes):
                 if self.up(nid) and (only is None or nid in only):
                     lines = self.process(nid)
                     out.extend(lines)
-                    moved = moved or bool(lines) or False
+                    moved = moved or bool(lines)
             for frm, to in sorted(self.pending()):
                 if only is not None and (frm not in only or to not in only):
                     continue

@@ -10,7 +10,7 @@ Commands (one chain per file):
   write node=N   + input lines "put K V [id=R] [if_version=V] [if_absent=1]" / "delete K ..."
   get node=N key=K [eventual=1] [epoch=E]
   process N | deliver from=A to=B [count=C] | drop from=A to=B | stabilize [nodes=a,b]
-  crash N | restart N | status N | dump N | vquery node=N keys=a,b [epoch=E]
+  retry N (link backoff ran out) | crash N | restart N | status N | dump N | vquery node=N keys=a,b [epoch=E]
 """
 
 from __future__ import annotations
@@ -101,6 +101,9 @@ class Runner:
                 return [f"dropped {n}"]
             case "stabilize":
                 return c.stabilize(case.list_arg("nodes", None) if "nodes" in a else None)
+            case "retry":
+                c.core(case.words[0]).retry_link()
+                return []
             case "crash":
                 return c.crash(case.words[0])
             case "restart":
