@@ -1,0 +1,377 @@
+"""The Python client of KeychainDB's HTTP API, synchronous (`Client`) and asyncio (`AsyncClient`).
+
+    from keychain.client import Client, KeyNotFound
+
+    with Client("http://127.0.0.1:8080") as kc:
+        version = kc.put("greeting", b"hello")
+        value, version = kc.get("greeting")
+        kc.put("greeting", b"hi", if_version=version)   # compare-and-set
+        kc.delete("greeting")
+
+Each logical write carries one idempotency key, generated once and reused on every retry, so
+a retry after a timeout or a 503 is applied at most once. When no attempt can tell whether a
+write happened, `OutcomeUnknown` is raised: it is not a failure, the write may have applied.
+The retry decisions live in `_Attempts`, shared by both clients; only the sending differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "InvalidRequest",
+    "KeyNotFound",
+    "KeychainError",
+    "OutcomeUnknown",
+    "PreconditionFailed",
+    "Unauthorized",
+    "Unavailable",
+]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+CONSISTENCIES = ("strong", "eventual")
+
+
+class KeychainError(Exception):
+    """Base of every client error; `status` is the HTTP status (0 when none was received)."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+class KeyNotFound(KeychainError):
+    pass
+
+
+class PreconditionFailed(KeychainError):
+    """A compare-and-set or create-only write did not hold; `current_version` is what is there."""
+
+    def __init__(self, message: str, *, current_version: int, status: int = 412, code: str = "") -> None:
+        super().__init__(message, status=status, code=code)
+        self.current_version = current_version
+
+
+class Unavailable(KeychainError):
+    """Nothing was applied; the cluster could not serve (no topology, reconfiguring, unreachable)."""
+
+
+class OutcomeUnknown(KeychainError):
+    """A write may or may not have been applied; retrying with the same idempotency key tells."""
+
+    def __init__(self, message: str, *, idempotency_key: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message, status=status, code=code)
+        self.idempotency_key = idempotency_key
+
+
+class InvalidRequest(KeychainError):
+    """Bad key, bad header, value or key too large (status 400 or 413)."""
+
+
+class Unauthorized(KeychainError):
+    pass
+
+
+def _key_path(key: str | bytes) -> str:
+    text = key.decode("utf-8") if isinstance(key, bytes) else key
+    # Every '/' and '.' encoded: the key is one path segment and never a dot segment.
+    return "/v1/kv/" + quote(text, safe="").replace(".", "%2E")
+
+
+def _body(value: bytes | str) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _error_of(response: httpx.Response) -> KeychainError:
+    """The exception for an error response (JSON `{"error", "message"}`)."""
+    try:
+        body = response.json()
+        code, message = str(body.get("error", "")), str(body.get("message", ""))
+    except (ValueError, AttributeError):
+        body, code, message = {}, "", response.text[:200]
+    status = response.status_code
+    message = message or f"HTTP {status}"
+    if status == 404:
+        return KeyNotFound(message, status=status, code=code)
+    if status == 412:
+        return PreconditionFailed(
+            message, current_version=int(body.get("current_version", 0)), status=status, code=code
+        )
+    if status == 401:
+        return Unauthorized(message, status=status, code=code)
+    if status in (503, 502):
+        return Unavailable(message, status=status, code=code)
+    if 400 <= status < 500:
+        return InvalidRequest(message, status=status, code=code)
+    return KeychainError(message, status=status, code=code)
+
+
+@dataclass
+class _Call:
+    """One logical operation: the same request on every attempt."""
+
+    method: str
+    path: str
+    write: bool
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    params: dict[str, str] | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.headers.get("Idempotency-Key", "")
+
+
+class _Attempts:
+    """Retry decisions of one call; 503, 504 and transport failures are retried."""
+
+    def __init__(self, call: _Call, retries: int, rng: random.Random) -> None:
+        self.call = call
+        self.left = retries
+        self.rng = rng
+        self.tried = 0
+        self.maybe_applied = False
+
+    def _delay(self, retry_after: str | None) -> float:
+        backoff = self.rng.uniform(0, min(1.0, 0.05 * 2**self.tried))
+        if retry_after is not None and retry_after.isdigit():
+            return max(backoff, min(float(retry_after), 2.0))
+        return backoff
+
+    def after_response(self, response: httpx.Response) -> float | None:
+        """Seconds to wait before retrying, or None when this response is the answer."""
+        self.tried += 1
+        if response.status_code not in (503, 504) or self.left <= 0:
+            return None
+        self.left -= 1
+        self.maybe_applied = self.maybe_applied or response.status_code == 504
+        return self._delay(response.headers.get("retry-after"))
+
+    def after_transport_error(self, exc: httpx.TransportError) -> float:
+        """Seconds to wait before retrying; raises when retries are spent."""
+        self.tried += 1
+        # A connection never made carried nothing; any other failure may have delivered the write.
+        self.maybe_applied = self.maybe_applied or not isinstance(
+            exc, httpx.ConnectError | httpx.ConnectTimeout
+        )
+        if self.left <= 0:
+            raise self.exhausted(f"{type(exc).__name__}: {exc}") from exc
+        self.left -= 1
+        return self._delay(None)
+
+    def exhausted(self, detail: str, status: int = 0, code: str = "") -> KeychainError:
+        if self.call.write and self.maybe_applied:
+            return OutcomeUnknown(
+                f"the write may or may not have been applied ({detail})",
+                idempotency_key=self.call.idempotency_key,
+                status=status,
+                code=code or "outcome_unknown",
+            )
+        return Unavailable(
+            f"the cluster did not answer ({detail})", status=status, code=code or "unavailable"
+        )
+
+    def result(self, response: httpx.Response) -> httpx.Response:
+        """The successful response, or the exception for the final one."""
+        if response.status_code < 400:
+            return response
+        error = _error_of(response)
+        if response.status_code in (503, 504):
+            raise self.exhausted(error.message, status=response.status_code, code=error.code)
+        raise error
+
+
+def _put_call(
+    key: str | bytes, value: bytes | str, if_version: int | None, if_absent: bool, idempotency_key: str | None
+) -> _Call:
+    headers = {
+        "Idempotency-Key": idempotency_key or uuid.uuid4().hex,
+        "Content-Type": "application/octet-stream",
+    }
+    if if_version is not None and if_absent:
+        raise ValueError("if_version and if_absent exclude each other")
+    if if_version is not None:
+        headers["If-Match"] = f'"{int(if_version)}"'
+    if if_absent:
+        headers["If-None-Match"] = "*"
+    return _Call("PUT", _key_path(key), True, headers, _body(value))
+
+
+def _delete_call(key: str | bytes, if_version: int | None, idempotency_key: str | None) -> _Call:
+    headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+    if if_version is not None:
+        headers["If-Match"] = f'"{int(if_version)}"'
+    return _Call("DELETE", _key_path(key), True, headers)
+
+
+def _get_call(key: str | bytes, consistency: str) -> _Call:
+    if consistency not in CONSISTENCIES:
+        raise ValueError(f"consistency is one of {CONSISTENCIES}, not {consistency!r}")
+    return _Call("GET", _key_path(key), False, params={"consistency": consistency})
+
+
+def _version(response: httpx.Response) -> int:
+    return int(response.json()["version"])
+
+
+def _value(response: httpx.Response) -> tuple[bytes, int]:
+    return response.content, int(response.headers["etag"].strip('"'))
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class Client:
+    """Synchronous client; thread-safe (one connection pool), use as a context manager."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        token: str | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self.retries = retries
+        self._rng = random.Random()
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            timeout=timeout,
+            headers=_auth(token),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    def _run(self, call: _Call) -> httpx.Response:
+        attempts = _Attempts(call, self.retries, self._rng)
+        while True:
+            try:
+                response = self._http.request(
+                    call.method, call.path, headers=call.headers, content=call.content, params=call.params
+                )
+            except httpx.TransportError as exc:
+                time.sleep(attempts.after_transport_error(exc))
+                continue
+            delay = attempts.after_response(response)
+            if delay is None:
+                return attempts.result(response)
+            time.sleep(delay)
+
+    def put(
+        self,
+        key: str | bytes,
+        value: bytes | str,
+        if_version: int | None = None,
+        if_absent: bool = False,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Write `value`; returns the new version. `if_version`: compare-and-set; `if_absent`: create only.
+
+        `idempotency_key`: pass `OutcomeUnknown.idempotency_key` to learn a write's outcome.
+        """
+        return _version(self._run(_put_call(key, value, if_version, if_absent, idempotency_key)))
+
+    def get(self, key: str | bytes, consistency: str = "strong") -> tuple[bytes, int]:
+        """(value, version); raises KeyNotFound."""
+        return _value(self._run(_get_call(key, consistency)))
+
+    def delete(
+        self, key: str | bytes, if_version: int | None = None, *, idempotency_key: str | None = None
+    ) -> int:
+        """Delete (a tombstone); returns its version."""
+        return _version(self._run(_delete_call(key, if_version, idempotency_key)))
+
+    def cluster(self) -> dict[str, Any]:
+        """The `GET /v1/cluster` report: chains, members with role/health/counts, coordinator."""
+        return self._run(_Call("GET", "/v1/cluster", False)).json()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """asyncio client with the same methods as `Client`, as coroutines."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        token: str | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self.retries = retries
+        self._rng = random.Random()
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            timeout=timeout,
+            headers=_auth(token),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    async def _run(self, call: _Call) -> httpx.Response:
+        attempts = _Attempts(call, self.retries, self._rng)
+        while True:
+            try:
+                response = await self._http.request(
+                    call.method, call.path, headers=call.headers, content=call.content, params=call.params
+                )
+            except httpx.TransportError as exc:
+                await asyncio.sleep(attempts.after_transport_error(exc))
+                continue
+            delay = attempts.after_response(response)
+            if delay is None:
+                return attempts.result(response)
+            await asyncio.sleep(delay)
+
+    async def put(
+        self,
+        key: str | bytes,
+        value: bytes | str,
+        if_version: int | None = None,
+        if_absent: bool = False,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        return _version(await self._run(_put_call(key, value, if_version, if_absent, idempotency_key)))
+
+    async def get(self, key: str | bytes, consistency: str = "strong") -> tuple[bytes, int]:
+        return _value(await self._run(_get_call(key, consistency)))
+
+    async def delete(
+        self, key: str | bytes, if_version: int | None = None, *, idempotency_key: str | None = None
+    ) -> int:
+        return _version(await self._run(_delete_call(key, if_version, idempotency_key)))
+
+    async def cluster(self) -> dict[str, Any]:
+        return (await self._run(_Call("GET", "/v1/cluster", False))).json()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

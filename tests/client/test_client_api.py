@@ -1,0 +1,132 @@
+"""keychain.client (sync and async) against the real proxy and an in-test chain."""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from proxy_double import ChainDouble
+from proxy_harness import RunningProxy, running_proxy
+
+from keychain.client import (
+    AsyncClient,
+    Client,
+    InvalidRequest,
+    KeyNotFound,
+    OutcomeUnknown,
+    PreconditionFailed,
+    Unauthorized,
+    Unavailable,
+    _Attempts,
+    _Call,
+)
+
+
+def test_sync_client_round_trip_with_cas_and_create_only(proxy: RunningProxy, chain: ChainDouble):
+    with Client(proxy.url) as kc:
+        v1 = kc.put("users/ana", b"1")
+        assert kc.get("users/ana") == (b"1", v1)
+        with pytest.raises(PreconditionFailed) as stale:
+            kc.put("users/ana", b"2", if_version=v1 + 10)
+        assert stale.value.current_version == v1
+        v2 = kc.put("users/ana", "2", if_version=v1)
+        assert kc.get("users/ana", consistency="eventual") == (b"2", v2)
+        with pytest.raises(PreconditionFailed):
+            kc.put("users/ana", b"3", if_absent=True)
+        kc.delete("users/ana", if_version=v2)
+        with pytest.raises(KeyNotFound):
+            kc.get("users/ana")
+    assert chain.state.seq == 3
+
+
+def test_keys_with_slashes_dots_and_unicode_are_one_key(proxy: RunningProxy, chain: ChainDouble):
+    with Client(proxy.url) as kc:
+        for key in ("a/b/c", "..", ".", "a/../b", "ключ é", "100%"):
+            kc.put(key, key.encode())
+            assert kc.get(key)[0] == key.encode()
+    assert set(chain.state.data) == {k.encode() for k in ("a/b/c", "..", ".", "a/../b", "ключ é", "100%")}
+
+
+def test_bad_requests_and_auth_raise_their_exceptions(chain: ChainDouble):
+    with running_proxy(chain, auth_token="tok", max_value_bytes=4) as proxy:
+        with Client(proxy.url) as anonymous, pytest.raises(Unauthorized):
+            anonymous.put("k", b"v")
+        with Client(proxy.url, token="tok") as kc:
+            with pytest.raises(InvalidRequest) as too_large:
+                kc.put("k", b"12345")
+            assert too_large.value.status == 413
+            with pytest.raises(InvalidRequest):
+                kc.put("", b"v")
+            with pytest.raises(ValueError):
+                kc.get("k", consistency="whenever")
+            assert kc.put("k", b"1234") == 1
+
+
+def test_an_unknown_outcome_is_its_own_exception_and_the_same_key_settles_it(chain: ChainDouble):
+    chain.state.sticky_fault = "outcome_unknown"
+    with running_proxy(chain, request_timeout=0.2) as proxy, Client(proxy.url, retries=1) as kc:
+        with pytest.raises(OutcomeUnknown) as unknown:
+            kc.put("k", b"v")
+        key = unknown.value.idempotency_key
+        assert key and {tuple(ids) for ids in chain.state.write_attempts} == {(key,)}, (
+            "every attempt of both client tries carried the one idempotency key"
+        )
+        chain.state.sticky_fault = None
+        assert kc.put("k", b"v", idempotency_key=key) == 1
+    assert chain.state.applied[key] == 1
+
+
+def test_503_is_retried_until_the_cluster_is_ready():
+    def refusals(proxy: RunningProxy) -> float:
+        labels = {"api": "http", "op": "put", "outcome": "unavailable"}
+        return proxy.server.metrics.registry.get_sample_value("keychain_proxy_requests_total", labels) or 0
+
+    with ChainDouble(members=1, publish=False) as chain, running_proxy(chain, wait_ready=False) as proxy:
+        with Client(proxy.url, retries=0) as impatient, pytest.raises(Unavailable):
+            impatient.put("k", b"v")
+        with Client(proxy.url, retries=5) as patient, ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(patient.put, "k", b"v")
+            while refusals(proxy) < 2:  # the patient client has been refused once, and waits
+                time.sleep(0.005)
+            chain.publish()
+            assert pending.result(timeout=10) == 1
+        assert refusals(proxy) == 2
+
+
+def test_an_unreachable_proxy_is_unavailable_not_unknown():
+    with Client("http://127.0.0.1:1", retries=1, timeout=1) as kc:
+        with pytest.raises(Unavailable):
+            kc.put("k", b"v")
+        with pytest.raises(Unavailable):
+            kc.get("k")
+
+
+def test_a_write_that_may_have_been_delivered_is_outcome_unknown_a_read_is_unavailable():
+    write = _Attempts(_Call("PUT", "/v1/kv/k", True, {"Idempotency-Key": "x"}), 0, random.Random(1))
+    with pytest.raises(OutcomeUnknown) as unknown:
+        write.after_transport_error(httpx.ReadTimeout("timed out"))
+    assert unknown.value.idempotency_key == "x"
+    read = _Attempts(_Call("GET", "/v1/kv/k", False), 0, random.Random(1))
+    with pytest.raises(Unavailable):
+        read.after_transport_error(httpx.ReadTimeout("timed out"))
+    retried = _Attempts(_Call("PUT", "/v1/kv/k", True), 2, random.Random(1))
+    assert retried.after_transport_error(httpx.ConnectError("refused")) >= 0
+    assert retried.after_response(httpx.Response(503, headers={"Retry-After": "1"})) == 1.0
+    assert retried.after_response(httpx.Response(504)) is None, "retries spent: the answer stands"
+
+
+async def test_async_client_round_trip_and_cluster(proxy: RunningProxy, chain: ChainDouble):
+    async with AsyncClient(proxy.url) as kc:
+        v1 = await kc.put("a", b"1")
+        assert await kc.get("a") == (b"1", v1)
+        with pytest.raises(PreconditionFailed):
+            await kc.put("a", b"2", if_absent=True)
+        assert await kc.delete("a", if_version=v1) == v1 + 1
+        with pytest.raises(KeyNotFound):
+            await kc.get("a")
+        report = await kc.cluster()
+    assert [m["role"] for m in report["chains"][0]["members"]] == ["head", "middle", "tail"]
+    assert report["coordinator"]["leader"] == "coord-1"
