@@ -1,0 +1,273 @@
+"""Client commands of the `keychain` CLI: put, get, delete, status, bench.
+
+    keychain put KEY [VALUE]        VALUE or stdin; prints the new version
+    keychain get KEY                the raw value on stdout
+    keychain delete KEY
+    keychain status                 the chain head -> tail, the coordinator
+    keychain bench --mix mixed      load with a progress bar; throughput, p50, p99
+
+All take --url (env KEYCHAIN_URL, default http://127.0.0.1:8080) and --token (env
+KEYCHAIN_AUTH_TOKEN). Exit codes: 0 done, 1 refused or failed, 2 usage, 3 a write whose
+outcome is unknown, 4 key not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from keychain.client import (
+    DEFAULT_URL,
+    AsyncClient,
+    Client,
+    KeychainError,
+    KeyNotFound,
+    OutcomeUnknown,
+    PreconditionFailed,
+)
+
+EXIT_FAILED, EXIT_USAGE, EXIT_UNKNOWN, EXIT_NOT_FOUND = 1, 2, 3, 4
+MAX_BENCH_SECONDS = 600
+MAX_CONCURRENCY = 1024
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"keychain {command}")
+    p.add_argument("--url", default=os.environ.get("KEYCHAIN_URL", DEFAULT_URL), help="proxy URL")
+    p.add_argument("--token", default=os.environ.get("KEYCHAIN_AUTH_TOKEN"), help="bearer token")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    if command == "put":
+        p.description = "Write a key. The value is the argument, or stdin when omitted."
+        p.add_argument("key")
+        p.add_argument("value", nargs="?")
+        cond = p.add_mutually_exclusive_group()
+        cond.add_argument("--if-version", type=int, help="compare-and-set: only if the version is this")
+        cond.add_argument("--if-absent", action="store_true", help="create only")
+    elif command == "get":
+        p.description = "Read a key; the raw value goes to stdout."
+        p.add_argument("key")
+        p.add_argument("--consistency", choices=("strong", "eventual"), default="strong")
+        p.add_argument("--print-version", action="store_true", help="print the version to stderr too")
+    elif command == "delete":
+        p.description = "Delete a key."
+        p.add_argument("key")
+        p.add_argument("--if-version", type=int, help="only if the version is this")
+    elif command == "status":
+        p.description = "Show the chain head -> tail and the coordinator."
+        p.add_argument("--json", action="store_true", help="print the raw /v1/cluster report")
+    elif command == "bench":
+        p.description = "Drive load against a running cluster and report throughput and latency."
+        p.add_argument("--duration", type=float, default=10.0, help=f"seconds (at most {MAX_BENCH_SECONDS})")
+        p.add_argument(
+            "--concurrency", type=int, default=32, help=f"requests in flight (1..{MAX_CONCURRENCY})"
+        )
+        p.add_argument("--value-size", type=int, default=128, help="bytes per value")
+        p.add_argument("--keys", type=int, default=1000, help="size of the key space")
+        p.add_argument(
+            "--mix", choices=("writes", "reads", "mixed"), default="mixed", help="mixed: 1 write : 9 reads"
+        )
+        p.add_argument("--prefix", default="bench/", help="key prefix")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("put", "get", "delete", "status", "bench"):
+        print("usage: keychain put|get|delete|status|bench ...", file=sys.stderr)
+        return EXIT_USAGE
+    command = argv[0]
+    args = _parser(command).parse_args(argv[1:])
+    try:
+        if command == "bench":
+            return _bench(args)
+        with Client(args.url, timeout=args.timeout, token=args.token) as client:
+            return {"put": _put, "get": _get, "delete": _delete, "status": _status}[command](client, args)
+    except OutcomeUnknown as exc:
+        print(
+            f"keychain: outcome unknown: {exc.message} (idempotency key {exc.idempotency_key})",
+            file=sys.stderr,
+        )
+        return EXIT_UNKNOWN
+    except KeyNotFound:
+        print(f"keychain: key not found: {args.key}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except PreconditionFailed as exc:
+        print(f"keychain: precondition failed (current version {exc.current_version})", file=sys.stderr)
+        return EXIT_FAILED
+    except KeychainError as exc:
+        print(f"keychain: {exc.code or 'error'}: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _put(client: Client, args: argparse.Namespace) -> int:
+    value = args.value.encode() if args.value is not None else sys.stdin.buffer.read()
+    version = client.put(args.key, value, if_version=args.if_version, if_absent=args.if_absent)
+    print(version)
+    return 0
+
+
+def _get(client: Client, args: argparse.Namespace) -> int:
+    value, version = client.get(args.key, consistency=args.consistency)
+    sys.stdout.buffer.write(value)
+    if sys.stdout.isatty() and not value.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+    if args.print_version:
+        print(f"version {version}", file=sys.stderr)
+    return 0
+
+
+def _delete(client: Client, args: argparse.Namespace) -> int:
+    print(client.delete(args.key, if_version=args.if_version))
+    return 0
+
+
+def _status(client: Client, args: argparse.Namespace) -> int:
+    report = client.cluster()
+    console = Console()
+    if args.json:
+        console.print_json(data=report)
+        return 0
+    for table in status_tables(report):
+        console.print(table)
+    return 0
+
+
+def status_tables(report: dict[str, Any]) -> list[Table]:
+    """Readable tables for a /v1/cluster report: one per chain (head first), one for the coordinator."""
+    tables = []
+    for chain in report.get("chains", []):
+        members = chain.get("members", [])
+        path = " -> ".join(m["id"] for m in members if m.get("role") != "syncing") or "(no active member)"
+        table = Table(title=f"chain {chain['name']}  epoch {chain['epoch']}  {path}", title_justify="left")
+        for column in ("#", "member", "address", "role", "health", "reads", "writes"):
+            table.add_column(column, justify="right" if column in ("#", "reads", "writes") else "left")
+        for index, m in enumerate(members, 1):
+            health = "[green]healthy[/green]" if m.get("healthy") else "[red]unhealthy[/red]"
+            table.add_row(
+                str(index), m["id"], m["address"], m["role"], health, f"{m['reads']:,}", f"{m['writes']:,}"
+            )
+        tables.append(table)
+    coordinator = report.get("coordinator", {})
+    leader = coordinator.get("leader") or "(none)"
+    table = Table(title=f"coordinator  leader {leader}", title_justify="left")
+    for column in ("member", "address", "role"):
+        table.add_column(column)
+    for m in coordinator.get("members", []):
+        role = f"[bold]{m['role']}[/bold]" if m["id"] == coordinator.get("leader") else m["role"]
+        table.add_row(m["id"], m["address"], role)
+    tables.append(table)
+    return tables
+
+
+# ---- bench ----
+
+
+@dataclass
+class BenchResult:
+    seconds: float = 0.0
+    latencies: dict[str, list[float]] = field(default_factory=lambda: {"write": [], "read": []})
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def percentile(self, op: str, fraction: float) -> float:
+        values = sorted(self.latencies[op])
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, int(fraction * len(values)))]
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if not 0 < args.duration <= MAX_BENCH_SECONDS:
+        print(f"keychain bench: --duration must be in (0, {MAX_BENCH_SECONDS}]", file=sys.stderr)
+        return EXIT_USAGE
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY or args.keys < 1 or args.value_size < 0:
+        print("keychain bench: bad --concurrency, --keys or --value-size", file=sys.stderr)
+        return EXIT_USAGE
+    result = asyncio.run(run_bench(args))
+    console = Console()
+    table = Table(
+        title=f"bench {args.mix}: {args.concurrency} in flight, {args.value_size}-byte values, {result.seconds:.1f}s",
+        title_justify="left",
+    )
+    for column in ("op", "count", "ops/s", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="left" if column == "op" else "right")
+    for op in ("write", "read"):
+        count = len(result.latencies[op])
+        errors = sum(n for (name, n) in result.errors.items() if name.startswith(op))
+        if count or errors:
+            table.add_row(
+                op,
+                f"{count:,}",
+                f"{count / result.seconds:,.0f}",
+                f"{result.percentile(op, 0.50) * 1000:.2f}",
+                f"{result.percentile(op, 0.99) * 1000:.2f}",
+                f"{errors:,}",
+            )
+    console.print(table)
+    for name, n in sorted(result.errors.items()):
+        console.print(f"  {name}: {n}")
+    return 0 if not result.errors else EXIT_FAILED
+
+
+async def run_bench(args: argparse.Namespace) -> BenchResult:
+    """Closed-loop load: `concurrency` workers, each one request at a time, until the duration ends."""
+    value = os.urandom(args.value_size)
+    keys = [f"{args.prefix}{i}" for i in range(args.keys)]
+    result = BenchResult()
+    async with AsyncClient(
+        args.url, timeout=args.timeout, token=args.token, retries=0, max_connections=args.concurrency
+    ) as client:
+        if args.mix != "writes":  # reads need something to read
+            await _preload(client, keys, value, args.concurrency)
+        rng = random.Random()
+        write_share = {"writes": 1.0, "reads": 0.0, "mixed": 0.1}[args.mix]
+        started = time.perf_counter()
+        deadline = started + args.duration
+
+        async def worker() -> None:
+            while (now := time.perf_counter()) < deadline:
+                key = keys[rng.randrange(len(keys))]
+                op = "write" if rng.random() < write_share else "read"
+                try:
+                    if op == "write":
+                        await client.put(key, value)
+                    else:
+                        await client.get(key)
+                except KeychainError as exc:
+                    name = f"{op} {exc.code or type(exc).__name__}"
+                    result.errors[name] = result.errors.get(name, 0) + 1
+                    continue
+                result.latencies[op].append(time.perf_counter() - now)
+
+        progress = Progress(
+            TextColumn("bench"), BarColumn(), TextColumn("{task.fields[ops]:,} ops"), TimeRemainingColumn()
+        )
+        with progress:
+            task = progress.add_task("bench", total=args.duration, ops=0)
+            workers = [asyncio.create_task(worker()) for _ in range(args.concurrency)]
+            while not all(w.done() for w in workers):
+                await asyncio.wait(workers, timeout=0.2)
+                done = len(result.latencies["write"]) + len(result.latencies["read"])
+                progress.update(task, completed=min(args.duration, time.perf_counter() - started), ops=done)
+            await asyncio.gather(*workers)
+        result.seconds = time.perf_counter() - started
+    return result
+
+
+async def _preload(client: AsyncClient, keys: list[str], value: bytes, concurrency: int) -> None:
+    queue = list(keys)
+
+    async def loader() -> None:
+        while queue:
+            await client.put(queue.pop(), value)
+
+    await asyncio.gather(*(loader() for _ in range(min(concurrency, len(keys)))))
