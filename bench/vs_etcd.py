@@ -474,12 +474,23 @@ def bench_system(wrk: str, target: Target, opts: argparse.Namespace) -> dict[str
     client = KVClient(target.system, target.url)
     say(f"{label}: write phase, {opts.duration:g}s at {opts.concurrency} connections ...")
     results = {"write": run_phase(wrk, target, "write", opts)}
+    warn_if_contended(label, "write", results["write"])
     check_values(client, thread_start_keys(opts.keys, opts.threads), opts.value_size)
     seconds = prefill(client, opts.keys, opts.value_size, min(opts.concurrency, 16))
     say(f"{label}: {opts.keys} keys written in {seconds:.1f}s; read phase ...")
     check_values(client, [key_name(i) for i in range(0, opts.keys, max(1, opts.keys // 20))], opts.value_size)
     results["read"] = run_phase(wrk, target, "read", opts)
+    warn_if_contended(label, "read", results["read"])
     return results
+
+
+CONTENDED_CORES = 0.25  # other processes' CPU during a phase above which its figures are suspect
+
+
+def warn_if_contended(label: str, phase: str, result: PhaseResult) -> None:
+    if result.other_cores is not None and result.other_cores > CONTENDED_CORES:
+        say(f"{label}: note: other processes used {result.other_cores:.2f} cores during the {phase} phase; "
+            "its figures are lower than on a quiet machine")
 
 
 def say(text: str) -> None:
@@ -619,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as e:
         print(f"vs_etcd: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("vs_etcd: interrupted; the clusters it started are stopped", file=sys.stderr)
+        return 130
     print(f"\n{opts.concurrency} connections, {opts.value_size}-byte values, {opts.keys} keys, "
           f"{opts.duration:g}s per phase, wrk with {opts.threads} threads\n")
     print(render_table(results))
