@@ -112,6 +112,15 @@ def test_an_exhausted_budget_is_reported_as_unknown_not_as_a_verdict():
     assert check(ops, max_steps=100).ok
 
 
+def test_an_external_stop_condition_ends_a_long_search_as_unknown():
+    # Twelve concurrent writes, then two reads that no order of them explains: proving that
+    # takes thousands of steps, so a stop polled along the way gets its say.
+    ops = [put(f"c{n}", "k", f"v{n}", 0, 10) for n in range(12)]
+    ops += [get("r", "k", "v0", 11, 12), get("r", "k", "v1", 13, 14)]
+    assert check(ops).verdict == "not linearizable"
+    assert check(ops, should_stop=lambda: True).verdict == "unknown"
+
+
 def test_a_failing_key_wins_over_an_undecided_one():
     undecided = [put("c1", "a", "1", 0, 1), put("c2", "a", "2", 0, 1), get("c3", "a", "2", 2, 3)]
     failing = [put("c1", "b", "1", 0, 1), get("c2", "b", None, 2, 3)]
@@ -154,14 +163,14 @@ def register_runs(draw):
     return ops
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(register_runs())
 def test_histories_of_a_real_register_are_accepted(ops):
     result = check(ops, max_steps=200_000)
     assert result.ok, result.message
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(register_runs(), st.data())
 def test_a_read_corrupted_to_a_value_not_yet_written_is_rejected(ops, data):
     reads = [i for i, op in enumerate(ops) if op.op == "get"]
@@ -177,3 +186,55 @@ def test_a_read_corrupted_to_a_value_not_yet_written_is_rejected(ops, data):
     assert result.verdict == "not linearizable", result.message
     assert result.key == target.key
     assert wrong in result.window
+
+
+def brute_force_linearizable(ops: list[Operation]) -> bool:
+    """Every order of every choice of unknown writes, tried one by one: the definition itself."""
+    from itertools import combinations, permutations
+
+    required = [op for op in ops if op.status == "ok"]
+    optional = [op for op in ops if op.status == "unknown" and op.op != "get"]
+    for size in range(len(optional) + 1):
+        for chosen in combinations(optional, size):
+            for order in permutations([*required, *chosen]):
+                if _valid_order(order):
+                    return True
+    return False
+
+
+def _valid_order(order: tuple[Operation, ...]) -> bool:
+    for i, first in enumerate(order):  # nothing placed after `first` may have ended before it started
+        if any(then.end is not None and then.end < first.start for then in order[i + 1 :]):
+            return False
+    state: dict[str, str | None] = {}
+    for op in order:
+        if op.op == "get" and state.get(op.key) != op.output:
+            return False
+        if op.op != "get":
+            state[op.key] = op.value
+    return True
+
+
+@st.composite
+def small_arbitrary_histories(draw):
+    ops = []
+    for n in range(draw(st.integers(1, 6))):
+        start = float(draw(st.integers(0, 6)))
+        end = start + draw(st.integers(0, 3))
+        kind = draw(st.sampled_from(["put", "get", "delete"]))
+        status = draw(st.sampled_from(["ok", "ok", "ok", "unknown", "fail"]))
+        value = draw(st.sampled_from(["a", "b"])) if kind == "put" else None
+        output = draw(st.sampled_from(["a", "b", None])) if kind == "get" and status == "ok" else None
+        ops.append(
+            Operation(f"c{n}", kind, "k", value, start, None if status == "unknown" else end, status, output)
+        )
+    return ops
+
+
+@settings(max_examples=300, deadline=None)
+@given(small_arbitrary_histories())
+def test_the_verdict_agrees_with_trying_every_order_and_the_window_is_itself_a_violation(ops):
+    result = check(ops)
+    assert result.ok == brute_force_linearizable(ops), result.message
+    if not result.ok:
+        assert not brute_force_linearizable(list(result.window))
