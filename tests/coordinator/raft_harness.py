@@ -25,6 +25,7 @@ class Member:
     storage: MemoryStorage
     config: RaftConfig
     rng: random.Random
+    peers: list[str]
     applied: list[str] = field(default_factory=list)
 
 
@@ -56,15 +57,16 @@ class RaftNetwork:
         storage = MemoryStorage()
         rng = random.Random(f"{seed}-{member}")
         core = RaftCore(config, storage, rng, peers=peers)
-        self.members[member] = Member(core, storage, config, rng)
+        self.members[member] = Member(core, storage, config, rng, peers)
 
     def restart(self, member: str) -> None:
-        """Throw the core away and build a new one over what it persisted."""
+        """Throw the core away and build a new one over what it persisted (as a shell would, with
+        the same bootstrap peers: they matter only if nothing was persisted yet)."""
         old = self.members[member]
-        core = RaftCore(old.config, old.storage, old.rng)
+        core = RaftCore(old.config, old.storage, old.rng, peers=old.peers)
         snap = old.storage.snapshot()
         applied = decode_state(snap.data)
-        self.members[member] = Member(core, old.storage, old.config, old.rng, applied)
+        self.members[member] = Member(core, old.storage, old.config, old.rng, old.peers, applied)
 
     # ---- driving ----
 
