@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import grpc
 
-# Batches of writes can exceed gRPC's 4 MiB default when values are large.
+# Batches of writes can exceed gRPC's 4 MiB default when values are large. No keepalive pings:
+# servers with gRPC's default policy answer frequent idle pings with GOAWAY; a dead node is
+# noticed by the per-attempt timeout instead.
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
+    # Reconnect to a restarted node within seconds, not gRPC's default of up to two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 

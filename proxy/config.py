@@ -26,6 +26,7 @@ class ProxyConfig:
     max_batch_bytes: int = 3 << 20  # below gRPC's default 4 MiB message limit on the node
     max_pending_writes: int = 10_000
     retry_after_seconds: int = 1
+    topology_poll_interval: float = 5.0  # GetChain besides the watch stream, in case it goes silent
     log_level: str = "warning"
 
     def __post_init__(self) -> None:

@@ -57,6 +57,7 @@ class ProxyServer:
             config.chain,
             rng=rng,
             call_timeout=config.attempt_timeout,
+            poll_interval=config.topology_poll_interval,
             on_change=self._on_change,
         )
         self.gateway = ChainGateway(config, self.watcher, self.metrics, rng=rng)

@@ -4,7 +4,8 @@ A WatchChains stream delivers the configuration at once and then every change; a
 coordinator member answers (a follower too), so on a broken stream the watcher moves to the
 next member with jittered exponential backoff. When a node tells the proxy its epoch is
 stale, `request_refresh` asks a coordinator directly (GetChain) instead of waiting for the
-stream; concurrent requests share one call.
+stream; concurrent requests share one call. A slow poll (GetChain every `poll_interval`)
+covers a stream that stays open but silent, e.g. from a coordinator that was frozen.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class CoordinatorWatcher:
         rng: random.Random,
         backoff: Backoff = Backoff(base=0.05, cap=2.0),
         call_timeout: float = 2.0,
+        poll_interval: float = 5.0,
         on_change: Callable[[Topology], None] | None = None,
     ) -> None:
         self.coordinators = coordinators
@@ -44,6 +46,7 @@ class CoordinatorWatcher:
         self.rng = rng
         self.backoff = backoff
         self.call_timeout = call_timeout
+        self.poll_interval = poll_interval
         self.on_change = on_change
         self.channels = ChannelPool()
         self._changed = asyncio.Event()
@@ -93,6 +96,18 @@ class CoordinatorWatcher:
 
     async def run(self) -> None:
         """Watch forever, moving across coordinator members when a stream breaks."""
+        poller = asyncio.get_running_loop().create_task(self._poll())
+        try:
+            await self._watch()
+        finally:
+            poller.cancel()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            self.request_refresh()
+
+    async def _watch(self) -> None:
         failures = 0
         while True:
             address = self.next_coordinator()

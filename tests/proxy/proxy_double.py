@@ -135,7 +135,8 @@ class CoordinatorDouble(coordinator_pb2_grpc.CoordinatorServicer):
         sent = None
         while context.is_active() and not double.closing:
             with double.changed:
-                if double.published and double.state.epoch != sent:
+                silent = double.silent_watch and sent is not None
+                if double.published and double.state.epoch != sent and not silent:
                     sent = double.state.epoch
                     config = double.state.config()
                 else:
@@ -187,6 +188,7 @@ class ChainDouble:
         self.changed = threading.Condition(self.lock)
         self.state = ChainState(chain)
         self.published = publish
+        self.silent_watch = False  # watch streams send the first configuration, then nothing
         self.closing = False
         self._member_count = members
         self._servers: list[grpc.Server] = []

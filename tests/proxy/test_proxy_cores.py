@@ -159,3 +159,19 @@ def test_conditional_write_headers():
     with pytest.raises(OpError):
         check_request_id("naïve")
     assert check_request_id("retry-7") == "retry-7"
+
+
+def test_the_cluster_report_falls_back_to_the_proxys_topology_without_a_coordinator():
+    from keychain.proxy.cluster_view import render_cluster
+
+    topology = Topology.from_config(config(4, ("a", ACTIVE), ("b", ACTIVE), ("c", SYNCING)))
+    node_a = chain_pb2.NodeStatus(id="a", reads=7, writes=3, lease_valid=True)
+    report = render_cluster(None, topology, {"a": node_a, "b": None})
+    assert report["coordinator"] == {"leader": None, "members": []}
+    [chain] = report["chains"]
+    assert chain["epoch"] == 4
+    assert [(m["id"], m["role"], m["healthy"], m["reads"], m["writes"]) for m in chain["members"]] == [
+        ("a", "head", True, 7, 3),
+        ("b", "tail", False, 0, 0),
+        ("c", "syncing", False, 0, 0),
+    ]

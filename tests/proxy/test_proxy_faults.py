@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 
 import httpx
 from proxy_double import ChainDouble
@@ -103,3 +104,13 @@ def test_concurrent_writes_are_coalesced_into_few_write_requests(chain: ChainDou
     assert sum(len(b) for b in batches) == 40, "every write sent exactly once"
     assert len(batches) < 20 and max(len(b) for b in batches) > 5, [len(b) for b in batches]
     assert chain.state.seq == 40
+
+
+def test_a_silent_watch_stream_is_covered_by_polling_the_coordinator(chain: ChainDouble):
+    chain.silent_watch = True
+    with running_proxy(chain, topology_poll_interval=0.1) as proxy:
+        chain.reconfigure(chain.state.members[1:])
+        deadline = time.monotonic() + 5
+        while proxy.server.watcher.topology.epoch != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proxy.server.watcher.topology.head.id == "node-2"

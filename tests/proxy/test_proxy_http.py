@@ -25,9 +25,12 @@ def test_put_get_delete_round_trip_with_etags(http: httpx.Client, chain: ChainDo
     assert read.headers["etag"] == '"1"'
     assert read.headers["content-type"] == "application/octet-stream"
     assert http.get("/v1/kv/user/42", headers={"If-None-Match": '"1"'}).status_code == 304
+    largest = b"v" * (1 << 20)
+    assert http.put("/v1/kv/largest", content=largest).status_code == 200, "the limit itself is allowed"
+    assert http.get("/v1/kv/largest").content == largest
 
     deleted = http.delete("/v1/kv/user/42")
-    assert deleted.status_code == 200 and deleted.json()["version"] == 2
+    assert deleted.status_code == 200 and deleted.json()["version"] == 3
     missing = http.get("/v1/kv/user/42")
     assert missing.status_code == 404 and missing.json()["error"] == "not_found"
     assert chain.state.data[b"user/42"].deleted
