@@ -42,12 +42,20 @@ Code = chain_pb2.Code
 NodeStub = chain_pb2_grpc.ChainNodeStub
 
 
+_EXPIRED = object()  # an attempt's outcome when the operation's deadline came first
+
+
+def _expire(done: asyncio.Future[object]) -> None:
+    if not done.done():
+        done.set_result(_EXPIRED)
+
+
 @dataclass(slots=True)
 class _Attempt:
     """One write waiting in (or sent with) a batch; the batch sender fills in the outcome."""
 
     op: chain_pb2.WriteOp
-    done: asyncio.Future[None]
+    done: asyncio.Future[object]  # resolved when the outcome fields are final (or on expiry)
     sent: bool = False
     result: chain_pb2.WriteResult | None = None  # the chain's per-op answer
     refusal: chain_pb2.Error | None = None  # the whole request was refused (epoch, head, lease)
@@ -128,17 +136,15 @@ class ChainGateway:
                 reason, maybe = "no active member", False
             else:
                 attempt = self._submit(head.address, op)
-                remaining = deadline - loop.time()
-                try:
-                    await asyncio.wait_for(asyncio.shield(attempt.done), remaining)
-                except TimeoutError:
-                    if not attempt.sent:
-                        attempt.done.cancel()  # still queued: the batch sender skips it
+                # A timer, not wait_for(shield(...)): no extra task per write on the hot path.
+                timer = loop.call_at(deadline, _expire, attempt.done)
+                await attempt.done
+                timer.cancel()
+                if attempt.done.result() is _EXPIRED:
+                    # Still queued: the batch sender skips it. Sent: it may yet be applied.
                     if attempt.sent or retry.maybe_applied:
-                        raise self._outcome_unknown(
-                            op, "no answer from the head before the deadline"
-                        ) from None
-                    raise self._unavailable("the head did not take the write before the deadline") from None
+                        raise self._outcome_unknown(op, "no answer from the head before the deadline")
+                    raise self._unavailable("the head did not take the write before the deadline")
                 reason, maybe = self._judge(attempt)
                 if reason is None:
                     assert attempt.result is not None
