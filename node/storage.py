@@ -1,0 +1,522 @@
+"""The chain node's durable `VersionStore`: RocksDB through rocksdict, with group commit.
+
+Semantics are exactly those of `keychain.node.versions.MemoryVersionStore` (its module docstring is
+the contract); the tests run the same scenarios, and a stateful comparison, against both stores.
+
+Group commit. `apply(records)` writes each record as one RocksDB WriteBatch without waiting for the
+disk (the write-ahead log receives it, the memtable makes it readable at once); `sync()` makes
+everything applied so far durable with ONE fsync of the write-ahead log. So a node that applies the
+records of many client writes and then syncs pays one fsync for all of them. A crash before `sync()`
+can lose a suffix of the unsynced records, never a record in part and never one out of order (the
+log is replayed up to its first torn record): what survives is always a state the store has passed
+through, and nothing of it was announced to anyone before the sync returned.
+
+Layout (one key space; the first byte names the kind of record):
+    b"M"                            identity: JSON {format, node_id, chain}, written at creation
+    b"S"                            counters: last_seq, committed_seq, log_start, live key count
+    b"G"                            the saved ChainConfig (protobuf)
+    b"l" + seq                      log entry (protobuf Entry)
+    b"c" + key                      the key's clean version (protobuf KeyVersion)
+    b"d" + len(key) + key + seq     a dirty version (protobuf KeyVersion)
+    b"r" + request id               outcome of a request id (protobuf RequestOutcome)
+    b"s" + seq + request id         the same outcomes ordered by seq, to forget or truncate by seq
+Integers are big-endian so byte order is numeric order; request ids are UTF-8, whose byte order
+is code-point order, the order of Python strings.
+
+A data directory belongs to one node of one chain. Opening a directory of another node or chain,
+a directory holding something other than a KeychainDB store, or a damaged database raises
+`DataDirError` with a message saying which, so the node stops at start-up instead of serving an
+empty or foreign store as the chain's data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import rocksdict
+from keychain.node.messages import (
+    ChainConfig,
+    Entry,
+    EntryKind,
+    KeyVersion,
+    Member,
+    MemberState,
+    RequestOutcome,
+    outcome_of,
+)
+from keychain.node.versions import (
+    AppendEntries,
+    Commit,
+    ForgetOutcomes,
+    InstallKeys,
+    Record,
+    ResetLog,
+    SaveConfig,
+    StoreError,
+    StoreState,
+    TrimLog,
+    Truncate,
+)
+
+from keychain.proto import chain_pb2
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+_IDENTITY = b"M"
+_COUNTERS = b"S"
+_CONFIG = b"G"
+_LOG = b"l"
+_CLEAN = b"c"
+_DIRTY = b"d"
+_OUTCOME = b"r"
+_OUTCOME_BY_SEQ = b"s"
+
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_COUNTERS_FORMAT = struct.Struct(">QQQQ")
+
+# Files a freshly formatted volume may hold before the node ever ran (ext4 creates lost+found).
+_IGNORED_IN_EMPTY_DIR = {"lost+found"}
+
+
+class DataDirError(Exception):
+    """The data directory cannot be used by this node; the message says why and what to do."""
+
+
+# ---- encoding ----
+
+
+def _seq(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix`."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        raise ValueError("prefix has no upper bound")
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _dirty_prefix(key: bytes) -> bytes:
+    return _DIRTY + _U32.pack(len(key)) + key
+
+
+def _encode_entry(e: Entry) -> bytes:
+    return chain_pb2.Entry(
+        seq=e.seq, request_id=e.request_id, key=e.key, kind=int(e.kind), value=e.value,
+        current_version=e.current_version,
+    ).SerializeToString()
+
+
+def _decode_entry(data: bytes) -> Entry:
+    m = chain_pb2.Entry.FromString(data)
+    return Entry(m.seq, m.request_id, m.key, EntryKind(m.kind), m.value, m.current_version)
+
+
+def _encode_version(kv: KeyVersion) -> bytes:
+    return chain_pb2.KeyVersion(
+        key=kv.key, version=kv.version, tombstone=kv.tombstone, value=kv.value
+    ).SerializeToString()
+
+
+def _decode_version(data: bytes) -> KeyVersion:
+    m = chain_pb2.KeyVersion.FromString(data)
+    return KeyVersion(m.key, m.version, m.tombstone, m.value)
+
+
+def _encode_outcome(o: RequestOutcome) -> bytes:
+    return chain_pb2.RequestOutcome(
+        request_id=o.request_id, seq=o.seq, kind=int(o.kind), current_version=o.current_version
+    ).SerializeToString()
+
+
+def _decode_outcome(data: bytes) -> RequestOutcome:
+    m = chain_pb2.RequestOutcome.FromString(data)
+    return RequestOutcome(m.request_id, m.seq, EntryKind(m.kind), m.current_version)
+
+
+def _encode_config(c: ChainConfig) -> bytes:
+    return chain_pb2.ChainConfig(
+        chain=c.chain, epoch=c.epoch,
+        members=[chain_pb2.Member(id=m.id, address=m.address, state=int(m.state)) for m in c.members],
+    ).SerializeToString()
+
+
+def _decode_config(data: bytes) -> ChainConfig:
+    m = chain_pb2.ChainConfig.FromString(data)
+    return ChainConfig(
+        m.chain, m.epoch, tuple(Member(x.id, x.address, MemberState(x.state)) for x in m.members)
+    )
+
+
+def _outcome_keys(o: RequestOutcome) -> tuple[bytes, bytes]:
+    rid = o.request_id.encode()
+    return _OUTCOME + rid, _OUTCOME_BY_SEQ + _seq(o.seq) + rid
+
+
+# ---- one record's writes ----
+
+
+class _RecordWrites:
+    """The writes of one record, gathered into a WriteBatch, readable back before they are written.
+
+    Point reads see the record's own earlier writes (a transfer chunk may name a key twice); range
+    scans read the database only, which is enough because no record scans a range it also writes.
+    """
+
+    _DELETED = object()
+
+    def __init__(self, db: rocksdict.Rdict) -> None:
+        self._db = db
+        self._pending: dict[bytes, bytes | object] = {}
+        self.batch = rocksdict.WriteBatch(raw_mode=True)
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._pending:
+            value = self._pending[key]
+            return None if value is self._DELETED else value  # type: ignore[return-value]
+        return self._db.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._pending[key] = value
+        self.batch.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._pending[key] = self._DELETED
+        self.batch.delete(key)
+
+
+class RocksVersionStore:
+    """VersionStore on RocksDB. Open with the node's id and chain; `close()` when done."""
+
+    def __init__(self, path: str | Path, node_id: str, chain: str) -> None:
+        if not node_id or not chain:
+            raise ValueError("a store needs a node id and a chain name")
+        self.path = Path(path)
+        self.node_id = node_id
+        self.chain = chain
+        self._db = self._open()
+        self._unsynced = rocksdict.WriteOptions()
+        self._unsynced.sync = False
+        try:
+            self._load()
+        except DataDirError:
+            self.close()
+            raise
+        except Exception as e:  # a damaged table surfaces on the first reads
+            self.close()
+            raise DataDirError(f"data directory {self.path} is corrupt: {e}") from e
+
+    # ---- opening ----
+
+    def _options(self, create: bool) -> rocksdict.Options:
+        opts = rocksdict.Options(raw_mode=True)
+        opts.create_if_missing(create)
+        opts.set_paranoid_checks(True)
+        # Replay the write-ahead log up to its first damaged record: a torn unsynced tail is cut.
+        opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
+        opts.set_keep_log_file_num(3)
+        opts.enable_statistics()  # counts write-ahead log syncs: see `wal_syncs`
+        return opts
+
+    def _open(self) -> rocksdict.Rdict:
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise DataDirError(f"data directory {p} is not a directory")
+        fresh = not p.exists() or not (set(x.name for x in p.iterdir()) - _IGNORED_IN_EMPTY_DIR)
+        if not fresh and not (p / "CURRENT").exists():
+            raise DataDirError(
+                f"data directory {p} is not empty and holds no KeychainDB store; "
+                "point --data-dir at an empty directory or at this node's own data"
+            )
+        try:
+            return rocksdict.Rdict(str(p), self._options(create=fresh))
+        except Exception as e:
+            text = str(e)
+            if "lock" in text.lower():
+                raise DataDirError(f"data directory {p} is in use by another process: {text}") from e
+            raise DataDirError(f"data directory {p} cannot be opened (corrupt database?): {text}") from e
+
+    def _load(self) -> None:
+        identity = self._db.get(_IDENTITY)
+        if identity is None:
+            if self._is_empty():
+                self._format()
+            else:
+                raise DataDirError(
+                    f"data directory {self.path} holds a RocksDB database that is not a KeychainDB "
+                    "node's store; point --data-dir at an empty directory or at this node's own data"
+                )
+        else:
+            self._check_identity(identity)
+        counters = self._db.get(_COUNTERS)
+        if counters is None or len(counters) != _COUNTERS_FORMAT.size:
+            raise DataDirError(f"data directory {self.path} is corrupt: its counters record is missing or damaged")
+        self._last, self._committed, self._log_start, self._live_keys = _COUNTERS_FORMAT.unpack(counters)
+        raw_config = self._db.get(_CONFIG)
+        self._config = None if raw_config is None else _decode_config(raw_config)
+        log.info("store opened path=%s node=%s chain=%s last_seq=%d committed_seq=%d",
+                 self.path, self.node_id, self.chain, self._last, self._committed)
+
+    def _is_empty(self) -> bool:
+        it = self._db.iter()
+        it.seek_to_first()
+        return not it.valid()
+
+    def _format(self) -> None:
+        """Write the identity of a new store, durably, before anything else can be written."""
+        identity = {"format": FORMAT_VERSION, "node_id": self.node_id, "chain": self.chain}
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        batch.put(_IDENTITY, json.dumps(identity, sort_keys=True).encode())
+        batch.put(_COUNTERS, _COUNTERS_FORMAT.pack(0, 0, 0, 0))
+        synced = rocksdict.WriteOptions()
+        synced.sync = True
+        self._db.write(batch, synced)
+        log.info("store created path=%s node=%s chain=%s", self.path, self.node_id, self.chain)
+
+    def _check_identity(self, raw: bytes) -> None:
+        try:
+            identity = json.loads(raw)
+            fmt, node_id, chain = identity["format"], identity["node_id"], identity["chain"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataDirError(f"data directory {self.path} is corrupt: unreadable identity record") from e
+        if fmt != FORMAT_VERSION:
+            raise DataDirError(
+                f"data directory {self.path} has store format {fmt}; this version reads format {FORMAT_VERSION}"
+            )
+        if (node_id, chain) != (self.node_id, self.chain):
+            raise DataDirError(
+                f"data directory {self.path} belongs to node {node_id!r} of chain {chain!r}, "
+                f"not to node {self.node_id!r} of chain {self.chain!r}"
+            )
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    def __enter__(self) -> RocksVersionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reads ----
+
+    def state(self) -> StoreState:
+        return StoreState(self._last, self._committed, self._log_start, self._config)
+
+    def clean(self, key: bytes) -> KeyVersion | None:
+        raw = self._db.get(_CLEAN + key)
+        return None if raw is None else _decode_version(raw)
+
+    def version(self, key: bytes, seq: int) -> KeyVersion | None:
+        clean = self.clean(key)
+        if clean is not None and clean.version == seq:
+            return clean
+        if seq < 0:
+            return None
+        raw = self._db.get(_dirty_prefix(key) + _seq(seq))
+        return None if raw is None else _decode_version(raw)
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        if lo <= self._log_start:
+            raise StoreError(f"seq {lo} is trimmed (log starts after {self._log_start})")
+        if hi > self._last:
+            raise StoreError(f"seq {hi} is beyond the last seq {self._last}")
+        if hi < lo:
+            return []
+        out = [_decode_entry(v) for _, v in self._scan(_LOG + _seq(lo), _LOG + _seq(hi + 1))]
+        if len(out) != hi - lo + 1:
+            raise StoreError(f"log entries {lo}..{hi} are missing from the store")
+        return out
+
+    def outcome(self, request_id: str) -> RequestOutcome | None:
+        raw = self._db.get(_OUTCOME + request_id.encode())
+        return None if raw is None else _decode_outcome(raw)
+
+    def scan_clean(self, after: bytes | None, limit: int) -> list[KeyVersion]:
+        start = _CLEAN if after is None else _CLEAN + after + b"\x00"
+        return [_decode_version(v) for _, v in self._scan(start, _prefix_end(_CLEAN), limit)]
+
+    def scan_outcomes(self, after: str | None, limit: int) -> list[RequestOutcome]:
+        start = _OUTCOME if after is None else _OUTCOME + after.encode() + b"\x00"
+        return [_decode_outcome(v) for _, v in self._scan(start, _prefix_end(_OUTCOME), limit)]
+
+    def key_count(self) -> int:
+        return self._live_keys
+
+    def wal_syncs(self) -> int:
+        """How many times RocksDB has synced the write-ahead log since the store was opened."""
+        stats = self._db.property_value("rocksdb.options-statistics") or ""
+        for line in stats.splitlines():
+            if line.startswith("rocksdb.wal.synced COUNT"):
+                return int(line.rsplit(":", 1)[1])
+        return 0
+
+    def dirty_versions(self) -> dict[bytes, list[int]]:
+        """For tests: the dirty seqs held per key."""
+        out: dict[bytes, list[int]] = {}
+        for k, _ in self._scan(_DIRTY, _prefix_end(_DIRTY)):
+            (n,) = _U32.unpack_from(k, 1)
+            out.setdefault(k[5 : 5 + n], []).append(_U64.unpack_from(k, 5 + n)[0])
+        return out
+
+    def _scan(self, start: bytes, end: bytes, limit: int | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Stored (key, value) pairs with start <= key < end, in key order."""
+        if limit is not None and limit <= 0:
+            return
+        it = self._db.iter()
+        it.seek(start)
+        count = 0
+        while it.valid():
+            k = it.key()
+            if k >= end:
+                break
+            yield k, it.value()
+            count += 1
+            if limit is not None and count >= limit:
+                break
+            it.next()
+
+    # ---- writes ----
+
+    def apply(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self._apply(record)
+
+    def sync(self) -> None:
+        """Make every applied record durable: one fsync of the write-ahead log."""
+        self._db.flush_wal(True)
+
+    def _apply(self, record: Record) -> None:
+        w = _RecordWrites(self._db)
+        # Counters change only when the batch is written, so a failing record changes nothing.
+        last, committed, log_start, live = self._last, self._committed, self._log_start, self._live_keys
+        config = self._config
+        match record:
+            case AppendEntries(entries):
+                last = self._append(w, entries)
+            case Commit(through):
+                live = self._commit(w, through)
+                committed = through
+            case Truncate(after):
+                self._truncate(w, after)
+                last = min(last, after)
+            case TrimLog(through):
+                if not log_start <= through <= committed:
+                    raise StoreError(f"cannot trim the log to {through}: log_start {log_start}, "
+                                     f"committed {committed}")
+                for s in range(log_start + 1, through + 1):
+                    w.delete(_LOG + _seq(s))
+                log_start = through
+            case ForgetOutcomes(through):
+                for k, _ in self._scan(_OUTCOME_BY_SEQ, _OUTCOME_BY_SEQ + _seq(max(through + 1, 0))):
+                    w.delete(k)
+                    w.delete(_OUTCOME + k[9:])
+            case InstallKeys(keys, outcomes):
+                for kv in keys:
+                    live = self._make_clean(w, kv, live)
+                for o in outcomes:
+                    by_id, by_seq = _outcome_keys(o)
+                    if w.get(by_id) is None:
+                        w.put(by_id, _encode_outcome(o))
+                        w.put(by_seq, b"")
+            case ResetLog(through):
+                if through < committed:
+                    raise StoreError(f"cannot reset the log to {through} below the commit point {committed}")
+                for k, _ in self._scan(_LOG, _prefix_end(_LOG)):
+                    w.delete(k)
+                for k, _ in self._scan(_DIRTY, _prefix_end(_DIRTY)):
+                    w.delete(k)
+                log_start = committed = last = through
+            case SaveConfig(new_config):
+                w.put(_CONFIG, _encode_config(new_config))
+                config = new_config
+            case _:
+                raise StoreError(f"unknown record {record!r}")
+        w.put(_COUNTERS, _COUNTERS_FORMAT.pack(last, committed, log_start, live))
+        self._db.write(w.batch, self._unsynced)
+        self._last, self._committed, self._log_start, self._live_keys = last, committed, log_start, live
+        self._config = config
+
+    def _append(self, w: _RecordWrites, entries: tuple[Entry, ...]) -> int:
+        if not entries:
+            return self._last
+        if entries[0].seq != self._last + 1:
+            raise StoreError(f"gap: appending seq {entries[0].seq} after last seq {self._last}")
+        for i in range(1, len(entries)):
+            if entries[i].seq != entries[i - 1].seq + 1:
+                raise StoreError("appended entries are not consecutive")
+        for e in entries:
+            w.put(_LOG + _seq(e.seq), _encode_entry(e))
+            if e.kind != EntryKind.NOOP:
+                clean = self.clean(e.key)
+                if clean is None or clean.version < e.seq:
+                    kv = KeyVersion(e.key, e.seq, e.kind == EntryKind.DELETE, e.value)
+                    w.put(_dirty_prefix(e.key) + _seq(e.seq), _encode_version(kv))
+            if e.request_id:
+                o = outcome_of(e)
+                by_id, by_seq = _outcome_keys(o)
+                previous = w.get(by_id)
+                if previous is not None:
+                    w.delete(_outcome_keys(_decode_outcome(previous))[1])
+                w.put(by_id, _encode_outcome(o))
+                w.put(by_seq, b"")
+        return entries[-1].seq
+
+    def _commit(self, w: _RecordWrites, through: int) -> int:
+        if not self._committed <= through <= self._last:
+            raise StoreError(f"cannot commit through {through}: committed {self._committed}, last {self._last}")
+        live = self._live_keys
+        touched = set()
+        for _, raw in self._scan(_LOG + _seq(self._committed + 1), _LOG + _seq(through + 1)):
+            e = _decode_entry(raw)
+            if e.kind != EntryKind.NOOP:
+                touched.add(e.key)
+        for key in sorted(touched):
+            newest = self._newest_dirty(key, through)
+            if newest is not None:
+                live = self._make_clean(w, newest, live)
+        return live
+
+    def _newest_dirty(self, key: bytes, at_most: int) -> KeyVersion | None:
+        prefix = _dirty_prefix(key)
+        it = self._db.iter()
+        it.seek_for_prev(prefix + _seq(at_most))
+        if it.valid() and it.key().startswith(prefix) and len(it.key()) == len(prefix) + 8:
+            return _decode_version(it.value())
+        return None
+
+    def _make_clean(self, w: _RecordWrites, kv: KeyVersion, live: int) -> int:
+        """Make `kv` the key's clean version unless it has a newer one; returns the live key count."""
+        raw = w.get(_CLEAN + kv.key)
+        clean = None if raw is None else _decode_version(raw)
+        if clean is not None and clean.version >= kv.version:
+            return live
+        w.put(_CLEAN + kv.key, _encode_version(kv))
+        live += (0 if kv.tombstone else 1) - (0 if clean is None or clean.tombstone else 1)
+        prefix = _dirty_prefix(kv.key)
+        for k, _ in self._scan(prefix, prefix + _seq(kv.version + 1)):
+            w.delete(k)
+        return live
+
+    def _truncate(self, w: _RecordWrites, after: int) -> None:
+        if after < self._committed:
+            raise StoreError(f"cannot truncate to {after} below the commit point {self._committed}")
+        # Every dirty version above the commit point comes from a log entry still held: drop both.
+        for k, raw in self._scan(_LOG + _seq(after + 1), _prefix_end(_LOG)):
+            e = _decode_entry(raw)
+            w.delete(k)
+            if e.kind != EntryKind.NOOP:
+                w.delete(_dirty_prefix(e.key) + _seq(e.seq))
+        for k, _ in self._scan(_OUTCOME_BY_SEQ + _seq(after + 1), _prefix_end(_OUTCOME_BY_SEQ)):
+            w.delete(k)
+            w.delete(_OUTCOME + k[9:])
