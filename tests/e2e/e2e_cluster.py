@@ -1,0 +1,463 @@
+"""A real local cluster for the end-to-end tests: `keychain up` on a temporary data dir.
+
+`LocalCluster.start(data_dir)` runs `keychain up` as a child process on free ports, waits for its
+`ready` line and reads `<data-dir>/cluster.json`; `stop()` sends SIGTERM as Ctrl-C would.
+`RecordedClient` wraps the Python client so that every operation lands in a
+`keychain.testing.history.Recorder`, for the linearizability checker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from keychain.client import (
+    Client,
+    KeychainError,
+    KeyNotFound,
+    OutcomeUnknown,
+)
+from keychain.local import busy_ports
+from keychain.testing.history import Operation, Recorder
+
+READY_TIMEOUT = 90.0  # `keychain up` on 2 busy cores: imports, elections, first write
+STOP_TIMEOUT = 40.0
+PORT_SPAN = 210  # base+1.. coordinators, base+81.. their HTTP, base+101.. nodes, base+200.. proxy
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = condition()
+        except (KeychainError, httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            result, last_error = None, exc
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def pick_ports(rng: random.Random) -> tuple[int, int]:
+    """(base port, proxy HTTP port) such that every port the cluster will use is free now."""
+    for _ in range(200):
+        base = rng.randrange(20_000, 60_000 - PORT_SPAN)
+        http = base + 200
+        wanted = [*range(base + 1, base + 6), *range(base + 81, base + 86), *range(base + 101, base + 106)]
+        if not busy_ports([*wanted, http, http + 1]):
+            return base, http
+    raise RuntimeError("no free block of ports found on 127.0.0.1")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie has exited; it only waits for its parent to collect it.
+    with contextlib.suppress(OSError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return True
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+@dataclass
+class LocalCluster:
+    """One running `keychain up`."""
+
+    data_dir: Path
+    base_port: int
+    http_port: int
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+    _reader: threading.Thread | None = None
+    _last_pids: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def start(
+        cls,
+        data_dir: Path,
+        *,
+        ports: tuple[int, int] | None = None,
+        ready_timeout: float = READY_TIMEOUT,
+        extra_args: tuple[str, ...] = (),
+    ) -> LocalCluster:
+        """Run `keychain up` on `data_dir` and wait for its `ready` line."""
+        base, http = ports or pick_ports(random.Random(os.getpid() ^ time.time_ns()))
+        argv = [
+            sys.executable, "-P", "-m", "keychain", "up", "--data-dir", str(data_dir),
+            "--base-port", str(base), "--http-port", str(http),
+            "--ready-timeout", str(ready_timeout), *extra_args,
+        ]
+        env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True, env=env, start_new_session=True,
+        )
+        cluster = cls(data_dir=data_dir, base_port=base, http_port=http, process=process)
+        cluster._reader = threading.Thread(target=cluster._read_output, daemon=True)
+        cluster._reader.start()
+        try:
+            cluster.wait_ready(ready_timeout + 10)
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def wait_ready(self, timeout: float) -> None:
+        def ready() -> bool:
+            if self.process.poll() is not None and not any("ready" in line for line in self.output):
+                raise AssertionError(f"keychain up exited with {self.process.returncode}:\n{self.report()}")
+            return any("ready" in line for line in self.output)
+
+        try:
+            wait_for("the `ready` line of keychain up", ready, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.report()}") from None
+
+    # -- what the cluster says about itself -------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def cluster_json(self) -> dict[str, Any]:
+        doc = json.loads((self.data_dir / "cluster.json").read_text())
+        for c in doc.get("components", []):
+            if c.get("pid"):
+                self._last_pids[c["name"]] = c["pid"]
+        return doc
+
+    def component(self, name: str) -> dict[str, Any]:
+        for c in self.cluster_json()["components"]:
+            if c["name"] == name:
+                return c
+        raise KeyError(f"no component {name!r} in cluster.json")
+
+    def pid(self, name: str) -> int:
+        pid = self.component(name)["pid"]
+        assert isinstance(pid, int) and pid > 0, f"{name} has no pid in cluster.json: {pid!r}"
+        return pid
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
+        """Signal the component's own process (by the pid in cluster.json); returns that pid."""
+        pid = self.pid(name)
+        os.kill(pid, sig)
+        return pid
+
+    def wait_restarted(self, name: str, old_pid: int, timeout: float = 30.0) -> int:
+        """The new pid once cluster.json shows `name` running again under another pid."""
+
+        def restarted() -> int | None:
+            pid = self.component(name).get("pid")
+            return pid if pid and pid != old_pid and pid_alive(pid) else None
+
+        return wait_for(f"{name} to be restarted (old pid {old_pid})", restarted, timeout)
+
+    def report(self) -> str:
+        """What to show when a test fails: the supervisor's output and each log's tail."""
+        parts = ["--- keychain up output ---", *self.output[-40:]]
+        logs = self.data_dir / "logs"
+        if logs.is_dir():
+            for log in sorted(logs.glob("*.log")):
+                lines = log.read_text(errors="replace").splitlines()[-15:]
+                parts += [f"--- {log.name} (last {len(lines)} lines) ---", *lines]
+        return "\n".join(parts)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM `keychain up` (as Ctrl-C) and wait; returns its exit code (None: had to kill it).
+
+        Children that outlive the supervisor (only when it failed) are killed by their pids.
+        """
+        code: int | None = None
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            self.cluster_json()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for name, pid in self._last_pids.items():
+            if pid_alive(pid) and any("keychain" in part for part in cmdline(pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                code = None if code == 0 else code
+                self.output.append(f"(test) killed leftover {name} pid {pid}")
+        if self._reader is not None:
+            self._reader.join(5)
+        return code
+
+    def leftover_pids(self) -> list[int]:
+        return [pid for pid in self._last_pids.values() if pid_alive(pid)]
+
+
+@contextlib.contextmanager
+def running_cluster(data_dir: Path, **kwargs: Any) -> Iterator[LocalCluster]:
+    cluster = LocalCluster.start(data_dir, **kwargs)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# -- cluster report helpers -------------------------------------------------------------------
+
+
+def chain_members(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The members of the (single) chain in a /v1/cluster report."""
+    chains = report["chains"]
+    assert len(chains) == 1, f"expected one chain, got {chains}"
+    return chains[0]["members"]
+
+
+def member(report: dict[str, Any], node_id: str) -> dict[str, Any] | None:
+    return next((m for m in chain_members(report) if m["id"] == node_id), None)
+
+
+def active_members(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m for m in chain_members(report) if m["role"] in ("head", "middle", "tail")]
+
+
+# -- recorded client operations ---------------------------------------------------------------
+
+
+class RecordedClient:
+    """put/get/delete through `keychain.client.Client`, each recorded in a shared Recorder.
+
+    Outcomes map to the history's statuses: a reply is `ok` (a 404 read is an ok read of
+    nothing), `OutcomeUnknown` is `unknown`, and every other error is `fail` — the client
+    raises those only when no attempt can have applied the write. Errors are re-raised.
+    """
+
+    def __init__(self, url: str, recorder: Recorder, name: str, **client_options: Any) -> None:
+        self.name = name
+        self.recorder = recorder
+        self.client = Client(url, **client_options)
+
+    def put(self, key: str, value: str, **conditions: Any) -> int:
+        call = self.recorder.invoke(self.name, "put", key, value, at=time.monotonic())
+        try:
+            version = self.client.put(key, value.encode(), **conditions)
+        except OutcomeUnknown:
+            self.recorder.unknown(call)
+            raise
+        except KeychainError:
+            self.recorder.fail(call, at=time.monotonic())
+            raise
+        except BaseException:
+            self.recorder.unknown(call)
+            raise
+        self.recorder.ok(call, at=time.monotonic())
+        return version
+
+    def delete(self, key: str, **conditions: Any) -> int:
+        call = self.recorder.invoke(self.name, "delete", key, at=time.monotonic())
+        try:
+            version = self.client.delete(key, **conditions)
+        except OutcomeUnknown:
+            self.recorder.unknown(call)
+            raise
+        except KeychainError:
+            self.recorder.fail(call, at=time.monotonic())
+            raise
+        except BaseException:
+            self.recorder.unknown(call)
+            raise
+        self.recorder.ok(call, at=time.monotonic())
+        return version
+
+    def get(self, key: str, consistency: str = "strong") -> str | None:
+        """The value (None when absent)."""
+        call = self.recorder.invoke(self.name, "get", key, at=time.monotonic())
+        try:
+            value, _ = self.client.get(key, consistency=consistency)
+        except KeyNotFound:
+            self.recorder.ok(call, at=time.monotonic(), output=None)
+            return None
+        except BaseException:
+            self.recorder.fail(call, at=time.monotonic())
+            raise
+        text = value.decode()
+        self.recorder.ok(call, at=time.monotonic(), output=text)
+        return text
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def lost_writes(history: list[Operation], final: dict[str, str | None]) -> list[str]:
+    """Keys whose final value contradicts their single writer's acknowledged writes.
+
+    For a key written by one client in sequence, the final value must be the last acknowledged
+    write's, or that of a later write whose outcome is unknown (it may have landed).
+    """
+    problems = []
+    for key, value in final.items():
+        writes = [op for op in history if op.key == key and op.is_write]
+        writers = {op.client for op in writes}
+        assert len(writers) <= 1, f"{key} has several writers: {writers}"
+        last_ok = max((i for i, op in enumerate(writes) if op.status == "ok"), default=-1)
+        allowed = {writes[last_ok].value} if last_ok >= 0 else {None}
+        allowed |= {op.value for op in writes[last_ok + 1 :] if op.status == "unknown"}
+        if value not in allowed:
+            acked = writes[last_ok].describe() if last_ok >= 0 else "none"
+            problems.append(f"{key}: read {value!r}; last acknowledged write {acked}; allowed {allowed}")
+    return problems
+
+
+# -- a bounded background load ----------------------------------------------------------------
+
+
+class Load:
+    """Writer threads, each the only writer of its own keys, and readers of all those keys.
+
+    Bounded in operations and in time; every operation is recorded. `acked_after(t)` counts the
+    writes acknowledged after monotonic time t (to see that writes resume after a fault).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        recorder: Recorder,
+        *,
+        prefix: str,
+        writers: int = 3,
+        readers: int = 1,
+        keys_per_writer: int = 3,
+        max_ops_per_thread: int = 1500,
+        max_seconds: float = 60.0,
+        seed: int = 1,
+    ) -> None:
+        self.url = url
+        self.recorder = recorder
+        self.keys = {
+            f"w{w}": [f"{prefix}-w{w}-k{k}" for k in range(keys_per_writer)] for w in range(writers)
+        }
+        self.readers = readers
+        self.max_ops = max_ops_per_thread
+        self.max_seconds = max_seconds
+        self.seed = seed
+        self.stop_event = threading.Event()
+        self.ack_times: list[float] = []
+        self.errors: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    @property
+    def all_keys(self) -> list[str]:
+        return [key for keys in self.keys.values() for key in keys]
+
+    def start(self) -> Load:
+        self._deadline = time.monotonic() + self.max_seconds
+        for name, keys in self.keys.items():
+            self._threads.append(threading.Thread(target=self._write, args=(name, keys), daemon=True))
+        for r in range(self.readers):
+            self._threads.append(threading.Thread(target=self._read, args=(f"r{r}", r), daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _running(self, done: int) -> bool:
+        return not self.stop_event.is_set() and done < self.max_ops and time.monotonic() < self._deadline
+
+    def _note_error(self, who: str, exc: BaseException) -> None:
+        with self._lock:
+            self.errors.append(f"{who}: {type(exc).__name__}: {exc}")
+        time.sleep(0.05)  # the cluster is reconfiguring; do not spin
+
+    def _write(self, name: str, keys: list[str]) -> None:
+        client = RecordedClient(self.url, self.recorder, name, timeout=5.0)
+        done = 0
+        try:
+            while self._running(done):
+                key = keys[done % len(keys)]
+                try:
+                    client.put(key, f"{name}-{done}")
+                except KeychainError as exc:
+                    self._note_error(name, exc)
+                else:
+                    with self._lock:
+                        self.ack_times.append(time.monotonic())
+                done += 1
+        finally:
+            client.close()
+
+    def _read(self, name: str, index: int) -> None:
+        client = RecordedClient(self.url, self.recorder, name, timeout=5.0)
+        rng = random.Random(self.seed * 1000 + index)
+        keys = self.all_keys
+        done = 0
+        try:
+            while self._running(done):
+                try:
+                    client.get(rng.choice(keys))
+                except KeychainError as exc:
+                    self._note_error(name, exc)
+                done += 1
+        finally:
+            client.close()
+
+    def acked(self) -> int:
+        with self._lock:
+            return len(self.ack_times)
+
+    def acked_after(self, moment: float) -> int:
+        with self._lock:
+            return sum(1 for t in self.ack_times if t > moment)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        assert not alive, f"load threads still running: {alive}"
+
+
+def read_back(url: str, recorder: Recorder, keys: list[str]) -> dict[str, str | None]:
+    """Every key's value through a strong read, recorded; retried while the cluster settles."""
+    client = RecordedClient(url, recorder, "final", timeout=5.0)
+    values: dict[str, str | None] = {}
+    try:
+        for key in keys:
+            values[key] = wait_for(f"a read of {key}", lambda key=key: (client.get(key),), 30)[0]
+    finally:
+        client.close()
+    return values

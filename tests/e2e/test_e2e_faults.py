@@ -1,0 +1,143 @@
+"""End to end through `keychain up`: `kill -9` of components under load, and stop/start.
+
+Each test starts its own cluster (it breaks things), runs a bounded write and read load,
+checks that no acknowledged write was lost and that the whole recorded history is
+linearizable, and that the supervisor brought the killed component back.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from e2e_cluster import (
+    Load,
+    LocalCluster,
+    RecordedClient,
+    active_members,
+    lost_writes,
+    member,
+    pid_alive,
+    read_back,
+    running_cluster,
+    wait_for,
+)
+
+from keychain.client import Client
+from keychain.testing.checker import check
+from keychain.testing.history import Recorder
+
+pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(240)]
+
+REJOIN_TIMEOUT = 60.0  # restart delay + process start + registration + catch-up + promotion
+
+
+def assert_history_is_linearizable(recorder: Recorder) -> None:
+    history = recorder.history()
+    result = check(history)
+    assert result.ok, f"{result.message}\n" + "\n".join(op.describe() for op in result.window)
+
+
+def wait_until_acked(load: Load, count: int, timeout: float = 30.0) -> None:
+    wait_for(f"{count} acknowledged writes (errors so far: {load.errors[-3:]})",
+             lambda: load.acked() >= count, timeout, interval=0.05)
+
+
+def three_active(client: Client) -> dict | None:
+    report = client.cluster()
+    return report if len(active_members(report)) == 3 else None
+
+
+def unsettled(recorder: Recorder, key: str) -> bool:
+    """Whether a write of `key` has an unknown outcome (it may still land later)."""
+    return any(op.key == key and op.is_write and op.status == "unknown" for op in recorder.history())
+
+
+def role_of(cluster: LocalCluster, client: Client, node_id: str) -> str | None:
+    found = member(client.cluster(), node_id)
+    return found["role"] if found else None
+
+
+@pytest.mark.parametrize("victim_role", ["head", "tail"])
+def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
+    tmp_path: Path, victim_role: str
+) -> None:
+    recorder = Recorder()
+    with running_cluster(tmp_path / "data") as cluster, Client(cluster.url) as admin:
+        report = wait_for("three active members", lambda: three_active(admin), 30)
+        victim = next(m["id"] for m in active_members(report) if m["role"] == victim_role)
+
+        load = Load(cluster.url, recorder, prefix=f"kill-{victim_role}", max_seconds=60).start()
+        try:
+            wait_until_acked(load, 50)
+            old_pid = cluster.kill(victim, signal.SIGKILL)
+            killed_at = time.monotonic()
+            # Writes go on without the victim (the chain is reconfigured around it).
+            wait_for("writes acknowledged after the kill", lambda: load.acked_after(killed_at + 0.1) >= 20, 30,
+                     interval=0.05)
+            new_pid = cluster.wait_restarted(victim, old_pid)
+            assert not pid_alive(old_pid)
+            # The restarted node rejoins (syncing, then promoted), all under load.
+            wait_for(f"{victim} back in the chain as an active member",
+                     lambda: role_of(cluster, admin, victim) in ("head", "middle", "tail"), REJOIN_TIMEOUT)
+            assert cluster.pid(victim) == new_pid
+        finally:
+            load.stop()
+
+        final = read_back(cluster.url, recorder, load.all_keys)
+        assert not lost_writes(recorder.history(), final), cluster.report()
+
+        # The rejoined node serves reads again: reads are spread over every active member.
+        before = member(admin.cluster(), victim)["reads"]
+        reader = RecordedClient(cluster.url, recorder, "after", timeout=5.0)
+        try:
+            for key in load.all_keys * 4:
+                assert reader.get(key) == final[key] or unsettled(recorder, key)
+        finally:
+            reader.close()
+        assert member(admin.cluster(), victim)["reads"] > before
+    assert_history_is_linearizable(recorder)
+
+
+def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
+    recorder = Recorder()
+    with running_cluster(tmp_path / "data") as cluster:
+        load = Load(cluster.url, recorder, prefix="kill-proxy", writers=2, max_seconds=45).start()
+        try:
+            wait_until_acked(load, 30)
+            old_pid = cluster.kill("proxy", signal.SIGKILL)
+            killed_at = time.monotonic()
+            cluster.wait_restarted("proxy", old_pid)
+            wait_for("writes acknowledged through the restarted proxy",
+                     lambda: load.acked_after(killed_at) >= 20, 30, interval=0.05)
+        finally:
+            load.stop()
+        final = read_back(cluster.url, recorder, load.all_keys)
+        assert not lost_writes(recorder.history(), final), cluster.report()
+        assert any("proxy" in line and "restart" in line for line in cluster.output), cluster.output
+    assert_history_is_linearizable(recorder)
+
+
+def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+    recorder = Recorder()
+    data = tmp_path / "data"
+    cluster = LocalCluster.start(data)
+    try:
+        load = Load(cluster.url, recorder, prefix="restart", writers=3, keys_per_writer=10,
+                    max_ops_per_thread=60, max_seconds=30).start()
+        load.stop(timeout=40)
+        assert load.acked() > 0, load.errors
+        pids = [c["pid"] for c in cluster.cluster_json()["components"]]
+    finally:
+        code = cluster.stop()
+    assert code == 0, cluster.report()
+    assert any("stopped" in line for line in cluster.output), cluster.output
+    assert not [pid for pid in pids if pid_alive(pid)], "children outlived keychain up"
+
+    # The same ports again: the supervisor resumes on the same addresses and data.
+    with running_cluster(data, ports=(cluster.base_port, cluster.http_port)) as again:
+        final = read_back(again.url, recorder, load.all_keys)
+        assert not lost_writes(recorder.history(), final), again.report()
+    assert_history_is_linearizable(recorder)
