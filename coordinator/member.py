@@ -67,6 +67,10 @@ class ProposalLost(Unavailable):
     """The proposal's log slot was taken by another leader's entry: it was not applied; retry."""
 
 
+class OutcomeUnknown(Unavailable):
+    """The proposal was appended but did not apply in time: it may still commit later."""
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     """One applied NORMAL command, as seen by listeners (watch streams, the failure detector)."""
@@ -143,14 +147,17 @@ class RaftMember:
     # ---- inputs (any coroutine or callback on the loop) ----
 
     def step(self, message: Message) -> None:
-        """A message from a peer."""
-        self._submit(lambda: self._step(message))
+        """A message from a peer (dropped once the member stopped, like any message may be)."""
+        if not self._stopped:
+            self._submit(lambda: self._step(message))
 
     def report_unreachable(self, peer: str) -> None:
-        self._submit(lambda: self.core.report_unreachable(peer))
+        if not self._stopped:
+            self._submit(lambda: self.core.report_unreachable(peer))
 
     def report_snapshot(self, peer: str, ok: bool) -> None:
-        self._submit(lambda: self.core.report_snapshot(peer, ok))
+        if not self._stopped:
+            self._submit(lambda: self.core.report_snapshot(peer, ok))
 
     async def propose(self, data: bytes, timeout: float) -> object:
         """Replicate `data` and return the state machine's result of applying it (leader only)."""
@@ -168,7 +175,12 @@ class RaftMember:
             self._proposals[self.core.log.last_index()] = (self.core.term, fut)
 
         self._submit(do)
-        return await self._await(fut, timeout, "the proposal was not applied in time")
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            if not fut.done():
+                fut.cancel()
+            raise OutcomeUnknown("the proposal was not applied in time; it may still be") from None
 
     async def read_barrier(self, timeout: float) -> None:
         """Return once the local state machine reflects every write committed before the call
@@ -217,7 +229,8 @@ class RaftMember:
             await asyncio.wait_for(asyncio.shield(self._changed.wait()), timeout)
 
     def on_apply(self, listener: Callable[[Applied], None]) -> Callable[[], None]:
-        """Call `listener` for every applied NORMAL command; returns an unsubscribe function."""
+        """Call `listener` for every applied NORMAL command, and with `Applied(index, b"", None)`
+        after the state machine was replaced by a snapshot; returns an unsubscribe function."""
         self._apply_listeners.append(listener)
         return lambda: self._apply_listeners.remove(listener) if listener in self._apply_listeners else None
 
@@ -296,6 +309,9 @@ class RaftMember:
             self.machine.restore(rd.snapshot.data)
             self.applied = rd.snapshot.index
             self._fail_proposals_through(rd.snapshot.index)
+            restored = Applied(rd.snapshot.index, b"", None)
+            for listener in list(self._apply_listeners):
+                listener(restored)
         for e in rd.committed_entries:
             self._apply(e)
         for rs in rd.read_states:

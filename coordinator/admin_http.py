@@ -1,0 +1,134 @@
+"""The coordinator's small HTTP admin API: the contract the Kubernetes operator and `keychain status` use.
+
+    GET    /v1/status                          leader, coordinator members, chains with member health
+    POST   /v1/chains/{chain}                  create a chain (201; 409 if it exists)
+    DELETE /v1/chains/{chain}                  delete a chain (200; 404 if unknown)
+    DELETE /v1/chains/{chain}/members/{id}     unlink a node: 200 {"epoch": N} | 404 | 409 (last active member)
+    GET    /healthz                            the member's driver is running
+    GET    /metrics                            Prometheus
+
+Any member answers: the operations go through `CoordinatorService`, which forwards to the Raft
+leader. With no leader (an election) the answer is 503 with `Retry-After`. Errors are JSON
+`{"error": "<code>", "message": "..."}`, as everywhere in KeychainDB.
+
+Served by uvicorn inside the coordinator's own event loop (its signal handling left to the
+coordinator, so SIGTERM still transfers leadership first); access logs are off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from keychain.coordinator.api import CoordinatorService, member_role
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from keychain.proto import chain_pb2, coordinator_pb2
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = "1"
+
+_STATUS_OF = {
+    coordinator_pb2.OK: 200,
+    coordinator_pb2.UNAVAILABLE: 503,
+    coordinator_pb2.NOT_FOUND: 404,
+    coordinator_pb2.ALREADY_EXISTS: 409,
+    coordinator_pb2.INVALID_ARGUMENT: 400,
+    coordinator_pb2.FAILED_PRECONDITION: 409,
+}
+
+
+def error_response(error: coordinator_pb2.Error) -> JSONResponse:
+    status = _STATUS_OF.get(error.code, 500)
+    code = coordinator_pb2.Code.Name(error.code).lower()
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    return JSONResponse({"error": code, "message": error.message}, status_code=status, headers=headers)
+
+
+def chain_json(config: chain_pb2.ChainConfig, health: dict[str, coordinator_pb2.MemberHealth]) -> dict[str, Any]:
+    members = []
+    for m in config.members:
+        h = health.get(m.id)
+        members.append(
+            {
+                "id": m.id,
+                "address": m.address,
+                "state": "syncing" if m.state == chain_pb2.SYNCING else "active",
+                "role": member_role(config, m.id),
+                "healthy": bool(h and h.healthy),
+                "reads": h.reads if h else 0,
+                "writes": h.writes if h else 0,
+            }
+        )
+    return {"name": config.chain, "epoch": config.epoch, "members": members}
+
+
+def status_json(status: coordinator_pb2.ClusterStatus) -> dict[str, Any]:
+    return {
+        "leader": status.leader,
+        "members": [{"id": m.id, "address": m.address, "role": m.role} for m in status.members],
+        "chains": [chain_json(c.config, {h.id: h for h in c.health}) for c in status.chains],
+    }
+
+
+def build_app(service: CoordinatorService, metrics: CollectorRegistry) -> FastAPI:
+    app = FastAPI(title="KeychainDB coordinator admin API", docs_url="/docs", redoc_url=None)
+
+    @app.get("/v1/status")
+    async def get_status() -> Response:
+        status = await service.cluster_status()
+        if status.error.code != coordinator_pb2.OK:
+            return error_response(status.error)
+        return JSONResponse(status_json(status))
+
+    @app.post("/v1/chains/{chain}")
+    async def create_chain(chain: str) -> Response:
+        reply = await service.create_chain(coordinator_pb2.CreateChainRequest(chain=chain))
+        if reply.error.code != coordinator_pb2.OK:
+            return error_response(reply.error)
+        return JSONResponse(chain_json(reply.config, {}), status_code=201)
+
+    @app.delete("/v1/chains/{chain}")
+    async def delete_chain(chain: str) -> Response:
+        reply = await service.delete_chain(coordinator_pb2.DeleteChainRequest(chain=chain))
+        if reply.error.code != coordinator_pb2.OK:
+            return error_response(reply.error)
+        return JSONResponse({"name": chain, "deleted": True})
+
+    @app.delete("/v1/chains/{chain}/members/{node_id}")
+    async def remove_member(chain: str, node_id: str) -> Response:
+        reply = await service.remove_member(coordinator_pb2.RemoveMemberRequest(chain=chain, node_id=node_id))
+        if reply.error.code != coordinator_pb2.OK:
+            return error_response(reply.error)
+        return JSONResponse({"epoch": reply.config.epoch})
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        if not service.member.running:
+            return JSONResponse({"error": "unavailable", "message": "the Raft member stopped"}, status_code=503)
+        return JSONResponse({"status": "ok", "id": service.member.id, "leader": service.member.leader})
+
+    @app.get("/metrics")
+    async def get_metrics(_: Request) -> Response:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the coordinator decides how to shut down."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    return _EmbeddedServer(config)

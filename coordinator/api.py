@@ -1,0 +1,517 @@
+"""The coordinator's client-facing operations (keychain/proto/coordinator.proto), shared by gRPC and HTTP.
+
+`CoordinatorService` holds the logic; `CoordinatorServicer` adapts it to grpc.aio and the HTTP admin
+API (admin_http.py) calls it directly.
+
+Any member answers any request. Operations that change or read the registry, and heartbeats, are
+done by the Raft leader: a follower FORWARDS the request to the leader's gRPC address (the same
+Coordinator service; the forwarded call is marked, so it is never forwarded twice) and relays the
+answer. While there is no leader (an election) the request waits up to `forward_wait` for one, then
+answers UNAVAILABLE, a retryable code; it never answers from possibly stale state. A proposal that
+did not apply within its timeout is answered UNAVAILABLE too ("outcome unknown"); registry commands
+are safe to repeat (a repeated register is a no-op, a repeated removal is NOT_FOUND).
+
+Reads of the registry (GetChain, GetClusterStatus, the start of WatchChains) are linearizable: the
+member first completes a ReadIndex round, so its state includes every change committed before the
+request arrived.
+
+Leases and failure detection (the leader only): a heartbeat renews the node's lease for
+`timing.LEASE` from when the node sent it, and is recorded in a `LeaseTracker` that proposes the
+removal of nodes silent past `timing.REMOVAL_AFTER` (a Raft entry; the registry raises the epoch).
+A newly elected leader waits, before removing anyone, REMOVAL_AFTER plus two election timeouts: a
+deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts of
+losing its quorum) may have renewed leases until then, and those must have lapsed first.
+
+A heartbeat reporting `caught_up` from a SYNCING member is answered after its promotion to tail
+commits (a Raft entry, epoch + 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from keychain.coordinator.lease import LeaseTracker
+from keychain.coordinator.member import Applied, OutcomeUnknown, RaftMember, Unavailable
+from keychain.coordinator.raft import Role
+from keychain.coordinator.registry import (
+    ChainState,
+    MemberState,
+    Outcome,
+    Registry,
+    create_chain,
+    delete_chain,
+    promote_node,
+    register_node,
+    remove_node,
+)
+
+from keychain import timing
+from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+FORWARDED_HEADER = "keychain-forwarded-by"  # gRPC metadata on a request a follower forwarded
+FORWARD_WAIT = 2.0  # seconds a request waits for a leader (an election) before UNAVAILABLE
+PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply
+# A new leader's extra wait before removing anyone: the longest a deposed leader may still have
+# been renewing leases (CheckQuorum notices a lost quorum within two election timeouts).
+NEW_LEADER_GRACE = 2 * 2 * timing.ELECTION_TICKS * timing.TICK
+
+Reply = TypeVar("Reply", coordinator_pb2.RegisterReply, coordinator_pb2.HeartbeatReply,
+                coordinator_pb2.ChainReply, coordinator_pb2.ClusterStatus)
+
+
+class RegistryMachine:
+    """The chain registry as the member driver's state machine."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+
+    def apply(self, data: bytes) -> Outcome:
+        return self.registry.apply(data)
+
+    def snapshot(self) -> bytes:
+        return self.registry.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.registry = Registry.restore(data)
+
+
+def member_role(config: chain_pb2.ChainConfig, node: str) -> str:
+    """head | middle | tail | syncing, by position among the active members (one alone is head)."""
+    active = [m.id for m in config.members if m.state == chain_pb2.ACTIVE]
+    if node not in active:
+        return "syncing"
+    i = active.index(node)
+    if i == 0:
+        return "head"
+    return "tail" if i == len(active) - 1 else "middle"
+
+
+def deleted_config(state: ChainState) -> chain_pb2.ChainConfig:
+    """What a watch stream says when a chain is deleted: no members, at the next epoch."""
+    return chain_pb2.ChainConfig(chain=state.name, epoch=state.epoch + 1)
+
+
+def _error(code: int, message: str) -> coordinator_pb2.Error:
+    return coordinator_pb2.Error(code=code, message=message)  # type: ignore[arg-type]
+
+
+def _outcome_error(outcome: Outcome) -> coordinator_pb2.Error | None:
+    if outcome.error is None:
+        return None
+    return _error(coordinator_pb2.Code.Value(outcome.error.code.value), outcome.error.message)
+
+
+@dataclass
+class NodeHealth:
+    heard_at: float
+    reads: int = 0
+    writes: int = 0
+    last_seq: int = 0
+    committed_seq: int = 0
+
+
+class CoordinatorService:
+    def __init__(
+        self,
+        member: RaftMember,
+        machine: RegistryMachine,
+        peers: dict[str, str],
+        *,
+        forward_wait: float = FORWARD_WAIT,
+        proposal_timeout: float = PROPOSAL_TIMEOUT,
+        lease: float = timing.LEASE,
+        removal_after: float = timing.REMOVAL_AFTER,
+        new_leader_grace: float = NEW_LEADER_GRACE,
+    ) -> None:
+        self.member = member
+        self.machine = machine
+        self.peers = dict(peers)  # member id -> gRPC address
+        self.forward_wait = forward_wait
+        self.proposal_timeout = proposal_timeout
+        self.lease = lease
+        self.new_leader_grace = new_leader_grace
+        self.leases = LeaseTracker(lease=lease, margin=removal_after - lease)
+        self.health: dict[tuple[str, str], NodeHealth] = {}
+        self._promoting: set[tuple[str, str]] = set()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._was_leader = False
+        self.auto_chains: set[str] = set()  # chains the leader creates when missing (--chain)
+        member.on_role_change(self._role_changed)
+
+    @property
+    def registry(self) -> Registry:
+        return self.machine.registry
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _role_changed(self) -> None:
+        leader = self.member.is_leader
+        if leader and not self._was_leader:
+            self.leases.become_leader(self._now() + self.new_leader_grace)
+            self.health.clear()
+        elif not leader and self._was_leader:
+            self.leases.step_down()
+            self.health.clear()
+        self._was_leader = leader
+
+    # ---- routing: local at the leader, else forwarded ----
+
+    async def _at_leader(
+        self,
+        method: str,
+        request: object,
+        local: Callable[[], Awaitable[Reply]],
+        unavailable: Callable[[str], Reply],
+        forwarded: bool,
+    ) -> Reply:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.forward_wait
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                return unavailable("no coordinator leader answered in time (election in progress?); retry")
+            leader = await self.member.wait_for_leader(left)
+            if not leader:
+                continue
+            try:
+                if leader == self.member.id:
+                    if not self.member.leader_committed:
+                        await self.member.wait_changed(min(left, 0.05))
+                        continue
+                    return await local()
+                if forwarded:
+                    return unavailable(f"this member is not the leader ({leader} is); retry")
+                stub = coordinator_pb2_grpc.CoordinatorStub(self._channel(leader))
+                call = getattr(stub, method)
+                return await call(request, timeout=left, metadata=((FORWARDED_HEADER, self.member.id),))
+            except OutcomeUnknown as exc:
+                return unavailable(f"outcome unknown: {exc}")
+            except Unavailable as exc:  # not applied: safe to try again within the deadline
+                log.debug("coordinator retry method=%s reason=%s", method, exc)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    return unavailable(f"forwarding to {leader} failed: {exc.code().name} {exc.details()}")
+                log.debug("coordinator forward failed leader=%s code=%s", leader, exc.code().name)
+            await self.member.wait_changed(min(max(deadline - loop.time(), 0), 0.05))
+
+    def _channel(self, member_id: str) -> grpc.aio.Channel:
+        channel = self._channels.get(member_id)
+        if channel is None:
+            address = self.peers.get(member_id)
+            if address is None:
+                raise Unavailable(f"the address of coordinator member {member_id!r} is unknown")
+            channel = grpc.aio.insecure_channel(address)
+            self._channels[member_id] = channel
+        return channel
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    async def _propose(self, command: bytes) -> Outcome:
+        result = await self.member.propose(command, self.proposal_timeout)
+        assert isinstance(result, Outcome)
+        return result
+
+    # ---- nodes ----
+
+    async def register(self, req: coordinator_pb2.RegisterRequest, forwarded: bool = False
+                       ) -> coordinator_pb2.RegisterReply:
+        async def local() -> coordinator_pb2.RegisterReply:
+            self.leases.observe(req.chain, req.node_id, self._now())
+            if req.chain in self.auto_chains and self.registry.get(req.chain) is None:
+                await self._propose(create_chain(req.chain))  # a configured chain: create it first
+            outcome = await self._propose(register_node(req.chain, req.node_id, req.address))
+            err = _outcome_error(outcome)
+            if err is not None:
+                return coordinator_pb2.RegisterReply(error=err)
+            assert outcome.chain is not None
+            self.health[(req.chain, req.node_id)] = NodeHealth(self._now())
+            log.info("node registered chain=%s node=%s epoch=%d", req.chain, req.node_id, outcome.chain.epoch)
+            return coordinator_pb2.RegisterReply(config=outcome.chain.to_proto(), lease_ms=self._lease_ms())
+
+        return await self._at_leader(
+            "Register", req, local,
+            lambda msg: coordinator_pb2.RegisterReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
+        )
+
+    async def heartbeat(self, req: coordinator_pb2.HeartbeatRequest, forwarded: bool = False
+                        ) -> coordinator_pb2.HeartbeatReply:
+        async def local() -> coordinator_pb2.HeartbeatReply:
+            key = (req.chain, req.node_id)
+            state = self.registry.get(req.chain)
+            if state is None:
+                return coordinator_pb2.HeartbeatReply(
+                    error=_error(coordinator_pb2.NOT_FOUND, f"chain {req.chain!r} does not exist"))
+            me = state.member(req.node_id)
+            if me is None:
+                return coordinator_pb2.HeartbeatReply(
+                    error=_error(coordinator_pb2.NOT_FOUND,
+                                 f"node {req.node_id!r} is not a member of chain {req.chain!r}; register again"),
+                    config=state.to_proto(),
+                )
+            now = self._now()
+            self.leases.observe(req.chain, req.node_id, now)
+            self.health[key] = NodeHealth(now, req.reads, req.writes, req.last_seq, req.committed_seq)
+            if req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
+                state = await self._promote(req.chain, req.node_id) or state
+            return coordinator_pb2.HeartbeatReply(config=state.to_proto(), lease_ms=self._lease_ms())
+
+        return await self._at_leader(
+            "Heartbeat", req, local,
+            lambda msg: coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
+        )
+
+    async def _promote(self, chain: str, node: str) -> ChainState | None:
+        key = (chain, node)
+        if key in self._promoting:
+            return None
+        self._promoting.add(key)
+        try:
+            outcome = await self._propose(promote_node(chain, node))
+        except Unavailable as exc:
+            log.info("promotion pending chain=%s node=%s reason=%s", chain, node, exc)
+            return None
+        finally:
+            self._promoting.discard(key)
+        if outcome.error is not None:
+            log.info("promotion refused chain=%s node=%s reason=%s", chain, node, outcome.error)
+            return None
+        log.info("node promoted to tail chain=%s node=%s epoch=%d", chain, node,
+                 outcome.chain.epoch if outcome.chain else 0)
+        return outcome.chain
+
+    def _lease_ms(self) -> int:
+        return int(self.lease * 1000)
+
+    # ---- chains ----
+
+    async def _change(self, method: str, request: object, command: Callable[[], bytes], forwarded: bool
+                      ) -> coordinator_pb2.ChainReply:
+        async def local() -> coordinator_pb2.ChainReply:
+            try:
+                data = command()
+            except (TypeError, ValueError) as exc:
+                return coordinator_pb2.ChainReply(error=_error(coordinator_pb2.INVALID_ARGUMENT, str(exc)))
+            outcome = await self._propose(data)
+            err = _outcome_error(outcome)
+            if err is not None:
+                return coordinator_pb2.ChainReply(error=err)
+            assert outcome.chain is not None
+            log.info("registry change method=%s chain=%s", method, outcome.chain.describe())
+            return coordinator_pb2.ChainReply(config=outcome.chain.to_proto())
+
+        return await self._at_leader(
+            method, request, local,
+            lambda msg: coordinator_pb2.ChainReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
+        )
+
+    async def create_chain(self, req: coordinator_pb2.CreateChainRequest, forwarded: bool = False
+                           ) -> coordinator_pb2.ChainReply:
+        return await self._change("CreateChain", req, lambda: create_chain(req.chain), forwarded)
+
+    async def delete_chain(self, req: coordinator_pb2.DeleteChainRequest, forwarded: bool = False
+                           ) -> coordinator_pb2.ChainReply:
+        return await self._change("DeleteChain", req, lambda: delete_chain(req.chain), forwarded)
+
+    async def remove_member(self, req: coordinator_pb2.RemoveMemberRequest, forwarded: bool = False
+                            ) -> coordinator_pb2.ChainReply:
+        return await self._change("RemoveMember", req, lambda: remove_node(req.chain, req.node_id), forwarded)
+
+    async def get_chain(self, req: coordinator_pb2.GetChainRequest, forwarded: bool = False
+                        ) -> coordinator_pb2.ChainReply:
+        async def local() -> coordinator_pb2.ChainReply:
+            await self.member.read_barrier(self.forward_wait)
+            state = self.registry.get(req.chain)
+            if state is None:
+                return coordinator_pb2.ChainReply(
+                    error=_error(coordinator_pb2.NOT_FOUND, f"chain {req.chain!r} does not exist"))
+            return coordinator_pb2.ChainReply(config=state.to_proto())
+
+        return await self._at_leader(
+            "GetChain", req, local,
+            lambda msg: coordinator_pb2.ChainReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
+        )
+
+    async def cluster_status(self, req: coordinator_pb2.ClusterStatusRequest | None = None,
+                             forwarded: bool = False) -> coordinator_pb2.ClusterStatus:
+        req = req or coordinator_pb2.ClusterStatusRequest()
+
+        async def local() -> coordinator_pb2.ClusterStatus:
+            await self.member.read_barrier(self.forward_wait)
+            return self._status()
+
+        return await self._at_leader(
+            "GetClusterStatus", req, local,
+            lambda msg: coordinator_pb2.ClusterStatus(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
+        )
+
+    def _status(self) -> coordinator_pb2.ClusterStatus:
+        raft = self.member.core.status()
+        members = []
+        for mid in sorted(set(raft.voters) | set(raft.learners) | set(self.peers)):
+            if mid == raft.leader:
+                role = Role.LEADER.value
+            elif mid in raft.learners:
+                role = "learner"
+            elif mid in raft.voters:
+                role = Role.FOLLOWER.value
+            else:
+                continue
+            members.append(coordinator_pb2.CoordinatorMember(id=mid, address=self.peers.get(mid, ""), role=role))
+        now = self._now()
+        chains = []
+        for state in sorted(self.registry.chains.values(), key=lambda c: c.name):
+            health = []
+            for m in state.members:
+                h = self.health.get((state.name, m.id))
+                health.append(coordinator_pb2.MemberHealth(
+                    id=m.id,
+                    healthy=h is not None and now - h.heard_at <= self.lease,
+                    reads=h.reads if h else 0,
+                    writes=h.writes if h else 0,
+                    last_seq=h.last_seq if h else 0,
+                    committed_seq=h.committed_seq if h else 0,
+                ))
+            chains.append(coordinator_pb2.ChainStatus(config=state.to_proto(), health=health))
+        return coordinator_pb2.ClusterStatus(leader=raft.leader, members=members, chains=chains)
+
+    # ---- watch ----
+
+    async def watch(self, req: coordinator_pb2.WatchRequest) -> AsyncIterator[chain_pb2.ChainConfig]:
+        """The current configuration(s), then every change, served by this member after a ReadIndex
+        round. Raises Unavailable if no read point can be had (no leader)."""
+        queue: asyncio.Queue[Applied] = asyncio.Queue()
+        unsubscribe = self.member.on_apply(queue.put_nowait)
+        sent: dict[str, int] = {}
+
+        def fresh(configs: list[chain_pb2.ChainConfig]) -> list[chain_pb2.ChainConfig]:
+            out = []
+            for c in configs:
+                if (not req.chain or c.chain == req.chain) and c.epoch > sent.get(c.chain, 0):
+                    sent[c.chain] = c.epoch
+                    out.append(c)
+            return out
+
+        def current() -> list[chain_pb2.ChainConfig]:
+            return [s.to_proto() for s in sorted(self.registry.chains.values(), key=lambda c: c.name)]
+
+        try:
+            await self._barrier_with_retry()
+            for c in fresh(current()):
+                yield c
+            while True:
+                applied = await queue.get()
+                if not isinstance(applied.result, Outcome):  # the state machine came from a snapshot
+                    for c in fresh(current()):
+                        yield c
+                    continue
+                outcome = applied.result
+                if not outcome.changed or outcome.chain is None:
+                    continue
+                gone = json.loads(applied.data).get("op") == "delete_chain"
+                config = deleted_config(outcome.chain) if gone else outcome.chain.to_proto()
+                for c in fresh([config]):
+                    yield c
+        finally:
+            unsubscribe()
+
+    async def _barrier_with_retry(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.forward_wait
+        while True:
+            try:
+                await self.member.read_barrier(max(deadline - loop.time(), 0.01))
+                return
+            except Unavailable:
+                if loop.time() >= deadline:
+                    raise
+                await self.member.wait_changed(0.05)
+
+    # ---- the leader's background duties ----
+
+    async def run_failure_detector(self, interval: float = timing.HEARTBEAT_INTERVAL) -> None:
+        """At the leader: propose the removal of nodes whose lease has certainly expired."""
+        pending: set[asyncio.Task[None]] = set()
+        while True:
+            await asyncio.sleep(interval)
+            if not (self.member.is_leader and self.member.leader_committed):
+                continue
+            for removal in self.leases.expired(self._now(), list(self.registry.chains.values())):
+                log.warning("node silent past its lease, removing chain=%s node=%s epoch=%d",
+                            removal.chain, removal.node, removal.epoch)
+                task = asyncio.create_task(self._propose_quietly(removal.command(), f"remove {removal.node}"))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+    async def ensure_chains(self, names: list[str], interval: float = 0.1) -> None:
+        """At the leader: create each chain in `names` that does not exist; returns when all exist."""
+        self.auto_chains.update(names)
+        missing = list(names)
+        while missing:
+            if self.member.is_leader and self.member.leader_committed:
+                for name in list(missing):
+                    if self.registry.get(name) is None:
+                        await self._propose_quietly(create_chain(name), f"create chain {name}", logging.INFO)
+                    if self.registry.get(name) is not None:
+                        missing.remove(name)
+            if missing:
+                await asyncio.sleep(interval)
+
+    async def _propose_quietly(self, command: bytes, what: str, level: int = logging.WARNING) -> None:
+        with contextlib.suppress(Unavailable):
+            outcome = await self._propose(command)
+            if outcome.error is not None:
+                log.info("registry command refused what=%s reason=%s", what, outcome.error)
+            elif outcome.chain is not None:
+                log.log(level, "registry changed what=%s chain=%s", what, outcome.chain.describe())
+
+
+class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
+    """grpc.aio adapter of CoordinatorService."""
+
+    def __init__(self, service: CoordinatorService) -> None:
+        self.service = service
+
+    @staticmethod
+    def _forwarded(context: grpc.aio.ServicerContext) -> bool:
+        return any(k == FORWARDED_HEADER for k, _ in (context.invocation_metadata() or ()))
+
+    async def Register(self, request, context):
+        return await self.service.register(request, self._forwarded(context))
+
+    async def Heartbeat(self, request, context):
+        return await self.service.heartbeat(request, self._forwarded(context))
+
+    async def CreateChain(self, request, context):
+        return await self.service.create_chain(request, self._forwarded(context))
+
+    async def DeleteChain(self, request, context):
+        return await self.service.delete_chain(request, self._forwarded(context))
+
+    async def RemoveMember(self, request, context):
+        return await self.service.remove_member(request, self._forwarded(context))
+
+    async def GetChain(self, request, context):
+        return await self.service.get_chain(request, self._forwarded(context))
+
+    async def GetClusterStatus(self, request, context):
+        return await self.service.cluster_status(request, self._forwarded(context))
+
+    async def WatchChains(self, request, context):
+        try:
+            async for config in self.service.watch(request):
+                yield config
+        except Unavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"no coordinator leader; retry ({exc})")

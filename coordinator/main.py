@@ -1,0 +1,103 @@
+"""`keychain coordinator`: run one member of the coordinator's Raft cluster.
+
+    keychain coordinator --id coord-1 --listen 127.0.0.1:7001 --http 127.0.0.1:7081 \\
+        --data-dir data/coord-1 --peers coord-1=127.0.0.1:7001,coord-2=...,coord-3=... \\
+        [--chain main ...] [--log-level warning]
+
+Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT; a leader hands leadership over first),
+1 when the Raft log cannot be opened (corrupt, another member's, in use) or the member fails,
+2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from keychain.coordinator.log import StorageError
+from keychain.coordinator.server import CoordinatorOptions, CoordinatorServer
+
+log = logging.getLogger("keychain.coordinator")
+
+
+def parse_address(text: str, what: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{what} must be host:port, got {text!r}")
+    return text
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    peers: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        member, sep, address = item.partition("=")
+        if not sep or not member:
+            raise argparse.ArgumentTypeError(f"--peers items must be id=host:port, got {item!r}")
+        if member in peers:
+            raise argparse.ArgumentTypeError(f"--peers names {member!r} twice")
+        peers[member] = parse_address(address, f"the address of {member}")
+    if not peers:
+        raise argparse.ArgumentTypeError("--peers must name at least one member")
+    return peers
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="keychain coordinator", description="Run one coordinator (Raft) member.")
+    p.add_argument("--id", required=True, help="this member's id (one of the --peers ids)")
+    p.add_argument("--listen", required=True, type=lambda s: parse_address(s, "--listen"),
+                   help="host:port of the gRPC server (Coordinator API and Raft peers)")
+    p.add_argument("--http", type=lambda s: parse_address(s, "--http"), help="host:port of the HTTP admin API")
+    p.add_argument("--data-dir", required=True, type=Path, help="where the Raft log is kept")
+    p.add_argument("--peers", required=True, type=parse_peers,
+                   help="every initial member, this one included: id1=host:port,id2=host:port,...")
+    p.add_argument("--chain", action="append", default=[], help="a chain the leader creates if missing (repeatable)")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    args = p.parse_args(argv)
+    if args.id not in args.peers:
+        p.error(f"--peers must include this member {args.id!r}")
+    if args.peers[args.id] != args.listen:
+        p.error(f"--peers gives {args.id} the address {args.peers[args.id]}, but --listen is {args.listen}")
+    return args
+
+
+async def serve(options: CoordinatorOptions) -> int:
+    server = CoordinatorServer(options)
+    try:
+        await server.start()
+    except StorageError as exc:
+        print(f"keychain coordinator: cannot open the Raft log: {exc}", file=sys.stderr)
+        await server.shutdown()
+        return 1
+    except OSError as exc:
+        print(f"keychain coordinator: {exc}", file=sys.stderr)
+        await server.shutdown()
+        return 1
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    code = 0
+    try:
+        await server.wait()
+    except Exception as exc:
+        print(f"keychain coordinator: the Raft member failed: {exc!r}", file=sys.stderr)
+        code = 1
+    finally:
+        await server.shutdown()
+    return code
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+    options = CoordinatorOptions(
+        id=args.id, listen=args.listen, data_dir=args.data_dir, peers=args.peers, http=args.http,
+        chains=list(dict.fromkeys(args.chain)),
+    )
+    return asyncio.run(serve(options))

@@ -1,0 +1,177 @@
+"""One coordinator member as a running server: storage, Raft driver, gRPC and HTTP, wired together.
+
+    server = CoordinatorServer(options)
+    await server.start()         # opens the log (StorageError if corrupt), binds the ports
+    await server.wait()          # until the member fails or shutdown() is called
+    await server.shutdown()      # leader: hand leadership over first; then stop everything
+
+One gRPC server on `listen` carries both the Coordinator API (nodes, proxies, admin) and the Raft
+peer service, so a member's peer address and its client address are the same; the HTTP admin API
+runs on `http` in the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from keychain.coordinator.admin_http import build_app, make_server
+from keychain.coordinator.api import CoordinatorService, CoordinatorServicer, RegistryMachine
+from keychain.coordinator.member import DEFAULT_COMPACT_EVERY, RaftMember
+from keychain.coordinator.raft import RaftConfig, RaftCore, Role
+from keychain.coordinator.storage import FileStorage
+from keychain.coordinator.transport import RaftTransport
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from keychain import timing
+from keychain.proto import coordinator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+TRANSFER_TIMEOUT = 2 * timing.ELECTION_TICKS * timing.TICK  # the core aborts a transfer after one election timeout
+GRPC_GRACE = 0.5  # seconds in-flight RPCs get on shutdown
+HTTP_GRACE = 1.0  # seconds the HTTP server gets to close its connections
+
+
+@dataclass
+class CoordinatorOptions:
+    id: str
+    listen: str  # host:port of the gRPC server (Coordinator API + Raft peers)
+    data_dir: Path
+    peers: dict[str, str]  # every initial member, self included: id -> gRPC address
+    http: str | None = None  # host:port of the HTTP admin API
+    chains: list[str] = field(default_factory=list)  # created by the leader if missing
+    tick: float = timing.TICK
+    election_ticks: int = timing.ELECTION_TICKS
+    heartbeat_ticks: int = timing.HEARTBEAT_TICKS
+    compact_every: int = DEFAULT_COMPACT_EVERY
+
+
+class CoordinatorServer:
+    def __init__(self, options: CoordinatorOptions) -> None:
+        if options.id not in options.peers:
+            raise ValueError(f"--peers must include this member {options.id!r}")
+        self.options = options
+        self.storage: FileStorage | None = None
+        self.member: RaftMember | None = None
+        self.service: CoordinatorService | None = None
+        self.transport: RaftTransport | None = None
+        self.grpc_server: grpc.aio.Server | None = None
+        self.http_server = None
+        self.metrics = CollectorRegistry()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http_task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        o = self.options
+        self.storage = await asyncio.to_thread(FileStorage, o.data_dir / "raft", o.id)
+        config = RaftConfig(id=o.id, election_tick=o.election_ticks, heartbeat_tick=o.heartbeat_ticks)
+        core = RaftCore(config, self.storage, random.Random(), peers=list(o.peers))
+        machine = RegistryMachine()
+        self.transport = RaftTransport(o.id, o.peers)
+        self.member = RaftMember(core, self.storage, machine, self.transport, tick=o.tick,
+                                 compact_every=o.compact_every)
+        self.transport.attach(self.member)
+        self.service = CoordinatorService(self.member, machine, o.peers)
+        self.metrics.register(MemberCollector(self.member, self.service))
+
+        self.grpc_server = grpc.aio.server()
+        coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.service), self.grpc_server)
+        self.transport.add_to_server(self.grpc_server)
+        if self.grpc_server.add_insecure_port(o.listen) == 0:
+            raise OSError(f"cannot listen on {o.listen}")
+        await self.grpc_server.start()
+        self._tasks.append(self.member.start())
+        self._tasks.append(asyncio.create_task(self.service.run_failure_detector(), name="failure-detector"))
+        if o.chains:
+            self._tasks.append(asyncio.create_task(self.service.ensure_chains(o.chains), name="ensure-chains"))
+        if o.http:
+            host, _, port = o.http.rpartition(":")
+            # Bound here, so a busy port fails start() with a clear OSError rather than inside uvicorn.
+            sock = socket.create_server((host, int(port)), reuse_port=False)
+            self.http_server = make_server(build_app(self.service, self.metrics), host, int(port))
+            self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]), name="admin-http")
+        log.info("coordinator started id=%s listen=%s http=%s peers=%s", o.id, o.listen, o.http or "-",
+                 ",".join(f"{k}={v}" for k, v in sorted(o.peers.items())))
+
+    async def wait(self) -> None:
+        """Until shutdown is requested or the Raft member stops; re-raises the member's failure."""
+        assert self.member is not None
+        member_task = self._tasks[0]
+        stop = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait([member_task, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if member_task.done() and not member_task.cancelled() and member_task.exception() is not None:
+            raise member_task.exception()  # type: ignore[misc]
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        member = self.member
+        if member is not None and member.running and member.role is Role.LEADER:
+            target = self._transfer_target()
+            if target:
+                ok = await member.transfer_leadership(target, TRANSFER_TIMEOUT)
+                log.info("leadership transfer on shutdown id=%s to=%s done=%s", member.id, target, ok)
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(GRPC_GRACE)
+        if self.http_server is not None and self._http_task is not None:
+            self.http_server.should_exit = True
+            try:
+                await asyncio.wait_for(self._http_task, HTTP_GRACE)
+            except (TimeoutError, asyncio.CancelledError, Exception) as exc:
+                log.debug("admin http stop reason=%r", exc)
+        if member is not None:
+            await member.stop()
+        for task in self._tasks[1:]:
+            task.cancel()
+        for task in self._tasks[1:]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.service is not None:
+            await self.service.close()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.storage is not None:
+            self.storage.close()
+
+    def _transfer_target(self) -> str:
+        """The voter with the most of our log (the one that can take over soonest)."""
+        assert self.member is not None
+        status = self.member.core.status()
+        candidates = [(pr.match, pid) for pid, pr in status.progress.items() if pid != status.id
+                      and pid in status.voters]
+        return max(candidates)[1] if candidates else ""
+
+
+class MemberCollector(Collector):
+    """Prometheus metrics read from the member at scrape time."""
+
+    def __init__(self, member: RaftMember, service: CoordinatorService) -> None:
+        self.member = member
+        self.service = service
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        st = self.member.core.status()
+        labels = ["member"]
+        for name, doc, value in (
+            ("keychain_coordinator_term", "current Raft term", st.term),
+            ("keychain_coordinator_commit_index", "Raft commit index", st.commit),
+            ("keychain_coordinator_applied_index", "last index applied to the registry", self.member.applied),
+            ("keychain_coordinator_is_leader", "1 if this member is the Raft leader", int(st.role is Role.LEADER)),
+            ("keychain_coordinator_chains", "chains in the registry", len(self.service.registry.chains)),
+        ):
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            g.add_metric([st.id], value)
+            yield g

@@ -1,0 +1,178 @@
+"""The Raft peer transport: batched unary `Raft.Step` calls (keychain/proto/raft.proto), one sender per peer.
+
+Sending: `send(message)` only queues (the member driver never waits on the network). One task per
+peer drains its queue into a `MessageBatch` (every message waiting, up to `MAX_BATCH_BYTES`) and
+sends it with one `Step` call; a single call is in flight per peer, so the peer receives messages
+in the order the core produced them, and everything produced during one round trip goes out
+together in the next batch.
+
+Failures: when a call fails (peer down, restarting, stopped, or slower than `STEP_TIMEOUT`), the
+batch and everything queued for that peer are dropped (Raft retransmits what matters, and stale
+appends would only be refused), the core is told the peer is unreachable so the leader stops
+pipelining to it, and a dropped SNAPSHOT is reported as failed. The sender retries with a short
+backoff, so a restarted peer is reached again within `RECONNECT_MAX`. The queue is bounded: a
+slow peer loses its oldest messages, never the sender's memory.
+
+Receiving: the `Step` handler converts each message (keychain.coordinator.raft_wire) and steps it
+into the member; a malformed batch is refused with INVALID_ARGUMENT and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Protocol
+
+import grpc
+from keychain.coordinator.messages import Message, MessageType
+from keychain.coordinator.raft_wire import WireError, batch_from_proto, message_to_proto
+
+from keychain.proto import raft_pb2, raft_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 4096  # messages waiting for one peer; beyond it the oldest are dropped
+MAX_BATCH_BYTES = 4 << 20  # a batch is cut after this many bytes (gRPC's default limit is 4 MiB)
+STEP_TIMEOUT = 0.3  # seconds: a peer slower than this counts as unreachable (election timeout is 0.3-0.6)
+RECONNECT_MIN = 0.02  # seconds before retrying an unreachable peer
+RECONNECT_MAX = 0.2  # backoff ceiling
+
+
+class Receiver(Protocol):
+    def step(self, message: Message) -> None: ...
+    def report_unreachable(self, peer: str) -> None: ...
+    def report_snapshot(self, peer: str, ok: bool) -> None: ...
+
+
+class _Peer:
+    def __init__(self, peer: str, address: str) -> None:
+        self.id = peer
+        self.address = address
+        self.queue: deque[Message] = deque()
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.channel: grpc.aio.Channel | None = None
+
+
+class RaftTransport(raft_pb2_grpc.RaftServicer):
+    def __init__(self, member_id: str, peers: dict[str, str]) -> None:
+        self.id = member_id
+        self._addresses = {p: a for p, a in peers.items() if p != member_id}
+        self._peers: dict[str, _Peer] = {}
+        self._receiver: Receiver | None = None
+        self._closed = False
+
+    def attach(self, receiver: Receiver) -> None:
+        self._receiver = receiver
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        raft_pb2_grpc.add_RaftServicer_to_server(self, server)
+
+    # ---- sending ----
+
+    def send(self, message: Message) -> None:
+        if self._closed:
+            return
+        peer = self._peer(message.to)
+        if peer is None:
+            log.debug("raft transport drop to=%s reason=unknown-peer", message.to)
+            return
+        if len(peer.queue) >= QUEUE_LIMIT:
+            self._dropped(peer, [peer.queue.popleft()])
+        peer.queue.append(message)
+        peer.ready.set()
+        if peer.task is None or peer.task.done():
+            peer.task = asyncio.get_running_loop().create_task(self._run_peer(peer), name=f"raft-send-{peer.id}")
+
+    def _peer(self, peer_id: str) -> _Peer | None:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            address = self._addresses.get(peer_id)
+            if address is None:
+                return None
+            peer = self._peers[peer_id] = _Peer(peer_id, address)
+        return peer
+
+    async def _run_peer(self, peer: _Peer) -> None:
+        backoff = RECONNECT_MIN
+        peer.channel = grpc.aio.insecure_channel(peer.address)
+        stub = raft_pb2_grpc.RaftStub(peer.channel)
+        while not self._closed:
+            if not peer.queue:
+                peer.ready.clear()
+                await peer.ready.wait()
+                continue
+            batch = self._take_batch(peer)
+            try:
+                await stub.Step(
+                    raft_pb2.MessageBatch(messages=[message_to_proto(m) for m in batch]),
+                    timeout=STEP_TIMEOUT, wait_for_ready=False,
+                )
+            except grpc.aio.AioRpcError as exc:
+                log.debug("raft transport unreachable to=%s code=%s", peer.id, exc.code().name)
+                self._dropped(peer, batch + list(peer.queue))
+                peer.queue.clear()
+                if self._receiver is not None:
+                    self._receiver.report_unreachable(peer.id)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX)
+                continue
+            backoff = RECONNECT_MIN
+            if self._receiver is not None:
+                for m in batch:
+                    if m.type is MessageType.SNAPSHOT:
+                        self._receiver.report_snapshot(peer.id, True)
+
+    def _take_batch(self, peer: _Peer) -> list[Message]:
+        batch = [peer.queue.popleft()]
+        size = _size(batch[0])
+        while peer.queue and size + _size(peer.queue[0]) <= MAX_BATCH_BYTES:
+            m = peer.queue.popleft()
+            size += _size(m)
+            batch.append(m)
+        return batch
+
+    def _dropped(self, peer: _Peer, messages: list[Message]) -> None:
+        if self._receiver is None:
+            return
+        for m in messages:
+            if m.type is MessageType.SNAPSHOT:
+                self._receiver.report_snapshot(peer.id, False)
+
+    # ---- receiving ----
+
+    async def Step(self, request: raft_pb2.MessageBatch, context: grpc.aio.ServicerContext) -> raft_pb2.StepReply:
+        try:
+            messages = batch_from_proto(request)
+        except WireError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed Raft message: {exc}")
+        wrong = [m.to for m in messages if m.to != self.id]
+        if wrong:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"messages for {sorted(set(wrong))} reached member {self.id!r}")
+        if self._receiver is not None:
+            for m in messages:
+                self._receiver.step(m)
+        return raft_pb2.StepReply()
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for p in self._peers.values():
+            if p.channel is not None:
+                await p.channel.close()
+
+
+def _size(m: Message) -> int:
+    """A cheap upper estimate of a message's encoded size."""
+    size = 64 + len(m.context) + sum(len(e.data) + 24 for e in m.entries)
+    if m.snapshot is not None:
+        size += len(m.snapshot.data) + 32 * (len(m.snapshot.voters) + len(m.snapshot.learners))
+    return size
