@@ -5,7 +5,12 @@ Starts the coordinators, then the chain nodes, then one proxy; writes `<data-dir
 URL and a line with the word `ready` once a write and a read have gone through the proxy;
 restarts a crashed child after a short delay, as a kubelet would; and on Ctrl-C or SIGTERM stops
 every child, proxy first and coordinators last. Running it again on the same data dir resumes the
-data: every component keeps its state under `<data-dir>/<name>/`.
+data: every component keeps its state under `<data-dir>/<name>/`, and the ports and sizes of the
+first run are kept in cluster.json and reused unless given again (the coordinators' Raft
+membership and the chain's member addresses are recorded with those ports).
+
+On Linux each child asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG), so
+a supervisor killed with SIGKILL leaves no orphans holding the ports.
 
 Written by hand: supervising a handful of local processes needs nothing a library would add.
 """
@@ -13,7 +18,9 @@ Written by hand: supervising a handful of local processes needs nothing a librar
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import logging
 import os
 import signal
 import socket
@@ -25,9 +32,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger("keychain.local")
+
 READY_KEY = "keychain-up-ready-check"
 RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before the 1st, 2nd, ... restart in a row
 STABLE_AFTER = 30.0  # a child that ran this long has its restart backoff reset
+LOG_TAIL_LINES = 8  # lines of a failing child's log shown when the cluster does not become ready
+PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent dies (Linux)
 
 
 @dataclass
@@ -68,6 +79,13 @@ class Layout:
 
     def node_port(self, i: int) -> int:
         return self.base_port + 100 + i
+
+    def pinned(self) -> dict[str, object]:
+        """What a later run on the same data dir must keep: the addresses and the sizes."""
+        return {
+            "nodes": self.nodes, "coordinators": self.coordinators, "http_port": self.http_port,
+            "grpc_port": self.grpc_port, "base_port": self.base_port, "chain": self.chain,
+        }
 
     def all_ports(self) -> list[int]:
         ports = [self.http_port, self.grpc_port]
@@ -157,6 +175,7 @@ class Supervisor:
         c.process = subprocess.Popen(
             c.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
+            preexec_fn=die_with_parent(os.getpid()),
         )
         log.close()
         c.started_at = time.monotonic()
@@ -169,6 +188,7 @@ class Supervisor:
             "chain": self.layout.chain,
             "data_dir": str(self.layout.data_dir),
             "supervisor_pid": os.getpid(),
+            "layout": self.layout.pinned(),
             "components": [c.describe() for c in self.components],
         }
         path = self.layout.data_dir / "cluster.json"
@@ -215,19 +235,49 @@ class Supervisor:
         """True once a write and a read of the same value succeed through the proxy."""
         value = f"ready-{os.getpid()}-{time.time_ns()}".encode()
         url = f"{self.proxy_url}/v1/kv/{READY_KEY}"
+        # Loopback only: never through an HTTP proxy named in the environment.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while time.monotonic() < deadline and not self.stopping:
             self.poll()
             try:
                 put = urllib.request.Request(url, data=value, method="PUT")
-                with urllib.request.urlopen(put, timeout=2) as resp:
+                with opener.open(put, timeout=2) as resp:
                     resp.read()
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with opener.open(url, timeout=2) as resp:
                     if resp.read() == value:
                         return True
             except (urllib.error.URLError, OSError, TimeoutError):
                 pass
             time.sleep(0.25)
         return False
+
+
+    def failing_logs(self) -> list[str]:
+        """The last lines of the log of every child that has exited at least once."""
+        lines: list[str] = []
+        for c in self.components:
+            if c.restarts_in_a_row == 0 and (c.process is None or c.process.poll() is None):
+                continue
+            try:
+                tail = c.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+            except OSError:
+                continue
+            lines += [f"--- {c.name}: {c.log_path}", *(f"    {line}" for line in tail)]
+        return lines
+
+
+def die_with_parent(parent: int):
+    """A preexec_fn that makes the child receive SIGTERM when the supervisor dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def describe_exit(code: int) -> str:
@@ -254,29 +304,83 @@ def busy_ports(ports: list[int]) -> list[int]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="keychain up", description="Run a local KeychainDB cluster on 127.0.0.1.")
     p.add_argument("--data-dir", default="keychain-data", help="where every component keeps its data (default: %(default)s)")
-    p.add_argument("--nodes", type=int, default=3, help="chain nodes (default: %(default)s)")
-    p.add_argument("--coordinators", type=int, default=3, choices=(1, 3, 5), help="coordinator members (default: %(default)s)")
-    p.add_argument("--http-port", type=int, default=8080, help="the proxy's HTTP port (default: %(default)s)")
-    p.add_argument("--grpc-port", type=int, default=None, help="the proxy's gRPC port (default: HTTP port + 1)")
-    p.add_argument("--base-port", type=int, default=7000,
-                   help="coordinators listen on base+1.., their HTTP admin on base+81.., nodes on base+101.. (default: %(default)s)")
-    p.add_argument("--chain", default="main", help="the chain's name (default: %(default)s)")
+    p.add_argument("--nodes", type=int, help=f"chain nodes (default: {DEFAULTS['nodes']})")
+    p.add_argument("--coordinators", type=int, choices=(1, 3, 5),
+                   help=f"coordinator members (default: {DEFAULTS['coordinators']})")
+    p.add_argument("--http-port", type=int, help=f"the proxy's HTTP port (default: {DEFAULTS['http_port']})")
+    p.add_argument("--grpc-port", type=int, help="the proxy's gRPC port (default: HTTP port + 1)")
+    p.add_argument("--base-port", type=int,
+                   help="coordinators listen on base+1.., their HTTP admin on base+81.., nodes on base+101.. "
+                   f"(default: {DEFAULTS['base_port']})")
+    p.add_argument("--chain", help=f"the chain's name (default: {DEFAULTS['chain']})")
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the first write and read")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     args = p.parse_args(argv)
-    if args.nodes < 1:
+    if args.nodes is not None and args.nodes < 1:
         p.error("--nodes must be at least 1")
+    for name in ("http_port", "grpc_port", "base_port"):
+        port = getattr(args, name)
+        if port is not None and not 0 < port < 65536 - (200 if name == "base_port" else 0):
+            p.error(f"--{name.replace('_', '-')} {port} is out of range")
+    if args.chain is not None and not args.chain.strip():
+        p.error("--chain must not be empty")
     return args
+
+
+DEFAULTS: dict[str, object] = {
+    "nodes": 3, "coordinators": 3, "http_port": 8080, "base_port": 7000, "chain": "main",
+}
+
+
+def previous_layout(data_dir: Path) -> dict[str, object]:
+    """The layout a previous run on this data dir recorded in cluster.json ({} when none)."""
+    try:
+        doc = json.loads((data_dir / "cluster.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    layout = doc.get("layout") if isinstance(doc, dict) else None
+    return layout if isinstance(layout, dict) else {}
+
+
+def resolve_layout(args: argparse.Namespace, data_dir: Path, previous: dict[str, object]) -> Layout:
+    """Options given now win; then what the previous run on this data dir used; then defaults."""
+
+    def pick(name: str) -> object:
+        given = getattr(args, name)
+        if given is not None:
+            return given
+        kept = previous.get(name)
+        return kept if kept is not None else DEFAULTS.get(name)
+
+    http_port = int(pick("http_port"))  # type: ignore[arg-type]
+    grpc_port = args.grpc_port if args.grpc_port is not None else previous.get("grpc_port")
+    if args.http_port is not None and args.grpc_port is None:
+        grpc_port = None  # a new HTTP port moves the default gRPC port with it
+    return Layout(
+        data_dir=data_dir, nodes=int(pick("nodes")), coordinators=int(pick("coordinators")),  # type: ignore[arg-type]
+        http_port=http_port, grpc_port=int(grpc_port) if grpc_port is not None else http_port + 1,  # type: ignore[arg-type]
+        base_port=int(pick("base_port")), chain=str(pick("chain")),  # type: ignore[arg-type]
+    )
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     data_dir = Path(args.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    layout = Layout(
-        data_dir=data_dir, nodes=args.nodes, coordinators=args.coordinators, http_port=args.http_port,
-        grpc_port=args.grpc_port or args.http_port + 1, base_port=args.base_port, chain=args.chain,
+    previous = previous_layout(data_dir)
+    layout = resolve_layout(args, data_dir, previous)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
+    # The coordinators' Raft membership and the nodes' chain are fixed by the first run.
+    changed = [k for k in ("coordinators", "chain") if k in previous and previous[k] != layout.pinned()[k]]
+    if changed:
+        print(f"keychain up: {data_dir} holds a cluster with "
+              + ", ".join(f"{k}={previous[k]}" for k in changed)
+              + "; changing that on an existing data dir is not supported (use a new --data-dir)",
+              file=sys.stderr)
+        return 2
     busy = busy_ports(layout.all_ports())
     if busy:
         print(f"keychain up: ports already in use: {', '.join(map(str, busy))} "
@@ -296,11 +400,15 @@ def main(argv: list[str]) -> int:
             if c.kind == kind:
                 sup.start(c)
     sup.say(f"KeychainDB proxy: {sup.proxy_url}  (data: {data_dir}, cluster: {data_dir / 'cluster.json'})")
-    if sup.wait_ready(time.monotonic() + args.ready_timeout):
-        sup.say(f"ready: {args.nodes} nodes, {args.coordinators} coordinators, proxy at {sup.proxy_url}")
+    started = time.monotonic()
+    if sup.wait_ready(started + args.ready_timeout):
+        log.info("ready seconds=%.2f", time.monotonic() - started)
+        sup.say(f"ready: {layout.nodes} nodes, {layout.coordinators} coordinators, proxy at {sup.proxy_url}")
     elif not sup.stopping:
         sup.say(f"keychain up: no successful write and read within {args.ready_timeout:.0f}s; "
                 f"see the logs under {data_dir / 'logs'}")
+        for line in sup.failing_logs():
+            sup.say(line)
         sup.stop_all()
         return 1
     try:
