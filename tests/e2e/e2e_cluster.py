@@ -107,15 +107,23 @@ class LocalCluster:
         cls,
         data_dir: Path,
         *,
-        ports: tuple[int, int] | None = None,
+        same_ports: bool = False,
         ready_timeout: float = READY_TIMEOUT,
         extra_args: tuple[str, ...] = (),
     ) -> LocalCluster:
-        """Run `keychain up` on `data_dir` and wait for its `ready` line."""
-        base, http = ports or pick_ports(random.Random(os.getpid() ^ time.time_ns()))
+        """Run `keychain up` on `data_dir` and wait for its `ready` line.
+
+        `same_ports`: pass no ports, so `keychain up` reuses those of the previous run on this dir.
+        """
+        if same_ports:
+            layout = json.loads((data_dir / "cluster.json").read_text())["layout"]
+            base, http = layout["base_port"], layout["http_port"]
+            port_args: list[str] = []
+        else:
+            base, http = pick_ports(random.Random(os.getpid() ^ time.time_ns()))
+            port_args = ["--base-port", str(base), "--http-port", str(http)]
         argv = [
-            sys.executable, "-P", "-m", "keychain", "up", "--data-dir", str(data_dir),
-            "--base-port", str(base), "--http-port", str(http),
+            sys.executable, "-P", "-m", "keychain", "up", "--data-dir", str(data_dir), *port_args,
             "--ready-timeout", str(ready_timeout), *extra_args,
         ]
         env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONUNBUFFERED": "1"}
@@ -254,6 +262,16 @@ def member(report: dict[str, Any], node_id: str) -> dict[str, Any] | None:
 
 def active_members(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in chain_members(report) if m["role"] in ("head", "middle", "tail")]
+
+
+def wait_active(client: Client, count: int = 3, timeout: float = 30.0) -> dict[str, Any]:
+    """The /v1/cluster report once `count` chain members are active (the nodes join one by one)."""
+
+    def report() -> dict[str, Any] | None:
+        got = client.cluster()
+        return got if len(active_members(got)) == count else None
+
+    return wait_for(f"{count} active chain members", report, timeout)
 
 
 # -- recorded client operations ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from e2e_cluster import (
     pid_alive,
     read_back,
     running_cluster,
+    wait_active,
     wait_for,
 )
 
@@ -45,11 +46,6 @@ def wait_until_acked(load: Load, count: int, timeout: float = 30.0) -> None:
              lambda: load.acked() >= count, timeout, interval=0.05)
 
 
-def three_active(client: Client) -> dict | None:
-    report = client.cluster()
-    return report if len(active_members(report)) == 3 else None
-
-
 def unsettled(recorder: Recorder, key: str) -> bool:
     """Whether a write of `key` has an unknown outcome (it may still land later)."""
     return any(op.key == key and op.is_write and op.status == "unknown" for op in recorder.history())
@@ -66,7 +62,7 @@ def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
 ) -> None:
     recorder = Recorder()
     with running_cluster(tmp_path / "data") as cluster, Client(cluster.url) as admin:
-        report = wait_for("three active members", lambda: three_active(admin), 30)
+        report = wait_active(admin)
         victim = next(m["id"] for m in active_members(report) if m["role"] == victim_role)
 
         load = Load(cluster.url, recorder, prefix=f"kill-{victim_role}", max_seconds=60).start()
@@ -127,6 +123,12 @@ def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_
     try:
         load = Load(cluster.url, recorder, prefix="restart", writers=3, keys_per_writer=10,
                     max_ops_per_thread=60, max_seconds=30).start()
+        deleter = RecordedClient(cluster.url, recorder, "d")
+        deleted = [f"restart-deleted-{i}" for i in range(5)]
+        for key in deleted:
+            deleter.put(key, "soon gone")
+            deleter.delete(key)
+        deleter.close()
         load.stop(timeout=40)
         assert load.acked() > 0, load.errors
         pids = [c["pid"] for c in cluster.cluster_json()["components"]]
@@ -136,8 +138,10 @@ def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_
     assert any("stopped" in line for line in cluster.output), cluster.output
     assert not [pid for pid in pids if pid_alive(pid)], "children outlived keychain up"
 
-    # The same ports again: the supervisor resumes on the same addresses and data.
-    with running_cluster(data, ports=(cluster.base_port, cluster.http_port)) as again:
-        final = read_back(again.url, recorder, load.all_keys)
+    # No ports given: `keychain up` resumes the data on the addresses of the first run.
+    with running_cluster(data, same_ports=True) as again:
+        assert again.url == cluster.url
+        final = read_back(again.url, recorder, load.all_keys + deleted)
         assert not lost_writes(recorder.history(), final), again.report()
+        assert all(final[key] is None for key in deleted), final
     assert_history_is_linearizable(recorder)
