@@ -77,8 +77,12 @@ async def serve(options: CoordinatorOptions) -> int:
         await server.shutdown()
         return 1
     loop = asyncio.get_running_loop()
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("coordinator stopping id=%s signal=%s", options.id, sig.name)
+        server.request_stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.request_stop)
+        loop.add_signal_handler(sig, on_signal, sig)
     code = 0
     try:
         await server.wait()

@@ -1,0 +1,220 @@
+"""Real coordinator and chain node processes on 127.0.0.1, for the process tests and the failover bench.
+
+`ProcessCluster` starts `keychain coordinator` and `keychain node` exactly as `keychain up` does,
+each with its own data directory and log file, and offers what the scenarios need: kill -9 a
+process, restart it on the same data, read the coordinators' status, and write and read keys
+straight at the chain nodes over gRPC.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from keychain.proto import chain_pb2, chain_pb2_grpc
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def wait_for[T](what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # a process still starting up, a connection refused
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+@dataclass
+class Proc:
+    name: str
+    kind: str
+    address: str
+    argv: list[str]
+    log_path: Path
+    http: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class ProcessCluster:
+    root: Path
+    coordinators: int = 3
+    nodes: int = 3
+    chain: str = "main"
+    log_level: str = "info"
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ports = free_ports(2 * self.coordinators + self.nodes)
+        self.python = [sys.executable, "-P", "-m", "keychain"]
+        coord_addrs = {f"coord-{i}": f"127.0.0.1:{ports[i - 1]}" for i in range(1, self.coordinators + 1)}
+        peers = ",".join(f"{k}={v}" for k, v in coord_addrs.items())
+        self.coordinator_list = ",".join(coord_addrs.values())
+        for i, (name, addr) in enumerate(coord_addrs.items()):
+            http = f"127.0.0.1:{ports[self.coordinators + i]}"
+            self.procs[name] = Proc(name, "coordinator", addr, [
+                *self.python, "coordinator", "--id", name, "--listen", addr, "--http", http,
+                "--data-dir", str(self.root / name), "--peers", peers, "--chain", self.chain,
+                "--log-level", self.log_level,
+            ], self.root / "logs" / f"{name}.log", http=http)
+        for i in range(1, self.nodes + 1):
+            name = f"node-{i}"
+            addr = f"127.0.0.1:{ports[2 * self.coordinators + i - 1]}"
+            self.procs[name] = Proc(name, "node", addr, [
+                *self.python, "node", "--id", name, "--listen", addr, "--advertise", addr,
+                "--data-dir", str(self.root / name), "--chain", self.chain,
+                "--coordinator", self.coordinator_list, "--log-level", self.log_level,
+            ], self.root / "logs" / f"{name}.log")
+        self._channels: dict[str, grpc.Channel] = {}
+
+    # ---- processes ----
+
+    def names(self, kind: str) -> list[str]:
+        return [p.name for p in self.procs.values() if p.kind == kind]
+
+    def start(self, name: str) -> None:
+        p = self.procs[name]
+        p.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(p.log_path, "ab") as log:
+            env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONUNBUFFERED": "1"}
+            p.process = subprocess.Popen(p.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
+
+    def start_all(self) -> None:
+        for name in self.names("coordinator") + self.names("node"):
+            self.start(name)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs[name]
+        assert p.process is not None
+        p.process.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            p.process.wait(10)
+
+    def stop_all(self) -> None:
+        for name in self.names("node") + self.names("coordinator"):
+            p = self.procs[name]
+            if p.alive:
+                p.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        for p in self.procs.values():
+            if p.process is not None:
+                try:
+                    p.process.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.process.kill()
+                    p.process.wait()
+        for ch in self._channels.values():
+            ch.close()
+        self._channels.clear()
+
+    def log_tails(self, lines: int = 30) -> str:
+        out = []
+        for p in self.procs.values():
+            if p.log_path.exists():
+                tail = p.log_path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {p.name} ---\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    # ---- coordinators ----
+
+    def http_get(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
+        url = f"http://{self.procs[name].http}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def http(self, name: str, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+        req = urllib.request.Request(f"http://{self.procs[name].http}{path}", method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def status(self, exclude: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """/v1/status from the first live coordinator that answers 200."""
+        for name in self.names("coordinator"):
+            if name in exclude or not self.procs[name].alive:
+                continue
+            try:
+                code, body = self.http_get(name, "/v1/status")
+            except (OSError, ValueError):
+                continue
+            if code == 200:
+                return body
+        return None
+
+    def leader(self, exclude: tuple[str, ...] = ()) -> str | None:
+        st = self.status(exclude)
+        if st and st["leader"] and st["leader"] not in exclude:
+            return st["leader"]
+        return None
+
+    def chain_view(self) -> dict[str, Any] | None:
+        st = self.status()
+        if not st:
+            return None
+        return next((c for c in st["chains"] if c["name"] == self.chain), None)
+
+    def roles(self) -> dict[str, str]:
+        """node -> head | middle | tail | syncing, per the coordinator."""
+        chain = self.chain_view()
+        return {m["id"]: m["role"] for m in chain["members"]} if chain else {}
+
+    # ---- nodes ----
+
+    def node_stub(self, name: str) -> chain_pb2_grpc.ChainNodeStub:
+        ch = self._channels.get(name)
+        if ch is None:
+            ch = self._channels[name] = grpc.insecure_channel(self.procs[name].address)
+        return chain_pb2_grpc.ChainNodeStub(ch)
+
+    def node_status(self, name: str, timeout: float = 1.0) -> chain_pb2.NodeStatus:
+        return self.node_stub(name).GetStatus(chain_pb2.StatusRequest(), timeout=timeout)
+
+    def write(self, name: str, key: bytes, value: bytes, request_id: str, timeout: float = 2.0
+              ) -> chain_pb2.WriteReply:
+        """One PUT at node `name` (which should be the head), in the epoch the node reports."""
+        epoch = self.node_status(name).epoch
+        op = chain_pb2.WriteOp(request_id=request_id, key=key, kind=chain_pb2.PUT, value=value)
+        return self.node_stub(name).Write(chain_pb2.WriteRequest(epoch=epoch, ops=[op]), timeout=timeout)
+
+    def read(self, name: str, key: bytes, timeout: float = 2.0) -> chain_pb2.ReadReply:
+        epoch = self.node_status(name).epoch
+        return self.node_stub(name).Read(chain_pb2.ReadRequest(epoch=epoch, key=key), timeout=timeout)
