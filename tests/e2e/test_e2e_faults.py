@@ -116,6 +116,30 @@ def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
     assert_history_is_linearizable(recorder)
 
 
+def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path: Path) -> None:
+    recorder = Recorder()
+    with running_cluster(tmp_path / "data") as cluster, Client(cluster.url) as admin:
+        wait_active(admin)
+        leader = wait_for("a coordinator leader", lambda: admin.cluster()["coordinator"]["leader"], 20)
+        load = Load(cluster.url, recorder, prefix="kill-leader", writers=2, max_seconds=45).start()
+        try:
+            wait_until_acked(load, 30)
+            old_pid = cluster.kill(leader, signal.SIGKILL)
+            killed_at = time.monotonic()
+            wait_for("a new coordinator leader",
+                     lambda: admin.cluster()["coordinator"]["leader"] not in (None, leader), 20)
+            wait_for("writes acknowledged after the leader died",
+                     lambda: load.acked_after(killed_at) >= 20, 30, interval=0.05)
+            cluster.wait_restarted(leader, old_pid)
+        finally:
+            load.stop()
+        # Leases outlast an election: no node was dropped from the chain.
+        assert len(active_members(admin.cluster())) == 3, admin.cluster()
+        final = read_back(cluster.url, recorder, load.all_keys)
+        assert not lost_writes(recorder.history(), final), cluster.report()
+    assert_history_is_linearizable(recorder)
+
+
 def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_path: Path) -> None:
     recorder = Recorder()
     data = tmp_path / "data"
