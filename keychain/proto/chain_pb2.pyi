@@ -177,20 +177,24 @@ class LinkDown(_message.Message):
     def __init__(self, hello: _Optional[_Union[LinkHello, _Mapping]] = ..., batch: _Optional[_Union[EntryBatch, _Mapping]] = ...) -> None: ...
 
 class LinkHello(_message.Message):
-    __slots__ = ("epoch", "from_id")
+    __slots__ = ("epoch", "from_id", "first_seq")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     FROM_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     from_id: str
-    def __init__(self, epoch: _Optional[int] = ..., from_id: _Optional[str] = ...) -> None: ...
+    first_seq: int
+    def __init__(self, epoch: _Optional[int] = ..., from_id: _Optional[str] = ..., first_seq: _Optional[int] = ...) -> None: ...
 
 class EntryBatch(_message.Message):
-    __slots__ = ("epoch", "entries")
+    __slots__ = ("epoch", "entries", "committed_seq")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     entries: _containers.RepeatedCompositeFieldContainer[Entry]
-    def __init__(self, epoch: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ...) -> None: ...
+    committed_seq: int
+    def __init__(self, epoch: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., committed_seq: _Optional[int] = ...) -> None: ...
 
 class LinkUp(_message.Message):
     __slots__ = ("welcome", "ack")
