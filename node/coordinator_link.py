@@ -1,0 +1,153 @@
+"""A chain node's link to the coordinator: register, then heartbeat, and follow what the replies say.
+
+Every HEARTBEAT_INTERVAL the node sends a Heartbeat (its epoch, seqs, served counters, and whether a
+syncing node has caught up). A reply renews the lease for `lease_ms` counted from when the heartbeat
+was SENT (never from when the reply arrived: the coordinator counts from when it received it, so the
+node's lease always ends first) and carries the chain configuration: a newer epoch goes to the core.
+Any coordinator member answers (followers forward to the leader); on a failure the node tries the
+next address. A reply saying the node is unknown makes it register again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import grpc
+from keychain.node.server import CHANNEL_OPTIONS, Backoff, ChainNode, config_from_proto
+
+from keychain import timing
+from keychain.proto import coordinator_pb2, coordinator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def parse_addresses(text: str) -> list[str]:
+    """`host:port,host:port` -> the list; ValueError on an empty list or an entry without a port."""
+    addresses = [a.strip() for a in text.split(",") if a.strip()]
+    if not addresses:
+        raise ValueError("no coordinator address given")
+    for a in addresses:
+        host, sep, port = a.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"coordinator address {a!r} is not host:port")
+    return addresses
+
+
+class CoordinatorLink:
+    def __init__(
+        self,
+        node: ChainNode,
+        chain: str,
+        advertise: str,
+        addresses: list[str],
+        *,
+        interval: float = timing.HEARTBEAT_INTERVAL,
+        rpc_timeout: float = timing.RPC_TIMEOUT,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if not addresses:
+            raise ValueError("no coordinator address given")
+        self.node = node
+        self.chain = chain
+        self.advertise = advertise
+        self.addresses = addresses
+        self.interval = interval
+        self.rpc_timeout = rpc_timeout
+        self.clock = clock or node.clock
+        self._current = 0
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.registered = False
+
+    def _stub(self) -> coordinator_pb2_grpc.CoordinatorStub:
+        address = self.addresses[self._current]
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = ch
+        return coordinator_pb2_grpc.CoordinatorStub(ch)
+
+    def _next_coordinator(self) -> None:
+        self._current = (self._current + 1) % len(self.addresses)
+
+    async def run(self) -> None:
+        """Register, then heartbeat until cancelled."""
+        backoff = Backoff(self.node.rng, first=self.interval, cap=1.0)
+        try:
+            while True:
+                ok = await (self.heartbeat() if self.registered else self.register())
+                if ok:
+                    backoff.reset()
+                    await asyncio.sleep(self.interval)
+                else:
+                    await asyncio.sleep(backoff.delay() if not self.registered else self.interval)
+        finally:
+            for ch in self._channels.values():
+                await ch.close()
+
+    async def register(self) -> bool:
+        sent = self.clock()
+        request = coordinator_pb2.RegisterRequest(chain=self.chain, node_id=self.node.id, address=self.advertise)
+        try:
+            reply = await self._stub().Register(request, timeout=self.rpc_timeout)
+        except grpc.aio.AioRpcError as e:
+            log.info("register failed node=%s coordinator=%s code=%s", self.node.id,
+                     self.addresses[self._current], e.code().name)
+            self._next_coordinator()
+            return False
+        if reply.error.code != coordinator_pb2.OK:
+            log.warning("register refused node=%s code=%s message=%r", self.node.id,
+                        coordinator_pb2.Code.Name(reply.error.code), reply.error.message)
+            if reply.error.code == coordinator_pb2.UNAVAILABLE:
+                self._next_coordinator()
+            return False
+        self.registered = True
+        log.info("registered node=%s chain=%s epoch=%d", self.node.id, self.chain, reply.config.epoch)
+        self._adopt(reply.config, sent, reply.lease_ms)
+        return True
+
+    async def heartbeat(self) -> bool:
+        status = self.node.status()
+        request = coordinator_pb2.HeartbeatRequest(
+            chain=self.chain, node_id=self.node.id, epoch=status.epoch, last_seq=status.last_seq,
+            committed_seq=status.committed_seq, caught_up=self.node.caught_up(), reads=status.reads,
+            writes=status.writes,
+        )
+        sent = self.clock()
+        try:
+            reply = await self._stub().Heartbeat(request, timeout=self.rpc_timeout)
+        except grpc.aio.AioRpcError as e:
+            log.info("heartbeat failed node=%s coordinator=%s code=%s", self.node.id,
+                     self.addresses[self._current], e.code().name)
+            self._next_coordinator()
+            return False
+        if reply.error.code == coordinator_pb2.NOT_FOUND:
+            log.warning("coordinator does not know this node; registering again node=%s", self.node.id)
+            self.registered = False
+            return False
+        if reply.error.code != coordinator_pb2.OK:
+            log.info("heartbeat refused node=%s code=%s message=%r", self.node.id,
+                     coordinator_pb2.Code.Name(reply.error.code), reply.error.message)
+            self._next_coordinator()
+            return False
+        self._adopt(reply.config, sent, reply.lease_ms)
+        return True
+
+    def _adopt(self, pb_config: object, sent: float, lease_ms: int) -> None:
+        lease_until = sent + lease_ms / 1000
+        config = config_from_proto(pb_config)  # type: ignore[arg-type]
+        epoch = self.node.core.epoch
+        if self.node.core.config is None or config.epoch > epoch:
+            err = self.node.configure(config, lease_until)
+            if not err.ok:
+                log.error("coordinator configuration refused node=%s epoch=%d code=%s message=%r",
+                          self.node.id, config.epoch, err.code.name, err.message)
+        elif config.epoch == epoch:
+            self.node.renew_lease(lease_until)
+        else:  # a reply from a coordinator that lags behind: it renews nothing
+            log.warning("stale configuration from the coordinator node=%s ours=%d theirs=%d",
+                        self.node.id, epoch, config.epoch)
+        if config.member(self.node.id) is None:
+            log.warning("removed from the chain; registering again node=%s epoch=%d", self.node.id, config.epoch)
+            self.registered = False

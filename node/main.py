@@ -1,0 +1,125 @@
+"""`keychain node`: run one CRAQ chain node.
+
+    keychain node --id n1 --listen 127.0.0.1:7001 --data-dir data/n1 --chain main --coordinator 127.0.0.1:6001
+    keychain node --id n1 --listen 127.0.0.1:0 --data-dir data/n1 --chain main --static
+
+With --coordinator the node registers and heartbeats; with --static it waits for a Configure RPC
+(tests and hand-built chains drive the configuration). Once serving it prints one line,
+`keychain node <id> listening on <host:port>`, so a parent process can learn an ephemeral port.
+SIGTERM or SIGINT stops it gracefully. A data directory that is not this node's stops it at once
+with exit status 2 and a message saying why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from keychain.node.core import CoreOptions
+from keychain.node.storage import DataDirError, RocksVersionStore
+
+log = logging.getLogger("keychain.node")
+
+
+def _address(text: str) -> str:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not host:port")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="keychain node", description="Run one CRAQ chain node.")
+    p.add_argument("--id", required=True, help="this node's id, unique in its chain")
+    p.add_argument("--listen", required=True, type=_address, help="host:port to serve gRPC on (port 0: any)")
+    p.add_argument("--advertise", type=_address,
+                   help="host:port other nodes reach this one at (default: the listen address)")
+    p.add_argument("--data-dir", required=True, help="the node's RocksDB directory (created if absent)")
+    p.add_argument("--chain", required=True, help="the chain this node serves")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--coordinator", help="coordinator addresses, host:port[,host:port...]")
+    mode.add_argument("--static", action="store_true", help="no coordinator: wait for a Configure RPC")
+    defaults = CoreOptions()
+    p.add_argument("--max-key-bytes", type=_positive, default=defaults.max_key_bytes,
+                   help="largest key accepted (default: %(default)s)")
+    p.add_argument("--max-value-bytes", type=_positive, default=defaults.max_value_bytes,
+                   help="largest value accepted (default: %(default)s)")
+    p.add_argument("--metrics-listen", type=_address, help="host:port to serve Prometheus /metrics on")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                   help="default: %(default)s")
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    # Imported here so `keychain node --help` and a bad data dir answer without loading grpc.
+    from keychain.node.coordinator_link import CoordinatorLink, parse_addresses
+    from keychain.node.server import ChainNode
+
+    coordinators = parse_addresses(args.coordinator) if args.coordinator else []
+    store = RocksVersionStore(args.data_dir, args.id, args.chain)
+    options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes)
+    node = ChainNode(args.id, store, options)
+    try:
+        port = await node.start(args.listen)
+    except Exception:
+        store.close()
+        raise
+    host = args.listen.rpartition(":")[0]
+    advertise = args.advertise or f"{host}:{port}"
+    if args.metrics_listen:
+        mhost, _, mport = args.metrics_listen.rpartition(":")
+        node.metrics.serve(mhost, int(mport))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(stop.wait()), asyncio.create_task(node.stopped.wait())]
+    if coordinators:
+        link = CoordinatorLink(node, args.chain, advertise, coordinators)
+        tasks.append(asyncio.create_task(link.run()))
+    print(f"keychain node {args.id} listening on {host}:{port}", flush=True)
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
+    await node.stop()
+    if node.failed is not None:
+        print(f"keychain node: stopped after an internal failure: {node.failed!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return asyncio.run(run(args))
+    except DataDirError as e:
+        print(f"keychain node: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"keychain node: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"keychain node: error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,698 @@
+"""The chain node's shell: a grpc.aio server around one `ChainCore` and its RocksDB store.
+
+Everything that touches the core runs on the event loop's thread, so core calls never interleave:
+RPC handlers hand their input to the core directly (each call is short and synchronous) and wake the
+driver task. The driver alone turns the core's output into effects, in the order the core's Ready
+contract demands:
+
+    rd = core.ready()
+    store.apply(rd.persist)                    # on the loop: memtable + write-ahead log, no fsync
+    await to_thread(store.sync)                # ONE fsync for everything applied: group commit
+    send rd.messages, start queries and transfers, release replies
+    core.advance()
+
+While the fsync runs, new requests keep stepping the core and pile up in its next Ready, so under
+load one fsync covers many writes, and many writes travel in each link message.
+
+Links. The upstream node opens one long-lived bidirectional `Link` stream to its successor: a Hello
+first, then batches of entries down; a Welcome first, then cumulative acks up. A stream that breaks
+(or is refused) is reported to the core, which decides what to resend after the next handshake; the
+shell reopens it after an exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from keychain.node.core import ChainCore, CoreOptions, LinkState, Ready, Role, TransferStart, VersionQuery
+from keychain.node.messages import (
+    Ack,
+    Batch,
+    ChainConfig,
+    Code,
+    Consistency,
+    Entry,
+    EntryKind,
+    Error,
+    Hello,
+    KeyVersion,
+    Member,
+    MemberState,
+    NodeStatus,
+    OpKind,
+    ReadReply,
+    RequestOutcome,
+    TransferChunk,
+    VersionQueryReply,
+    Welcome,
+    WriteOp,
+    WriteReply,
+)
+from keychain.node.metrics import NodeMetrics
+from keychain.node.storage import RocksVersionStore
+from keychain.node.versions import AppendEntries
+
+from keychain import timing
+from keychain.proto import chain_pb2, chain_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "keychain.chain.ChainNode"
+
+# Link batches can carry many large values; the core bounds them by entry count, not bytes.
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+CHANNEL_OPTIONS = [*GRPC_OPTIONS, ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
+class Backoff:
+    """Exponential backoff with full jitter; `reset()` after a success."""
+
+    def __init__(self, rng: random.Random, first: float = 0.05, cap: float = 1.0) -> None:
+        self._rng = rng
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def delay(self) -> float:
+        d = self._rng.uniform(self._next / 2, self._next)
+        self._next = min(self._cap, self._next * 2)
+        return d
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+@dataclass
+class _DownLink:
+    """Our stream to the successor `peer`: we send LinkDown, it answers LinkUp."""
+
+    peer: str
+    queue: asyncio.Queue[chain_pb2.LinkDown | None] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _UpLink:
+    """The stream our predecessor `peer` opened to us: Welcome and Ack messages go up it."""
+
+    peer: str
+    queue: asyncio.Queue[chain_pb2.LinkUp | None] = field(default_factory=asyncio.Queue)
+
+
+class ChainNode:
+    """One chain node: the core, its store, the gRPC server and the tasks that move messages."""
+
+    def __init__(
+        self,
+        node_id: str,
+        store: RocksVersionStore,
+        options: CoreOptions | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.id = node_id
+        self.store = store
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.core = ChainCore(node_id, store, options)
+        self.metrics = NodeMetrics(self.status, store.wal_syncs)
+        self.health = health.aio.HealthServicer()
+        self.caught_up_epoch: int | None = None  # epoch in which the core reported a syncing node level
+        self._server: grpc.aio.Server | None = None
+        self._wake = asyncio.Event()
+        self._driver: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._tickets = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[WriteReply | ReadReply]] = {}
+        self._downlinks: dict[str, _DownLink] = {}
+        self._uplinks: dict[str, _UpLink] = {}
+        self._link_backoff: dict[str, Backoff] = {}
+        self._transfers_in: dict[str, asyncio.Task[None]] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stopping = False
+        self.failed: BaseException | None = None  # the driver died: the node must exit
+        self.stopped = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, listen: str) -> int:
+        """Serve on `listen` (host:port, port 0 = any free port); returns the bound port."""
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        chain_pb2_grpc.add_ChainNodeServicer_to_server(_Servicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        await server.start()
+        self._server = server
+        self._driver = asyncio.create_task(self._drive(), name=f"node-{self.id}-driver")
+        self._spawn(self._watch_health(), "health")
+        await self._update_health()
+        self._wake.set()  # a restarted node may have work at once (a tail commits what it holds)
+        log.info("node serving node=%s listen=%s port=%d", self.id, listen, port)
+        return port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Graceful stop: refuse new calls, let running ones finish, make everything durable, close."""
+        if self._stopping:
+            await self.stopped.wait()
+            return
+        self._stopping = True
+        log.info("node stopping node=%s", self.id)
+        await self.health.enter_graceful_shutdown()
+        for up in self._uplinks.values():  # end our predecessor's stream so the server can stop
+            up.queue.put_nowait(None)
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._driver is not None:
+            self._driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._driver
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()
+        self.metrics.close()
+        self.store.sync()
+        self.store.close()
+        self.stopped.set()
+        log.info("node stopped node=%s", self.id)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"node-{self.id}-{name}")  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ the driver
+
+    async def _drive(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.core.has_ready():
+                    await self._run_ready(self.core.ready())
+        except asyncio.CancelledError:
+            raise  # stopping: stop() syncs what was applied
+        except BaseException as e:  # a broken invariant or a failing disk: stop serving at once
+            log.critical("node driver failed node=%s error=%r", self.id, e)
+            self.failed = e
+            self._fail_waiting(Error(Code.UNAVAILABLE, "node failed"))
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
+            raise
+
+    async def _run_ready(self, rd: Ready) -> None:
+        if rd.persist:
+            self.store.apply(rd.persist)
+            started = time.perf_counter()
+            await asyncio.shield(asyncio.to_thread(self.store.sync))
+            entries = sum(len(r.entries) for r in rd.persist if isinstance(r, AppendEntries))
+            self.metrics.observe_sync(time.perf_counter() - started, entries)
+        for out in rd.messages:
+            self._send(out.to, out.body)
+        for q in rd.version_queries:
+            self._spawn(self._query_version(q), f"query-{q.query_id}")
+        for t in rd.transfers:
+            self._start_transfer(t)
+        if rd.caught_up is not None:
+            self.caught_up_epoch = self.core.epoch
+            log.info("caught up node=%s epoch=%d through=%d", self.id, self.core.epoch, rd.caught_up)
+        for ticket, reply in rd.replies:
+            fut = self._waiting.pop(ticket, None)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+        self.core.advance()
+        self._prune_downlinks()
+
+    def _fail_waiting(self, err: Error) -> None:
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(_Unavailable(err.message))
+        self._waiting.clear()
+
+    # ------------------------------------------------------------------ client requests
+
+    async def write(self, epoch: int, ops: list[WriteOp]) -> WriteReply:
+        ticket = next(self._tickets)
+        reply = self.core.client_write(ticket, epoch, ops, self.clock())
+        self.wake()
+        if reply is not None:
+            return reply
+        return await self._await_reply(ticket)  # type: ignore[return-value]
+
+    async def read(self, epoch: int, key: bytes, consistency: Consistency) -> ReadReply:
+        ticket = next(self._tickets)
+        reply = self.core.client_read(ticket, epoch, key, consistency, self.clock())
+        if reply is not None:
+            return reply
+        self.wake()
+        return await self._await_reply(ticket)  # type: ignore[return-value]
+
+    async def _await_reply(self, ticket: int) -> WriteReply | ReadReply:
+        fut: asyncio.Future[WriteReply | ReadReply] = asyncio.get_running_loop().create_future()
+        self._waiting[ticket] = fut
+        try:
+            return await fut
+        finally:
+            self._waiting.pop(ticket, None)
+
+    # ------------------------------------------------------------------ configuration
+
+    def configure(self, config: ChainConfig, lease_until: float | None) -> Error:
+        if config.chain != self.store.chain:
+            return Error(Code.INVALID_ARGUMENT, f"this node serves chain {self.store.chain!r}, not {config.chain!r}",
+                         self.core.epoch)
+        try:
+            err = self.core.configure(config, lease_until)
+        except ValueError as e:
+            return Error(Code.INVALID_ARGUMENT, str(e), self.core.epoch)
+        self.wake()
+        return err
+
+    def renew_lease(self, lease_until: float) -> None:
+        self.core.renew_lease(lease_until)
+
+    def status(self) -> NodeStatus:
+        return self.core.status(self.clock())
+
+    def caught_up(self) -> bool:
+        """A syncing node holds everything its predecessor committed (report it to the coordinator)."""
+        return self.core.role == Role.SYNCING and self.caught_up_epoch == self.core.epoch
+
+    # ------------------------------------------------------------------ links
+
+    def _address(self, node_id: str) -> str | None:
+        cfg = self.core.config
+        member = cfg.member(node_id) if cfg else None
+        return member.address if member and member.address else None
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = ch
+        return ch
+
+    def _stub(self, node_id: str) -> chain_pb2_grpc.ChainNodeStub | None:
+        address = self._address(node_id)
+        return None if address is None else chain_pb2_grpc.ChainNodeStub(self._channel(address))
+
+    def _send(self, to: str, body: Hello | Welcome | Batch | Ack) -> None:
+        if isinstance(body, Hello):
+            self._open_downlink(to, body)
+        elif isinstance(body, Batch):
+            link = self._downlinks.get(to)
+            if link is None:
+                log.debug("batch without a link node=%s to=%s", self.id, to)
+                return
+            link.queue.put_nowait(chain_pb2.LinkDown(batch=_batch_to(body)))
+        else:
+            up = self._uplinks.get(to)
+            if up is None:
+                log.debug("no link from predecessor node=%s to=%s", self.id, to)
+                return
+            msg = (chain_pb2.LinkUp(welcome=_welcome_to(body)) if isinstance(body, Welcome)
+                   else chain_pb2.LinkUp(ack=_ack_to(body)))
+            up.queue.put_nowait(msg)
+
+    def _open_downlink(self, peer: str, hello: Hello) -> None:
+        old = self._downlinks.pop(peer, None)
+        if old is not None and old.task is not None:
+            old.task.cancel()
+        link = _DownLink(peer)
+        link.queue.put_nowait(chain_pb2.LinkDown(hello=_hello_to(hello)))
+        self._downlinks[peer] = link
+        link.task = self._spawn(self._run_downlink(link), f"link-{peer}")
+
+    def _prune_downlinks(self) -> None:
+        for peer in [p for p in self._downlinks if p != self.core.succ]:
+            link = self._downlinks.pop(peer)
+            if link.task is not None:
+                link.task.cancel()
+
+    async def _run_downlink(self, link: _DownLink) -> None:
+        peer = link.peer
+        backoff = self._link_backoff.setdefault(peer, Backoff(self.rng))
+        stub = self._stub(peer)
+        reason = "no address"
+        if stub is not None:
+            call = stub.Link(_drain(link.queue))
+            try:
+                async for up in call:
+                    if self._downlinks.get(peer) is not link:
+                        return
+                    if up.HasField("welcome"):
+                        self.core.on_welcome(peer, _welcome_from(up.welcome))
+                        if up.welcome.error.code == chain_pb2.OK:
+                            backoff.reset()
+                    elif up.HasField("ack"):
+                        self.core.on_ack(peer, _ack_from(up.ack))
+                    self.wake()
+                    if self.core.link == LinkState.IDLE:
+                        reason = "refused"  # the core dropped the link (refused, or its history is off)
+                        break
+                else:
+                    reason = "closed by the successor"
+            except grpc.aio.AioRpcError as e:
+                reason = f"{e.code().name}: {e.details()}"
+            finally:
+                call.cancel()
+        if self._downlinks.get(peer) is not link or self._stopping:
+            return
+        self.metrics.link_failures.inc()
+        self.core.link_lost(peer)
+        self.wake()
+        delay = backoff.delay()
+        log.info("link down node=%s succ=%s reason=%r retry_in=%.3f", self.id, peer, reason, delay)
+        await asyncio.sleep(delay)
+        if self._downlinks.get(peer) is link:
+            del self._downlinks[peer]
+            self.core.retry_link()
+            self.wake()
+
+    async def serve_uplink(
+        self, requests: AsyncIterator[chain_pb2.LinkDown], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chain_pb2.LinkUp]:
+        """The Link RPC: our predecessor's stream."""
+        first = await anext(requests, None)
+        if first is None:
+            return
+        if not first.HasField("hello"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a link must open with a hello")
+        peer = first.hello.from_id
+        up = _UpLink(peer)
+        old = self._uplinks.get(peer)
+        if old is not None:
+            old.queue.put_nowait(None)
+        self._uplinks[peer] = up
+        self.core.on_hello(peer, _hello_from(first.hello))
+        self.wake()
+
+        async def read() -> None:
+            try:
+                async for msg in requests:
+                    if self._uplinks.get(peer) is not up:
+                        break
+                    if msg.HasField("batch"):
+                        self.core.on_batch(peer, _batch_from(msg.batch))
+                    elif msg.HasField("hello"):
+                        self.core.on_hello(peer, _hello_from(msg.hello))
+                    self.wake()
+            except (grpc.aio.AioRpcError, asyncio.CancelledError):
+                pass
+            finally:
+                up.queue.put_nowait(None)
+
+        reader = self._spawn(read(), f"uplink-{peer}")
+        try:
+            while (msg := await up.queue.get()) is not None:
+                yield msg
+        finally:
+            reader.cancel()
+            if self._uplinks.get(peer) is up:
+                del self._uplinks[peer]
+                self.core.link_lost(peer)
+                self.wake()
+
+    # ------------------------------------------------------------------ version queries
+
+    async def _query_version(self, q: VersionQuery) -> None:
+        stub = self._stub(q.to)
+        reply: VersionQueryReply
+        if stub is None:
+            reply = VersionQueryReply(Error(Code.UNAVAILABLE, f"no address for the tail {q.to}"))
+        else:
+            try:
+                pb = await stub.QueryVersion(
+                    chain_pb2.VersionQueryRequest(epoch=q.epoch, keys=list(q.keys)), timeout=timing.RPC_TIMEOUT
+                )
+                reply = _vq_reply_from(pb)
+            except grpc.aio.AioRpcError as e:
+                reply = VersionQueryReply(Error(Code.UNAVAILABLE, f"{e.code().name}: {e.details()}"))
+        self.core.on_version_reply(q.query_id, reply)
+        self.wake()
+
+    # ------------------------------------------------------------------ state transfer
+
+    def _start_transfer(self, t: TransferStart) -> None:
+        old = self._transfers_in.pop(t.from_id, None)
+        if old is not None:
+            old.cancel()
+        self._transfers_in[t.from_id] = self._spawn(self._receive_transfer(t), f"transfer-{t.from_id}")
+
+    async def _receive_transfer(self, t: TransferStart) -> None:
+        backoff = Backoff(self.rng)
+        stub = self._stub(t.from_id)
+        try:
+            if stub is None:
+                raise ConnectionError(f"no address for {t.from_id}")
+            call = stub.Transfer(chain_pb2.TransferRequest(epoch=t.epoch, from_id=self.id))
+            chunks = 0
+            async for pb in call:
+                self.core.on_transfer_chunk(t.from_id, _chunk_from(pb))
+                self.wake()
+                chunks += 1
+                if pb.last:
+                    log.info("transfer received node=%s from=%s chunks=%d", self.id, t.from_id, chunks)
+                    return
+            raise ConnectionError("the transfer stream ended before its last chunk")
+        except (grpc.aio.AioRpcError, ConnectionError) as e:
+            delay = backoff.delay()
+            log.info("transfer failed node=%s from=%s error=%r retry_in=%.3f", self.id, t.from_id, str(e), delay)
+            await asyncio.sleep(delay)
+            if self._transfers_in.get(t.from_id) is asyncio.current_task():
+                del self._transfers_in[t.from_id]
+                self.core.transfer_failed(t.from_id)
+                self.wake()
+
+    async def serve_transfer(
+        self, request: chain_pb2.TransferRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chain_pb2.TransferChunk]:
+        err = self.core.begin_transfer(request.from_id, request.epoch)
+        if not err.ok:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{err.code.name}: {err.message}")
+        while True:
+            try:
+                chunk = self.core.transfer_chunk(request.from_id)
+            except ValueError as e:  # a reconfiguration ended the session
+                await context.abort(grpc.StatusCode.ABORTED, str(e))
+            yield _chunk_to(chunk)
+            if chunk.last:
+                return
+
+    # ------------------------------------------------------------------ health
+
+    async def _update_health(self) -> None:
+        s = self.status()
+        serving = s.role not in ("none", "syncing") and s.lease_valid and s.in_sync
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(SERVICE_NAME, status)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def _watch_health(self) -> None:
+        while True:
+            await self._update_health()
+            await asyncio.sleep(timing.HEARTBEAT_INTERVAL)
+
+
+class _Unavailable(Exception):
+    pass
+
+
+async def _drain(queue: asyncio.Queue[chain_pb2.LinkDown | None]) -> AsyncIterator[chain_pb2.LinkDown]:
+    while (msg := await queue.get()) is not None:
+        yield msg
+
+
+def _error_pb(err: Error) -> chain_pb2.Error:
+    return chain_pb2.Error(code=int(err.code), message=err.message, epoch=err.epoch)
+
+
+class _Servicer(chain_pb2_grpc.ChainNodeServicer):
+    """Translates RPCs to calls on the node; no protocol logic lives here."""
+
+    def __init__(self, node: ChainNode) -> None:
+        self.node = node
+
+    async def Write(self, request: chain_pb2.WriteRequest, context: grpc.aio.ServicerContext) -> chain_pb2.WriteReply:
+        try:
+            ops = [_write_op_from(op) for op in request.ops]
+        except ValueError as e:
+            return chain_pb2.WriteReply(error=_error_pb(Error(Code.INVALID_ARGUMENT, f"bad write op: {e}")))
+        try:
+            reply = await self.node.write(request.epoch, ops)
+        except _Unavailable as e:
+            return chain_pb2.WriteReply(error=_error_pb(Error(Code.UNAVAILABLE, str(e))))
+        return _write_reply_to(reply)
+
+    async def Read(self, request: chain_pb2.ReadRequest, context: grpc.aio.ServicerContext) -> chain_pb2.ReadReply:
+        try:
+            consistency = Consistency(request.consistency)
+        except ValueError:
+            return chain_pb2.ReadReply(error=_error_pb(Error(Code.INVALID_ARGUMENT, "unknown consistency")))
+        try:
+            reply = await self.node.read(request.epoch, request.key, consistency)
+        except _Unavailable as e:
+            return chain_pb2.ReadReply(error=_error_pb(Error(Code.UNAVAILABLE, str(e))))
+        return _read_reply_to(reply)
+
+    async def Link(self, request_iterator: AsyncIterator[chain_pb2.LinkDown],  # type: ignore[override]
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.LinkUp]:
+        async for msg in self.node.serve_uplink(request_iterator, context):
+            yield msg
+
+    async def QueryVersion(self, request: chain_pb2.VersionQueryRequest,
+                           context: grpc.aio.ServicerContext) -> chain_pb2.VersionQueryReply:
+        reply = self.node.core.on_version_query(request.epoch, list(request.keys), self.node.clock())
+        return _vq_reply_to(reply)
+
+    async def Transfer(self, request: chain_pb2.TransferRequest,  # type: ignore[override]
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.TransferChunk]:
+        async for chunk in self.node.serve_transfer(request, context):
+            yield chunk
+
+    async def Configure(self, request: chain_pb2.ConfigureRequest,
+                        context: grpc.aio.ServicerContext) -> chain_pb2.ConfigureReply:
+        try:
+            config = config_from_proto(request.config)
+        except ValueError as e:
+            return chain_pb2.ConfigureReply(error=_error_pb(Error(Code.INVALID_ARGUMENT, str(e))))
+        lease_until = None if request.lease_ms == 0 else self.node.clock() + request.lease_ms / 1000
+        return chain_pb2.ConfigureReply(error=_error_pb(self.node.configure(config, lease_until)))
+
+    async def GetStatus(self, request: chain_pb2.StatusRequest,
+                        context: grpc.aio.ServicerContext) -> chain_pb2.NodeStatus:
+        return _status_to(self.node.status())
+
+
+# ---------------------------------------------------------------------- proto <-> core messages
+# The core speaks plain dataclasses (keychain.node.messages); these translate at the wire. Enum values
+# are checked, so a malformed request is refused with INVALID_ARGUMENT instead of reaching the core.
+
+
+def _err_from(pb: chain_pb2.Error) -> Error:
+    return Error(Code(pb.code), pb.message, pb.epoch)
+
+
+def config_from_proto(pb: chain_pb2.ChainConfig) -> ChainConfig:
+    """ValueError for an unknown member state or an invalid order of members."""
+    config = ChainConfig(pb.chain, pb.epoch, tuple(
+        Member(m.id, m.address, MemberState(m.state)) for m in pb.members))
+    config.validate()
+    return config
+
+
+def config_to_proto(c: ChainConfig) -> chain_pb2.ChainConfig:
+    return chain_pb2.ChainConfig(chain=c.chain, epoch=c.epoch, members=[
+        chain_pb2.Member(id=m.id, address=m.address, state=int(m.state)) for m in c.members])
+
+
+def _write_op_from(pb: chain_pb2.WriteOp) -> WriteOp:
+    return WriteOp(pb.request_id, pb.key, OpKind(pb.kind), pb.value,
+                   pb.if_version if pb.HasField("if_version") else None, pb.if_absent)
+
+
+def _write_reply_to(r: WriteReply) -> chain_pb2.WriteReply:
+    return chain_pb2.WriteReply(error=_error_pb(r.error), results=[
+        chain_pb2.WriteResult(error=_error_pb(x.error), version=x.version, current_version=x.current_version)
+        for x in r.results])
+
+
+def _read_reply_to(r: ReadReply) -> chain_pb2.ReadReply:
+    return chain_pb2.ReadReply(error=_error_pb(r.error), value=r.value, version=r.version)
+
+
+def _entry_to(e: Entry) -> chain_pb2.Entry:
+    return chain_pb2.Entry(seq=e.seq, request_id=e.request_id, key=e.key, kind=int(e.kind), value=e.value,
+                           current_version=e.current_version)
+
+
+def _entry_from(pb: chain_pb2.Entry) -> Entry:
+    return Entry(pb.seq, pb.request_id, pb.key, EntryKind(pb.kind), pb.value, pb.current_version)
+
+
+def _hello_to(h: Hello) -> chain_pb2.LinkHello:
+    return chain_pb2.LinkHello(epoch=h.epoch, from_id=h.from_id, first_seq=h.first_seq)
+
+
+def _hello_from(pb: chain_pb2.LinkHello) -> Hello:
+    return Hello(pb.epoch, pb.from_id, pb.first_seq)
+
+
+def _welcome_to(w: Welcome) -> chain_pb2.LinkWelcome:
+    return chain_pb2.LinkWelcome(error=_error_pb(w.error), last_seq=w.last_seq, committed_seq=w.committed_seq,
+                                 needs_transfer=w.needs_transfer)
+
+
+def _welcome_from(pb: chain_pb2.LinkWelcome) -> Welcome:
+    return Welcome(_err_from(pb.error), pb.last_seq, pb.committed_seq, pb.needs_transfer)
+
+
+def _batch_to(b: Batch) -> chain_pb2.EntryBatch:
+    return chain_pb2.EntryBatch(epoch=b.epoch, entries=[_entry_to(e) for e in b.entries],
+                                committed_seq=b.committed_seq)
+
+
+def _batch_from(pb: chain_pb2.EntryBatch) -> Batch:
+    return Batch(pb.epoch, tuple(_entry_from(e) for e in pb.entries), pb.committed_seq)
+
+
+def _ack_to(a: Ack) -> chain_pb2.Ack:
+    return chain_pb2.Ack(epoch=a.epoch, committed_seq=a.committed_seq)
+
+
+def _ack_from(pb: chain_pb2.Ack) -> Ack:
+    return Ack(pb.epoch, pb.committed_seq)
+
+
+def _vq_reply_to(r: VersionQueryReply) -> chain_pb2.VersionQueryReply:
+    return chain_pb2.VersionQueryReply(error=_error_pb(r.error), versions=list(r.versions))
+
+
+def _vq_reply_from(pb: chain_pb2.VersionQueryReply) -> VersionQueryReply:
+    return VersionQueryReply(_err_from(pb.error), tuple(pb.versions))
+
+
+def _chunk_to(c: TransferChunk) -> chain_pb2.TransferChunk:
+    return chain_pb2.TransferChunk(
+        keys=[chain_pb2.KeyVersion(key=k.key, version=k.version, tombstone=k.tombstone, value=k.value)
+              for k in c.keys],
+        outcomes=[chain_pb2.RequestOutcome(request_id=o.request_id, seq=o.seq, kind=int(o.kind),
+                                           current_version=o.current_version) for o in c.outcomes],
+        through_seq=c.through_seq, last=c.last)
+
+
+def _chunk_from(pb: chain_pb2.TransferChunk) -> TransferChunk:
+    return TransferChunk(
+        tuple(KeyVersion(k.key, k.version, k.tombstone, k.value) for k in pb.keys),
+        tuple(RequestOutcome(o.request_id, o.seq, EntryKind(o.kind), o.current_version) for o in pb.outcomes),
+        pb.through_seq, pb.last)
+
+
+def _status_to(s: NodeStatus) -> chain_pb2.NodeStatus:
+    return chain_pb2.NodeStatus(id=s.id, chain=s.chain, epoch=s.epoch, role=s.role, last_seq=s.last_seq,
+                                committed_seq=s.committed_seq, reads=s.reads, writes=s.writes,
+                                version_queries=s.version_queries, lease_valid=s.lease_valid, keys=s.keys)
