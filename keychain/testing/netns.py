@@ -427,17 +427,20 @@ class Network:
         host: str,
         argv: Sequence[str],
         *,
-        stdout: int | IO[bytes] | None = subprocess.DEVNULL,
-        stderr: int | IO[bytes] | None = subprocess.STDOUT,
+        stdin: int | IO | None = subprocess.DEVNULL,
+        stdout: int | IO | None = subprocess.DEVNULL,
+        stderr: int | IO | None = subprocess.STDOUT,
+        text: bool = False,
         env: dict[str, str] | None = None,
         cwd: str | Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        """Start `argv` inside the host's namespace; stopped when the network closes."""
+    ) -> subprocess.Popen:
+        """Start `argv` inside the host's namespace (its own session, so a stop reaches its
+        children too); stopped when the network closes. Pipes as for subprocess.Popen."""
         h = self.host(host)
         full_env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
         process = subprocess.Popen(
             ["ip", "netns", "exec", h.namespace, *argv],
-            stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=full_env, cwd=cwd,
+            stdin=stdin, stdout=stdout, stderr=stderr, text=text, env=full_env, cwd=cwd,
             start_new_session=True,
         )
         h.processes.append(process)
