@@ -65,15 +65,12 @@ def test_hosts_reach_each_other_and_the_caller_namespace_is_untouched():
 
 def test_processes_run_inside_their_host():
     with Network(["a", "b"]) as net:
-        probe = net.popen("b", [sys.executable, "-P", "-c",
-                                "import socket; s = socket.socket(); s.bind(('10.77.0.2', 0)); print('bound')"],
-                          stdout=subprocess.PIPE)
+        bind_b = f"import socket; s = socket.socket(); s.bind(({net.address('b')!r}, 0)); print('bound')"
+        probe = net.popen("b", [sys.executable, "-P", "-c", bind_b], stdout=subprocess.PIPE)
         out, _ = probe.communicate(timeout=20)
         assert out.strip() == b"bound"
         # The same address does not exist in host a.
-        wrong = net.popen("a", [sys.executable, "-P", "-c",
-                                "import socket; s = socket.socket(); s.bind(('10.77.0.2', 0))"],
-                          stderr=subprocess.PIPE)
+        wrong = net.popen("a", [sys.executable, "-P", "-c", bind_b], stderr=subprocess.PIPE)
         _, err = wrong.communicate(timeout=20)
         assert wrong.returncode != 0 and b"Cannot assign requested address" in err
 
