@@ -1,0 +1,162 @@
+"""A node's coordinator link against a small in-test Coordinator servicer: registration, failover
+between coordinator addresses, heartbeats that renew the lease and deliver new epochs, and a syncing
+node reporting that it caught up (the test coordinator then promotes it, as the real one does)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from keychain.node.coordinator_link import CoordinatorLink, parse_addresses
+from keychain.node.messages import ChainConfig, Code, Member, MemberState, OpKind, WriteOp
+from keychain.node.server import ChainNode, config_to_proto
+from keychain.node.storage import RocksVersionStore
+
+from keychain.proto import coordinator_pb2, coordinator_pb2_grpc
+
+INTERVAL = 0.05
+
+
+class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
+    """Keeps one chain: registration appends a node (syncing unless the chain is empty); a heartbeat
+    with caught_up promotes the node to tail in a new epoch."""
+
+    __test__ = False
+
+    def __init__(self, chain: str, lease_ms: int) -> None:
+        self.chain = chain
+        self.lease_ms = lease_ms
+        self.config = ChainConfig(chain, 0)
+        self.heartbeats: list[coordinator_pb2.HeartbeatRequest] = []
+        self.silent = False
+
+    def _bump(self, members: tuple[Member, ...]) -> None:
+        self.config = ChainConfig(self.chain, self.config.epoch + 1, members)
+
+    async def Register(self, request, context):  # type: ignore[no-untyped-def]
+        if self.config.member(request.node_id) is None:
+            state = MemberState.SYNCING if self.config.members else MemberState.ACTIVE
+            self._bump((*self.config.members, Member(request.node_id, request.address, state)))
+        return coordinator_pb2.RegisterReply(config=config_to_proto(self.config), lease_ms=self.lease_ms)
+
+    async def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
+        if self.silent:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "silent")
+        self.heartbeats.append(request)
+        me = self.config.member(request.node_id)
+        if me is None:
+            return coordinator_pb2.HeartbeatReply(error=coordinator_pb2.Error(code=coordinator_pb2.NOT_FOUND))
+        if request.caught_up and me.state == MemberState.SYNCING and request.epoch == self.config.epoch:
+            self._bump(tuple(Member(m.id, m.address) for m in self.config.members))
+        return coordinator_pb2.HeartbeatReply(config=config_to_proto(self.config), lease_ms=self.lease_ms)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def coordinator() -> AsyncIterator[tuple[TestCoordinator, str]]:
+    servicer = TestCoordinator("main", lease_ms=400)
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+class RunningNode:
+    def __init__(self, node: ChainNode, link: CoordinatorLink, task: asyncio.Task[None]) -> None:
+        self.node, self.link, self.task = node, link, task
+
+
+@contextlib.asynccontextmanager
+async def running_node(tmp_path: Path, node_id: str, coordinators: str) -> AsyncIterator[RunningNode]:
+    node = ChainNode(node_id, RocksVersionStore(tmp_path / node_id, node_id, "main"))
+    port = await node.start("127.0.0.1:0")
+    link = CoordinatorLink(node, "main", f"127.0.0.1:{port}", parse_addresses(coordinators),
+                           interval=INTERVAL, rpc_timeout=0.5)
+    task = asyncio.create_task(link.run())
+    try:
+        yield RunningNode(node, link, task)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await node.stop(grace=0)
+
+
+async def eventually(what: str, check, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def put(node: ChainNode, key: bytes, value: bytes) -> Code:
+    reply = await node.write(node.core.epoch, [WriteOp("", key, OpKind.PUT, value)])
+    return reply.error.code if not reply.error.ok else reply.results[0].error.code
+
+
+async def test_registers_through_the_next_coordinator_and_heartbeats_with_counters(
+    tmp_path: Path, coordinator: tuple[TestCoordinator, str]
+) -> None:
+    servicer, address = coordinator
+    dead = f"127.0.0.1:{free_port()}"
+    async with running_node(tmp_path, "n1", f"{dead},{address}") as r:
+        await eventually("registration", lambda: r.link.registered)
+        assert r.node.status().role == "head"
+        assert await put(r.node, b"k", b"v") == Code.OK
+        await eventually("a heartbeat reporting the write", lambda: any(h.writes == 1 for h in servicer.heartbeats))
+        first = len(servicer.heartbeats)
+        await asyncio.sleep(10 * INTERVAL)
+        assert len(servicer.heartbeats) - first >= 5  # heartbeats keep coming, about every interval
+        last = servicer.heartbeats[-1]
+        assert (last.node_id, last.chain, last.epoch, last.last_seq) == ("n1", "main", 1, 1)
+
+
+async def test_the_lease_lapses_when_the_coordinator_goes_silent_and_returns_with_it(
+    tmp_path: Path, coordinator: tuple[TestCoordinator, str]
+) -> None:
+    servicer, address = coordinator
+    async with running_node(tmp_path, "n1", address) as r:
+        await eventually("registration", lambda: r.link.registered)
+        assert await put(r.node, b"k", b"v") == Code.OK
+        servicer.silent = True
+        silent_since = time.monotonic()
+        await eventually("the lease to lapse", lambda: not r.node.status().lease_valid, timeout=2)
+        assert time.monotonic() - silent_since < 0.4 + 0.2  # from the last heartbeat SENT, not later
+        assert await put(r.node, b"k", b"w") == Code.LEASE_EXPIRED
+        servicer.silent = False
+        await eventually("the lease to be renewed", lambda: r.node.status().lease_valid)
+        assert await put(r.node, b"k", b"w") == Code.OK
+
+
+async def test_a_syncing_node_reports_caught_up_and_follows_its_promotion(
+    tmp_path: Path, coordinator: tuple[TestCoordinator, str]
+) -> None:
+    servicer, address = coordinator
+    async with running_node(tmp_path, "n1", address) as head:
+        await eventually("n1 registered", lambda: head.link.registered)
+        for i in range(20):
+            assert await put(head.node, b"k%d" % i, b"v") == Code.OK
+        async with running_node(tmp_path, "n2", address) as joiner:
+            await eventually("n2 promoted to tail", lambda: joiner.node.status().role == "tail", timeout=10)
+            assert any(h.node_id == "n2" and h.caught_up for h in servicer.heartbeats)
+            assert servicer.config.epoch == 3  # n1 alone, n2 syncing, n2 active
+            await eventually("n1 sees the new epoch", lambda: head.node.status().epoch == 3)
+            assert joiner.node.status().keys == 20
+            assert await put(head.node, b"after", b"x") == Code.OK
+            reply = await joiner.node.read(3, b"after", 0)  # type: ignore[arg-type]
+            assert reply.value == b"x"
