@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from node_cluster import NodeCluster, node_command, wait_for
 
 from keychain.proto import chain_pb2
@@ -133,16 +136,31 @@ def test_a_node_killed_and_restarted_on_its_data_rejoins_and_serves_the_same_dat
         assert c.stop("n2") == 0  # SIGTERM: a graceful stop
 
 
-def test_a_lapsed_lease_refuses_reads_and_writes(tmp_path: Path) -> None:
+def test_a_lapsed_lease_refuses_reads_and_writes_and_health_and_metrics_say_so(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
     with NodeCluster(tmp_path, ["solo"]) as c:
+        c.nodes["solo"].extra_args = ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
         c.start("solo")
+        health = health_pb2_grpc.HealthStub(c.nodes["solo"].channel)
+
+        def serving() -> bool:
+            request = health_pb2.HealthCheckRequest(service="keychain.chain.ChainNode")
+            return health.Check(request, timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+
+        assert not serving()  # not configured yet
         c.configure(["solo"], lease_ms=400)
         assert c.put("solo", b"k", b"v").error.code == chain_pb2.OK
+        wait_for("health to report serving", serving)
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert 'keychain_node_writes_total{chain="main",node="solo"} 1.0' in metrics
         time.sleep(0.6)
         assert c.put("solo", b"k", b"w").error.code == chain_pb2.LEASE_EXPIRED
         assert c.read("solo", b"k").error.code == chain_pb2.LEASE_EXPIRED
         assert c.read("solo", b"k", consistency=chain_pb2.EVENTUAL).error.code == chain_pb2.LEASE_EXPIRED
         assert not c.status("solo").lease_valid
+        wait_for("health to report not serving", lambda: not serving())
 
 
 def test_a_foreign_data_dir_stops_the_node_at_start_up(tmp_path: Path) -> None:
