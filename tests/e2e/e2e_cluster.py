@@ -479,3 +479,51 @@ def read_back(url: str, recorder: Recorder, keys: list[str]) -> dict[str, str | 
     finally:
         client.close()
     return values
+
+
+class RecordedHTTP:
+    """Raw HTTP requests on /v1/kv/{key}, recorded like RecordedClient's (to check headers and codes).
+
+    A 2xx is `ok` (a 404 read is an ok read of nothing), a 5xx or no answer is `unknown` for a
+    write, any other answer is `fail`: the API promises a 4xx changes nothing.
+    """
+
+    def __init__(self, url: str, recorder: Recorder, name: str) -> None:
+        self.recorder = recorder
+        self.name = name
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def request(
+        self, method: str, key: str, content: bytes | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        op = {"PUT": "put", "GET": "get", "DELETE": "delete"}[method]
+        value = content.decode(errors="replace") if op == "put" and content is not None else None
+        call = self.recorder.invoke(self.name, op, key, value, at=time.monotonic())  # type: ignore[arg-type]
+        try:
+            response = self.http.request(method, "/v1/kv/" + key, content=content, **kwargs)
+        except BaseException:
+            (self.recorder.unknown(call) if op != "get" else self.recorder.fail(call, at=time.monotonic()))
+            raise
+        now = time.monotonic()
+        status = response.status_code
+        if op == "get" and status in (200, 404):
+            self.recorder.ok(call, at=now, output=response.content.decode() if status == 200 else None)
+        elif 200 <= status < 300:
+            self.recorder.ok(call, at=now)
+        elif status >= 500 and op != "get":
+            self.recorder.unknown(call)
+        else:
+            self.recorder.fail(call, at=now)
+        return response
+
+    def put(self, key: str, content: bytes, **kwargs: Any) -> httpx.Response:
+        return self.request("PUT", key, content, **kwargs)
+
+    def get(self, key: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", key, **kwargs)
+
+    def delete(self, key: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", key, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()

@@ -10,11 +10,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from e2e_cluster import (
     LocalCluster,
     RecordedClient,
+    RecordedHTTP,
     active_members,
     chain_members,
     cmdline,
@@ -52,9 +52,10 @@ def kc(cluster: LocalCluster, recorder: Recorder) -> Iterator[RecordedClient]:
 
 
 @pytest.fixture
-def http(cluster: LocalCluster) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=cluster.url, timeout=10) as client:
-        yield client
+def http(cluster: LocalCluster, recorder: Recorder) -> Iterator[RecordedHTTP]:
+    client = RecordedHTTP(cluster.url, recorder, "h1")
+    yield client
+    client.close()
 
 
 def test_up_prints_the_proxy_url_and_a_ready_line(cluster: LocalCluster) -> None:
@@ -101,14 +102,14 @@ def test_cluster_report_uses_the_names_of_cluster_json(cluster: LocalCluster) ->
     assert report["coordinator"]["leader"] in coordinators
 
 
-def test_put_get_delete(kc: RecordedClient, http: httpx.Client) -> None:
-    response = http.put("/v1/kv/e2e-basic", content=b"hello")
+def test_put_get_delete(kc: RecordedClient, http: RecordedHTTP) -> None:
+    response = http.put("e2e-basic", content=b"hello")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["key"] == "e2e-basic" and body["version"] >= 1
     version = body["version"]
 
-    response = http.get("/v1/kv/e2e-basic")
+    response = http.get("e2e-basic")
     assert response.status_code == 200
     assert response.content == b"hello"
     assert response.headers["etag"] == f'"{version}"'
@@ -117,9 +118,9 @@ def test_put_get_delete(kc: RecordedClient, http: httpx.Client) -> None:
     assert kc.put("e2e-basic", "world") > version
     assert kc.get("e2e-basic") == "world"
 
-    response = http.delete("/v1/kv/e2e-basic")
+    response = http.delete("e2e-basic")
     assert response.status_code == 200, response.text
-    response = http.get("/v1/kv/e2e-basic")
+    response = http.get("e2e-basic")
     assert response.status_code == 404
     assert response.json()["error"] and response.json()["message"]
     assert kc.get("e2e-basic") is None
@@ -132,7 +133,7 @@ def test_keys_with_slashes_spaces_and_unicode_round_trip(kc: RecordedClient) -> 
         assert kc.get(key) == f"value of {key}"
 
 
-def test_compare_and_set_and_create_only(kc: RecordedClient, http: httpx.Client) -> None:
+def test_compare_and_set_and_create_only(kc: RecordedClient, http: RecordedHTTP) -> None:
     v1 = kc.put("e2e-cas", "one", if_absent=True)
     with pytest.raises(PreconditionFailed) as refused:
         kc.put("e2e-cas", "again", if_absent=True)
@@ -145,38 +146,38 @@ def test_compare_and_set_and_create_only(kc: RecordedClient, http: httpx.Client)
     assert stale.value.current_version == v2
     assert kc.get("e2e-cas") == "two"
 
-    response = http.put("/v1/kv/e2e-cas", content=b"x", headers={"If-Match": f'"{v1}"'})
+    response = http.put("e2e-cas", content=b"x", headers={"If-Match": f'"{v1}"'})
     assert response.status_code == 412
     assert response.json()["error"] == "precondition_failed"
 
-    response = http.delete("/v1/kv/e2e-cas", headers={"If-Match": f'"{v1}"'})
+    response = http.delete("e2e-cas", headers={"If-Match": f'"{v1}"'})
     assert response.status_code == 412
     assert kc.get("e2e-cas") == "two"
     kc.delete("e2e-cas", if_version=v2)
     assert kc.get("e2e-cas") is None
 
 
-def test_bad_requests_get_json_errors_and_change_nothing(kc: RecordedClient, http: httpx.Client) -> None:
+def test_bad_requests_get_json_errors_and_change_nothing(kc: RecordedClient, http: RecordedHTTP) -> None:
     kc.put("e2e-bad", "kept")
 
-    too_big = http.put("/v1/kv/e2e-bad", content=b"x" * ((1 << 20) + 1))
+    too_big = http.put("e2e-bad", content=b"x" * ((1 << 20) + 1))
     assert too_big.status_code == 413, too_big.text
     assert too_big.json()["error"] == "too_large"
 
-    long_key = http.put("/v1/kv/" + "k" * 1025, content=b"v")
+    long_key = http.put("k" * 1025, content=b"v")
     assert long_key.status_code == 413, long_key.text
 
-    bad_tag = http.put("/v1/kv/e2e-bad", content=b"v", headers={"If-Match": "seven"})
+    bad_tag = http.put("e2e-bad", content=b"v", headers={"If-Match": "seven"})
     assert bad_tag.status_code == 400, bad_tag.text
     assert set(bad_tag.json()) >= {"error", "message"}
 
-    not_utf8 = http.put("/v1/kv/%FF%FE", content=b"v")
+    not_utf8 = http.put("%FF%FE", content=b"v")
     assert not_utf8.status_code == 400, not_utf8.text
 
-    bad_consistency = http.get("/v1/kv/e2e-bad", params={"consistency": "sometimes"})
+    bad_consistency = http.get("e2e-bad", params={"consistency": "sometimes"})
     assert bad_consistency.status_code == 400, bad_consistency.text
 
-    missing = http.get("/v1/kv/e2e-never-written")
+    missing = http.get("e2e-never-written")
     assert missing.status_code == 404
     assert missing.json()["error"] == "not_found"
 
