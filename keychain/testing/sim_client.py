@@ -1,0 +1,213 @@
+"""A client in the simulator: issues put, get, delete and compare-and-set through a routing layer
+that decides like the proxy's (`keychain.proxy.routing`), and records what it saw.
+
+Routing: writes go to the head of the client's topology, reads to an active member picked by the
+proxy's `ReadBalancer`; a refused or timed-out attempt is retried (a write with the same request
+id) after the proxy's backoff, with a topology refresh from a coordinator, until the operation's
+deadline. Then a write that may have reached the chain (a timeout, or OUTCOME_UNKNOWN) is recorded
+`unknown`, one that certainly did not `fail`; a read that got no answer is dropped.
+
+History: each operation goes into the shared `Recorder` on the true clock. A compare-and-set is
+recorded as a put of its value when it applied and as `fail` when its precondition did not hold
+(the history model has no conditional write; the invariants check the version it replaced).
+Every acknowledged write and every read is also shown to the invariants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from keychain.coordinator.registry import ChainState
+from keychain.coordinator.registry import MemberState as RegistryState
+from keychain.node.messages import Code, Consistency, EntryKind, OpKind, ReadReply, WriteOp, WriteReply
+from keychain.proxy.routing import Backoff, Disposition, ReadBalancer, Retry, classify, write_may_have_applied
+from keychain.proxy.topology import Member
+from keychain.testing.sim_coordinator import CoordReply, CoordRequest
+from keychain.testing.sim_world import Process
+
+if TYPE_CHECKING:
+    from keychain.testing.sim_cluster import Simulation
+
+REQUEST_TIMEOUT = 2.0  # an operation's deadline
+ATTEMPT_TIMEOUT = 0.5  # one call to a node
+REFRESH_EVERY = 0.3  # topology refresh, besides the one before every retry
+THINK = 0.03  # at most this long between a client's operations
+
+
+@dataclass
+class _Op:
+    kind: str  # put | delete | cas | get
+    key: str
+    value: str | None
+    call: int
+    retry: Retry
+    request_id: str = ""
+    expected: int | None = None  # cas: the version it must replace (0 = absent)
+    avoid: set[str] = field(default_factory=set)
+    member: Member | None = None
+    served_by: str = ""
+
+
+class SimClient(Process):
+    kind = "client"
+
+    def __init__(self, sim: Simulation, cid: str) -> None:
+        super().__init__(sim.world, cid)
+        self.sim = sim
+        self.topology: ChainState | None = None
+        self.balancer = ReadBalancer()
+        self.backoff = Backoff()
+        self.versions: dict[str, int] = {}  # last version this client saw per key
+        self.pending: dict[int, _Op] = {}  # rpc id -> operation
+        self.op: _Op | None = None
+        self._ids = 0
+        self._writes = 0
+        self.coord = sim.world.rng.randrange(len(sim.coordinator_ids))
+
+    def start(self) -> None:
+        self.incarnation += 1
+        self.up = True
+        self.timer(self.world.rng.uniform(0, REFRESH_EVERY), self._refresh_loop)
+        self.timer(self.world.rng.uniform(0, THINK), self._next_op)
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    # ---- topology ----
+
+    def _refresh_loop(self) -> None:
+        self.timer(REFRESH_EVERY, self._refresh_loop)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        ids = self.sim.coordinator_ids
+        self.coord += 1
+        coord = self.sim.coordinators[ids[self.coord % len(ids)]]
+        self.sim.net.send(self, coord, "coord-req", coord.on_request, self, self.incarnation, self._next_id(),
+                          CoordRequest("get_chain", self.sim.chain))
+
+    def on_coord_reply(self, rid: int, reply: CoordReply) -> None:
+        c = reply.chain
+        if c is not None and not reply.error and (self.topology is None or c.epoch > self.topology.epoch):
+            self.topology = c
+
+    # ---- operations ----
+
+    def _next_op(self) -> None:
+        if self.world.now >= self.sim.ops_until:
+            return
+        rng = self.world.rng
+        key = f"k{rng.randrange(self.sim.config.keys)}"
+        roll = rng.random()
+        retry = Retry(self.world.now + REQUEST_TIMEOUT, self.backoff, rng)
+        rec = self.sim.recorder
+        if roll < 0.45:
+            self.op = _Op("get", key, None, rec.invoke(self.id, "get", key, at=self.world.now), retry)
+        else:
+            self._writes += 1
+            rid = f"{self.id}-{self._writes}"
+            if roll < 0.55:
+                op = _Op("delete", key, None, rec.invoke(self.id, "delete", key, at=self.world.now), retry, rid)
+            else:
+                value = f"{self.id}.{self._writes}"
+                kind = "cas" if roll >= 0.85 else "put"
+                op = _Op(kind, key, value, rec.invoke(self.id, "put", key, value, at=self.world.now), retry, rid)
+                if kind == "cas":
+                    op.expected = self.versions.get(key, 0)
+            self.op = op
+        self._attempt(self.op)
+
+    def _attempt(self, op: _Op) -> None:
+        topo = self.topology
+        active = [m for m in topo.members if m.state is RegistryState.ACTIVE] if topo is not None else []
+        if not active:
+            self._failed(op, "no topology", False)
+            return
+        assert topo is not None
+        rpc = self._next_id()
+        if op.kind == "get":
+            member = self.balancer.pick([Member(m.id, m.address) for m in active], frozenset(op.avoid))
+            assert member is not None
+            self.balancer.started(member)
+            op.member = member
+            node = self.sim.nodes[member.id]
+            self.pending[rpc] = op
+            self.sim.net.send(self, node, "read", node.on_read, self, self.incarnation, rpc, topo.epoch,
+                              op.key.encode(), Consistency.STRONG)
+        else:
+            node = self.sim.nodes[active[0].id]
+            value = op.value.encode() if op.value is not None else b""
+            kind = OpKind.DELETE if op.kind == "delete" else OpKind.PUT
+            wop = WriteOp(op.request_id, op.key.encode(), kind, value, if_version=op.expected)
+            self.pending[rpc] = op
+            self.sim.net.send(self, node, "write", node.on_write, self, self.incarnation, rpc, topo.epoch, (wop,))
+        self.timer(ATTEMPT_TIMEOUT, self._attempt_timeout, rpc)
+
+    def _attempt_timeout(self, rpc: int) -> None:
+        op = self.pending.pop(rpc, None)
+        if op is None:
+            return
+        if op.member is not None:
+            self.balancer.finished(op.member)
+            op.avoid.add(op.member.id)
+            op.member = None
+        self._failed(op, "timeout", op.kind != "get")
+
+    def on_kv_reply(self, rpc: int, node: str, reply: WriteReply | ReadReply) -> None:
+        op = self.pending.pop(rpc, None)
+        if op is None:
+            return  # a late or duplicated answer to an attempt already given up
+        op.served_by = node
+        if isinstance(reply, ReadReply):
+            if op.member is not None:
+                self.balancer.finished(op.member)
+                op.member = None
+            code = reply.error.code
+            if code == Code.OK or code == Code.NOT_FOUND:
+                value = reply.value if code == Code.OK else None
+                self.sim.inv.read_served(self.id, op.key.encode(), value, reply.version)
+                self.versions[op.key] = reply.version if value is not None else 0
+                self._done(op, "ok", None if value is None else value.decode())
+                return
+            op.avoid.add(node)
+            self._failed(op, code.name, False)
+            return
+        if not reply.error.ok:
+            self._failed(op, reply.error.code.name, False)
+            return
+        result = reply.results[0]
+        code = result.error.code
+        if classify(code) is not Disposition.FINAL:
+            self._failed(op, code.name, write_may_have_applied(code))
+            return
+        if code == Code.OK:
+            kind = EntryKind.DELETE if op.kind == "delete" else EntryKind.PUT
+            self.sim.inv.write_acked(self.id, op.request_id, op.key.encode(), result.version, kind, op.expected)
+            self.versions[op.key] = 0 if op.kind == "delete" else result.version
+            self._done(op, "ok")
+        else:  # PRECONDITION_FAILED: certainly no effect
+            if code == Code.PRECONDITION_FAILED:
+                self.versions[op.key] = result.current_version
+            self._done(op, "fail")
+
+    def _failed(self, op: _Op, reason: str, maybe_applied: bool) -> None:
+        delay = op.retry.failed(self.world.now, reason, maybe_applied=maybe_applied)
+        if delay is None:
+            self._done(op, "unknown" if op.kind != "get" and op.retry.outcome_unknown else "fail")
+            return
+        self._refresh()
+        self.timer(delay, self._attempt, op)
+
+    def _done(self, op: _Op, status: str, output: str | None = None) -> None:
+        rec = self.sim.recorder
+        self.world.note("done", self.id, op.kind, op.key, op.value, status, output, op.served_by)
+        if status == "ok":
+            rec.ok(op.call, at=self.world.now, output=output)
+        elif status == "fail":
+            rec.fail(op.call, at=self.world.now)
+        else:
+            rec.unknown(op.call)
+        self.op = None
+        self.timer(self.world.rng.uniform(0, THINK), self._next_op)

@@ -1,0 +1,216 @@
+"""The nemesis: which faults a simulation run injects, and when.
+
+Between `start` and `stop` the nemesis picks a fault at random every so often (exponential gaps),
+applies it, and schedules its end. At `stop` everything heals: partitions close, the network and
+disks return to normal, and crashed processes restart (a node that left the chain stays gone), so
+the run's last seconds show whether the cluster recovers and nothing acknowledged was lost.
+
+Faults (the names `FAULTS` lists, each counted in `counts`):
+- `partition`: the processes split into two random sides that cannot talk, both ways;
+- `one-way`: one random group cannot send to another (replies still flow the other way);
+- `isolate`: one process cut off from everyone;
+- `crash`: a coordinator or chain node stops, losing what its disk had not synced, and restarts
+  after a while;
+- `slow-disk`: one process's syncs take 5-100 ms for a while;
+- `lossy`: the network drops, duplicates and delays (so reorders) many more datagrams for a while;
+- `join`: a new chain node starts and registers (it joins after the tail as syncing);
+- `leave`: an operator removes an active node from the chain and stops it for good, once every
+  active member is in sync in the current epoch (its health gate).
+Clock-rate drift is not an event: each process runs at its own rate for the whole run
+(`Simulation` sets it), within keychain.timing.MAX_DRIFT of every other.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from keychain.coordinator.registry import MemberState as RegistryState
+from keychain.testing.sim_coordinator import CoordReply, CoordRequest
+from keychain.testing.sim_world import Process
+
+if TYPE_CHECKING:
+    from keychain.testing.sim_cluster import Simulation
+
+FAULTS: tuple[str, ...] = ("partition", "one-way", "isolate", "crash", "slow-disk", "lossy", "join", "leave")
+
+
+class Nemesis(Process):
+    """Injects faults; a process only so that an operator's requests have a sender."""
+
+    kind = "operator"
+
+    def __init__(self, sim: Simulation, start: float, stop: float, kinds: tuple[str, ...], mean_gap: float) -> None:
+        super().__init__(sim.world, "operator")
+        unknown = sorted(set(kinds) - set(FAULTS))
+        if unknown:
+            raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+        self.sim = sim
+        self.start_at = start
+        self.stop_at = stop
+        self.kinds = kinds
+        self.mean_gap = mean_gap
+        self.counts: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self.partitioned = False
+        self.base = (sim.net.drop, sim.net.duplicate, sim.net.spike, sim.net.spike_delay)
+        self.disk = {p.id: p.disk_latency for p in sim.processes()}
+        self._ids = 0
+        self.leaving: dict[int, str] = {}  # request id -> the node being removed
+        self.up = True
+        self.incarnation = 1
+
+    def begin(self) -> None:
+        if self.kinds:
+            self.world.at(self.start_at + self.world.rng.expovariate(1 / self.mean_gap), self._next)
+        self.world.at(self.stop_at, self.heal_all)
+
+    def _next(self) -> None:
+        world = self.world
+        if world.now >= self.stop_at:
+            return
+        kind = world.rng.choice(self.kinds)
+        if getattr(self, "_" + kind.replace("-", "_"))():
+            self.counts[kind] += 1
+            world.note("fault", kind)
+        world.after(world.rng.expovariate(1 / self.mean_gap), self._next)
+
+    def _until(self, low: float, high: float) -> float:
+        return self.world.rng.uniform(low, high)
+
+    # ---- partitions ----
+
+    def _cut(self, pairs: list[tuple[str, str]], duration: float) -> bool:
+        if self.partitioned or not pairs:
+            return False
+        self.partitioned = True
+        net = self.sim.net
+        for a, b in pairs:
+            net.block(a, b)
+        net.cut_streams()
+        self.world.after(duration, self._heal_partition)
+        return True
+
+    def _heal_partition(self) -> None:
+        self.partitioned = False
+        self.sim.net.heal()
+
+    def _ids_all(self) -> list[str]:
+        return [p.id for p in self.sim.processes()]
+
+    def _partition(self) -> bool:
+        ids = self._ids_all()
+        self.world.rng.shuffle(ids)
+        k = self.world.rng.randrange(1, len(ids))
+        left, right = ids[:k], ids[k:]
+        pairs = [(a, b) for a in left for b in right] + [(b, a) for a in left for b in right]
+        return self._cut(pairs, self._until(0.2, 1.5))
+
+    def _one_way(self) -> bool:
+        ids = self._ids_all()
+        self.world.rng.shuffle(ids)
+        k = self.world.rng.randrange(1, len(ids))
+        return self._cut([(a, b) for a in ids[:k] for b in ids[k:]], self._until(0.2, 1.5))
+
+    def _isolate(self) -> bool:
+        ids = self._ids_all()
+        victim = self.world.rng.choice(ids)
+        others = [i for i in ids if i != victim]
+        return self._cut([(victim, o) for o in others] + [(o, victim) for o in others], self._until(0.2, 2.0))
+
+    # ---- processes ----
+
+    def _crash(self) -> bool:
+        sim = self.sim
+        candidates = [p for p in (*sim.coordinators.values(), *sim.nodes.values())
+                      if p.up and not p.retired]
+        if not candidates:
+            return False
+        victim = self.world.rng.choice(candidates)
+        victim.crash()
+        self.world.note("crash", victim.id)
+        self.world.after(self._until(0.05, 1.5), self._restart, victim)
+        return True
+
+    def _restart(self, p: Process) -> None:
+        if not p.up and not p.retired and not self.world.stopped:
+            p.start()
+            self.world.note("restart", p.id)
+
+    def _slow_disk(self) -> bool:
+        p = self.world.rng.choice(list(self.sim.processes()))
+        p.disk_latency = self._until(0.005, 0.1)
+        self.world.after(self._until(0.3, 2.0), self._disk_back, p)
+        return True
+
+    def _disk_back(self, p: Process) -> None:
+        p.disk_latency = self.disk[p.id]
+
+    def _lossy(self) -> bool:
+        net = self.sim.net
+        net.drop = self._until(0.02, 0.3)
+        net.duplicate = self._until(0.0, 0.2)
+        net.spike = self._until(0.1, 0.5)
+        net.spike_delay = self._until(0.01, 0.3)
+        self.world.after(self._until(0.3, 2.0), self._network_back)
+        return True
+
+    def _network_back(self) -> None:
+        net = self.sim.net
+        net.drop, net.duplicate, net.spike, net.spike_delay = self.base
+
+    # ---- membership ----
+
+    def _join(self) -> bool:
+        spare = [n for n in self.sim.nodes.values() if not n.up and n.incarnation == 0]
+        if not spare:
+            return False
+        spare[0].start()
+        self.world.note("join", spare[0].id)
+        return True
+
+    def _leave(self) -> bool:
+        state = self.sim.latest_chain()
+        if state is None:
+            return False
+        active = [m.id for m in state.members if m.state is RegistryState.ACTIVE]
+        if len(active) < 2:
+            return False
+        # The operator's health gate: every active member serves in the current epoch, level with
+        # the chain. Without it a removal right after a promotion can drop the only copy of writes
+        # the old tail acknowledged before it learned of the promotion.
+        for node_id in active:
+            node = self.sim.nodes[node_id]
+            if not node.up or node.core.epoch != state.epoch or not node.core.in_sync:
+                return False
+        victim = self.world.rng.choice(active)
+        coords = [c for c in self.sim.coordinators.values() if c.up]
+        coord = self.world.rng.choice(coords) if coords else None
+        if coord is None:
+            return False
+        self._ids += 1
+        self.sim.net.send(self, coord, "coord-req", coord.on_request, self, self.incarnation, self._ids,
+                          CoordRequest("remove", self.sim.chain, victim))
+        self.leaving[self._ids] = victim
+        return True
+
+    def on_coord_reply(self, rid: int, reply: CoordReply) -> None:
+        victim = self.sim.nodes.get(self.leaving.pop(rid, ""))
+        if victim is None or reply.error or reply.chain is None or reply.chain.member(victim.id) is not None:
+            return
+        victim.retired = True
+        if victim.up:
+            victim.crash()
+        self.world.note("left", victim.id)
+
+    # ---- the end ----
+
+    def heal_all(self) -> None:
+        net = self.sim.net
+        net.heal()
+        self.partitioned = False
+        self._network_back()
+        for p in self.sim.processes():
+            p.disk_latency = self.disk[p.id]
+        for p in (*self.sim.coordinators.values(), *self.sim.nodes.values()):
+            if not p.up and p.incarnation > 0 and not p.retired:
+                p.start()
+                self.world.note("restart", p.id)

@@ -1,0 +1,390 @@
+"""A chain node in the simulator: the real `ChainCore` over a `MemoryVersionStore`, driven by the
+contract in `keychain.node.core`'s docstring, over virtual time and the simulated network.
+
+- Ready handling: the Ready's records are applied to the store, then synced (the disk's latency
+  later); only then do its messages, version queries, transfers and replies leave, and the core is
+  advanced. Inputs keep arriving in between (their outputs go into the next Ready). A crash loses
+  every record not yet synced: the store is rebuilt on restart from the records that were.
+- Links: a Hello opens a new stream to the successor (closing the old one); batches go down it,
+  welcomes and acks come back up it. A broken stream is reported to the core at both ends with
+  `link_lost`, and the node calls `retry_link()` on a steady backoff.
+- Version queries are unary calls to the tail, answered exactly once: by the tail's reply or by an
+  error when the call times out. State transfers are a stream of chunks from the predecessor.
+- Coordinator: the node registers, then heartbeats every `HEARTBEAT_INTERVAL`, moving to the next
+  coordinator when one fails to answer. A reply's configuration and lease go to `configure`; the
+  lease runs from when the heartbeat was sent, on this node's clock. A node that learns it is no
+  longer a member registers again (it rejoins as syncing).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from keychain import timing
+from keychain.coordinator.registry import ChainState
+from keychain.coordinator.registry import MemberState as RegistryState
+from keychain.node.core import ChainCore, CoreOptions, Ready
+from keychain.node.messages import (
+    Ack,
+    Batch,
+    ChainConfig,
+    Code,
+    Consistency,
+    Error,
+    Hello,
+    Member,
+    MemberState,
+    ReadReply,
+    TransferChunk,
+    VersionQueryReply,
+    Welcome,
+    WriteOp,
+    WriteReply,
+)
+from keychain.node.versions import InstallKeys, MemoryVersionStore, Record, StoreError
+from keychain.testing.sim_coordinator import CoordReply, CoordRequest
+from keychain.testing.sim_invariants import Violation
+from keychain.testing.sim_world import Process, Stream
+
+if TYPE_CHECKING:
+    from keychain.testing.sim_cluster import Simulation
+
+HEARTBEAT_TIMEOUT = 0.3  # seconds before a heartbeat counts as unanswered
+VERSION_QUERY_TIMEOUT = 0.3
+LINK_RETRY = 0.1  # the backoff between attempts to reopen a link
+
+
+def node_config(state: ChainState) -> ChainConfig:
+    """The registry's view of a chain as the node core's ChainConfig."""
+    return ChainConfig(state.name, state.epoch, tuple(
+        Member(m.id, m.address, MemberState.ACTIVE if m.state is RegistryState.ACTIVE else MemberState.SYNCING)
+        for m in state.members))
+
+
+class SimNode(Process):
+    kind = "node"
+
+    def __init__(self, sim: Simulation, node_id: str, core_class: type[ChainCore], options: CoreOptions) -> None:
+        super().__init__(sim.world, node_id)
+        self.sim = sim
+        self.address = f"{node_id}:7100"
+        self.core_class = core_class
+        self.options = options
+        self._durable: list[Record] = []  # synced records, replayed on restart
+        self.coord = sim.world.rng.randrange(len(sim.coordinator_ids))
+        self._ids = 0
+
+    # ---- life cycle ----
+
+    def start(self) -> None:
+        self.incarnation += 1
+        self.up = True
+        store = MemoryVersionStore()
+        store.apply(self._durable)
+        self.store = store
+        self.core = self.core_class(self.id, store, self.options)
+        self.busy = False
+        self.tickets: dict[int, tuple[Process, int, int]] = {}
+        self.queries: dict[int, bool] = {}
+        self.down_links: dict[str, Stream] = {}  # successor -> the stream we opened
+        self.up_links: dict[str, Stream] = {}  # predecessor -> the stream it opened
+        self.transfers_in: dict[str, Stream] = {}
+        self.caught_up_epoch = -1
+        self.registered = False
+        self.heartbeats: dict[int, float] = {}  # rpc id -> local time sent
+        self.commit_seen = store.state().committed_seq
+        self.timer(self.world.rng.uniform(0, timing.HEARTBEAT_INTERVAL), self._heartbeat)
+        self.timer(LINK_RETRY, self._retry_link)
+        self._pump()
+
+    def crash(self) -> None:
+        self.up = False
+        self.sim.net.process_down(self)
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    # ---- Ready handling ----
+
+    def _pump(self) -> None:
+        core = self.core
+        while not self.busy and self.up:
+            self._observe_commit()
+            if not core.has_ready():
+                return
+            rd = core.ready()
+            if rd.persist:
+                for r in rd.persist:
+                    if isinstance(r, InstallKeys):
+                        for kv in r.keys:
+                            self.sim.inv.installed(self.id, kv)
+                try:
+                    self.store.apply(rd.persist)
+                except StoreError as exc:
+                    raise Violation("chain-core-error", f"{self.id}: its Ready cannot be persisted: {exc}") from exc
+                self.busy = True
+                self.world.after(self.sync_delay(), self._fire, self.incarnation, self._synced, (rd,))
+                return
+            self._release(rd)
+
+    def _synced(self, rd: Ready) -> None:
+        self._durable.extend(rd.persist)
+        self.busy = False
+        self._release(rd)
+        self._pump()
+
+    def _observe_commit(self) -> None:
+        c = self.core.committed_seq
+        if c <= self.commit_seen:
+            return
+        st = self.store.state()
+        lo = max(self.commit_seen, st.log_start) + 1
+        hi = min(c, st.last_seq)
+        if lo <= hi:
+            inv = self.sim.inv
+            for e in self.store.entries(lo, hi):
+                inv.chain_committed(self.id, e)
+        self.commit_seen = max(self.commit_seen, hi)
+
+    def _release(self, rd: Ready) -> None:
+        net = self.sim.net
+        nodes = self.sim.nodes
+        for out in rd.messages:
+            peer = nodes.get(out.to)
+            if peer is None:
+                continue
+            body = out.body
+            if isinstance(body, Hello):
+                old = self.down_links.get(out.to)
+                if old is not None:
+                    net.close(old)
+                s = net.open(self, peer, self._down_broken, peer._up_broken)
+                self.down_links[out.to] = s
+                net.stream_send(s, True, "hello", peer.on_hello, s, self.id, body)
+            elif isinstance(body, Batch):
+                s = self.down_links.get(out.to)
+                if s is not None:
+                    net.stream_send(s, True, "batch", peer.on_batch, s, self.id, body)
+            else:
+                s = self.up_links.get(out.to)
+                if s is not None:
+                    fn = peer.on_welcome if isinstance(body, Welcome) else peer.on_ack
+                    net.stream_send(s, False, type(body).__name__.lower(), fn, s, self.id, body)
+        for q in rd.version_queries:
+            self.queries[q.query_id] = True
+            self.timer(VERSION_QUERY_TIMEOUT, self._query_timeout, q.query_id)
+            peer = nodes.get(q.to)
+            if peer is not None:
+                net.send(self, peer, "vquery", peer.on_version_query, self, self.incarnation, q.query_id, q.epoch,
+                         q.keys)
+        for t in rd.transfers:
+            self.timer(self.world.rng.uniform(0.005, 0.05), self._start_transfer, t.from_id, t.epoch)
+        for ticket, reply in rd.replies:
+            dest = self.tickets.pop(ticket, None)
+            if dest is not None:
+                self._respond(dest, reply)
+        if rd.caught_up is not None:
+            self.caught_up_epoch = self.core.epoch
+        self.core.advance()
+
+    # ---- links ----
+
+    def _down_broken(self, s: Stream) -> None:
+        peer = s.b.id
+        if self.down_links.get(peer) is s:
+            del self.down_links[peer]
+            self.core.link_lost(peer)
+            self._pump()
+
+    def _up_broken(self, s: Stream) -> None:
+        peer = s.a.id
+        if self.up_links.get(peer) is s:
+            del self.up_links[peer]
+            self.core.link_lost(peer)
+            self._pump()
+
+    def _retry_link(self) -> None:
+        self.timer(LINK_RETRY * self.world.rng.uniform(0.8, 1.2), self._retry_link)
+        self.core.retry_link()
+        self._pump()
+
+    def on_hello(self, s: Stream, sender: str, hello: Hello) -> None:
+        old = self.up_links.get(sender)
+        if old is not None and old is not s:
+            self.sim.net.close(old)
+        self.up_links[sender] = s
+        self.core.on_hello(sender, hello)
+        self._pump()
+
+    def on_batch(self, s: Stream, sender: str, batch: Batch) -> None:
+        if self.up_links.get(sender) is s:
+            self.core.on_batch(sender, batch)
+            self._pump()
+
+    def on_welcome(self, s: Stream, sender: str, welcome: Welcome) -> None:
+        if self.down_links.get(sender) is s:
+            self.core.on_welcome(sender, welcome)
+            self._pump()
+
+    def on_ack(self, s: Stream, sender: str, ack: Ack) -> None:
+        if self.down_links.get(sender) is s:
+            self.core.on_ack(sender, ack)
+            self._pump()
+
+    # ---- version queries ----
+
+    def on_version_query(self, caller: SimNode, caller_inc: int, qid: int, epoch: int, keys: tuple[bytes, ...]
+                         ) -> None:
+        reply = self.core.on_version_query(epoch, list(keys), self.local())
+        if caller.alive(caller_inc):
+            self.sim.net.send(self, caller, "vreply", caller.on_version_reply, qid, reply)
+        self._pump()
+
+    def on_version_reply(self, qid: int, reply: VersionQueryReply) -> None:
+        if self.queries.pop(qid, None):
+            self.core.on_version_reply(qid, reply)
+            self._pump()
+
+    def _query_timeout(self, qid: int) -> None:
+        if self.queries.pop(qid, None):
+            self.core.on_version_reply(qid, VersionQueryReply(Error(Code.UNAVAILABLE, "version query timed out")))
+            self._pump()
+
+    # ---- state transfer ----
+
+    def _start_transfer(self, from_id: str, epoch: int) -> None:
+        peer = self.sim.nodes.get(from_id)
+        if peer is None:
+            return
+        old = self.transfers_in.get(from_id)
+        if old is not None:
+            self.sim.net.close(old)
+        s = self.sim.net.open(self, peer, self._transfer_broken, None)
+        self.transfers_in[from_id] = s
+        self.sim.net.stream_send(s, True, "transfer", peer.on_transfer_request, s, self.id, epoch)
+
+    def on_transfer_request(self, s: Stream, to_id: str, epoch: int) -> None:
+        err = self.core.begin_transfer(to_id, epoch)
+        if err.ok:
+            self._send_chunk(s, to_id)
+        else:
+            self.sim.net.stream_send(s, False, "transfer-refused", self.sim.nodes[to_id].on_transfer_refused, s,
+                                     self.id)
+        self._pump()
+
+    def _send_chunk(self, s: Stream, to_id: str) -> None:
+        if s.broken:
+            return
+        peer = self.sim.nodes[to_id]
+        try:
+            chunk = self.core.transfer_chunk(to_id)
+        except ValueError:  # the session ended (a new configuration, a lost link)
+            self.sim.net.stream_send(s, False, "transfer-refused", peer.on_transfer_refused, s, self.id)
+            return
+        self.sim.net.stream_send(s, False, "chunk", peer.on_transfer_chunk, s, self.id, chunk)
+        if not chunk.last:
+            self.timer(0.001, self._send_chunk, s, to_id)
+        self._pump()
+
+    def on_transfer_chunk(self, s: Stream, sender: str, chunk: TransferChunk) -> None:
+        if self.transfers_in.get(sender) is not s:
+            return
+        if chunk.last:
+            del self.transfers_in[sender]
+            self.sim.net.close(s)
+        self.core.on_transfer_chunk(sender, chunk)
+        self._pump()
+
+    def on_transfer_refused(self, s: Stream, sender: str) -> None:
+        self._transfer_broken(s)
+
+    def _transfer_broken(self, s: Stream) -> None:
+        sender = s.b.id
+        if self.transfers_in.get(sender) is s:
+            del self.transfers_in[sender]
+            self.sim.net.close(s)
+            self.timer(self.world.rng.uniform(0.02, 0.1), self._transfer_failed, sender)
+
+    def _transfer_failed(self, sender: str) -> None:
+        self.core.transfer_failed(sender)
+        self._pump()
+
+    # ---- clients ----
+
+    def on_write(self, caller: Process, caller_inc: int, rpc_id: int, epoch: int, ops: tuple[WriteOp, ...]) -> None:
+        ticket = self._next_id()
+        reply = self.core.client_write(ticket, epoch, list(ops), self.local())
+        if reply is None:
+            self.tickets[ticket] = (caller, caller_inc, rpc_id)
+        else:
+            self._respond((caller, caller_inc, rpc_id), reply)
+        self._pump()
+
+    def on_read(self, caller: Process, caller_inc: int, rpc_id: int, epoch: int, key: bytes,
+                consistency: Consistency) -> None:
+        ticket = self._next_id()
+        reply = self.core.client_read(ticket, epoch, key, consistency, self.local())
+        if reply is None:
+            self.tickets[ticket] = (caller, caller_inc, rpc_id)
+        else:
+            self._respond((caller, caller_inc, rpc_id), reply)
+        self._pump()
+
+    def _respond(self, dest: tuple[Process, int, int], reply: WriteReply | ReadReply) -> None:
+        caller, inc, rpc_id = dest
+        if caller.alive(inc):
+            self.sim.net.send(self, caller, "kv-reply", caller.on_kv_reply, rpc_id, self.id, reply)
+
+    # ---- the coordinator ----
+
+    def _heartbeat(self) -> None:
+        self.timer(timing.HEARTBEAT_INTERVAL, self._heartbeat)
+        core = self.core
+        chain = self.sim.chain
+        if self.registered:
+            req = CoordRequest("heartbeat", chain, self.id, epoch=core.epoch,
+                               caught_up=self.caught_up_epoch == core.epoch)
+        else:
+            req = CoordRequest("register", chain, self.id, address=self.address)
+        rid = self._next_id()
+        self.heartbeats[rid] = self.local()
+        coord = self.sim.coordinators[self.sim.coordinator_ids[self.coord % len(self.sim.coordinator_ids)]]
+        self.sim.net.send(self, coord, "coord-req", coord.on_request, self, self.incarnation, rid, req)
+        self.timer(HEARTBEAT_TIMEOUT, self._heartbeat_timeout, rid)
+
+    def _heartbeat_timeout(self, rid: int) -> None:
+        if self.heartbeats.pop(rid, None) is not None:
+            self.coord += 1
+
+    def on_coord_reply(self, rid: int, reply: CoordReply) -> None:
+        sent = self.heartbeats.pop(rid, None)
+        if sent is None:
+            return
+        if not reply.error and reply.chain is not None:
+            self.registered = True
+            self._adopt(reply.chain, sent + reply.lease)
+        elif reply.error == "NOT_FOUND":
+            self.registered = False
+            if reply.chain is not None and self.core.config is not None:
+                self._adopt(reply.chain, sent)  # no longer a member: stop serving at once
+        else:
+            self.coord += 1
+        self._pump()
+
+    def _adopt(self, state: ChainState, lease_until: float) -> None:
+        core = self.core
+        if core.config is not None and state.epoch < core.epoch:
+            return
+        cfg = node_config(state)
+        if core.config is None or state.epoch > core.epoch:
+            self.world.note("config", self.id, state.epoch, " ".join(
+                m.id + ("" if m.state is RegistryState.ACTIVE else "(s)") for m in state.members))
+        err = core.configure(cfg, lease_until)
+        if not err.ok:
+            raise Violation("epoch-unique", f"{self.id} refused configuration {state.describe()}: {err.message}")
+
+    def describe(self) -> dict[str, Any]:
+        c = self.core
+        return {"id": self.id, "up": self.up, "epoch": c.epoch, "role": c.role.value, "last": c.last_seq,
+                "committed": c.committed_seq, "in_sync": c.in_sync}
