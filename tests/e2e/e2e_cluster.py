@@ -31,8 +31,11 @@ from keychain.client import (
     OutcomeUnknown,
 )
 from keychain.local import busy_ports
-from keychain.testing.history import Operation, Recorder
+from keychain.testing.checker import check
+from keychain.testing.history import Operation, Recorder, write_history
 
+# Set to info or debug to keep the components' logs of a failing run (under its data dir).
+LOG_LEVEL = os.environ.get("KEYCHAIN_E2E_LOG_LEVEL", "warning")
 READY_TIMEOUT = 90.0  # `keychain up` on 2 busy cores: imports, elections, first write
 STOP_TIMEOUT = 40.0
 PORT_SPAN = 210  # base+1.. coordinators, base+81.. their HTTP, base+101.. nodes, base+200.. proxy
@@ -124,7 +127,7 @@ class LocalCluster:
             port_args = ["--base-port", str(base), "--http-port", str(http)]
         argv = [
             sys.executable, "-P", "-m", "keychain", "up", "--data-dir", str(data_dir), *port_args,
-            "--ready-timeout", str(ready_timeout), *extra_args,
+            "--ready-timeout", str(ready_timeout), "--log-level", LOG_LEVEL, *extra_args,
         ]
         env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
@@ -339,6 +342,16 @@ class RecordedClient:
 
     def close(self) -> None:
         self.client.close()
+
+
+def assert_linearizable(history: list[Operation], keep: Path) -> None:
+    """Check a recorded history; on failure it is written to `keep` (JSON lines) for replay with
+    `keychain check-history`."""
+    result = check(history)
+    if not result.ok:
+        write_history(history, keep)
+        window = "\n".join(op.describe() for op in result.window)
+        raise AssertionError(f"{result.message}\n{window}\nhistory: {keep}")
 
 
 def lost_writes(history: list[Operation], final: dict[str, str | None]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from e2e_cluster import (
@@ -16,6 +17,7 @@ from e2e_cluster import (
     RecordedClient,
     RecordedHTTP,
     active_members,
+    assert_linearizable,
     chain_members,
     cmdline,
     pid_alive,
@@ -24,7 +26,6 @@ from e2e_cluster import (
 )
 
 from keychain.client import Client, PreconditionFailed
-from keychain.testing.checker import check
 from keychain.testing.history import Recorder
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
@@ -37,11 +38,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture
-def recorder() -> Iterator[Recorder]:
+def recorder(tmp_path: Path) -> Iterator[Recorder]:
     rec = Recorder()
     yield rec
-    result = check(rec.history())
-    assert result.ok, result.message
+    assert_linearizable(rec.history(), tmp_path / "history.jsonl")
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from e2e_cluster import (
     LocalCluster,
     RecordedClient,
     active_members,
+    assert_linearizable,
     lost_writes,
     member,
     pid_alive,
@@ -27,7 +28,6 @@ from e2e_cluster import (
 )
 
 from keychain.client import Client
-from keychain.testing.checker import check
 from keychain.testing.history import Recorder
 
 pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -35,10 +35,8 @@ pytestmark = [pytest.mark.process, pytest.mark.slow, pytest.mark.timeout(240)]
 REJOIN_TIMEOUT = 60.0  # restart delay + process start + registration + catch-up + promotion
 
 
-def assert_history_is_linearizable(recorder: Recorder) -> None:
-    history = recorder.history()
-    result = check(history)
-    assert result.ok, f"{result.message}\n" + "\n".join(op.describe() for op in result.window)
+def assert_history_is_linearizable(recorder: Recorder, tmp_path: Path) -> None:
+    assert_linearizable(recorder.history(), tmp_path / "history.jsonl")
 
 
 def wait_until_acked(load: Load, count: int, timeout: float = 30.0) -> None:
@@ -94,7 +92,7 @@ def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
         finally:
             reader.close()
         assert member(admin.cluster(), victim)["reads"] > before
-    assert_history_is_linearizable(recorder)
+    assert_history_is_linearizable(recorder, tmp_path)
 
 
 def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
@@ -113,7 +111,7 @@ def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
         final = read_back(cluster.url, recorder, load.all_keys)
         assert not lost_writes(recorder.history(), final), cluster.report()
         assert any("proxy" in line and "restart" in line for line in cluster.output), cluster.output
-    assert_history_is_linearizable(recorder)
+    assert_history_is_linearizable(recorder, tmp_path)
 
 
 def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path: Path) -> None:
@@ -137,7 +135,7 @@ def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path:
         assert len(active_members(admin.cluster())) == 3, admin.cluster()
         final = read_back(cluster.url, recorder, load.all_keys)
         assert not lost_writes(recorder.history(), final), cluster.report()
-    assert_history_is_linearizable(recorder)
+    assert_history_is_linearizable(recorder, tmp_path)
 
 
 def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_path: Path) -> None:
@@ -168,4 +166,4 @@ def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_
         final = read_back(again.url, recorder, load.all_keys + deleted)
         assert not lost_writes(recorder.history(), final), again.report()
         assert all(final[key] is None for key in deleted), final
-    assert_history_is_linearizable(recorder)
+    assert_history_is_linearizable(recorder, tmp_path)
