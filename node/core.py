@@ -242,8 +242,11 @@ class ChainCore:
         self.tail_id: str | None = None
         self._place()
         me = self.config.member(self.id) if self.config else None
-        # A restart with data as an active member: every committed entry passed through us durably.
-        self.in_sync = me is not None and me.state == MemberState.ACTIVE
+        # A restart with data: only a head surely holds every committed entry. Another active member
+        # may never have caught up in this epoch (a promoted tail), so it levels with its
+        # predecessor again before it serves.
+        self.in_sync = me is not None and me.state == MemberState.ACTIVE and self.pred is None
+        self._sync_target: int | None = None  # not in sync: the commit point to reach first
         # downstream link
         self.link = LinkState.IDLE
         self._hello_due = self.succ is not None
@@ -305,6 +308,7 @@ class ChainCore:
                  config.epoch, self.role.value, self.pred, self.succ)
         if was_head and self.role != Role.HEAD:
             self._fail_pending_writes()
+        self._sync_target = None
         if me is None:
             self.in_sync = False
         elif me.state == MemberState.SYNCING:
@@ -473,7 +477,8 @@ class ChainCore:
     def _served(self, kv: KeyVersion | None) -> ReadReply:
         self.reads += 1
         if kv is None or kv.tombstone:
-            return ReadReply(Error(Code.NOT_FOUND, "no such key", self.epoch))
+            # the tombstone's version (0: never written) tells which delete the read observed
+            return ReadReply(Error(Code.NOT_FOUND, "no such key", self.epoch), version=kv.version if kv else 0)
         return ReadReply(value=kv.value, version=kv.version)
 
     def on_version_reply(self, query_id: int, reply: VersionQueryReply) -> None:
@@ -636,6 +641,7 @@ class ChainCore:
                 if t.waiting == 0:
                     del self._tickets[ticket]
                     self._replies.append((ticket, WriteReply(results=tuple(r for r in t.results if r))))
+        self._check_in_sync()
 
     # ------------------------------------------------------------------ links
 
@@ -715,8 +721,18 @@ class ChainCore:
         if new:
             self._append_local(new)
         if not self.in_sync and batch.committed_seq <= self.last_seq:
+            self._sync_target = batch.committed_seq
+        self._check_in_sync()
+
+    def _check_in_sync(self) -> None:
+        # In sync once we have COMMITTED everything our predecessor had committed: holding those
+        # entries is not enough, a tail (or syncing node) serves only what it has committed, and
+        # commits only what it has persisted.
+        if not self.in_sync and self._sync_target is not None and self.committed_seq >= self._sync_target:
             self.in_sync = True
             log.info("in sync node=%s epoch=%d through=%d", self.id, self.epoch, self.last_seq)
+            if self.link == LinkState.STREAMING:
+                self._first_batch_due = True  # now we can vouch for our successor: tell it
         if self.in_sync and self.role == Role.SYNCING and not self._caught_up_reported:
             self._caught_up_reported = True
             self._caught_up = self.last_seq
@@ -788,6 +804,10 @@ class ChainCore:
         self.last_seq = self.committed_seq = self.log_start = chunk.through_seq
         self.persisted_seq = self.applied_commit = chunk.through_seq
         self.transfer_from = None
+        # Our log now starts at the transfer's point: the successor handshakes again, and takes a
+        # transfer from us if it lacks entries from before it.
+        self._reset_downstream()
+        self._sessions.clear()
         self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq)))
 
     def transfer_failed(self, from_id: str) -> None:
@@ -825,15 +845,18 @@ class ChainCore:
             self._hello_due = False
             self.link = LinkState.HELLO
         if self.link == LinkState.STREAMING and self.succ is not None:
+            # A node not in sync itself cannot vouch that its successor is level with the chain: it
+            # advertises a commit point beyond its last seq, which no successor can reach.
+            level = self.committed_seq if self.in_sync else self.last_seq + 1
             hi = min(self.last_seq, self.succ_acked + self.options.max_inflight_entries)
             while self.sent_through < hi:
                 top = min(hi, self.sent_through + self.options.max_batch_entries)
                 entries = tuple(self._entries(self.sent_through + 1, top))
-                rd.messages.append(Outbound(self.succ, Batch(self.epoch, entries, self.committed_seq)))
+                rd.messages.append(Outbound(self.succ, Batch(self.epoch, entries, level)))
                 self.sent_through = top
                 self._first_batch_due = False
             if self._first_batch_due:
-                rd.messages.append(Outbound(self.succ, Batch(self.epoch, (), self.committed_seq)))
+                rd.messages.append(Outbound(self.succ, Batch(self.epoch, (), level)))
                 self._first_batch_due = False
         if self.pred is not None and self._upstream_linked and self.committed_seq > self._acked_upstream:
             rd.messages.append(Outbound(self.pred, Ack(self.epoch, self.committed_seq)))

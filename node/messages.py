@@ -127,7 +127,7 @@ class WriteReply:
 class ReadReply:
     error: Error = OK
     value: bytes = b""
-    version: int = 0
+    version: int = 0  # NOT_FOUND: the tombstone's version, 0 if the key was never written
 
 
 # ---- replication ----

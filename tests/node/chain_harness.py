@@ -8,6 +8,7 @@ not the store). Every action returns trace lines, which the scenario files print
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from keychain.node.core import ChainCore, CoreOptions, Outbound, Ready, TransferStart, VersionQuery
@@ -140,6 +141,7 @@ class Chain:
     replies: dict[int, WriteReply | ReadReply] = field(default_factory=dict)
     next_ticket: int = 1
     caught_up: dict[str, int] = field(default_factory=dict)
+    commit_observer: Callable[[str, Entry], None] | None = None  # sees every entry a node commits
 
     # ---- membership ----
 
@@ -216,7 +218,12 @@ class Chain:
             return []
         rd: Ready = core.ready()
         n = self.nodes[node_id]
-        n.store.apply(rd.persist)
+        for record in rd.persist:
+            if isinstance(record, Commit) and self.commit_observer is not None:
+                st = n.store.state()
+                for seq in range(max(st.committed_seq, st.log_start) + 1, record.through_seq + 1):
+                    self.commit_observer(node_id, n.store.entries(seq, seq)[0])
+            n.store.apply([record])
         n.store.sync()
         out = []
         if rd.persist:
@@ -354,7 +361,8 @@ class Chain:
         """Every log entry the node holds: its store's retained log and its in-memory window."""
         n = self.nodes[node_id]
         held = dict(n.store._log)
-        if n.core is not None:
+        if n.core is not None:  # the core's view: a truncation may still wait in its next Ready
+            held = {s: e for s, e in held.items() if s <= n.core.last_seq}
             held.update(n.core._mem)
         return held
 

@@ -1,0 +1,212 @@
+"""Mapping between the core's value types (keychain.node.messages) and the chain.proto messages.
+
+One function per direction and message, so the gRPC shell stays a thin translator. Decoding checks
+what protobuf cannot: enum values in range and non-negative sizes are guaranteed by the types, so
+the only rejections here are unknown enum numbers (a newer peer) and a LinkDown/LinkUp without a body.
+"""
+
+from __future__ import annotations
+
+from keychain.node.messages import (
+    Ack,
+    Batch,
+    ChainConfig,
+    Code,
+    Consistency,
+    Entry,
+    EntryKind,
+    Error,
+    Hello,
+    KeyVersion,
+    Member,
+    MemberState,
+    NodeStatus,
+    OpKind,
+    ReadReply,
+    RequestOutcome,
+    TransferChunk,
+    VersionQueryReply,
+    Welcome,
+    WriteOp,
+    WriteReply,
+    WriteResult,
+)
+
+from keychain.proto import chain_pb2 as pb
+
+
+class WireError(ValueError):
+    """A protobuf message the core cannot take (an unknown enum value, a missing body)."""
+
+
+def _enum[E: (Code, MemberState, OpKind, EntryKind, Consistency)](cls: type[E], value: int) -> E:
+    try:
+        return cls(value)
+    except ValueError:
+        raise WireError(f"unknown {cls.__name__} value {value}") from None
+
+
+# ---- common ----
+
+
+def error_to_pb(e: Error) -> pb.Error:
+    return pb.Error(code=int(e.code), message=e.message, epoch=e.epoch)
+
+
+def error_from_pb(m: pb.Error) -> Error:
+    return Error(_enum(Code, m.code), m.message, m.epoch)
+
+
+def config_to_pb(c: ChainConfig) -> pb.ChainConfig:
+    return pb.ChainConfig(chain=c.chain, epoch=c.epoch, members=[
+        pb.Member(id=m.id, address=m.address, state=int(m.state)) for m in c.members])
+
+
+def config_from_pb(m: pb.ChainConfig) -> ChainConfig:
+    """Raises WireError or ValueError (from ChainConfig.validate) for an unusable configuration."""
+    config = ChainConfig(m.chain, m.epoch, tuple(
+        Member(x.id, x.address, _enum(MemberState, x.state)) for x in m.members))
+    config.validate()
+    return config
+
+
+# ---- writes and reads ----
+
+
+def write_op_to_pb(op: WriteOp) -> pb.WriteOp:
+    m = pb.WriteOp(request_id=op.request_id, key=op.key, kind=int(op.kind), value=op.value, if_absent=op.if_absent)
+    if op.if_version is not None:
+        m.if_version = op.if_version
+    return m
+
+
+def write_op_from_pb(m: pb.WriteOp) -> WriteOp:
+    return WriteOp(
+        request_id=m.request_id,
+        key=m.key,
+        kind=_enum(OpKind, m.kind),
+        value=m.value,
+        if_version=m.if_version if m.HasField("if_version") else None,
+        if_absent=m.if_absent,
+    )
+
+
+def write_request_to_pb(epoch: int, ops: list[WriteOp]) -> pb.WriteRequest:
+    return pb.WriteRequest(epoch=epoch, ops=[write_op_to_pb(op) for op in ops])
+
+
+def write_request_from_pb(m: pb.WriteRequest) -> tuple[int, list[WriteOp]]:
+    return m.epoch, [write_op_from_pb(op) for op in m.ops]
+
+
+def write_reply_to_pb(r: WriteReply) -> pb.WriteReply:
+    return pb.WriteReply(error=error_to_pb(r.error), results=[
+        pb.WriteResult(error=error_to_pb(x.error), version=x.version, current_version=x.current_version)
+        for x in r.results])
+
+
+def write_reply_from_pb(m: pb.WriteReply) -> WriteReply:
+    return WriteReply(error_from_pb(m.error), tuple(
+        WriteResult(error_from_pb(x.error), x.version, x.current_version) for x in m.results))
+
+
+def read_request_from_pb(m: pb.ReadRequest) -> tuple[int, bytes, Consistency]:
+    return m.epoch, m.key, _enum(Consistency, m.consistency)
+
+
+def read_reply_to_pb(r: ReadReply) -> pb.ReadReply:
+    return pb.ReadReply(error=error_to_pb(r.error), value=r.value, version=r.version)
+
+
+def read_reply_from_pb(m: pb.ReadReply) -> ReadReply:
+    return ReadReply(error_from_pb(m.error), m.value, m.version)
+
+
+# ---- replication ----
+
+
+def entry_to_pb(e: Entry) -> pb.Entry:
+    return pb.Entry(seq=e.seq, request_id=e.request_id, key=e.key, kind=int(e.kind), value=e.value,
+                    current_version=e.current_version)
+
+
+def entry_from_pb(m: pb.Entry) -> Entry:
+    return Entry(m.seq, m.request_id, m.key, _enum(EntryKind, m.kind), m.value, m.current_version)
+
+
+def link_down_to_pb(body: Hello | Batch) -> pb.LinkDown:
+    if isinstance(body, Hello):
+        return pb.LinkDown(hello=pb.LinkHello(epoch=body.epoch, from_id=body.from_id, first_seq=body.first_seq))
+    return pb.LinkDown(batch=pb.EntryBatch(epoch=body.epoch, entries=[entry_to_pb(e) for e in body.entries],
+                                           committed_seq=body.committed_seq))
+
+
+def link_down_from_pb(m: pb.LinkDown) -> Hello | Batch:
+    which = m.WhichOneof("body")
+    if which == "hello":
+        return Hello(m.hello.epoch, m.hello.from_id, m.hello.first_seq)
+    if which == "batch":
+        return Batch(m.batch.epoch, tuple(entry_from_pb(e) for e in m.batch.entries), m.batch.committed_seq)
+    raise WireError("LinkDown without a body")
+
+
+def link_up_to_pb(body: Welcome | Ack) -> pb.LinkUp:
+    if isinstance(body, Welcome):
+        return pb.LinkUp(welcome=pb.LinkWelcome(error=error_to_pb(body.error), last_seq=body.last_seq,
+                                                committed_seq=body.committed_seq,
+                                                needs_transfer=body.needs_transfer))
+    return pb.LinkUp(ack=pb.Ack(epoch=body.epoch, committed_seq=body.committed_seq))
+
+
+def link_up_from_pb(m: pb.LinkUp) -> Welcome | Ack:
+    which = m.WhichOneof("body")
+    if which == "welcome":
+        w = m.welcome
+        return Welcome(error_from_pb(w.error), w.last_seq, w.committed_seq, w.needs_transfer)
+    if which == "ack":
+        return Ack(m.ack.epoch, m.ack.committed_seq)
+    raise WireError("LinkUp without a body")
+
+
+def version_query_to_pb(epoch: int, keys: tuple[bytes, ...] | list[bytes]) -> pb.VersionQueryRequest:
+    return pb.VersionQueryRequest(epoch=epoch, keys=list(keys))
+
+
+def version_reply_to_pb(r: VersionQueryReply) -> pb.VersionQueryReply:
+    return pb.VersionQueryReply(error=error_to_pb(r.error), versions=list(r.versions))
+
+
+def version_reply_from_pb(m: pb.VersionQueryReply) -> VersionQueryReply:
+    return VersionQueryReply(error_from_pb(m.error), tuple(m.versions))
+
+
+# ---- state transfer ----
+
+
+def transfer_chunk_to_pb(c: TransferChunk) -> pb.TransferChunk:
+    return pb.TransferChunk(
+        keys=[pb.KeyVersion(key=k.key, version=k.version, tombstone=k.tombstone, value=k.value) for k in c.keys],
+        outcomes=[pb.RequestOutcome(request_id=o.request_id, seq=o.seq, kind=int(o.kind),
+                                    current_version=o.current_version) for o in c.outcomes],
+        through_seq=c.through_seq,
+        last=c.last,
+    )
+
+
+def transfer_chunk_from_pb(m: pb.TransferChunk) -> TransferChunk:
+    return TransferChunk(
+        keys=tuple(KeyVersion(k.key, k.version, k.tombstone, k.value) for k in m.keys),
+        outcomes=tuple(RequestOutcome(o.request_id, o.seq, _enum(EntryKind, o.kind), o.current_version)
+                       for o in m.outcomes),
+        through_seq=m.through_seq,
+        last=m.last,
+    )
+
+
+# ---- administration ----
+
+
+def status_to_pb(s: NodeStatus) -> pb.NodeStatus:
+    return pb.NodeStatus(id=s.id, chain=s.chain, epoch=s.epoch, role=s.role, last_seq=s.last_seq,
+                         committed_seq=s.committed_seq, reads=s.reads, writes=s.writes,
+                         version_queries=s.version_queries, lease_valid=s.lease_valid, keys=s.keys)
