@@ -168,7 +168,9 @@ class Welcome:
 class Batch:
     epoch: int
     entries: tuple[Entry, ...] = ()
-    committed_seq: int = 0  # the sender's commit point: lets a catching-up successor know when it is level
+    # The sender's commit point: lets a catching-up successor know when it is level. A sender not in
+    # sync itself sends one beyond its last seq, which no successor can be level with.
+    committed_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
