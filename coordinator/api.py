@@ -441,7 +441,7 @@ class CoordinatorService:
 
     # ---- the leader's background duties ----
 
-    async def run_failure_detector(self, interval: float = timing.HEARTBEAT_INTERVAL) -> None:
+    async def run_failure_detector(self, interval: float = timing.TICK) -> None:
         """At the leader: propose the removal of nodes whose lease has certainly expired."""
         pending: set[asyncio.Task[None]] = set()
         while True:

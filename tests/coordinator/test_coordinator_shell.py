@@ -187,3 +187,27 @@ async def test_a_restarted_cluster_recovers_the_registry_from_disk(tmp_path):
         assert got.config.epoch == 4
     finally:
         await c.stop_all()
+
+
+async def test_a_member_that_missed_compacted_entries_catches_up_from_a_snapshot(tmp_path):
+    c = InProcessCluster(tmp_path, compact_every=5)
+    await c.start_all()
+    try:
+        leader = await c.leader()
+        lagging = c.follower(leader).options.id
+        await c.stop(lagging)
+        channel, api = stub(leader.options.listen)
+        async with channel:
+            for i in range(12):
+                reply = await api.CreateChain(coordinator_pb2.CreateChainRequest(chain=f"chain-{i}"), timeout=5)
+                assert reply.error.code == coordinator_pb2.OK
+        assert leader.storage.snapshot().index > 5  # the entries the lagging member lacks are compacted
+        restarted = await c.start(lagging)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while len(restarted.service.registry.chains) < 12:
+            assert loop.time() < deadline, "the restarted member did not catch up"
+            await asyncio.sleep(0.05)
+        assert restarted.storage.snapshot().index > 5  # installed from the leader's snapshot
+    finally:
+        await c.stop_all()
