@@ -51,6 +51,7 @@ from keychain.coordinator.registry import (
     register_node,
     remove_node,
 )
+from keychain.coordinator.transport import CHANNEL_OPTIONS
 
 from keychain import timing
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
@@ -210,7 +211,7 @@ class CoordinatorService:
             address = self.peers.get(member_id)
             if address is None:
                 raise Unavailable(f"the address of coordinator member {member_id!r} is unknown")
-            channel = grpc.aio.insecure_channel(address)
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             self._channels[member_id] = channel
         return channel
 

@@ -38,6 +38,13 @@ MAX_BATCH_BYTES = 4 << 20  # a batch is cut after this many bytes (gRPC's defaul
 STEP_TIMEOUT = 0.3  # seconds: a peer slower than this counts as unreachable (election timeout is 0.3-0.6)
 RECONNECT_MIN = 0.02  # seconds before retrying an unreachable peer
 RECONNECT_MAX = 0.2  # backoff ceiling
+# gRPC's own reconnection backoff starts at 1 s and grows to minutes; a call made meanwhile fails
+# at once. Keep it as short as ours, or a restarted peer stays "unreachable" long after it is up.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", int(RECONNECT_MIN * 1000)),
+    ("grpc.min_reconnect_backoff_ms", int(RECONNECT_MIN * 1000)),
+    ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MAX * 1000)),
+]
 
 
 class Receiver(Protocol):
@@ -97,7 +104,7 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
 
     async def _run_peer(self, peer: _Peer) -> None:
         backoff = RECONNECT_MIN
-        peer.channel = grpc.aio.insecure_channel(peer.address)
+        peer.channel = grpc.aio.insecure_channel(peer.address, options=CHANNEL_OPTIONS)
         stub = raft_pb2_grpc.RaftStub(peer.channel)
         while not self._closed:
             if not peer.queue:
