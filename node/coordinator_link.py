@@ -15,10 +15,11 @@ import logging
 from collections.abc import Callable
 
 import grpc
-from keychain.node.server import CHANNEL_OPTIONS, Backoff, ChainNode, config_from_proto
+from keychain.node import wire
+from keychain.node.server import CHANNEL_OPTIONS, Backoff, ChainNode
 
 from keychain import timing
-from keychain.proto import coordinator_pb2, coordinator_pb2_grpc
+from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ class CoordinatorLink:
             return False
         self.registered = True
         log.info("registered node=%s chain=%s epoch=%d", self.node.id, self.chain, reply.config.epoch)
-        self._adopt(reply.config, sent, reply.lease_ms)
-        return True
+        return self._adopt(reply.config, sent, reply.lease_ms)
 
     async def heartbeat(self) -> bool:
         status = self.node.status()
@@ -131,12 +131,16 @@ class CoordinatorLink:
                      coordinator_pb2.Code.Name(reply.error.code), reply.error.message)
             self._next_coordinator()
             return False
-        self._adopt(reply.config, sent, reply.lease_ms)
-        return True
+        return self._adopt(reply.config, sent, reply.lease_ms)
 
-    def _adopt(self, pb_config: object, sent: float, lease_ms: int) -> None:
+    def _adopt(self, pb_config: chain_pb2.ChainConfig, sent: float, lease_ms: int) -> bool:
+        """Follow a reply's configuration and lease; False (nothing renewed) if it is unusable."""
         lease_until = sent + lease_ms / 1000
-        config = config_from_proto(pb_config)  # type: ignore[arg-type]
+        try:
+            config = wire.config_from_pb(pb_config)
+        except ValueError as e:  # WireError or an invalid order of members
+            log.error("unusable configuration from the coordinator node=%s error=%r", self.node.id, str(e))
+            return False
         epoch = self.node.core.epoch
         if self.node.core.config is None or config.epoch > epoch:
             err = self.node.configure(config, lease_until)
@@ -151,3 +155,4 @@ class CoordinatorLink:
         if config.member(self.node.id) is None:
             log.warning("removed from the chain; registering again node=%s epoch=%d", self.node.id, config.epoch)
             self.registered = False
+        return True

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from keychain.node import wire
 from keychain.node.core import ChainCore, CoreOptions, LinkState, Ready, Role, TransferStart, VersionQuery
 from keychain.node.messages import (
     Ack,
@@ -40,18 +41,10 @@ from keychain.node.messages import (
     ChainConfig,
     Code,
     Consistency,
-    Entry,
-    EntryKind,
     Error,
     Hello,
-    KeyVersion,
-    Member,
-    MemberState,
     NodeStatus,
-    OpKind,
     ReadReply,
-    RequestOutcome,
-    TransferChunk,
     VersionQueryReply,
     Welcome,
     WriteOp,
@@ -328,22 +321,20 @@ class ChainNode:
             if link is None:
                 log.debug("batch without a link node=%s to=%s", self.id, to)
                 return
-            link.queue.put_nowait(chain_pb2.LinkDown(batch=_batch_to(body)))
+            link.queue.put_nowait(wire.link_down_to_pb(body))
         else:
             up = self._uplinks.get(to)
             if up is None:
                 log.debug("no link from predecessor node=%s to=%s", self.id, to)
                 return
-            msg = (chain_pb2.LinkUp(welcome=_welcome_to(body)) if isinstance(body, Welcome)
-                   else chain_pb2.LinkUp(ack=_ack_to(body)))
-            up.queue.put_nowait(msg)
+            up.queue.put_nowait(wire.link_up_to_pb(body))
 
     def _open_downlink(self, peer: str, hello: Hello) -> None:
         old = self._downlinks.pop(peer, None)
         if old is not None and old.task is not None:
             old.task.cancel()
         link = _DownLink(peer)
-        link.queue.put_nowait(chain_pb2.LinkDown(hello=_hello_to(hello)))
+        link.queue.put_nowait(wire.link_down_to_pb(hello))
         self._downlinks[peer] = link
         link.task = self._spawn(self._run_downlink(link), f"link-{peer}")
 
@@ -364,12 +355,13 @@ class ChainNode:
                 async for up in call:
                     if self._downlinks.get(peer) is not link:
                         return
-                    if up.HasField("welcome"):
-                        self.core.on_welcome(peer, _welcome_from(up.welcome))
-                        if up.welcome.error.code == chain_pb2.OK:
+                    body = wire.link_up_from_pb(up)
+                    if isinstance(body, Welcome):
+                        self.core.on_welcome(peer, body)
+                        if body.error.ok:
                             backoff.reset()
-                    elif up.HasField("ack"):
-                        self.core.on_ack(peer, _ack_from(up.ack))
+                    else:
+                        self.core.on_ack(peer, body)
                     self.wake()
                     if self.core.link == LinkState.IDLE:
                         reason = "refused"  # the core dropped the link (refused, or its history is off)
@@ -378,6 +370,8 @@ class ChainNode:
                     reason = "closed by the successor"
             except grpc.aio.AioRpcError as e:
                 reason = f"{e.code().name}: {e.details()}"
+            except wire.WireError as e:
+                reason = f"malformed message: {e}"
             finally:
                 call.cancel()
         if self._downlinks.get(peer) is not link or self._stopping:
@@ -400,15 +394,19 @@ class ChainNode:
         first = await anext(requests, None)
         if first is None:
             return
-        if not first.HasField("hello"):
+        try:
+            hello = wire.link_down_from_pb(first)
+        except wire.WireError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        if not isinstance(hello, Hello):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a link must open with a hello")
-        peer = first.hello.from_id
+        peer = hello.from_id
         up = _UpLink(peer)
         old = self._uplinks.get(peer)
         if old is not None:
             old.queue.put_nowait(None)
         self._uplinks[peer] = up
-        self.core.on_hello(peer, _hello_from(first.hello))
+        self.core.on_hello(peer, hello)
         self.wake()
 
         async def read() -> None:
@@ -416,11 +414,14 @@ class ChainNode:
                 async for msg in requests:
                     if self._uplinks.get(peer) is not up:
                         break
-                    if msg.HasField("batch"):
-                        self.core.on_batch(peer, _batch_from(msg.batch))
-                    elif msg.HasField("hello"):
-                        self.core.on_hello(peer, _hello_from(msg.hello))
+                    body = wire.link_down_from_pb(msg)
+                    if isinstance(body, Batch):
+                        self.core.on_batch(peer, body)
+                    else:
+                        self.core.on_hello(peer, body)
                     self.wake()
+            except wire.WireError as e:  # a peer we cannot understand: drop its stream, it reconnects
+                log.warning("malformed link message node=%s from=%s error=%r", self.id, peer, str(e))
             except (grpc.aio.AioRpcError, asyncio.CancelledError):
                 pass
             finally:
@@ -446,10 +447,8 @@ class ChainNode:
             reply = VersionQueryReply(Error(Code.UNAVAILABLE, f"no address for the tail {q.to}"))
         else:
             try:
-                pb = await stub.QueryVersion(
-                    chain_pb2.VersionQueryRequest(epoch=q.epoch, keys=list(q.keys)), timeout=timing.RPC_TIMEOUT
-                )
-                reply = _vq_reply_from(pb)
+                pb = await stub.QueryVersion(wire.version_query_to_pb(q.epoch, q.keys), timeout=timing.RPC_TIMEOUT)
+                reply = wire.version_reply_from_pb(pb)
             except grpc.aio.AioRpcError as e:
                 reply = VersionQueryReply(Error(Code.UNAVAILABLE, f"{e.code().name}: {e.details()}"))
         self.core.on_version_reply(q.query_id, reply)
@@ -472,7 +471,7 @@ class ChainNode:
             call = stub.Transfer(chain_pb2.TransferRequest(epoch=t.epoch, from_id=self.id))
             chunks = 0
             async for pb in call:
-                self.core.on_transfer_chunk(t.from_id, _chunk_from(pb))
+                self.core.on_transfer_chunk(t.from_id, wire.transfer_chunk_from_pb(pb))
                 self.wake()
                 chunks += 1
                 if pb.last:
@@ -499,7 +498,7 @@ class ChainNode:
                 chunk = self.core.transfer_chunk(request.from_id)
             except ValueError as e:  # a reconfiguration ended the session
                 await context.abort(grpc.StatusCode.ABORTED, str(e))
-            yield _chunk_to(chunk)
+            yield wire.transfer_chunk_to_pb(chunk)
             if chunk.last:
                 return
 
@@ -527,10 +526,6 @@ async def _drain(queue: asyncio.Queue[chain_pb2.LinkDown | None]) -> AsyncIterat
         yield msg
 
 
-def _error_pb(err: Error) -> chain_pb2.Error:
-    return chain_pb2.Error(code=int(err.code), message=err.message, epoch=err.epoch)
-
-
 class _Servicer(chain_pb2_grpc.ChainNodeServicer):
     """Translates RPCs to calls on the node; no protocol logic lives here."""
 
@@ -539,25 +534,25 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
 
     async def Write(self, request: chain_pb2.WriteRequest, context: grpc.aio.ServicerContext) -> chain_pb2.WriteReply:
         try:
-            ops = [_write_op_from(op) for op in request.ops]
-        except ValueError as e:
-            return chain_pb2.WriteReply(error=_error_pb(Error(Code.INVALID_ARGUMENT, f"bad write op: {e}")))
+            epoch, ops = wire.write_request_from_pb(request)
+        except wire.WireError as e:
+            return wire.write_reply_to_pb(WriteReply(Error(Code.INVALID_ARGUMENT, f"bad write op: {e}")))
         try:
-            reply = await self.node.write(request.epoch, ops)
+            reply = await self.node.write(epoch, ops)
         except _Unavailable as e:
-            return chain_pb2.WriteReply(error=_error_pb(Error(Code.UNAVAILABLE, str(e))))
-        return _write_reply_to(reply)
+            reply = WriteReply(Error(Code.UNAVAILABLE, str(e)))
+        return wire.write_reply_to_pb(reply)
 
     async def Read(self, request: chain_pb2.ReadRequest, context: grpc.aio.ServicerContext) -> chain_pb2.ReadReply:
         try:
-            consistency = Consistency(request.consistency)
-        except ValueError:
-            return chain_pb2.ReadReply(error=_error_pb(Error(Code.INVALID_ARGUMENT, "unknown consistency")))
+            epoch, key, consistency = wire.read_request_from_pb(request)
+        except wire.WireError:
+            return wire.read_reply_to_pb(ReadReply(Error(Code.INVALID_ARGUMENT, "unknown consistency")))
         try:
-            reply = await self.node.read(request.epoch, request.key, consistency)
+            reply = await self.node.read(epoch, key, consistency)
         except _Unavailable as e:
-            return chain_pb2.ReadReply(error=_error_pb(Error(Code.UNAVAILABLE, str(e))))
-        return _read_reply_to(reply)
+            reply = ReadReply(Error(Code.UNAVAILABLE, str(e)))
+        return wire.read_reply_to_pb(reply)
 
     async def Link(self, request_iterator: AsyncIterator[chain_pb2.LinkDown],  # type: ignore[override]
                    context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.LinkUp]:
@@ -567,7 +562,7 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
     async def QueryVersion(self, request: chain_pb2.VersionQueryRequest,
                            context: grpc.aio.ServicerContext) -> chain_pb2.VersionQueryReply:
         reply = self.node.core.on_version_query(request.epoch, list(request.keys), self.node.clock())
-        return _vq_reply_to(reply)
+        return wire.version_reply_to_pb(reply)
 
     async def Transfer(self, request: chain_pb2.TransferRequest,  # type: ignore[override]
                        context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.TransferChunk]:
@@ -577,122 +572,12 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
     async def Configure(self, request: chain_pb2.ConfigureRequest,
                         context: grpc.aio.ServicerContext) -> chain_pb2.ConfigureReply:
         try:
-            config = config_from_proto(request.config)
-        except ValueError as e:
-            return chain_pb2.ConfigureReply(error=_error_pb(Error(Code.INVALID_ARGUMENT, str(e))))
+            config = wire.config_from_pb(request.config)
+        except ValueError as e:  # WireError or an invalid order of members
+            return chain_pb2.ConfigureReply(error=wire.error_to_pb(Error(Code.INVALID_ARGUMENT, str(e))))
         lease_until = None if request.lease_ms == 0 else self.node.clock() + request.lease_ms / 1000
-        return chain_pb2.ConfigureReply(error=_error_pb(self.node.configure(config, lease_until)))
+        return chain_pb2.ConfigureReply(error=wire.error_to_pb(self.node.configure(config, lease_until)))
 
     async def GetStatus(self, request: chain_pb2.StatusRequest,
                         context: grpc.aio.ServicerContext) -> chain_pb2.NodeStatus:
-        return _status_to(self.node.status())
-
-
-# ---------------------------------------------------------------------- proto <-> core messages
-# The core speaks plain dataclasses (keychain.node.messages); these translate at the wire. Enum values
-# are checked, so a malformed request is refused with INVALID_ARGUMENT instead of reaching the core.
-
-
-def _err_from(pb: chain_pb2.Error) -> Error:
-    return Error(Code(pb.code), pb.message, pb.epoch)
-
-
-def config_from_proto(pb: chain_pb2.ChainConfig) -> ChainConfig:
-    """ValueError for an unknown member state or an invalid order of members."""
-    config = ChainConfig(pb.chain, pb.epoch, tuple(
-        Member(m.id, m.address, MemberState(m.state)) for m in pb.members))
-    config.validate()
-    return config
-
-
-def config_to_proto(c: ChainConfig) -> chain_pb2.ChainConfig:
-    return chain_pb2.ChainConfig(chain=c.chain, epoch=c.epoch, members=[
-        chain_pb2.Member(id=m.id, address=m.address, state=int(m.state)) for m in c.members])
-
-
-def _write_op_from(pb: chain_pb2.WriteOp) -> WriteOp:
-    return WriteOp(pb.request_id, pb.key, OpKind(pb.kind), pb.value,
-                   pb.if_version if pb.HasField("if_version") else None, pb.if_absent)
-
-
-def _write_reply_to(r: WriteReply) -> chain_pb2.WriteReply:
-    return chain_pb2.WriteReply(error=_error_pb(r.error), results=[
-        chain_pb2.WriteResult(error=_error_pb(x.error), version=x.version, current_version=x.current_version)
-        for x in r.results])
-
-
-def _read_reply_to(r: ReadReply) -> chain_pb2.ReadReply:
-    return chain_pb2.ReadReply(error=_error_pb(r.error), value=r.value, version=r.version)
-
-
-def _entry_to(e: Entry) -> chain_pb2.Entry:
-    return chain_pb2.Entry(seq=e.seq, request_id=e.request_id, key=e.key, kind=int(e.kind), value=e.value,
-                           current_version=e.current_version)
-
-
-def _entry_from(pb: chain_pb2.Entry) -> Entry:
-    return Entry(pb.seq, pb.request_id, pb.key, EntryKind(pb.kind), pb.value, pb.current_version)
-
-
-def _hello_to(h: Hello) -> chain_pb2.LinkHello:
-    return chain_pb2.LinkHello(epoch=h.epoch, from_id=h.from_id, first_seq=h.first_seq)
-
-
-def _hello_from(pb: chain_pb2.LinkHello) -> Hello:
-    return Hello(pb.epoch, pb.from_id, pb.first_seq)
-
-
-def _welcome_to(w: Welcome) -> chain_pb2.LinkWelcome:
-    return chain_pb2.LinkWelcome(error=_error_pb(w.error), last_seq=w.last_seq, committed_seq=w.committed_seq,
-                                 needs_transfer=w.needs_transfer)
-
-
-def _welcome_from(pb: chain_pb2.LinkWelcome) -> Welcome:
-    return Welcome(_err_from(pb.error), pb.last_seq, pb.committed_seq, pb.needs_transfer)
-
-
-def _batch_to(b: Batch) -> chain_pb2.EntryBatch:
-    return chain_pb2.EntryBatch(epoch=b.epoch, entries=[_entry_to(e) for e in b.entries],
-                                committed_seq=b.committed_seq)
-
-
-def _batch_from(pb: chain_pb2.EntryBatch) -> Batch:
-    return Batch(pb.epoch, tuple(_entry_from(e) for e in pb.entries), pb.committed_seq)
-
-
-def _ack_to(a: Ack) -> chain_pb2.Ack:
-    return chain_pb2.Ack(epoch=a.epoch, committed_seq=a.committed_seq)
-
-
-def _ack_from(pb: chain_pb2.Ack) -> Ack:
-    return Ack(pb.epoch, pb.committed_seq)
-
-
-def _vq_reply_to(r: VersionQueryReply) -> chain_pb2.VersionQueryReply:
-    return chain_pb2.VersionQueryReply(error=_error_pb(r.error), versions=list(r.versions))
-
-
-def _vq_reply_from(pb: chain_pb2.VersionQueryReply) -> VersionQueryReply:
-    return VersionQueryReply(_err_from(pb.error), tuple(pb.versions))
-
-
-def _chunk_to(c: TransferChunk) -> chain_pb2.TransferChunk:
-    return chain_pb2.TransferChunk(
-        keys=[chain_pb2.KeyVersion(key=k.key, version=k.version, tombstone=k.tombstone, value=k.value)
-              for k in c.keys],
-        outcomes=[chain_pb2.RequestOutcome(request_id=o.request_id, seq=o.seq, kind=int(o.kind),
-                                           current_version=o.current_version) for o in c.outcomes],
-        through_seq=c.through_seq, last=c.last)
-
-
-def _chunk_from(pb: chain_pb2.TransferChunk) -> TransferChunk:
-    return TransferChunk(
-        tuple(KeyVersion(k.key, k.version, k.tombstone, k.value) for k in pb.keys),
-        tuple(RequestOutcome(o.request_id, o.seq, EntryKind(o.kind), o.current_version) for o in pb.outcomes),
-        pb.through_seq, pb.last)
-
-
-def _status_to(s: NodeStatus) -> chain_pb2.NodeStatus:
-    return chain_pb2.NodeStatus(id=s.id, chain=s.chain, epoch=s.epoch, role=s.role, last_seq=s.last_seq,
-                                committed_seq=s.committed_seq, reads=s.reads, writes=s.writes,
-                                version_queries=s.version_queries, lease_valid=s.lease_valid, keys=s.keys)
+        return wire.status_to_pb(self.node.status())

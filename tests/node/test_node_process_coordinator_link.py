@@ -15,8 +15,9 @@ import grpc
 import pytest
 from keychain.node.coordinator_link import CoordinatorLink, parse_addresses
 from keychain.node.messages import ChainConfig, Code, Member, MemberState, OpKind, WriteOp
-from keychain.node.server import ChainNode, config_to_proto
+from keychain.node.server import ChainNode
 from keychain.node.storage import RocksVersionStore
+from keychain.node.wire import config_to_pb
 
 from keychain.proto import coordinator_pb2, coordinator_pb2_grpc
 
@@ -43,7 +44,7 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         if self.config.member(request.node_id) is None:
             state = MemberState.SYNCING if self.config.members else MemberState.ACTIVE
             self._bump((*self.config.members, Member(request.node_id, request.address, state)))
-        return coordinator_pb2.RegisterReply(config=config_to_proto(self.config), lease_ms=self.lease_ms)
+        return coordinator_pb2.RegisterReply(config=config_to_pb(self.config), lease_ms=self.lease_ms)
 
     async def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
         if self.silent:
@@ -54,7 +55,7 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
             return coordinator_pb2.HeartbeatReply(error=coordinator_pb2.Error(code=coordinator_pb2.NOT_FOUND))
         if request.caught_up and me.state == MemberState.SYNCING and request.epoch == self.config.epoch:
             self._bump(tuple(Member(m.id, m.address) for m in self.config.members))
-        return coordinator_pb2.HeartbeatReply(config=config_to_proto(self.config), lease_ms=self.lease_ms)
+        return coordinator_pb2.HeartbeatReply(config=config_to_pb(self.config), lease_ms=self.lease_ms)
 
 
 def free_port() -> int:
