@@ -2,8 +2,9 @@
 
 Starts the coordinators, then the chain nodes, then one proxy; writes `<data-dir>/cluster.json`
 (each component's name, kind, pid and address, kept current across restarts); prints the proxy
-URL and a line with the word `ready` once a write and a read have gone through the proxy;
-restarts a crashed child after a short delay, as a kubelet would; and on Ctrl-C or SIGTERM stops
+URL and a line with the word `ready` once a write and a read have gone through the proxy (and,
+for at most JOIN_WAIT more seconds, once every node has joined the chain, so `ready` normally
+means the whole chain serves); restarts a crashed child after a short delay, as a kubelet would; and on Ctrl-C or SIGTERM stops
 every child, proxy first and coordinators last. Running it again on the same data dir resumes the
 data: every component keeps its state under `<data-dir>/<name>/`, and the ports and sizes of the
 first run are kept in cluster.json and reused unless given again (the coordinators' Raft
@@ -37,6 +38,7 @@ log = logging.getLogger("keychain.local")
 READY_KEY = "keychain-up-ready-check"
 RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0)  # seconds before the 1st, 2nd, ... restart in a row
 STABLE_AFTER = 30.0  # a child that ran this long has its restart backoff reset
+JOIN_WAIT = 20.0  # seconds `ready` waits, after the first write and read, for every node to join
 LOG_TAIL_LINES = 8  # lines of a failing child's log shown when the cluster does not become ready
 PR_SET_PDEATHSIG = 1  # prctl option: the signal a child gets when its parent dies (Linux)
 
@@ -235,8 +237,7 @@ class Supervisor:
         """True once a write and a read of the same value succeed through the proxy."""
         value = f"ready-{os.getpid()}-{time.time_ns()}".encode()
         url = f"{self.proxy_url}/v1/kv/{READY_KEY}"
-        # Loopback only: never through an HTTP proxy named in the environment.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        opener = self._opener()
         while time.monotonic() < deadline and not self.stopping:
             self.poll()
             try:
@@ -251,6 +252,31 @@ class Supervisor:
             time.sleep(0.25)
         return False
 
+    @staticmethod
+    def _opener() -> urllib.request.OpenerDirector:
+        # Loopback only: never through an HTTP proxy named in the environment.
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def active_nodes(self) -> int | None:
+        """How many chain members /v1/cluster reports active (None: no answer)."""
+        try:
+            with self._opener().open(f"{self.proxy_url}/v1/cluster", timeout=2) as resp:
+                report = json.loads(resp.read())
+            members = [m for chain in report["chains"] for m in chain["members"]]
+        except (urllib.error.URLError, OSError, TimeoutError, ValueError, KeyError, TypeError):
+            return None
+        return sum(1 for m in members if m.get("role") in ("head", "middle", "tail"))
+
+    def wait_all_active(self, deadline: float) -> int | None:
+        """Wait (until `deadline`) for every node to have joined the chain; the last count seen."""
+        active = None
+        while not self.stopping:
+            self.poll()
+            active = self.active_nodes()
+            if active == self.layout.nodes or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        return active
 
     def failing_logs(self) -> list[str]:
         """The last lines of the log of every child that has exited at least once."""
@@ -383,7 +409,7 @@ def main(argv: list[str]) -> int:
         return 2
     busy = busy_ports(layout.all_ports())
     if busy:
-        print(f"keychain up: ports already in use: {', '.join(map(str, busy))} "
+        print(f"keychain up: ports in use: {', '.join(map(str, busy))} "
               "(is another cluster running? choose --http-port / --base-port)", file=sys.stderr)
         return 1
     components = build_components(layout, [sys.executable, "-P", "-m", "keychain"], args.log_level)
@@ -402,8 +428,11 @@ def main(argv: list[str]) -> int:
     sup.say(f"KeychainDB proxy: {sup.proxy_url}  (data: {data_dir}, cluster: {data_dir / 'cluster.json'})")
     started = time.monotonic()
     if sup.wait_ready(started + args.ready_timeout):
-        log.info("ready seconds=%.2f", time.monotonic() - started)
-        sup.say(f"ready: {layout.nodes} nodes, {layout.coordinators} coordinators, proxy at {sup.proxy_url}")
+        # Serving already; give the other nodes a moment to join so `ready` means the whole chain.
+        active = sup.wait_all_active(min(started + args.ready_timeout, time.monotonic() + JOIN_WAIT))
+        log.info("ready seconds=%.2f active=%s", time.monotonic() - started, active)
+        nodes = f"{layout.nodes} nodes" if active == layout.nodes else f"{active or '?'} of {layout.nodes} nodes active"
+        sup.say(f"ready: {nodes}, {layout.coordinators} coordinators, proxy at {sup.proxy_url}")
     elif not sup.stopping:
         sup.say(f"keychain up: no successful write and read within {args.ready_timeout:.0f}s; "
                 f"see the logs under {data_dir / 'logs'}")

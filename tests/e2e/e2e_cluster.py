@@ -38,6 +38,7 @@ from keychain.testing.history import Operation, Recorder, write_history
 LOG_LEVEL = os.environ.get("KEYCHAIN_E2E_LOG_LEVEL", "warning")
 READY_TIMEOUT = 90.0  # `keychain up` on 2 busy cores: imports, elections, first write
 STOP_TIMEOUT = 40.0
+START_ATTEMPTS = 3  # fresh ports again when another process took one before `keychain up` bound it
 PORT_SPAN = 210  # base+1.. coordinators, base+81.. their HTTP, base+101.. nodes, base+200.. proxy
 
 
@@ -59,9 +60,12 @@ def wait_for(what: str, condition: Callable[[], Any], timeout: float, interval: 
 
 
 def pick_ports(rng: random.Random) -> tuple[int, int]:
-    """(base port, proxy HTTP port) such that every port the cluster will use is free now."""
+    """(base port, proxy HTTP port) such that every port the cluster will use is free now.
+
+    Below Linux's ephemeral range (32768+), where outgoing connections would take them meanwhile.
+    """
     for _ in range(200):
-        base = rng.randrange(20_000, 60_000 - PORT_SPAN)
+        base = rng.randrange(20_000, 32_000 - PORT_SPAN)
         http = base + 200
         wanted = [*range(base + 1, base + 6), *range(base + 81, base + 86), *range(base + 101, base + 106)]
         if not busy_ports([*wanted, http, http + 1]):
@@ -93,6 +97,10 @@ def cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+class PortsTaken(AssertionError):
+    """`keychain up` found one of its ports taken."""
+
+
 @dataclass
 class LocalCluster:
     """One running `keychain up`."""
@@ -118,6 +126,25 @@ class LocalCluster:
 
         `same_ports`: pass no ports, so `keychain up` reuses those of the previous run on this dir.
         """
+        for attempt in range(1, START_ATTEMPTS + 1):
+            cluster = cls._launch(data_dir, same_ports, ready_timeout, extra_args)
+            try:
+                cluster.wait_ready(ready_timeout + 10)
+            except PortsTaken:
+                cluster.stop()
+                if same_ports or attempt == START_ATTEMPTS:
+                    raise
+                continue
+            except BaseException:
+                cluster.stop()
+                raise
+            return cluster
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _launch(
+        cls, data_dir: Path, same_ports: bool, ready_timeout: float, extra_args: tuple[str, ...]
+    ) -> LocalCluster:
         if same_ports:
             layout = json.loads((data_dir / "cluster.json").read_text())["layout"]
             base, http = layout["base_port"], layout["http_port"]
@@ -137,11 +164,6 @@ class LocalCluster:
         cluster = cls(data_dir=data_dir, base_port=base, http_port=http, process=process)
         cluster._reader = threading.Thread(target=cluster._read_output, daemon=True)
         cluster._reader.start()
-        try:
-            cluster.wait_ready(ready_timeout + 10)
-        except BaseException:
-            cluster.stop()
-            raise
         return cluster
 
     def _read_output(self) -> None:
@@ -149,14 +171,24 @@ class LocalCluster:
         for line in self.process.stdout:
             self.output.append(line.rstrip("\n"))
 
+    def ready_lines(self) -> list[str]:
+        return [line for line in self.output if line.startswith("ready")]
+
     def wait_ready(self, timeout: float) -> None:
         def ready() -> bool:
-            if self.process.poll() is not None and not any("ready" in line for line in self.output):
+            if self.ready_lines():
+                return True
+            if self.process.poll() is not None:
+                self._reader.join(5)  # type: ignore[union-attr]
+                if any("ports in use" in line for line in self.output):
+                    raise PortsTaken("\n".join(self.output))
                 raise AssertionError(f"keychain up exited with {self.process.returncode}:\n{self.report()}")
-            return any("ready" in line for line in self.output)
+            return False
 
         try:
             wait_for("the `ready` line of keychain up", ready, timeout)
+        except PortsTaken:
+            raise
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.report()}") from None
 

@@ -60,7 +60,10 @@ def http(cluster: LocalCluster, recorder: Recorder) -> Iterator[RecordedHTTP]:
 
 def test_up_prints_the_proxy_url_and_a_ready_line(cluster: LocalCluster) -> None:
     assert any(cluster.url in line for line in cluster.output), cluster.output
-    assert any("ready" in line for line in cluster.output), cluster.output
+    ready = cluster.ready_lines()
+    assert ready, cluster.output
+    # `ready` waits for the whole chain: every node has joined when it is printed.
+    assert "3 nodes" in ready[0] and "of 3" not in ready[0], ready
 
 
 def test_cluster_json_names_every_component_by_its_own_pid(cluster: LocalCluster) -> None:
