@@ -29,7 +29,9 @@ Protocol rules (DESIGN.md §3):
   failed is sequenced too, as a NOOP entry, so its outcome (412) is replicated like any other.
   Compare-and-set and create-only are decided against the latest version, dirty included.
 - Each node persists entries dirty, then forwards them in seq order, in batches of at most
-  `max_batch_entries`, with at most `max_inflight_entries` unacknowledged on a link. The tail commits
+  `max_batch_entries` entries and `max_batch_bytes` payload bytes (an entry larger than that goes
+  alone), with at most `max_inflight_entries` unacknowledged on a link. Transfer chunks are bounded
+  by `transfer_chunk_keys` keys and the same byte limit, so every link message has a known size. The tail commits
   what it has persisted and sends cumulative acks upstream; an ack commits (cleans) those versions.
   Write replies are released when the entry is committed at the head.
 - Reads (any active node): clean latest version -> it; dirty -> a version query to the tail and the
@@ -114,13 +116,15 @@ class CoreOptions:
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
     max_batch_entries: int = 256  # entries per Batch message
+    max_batch_bytes: int = 1 << 20  # payload bytes (see payload_bytes) per Batch message or transfer chunk
     max_inflight_entries: int = 8192  # sent but not yet acknowledged, per link
     retain_entries: int = 10_000  # log kept behind the commit point for incremental catch-up
     dedup_window: int = 100_000  # request-id outcomes remembered for this many seqs
     transfer_chunk_keys: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("max_key_bytes", "max_batch_entries", "max_inflight_entries", "transfer_chunk_keys"):
+        for name in ("max_key_bytes", "max_batch_entries", "max_batch_bytes", "max_inflight_entries",
+                     "transfer_chunk_keys"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_value_bytes < 0 or self.retain_entries < 0 or self.dedup_window < 0:
@@ -771,8 +775,9 @@ class ChainCore:
             raise ValueError(f"no state transfer to {to_id} is in progress")
         n = self.options.transfer_chunk_keys
         if not s.keys_done:
-            keys = self.store.scan_clean(s.key_cursor, n)
-            if len(keys) < n:
+            scanned = self.store.scan_clean(s.key_cursor, n)
+            keys = _within_bytes(scanned, self.options.max_batch_bytes)
+            if len(scanned) < n and len(keys) == len(scanned):
                 s.keys_done = True
             if keys:
                 s.key_cursor = keys[-1].key
@@ -851,9 +856,9 @@ class ChainCore:
             hi = min(self.last_seq, self.succ_acked + self.options.max_inflight_entries)
             while self.sent_through < hi:
                 top = min(hi, self.sent_through + self.options.max_batch_entries)
-                entries = tuple(self._entries(self.sent_through + 1, top))
+                entries = _within_bytes(self._entries(self.sent_through + 1, top), self.options.max_batch_bytes)
                 rd.messages.append(Outbound(self.succ, Batch(self.epoch, entries, level)))
-                self.sent_through = top
+                self.sent_through = entries[-1].seq
                 self._first_batch_due = False
             if self._first_batch_due:
                 rd.messages.append(Outbound(self.succ, Batch(self.epoch, (), level)))
@@ -926,3 +931,25 @@ class ChainCore:
             keys=self.store.key_count(),
             in_sync=self.in_sync,
         )
+
+
+def payload_bytes(item: Entry | KeyVersion) -> int:
+    """What an entry or a transferred key weighs against `max_batch_bytes`: its key, value and request
+    id. Protobuf framing adds a bounded amount per item (ENTRY_FRAMING_BYTES), which the shell allows for."""
+    rid = len(item.request_id.encode()) if isinstance(item, Entry) else 0
+    return len(item.key) + len(item.value) + rid
+
+
+# Protobuf framing of one Entry or KeyVersion inside its message: field tags, length prefixes and
+# varints (at most 10 bytes each). A generous upper bound.
+ENTRY_FRAMING_BYTES = 64
+
+
+def _within_bytes[T: (Entry, KeyVersion)](items: list[T], limit: int) -> tuple[T, ...]:
+    """The longest prefix of `items` whose payload fits in `limit`, but at least the first item."""
+    total = 0
+    for i, item in enumerate(items):
+        total += payload_bytes(item)
+        if total > limit and i > 0:
+            return tuple(items[:i])
+    return tuple(items)
