@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import shutil
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -94,6 +96,20 @@ def test_values_are_the_key_repeated_to_the_asked_size():
 
 def test_each_wrk_thread_starts_at_its_own_slice_of_the_key_space():
     assert vs_etcd.thread_start_keys(10_000, 2) == ["bench-00000000", "bench-00005000"]
+
+
+@pytest.mark.process
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
+def test_the_write_phase_check_asks_only_for_keys_wrk_sent(fake_server: str):
+    # wrk swallows the first thread's first request (it verifies the script with it).
+    # A key space too large to wrap around in one second, so no key is written twice.
+    argv = ["wrk", "-t", "2", "-c", "2", "-d", "1s", "-s", str(vs_etcd.WRK_SCRIPT), fake_server, "--",
+            "keychain", "write", "40000", "16", "2"]
+    subprocess.run(argv, capture_output=True, check=True, timeout=60)
+    written = {key.decode() for key in FakeStore.store}
+    assert len(written) < 20_000
+    assert set(vs_etcd.keys_sent_first(40_000, 2)) <= written
+    vs_etcd.check_values(vs_etcd.KVClient("keychain", fake_server), vs_etcd.keys_sent_first(40_000, 2), 16)
 
 
 @pytest.mark.parametrize("system", ["keychain", "etcd"])
