@@ -115,6 +115,7 @@ log = logging.getLogger("keychain.node.core")
 class CoreOptions:
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
+    max_request_id_bytes: int = 256  # bounds an entry's size, hence every link message's
     max_batch_entries: int = 256  # entries per Batch message
     max_batch_bytes: int = 1 << 20  # payload bytes (see payload_bytes) per Batch message or transfer chunk
     max_inflight_entries: int = 8192  # sent but not yet acknowledged, per link
@@ -123,7 +124,7 @@ class CoreOptions:
     transfer_chunk_keys: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("max_key_bytes", "max_batch_entries", "max_batch_bytes", "max_inflight_entries",
+        for name in ("max_key_bytes", "max_request_id_bytes", "max_batch_entries", "max_batch_bytes", "max_inflight_entries",
                      "transfer_chunk_keys"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -417,6 +418,10 @@ class ChainCore:
         bad = self._check_key(op.key)
         if bad is not None:
             return bad
+        rid = len(op.request_id.encode())
+        if rid > self.options.max_request_id_bytes:
+            return Error(Code.TOO_LARGE, f"request id of {rid} bytes is above the limit of "
+                                         f"{self.options.max_request_id_bytes}", self.epoch)
         if op.kind == OpKind.PUT and len(op.value) > self.options.max_value_bytes:
             return Error(Code.TOO_LARGE, f"value of {len(op.value)} bytes is above the limit of "
                                          f"{self.options.max_value_bytes}", self.epoch)

@@ -58,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
                    help="largest key accepted (default: %(default)s)")
     p.add_argument("--max-value-bytes", type=_positive, default=defaults.max_value_bytes,
                    help="largest value accepted (default: %(default)s)")
+    p.add_argument("--max-batch-bytes", type=_positive, default=defaults.max_batch_bytes,
+                   help="payload bytes per message to the next node (default: %(default)s)")
     p.add_argument("--metrics-listen", type=_address, help="host:port to serve Prometheus /metrics on")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="default: %(default)s")
@@ -71,7 +73,8 @@ async def run(args: argparse.Namespace) -> int:
 
     coordinators = parse_addresses(args.coordinator) if args.coordinator else []
     store = RocksVersionStore(args.data_dir, args.id, args.chain)
-    options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes)
+    options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
+                          max_batch_bytes=args.max_batch_bytes)
     node = ChainNode(args.id, store, options)
     try:
         port = await node.start(args.listen)

@@ -80,6 +80,10 @@ class NodeMetrics:
             "keychain_node_link_failures", "Link streams to a successor that broke or could not be opened",
             registry=self.registry,
         )
+        self.transfer_failures = Counter(
+            "keychain_node_transfer_failures", "State transfers received that broke before their last chunk",
+            registry=self.registry,
+        )
         self._server: _Stoppable | None = None
 
     def observe_sync(self, seconds: float, entries: int) -> None:

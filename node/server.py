@@ -34,7 +34,16 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from keychain.node import wire
-from keychain.node.core import ChainCore, CoreOptions, LinkState, Ready, Role, TransferStart, VersionQuery
+from keychain.node.core import (
+    ENTRY_FRAMING_BYTES,
+    ChainCore,
+    CoreOptions,
+    LinkState,
+    Ready,
+    Role,
+    TransferStart,
+    VersionQuery,
+)
 from keychain.node.messages import (
     Ack,
     Batch,
@@ -61,16 +70,35 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "keychain.chain.ChainNode"
 
-# Link batches can carry many large values; the core bounds them by entry count, not bytes.
-GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", -1),
-    ("grpc.max_receive_message_length", -1),
+_KEEPALIVE = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
-CHANNEL_OPTIONS = [*GRPC_OPTIONS, ("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 1000)]
+_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 1000)]
+# Channels to the coordinator: its messages are small, gRPC's default size limit holds.
+CHANNEL_OPTIONS = [*_KEEPALIVE, *_RECONNECT]
+
+# gRPC's default message limit, which proxies size their batched write requests for.
+WRITE_REQUEST_BYTES = 4 << 20
+
+
+def max_message_bytes(options: CoreOptions) -> int:
+    """The largest message a node sends or accepts: a client's write request, or the largest link
+    batch or transfer chunk the core can emit (a full batch, or one entry of the largest size alone,
+    plus the framing of each entry)."""
+    items = max(options.max_batch_entries, options.transfer_chunk_keys)
+    largest_entry = options.max_key_bytes + options.max_value_bytes + options.max_request_id_bytes
+    link = max(options.max_batch_bytes, largest_entry) + items * ENTRY_FRAMING_BYTES
+    outcomes = options.transfer_chunk_keys * (options.max_request_id_bytes + ENTRY_FRAMING_BYTES)
+    return max(WRITE_REQUEST_BYTES, link, outcomes) + 4096  # + the enclosing message's own fields
+
+
+def grpc_options(options: CoreOptions) -> list[tuple[str, int]]:
+    """Server and peer-channel options: message size bounded by what the core can produce."""
+    limit = max_message_bytes(options)
+    return [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit), *_KEEPALIVE]
 
 
 class Backoff:
@@ -138,6 +166,8 @@ class ChainNode:
         self._uplinks: dict[str, _UpLink] = {}
         self._link_backoff: dict[str, Backoff] = {}
         self._transfers_in: dict[str, asyncio.Task[None]] = {}
+        self._transfer_backoff: dict[str, Backoff] = {}
+        self._syncing: asyncio.Future[None] | None = None  # the fsync in flight, if any
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stopping = False
         self.failed: BaseException | None = None  # the driver died: the node must exit
@@ -147,7 +177,7 @@ class ChainNode:
 
     async def start(self, listen: str) -> int:
         """Serve on `listen` (host:port, port 0 = any free port); returns the bound port."""
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(options=grpc_options(self.core.options))
         chain_pb2_grpc.add_ChainNodeServicer_to_server(_Servicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         port = server.add_insecure_port(listen)
@@ -178,6 +208,8 @@ class ChainNode:
             self._driver.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._driver
+        if self._syncing is not None:  # the store must not close under an fsync still running
+            await asyncio.wait([self._syncing])
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -218,10 +250,12 @@ class ChainNode:
             raise
 
     async def _run_ready(self, rd: Ready) -> None:
+        epoch = self.core.epoch  # the Ready's epoch: a configure may land while the fsync runs
         if rd.persist:
             self.store.apply(rd.persist)
             started = time.perf_counter()
-            await asyncio.shield(asyncio.to_thread(self.store.sync))
+            self._syncing = asyncio.ensure_future(asyncio.to_thread(self.store.sync))
+            await asyncio.shield(self._syncing)
             entries = sum(len(r.entries) for r in rd.persist if isinstance(r, AppendEntries))
             self.metrics.observe_sync(time.perf_counter() - started, entries)
         for out in rd.messages:
@@ -231,8 +265,8 @@ class ChainNode:
         for t in rd.transfers:
             self._start_transfer(t)
         if rd.caught_up is not None:
-            self.caught_up_epoch = self.core.epoch
-            log.info("caught up node=%s epoch=%d through=%d", self.id, self.core.epoch, rd.caught_up)
+            self.caught_up_epoch = epoch
+            log.info("caught up node=%s epoch=%d through=%d", self.id, epoch, rd.caught_up)
         for ticket, reply in rd.replies:
             fut = self._waiting.pop(ticket, None)
             if fut is not None and not fut.done():
@@ -305,7 +339,7 @@ class ChainNode:
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            ch = grpc.aio.insecure_channel(address, options=[*grpc_options(self.core.options), *_RECONNECT])
             self._channels[address] = ch
         return ch
 
@@ -441,18 +475,27 @@ class ChainNode:
     # ------------------------------------------------------------------ version queries
 
     async def _query_version(self, q: VersionQuery) -> None:
-        stub = self._stub(q.to)
-        reply: VersionQueryReply
-        if stub is None:
-            reply = VersionQueryReply(Error(Code.UNAVAILABLE, f"no address for the tail {q.to}"))
-        else:
-            try:
-                pb = await stub.QueryVersion(wire.version_query_to_pb(q.epoch, q.keys), timeout=timing.RPC_TIMEOUT)
-                reply = wire.version_reply_from_pb(pb)
-            except grpc.aio.AioRpcError as e:
-                reply = VersionQueryReply(Error(Code.UNAVAILABLE, f"{e.code().name}: {e.details()}"))
+        """Ask the tail. The core gets exactly one answer per query: the tail's, or an error reply
+        whatever went wrong (the reads waiting on it would otherwise hang until their deadline)."""
+        try:
+            reply = await self._ask_tail(q)
+        except asyncio.CancelledError:
+            raise  # the node is stopping; its readers are failed by the server's shutdown
+        except Exception as e:
+            log.warning("version query failed node=%s tail=%s error=%r", self.id, q.to, str(e))
+            reply = VersionQueryReply(Error(Code.UNAVAILABLE, f"version query to {q.to} failed: {e}"))
         self.core.on_version_reply(q.query_id, reply)
         self.wake()
+
+    async def _ask_tail(self, q: VersionQuery) -> VersionQueryReply:
+        stub = self._stub(q.to)
+        if stub is None:
+            return VersionQueryReply(Error(Code.UNAVAILABLE, f"no address for the tail {q.to}"))
+        try:
+            pb = await stub.QueryVersion(wire.version_query_to_pb(q.epoch, q.keys), timeout=timing.RPC_TIMEOUT)
+        except grpc.aio.AioRpcError as e:
+            return VersionQueryReply(Error(Code.UNAVAILABLE, f"{e.code().name}: {e.details()}"))
+        return wire.version_reply_from_pb(pb)
 
     # ------------------------------------------------------------------ state transfer
 
@@ -463,8 +506,11 @@ class ChainNode:
         self._transfers_in[t.from_id] = self._spawn(self._receive_transfer(t), f"transfer-{t.from_id}")
 
     async def _receive_transfer(self, t: TransferStart) -> None:
-        backoff = Backoff(self.rng)
+        """Feed one Transfer stream to the core. A stream that breaks before its last chunk is
+        reported with `transfer_failed` after a backoff that grows over consecutive failures."""
+        backoff = self._transfer_backoff.setdefault(t.from_id, Backoff(self.rng))
         stub = self._stub(t.from_id)
+        call = None
         try:
             if stub is None:
                 raise ConnectionError(f"no address for {t.from_id}")
@@ -476,16 +522,23 @@ class ChainNode:
                 chunks += 1
                 if pb.last:
                     log.info("transfer received node=%s from=%s chunks=%d", self.id, t.from_id, chunks)
+                    backoff.reset()
+                    if self._transfers_in.get(t.from_id) is asyncio.current_task():
+                        del self._transfers_in[t.from_id]
                     return
             raise ConnectionError("the transfer stream ended before its last chunk")
-        except (grpc.aio.AioRpcError, ConnectionError) as e:
+        except (grpc.aio.AioRpcError, ConnectionError, wire.WireError) as e:
+            self.metrics.transfer_failures.inc()
             delay = backoff.delay()
             log.info("transfer failed node=%s from=%s error=%r retry_in=%.3f", self.id, t.from_id, str(e), delay)
-            await asyncio.sleep(delay)
-            if self._transfers_in.get(t.from_id) is asyncio.current_task():
-                del self._transfers_in[t.from_id]
-                self.core.transfer_failed(t.from_id)
-                self.wake()
+        finally:
+            if call is not None:
+                call.cancel()
+        await asyncio.sleep(delay)
+        if self._transfers_in.get(t.from_id) is asyncio.current_task():
+            del self._transfers_in[t.from_id]
+            self.core.transfer_failed(t.from_id)
+            self.wake()
 
     async def serve_transfer(
         self, request: chain_pb2.TransferRequest, context: grpc.aio.ServicerContext

@@ -1,7 +1,7 @@
 """Scripted scenarios of the chain core: tests/node/scenarios/*.txt, expected output inline.
 
 Commands (one chain per file):
-  options key=N value=N batch=N batch_bytes=N inflight=N retain=N dedup=N chunk=N   core options, before `nodes`
+  options key=N value=N request_id=N batch=N batch_bytes=N inflight=N retain=N dedup=N chunk=N   core options, before `nodes`
   nodes n1,n2,...                      create nodes with empty in-memory stores
   config epoch=E active=a,b [syncing=c] [to=a,b] [lease=T]   configure (default: every node listed)
   lease node=N until=T | time T       renew a lease | set the clock
@@ -52,7 +52,8 @@ class Runner:
             case "options":
                 names = {"key": "max_key_bytes", "value": "max_value_bytes", "batch": "max_batch_entries",
                          "inflight": "max_inflight_entries", "retain": "retain_entries",
-                         "dedup": "dedup_window", "chunk": "transfer_chunk_keys", "batch_bytes": "max_batch_bytes"}
+                         "dedup": "dedup_window", "chunk": "transfer_chunk_keys", "batch_bytes": "max_batch_bytes",
+                         "request_id": "max_request_id_bytes"}
                 c.options = CoreOptions(**{names[k]: int(v) for k, v in a.items()})
                 return []
             case "nodes":

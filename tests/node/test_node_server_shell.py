@@ -1,0 +1,254 @@
+"""The chain node's gRPC shell in one process: a real `ChainNode` over real RocksDB, its neighbours
+played by the test (a scripted gRPC peer, or direct core inputs), and a store whose fsync the test
+can hold. Each test pins one duty the core's Ready contract leaves to the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+from keychain.node.core import CoreOptions
+from keychain.node.messages import (
+    Batch,
+    ChainConfig,
+    Code,
+    Consistency,
+    Entry,
+    EntryKind,
+    Hello,
+    Member,
+    MemberState,
+    OpKind,
+    WriteOp,
+)
+from keychain.node.server import ChainNode, max_message_bytes
+from keychain.node.storage import RocksVersionStore
+
+from keychain.proto import chain_pb2, chain_pb2_grpc
+
+CHAIN = "main"
+
+
+class HeldStore(RocksVersionStore):
+    """A RocksDB store whose fsync waits while `hold` is set, and which records syncs and its close."""
+
+    def __init__(self, path: Path, node_id: str) -> None:
+        super().__init__(path, node_id, CHAIN)
+        self.released = threading.Event()
+        self.released.set()
+        self.waiting = threading.Event()  # an fsync is being held
+        self.events: list[str] = []
+
+    def hold(self) -> None:
+        self.waiting.clear()
+        self.released.clear()
+
+    def release(self) -> None:
+        self.released.set()
+
+    def sync(self) -> None:
+        if not self.released.is_set():
+            self.waiting.set()
+            assert self.released.wait(10), "the test never released the fsync"
+        super().sync()
+        self.events.append("sync")
+
+    def close(self) -> None:
+        self.events.append("close")
+        super().close()
+
+
+class ScriptedPeer(chain_pb2_grpc.ChainNodeServicer):
+    """A neighbour whose answers each test scripts; it counts the calls it gets."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.query_reply = chain_pb2.VersionQueryReply()
+        self.transfer_script: list[list[chain_pb2.TransferChunk] | None] = []
+
+    def _count(self, name: str) -> int:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        return self.calls[name]
+
+    async def Link(self, request_iterator, context):  # type: ignore[no-untyped-def,override]
+        """Welcome a predecessor as an empty node and never acknowledge: its writes stay dirty."""
+        self._count("Link")
+        async for _ in request_iterator:
+            yield chain_pb2.LinkUp(welcome=chain_pb2.LinkWelcome())
+            break
+        async for _ in request_iterator:
+            pass
+
+    async def QueryVersion(self, request, context):  # type: ignore[no-untyped-def]
+        self._count("QueryVersion")
+        return self.query_reply
+
+    async def Transfer(self, request, context):  # type: ignore[no-untyped-def,override]
+        """Plays `transfer_script[n]` on the n-th call: its chunks, then a broken stream unless the
+        last chunk says last."""
+        chunks = self.transfer_script[self._count("Transfer") - 1] or []
+        for chunk in chunks:
+            yield chunk
+        if not chunks or not chunks[-1].last:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the sender went away mid-transfer")
+
+
+async def serve(peer: ScriptedPeer) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    chain_pb2_grpc.add_ChainNodeServicer_to_server(peer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+async def eventually[T](what: str, check: Callable[[], T], timeout: float = 10.0) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+    return result
+
+
+async def within[T](what: str, call: Awaitable[T], timeout: float = 10.0) -> T:
+    try:
+        return await asyncio.wait_for(call, timeout)
+    except TimeoutError:
+        raise AssertionError(f"{what} did not finish within {timeout}s") from None
+
+
+def config(epoch: int, *members: tuple[str, str, MemberState]) -> ChainConfig:
+    return ChainConfig(CHAIN, epoch, tuple(Member(i, addr, state) for i, addr, state in members))
+
+
+def put(seq: int, key: bytes) -> Entry:
+    return Entry(seq, f"r{seq}", key, EntryKind.PUT, b"v%d" % seq)
+
+
+ACTIVE, SYNCING = MemberState.ACTIVE, MemberState.SYNCING
+
+
+async def test_caught_up_is_reported_for_the_epoch_it_was_reached_in(tmp_path: Path) -> None:
+    # The syncing node becomes level while a Ready's fsync runs, and a new epoch lands during that
+    # fsync. Level in epoch 1 says nothing about epoch 2: it must not tell the coordinator so.
+    store = HeldStore(tmp_path / "n2", "n2")
+    node = ChainNode("n2", store)
+    await node.start("127.0.0.1:0")
+    try:
+        assert node.configure(config(1, ("n1", "127.0.0.1:1", ACTIVE), ("n2", "", SYNCING)), None).ok
+        node.core.on_hello("n1", Hello(1, "n1", 1))
+        node.core.on_batch("n1", Batch(1, (put(1, b"a"),), committed_seq=2))  # n1 is ahead: not level
+        node.wake()
+        await eventually("entry 1 to commit durably", lambda: store.state().committed_seq == 1)
+
+        store.hold()
+        node.core.on_batch("n1", Batch(1, (put(2, b"b"),), committed_seq=1))  # now level with n1
+        node.wake()
+        await eventually("the fsync of the level Ready", store.waiting.is_set)
+        assert node.configure(config(2, ("n1", "127.0.0.1:1", ACTIVE), ("n2", "", SYNCING)), None).ok
+        store.release()
+
+        await eventually("the caught-up report", lambda: node.caught_up_epoch is not None)
+        assert node.caught_up_epoch == 1
+        assert node.core.epoch == 2 and not node.caught_up()
+    finally:
+        store.release()
+        await node.stop(grace=0)
+
+
+async def test_a_read_gets_an_answer_when_the_tails_version_reply_is_malformed(tmp_path: Path) -> None:
+    # The tail answers the version query with an error code this node does not know. The waiting
+    # read must still get exactly one answer (UNAVAILABLE), not hang until the client gives up.
+    tail = ScriptedPeer()
+    tail.query_reply = chain_pb2.VersionQueryReply(error=chain_pb2.Error(code=99, message="from the future"))
+    server, tail_address = await serve(tail)
+    node = ChainNode("n1", RocksVersionStore(tmp_path / "n1", "n1", CHAIN))
+    await node.start("127.0.0.1:0")
+    try:
+        assert node.configure(config(1, ("n1", "", ACTIVE), ("n2", tail_address, ACTIVE)), None).ok
+        await eventually("the link to the tail", lambda: tail.calls.get("Link"))
+        write = asyncio.create_task(node.write(1, [WriteOp("w1", b"k", OpKind.PUT, b"dirty")]))
+        await eventually("the write to be sequenced", lambda: node.core.last_seq == 1)
+
+        reply = await within("the read", node.read(1, b"k", Consistency.STRONG))
+        assert reply.error.code == Code.UNAVAILABLE
+        assert "version query" in reply.error.message
+        assert tail.calls["QueryVersion"] == 1
+        assert not write.done()  # the tail never acknowledged: the write is still dirty
+        write.cancel()
+    finally:
+        await node.stop(grace=0)
+        await server.stop(0)
+
+
+async def test_a_state_transfer_broken_midway_is_asked_for_again_and_installed(tmp_path: Path) -> None:
+    # n3 joins after the tail n2, which can no longer resend from seq 1 (Hello first=6): n3 asks for
+    # a state transfer. The first Transfer stream breaks after one chunk; n3 backs off, asks again,
+    # installs the complete state and welcomes n2 again at the transfer's point.
+    pred = ScriptedPeer()
+    keys = chain_pb2.TransferChunk(keys=[chain_pb2.KeyVersion(key=b"a", version=1, value=b"1"),
+                                         chain_pb2.KeyVersion(key=b"b", version=2, value=b"2")])
+    rest = chain_pb2.TransferChunk(keys=[chain_pb2.KeyVersion(key=b"c", version=5, value=b"5")],
+                                   outcomes=[chain_pb2.RequestOutcome(request_id="w5", seq=5)],
+                                   through_seq=5, last=True)
+    pred.transfer_script = [[keys], [keys, rest]]
+    server, pred_address = await serve(pred)
+    node = ChainNode("n3", RocksVersionStore(tmp_path / "n3", "n3", CHAIN))
+    port = await node.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    downstream: asyncio.Queue[chain_pb2.LinkDown | None] = asyncio.Queue()
+
+    async def link_messages() -> AsyncIterator[chain_pb2.LinkDown]:
+        while (msg := await downstream.get()) is not None:
+            yield msg
+
+    try:
+        assert node.configure(config(1, ("n2", pred_address, ACTIVE), ("n3", "", SYNCING)), None).ok
+        link = chain_pb2_grpc.ChainNodeStub(channel).Link(link_messages())
+        await downstream.put(chain_pb2.LinkDown(hello=chain_pb2.LinkHello(epoch=1, from_id="n2", first_seq=6)))
+        first = await within("the first welcome", link.read())
+        assert first.welcome.needs_transfer and first.welcome.last_seq == 0
+
+        second = await within("the welcome after the transfer", link.read())
+        assert (second.welcome.error.code, second.welcome.last_seq, second.welcome.committed_seq) == (0, 5, 5)
+        assert pred.calls["Transfer"] == 2
+        assert node.metrics.transfer_failures._value.get() == 1
+        assert [node.store.clean(k).value for k in (b"a", b"b", b"c")] == [b"1", b"2", b"5"]  # type: ignore[union-attr]
+        assert node.store.outcome("w5") is not None
+        await downstream.put(None)
+    finally:
+        await channel.close()
+        await node.stop(grace=0)
+        await server.stop(0)
+
+
+async def test_stopping_waits_for_the_fsync_in_flight_before_closing_the_store(tmp_path: Path) -> None:
+    store = HeldStore(tmp_path / "solo", "solo")
+    node = ChainNode("solo", store)
+    await node.start("127.0.0.1:0")
+    assert node.configure(config(1, ("solo", "", ACTIVE)), None).ok
+    await eventually("the configuration to be durable", lambda: "sync" in store.events)
+    store.hold()
+    write = asyncio.create_task(node.write(1, [WriteOp("w1", b"k", OpKind.PUT, b"v")]))
+    await eventually("the write's fsync", store.waiting.is_set)
+
+    stopping = asyncio.create_task(node.stop(grace=0))
+    await asyncio.sleep(0.3)
+    assert not stopping.done() and "close" not in store.events  # closing now would pull RocksDB from under it
+    store.release()
+    await within("stop", stopping)
+    assert store.events[-3:] == ["sync", "sync", "close"]  # the held fsync, stop's own, then close
+    write.cancel()
+
+
+def test_message_limits_cover_the_largest_link_message_and_a_client_write() -> None:
+    small = CoreOptions(max_value_bytes=1024, max_batch_bytes=4096)
+    assert max_message_bytes(small) >= 4 << 20  # a proxy's batched write request always fits
+    big = CoreOptions(max_value_bytes=16 << 20, max_batch_bytes=1 << 20)
+    assert max_message_bytes(big) > (16 << 20) + big.max_key_bytes + big.max_request_id_bytes
+    many = CoreOptions(max_batch_bytes=32 << 20, max_batch_entries=4096)
+    assert max_message_bytes(many) > (32 << 20) + 4096 * 32
+
