@@ -36,6 +36,7 @@ __all__ = [
     "PreconditionFailed",
     "Unauthorized",
     "Unavailable",
+    "key_path",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -84,7 +85,8 @@ class Unauthorized(KeychainError):
     pass
 
 
-def _key_path(key: str | bytes) -> str:
+def key_path(key: str | bytes) -> str:
+    """The URL path of a key: `/v1/kv/` and the key as one percent-encoded segment."""
     text = key.decode("utf-8") if isinstance(key, bytes) else key
     # Every '/' and '.' encoded: the key is one path segment and never a dot segment.
     return "/v1/kv/" + quote(text, safe="").replace(".", "%2E")
@@ -206,20 +208,20 @@ def _put_call(
         headers["If-Match"] = f'"{int(if_version)}"'
     if if_absent:
         headers["If-None-Match"] = "*"
-    return _Call("PUT", _key_path(key), True, headers, _body(value))
+    return _Call("PUT", key_path(key), True, headers, _body(value))
 
 
 def _delete_call(key: str | bytes, if_version: int | None, idempotency_key: str | None) -> _Call:
     headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
     if if_version is not None:
         headers["If-Match"] = f'"{int(if_version)}"'
-    return _Call("DELETE", _key_path(key), True, headers)
+    return _Call("DELETE", key_path(key), True, headers)
 
 
 def _get_call(key: str | bytes, consistency: str) -> _Call:
     if consistency not in CONSISTENCIES:
         raise ValueError(f"consistency is one of {CONSISTENCIES}, not {consistency!r}")
-    return _Call("GET", _key_path(key), False, params={"consistency": consistency})
+    return _Call("GET", key_path(key), False, params={"consistency": consistency})
 
 
 def _version(response: httpx.Response) -> int:

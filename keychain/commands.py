@@ -15,25 +15,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import sys
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from keychain.client import (
     DEFAULT_URL,
-    AsyncClient,
     Client,
     KeychainError,
     KeyNotFound,
     OutcomeUnknown,
     PreconditionFailed,
+    key_path,
 )
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNKNOWN, EXIT_NOT_FOUND = 1, 2, 3, 4
@@ -219,15 +223,35 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 async def run_bench(args: argparse.Namespace) -> BenchResult:
-    """Closed-loop load: `concurrency` workers, each one request at a time, until the duration ends."""
+    """Closed-loop load: `concurrency` workers, each one request at a time, until the duration ends.
+
+    The load goes through one shared aiohttp session (keep-alive connections, one per worker)
+    rather than `AsyncClient`: httpx's connection pool costs several milliseconds of CPU per
+    request at this concurrency, which made the bench measure itself. Requests are the ones
+    `AsyncClient` sends (same paths, idempotency keys, consistency), without its retries.
+    """
     value = os.urandom(args.value_size)
-    keys = [f"{args.prefix}{i}" for i in range(args.keys)]
+    paths = [key_path(f"{args.prefix}{i}") for i in range(args.keys)]
     result = BenchResult()
-    async with AsyncClient(
-        args.url, timeout=args.timeout, token=args.token, retries=0, max_connections=args.concurrency
-    ) as client:
+    base = args.url.rstrip("/")
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=args.timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+
+        async def put(path: str) -> str | None:
+            write_headers = {"Content-Type": "application/octet-stream", "Idempotency-Key": uuid.uuid4().hex}
+            async with session.put(base + path, data=value, headers=write_headers) as response:
+                return await _bench_error(response)
+
+        async def get(path: str) -> str | None:
+            async with session.get(base + path + "?consistency=strong") as response:
+                return await _bench_error(response)
+
         if args.mix != "writes":  # reads need something to read
-            await _preload(client, keys, value, args.concurrency)
+            failed = await _preload(put, paths, args.concurrency)
+            if failed:
+                result.errors["preload"] = failed
         rng = random.Random()
         write_share = {"writes": 1.0, "reads": 0.0, "mixed": 0.1}[args.mix]
         started = time.perf_counter()
@@ -235,15 +259,14 @@ async def run_bench(args: argparse.Namespace) -> BenchResult:
 
         async def worker() -> None:
             while (now := time.perf_counter()) < deadline:
-                key = keys[rng.randrange(len(keys))]
+                path = paths[rng.randrange(len(paths))]
                 op = "write" if rng.random() < write_share else "read"
                 try:
-                    if op == "write":
-                        await client.put(key, value)
-                    else:
-                        await client.get(key)
-                except KeychainError as exc:
-                    name = f"{op} {exc.code or type(exc).__name__}"
+                    error = await (put(path) if op == "write" else get(path))
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    error = f"unavailable ({type(exc).__name__})"
+                if error is not None:
+                    name = f"{op} {error}"
                     result.errors[name] = result.errors.get(name, 0) + 1
                     continue
                 result.latencies[op].append(time.perf_counter() - now)
@@ -263,11 +286,33 @@ async def run_bench(args: argparse.Namespace) -> BenchResult:
     return result
 
 
-async def _preload(client: AsyncClient, keys: list[str], value: bytes, concurrency: int) -> None:
-    queue = list(keys)
+async def _bench_error(response: aiohttp.ClientResponse) -> str | None:
+    """None for a success, else the error code of the JSON body (or the status)."""
+    body = await response.read()
+    if response.status < 400:
+        return None
+    try:
+        code = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        code = None
+    return str(code) if code else f"http_{response.status}"
+
+
+async def _preload(
+    put: Callable[[str], Awaitable[str | None]], paths: list[str], concurrency: int
+) -> int:
+    """Write every key once; returns how many writes failed."""
+    queue = list(paths)
+    failed = 0
 
     async def loader() -> None:
+        nonlocal failed
         while queue:
-            await client.put(queue.pop(), value)
+            try:
+                error = await put(queue.pop())
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise KeychainError(f"preload failed: {type(exc).__name__}: {exc}", code="unavailable") from exc
+            failed += error is not None
 
-    await asyncio.gather(*(loader() for _ in range(min(concurrency, len(keys)))))
+    await asyncio.gather(*(loader() for _ in range(min(concurrency, len(paths)))))
+    return failed
