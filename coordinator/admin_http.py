@@ -4,6 +4,10 @@
     POST   /v1/chains/{chain}                  create a chain (201; 409 if it exists)
     DELETE /v1/chains/{chain}                  delete a chain (200; 404 if unknown)
     DELETE /v1/chains/{chain}/members/{id}     unlink a node: 200 {"epoch": N} | 404 | 409 (last active member)
+    POST   /v1/members  {"id", "address"}      add a coordinator: learner, caught up, then voter: 201
+                                               {"members": [...]} | 400 | 409 (another change pending, or the
+                                               id is a member elsewhere) | 503 (election; or not caught up in time)
+    DELETE /v1/members/{id}                    remove a coordinator (the leader hands over first): 200 | 404 | 409
     GET    /healthz                            the member's driver is running
     GET    /metrics                            Prometheus
 
@@ -19,14 +23,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from keychain.coordinator.api import CoordinatorService, member_role
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel, Field
 
 from keychain.proto import chain_pb2, coordinator_pb2
 
@@ -72,13 +78,27 @@ def chain_json(config: chain_pb2.ChainConfig, health: dict[str, coordinator_pb2.
 def status_json(status: coordinator_pb2.ClusterStatus) -> dict[str, Any]:
     return {
         "leader": status.leader,
-        "members": [{"id": m.id, "address": m.address, "role": m.role} for m in status.members],
+        "members": members_json(status.members),
         "chains": [chain_json(c.config, {h.id: h for h in c.health}) for c in status.chains],
     }
 
 
+def members_json(members: Iterable[coordinator_pb2.CoordinatorMember]) -> list[dict[str, str]]:
+    return [{"id": m.id, "address": m.address, "role": m.role, "suffrage": m.suffrage} for m in members]
+
+
+class NewMember(BaseModel):
+    id: str = Field(min_length=1, description="the new coordinator's --id")
+    address: str = Field(min_length=3, description="its gRPC address, host:port (its --listen)")
+
+
 def build_app(service: CoordinatorService, metrics: CollectorRegistry) -> FastAPI:
     app = FastAPI(title="KeychainDB coordinator admin API", docs_url="/docs", redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": "invalid_argument", "message": problems}, status_code=400)
 
     @app.get("/v1/status")
     async def get_status() -> Response:
@@ -107,6 +127,21 @@ def build_app(service: CoordinatorService, metrics: CollectorRegistry) -> FastAP
         if reply.error.code != coordinator_pb2.OK:
             return error_response(reply.error)
         return JSONResponse({"epoch": reply.config.epoch})
+
+    @app.post("/v1/members")
+    async def add_member(member: NewMember) -> Response:
+        reply = await service.add_coordinator(
+            coordinator_pb2.AddCoordinatorMemberRequest(id=member.id, address=member.address))
+        if reply.error.code != coordinator_pb2.OK:
+            return error_response(reply.error)
+        return JSONResponse({"members": members_json(reply.members)}, status_code=201)
+
+    @app.delete("/v1/members/{member_id}")
+    async def remove_member_of_cluster(member_id: str) -> Response:
+        reply = await service.remove_coordinator(coordinator_pb2.RemoveCoordinatorMemberRequest(id=member_id))
+        if reply.error.code != coordinator_pb2.OK:
+            return error_response(reply.error)
+        return JSONResponse({"members": members_json(reply.members)})
 
     @app.get("/healthz")
     async def healthz() -> Response:

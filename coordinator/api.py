@@ -24,6 +24,18 @@ losing its quorum) may have renewed leases until then, and those must have lapse
 
 A heartbeat reporting `caught_up` from a SYNCING member is answered after its promotion to tail
 commits (a Raft entry, epoch + 1).
+
+Membership of the coordinator cluster (AddCoordinatorMember, RemoveCoordinatorMember), at the
+leader, one server at a time:
+- add: the server joins as a learner (with its address, so every member's transport learns it),
+  the leader waits up to `catch_up_timeout` until it holds everything committed, then promotes it
+  to voter. Repeating the request is safe: a learner already added at that address is only
+  promoted, a voter at that address is answered OK. While another server is a learner (an add in
+  progress or abandoned) or a change is uncommitted, the answer is FAILED_PRECONDITION: finish or
+  remove that one first. A learner that does not catch up in time stays a learner (UNAVAILABLE,
+  repeat the request once it runs).
+- remove: if the leader itself is to go, it first hands leadership to the most up-to-date voter
+  and the request is passed on to the new leader (one extra hop, allowed for this case only).
 """
 
 from __future__ import annotations
@@ -39,7 +51,8 @@ from typing import TypeVar
 import grpc
 from keychain.coordinator.lease import LeaseTracker
 from keychain.coordinator.member import Applied, OutcomeUnknown, RaftMember, Unavailable
-from keychain.coordinator.raft import Role
+from keychain.coordinator.membership import ConfChange, ConfChangeError, ConfChangeOp, Membership
+from keychain.coordinator.raft import ChangePending, LearnerBehind, Role
 from keychain.coordinator.registry import (
     ChainState,
     MemberState,
@@ -61,12 +74,17 @@ log = logging.getLogger(__name__)
 FORWARDED_HEADER = "keychain-forwarded-by"  # gRPC metadata on a request a follower forwarded
 FORWARD_WAIT = 2.0  # seconds a request waits for a leader (an election) before UNAVAILABLE
 PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply
+CATCH_UP_TIMEOUT = 10.0  # seconds a new coordinator member may take to catch up before promotion
 # A new leader's extra wait before removing anyone: the longest a deposed leader may still have
 # been renewing leases (CheckQuorum notices a lost quorum within two election timeouts).
 NEW_LEADER_GRACE = 2 * 2 * timing.ELECTION_TICKS * timing.TICK
 
 Reply = TypeVar("Reply", coordinator_pb2.RegisterReply, coordinator_pb2.HeartbeatReply,
-                coordinator_pb2.ChainReply, coordinator_pb2.ClusterStatus)
+                coordinator_pb2.ChainReply, coordinator_pb2.ClusterStatus, coordinator_pb2.CoordinatorMembersReply)
+
+
+class LeadershipMoved(Unavailable):
+    """This member handed leadership over to serve the request: pass it on to the new leader."""
 
 
 class RegistryMachine:
@@ -101,6 +119,11 @@ def deleted_config(state: ChainState) -> chain_pb2.ChainConfig:
     return chain_pb2.ChainConfig(chain=state.name, epoch=state.epoch + 1)
 
 
+def _is_address(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 def _error(code: int, message: str) -> coordinator_pb2.Error:
     return coordinator_pb2.Error(code=code, message=message)  # type: ignore[arg-type]
 
@@ -132,10 +155,12 @@ class CoordinatorService:
         lease: float = timing.LEASE,
         removal_after: float = timing.REMOVAL_AFTER,
         new_leader_grace: float = NEW_LEADER_GRACE,
+        catch_up_timeout: float = CATCH_UP_TIMEOUT,
     ) -> None:
         self.member = member
         self.machine = machine
-        self.peers = dict(peers)  # member id -> gRPC address
+        self.peers = dict(peers)  # member id -> gRPC address (see set_peers)
+        self.catch_up_timeout = catch_up_timeout
         self.forward_wait = forward_wait
         self.proposal_timeout = proposal_timeout
         self.lease = lease
@@ -144,6 +169,7 @@ class CoordinatorService:
         self.health: dict[tuple[str, str], NodeHealth] = {}
         self._promoting: set[tuple[str, str]] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stale_channels: list[grpc.aio.Channel] = []
         self._was_leader = False
         self.auto_chains: set[str] = set()  # chains the leader creates when missing (--chain)
         member.on_role_change(self._role_changed)
@@ -174,9 +200,12 @@ class CoordinatorService:
         local: Callable[[], Awaitable[Reply]],
         unavailable: Callable[[str], Reply],
         forwarded: bool,
+        budget: float | None = None,
     ) -> Reply:
+        """Run `local` at the leader, or forward the request to it; `budget` (default
+        `forward_wait`) bounds the whole, waiting for a leader included."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.forward_wait
+        deadline = loop.time() + (self.forward_wait if budget is None else budget)
         while True:
             left = deadline - loop.time()
             if left <= 0:
@@ -197,6 +226,9 @@ class CoordinatorService:
                 return await call(request, timeout=left, metadata=((FORWARDED_HEADER, self.member.id),))
             except OutcomeUnknown as exc:
                 return unavailable(f"outcome unknown: {exc}")
+            except LeadershipMoved as exc:
+                log.info("coordinator pass on method=%s reason=%s", method, exc)
+                forwarded = False  # the one extra hop: to the leader this member just made
             except Unavailable as exc:  # not applied: safe to try again within the deadline
                 log.debug("coordinator retry method=%s reason=%s", method, exc)
             except grpc.aio.AioRpcError as exc:
@@ -204,6 +236,14 @@ class CoordinatorService:
                     return unavailable(f"forwarding to {leader} failed: {exc.code().name} {exc.details()}")
                 log.debug("coordinator forward failed leader=%s code=%s", leader, exc.code().name)
             await self.member.wait_changed(min(max(deadline - loop.time(), 0), 0.05))
+
+    def set_peers(self, peers: dict[str, str]) -> None:
+        """New member addresses (from the address book); channels to moved members are replaced."""
+        for member_id, channel in list(self._channels.items()):
+            if peers.get(member_id) != self.peers.get(member_id):
+                self._stale_channels.append(channel)
+                del self._channels[member_id]
+        self.peers = dict(peers)
 
     def _channel(self, member_id: str) -> grpc.aio.Channel:
         channel = self._channels.get(member_id)
@@ -216,9 +256,10 @@ class CoordinatorService:
         return channel
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._stale_channels]:
             await channel.close()
         self._channels.clear()
+        self._stale_channels.clear()
 
     async def _propose(self, command: bytes) -> Outcome:
         result = await self.member.propose(command, self.proposal_timeout)
@@ -358,19 +399,18 @@ class CoordinatorService:
             lambda msg: coordinator_pb2.ClusterStatus(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
         )
 
+    def _members(self, membership: Membership, leader: str) -> list[coordinator_pb2.CoordinatorMember]:
+        members = []
+        for mid in sorted(membership.members):
+            voter = mid in membership.voters
+            role = "learner" if not voter else Role.LEADER.value if mid == leader else Role.FOLLOWER.value
+            members.append(coordinator_pb2.CoordinatorMember(
+                id=mid, address=self.peers.get(mid, ""), role=role, suffrage="voter" if voter else "learner"))
+        return members
+
     def _status(self) -> coordinator_pb2.ClusterStatus:
         raft = self.member.core.status()
-        members = []
-        for mid in sorted(set(raft.voters) | set(raft.learners) | set(self.peers)):
-            if mid == raft.leader:
-                role = Role.LEADER.value
-            elif mid in raft.learners:
-                role = "learner"
-            elif mid in raft.voters:
-                role = Role.FOLLOWER.value
-            else:
-                continue
-            members.append(coordinator_pb2.CoordinatorMember(id=mid, address=self.peers.get(mid, ""), role=role))
+        members = self._members(Membership.of(raft.voters, raft.learners), raft.leader)
         now = self._now()
         chains = []
         for state in sorted(self.registry.chains.values(), key=lambda c: c.name):
@@ -387,6 +427,102 @@ class CoordinatorService:
                 ))
             chains.append(coordinator_pb2.ChainStatus(config=state.to_proto(), health=health))
         return coordinator_pb2.ClusterStatus(leader=raft.leader, members=members, chains=chains)
+
+    # ---- the coordinator cluster's own membership ----
+
+    async def add_coordinator(self, req: coordinator_pb2.AddCoordinatorMemberRequest, forwarded: bool = False
+                              ) -> coordinator_pb2.CoordinatorMembersReply:
+        def refuse(code: int, message: str) -> coordinator_pb2.CoordinatorMembersReply:
+            return coordinator_pb2.CoordinatorMembersReply(error=_error(code, message))
+
+        if not req.id or not _is_address(req.address):
+            return refuse(coordinator_pb2.INVALID_ARGUMENT,
+                          f"a coordinator member needs an id and a host:port address, got {req.id!r} {req.address!r}")
+
+        async def local() -> coordinator_pb2.CoordinatorMembersReply:
+            book = self.member.book
+            current = book.address(req.id)
+            if req.id in book.membership.members and current and current != req.address:
+                return refuse(coordinator_pb2.ALREADY_EXISTS,
+                              f"coordinator {req.id} is already a member at {current}, not {req.address}")
+            if req.id in book.membership.voters:
+                return self._members_reply(book.membership)
+            others = sorted(book.membership.learners - {req.id})
+            if others:
+                return refuse(coordinator_pb2.FAILED_PRECONDITION,
+                              f"coordinator {others[0]} is still a learner (a change in progress); one server at "
+                              f"a time: repeat its add or remove it first")
+            if req.id not in book.membership.learners:
+                await self._change_membership(ConfChange(ConfChangeOp.ADD_LEARNER, req.id, req.address))
+                log.info("coordinator member added as learner id=%s address=%s", req.id, req.address)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.catch_up_timeout
+            while True:
+                try:
+                    membership = await self._change_membership(ConfChange(ConfChangeOp.PROMOTE, req.id))
+                except LearnerBehind as exc:
+                    if loop.time() >= deadline:
+                        return refuse(coordinator_pb2.UNAVAILABLE,
+                                      f"{exc} within {self.catch_up_timeout:g}s; it stays a learner: check that it "
+                                      f"runs and repeat the request")
+                    await asyncio.sleep(self.member.tick_interval)
+                    continue
+                log.info("coordinator member promoted to voter id=%s", req.id)
+                return self._members_reply(membership)
+
+        return await self._membership_at_leader("AddCoordinatorMember", req, local, refuse, forwarded)
+
+    async def remove_coordinator(self, req: coordinator_pb2.RemoveCoordinatorMemberRequest, forwarded: bool = False
+                                 ) -> coordinator_pb2.CoordinatorMembersReply:
+        def refuse(code: int, message: str) -> coordinator_pb2.CoordinatorMembersReply:
+            return coordinator_pb2.CoordinatorMembersReply(error=_error(code, message))
+
+        async def local() -> coordinator_pb2.CoordinatorMembersReply:
+            membership = self.member.book.membership
+            if req.id not in membership.members:
+                return refuse(coordinator_pb2.NOT_FOUND, f"{req.id!r} is not a coordinator member")
+            if req.id == self.member.id and membership.voters != {req.id}:
+                target = self._transfer_target()
+                if not target:
+                    raise Unavailable("no other voter is reachable to take over the leadership")
+                if not await self.member.transfer_leadership(target, self.forward_wait):
+                    raise Unavailable(f"leadership transfer to {target} did not finish; retry")
+                raise LeadershipMoved(f"the leader {req.id} is to be removed; handed leadership to {target}")
+            membership = await self._change_membership(ConfChange(ConfChangeOp.REMOVE, req.id))
+            log.info("coordinator member removed id=%s", req.id)
+            return self._members_reply(membership)
+
+        return await self._membership_at_leader("RemoveCoordinatorMember", req, local, refuse, forwarded)
+
+    async def _membership_at_leader(
+        self, method: str, req: object, local: Callable[[], Awaitable[coordinator_pb2.CoordinatorMembersReply]],
+        refuse: Callable[[int, str], coordinator_pb2.CoordinatorMembersReply], forwarded: bool,
+    ) -> coordinator_pb2.CoordinatorMembersReply:
+        async def guarded() -> coordinator_pb2.CoordinatorMembersReply:
+            try:
+                return await local()
+            except ChangePending as exc:
+                return refuse(coordinator_pb2.FAILED_PRECONDITION, f"{exc}; one server at a time, retry later")
+            except ConfChangeError as exc:
+                return refuse(coordinator_pb2.FAILED_PRECONDITION, str(exc))
+
+        budget = self.forward_wait + self.catch_up_timeout + 3 * self.proposal_timeout
+        return await self._at_leader(method, req, guarded, lambda msg: refuse(coordinator_pb2.UNAVAILABLE, msg),
+                                     forwarded, budget=budget)
+
+    async def _change_membership(self, change: ConfChange) -> Membership:
+        return await self.member.propose_conf_change(change, self.proposal_timeout)
+
+    def _members_reply(self, membership: Membership) -> coordinator_pb2.CoordinatorMembersReply:
+        return coordinator_pb2.CoordinatorMembersReply(members=self._members(membership, self.member.leader))
+
+    def _transfer_target(self) -> str:
+        """The voter, other than this leader, that holds the most of its log (it can take over soonest),
+        preferring one heard from lately."""
+        status = self.member.core.status()
+        candidates = [(pr.recent_active, pr.match, pid) for pid, pr in status.progress.items()
+                      if pid != status.id and pid in status.voters]
+        return max(candidates)[2] if candidates else ""
 
     # ---- watch ----
 
@@ -509,6 +645,12 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 
     async def GetClusterStatus(self, request, context):
         return await self.service.cluster_status(request, self._forwarded(context))
+
+    async def AddCoordinatorMember(self, request, context):
+        return await self.service.add_coordinator(request, self._forwarded(context))
+
+    async def RemoveCoordinatorMember(self, request, context):
+        return await self.service.remove_coordinator(request, self._forwarded(context))
 
     async def WatchChains(self, request, context):
         try:

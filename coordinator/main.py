@@ -4,6 +4,13 @@
         --data-dir data/coord-1 --peers coord-1=127.0.0.1:7001,coord-2=...,coord-3=... \\
         [--chain main ...] [--log-level warning]
 
+A member that joins a running cluster names any of its members instead of --peers, then is added
+through the admin API of any member (it becomes a learner, catches up, and is promoted to voter):
+
+    keychain coordinator --id coord-4 --listen 127.0.0.1:7004 --http 127.0.0.1:7084 \\
+        --data-dir data/coord-4 --join 127.0.0.1:7001,127.0.0.1:7002
+    curl -X POST http://127.0.0.1:7081/v1/members -d '{"id": "coord-4", "address": "127.0.0.1:7004"}'
+
 Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT; a leader hands leadership over first),
 1 when the Raft log cannot be opened (corrupt, another member's, in use) or the member fails,
 2 for bad arguments.
@@ -45,18 +52,39 @@ def parse_peers(text: str) -> dict[str, str]:
     return peers
 
 
+def parse_join(text: str) -> list[str]:
+    addresses = [parse_address(a.strip(), "--join addresses") for a in text.split(",") if a.strip()]
+    if not addresses:
+        raise argparse.ArgumentTypeError("--join must name at least one host:port")
+    return list(dict.fromkeys(addresses))
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="keychain coordinator", description="Run one coordinator (Raft) member.")
-    p.add_argument("--id", required=True, help="this member's id (one of the --peers ids)")
+    p = argparse.ArgumentParser(
+        prog="keychain coordinator", description="Run one coordinator (Raft) member.",
+        epilog="A new cluster: start every initial member with the same --peers. Growing a running cluster: "
+               "start the new member with --join (empty --data-dir), then POST /v1/members "
+               '{"id": ..., "address": ...} to any member\'s --http; DELETE /v1/members/{id} removes one. '
+               "Once a member has data, its log is what it trusts: --peers or --join only help it start.")
+    p.add_argument("--id", required=True, help="this member's id (one of the --peers ids when bootstrapping)")
     p.add_argument("--listen", required=True, type=lambda s: parse_address(s, "--listen"),
                    help="host:port of the gRPC server (Coordinator API and Raft peers)")
     p.add_argument("--http", type=lambda s: parse_address(s, "--http"), help="host:port of the HTTP admin API")
     p.add_argument("--data-dir", required=True, type=Path, help="where the Raft log is kept")
-    p.add_argument("--peers", required=True, type=parse_peers,
-                   help="every initial member, this one included: id1=host:port,id2=host:port,...")
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument("--peers", type=parse_peers,
+                       help="bootstrap a new cluster: every initial member, this one included, the same list on "
+                            "each: id1=host:port,id2=host:port,...")
+    start.add_argument("--join", type=parse_join,
+                       help="join a running cluster: host:port[,host:port] of any of its members; the member is "
+                            "added by POST /v1/members and learns the membership from the leader's log")
     p.add_argument("--chain", action="append", default=[], help="a chain the leader creates if missing (repeatable)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     args = p.parse_args(argv)
+    if args.join:
+        if args.listen in args.join:
+            p.error(f"--join names this member's own address {args.listen}; name a running member")
+        return args
     if args.id not in args.peers:
         p.error(f"--peers must include this member {args.id!r}")
     if args.peers[args.id] != args.listen:
@@ -101,7 +129,7 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
     options = CoordinatorOptions(
-        id=args.id, listen=args.listen, data_dir=args.data_dir, peers=args.peers, http=args.http,
-        chains=list(dict.fromkeys(args.chain)),
+        id=args.id, listen=args.listen, data_dir=args.data_dir, peers=args.peers or {}, http=args.http,
+        chains=list(dict.fromkeys(args.chain)), join=args.join or [],
     )
     return asyncio.run(serve(options))

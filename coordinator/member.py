@@ -11,6 +11,11 @@ in one place and in the order `keychain.coordinator.raft` documents:
    machine, releases ReadIndex reads whose index is applied, then advances the core;
 4. compacts the log with a state machine snapshot every `compact_every` applied entries.
 
+The driver also keeps the coordinator's address book (address_book.py) as of the applied log:
+it applies each committed membership change to it, saves it inside every snapshot it writes and
+reads it back from every snapshot it restores, and tells `on_members_change` listeners (the Raft
+transport, the API's forwarding) whenever it changes.
+
 Inputs that arrive while a Ready is being persisted wait in the inbox: the core and its storage are
 never used from two threads at once.
 
@@ -31,10 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from keychain.coordinator.log import Entry, EntryType, RaftStorage
-from keychain.coordinator.membership import ConfChange, ConfChangeError
+from keychain.coordinator.address_book import AddressBook, pack_snapshot, unpack_snapshot
+from keychain.coordinator.log import Entry, EntryType, RaftStorage, Snapshot
+from keychain.coordinator.membership import ConfChange, ConfChangeError, Membership
 from keychain.coordinator.messages import Message
-from keychain.coordinator.raft import ProposalDropped, RaftCore, Ready, Role
+from keychain.coordinator.raft import ChangePending, LearnerBehind, ProposalDropped, RaftCore, Ready, Role
 
 from keychain import timing
 
@@ -105,8 +111,7 @@ class RaftMember:
         self.tick_interval = tick
         self.compact_every = compact_every
         snap = storage.snapshot()
-        if snap.index:
-            machine.restore(snap.data)
+        self.book = self._restore(snap) if snap.index else AddressBook()
         self.applied = snap.index
         self.role = core.role
         self.leader = core.leader_id
@@ -122,6 +127,7 @@ class RaftMember:
         self._read_ids = itertools.count(1)
         self._apply_listeners: list[Callable[[Applied], None]] = []
         self._role_listeners: list[Callable[[], None]] = []
+        self._members_listeners: list[Callable[[AddressBook], None]] = []
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None  # why the driver stopped, if it failed
@@ -182,6 +188,37 @@ class RaftMember:
                 fut.cancel()
             raise OutcomeUnknown("the proposal was not applied in time; it may still be") from None
 
+    async def propose_conf_change(self, change: ConfChange, timeout: float) -> Membership:
+        """Replicate a membership change (leader only) and return the configuration once it applied.
+
+        Raises ChangePending (another change is uncommitted), LearnerBehind (a promotion that must
+        wait), ConfChangeError (it does not fit the configuration), or Unavailable (retry)."""
+        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+        def do() -> None:
+            if self.core.role is not Role.LEADER:
+                fut.set_exception(NotLeader(self.core.leader_id))
+                return
+            try:
+                self.core.propose_conf_change(change)
+            except (ChangePending, LearnerBehind, ConfChangeError) as exc:
+                fut.set_exception(exc)
+                return
+            except ProposalDropped as exc:
+                fut.set_exception(Unavailable(str(exc)))
+                return
+            self._proposals[self.core.log.last_index()] = (self.core.term, fut)
+
+        self._submit(do)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            if not fut.done():
+                fut.cancel()
+            raise OutcomeUnknown("the membership change was not applied in time; it may still be") from None
+        assert isinstance(result, Membership)
+        return result
+
     async def read_barrier(self, timeout: float) -> None:
         """Return once the local state machine reflects every write committed before the call
         (ReadIndex: the leader confirms it still leads, then this member applies that far)."""
@@ -236,6 +273,10 @@ class RaftMember:
 
     def on_role_change(self, listener: Callable[[], None]) -> None:
         self._role_listeners.append(listener)
+
+    def on_members_change(self, listener: Callable[[AddressBook], None]) -> None:
+        """Call `listener` with the address book whenever an applied change or a snapshot alters it."""
+        self._members_listeners.append(listener)
 
     @property
     def is_leader(self) -> bool:
@@ -306,7 +347,8 @@ class RaftMember:
         for m in rd.messages:
             self.transport.send(m)
         if rd.snapshot is not None:
-            self.machine.restore(rd.snapshot.data)
+            self.book = self._restore(rd.snapshot)
+            self._members_changed()
             self.applied = rd.snapshot.index
             self._fail_proposals_through(rd.snapshot.index)
             restored = Applied(rd.snapshot.index, b"", None)
@@ -332,7 +374,11 @@ class RaftMember:
         elif e.type is EntryType.CONF_CHANGE:
             with contextlib.suppress(ConfChangeError):
                 change = ConfChange.decode(e.data)
-                log.info("coordinator membership change id=%s op=%s node=%s", self.id, change.op, change.node)
+                if self.book.apply(change):
+                    log.info("coordinator membership change id=%s op=%s node=%s address=%s", self.id,
+                             change.op, change.node or ",".join(change.voters), change.address or "-")
+                    self._members_changed()
+            result = self.book.membership
         self.applied = e.index
         waiter = self._proposals.pop(e.index, None)
         if waiter is not None:
@@ -381,6 +427,16 @@ class RaftMember:
                 self._reads.clear()
             self._signal_change()
 
+    def _members_changed(self) -> None:
+        for listener in list(self._members_listeners):
+            listener(self.book)
+
+    def _restore(self, snap: Snapshot) -> AddressBook:
+        """Load the state machine and the address book from a snapshot; the book it holds is returned."""
+        data, addresses = unpack_snapshot(snap.data)
+        self.machine.restore(data)
+        return AddressBook(Membership.of(snap.voters, snap.learners), addresses)
+
     def _signal_change(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -388,7 +444,8 @@ class RaftMember:
             listener()
 
     async def _compact(self) -> None:
-        snap = self.core.snapshot_for_compaction(self.machine.snapshot(), self.applied)
+        data = pack_snapshot(self.machine.snapshot(), self.book.addresses())
+        snap = self.core.snapshot_for_compaction(data, self.applied)
         await asyncio.to_thread(self.storage.compact, snap)
         log.info("raft compacted id=%s index=%d term=%d", self.id, snap.index, snap.term)
 

@@ -9,7 +9,9 @@ entry commits, on every member alike, so a configuration is a pure function of t
 
 A fresh cluster starts from one BOOTSTRAP entry (index 1, term 1) naming the initial voters,
 written identically by every initial member; a server that joins later learns the whole history
-from the leader's log or snapshot.
+from the leader's log or snapshot. Addresses ride along for the shell (its address book,
+address_book.py): BOOTSTRAP may carry every initial voter's address, ADD_LEARNER the new one's.
+The core never reads them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ConfChange:
     node: str = ""
     address: str = ""  # where the shell reaches the node; carried for the shell, unused by the core
     voters: tuple[str, ...] = ()  # BOOTSTRAP only
+    addresses: tuple[tuple[str, str], ...] = ()  # BOOTSTRAP only: (voter, address), sorted
 
     def encode(self) -> bytes:
         body: dict[str, object] = {"op": self.op.value}
@@ -46,6 +49,8 @@ class ConfChange:
             body["address"] = self.address
         if self.voters:
             body["voters"] = list(self.voters)
+        if self.addresses:
+            body["addresses"] = dict(self.addresses)
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -56,14 +61,17 @@ class ConfChange:
             node = str(body.get("node", ""))
             voters = tuple(str(v) for v in body.get("voters", ()))
             address = str(body.get("address", ""))
-        except (ValueError, KeyError, TypeError) as exc:
+            addresses = tuple(sorted((str(k), str(v)) for k, v in body.get("addresses", {}).items()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfChangeError(f"malformed membership change {data!r}: {exc}") from exc
         if op is ConfChangeOp.BOOTSTRAP:
             if not voters:
                 raise ConfChangeError("bootstrap names no voters")
+            if not {k for k, _ in addresses} <= set(voters):
+                raise ConfChangeError("bootstrap gives addresses of servers that are not voters")
         elif not node:
             raise ConfChangeError(f"{op.value} names no node")
-        return cls(op=op, node=node, address=address, voters=voters)
+        return cls(op=op, node=node, address=address, voters=voters, addresses=addresses)
 
 
 @dataclass(frozen=True, slots=True)

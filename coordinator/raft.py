@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -68,6 +69,14 @@ class RaftError(Exception):
 
 class ProposalDropped(Exception):
     """A request cannot be accepted now (no leader, a transfer under way, a change pending); retry."""
+
+
+class ChangePending(ProposalDropped):
+    """Another membership change is still uncommitted: one server at a time."""
+
+
+class LearnerBehind(ProposalDropped):
+    """A learner cannot be promoted yet: it does not hold everything committed."""
 
 
 class Role(StrEnum):
@@ -167,11 +176,13 @@ class RaftCore:
         config: RaftConfig,
         storage: RaftStorage,
         rng: random.Random,
-        peers: tuple[str, ...] | list[str] = (),
+        peers: tuple[str, ...] | list[str] | Mapping[str, str] = (),
     ) -> None:
         """A member over `storage`. `peers` bootstraps a new cluster (all initial voters, self
         included) and is ignored when the storage already holds state; a member joining an
-        existing cluster starts with empty storage and no peers and waits to be contacted."""
+        existing cluster starts with empty storage and no peers and waits to be contacted.
+        Given as a mapping id -> address, the addresses are written into the BOOTSTRAP entry
+        for the shell's address book."""
         config.validate()
         self.cfg = config
         self.id = config.id
@@ -207,17 +218,19 @@ class RaftCore:
         self.membership_history: list[tuple[int, Membership]] = [(snap.index, self.membership)]
         self._apply_committed_membership(self.log.applied, self.log.committed)
         if storage.last_index() == 0 and snap.index == 0 and hs == HardState() and peers:
-            self._bootstrap(tuple(sorted(set(peers))))
+            addresses = tuple(sorted(peers.items())) if isinstance(peers, Mapping) else ()
+            self._bootstrap(tuple(sorted(set(peers))), addresses)
         self.prev_hard = hs
         self.prev_soft = SoftState(self.leader_id, self.role)
         self._reset(self.term)
         log.debug("raft start id=%s term=%d commit=%d last=%d", self.id, self.term, self.log.committed,
                   self.log.last_index())
 
-    def _bootstrap(self, voters: tuple[str, ...]) -> None:
+    def _bootstrap(self, voters: tuple[str, ...], addresses: tuple[tuple[str, str], ...]) -> None:
         if self.id not in voters:
             raise RaftError(f"bootstrap peers {list(voters)} do not include this member {self.id}")
-        entry = Entry(1, 1, EntryType.CONF_CHANGE, ConfChange(ConfChangeOp.BOOTSTRAP, voters=voters).encode())
+        change = ConfChange(ConfChangeOp.BOOTSTRAP, voters=voters, addresses=addresses)
+        entry = Entry(1, 1, EntryType.CONF_CHANGE, change.encode())
         self.log.append([entry])
         self.term = 1
         self.log.commit_to(1)
@@ -667,12 +680,12 @@ class RaftCore:
         if not self._committed_in_current_term():
             raise ProposalDropped("the new leader has not yet committed an entry of its term")
         if self.pending_conf_index > self.log.committed:
-            raise ProposalDropped(f"membership change at {self.pending_conf_index} is still pending")
+            raise ChangePending(f"membership change at {self.pending_conf_index} is still pending")
         self.membership.applied(change)  # raises if it does not fit
         if change.op is ConfChangeOp.PROMOTE:
             pr = self.progress[change.node]
             if pr.match < self.log.committed:
-                raise ProposalDropped(
+                raise LearnerBehind(
                     f"learner {change.node} has not caught up (match {pr.match} < commit {self.log.committed})"
                 )
 

@@ -8,6 +8,14 @@
 One gRPC server on `listen` carries both the Coordinator API (nodes, proxies, admin) and the Raft
 peer service, so a member's peer address and its client address are the same; the HTTP admin API
 runs on `http` in the same event loop.
+
+Where the other members are: the address book (address_book.py) kept from the applied log is the
+truth; the command line only gives hints, used for ids the book does not know. An initial member
+gets `peers` (every initial member, written into the BOOTSTRAP entry, so they must be the same on
+every initial member). A member that joins a running cluster gets `join` instead: one or more
+members' addresses, which it asks (GetClusterStatus) who the members are until its own log tells
+it; it starts with empty storage and never bootstraps, and an admin adds it with
+AddCoordinatorMember (POST /v1/members), before or after it starts.
 """
 
 from __future__ import annotations
@@ -33,11 +41,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from keychain import timing
-from keychain.proto import coordinator_pb2_grpc
+from keychain.proto import coordinator_pb2, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 TRANSFER_TIMEOUT = 2 * timing.ELECTION_TICKS * timing.TICK  # the core aborts a transfer after one election timeout
+JOIN_RETRY = 0.5  # seconds between a joining member's attempts to reach the cluster
 GRPC_GRACE = 0.5  # seconds in-flight RPCs get on shutdown
 HTTP_GRACE = 1.0  # seconds the HTTP server gets to close its connections
 
@@ -47,18 +56,21 @@ class CoordinatorOptions:
     id: str
     listen: str  # host:port of the gRPC server (Coordinator API + Raft peers)
     data_dir: Path
-    peers: dict[str, str]  # every initial member, self included: id -> gRPC address
+    peers: dict[str, str]  # every initial member, self included: id -> gRPC address ({} when joining)
     http: str | None = None  # host:port of the HTTP admin API
     chains: list[str] = field(default_factory=list)  # created by the leader if missing
     tick: float = timing.TICK
     election_ticks: int = timing.ELECTION_TICKS
     heartbeat_ticks: int = timing.HEARTBEAT_TICKS
     compact_every: int = DEFAULT_COMPACT_EVERY
+    join: list[str] = field(default_factory=list)  # host:port of running members, to join their cluster
 
 
 class CoordinatorServer:
     def __init__(self, options: CoordinatorOptions) -> None:
-        if options.id not in options.peers:
+        if options.join and options.peers:
+            raise ValueError("give either peers (a new cluster) or join (a running one), not both")
+        if not options.join and options.id not in options.peers:
             raise ValueError(f"--peers must include this member {options.id!r}")
         self.options = options
         self.storage: FileStorage | None = None
@@ -71,18 +83,21 @@ class CoordinatorServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._http_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        self.hints = dict(options.peers)  # addresses from the command line or join discovery
 
     async def start(self) -> None:
         o = self.options
         self.storage = await asyncio.to_thread(FileStorage, o.data_dir / "raft", o.id)
         config = RaftConfig(id=o.id, election_tick=o.election_ticks, heartbeat_tick=o.heartbeat_ticks)
-        core = RaftCore(config, self.storage, random.Random(), peers=list(o.peers))
+        core = RaftCore(config, self.storage, random.Random(), peers=dict(o.peers))
         machine = RegistryMachine()
         self.transport = RaftTransport(o.id, o.peers)
         self.member = RaftMember(core, self.storage, machine, self.transport, tick=o.tick,
                                  compact_every=o.compact_every)
         self.transport.attach(self.member)
         self.service = CoordinatorService(self.member, machine, o.peers)
+        self.member.on_members_change(lambda _: self._addresses_changed())
+        self._addresses_changed()
         self.metrics.register(MemberCollector(self.member, self.service))
 
         self.grpc_server = grpc.aio.server()
@@ -95,14 +110,48 @@ class CoordinatorServer:
         self._tasks.append(asyncio.create_task(self.service.run_failure_detector(), name="failure-detector"))
         if o.chains:
             self._tasks.append(asyncio.create_task(self.service.ensure_chains(o.chains), name="ensure-chains"))
+        if o.join:
+            self._tasks.append(asyncio.create_task(self._discover_members(), name="join"))
         if o.http:
             host, _, port = o.http.rpartition(":")
             # Bound here, so a busy port fails start() with a clear OSError rather than inside uvicorn.
             sock = socket.create_server((host, int(port)), reuse_port=False)
             self.http_server = make_server(build_app(self.service, self.metrics), host, int(port))
             self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]), name="admin-http")
-        log.info("coordinator started id=%s listen=%s http=%s peers=%s", o.id, o.listen, o.http or "-",
-                 ",".join(f"{k}={v}" for k, v in sorted(o.peers.items())))
+        log.info("coordinator started id=%s listen=%s http=%s peers=%s join=%s", o.id, o.listen, o.http or "-",
+                 ",".join(f"{k}={v}" for k, v in sorted(self.addresses().items())) or "-",
+                 ",".join(o.join) or "-")
+
+    def addresses(self) -> dict[str, str]:
+        """Every member's gRPC address: the address book, with the hints for ids it does not know."""
+        assert self.member is not None
+        return {**self.hints, **self.member.book.addresses()}
+
+    def _addresses_changed(self) -> None:
+        assert self.member is not None and self.transport is not None and self.service is not None
+        addresses = self.addresses()
+        mine = self.member.book.address(self.options.id)
+        if mine and mine != self.options.listen:
+            log.warning("coordinator address mismatch id=%s listen=%s membership_address=%s",
+                        self.options.id, self.options.listen, mine)
+        self.transport.set_addresses(addresses)
+        self.service.set_peers(addresses)
+
+    async def _discover_members(self) -> None:
+        """Joining: until the log names the members, learn their addresses from a running member."""
+        assert self.member is not None
+        while not self.member.book.membership.members:
+            for address in self.options.join:
+                members = await _ask_members(address)
+                if members:
+                    known = {m: a for m, a in members.items() if m != self.options.id}
+                    if any(self.hints.get(m) != a for m, a in known.items()):
+                        self.hints.update(known)
+                        log.info("coordinator join learned id=%s from=%s members=%s", self.options.id, address,
+                                 ",".join(f"{m}={a}" for m, a in sorted(known.items())))
+                        self._addresses_changed()
+                    break
+            await asyncio.sleep(JOIN_RETRY)
 
     async def wait(self) -> None:
         """Until shutdown is requested or the Raft member stops; re-raises the member's failure."""
@@ -153,6 +202,21 @@ class CoordinatorServer:
         candidates = [(pr.match, pid) for pid, pr in status.progress.items() if pid != status.id
                       and pid in status.voters]
         return max(candidates)[1] if candidates else ""
+
+
+async def _ask_members(address: str) -> dict[str, str]:
+    """id -> address of the coordinator members, per the member at `address` ({} if it did not answer)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            status = await coordinator_pb2_grpc.CoordinatorStub(channel).GetClusterStatus(
+                coordinator_pb2.ClusterStatusRequest(), timeout=timing.RPC_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            log.debug("coordinator join no answer from=%s code=%s", address, exc.code().name)
+            return {}
+    if status.error.code != coordinator_pb2.OK:
+        log.debug("coordinator join refused from=%s reason=%s", address, status.error.message)
+        return {}
+    return {m.id: m.address for m in status.members if m.address}
 
 
 class MemberCollector(Collector):

@@ -13,6 +13,12 @@ pipelining to it, and a dropped SNAPSHOT is reported as failed. The sender retri
 backoff, so a restarted peer is reached again within `RECONNECT_MAX`. The queue is bounded: a
 slow peer loses its oldest messages, never the sender's memory.
 
+Addresses: the transport starts from the member's command-line peers and is then told the address
+book whenever it changes (`set_addresses`, fed by applied membership changes and snapshots). A
+member that leaves the book keeps its sender until what is queued for it went out (the leader's
+parting heartbeat to a removed member), then the sender stops; a member whose address changed is
+reached at the new one from the next batch on.
+
 Receiving: the `Step` handler converts each message (keychain.coordinator.raft_wire) and steps it
 into the member; a malformed batch is refused with INVALID_ARGUMENT and changes nothing.
 """
@@ -61,6 +67,7 @@ class _Peer:
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.channel: grpc.aio.Channel | None = None
+        self.retired = False  # no longer in the address book: send what is queued, then stop
 
 
 class RaftTransport(raft_pb2_grpc.RaftServicer):
@@ -68,6 +75,7 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
         self.id = member_id
         self._addresses = {p: a for p, a in peers.items() if p != member_id}
         self._peers: dict[str, _Peer] = {}
+        self._retiring: set[_Peer] = set()  # retired senders still draining their queues
         self._receiver: Receiver | None = None
         self._closed = False
 
@@ -95,19 +103,56 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
 
     def _peer(self, peer_id: str) -> _Peer | None:
         peer = self._peers.get(peer_id)
+        address = self._addresses.get(peer_id)
+        if peer is not None and address is not None and peer.address != address:
+            self._retire(peer)
+            peer = None
         if peer is None:
-            address = self._addresses.get(peer_id)
             if address is None:
                 return None
             peer = self._peers[peer_id] = _Peer(peer_id, address)
         return peer
 
+    def set_addresses(self, addresses: dict[str, str]) -> None:
+        """Replace the peers' addresses (the member's own entry is ignored)."""
+        new = {p: a for p, a in addresses.items() if p != self.id and a}
+        if new != self._addresses:
+            log.info("raft transport peers id=%s peers=%s", self.id,
+                     ",".join(f"{p}={a}" for p, a in sorted(new.items())) or "-")
+        self._addresses = new
+        for peer in list(self._peers.values()):
+            if new.get(peer.id) != peer.address:
+                self._retire(peer)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return dict(self._addresses)
+
+    def _retire(self, peer: _Peer) -> None:
+        """Stop using `peer` (gone from the book, or moved): its sender drains its queue, then ends."""
+        if self._peers.get(peer.id) is peer:
+            del self._peers[peer.id]
+        peer.retired = True
+        if peer.task is not None and not peer.task.done():
+            self._retiring.add(peer)
+        peer.ready.set()
+
     async def _run_peer(self, peer: _Peer) -> None:
         backoff = RECONNECT_MIN
         peer.channel = grpc.aio.insecure_channel(peer.address, options=CHANNEL_OPTIONS)
         stub = raft_pb2_grpc.RaftStub(peer.channel)
+        try:
+            await self._send_loop(peer, stub, backoff)
+        finally:
+            if peer.retired:
+                self._retiring.discard(peer)
+                await peer.channel.close()
+
+    async def _send_loop(self, peer: _Peer, stub: raft_pb2_grpc.RaftStub, backoff: float) -> None:
         while not self._closed:
             if not peer.queue:
+                if peer.retired:
+                    return
                 peer.ready.clear()
                 await peer.ready.wait()
                 continue
@@ -121,6 +166,8 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
                 log.debug("raft transport unreachable to=%s code=%s", peer.id, exc.code().name)
                 self._dropped(peer, batch + list(peer.queue))
                 peer.queue.clear()
+                if peer.retired:
+                    return
                 if self._receiver is not None:
                     self._receiver.report_unreachable(peer.id)
                 await asyncio.sleep(backoff)
@@ -166,7 +213,7 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [p.task for p in self._peers.values() if p.task is not None]
+        tasks = [p.task for p in [*self._peers.values(), *self._retiring] if p.task is not None]
         for t in tasks:
             t.cancel()
         for t in tasks:

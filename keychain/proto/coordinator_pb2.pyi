@@ -146,14 +146,38 @@ class ChainStatus(_message.Message):
     def __init__(self, config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., health: _Optional[_Iterable[_Union[MemberHealth, _Mapping]]] = ...) -> None: ...
 
 class CoordinatorMember(_message.Message):
-    __slots__ = ("id", "address", "role")
+    __slots__ = ("id", "address", "role", "suffrage")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    SUFFRAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     address: str
     role: str
-    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+    suffrage: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., suffrage: _Optional[str] = ...) -> None: ...
+
+class AddCoordinatorMemberRequest(_message.Message):
+    __slots__ = ("id", "address")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class RemoveCoordinatorMemberRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CoordinatorMembersReply(_message.Message):
+    __slots__ = ("error", "members")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    error: Error
+    members: _containers.RepeatedCompositeFieldContainer[CoordinatorMember]
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., members: _Optional[_Iterable[_Union[CoordinatorMember, _Mapping]]] = ...) -> None: ...
 
 class ClusterStatusRequest(_message.Message):
     __slots__ = ()

@@ -75,6 +75,16 @@ class CoordinatorStub:
                 request_serializer=keychain_dot_proto_dot_coordinator__pb2.ClusterStatusRequest.SerializeToString,
                 response_deserializer=keychain_dot_proto_dot_coordinator__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.AddCoordinatorMember = channel.unary_unary(
+                '/keychain.coordinator.Coordinator/AddCoordinatorMember',
+                request_serializer=keychain_dot_proto_dot_coordinator__pb2.AddCoordinatorMemberRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_coordinator__pb2.CoordinatorMembersReply.FromString,
+                _registered_method=True)
+        self.RemoveCoordinatorMember = channel.unary_unary(
+                '/keychain.coordinator.Coordinator/RemoveCoordinatorMember',
+                request_serializer=keychain_dot_proto_dot_coordinator__pb2.RemoveCoordinatorMemberRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_coordinator__pb2.CoordinatorMembersReply.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -129,6 +139,20 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddCoordinatorMember(self, request, context):
+        """Add a coordinator as a learner, wait until it has caught up, promote it to voter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveCoordinatorMember(self, request, context):
+        """Remove a coordinator (the leader hands leadership over first if it is the one removed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +195,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=keychain_dot_proto_dot_coordinator__pb2.ClusterStatusRequest.FromString,
                     response_serializer=keychain_dot_proto_dot_coordinator__pb2.ClusterStatus.SerializeToString,
+            ),
+            'AddCoordinatorMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCoordinatorMember,
+                    request_deserializer=keychain_dot_proto_dot_coordinator__pb2.AddCoordinatorMemberRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_coordinator__pb2.CoordinatorMembersReply.SerializeToString,
+            ),
+            'RemoveCoordinatorMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveCoordinatorMember,
+                    request_deserializer=keychain_dot_proto_dot_coordinator__pb2.RemoveCoordinatorMemberRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_coordinator__pb2.CoordinatorMembersReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +423,60 @@ class Coordinator:
             '/keychain.coordinator.Coordinator/GetClusterStatus',
             keychain_dot_proto_dot_coordinator__pb2.ClusterStatusRequest.SerializeToString,
             keychain_dot_proto_dot_coordinator__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCoordinatorMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keychain.coordinator.Coordinator/AddCoordinatorMember',
+            keychain_dot_proto_dot_coordinator__pb2.AddCoordinatorMemberRequest.SerializeToString,
+            keychain_dot_proto_dot_coordinator__pb2.CoordinatorMembersReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveCoordinatorMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keychain.coordinator.Coordinator/RemoveCoordinatorMember',
+            keychain_dot_proto_dot_coordinator__pb2.RemoveCoordinatorMemberRequest.SerializeToString,
+            keychain_dot_proto_dot_coordinator__pb2.CoordinatorMembersReply.FromString,
             options,
             channel_credentials,
             insecure,
