@@ -339,7 +339,12 @@ class RecordedClient:
             self.recorder.unknown(call)
             raise
         self.recorder.ok(call, at=time.monotonic())
+        self._note(call, version)
         return version
+
+    def _note(self, call: int, version: int) -> None:
+        if isinstance(self.recorder, VersionedRecorder):
+            self.recorder.note_version(call, version)
 
     def delete(self, key: str, **conditions: Any) -> int:
         call = self.recorder.invoke(self.name, "delete", key, at=time.monotonic())
@@ -355,13 +360,14 @@ class RecordedClient:
             self.recorder.unknown(call)
             raise
         self.recorder.ok(call, at=time.monotonic())
+        self._note(call, version)
         return version
 
     def get(self, key: str, consistency: str = "strong") -> str | None:
         """The value (None when absent)."""
         call = self.recorder.invoke(self.name, "get", key, at=time.monotonic())
         try:
-            value, _ = self.client.get(key, consistency=consistency)
+            value, version = self.client.get(key, consistency=consistency)
         except KeyNotFound:
             self.recorder.ok(call, at=time.monotonic(), output=None)
             return None
@@ -370,20 +376,42 @@ class RecordedClient:
             raise
         text = value.decode()
         self.recorder.ok(call, at=time.monotonic(), output=text)
+        self._note(call, version)
         return text
 
     def close(self) -> None:
         self.client.close()
 
 
-def assert_linearizable(history: list[Operation], keep: Path) -> None:
+class VersionedRecorder(Recorder):
+    """A Recorder that also keeps the version each completed call saw (written or read).
+
+    Not part of the checked history; it tells a failure's causes apart: a read of an older
+    version is a stale read, a newer version of an old value is a write applied twice.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: dict[int, int] = {}
+
+    def note_version(self, call: int, version: int) -> None:
+        self.versions[call] = version
+
+
+def assert_linearizable(recorder: Recorder, keep: Path) -> None:
     """Check a recorded history; on failure it is written to `keep` (JSON lines) for replay with
-    `keychain check-history`."""
+    `keychain check-history`, and the message shows the versions the failing window saw."""
+    history = recorder.history()
     result = check(history)
-    if not result.ok:
-        write_history(history, keep)
-        window = "\n".join(op.describe() for op in result.window)
-        raise AssertionError(f"{result.message}\n{window}\nhistory: {keep}")
+    if result.ok:
+        return
+    write_history(history, keep)
+    versions = getattr(recorder, "versions", {})
+    lines = []
+    for op in result.window:
+        call = history.index(op)
+        lines.append(f"{op.describe()}  version={versions.get(call, '?')}")
+    raise AssertionError(f"{result.message}\n" + "\n".join(lines) + f"\nhistory: {keep}")
 
 
 def lost_writes(history: list[Operation], final: dict[str, str | None]) -> list[str]:
@@ -559,6 +587,9 @@ class RecordedHTTP:
             self.recorder.unknown(call)
         else:
             self.recorder.fail(call, at=now)
+        etag = response.headers.get("etag", "").strip('"')
+        if status == 200 and etag.isdigit() and isinstance(self.recorder, VersionedRecorder):
+            self.recorder.note_version(call, int(etag))
         return response
 
     def put(self, key: str, content: bytes, **kwargs: Any) -> httpx.Response:

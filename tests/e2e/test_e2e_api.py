@@ -16,6 +16,7 @@ from e2e_cluster import (
     LocalCluster,
     RecordedClient,
     RecordedHTTP,
+    VersionedRecorder,
     active_members,
     assert_linearizable,
     chain_members,
@@ -39,9 +40,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 @pytest.fixture
 def recorder(tmp_path: Path) -> Iterator[Recorder]:
-    rec = Recorder()
+    rec = VersionedRecorder()
     yield rec
-    assert_linearizable(rec.history(), tmp_path / "history.jsonl")
+    assert_linearizable(rec, tmp_path / "history.jsonl")
 
 
 @pytest.fixture

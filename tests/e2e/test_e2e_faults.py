@@ -16,6 +16,7 @@ from e2e_cluster import (
     Load,
     LocalCluster,
     RecordedClient,
+    VersionedRecorder,
     active_members,
     assert_linearizable,
     lost_writes,
@@ -36,7 +37,7 @@ REJOIN_TIMEOUT = 60.0  # restart delay + process start + registration + catch-up
 
 
 def assert_history_is_linearizable(recorder: Recorder, tmp_path: Path) -> None:
-    assert_linearizable(recorder.history(), tmp_path / "history.jsonl")
+    assert_linearizable(recorder, tmp_path / "history.jsonl")
 
 
 def wait_until_acked(load: Load, count: int, timeout: float = 30.0) -> None:
@@ -58,7 +59,7 @@ def role_of(cluster: LocalCluster, client: Client, node_id: str) -> str | None:
 def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
     tmp_path: Path, victim_role: str
 ) -> None:
-    recorder = Recorder()
+    recorder = VersionedRecorder()
     with running_cluster(tmp_path / "data") as cluster, Client(cluster.url) as admin:
         report = wait_active(admin)
         victim = next(m["id"] for m in active_members(report) if m["role"] == victim_role)
@@ -96,7 +97,7 @@ def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
 
 
 def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
-    recorder = Recorder()
+    recorder = VersionedRecorder()
     with running_cluster(tmp_path / "data") as cluster:
         load = Load(cluster.url, recorder, prefix="kill-proxy", writers=2, max_seconds=45).start()
         try:
@@ -115,7 +116,7 @@ def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
 
 
 def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path: Path) -> None:
-    recorder = Recorder()
+    recorder = VersionedRecorder()
     with running_cluster(tmp_path / "data") as cluster, Client(cluster.url) as admin:
         wait_active(admin)
         leader = wait_for("a coordinator leader", lambda: admin.cluster()["coordinator"]["leader"], 20)
@@ -139,7 +140,7 @@ def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path:
 
 
 def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_path: Path) -> None:
-    recorder = Recorder()
+    recorder = VersionedRecorder()
     data = tmp_path / "data"
     cluster = LocalCluster.start(data)
     try:
