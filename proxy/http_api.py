@@ -8,17 +8,16 @@
 | GET /v1/cluster         | chains, members, roles, health, served counts; coordinator leader   |
 | /healthz /readyz /metrics | liveness, readiness (a known topology), Prometheus                 |
 
-Handlers take the bare `Request` and build `Response`s themselves: values are raw bytes, and
-skipping FastAPI's parameter models keeps per-request work small; the OpenAPI document is
-written out in `openapi_extra` instead. Every error is JSON `{"error", "message"}`.
+The key-value routes are served by `kv_http.KeyValueRoutes` in front of this FastAPI app (the
+hot path skips FastAPI's per-request machinery); they are registered here too, answering
+through the same code, so the OpenAPI document (written out in `openapi_extra`) lists them.
+Every error is JSON `{"error", "message"}`.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,19 +26,15 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keychain import __version__
-from keychain.proto import chain_pb2
 
 from .cluster_view import cluster_report
 from .config import ProxyConfig
 from .errors import ErrorKind, OpError
 from .gateway import ChainGateway
+from .kv_http import JSON, KeyValueRoutes, error_parts
 from .metrics import CONTENT_TYPE, ProxyMetrics
-from .validation import check_request_id, check_value_size, key_from_raw_path, write_conditions
 from .watcher import CoordinatorWatcher
 
-KV_PREFIX = b"/v1/kv/"
-JSON = "application/json"
-CONSISTENCY = {"strong": chain_pb2.Consistency.STRONG, "eventual": chain_pb2.Consistency.EVENTUAL}
 _STATUS_KINDS = {
     400: ErrorKind.INVALID_REQUEST,
     401: ErrorKind.UNAUTHORIZED,
@@ -50,17 +45,8 @@ _STATUS_KINDS = {
 
 
 def error_response(error: OpError, headers: dict[str, str] | None = None) -> Response:
-    body: dict[str, Any] = {"error": error.kind.code, "message": error.message}
-    if error.current_version is not None:
-        body["current_version"] = error.current_version
-    out = dict(headers or {})
-    if error.retry_after is not None:
-        out["Retry-After"] = str(error.retry_after)
-    if error.kind is ErrorKind.UNAUTHORIZED:
-        out["WWW-Authenticate"] = 'Bearer realm="keychain"'
-    if error.current_version:
-        out["ETag"] = f'"{error.current_version}"'
-    return Response(json.dumps(body), status_code=error.kind.status, media_type=JSON, headers=out)
+    status, out, body = error_parts(error, headers)
+    return Response(body, status_code=status, media_type=JSON, headers=out)
 
 
 # ---- OpenAPI description of the raw-body routes ----
@@ -182,23 +168,15 @@ def create_app(
     gateway: ChainGateway,
     watcher: CoordinatorWatcher,
     metrics: ProxyMetrics,
-) -> FastAPI:
+) -> KeyValueRoutes:
+    """The proxy's ASGI application: the key-value fast path in front of the FastAPI app."""
     app = FastAPI(
         title="KeychainDB",
         version=__version__,
         description="A strongly consistent replicated key-value store (CRAQ). Values are raw bytes.",
     )
     token = f"Bearer {config.auth_token}".encode() if config.auth_token else None
-    default_consistency = CONSISTENCY[config.read_consistency]
-    max_key, max_value = config.max_key_bytes, config.max_value_bytes
-    counters: dict[tuple[str, str], Any] = {}
-    latency = {op: metrics.latency.labels(op) for op in ("put", "get", "delete")}
-
-    def count(op: str, outcome: str) -> None:
-        child = counters.get((op, outcome))
-        if child is None:
-            child = counters[(op, outcome)] = metrics.requests.labels("http", op, outcome)
-        child.inc()
+    kv = KeyValueRoutes(config, gateway, metrics, app)
 
     def check_auth(request: Request) -> None:
         if token is None:
@@ -209,92 +187,20 @@ def create_app(
                 ErrorKind.UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required"
             )
 
-    def key_of(request: Request) -> bytes:
-        raw = request.scope.get("raw_path") or request.scope["path"].encode()
-        return key_from_raw_path(raw, KV_PREFIX, max_key)
-
-    def request_id(request: Request) -> str:
-        given = request.headers.get("idempotency-key")
-        return gateway.new_request_id() if given is None else check_request_id(given)
-
-    async def read_body(request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                raise OpError(ErrorKind.INVALID_REQUEST, "Content-Length is not a number")
-            check_value_size(int(length), max_value)
-            return await request.body()
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            check_value_size(size, max_value)
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def measured(op: str, handler: Callable[[Request], Awaitable[Response]]):
+    def documented(op: str):
+        # Served by `kv` in front of this app; registered here so OpenAPI describes the routes.
         async def endpoint(request: Request) -> Response:
-            started = time.perf_counter()
-            try:
-                response = await handler(request)
-            except OpError as error:
-                count(op, error.kind.code)
-                return error_response(error)
-            count(op, "ok")
-            latency[op].observe(time.perf_counter() - started)
-            return response
+            status, headers, body = await kv.respond(request.scope, request.receive)
+            return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
 
         endpoint.__name__ = f"{op}_key"
         return endpoint
-
-    async def put_key(request: Request) -> Response:
-        check_auth(request)
-        key = key_of(request)
-        if_version, if_absent = write_conditions(
-            request.headers.get("if-match"), request.headers.get("if-none-match")
-        )
-        rid = request_id(request)
-        value = await read_body(request)
-        op = chain_pb2.WriteOp(
-            request_id=rid, key=key, kind=chain_pb2.OpKind.PUT, value=value, if_absent=if_absent
-        )
-        if if_version is not None:
-            op.if_version = if_version
-        result = await gateway.write(op)
-        return _written(key, result.version)
-
-    async def get_key(request: Request) -> Response:
-        check_auth(request)
-        key = key_of(request)
-        asked = request.query_params.get("consistency")
-        if asked is None:
-            consistency = default_consistency
-        elif asked in CONSISTENCY:
-            consistency = CONSISTENCY[asked]
-        else:
-            raise OpError(ErrorKind.INVALID_REQUEST, "consistency is strong or eventual")
-        reply = await gateway.read(key, consistency)
-        etag = f'"{reply.version}"'
-        if request.headers.get("if-none-match") == etag:
-            return Response(status_code=304, headers={"ETag": etag})
-        return Response(reply.value, media_type="application/octet-stream", headers={"ETag": etag})
-
-    async def delete_key(request: Request) -> Response:
-        check_auth(request)
-        key = key_of(request)
-        if request.headers.get("if-none-match") is not None:
-            raise OpError(ErrorKind.INVALID_REQUEST, "DELETE supports If-Match, not If-None-Match")
-        if_version, _ = write_conditions(request.headers.get("if-match"), None)
-        op = chain_pb2.WriteOp(request_id=request_id(request), key=key, kind=chain_pb2.OpKind.DELETE)
-        if if_version is not None:
-            op.if_version = if_version
-        result = await gateway.write(op)
-        return _written(key, result.version)
 
     route = "/v1/kv/{key:path}"
     common = {"tags": ["keys"], "include_in_schema": True}
     app.add_api_route(
         route,
-        measured("put", put_key),
+        documented("put"),
         methods=["PUT"],
         summary="Write a key",
         openapi_extra=PUT_DOC,
@@ -302,7 +208,7 @@ def create_app(
     )
     app.add_api_route(
         route,
-        measured("get", get_key),
+        documented("get"),
         methods=["GET"],
         summary="Read a key",
         openapi_extra=GET_DOC,
@@ -310,7 +216,7 @@ def create_app(
     )
     app.add_api_route(
         route,
-        measured("delete", delete_key),
+        documented("delete"),
         methods=["DELETE"],
         summary="Delete a key",
         openapi_extra=DELETE_DOC,
@@ -361,12 +267,7 @@ def create_app(
 
     app.openapi_schema = None
     _add_error_schema(app)
-    return app
-
-
-def _written(key: bytes, version: int) -> Response:
-    body = json.dumps({"key": key.decode(), "version": version})
-    return Response(body, media_type=JSON, headers={"ETag": f'"{version}"'})
+    return kv
 
 
 def _add_error_schema(app: FastAPI) -> None:

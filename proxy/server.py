@@ -104,6 +104,7 @@ class ProxyServer:
                 access_log=False,
                 lifespan="off",
                 http="httptools",
+                interface="asgi3",
                 server_header=False,
             )
         )
