@@ -739,6 +739,8 @@ class RaftCore:
         elif was_paused:
             # A broadcast may have skipped it while paused: make sure it learns the commit index.
             self._send_append(m.sender)
+        if m.sender not in self.progress:
+            return  # its own acknowledgement committed its removal (it got the parting heartbeat)
         while self._send_append(m.sender, send_empty=False):
             pass
         if m.sender == self.transferee and pr.match == self.log.last_index():

@@ -123,9 +123,15 @@ class CoordinatorServer:
                  ",".join(o.join) or "-")
 
     def addresses(self) -> dict[str, str]:
-        """Every member's gRPC address: the address book, with the hints for ids it does not know."""
+        """Every member's gRPC address: the address book's, and a hint for a member it has none for
+        (all hints while the log has named no members yet: a joining or brand-new member)."""
         assert self.member is not None
-        return {**self.hints, **self.member.book.addresses()}
+        book = self.member.book
+        members = book.membership.members
+        if not members:
+            return dict(self.hints)
+        return {m: book.address(m) or self.hints.get(m, "") for m in sorted(members)
+                if book.address(m) or m in self.hints}
 
     def _addresses_changed(self) -> None:
         assert self.member is not None and self.transport is not None and self.service is not None
