@@ -45,14 +45,28 @@ class SimConfig:
     clients: int = 3
     faults: tuple[str, ...] = FAULTS
     fault_gap: float = 0.35  # mean seconds between two faults
+    crash: tuple[str, ...] = ("coordinator", "node")  # which kinds of process a crash may hit
+    restart_after: tuple[float, float] = (0.05, 1.5)  # a crashed process restarts this long after
+    latency: tuple[float, float] = (0.0002, 0.002)  # one-way network latency, uniform
+    # Crashes at chosen moments, as a probability per occurrence while faults are on:
+    # "vote" = a coordinator right after it granted a vote.
+    crash_at: dict[str, float] = field(default_factory=dict)
     chain_core: type[ChainCore] = ChainCore
     raft_core: type[RaftCore] = RaftCore
+    node_shell: type[SimNode] = SimNode  # how a node drives its core (tests substitute broken ones)
 
     def __post_init__(self) -> None:
         if self.duration <= 1.0 or not 0 <= self.heal < self.duration:
             raise ValueError(f"need duration > 1 s and 0 <= heal < duration, got {self.duration}, {self.heal}")
         if self.keys < 1 or self.clients < 1 or self.fault_gap <= 0:
             raise ValueError("keys, clients and fault_gap must be positive")
+        unknown = sorted(set(self.faults) - set(FAULTS))
+        if unknown:
+            raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+        for name in ("restart_after", "latency"):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be a range of positive seconds, got {(low, high)}")
 
 
 @dataclass
@@ -75,6 +89,7 @@ class Simulation:
         self.world = world = World(seed)
         rng = world.rng
         self.net = Network(world)
+        self.net.latency = config.latency
         self.net.drop = rng.choice((0.0, 0.01, 0.03))
         self.net.duplicate = rng.choice((0.0, 0.01, 0.03))
         self.inv = Invariants()
@@ -94,7 +109,7 @@ class Simulation:
             transfer_chunk_keys=rng.choice((1, 2, 256)),
         )
         self.initial_nodes = rng.randint(3, MAX_NODES)
-        self.nodes = {f"n{i}": SimNode(self, f"n{i}", config.chain_core, self.options)
+        self.nodes = {f"n{i}": config.node_shell(self, f"n{i}", config.chain_core, self.options)
                       for i in range(1, MAX_NODES + 1)}
         self.clients = [SimClient(self, f"cl{i}") for i in range(1, config.clients + 1)]
         # Clock rates: any two differ by at most a factor 1 + MAX_DRIFT.

@@ -166,6 +166,8 @@ class SimCoordinator(Process):
             sent = net.send(self, peer, "raft", peer.on_raft, m)
             if m.type is MessageType.SNAPSHOT:
                 self.timer(0.01, self.submit, self.core.report_snapshot, m.to, sent)
+            elif m.type is MessageType.VOTE_RESP and not m.reject and self.sim.nemesis.crash_now("vote"):
+                self.world.after(0.0, self.sim.nemesis.crash, self)  # the worst moment: right after voting
         if rd.snapshot is not None:
             self.sim.inv.raft_snapshot(self.id, rd.snapshot)
             self.registry = Registry.restore(rd.snapshot.data)

@@ -16,6 +16,8 @@ Faults (the names `FAULTS` lists, each counted in `counts`):
 - `join`: a new chain node starts and registers (it joins after the tail as syncing);
 - `leave`: an operator removes an active node from the chain and stops it for good, once every
   active member is in sync in the current epoch (its health gate).
+Crashes can also strike at chosen moments (`SimConfig.crash_at`): e.g. right after a coordinator
+grants a vote, where a member that forgot its vote would do the most harm.
 Clock-rate drift is not an event: each process runs at its own rate for the whole run
 (`Simulation` sets it), within keychain.timing.MAX_DRIFT of every other.
 """
@@ -30,6 +32,8 @@ from keychain.testing.sim_world import Process
 
 if TYPE_CHECKING:
     from keychain.testing.sim_cluster import Simulation
+    from keychain.testing.sim_coordinator import SimCoordinator
+    from keychain.testing.sim_node import SimNode
 
 FAULTS: tuple[str, ...] = ("partition", "one-way", "isolate", "crash", "slow-disk", "lossy", "join", "leave")
 
@@ -69,7 +73,7 @@ class Nemesis(Process):
             return
         kind = world.rng.choice(self.kinds)
         if getattr(self, "_" + kind.replace("-", "_"))():
-            self.counts[kind] += 1
+            self.counts[kind] += kind != "crash"  # crash() counts itself
             world.note("fault", kind)
         world.after(world.rng.expovariate(1 / self.mean_gap), self._next)
 
@@ -121,14 +125,24 @@ class Nemesis(Process):
     def _crash(self) -> bool:
         sim = self.sim
         candidates = [p for p in (*sim.coordinators.values(), *sim.nodes.values())
-                      if p.up and not p.retired]
+                      if p.up and not p.retired and p.kind in sim.config.crash]
         if not candidates:
             return False
-        victim = self.world.rng.choice(candidates)
-        victim.crash()
-        self.world.note("crash", victim.id)
-        self.world.after(self._until(0.05, 1.5), self._restart, victim)
+        self.crash(self.world.rng.choice(candidates))
         return True
+
+    def crash_now(self, moment: str) -> bool:
+        """Whether to crash the process that just passed `moment` (see SimConfig.crash_at)."""
+        p = self.sim.config.crash_at.get(moment, 0.0)
+        return bool(p) and self.start_at <= self.world.now < self.stop_at and self.world.rng.random() < p
+
+    def crash(self, victim: SimCoordinator | SimNode) -> None:
+        if not victim.up:
+            return
+        victim.crash()
+        self.counts["crash"] += 1
+        self.world.note("crash", victim.id)
+        self.world.after(self._until(*self.sim.config.restart_after), self._restart, victim)
 
     def _restart(self, p: Process) -> None:
         if not p.up and not p.retired and not self.world.stopped:

@@ -1,0 +1,119 @@
+"""Deliberately broken cores and shells, substituted into the simulator by tests only.
+
+Two families:
+- classic mistakes the simulator must catch: a node answering a dirty read with its dirty value
+  (no version query), a Raft member that forgets its vote when it restarts, a tail whose shell
+  acknowledges before its disk has synced;
+- the chain core as it was before each fix the simulator led to (see test_sim_found_bugs.py), so a
+  regression test can show that its seed still reaches the bug.
+"""
+
+from __future__ import annotations
+
+import random
+
+from keychain.coordinator.log import RaftStorage
+from keychain.coordinator.raft import RaftConfig, RaftCore
+from keychain.node.core import ChainCore, CoreOptions, LinkState, Ready, Role
+from keychain.node.messages import Batch, Consistency, MemberState, ReadReply, TransferChunk
+from keychain.node.versions import Record, VersionStore
+
+from keychain.testing.sim_node import SimNode
+
+# ---- classic mistakes ----
+
+
+class DirtyReadCore(ChainCore):
+    """Serves a strong read of a dirty key with its newest, uncommitted version."""
+
+    def client_read(self, ticket: int, epoch: int, key: bytes, consistency: Consistency, now: float
+                    ) -> ReadReply | None:
+        err = self._gate(epoch, now, write=False) or self._check_key(key)
+        if err is not None:
+            return ReadReply(err)
+        return self._served(self._latest(key, clean_only=False))
+
+
+class ForgetfulRaft(RaftCore):
+    """Forgets, when it restarts, whom it voted for in its current term."""
+
+    def __init__(self, config: RaftConfig, storage: RaftStorage, rng: random.Random,
+                 peers: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(config, storage, rng, peers)
+        self.vote = ""
+
+
+class EagerAckShell(SimNode):
+    """A node whose tail releases its acks and replies before the Ready's sync is done."""
+
+    def _pump(self) -> None:
+        core = self.core
+        if not core.is_tail:
+            super()._pump()
+            return
+        while not self.busy and self.up:
+            self._observe_commit()
+            if not core.has_ready():
+                return
+            rd = core.ready()
+            records = list(rd.persist)
+            self.store.apply(records)
+            rd.persist = []
+            self._release(rd)  # acks and replies leave before the sync
+            self._observe_commit()
+            if records:
+                self.busy = True
+                self.world.after(self.sync_delay(), self._fire, self.incarnation, self._eager_synced, (records,))
+                return
+
+    def _eager_synced(self, records: list[Record]) -> None:
+        self._durable.extend(records)
+        self.busy = False
+        self._pump()
+
+
+# ---- the chain core before the simulator's fixes ----
+
+
+class InSyncOnReceipt(ChainCore):
+    """Counts itself in sync as soon as it HOLDS its predecessor's commit point (not committed it)."""
+
+    def on_batch(self, from_id: str, batch: Batch) -> None:
+        super().on_batch(from_id, batch)
+        if not self.in_sync and from_id == self.pred and batch.committed_seq <= self.last_seq:
+            self.in_sync = True
+            if self.role == Role.SYNCING and not self._caught_up_reported:
+                self._caught_up_reported = True
+                self._caught_up = self.last_seq
+
+
+class VouchesWhileLagging(ChainCore):
+    """Advertises its own commit point to its successor even while not in sync itself."""
+
+    def ready(self) -> Ready:
+        rd = super().ready()
+        rd.messages = [
+            type(m)(m.to, Batch(m.body.epoch, m.body.entries, self.committed_seq)) if isinstance(m.body, Batch) else m
+            for m in rd.messages
+        ]
+        return rd
+
+
+class TrustsItselfOnRestart(ChainCore):
+    """A restarted active member counts itself in sync at once."""
+
+    def __init__(self, node_id: str, store: VersionStore, options: CoreOptions | None = None) -> None:
+        super().__init__(node_id, store, options)
+        me = self.config.member(self.id) if self.config else None
+        if me is not None and me.state == MemberState.ACTIVE:
+            self.in_sync = True
+
+
+class KeepsStreamingAfterTransfer(ChainCore):
+    """After installing a state transfer, goes on streaming to its successor from where it was."""
+
+    def on_transfer_chunk(self, from_id: str, chunk: TransferChunk) -> None:
+        kept = (self.link, self.sent_through, self.succ_acked, self._hello_due, self._first_batch_due)
+        super().on_transfer_chunk(from_id, chunk)
+        if chunk.last and kept[0] == LinkState.STREAMING and self.transfer_from is None:
+            self.link, self.sent_through, self.succ_acked, self._hello_due, self._first_batch_due = kept
