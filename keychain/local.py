@@ -306,6 +306,10 @@ def die_with_parent(parent: int):
     return arm
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def describe_exit(code: int) -> str:
     if code < 0:
         try:
@@ -431,8 +435,8 @@ def main(argv: list[str]) -> int:
         # Serving already; give the other nodes a moment to join so `ready` means the whole chain.
         active = sup.wait_all_active(min(started + args.ready_timeout, time.monotonic() + JOIN_WAIT))
         log.info("ready seconds=%.2f active=%s", time.monotonic() - started, active)
-        nodes = f"{layout.nodes} nodes" if active == layout.nodes else f"{active or '?'} of {layout.nodes} nodes active"
-        sup.say(f"ready: {nodes}, {layout.coordinators} coordinators, proxy at {sup.proxy_url}")
+        nodes = plural(layout.nodes, "node") if active == layout.nodes else f"{active or '?'} of {layout.nodes} nodes active"
+        sup.say(f"ready: {nodes}, {plural(layout.coordinators, 'coordinator')}, proxy at {sup.proxy_url}")
     elif not sup.stopping:
         sup.say(f"keychain up: no successful write and read within {args.ready_timeout:.0f}s; "
                 f"see the logs under {data_dir / 'logs'}")
