@@ -45,12 +45,17 @@ def wait_until_acked(load: Load, count: int, timeout: float = 30.0) -> None:
              lambda: load.acked() >= count, timeout, interval=0.05)
 
 
+def assert_no_lost_writes(recorder: Recorder, final: dict[str, str | None], cluster: LocalCluster) -> None:
+    problems = lost_writes(recorder.history(), final)
+    assert not problems, "\n".join(problems) + "\n" + cluster.report()
+
+
 def unsettled(recorder: Recorder, key: str) -> bool:
     """Whether a write of `key` has an unknown outcome (it may still land later)."""
     return any(op.key == key and op.is_write and op.status == "unknown" for op in recorder.history())
 
 
-def role_of(cluster: LocalCluster, client: Client, node_id: str) -> str | None:
+def role_of(client: Client, node_id: str) -> str | None:
     found = member(client.cluster(), node_id)
     return found["role"] if found else None
 
@@ -76,13 +81,13 @@ def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
             assert not pid_alive(old_pid)
             # The restarted node rejoins (syncing, then promoted), all under load.
             wait_for(f"{victim} back in the chain as an active member",
-                     lambda: role_of(cluster, admin, victim) in ("head", "middle", "tail"), REJOIN_TIMEOUT)
+                     lambda: role_of(admin, victim) in ("head", "middle", "tail"), REJOIN_TIMEOUT)
             assert cluster.pid(victim) == new_pid
         finally:
             load.stop()
 
         final = read_back(cluster.url, recorder, load.all_keys)
-        assert not lost_writes(recorder.history(), final), cluster.report()
+        assert_no_lost_writes(recorder, final, cluster)
 
         # The rejoined node serves reads again: reads are spread over every active member.
         before = member(admin.cluster(), victim)["reads"]
@@ -110,7 +115,7 @@ def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
         finally:
             load.stop()
         final = read_back(cluster.url, recorder, load.all_keys)
-        assert not lost_writes(recorder.history(), final), cluster.report()
+        assert_no_lost_writes(recorder, final, cluster)
         assert any("proxy" in line and "restart" in line for line in cluster.output), cluster.output
     assert_history_is_linearizable(recorder, tmp_path)
 
@@ -135,7 +140,7 @@ def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path:
         # Leases outlast an election: no node was dropped from the chain.
         assert len(active_members(admin.cluster())) == 3, admin.cluster()
         final = read_back(cluster.url, recorder, load.all_keys)
-        assert not lost_writes(recorder.history(), final), cluster.report()
+        assert_no_lost_writes(recorder, final, cluster)
     assert_history_is_linearizable(recorder, tmp_path)
 
 
@@ -165,6 +170,6 @@ def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_
     with running_cluster(data, same_ports=True) as again:
         assert again.url == cluster.url
         final = read_back(again.url, recorder, load.all_keys + deleted)
-        assert not lost_writes(recorder.history(), final), again.report()
+        assert_no_lost_writes(recorder, final, again)
         assert all(final[key] is None for key in deleted), final
     assert_history_is_linearizable(recorder, tmp_path)
