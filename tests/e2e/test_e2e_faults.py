@@ -144,7 +144,7 @@ def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path:
     assert_history_is_linearizable(recorder, tmp_path)
 
 
-def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write_and_grows(tmp_path: Path) -> None:
     recorder = VersionedRecorder()
     data = tmp_path / "data"
     cluster = LocalCluster.start(data)
@@ -166,10 +166,22 @@ def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write(tmp_
     assert any("stopped" in line for line in cluster.output), cluster.output
     assert not [pid for pid in pids if pid_alive(pid)], "children outlived keychain up"
 
-    # No ports given: `keychain up` resumes the data on the addresses of the first run.
-    with running_cluster(data, same_ports=True) as again:
+    # No ports given: `keychain up` resumes the data on the addresses of the first run, and a
+    # fourth node joins the existing chain (state transfer, then promotion to tail).
+    with running_cluster(data, same_ports=True, extra_args=("--nodes", "4")) as again, \
+            Client(again.url) as admin:
         assert again.url == cluster.url
         final = read_back(again.url, recorder, load.all_keys + deleted)
         assert_no_lost_writes(recorder, final, again)
         assert all(final[key] is None for key in deleted), final
+
+        wait_active(admin, count=4)
+        before = member(admin.cluster(), "node-4")["reads"]
+        reader = RecordedClient(again.url, recorder, "after")
+        try:
+            for key in (load.all_keys + deleted) * 2:
+                assert reader.get(key) == final[key]
+        finally:
+            reader.close()
+        assert member(admin.cluster(), "node-4")["reads"] > before
     assert_history_is_linearizable(recorder, tmp_path)
