@@ -483,6 +483,11 @@ class ChainCore:
         self._read_backlog.append((ticket, key))
         return None
 
+    def check_read(self, epoch: int, now: float) -> Error | None:
+        """The part of `client_read`'s checks that does not depend on the key (epoch, membership,
+        lease, in sync): a batch of reads that fails it is refused as a whole."""
+        return self._gate(epoch, now, write=False)
+
     def _served(self, kv: KeyVersion | None) -> ReadReply:
         self.reads += 1
         if kv is None or kv.tombstone:

@@ -45,6 +45,7 @@ from keychain.node.core import (
     VersionQuery,
 )
 from keychain.node.messages import (
+    OK,
     Ack,
     Batch,
     ChainConfig,
@@ -156,6 +157,8 @@ class ChainNode:
         self.metrics = NodeMetrics(self.status, store.wal_syncs)
         self.health = health.aio.HealthServicer()
         self.caught_up_epoch: int | None = None  # epoch in which the core reported a syncing node level
+        # Room for a ReadBatch reply's results: the message limit less the enclosing fields.
+        self._reply_limit = max_message_bytes(self.core.options) - 4096
         self._server: grpc.aio.Server | None = None
         self._wake = asyncio.Event()
         self._driver: asyncio.Task[None] | None = None
@@ -297,6 +300,38 @@ class ChainNode:
             return reply
         self.wake()
         return await self._await_reply(ticket)  # type: ignore[return-value]
+
+    async def read_batch(self, epoch: int, reads: list[tuple[bytes, Consistency]]) -> tuple[Error, list[ReadReply]]:
+        """Many reads, each exactly a `read` of its key, refused as a whole when the node does not serve
+        reads in `epoch` now. The dirty keys among them wait for one version query to the tail (the core
+        asks once per Ready for every read in its backlog). Results stop short of the message size limit
+        (see `_within_reply_limit`); the reads left out were counted as served but are asked again."""
+        now = self.clock()
+        err = self.core.check_read(epoch, now)
+        if err is not None:
+            return err, []
+        replies: list[ReadReply | None] = []
+        waiting: list[tuple[int, int]] = []  # (index in the batch, ticket) of reads the core holds
+        loop = asyncio.get_running_loop()
+        for key, consistency in reads:
+            ticket = next(self._tickets)
+            reply = self.core.client_read(ticket, epoch, key, consistency, now)
+            if reply is None:
+                self._waiting[ticket] = loop.create_future()
+                waiting.append((len(replies), ticket))
+            replies.append(reply)
+        if waiting:
+            self.wake()
+            try:
+                # gather retrieves every future's outcome, so a node failure mid-batch leaves no
+                # unobserved exception behind.
+                answers = await asyncio.gather(*(self._waiting[t] for _, t in waiting))
+                for (i, _), answer in zip(waiting, answers, strict=True):
+                    replies[i] = answer  # type: ignore[assignment]
+            finally:
+                for _, ticket in waiting:
+                    self._waiting.pop(ticket, None)
+        return OK, _within_reply_limit(replies, self._reply_limit)  # type: ignore[arg-type]
 
     async def _await_reply(self, ticket: int) -> WriteReply | ReadReply:
         fut: asyncio.Future[WriteReply | ReadReply] = asyncio.get_running_loop().create_future()
@@ -574,6 +609,22 @@ class _Unavailable(Exception):
     pass
 
 
+# Protobuf framing of one ReadReply inside a ReadBatchReply (tags, lengths, the version varint, an
+# error's code and epoch): a generous upper bound, like the core's ENTRY_FRAMING_BYTES.
+READ_REPLY_FRAMING_BYTES = 64
+
+
+def _within_reply_limit(replies: list[ReadReply], limit: int) -> list[ReadReply]:
+    """The longest prefix of `replies` whose encoding fits in `limit` bytes, but at least one: a
+    batch of large values must not exceed the gRPC message limit (a single value always fits)."""
+    total = 0
+    for i, r in enumerate(replies):
+        total += len(r.value) + len(r.error.message) + READ_REPLY_FRAMING_BYTES
+        if total > limit and i > 0:
+            return replies[:i]
+    return replies
+
+
 async def _drain(queue: asyncio.Queue[chain_pb2.LinkDown | None]) -> AsyncIterator[chain_pb2.LinkDown]:
     while (msg := await queue.get()) is not None:
         yield msg
@@ -606,6 +657,18 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
         except _Unavailable as e:
             reply = ReadReply(Error(Code.UNAVAILABLE, str(e)))
         return wire.read_reply_to_pb(reply)
+
+    async def ReadBatch(self, request: chain_pb2.ReadBatchRequest,
+                        context: grpc.aio.ServicerContext) -> chain_pb2.ReadBatchReply:
+        try:
+            epoch, reads = wire.read_batch_request_from_pb(request)
+        except wire.WireError as e:
+            return wire.read_batch_reply_to_pb(Error(Code.INVALID_ARGUMENT, f"bad read op: {e}"), [])
+        try:
+            error, replies = await self.node.read_batch(epoch, reads)
+        except _Unavailable as e:
+            error, replies = Error(Code.UNAVAILABLE, str(e)), []
+        return wire.read_batch_reply_to_pb(error, replies)
 
     async def Link(self, request_iterator: AsyncIterator[chain_pb2.LinkDown],  # type: ignore[override]
                    context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.LinkUp]:

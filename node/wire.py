@@ -8,6 +8,7 @@ the only rejections here are unknown enum numbers (a newer peer) and a LinkDown/
 from __future__ import annotations
 
 from keychain.node.messages import (
+    OK,
     Ack,
     Batch,
     ChainConfig,
@@ -120,6 +121,29 @@ def read_reply_to_pb(r: ReadReply) -> pb.ReadReply:
 
 def read_reply_from_pb(m: pb.ReadReply) -> ReadReply:
     return ReadReply(error_from_pb(m.error), m.value, m.version)
+
+
+def read_batch_request_to_pb(epoch: int, reads: list[tuple[bytes, Consistency]]) -> pb.ReadBatchRequest:
+    return pb.ReadBatchRequest(epoch=epoch, ops=[pb.ReadOp(key=k, consistency=int(c)) for k, c in reads])
+
+
+def read_batch_request_from_pb(m: pb.ReadBatchRequest) -> tuple[int, list[tuple[bytes, Consistency]]]:
+    return m.epoch, [(op.key, _enum(Consistency, op.consistency)) for op in m.ops]
+
+
+def read_batch_reply_to_pb(error: Error, results: list[ReadReply]) -> pb.ReadBatchReply:
+    m = pb.ReadBatchReply(error=error_to_pb(error))
+    add = m.results.add  # built in place: no per-result message copied into the list
+    for r in results:
+        if r.error == OK:  # the common case leaves the error field at its default
+            add(value=r.value, version=r.version)
+        else:
+            add(error=error_to_pb(r.error), value=r.value, version=r.version)
+    return m
+
+
+def read_batch_reply_from_pb(m: pb.ReadBatchReply) -> tuple[Error, list[ReadReply]]:
+    return error_from_pb(m.error), [read_reply_from_pb(r) for r in m.results]
 
 
 # ---- replication ----

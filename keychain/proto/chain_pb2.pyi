@@ -152,6 +152,30 @@ class ReadReply(_message.Message):
     version: int
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., value: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
 
+class ReadOp(_message.Message):
+    __slots__ = ("key", "consistency")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    consistency: Consistency
+    def __init__(self, key: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
+
+class ReadBatchRequest(_message.Message):
+    __slots__ = ("epoch", "ops")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    OPS_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    ops: _containers.RepeatedCompositeFieldContainer[ReadOp]
+    def __init__(self, epoch: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[ReadOp, _Mapping]]] = ...) -> None: ...
+
+class ReadBatchReply(_message.Message):
+    __slots__ = ("error", "results")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    error: Error
+    results: _containers.RepeatedCompositeFieldContainer[ReadReply]
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., results: _Optional[_Iterable[_Union[ReadReply, _Mapping]]] = ...) -> None: ...
+
 class Entry(_message.Message):
     __slots__ = ("seq", "request_id", "key", "kind", "value", "current_version")
     SEQ_FIELD_NUMBER: _ClassVar[int]

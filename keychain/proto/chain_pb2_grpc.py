@@ -44,6 +44,11 @@ class ChainNodeStub:
                 request_serializer=keychain_dot_proto_dot_chain__pb2.ReadRequest.SerializeToString,
                 response_deserializer=keychain_dot_proto_dot_chain__pb2.ReadReply.FromString,
                 _registered_method=True)
+        self.ReadBatch = channel.unary_unary(
+                '/keychain.chain.ChainNode/ReadBatch',
+                request_serializer=keychain_dot_proto_dot_chain__pb2.ReadBatchRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_chain__pb2.ReadBatchReply.FromString,
+                _registered_method=True)
         self.Link = channel.stream_stream(
                 '/keychain.chain.ChainNode/Link',
                 request_serializer=keychain_dot_proto_dot_chain__pb2.LinkDown.SerializeToString,
@@ -81,6 +86,12 @@ class ChainNodeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Read(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,6 +139,11 @@ def add_ChainNodeServicer_to_server(servicer, server):
                     servicer.Read,
                     request_deserializer=keychain_dot_proto_dot_chain__pb2.ReadRequest.FromString,
                     response_serializer=keychain_dot_proto_dot_chain__pb2.ReadReply.SerializeToString,
+            ),
+            'ReadBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadBatch,
+                    request_deserializer=keychain_dot_proto_dot_chain__pb2.ReadBatchRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_chain__pb2.ReadBatchReply.SerializeToString,
             ),
             'Link': grpc.stream_stream_rpc_method_handler(
                     servicer.Link,
@@ -209,6 +225,33 @@ class ChainNode:
             '/keychain.chain.ChainNode/Read',
             keychain_dot_proto_dot_chain__pb2.ReadRequest.SerializeToString,
             keychain_dot_proto_dot_chain__pb2.ReadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keychain.chain.ChainNode/ReadBatch',
+            keychain_dot_proto_dot_chain__pb2.ReadBatchRequest.SerializeToString,
+            keychain_dot_proto_dot_chain__pb2.ReadBatchReply.FromString,
             options,
             channel_credentials,
             insecure,
