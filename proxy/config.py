@@ -25,6 +25,8 @@ class ProxyConfig:
     max_batch_ops: int = 256
     max_batch_bytes: int = 3 << 20  # below gRPC's default 4 MiB message limit on the node
     max_pending_writes: int = 10_000
+    max_read_batch_ops: int = 256  # reads per ReadBatch to one member
+    max_pending_reads: int = 10_000  # per member
     retry_after_seconds: int = 1
     topology_poll_interval: float = 5.0  # GetChain besides the watch stream, in case it goes silent
     log_level: str = "warning"
@@ -38,6 +40,9 @@ class ProxyConfig:
             raise ValueError(f"read consistency is strong or eventual, not {self.read_consistency!r}")
         if self.max_key_bytes < 1 or self.max_value_bytes < 0:
             raise ValueError("size limits must be positive")
+        if min(self.max_batch_ops, self.max_batch_bytes, self.max_pending_writes, self.max_read_batch_ops,
+               self.max_pending_reads) < 1:
+            raise ValueError("batch and queue limits must be positive")
         if self.request_timeout <= 0 or self.attempt_timeout <= 0:
             raise ValueError("timeouts must be positive")
 
@@ -89,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--attempt-timeout", type=float, default=2.0, help="seconds per RPC to a node")
     p.add_argument("--max-batch-ops", type=int, default=256, help="writes per WriteRequest to the head")
+    p.add_argument("--max-read-batch-ops", type=int, default=256, help="reads per ReadBatch to one member")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
     return p
 
@@ -121,6 +127,7 @@ def config_from_args(argv: list[str], environ: dict[str, str] | None = None) -> 
             request_timeout=args.request_timeout,
             attempt_timeout=args.attempt_timeout,
             max_batch_ops=args.max_batch_ops,
+            max_read_batch_ops=args.max_read_batch_ops,
             log_level=args.log_level,
         )
     except ValueError as exc:

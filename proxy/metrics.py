@@ -29,6 +29,12 @@ class ProxyMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=self.registry,
         )
+        self.read_batch_ops = Histogram(
+            "keychain_proxy_read_batch_ops",
+            "Reads carried by one ReadBatch to a chain member",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
         self.retries = Counter(
             "keychain_proxy_retries",
             "Attempts retried, by operation and reason",

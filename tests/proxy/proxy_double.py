@@ -11,6 +11,9 @@ GetClusterStatus. Scripted faults let a test break exactly one thing:
 - "hang": the head sleeps past the proxy's attempt timeout before answering.
 - "outcome_unknown": the head answers OUTCOME_UNKNOWN for every op (applying nothing).
 - "not_head": the head refuses the Write with NOT_HEAD.
+
+Reads (`read_faults`, per member): "hang", "unavailable", "lease_expired", "one_per_reply" (a
+reply that stops short, as a node's does at its message size limit).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ class ChainState:
     reads: Counter[str] = field(default_factory=Counter)  # member id -> reads served
     writes: Counter[str] = field(default_factory=Counter)
     faults: deque[str] = field(default_factory=deque)
+    read_batches: list[tuple[str, int]] = field(default_factory=list)  # (member id, reads) per ReadBatch
+    # member id -> how its ReadBatch misbehaves: "hang" (sleeps hang_seconds first), "unavailable"
+    # (the call fails), "lease_expired" (refused as a whole), "one_per_reply" (answers only the first read)
+    read_faults: dict[str, str] = field(default_factory=dict)
     sticky_fault: str | None = None
     hang_seconds: float = 0.5
 
@@ -98,11 +105,36 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
             state = self.double.state
             if request.epoch != state.epoch:
                 return chain_pb2.ReadReply(error=self._error(Code.WRONG_EPOCH))
-            state.reads[self.id] += 1
-            stored = state.data.get(request.key)
-            if stored is None or stored.deleted:
-                return chain_pb2.ReadReply(error=self._error(Code.NOT_FOUND, "no such key"))
-            return chain_pb2.ReadReply(value=stored.value, version=stored.version)
+            return self._read(request.key)
+
+    def _read(self, key: bytes) -> chain_pb2.ReadReply:
+        """One key as this member serves it; the caller holds the lock."""
+        state = self.double.state
+        state.reads[self.id] += 1
+        stored = state.data.get(key)
+        if stored is None or stored.deleted:
+            return chain_pb2.ReadReply(error=self._error(Code.NOT_FOUND, "no such key"))
+        return chain_pb2.ReadReply(value=stored.value, version=stored.version)
+
+    def ReadBatch(
+        self, request: chain_pb2.ReadBatchRequest, context: grpc.ServicerContext
+    ) -> chain_pb2.ReadBatchReply:
+        double = self.double
+        with double.lock:
+            state = double.state
+            state.read_batches.append((self.id, len(request.ops)))
+            fault = state.read_faults.get(self.id)
+        if fault == "hang":
+            time.sleep(state.hang_seconds)
+        if fault == "unavailable":
+            context.abort(grpc.StatusCode.UNAVAILABLE, "member down")
+        with double.lock:
+            if request.epoch != state.epoch:
+                return chain_pb2.ReadBatchReply(error=self._error(Code.WRONG_EPOCH))
+            if fault == "lease_expired":
+                return chain_pb2.ReadBatchReply(error=self._error(Code.LEASE_EXPIRED, "lease lapsed"))
+            ops = request.ops[:1] if fault == "one_per_reply" else request.ops
+            return chain_pb2.ReadBatchReply(results=[self._read(op.key) for op in ops])
 
     def GetStatus(
         self, request: chain_pb2.StatusRequest, context: grpc.ServicerContext
