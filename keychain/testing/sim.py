@@ -35,6 +35,10 @@ def replay_command(seed: int, config: SimConfig) -> str:
     parts = ["python -P -m keychain.testing.sim", f"--replay {seed}"]
     if config.duration != DEFAULTS.duration:
         parts.append(f"--duration {config.duration:g}")
+    if config.heal != DEFAULTS.heal:
+        parts.append(f"--heal {config.heal:g}")
+    if config.fault_gap != DEFAULTS.fault_gap:
+        parts.append(f"--fault-gap {config.fault_gap:g}")
     if config.faults != DEFAULTS.faults:
         parts.append(f"--faults {','.join(config.faults) or 'none'}")
     return " ".join(parts)
@@ -70,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, help="run seeds until this much wall-clock time has passed")
     p.add_argument("--replay", type=int, metavar="SEED", help="run one seed and show its trace and figures")
     p.add_argument("--duration", type=float, default=DEFAULTS.duration, help="virtual seconds per seed")
+    p.add_argument("--heal", type=float, default=DEFAULTS.heal, help="fault-free virtual seconds at the end")
+    p.add_argument("--fault-gap", type=float, default=DEFAULTS.fault_gap, help="mean virtual seconds between faults")
     p.add_argument("--faults", default=",".join(DEFAULTS.faults),
                    help=f"comma-separated fault kinds, or 'none' (default: all of {','.join(FAULTS)})")
     p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)")
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     faults = () if args.faults == "none" else tuple(f for f in args.faults.split(",") if f)
     try:
-        config = replace(DEFAULTS, duration=args.duration, faults=faults)
+        config = replace(DEFAULTS, duration=args.duration, heal=args.heal, fault_gap=args.fault_gap, faults=faults)
         if args.jobs < 1 or args.trace < 0:
             raise ValueError("--jobs must be at least 1 and --trace not negative")
         if args.seeds is not None and args.seeds < 0:

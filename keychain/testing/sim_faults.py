@@ -14,8 +14,9 @@ Faults (the names `FAULTS` lists, each counted in `counts`):
 - `slow-disk`: one process's syncs take 5-100 ms for a while;
 - `lossy`: the network drops, duplicates and delays (so reorders) many more datagrams for a while;
 - `join`: a new chain node starts and registers (it joins after the tail as syncing);
-- `leave`: an operator removes an active node from the chain and stops it for good, once every
-  active member is in sync in the current epoch (its health gate).
+- `leave`: an operator removes an active node from the chain and stops it for good, one at a
+  time, keeping two active members, once every active member is in sync in the current epoch
+  (its health gate).
 Crashes can also strike at chosen moments (`SimConfig.crash_at`): e.g. right after a coordinator
 grants a vote, where a member that forgot its vote would do the most harm.
 Clock-rate drift is not an event: each process runs at its own rate for the whole run
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from keychain import timing
 from keychain.coordinator.registry import MemberState as RegistryState
 from keychain.testing.sim_coordinator import CoordReply, CoordRequest
 from keychain.testing.sim_world import Process
@@ -186,11 +188,12 @@ class Nemesis(Process):
         if state is None:
             return False
         active = [m.id for m in state.members if m.state is RegistryState.ACTIVE]
-        if len(active) < 2:
+        if len(active) < 3 or self.leaving:
             return False
-        # The operator's health gate: every active member serves in the current epoch, level with
-        # the chain. Without it a removal right after a promotion can drop the only copy of writes
-        # the old tail acknowledged before it learned of the promotion.
+        # The operator's health gate: one removal at a time, never below two active members, and
+        # every active member serving in the current epoch, level with the chain. Without it a
+        # removal right after a promotion can drop the only copy of writes the old tail
+        # acknowledged before it learned of the promotion.
         for node_id in active:
             node = self.sim.nodes[node_id]
             if not node.up or node.core.epoch != state.epoch or not node.core.in_sync:
@@ -204,10 +207,12 @@ class Nemesis(Process):
         self.sim.net.send(self, coord, "coord-req", coord.on_request, self, self.incarnation, self._ids,
                           CoordRequest("remove", self.sim.chain, victim))
         self.leaving[self._ids] = victim
+        self.timer(2 * timing.RPC_TIMEOUT, self.leaving.pop, self._ids, None)  # no answer: give up
         return True
 
     def on_coord_reply(self, rid: int, reply: CoordReply) -> None:
         victim = self.sim.nodes.get(self.leaving.pop(rid, ""))
+        self.leaving.clear()  # one answer ends the removal in flight, whatever it was
         if victim is None or reply.error or reply.chain is None or reply.chain.member(victim.id) is not None:
             return
         victim.retired = True

@@ -60,9 +60,9 @@ def test_a_failure_names_the_seed_the_property_the_last_events_and_the_replay_co
 
 
 def test_the_replay_command_carries_non_default_options():
-    config = replace(SimConfig(), duration=3.0, faults=("crash", "lossy"))
+    config = replace(SimConfig(), duration=8.0, heal=2.5, fault_gap=0.12, faults=("crash", "lossy"))
     assert sim.replay_command(9, config) == (
-        "python -P -m keychain.testing.sim --replay 9 --duration 3 --faults crash,lossy")
+        "python -P -m keychain.testing.sim --replay 9 --duration 8 --heal 2.5 --fault-gap 0.12 --faults crash,lossy")
     assert sim.replay_command(9, replace(SimConfig(), faults=())).endswith("--faults none")
 
 
@@ -95,3 +95,12 @@ def test_replay_writes_the_history_for_the_checker(tmp_path, capsys):
 def test_the_command_refuses_bad_options(argv, capsys):
     assert sim.main(argv) == 2
     assert "keychain.testing.sim:" in capsys.readouterr().err
+
+
+def test_the_simulated_coordinator_uses_the_service_s_figures():
+    from keychain.coordinator import api
+
+    from keychain.testing import sim_coordinator
+
+    assert sim_coordinator.NEW_LEADER_GRACE == api.NEW_LEADER_GRACE
+    assert sim_coordinator.PROPOSAL_TIMEOUT == api.PROPOSAL_TIMEOUT
