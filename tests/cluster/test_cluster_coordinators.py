@@ -5,13 +5,22 @@ pytest's rootdir-relative import puts this folder on sys.path, so the harness im
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 from cluster_harness import ProcessCluster, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(90)]
+
+# The segment layout of coordinator/storage.py: a 16-byte file header and a 16-byte base index
+# block, then records of u32 length + u32 CRC32 + payload.
+SEGMENT_HEADER = 32
+RECORD_FRAME = struct.Struct("<II")
 
 
 @pytest.fixture
@@ -51,15 +60,46 @@ def test_killing_the_leader_elects_another_and_registry_changes_continue(coordin
     wait_for("the restarted member to serve the new chain", old_member_knows_the_new_chain, timeout=10)
 
 
+def local_gauge(c: ProcessCluster, name: str, metric: str) -> float:
+    """A gauge of `name`'s own state, from its /metrics (never forwarded to the leader, unlike
+    /v1/status)."""
+    with urllib.request.urlopen(f"http://{c.procs[name].http}/metrics", timeout=2) as resp:
+        text = resp.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == metric:
+            return family.samples[0].value
+    raise AssertionError(f"{name} exports no {metric}")
+
+
+def first_record_end(segment: Path) -> int | None:
+    """Where the first record of `segment` ends, if the file holds it whole."""
+    blob = segment.read_bytes()
+    if len(blob) < SEGMENT_HEADER + RECORD_FRAME.size:
+        return None
+    length, _ = RECORD_FRAME.unpack_from(blob, SEGMENT_HEADER)
+    end = SEGMENT_HEADER + RECORD_FRAME.size + length
+    return end if end <= len(blob) else None
+
+
 def test_a_corrupt_log_is_reported_at_start_up_and_the_member_refuses_to_start(coordinators):
     c = coordinators
     wait_for("a leader", c.leader, timeout=15)
-    wait_for("the --chain to be created", c.chain_view, timeout=10)
     victim = c.names("coordinator")[0]
+    # The victim applied the --chain creation itself, so its own log holds records on disk: it
+    # applies only entries it has made durable, and the creation comes after the bootstrap entry
+    # and the leader's first entry.
+    wait_for(f"{victim} to apply the --chain creation",
+             lambda: local_gauge(c, victim, "keychain_coordinator_chains") >= 1, timeout=10)
+    segments = list((c.root / victim / "raft").glob("log-*.seg"))
+    assert len(segments) == 1, f"expected one live segment, found {segments}"
+    segment = segments[0]
     c.kill(victim)
-    segment = next((c.root / victim / "raft").glob("log-*.seg"))
+    end = first_record_end(segment)
+    assert end is not None and end < segment.stat().st_size, (
+        f"{segment} ({segment.stat().st_size} bytes) should hold a whole record and more after it")
     blob = bytearray(segment.read_bytes())
-    blob[40] ^= 0xFF  # inside the first record, with intact records after it: corruption, not a torn tail
+    # Inside the first record's payload, with intact records after it: corruption, not a torn tail.
+    blob[SEGMENT_HEADER + RECORD_FRAME.size] ^= 0xFF
     segment.write_bytes(bytes(blob))
 
     run = subprocess.run(c.procs[victim].argv, capture_output=True, text=True, timeout=30)
