@@ -9,7 +9,9 @@ Outputs come out of `ready()` as one `Ready`; the shell handles it in this order
    write `hard_state`, then `sync()`. Only then may anything leave the process: the vote and term
    a message implies, and the entries an APPEND_RESP acknowledges, must survive a crash, or a
    restarted member could vote twice in a term or forget an entry a leader counted on.
-2. **Send** `messages`.
+2. **Send** `messages`. For each SNAPSHOT, call `report_snapshot(peer, ok)` once the send
+   succeeded or failed: until then (or the follower's answer) the leader sends that follower
+   nothing, so a snapshot lost without a report would starve it.
 3. **Apply**: if `snapshot` is set, restore the state machine from it; then apply
    `committed_entries` in order (NORMAL: the registry command; CONF_CHANGE and NOOP: the core
    already acted on them). Serve `read_states` whose index is applied.

@@ -7,15 +7,23 @@ duplication, partitions, restarts and compaction keeps Raft's safety properties:
 - state machine safety: the applied command lists of all members are prefixes of one another;
 
 and, once the network heals, it elects a leader and commits again (liveness, bounded).
+
+Messages travel as the gRPC transport carries them: a lost message is simply gone, except that the
+sender of a SNAPSHOT learns whether it got through (`report_snapshot`), exactly as the transport
+and the simulator tell the core. The leader sends a follower nothing else while a snapshot is
+outstanding, so a network that swallowed snapshots without that report would stall the follower
+for good, which no real shell does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
+from keychain.coordinator.messages import Message, MessageType
 from keychain.coordinator.raft import ProposalDropped, Ready, Role
 from raft_harness import RaftNetwork, encode_state
 
@@ -66,13 +74,27 @@ class Checked:
         for applied in lists:
             assert applied == longest[: len(applied)], f"divergent state machines: {applied} vs {longest}"
 
+    def deliver(self, msg: Message) -> None:
+        """Hand `msg` to its receiver unless a partition cuts the link."""
+        delivered = (msg.sender, msg.to) not in self.net.cut
+        if delivered:
+            self.net.members[msg.to].core.step(msg)
+        if msg.type is MessageType.SNAPSHOT:
+            self.net.members[msg.sender].core.report_snapshot(msg.to, delivered)
+
+    def lose(self, msg: Message) -> None:
+        if msg.type is MessageType.SNAPSHOT:
+            self.net.members[msg.sender].core.report_snapshot(msg.to, False)
+
     def flush(self) -> None:
         for _ in range(20):
             for name in self.names:
                 self.handle(name)
             if not self.net.queue:
                 return
-            self.net.deliver_to(self.names)
+            batch, self.net.queue = self.net.queue, []
+            for msg in batch:
+                self.deliver(msg)
 
     def step(self, op: str, pick: int, rng: random.Random) -> None:
         name = self.names[pick % len(self.names)]
@@ -86,11 +108,9 @@ class Checked:
             case "ready":
                 self.handle(name)
             case "deliver" if queue:
-                msg = queue.pop(pick % len(queue))
-                if (msg.sender, msg.to) not in self.net.cut:
-                    self.net.members[msg.to].core.step(msg)
+                self.deliver(queue.pop(pick % len(queue)))
             case "drop" if queue:
-                queue.pop(pick % len(queue))
+                self.lose(queue.pop(pick % len(queue)))
             case "duplicate" if queue:
                 queue.append(queue[pick % len(queue)])
             case "propose":
@@ -141,11 +161,22 @@ class Checked:
         assert all(self.net.members[n].applied[-1:] == ["final"] for n in self.names)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# KEYCHAIN_RAFT_EXAMPLES raises the count for a long local search; CI runs the default.
+@settings(
+    max_examples=int(os.environ.get("KEYCHAIN_RAFT_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+# A snapshot lost on a cut link during a flush, with no report to the leader: n3 starved (replayed
+# with the report it now gets).
+@example(size=3, seed=10374)
 @given(size=st.integers(min_value=3, max_value=5), seed=st.integers(min_value=0, max_value=2**32))
 def test_safety_under_random_faults(size: int, seed: int) -> None:
-    # Long random walks find far more interleavings than short drawn lists; a failure prints
-    # the seed, and replaying it is deterministic.
+    # Long random walks find far more interleavings than short drawn lists; replaying a seed is
+    # deterministic. The replay line is our own note: Hypothesis's printout of the arguments
+    # comes out blank whenever schemathesis's pytest plugin is loaded (it swaps Hypothesis's
+    # printer for one that prints nothing, for every test of the run).
+    note(f"replay: @example(size={size}, seed={seed})")
     cluster = Checked(size, seed)
     rng = random.Random(seed)
     for _ in range(STEPS):
