@@ -52,7 +52,7 @@ import grpc
 from keychain.coordinator.lease import LeaseTracker
 from keychain.coordinator.member import Applied, OutcomeUnknown, RaftMember, Unavailable
 from keychain.coordinator.membership import ConfChange, ConfChangeError, ConfChangeOp, Membership
-from keychain.coordinator.raft import ChangePending, LearnerBehind, Role
+from keychain.coordinator.raft import ChangePending, LearnerBehind, Role, Status
 from keychain.coordinator.registry import (
     ChainState,
     MemberState,
@@ -117,6 +117,15 @@ def member_role(config: chain_pb2.ChainConfig, node: str) -> str:
 def deleted_config(state: ChainState) -> chain_pb2.ChainConfig:
     """What a watch stream says when a chain is deleted: no members, at the next epoch."""
     return chain_pb2.ChainConfig(chain=state.name, epoch=state.epoch + 1)
+
+
+def transfer_target(status: Status) -> str:
+    """The voter, other than this leader, to hand leadership to: one heard from since the last
+    CheckQuorum round (a dead voter could never take over), then the one holding the most of the
+    log (it can take over soonest). "" if there is none, or `status` is not a leader's."""
+    candidates = [(pr.recent_active, pr.match, pid) for pid, pr in status.progress.items()
+                  if pid != status.id and pid in status.voters]
+    return max(candidates)[2] if candidates else ""
 
 
 def _is_address(text: str) -> bool:
@@ -482,7 +491,7 @@ class CoordinatorService:
             if req.id not in membership.members:
                 return refuse(coordinator_pb2.NOT_FOUND, f"{req.id!r} is not a coordinator member")
             if req.id == self.member.id and membership.voters != {req.id}:
-                target = self._transfer_target()
+                target = transfer_target(self.member.core.status())
                 if not target:
                     raise Unavailable("no other voter is reachable to take over the leadership")
                 if not await self.member.transfer_leadership(target, self.forward_wait):
@@ -515,14 +524,6 @@ class CoordinatorService:
 
     def _members_reply(self, membership: Membership) -> coordinator_pb2.CoordinatorMembersReply:
         return coordinator_pb2.CoordinatorMembersReply(members=self._members(membership, self.member.leader))
-
-    def _transfer_target(self) -> str:
-        """The voter, other than this leader, that holds the most of its log (it can take over soonest),
-        preferring one heard from lately."""
-        status = self.member.core.status()
-        candidates = [(pr.recent_active, pr.match, pid) for pid, pr in status.progress.items()
-                      if pid != status.id and pid in status.voters]
-        return max(candidates)[2] if candidates else ""
 
     # ---- watch ----
 

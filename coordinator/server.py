@@ -31,7 +31,7 @@ from pathlib import Path
 
 import grpc
 from keychain.coordinator.admin_http import build_app, make_server
-from keychain.coordinator.api import CoordinatorService, CoordinatorServicer, RegistryMachine
+from keychain.coordinator.api import CoordinatorService, CoordinatorServicer, RegistryMachine, transfer_target
 from keychain.coordinator.member import DEFAULT_COMPACT_EVERY, RaftMember
 from keychain.coordinator.raft import RaftConfig, RaftCore, Role
 from keychain.coordinator.storage import FileStorage
@@ -175,7 +175,7 @@ class CoordinatorServer:
     async def shutdown(self) -> None:
         member = self.member
         if member is not None and member.running and member.role is Role.LEADER:
-            target = self._transfer_target()
+            target = transfer_target(member.core.status())
             if target:
                 ok = await member.transfer_leadership(target, TRANSFER_TIMEOUT)
                 log.info("leadership transfer on shutdown id=%s to=%s done=%s", member.id, target, ok)
@@ -200,14 +200,6 @@ class CoordinatorServer:
             await self.transport.close()
         if self.storage is not None:
             self.storage.close()
-
-    def _transfer_target(self) -> str:
-        """The voter with the most of our log (the one that can take over soonest)."""
-        assert self.member is not None
-        status = self.member.core.status()
-        candidates = [(pr.match, pid) for pid, pr in status.progress.items() if pid != status.id
-                      and pid in status.voters]
-        return max(candidates)[1] if candidates else ""
 
 
 async def _ask_members(address: str) -> dict[str, str]:
