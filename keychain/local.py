@@ -7,8 +7,10 @@ for at most JOIN_WAIT more seconds, once every node has joined the chain, so `re
 means the whole chain serves); restarts a crashed child after a short delay, as a kubelet would; and on Ctrl-C or SIGTERM stops
 every child, proxy first and coordinators last. Running it again on the same data dir resumes the
 data: every component keeps its state under `<data-dir>/<name>/`, and the ports and sizes of the
-first run are kept in cluster.json and reused unless given again (the coordinators' Raft
-membership and the chain's member addresses are recorded with those ports).
+first run are kept in cluster.json and reused unless given again. The coordinators' Raft
+membership and the chain's member addresses are recorded with the base port's addresses, so a
+different --base-port (or --coordinators, --chain) on an existing data dir is refused; the
+proxy's --http-port/--grpc-port may change, as may --nodes (a new node joins the chain).
 
 On Linux each child asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG), so
 a supervisor killed with SIGKILL leaves no orphans holding the ports.
@@ -357,6 +359,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+# What an existing data dir's cluster recorded with its addresses; a later run cannot change it.
+PINNED_FOR_GOOD = ("coordinators", "chain", "base_port")
+
 DEFAULTS: dict[str, object] = {
     "nodes": 3, "coordinators": 3, "http_port": 8080, "base_port": 7000, "chain": "main",
 }
@@ -403,8 +408,10 @@ def main(argv: list[str]) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    # The coordinators' Raft membership and the nodes' chain are fixed by the first run.
-    changed = [k for k in ("coordinators", "chain") if k in previous and previous[k] != layout.pinned()[k]]
+    # Fixed by the first run: the coordinators' Raft membership (with their base-port addresses in
+    # its address book) and the chain with its members' addresses. The proxy's ports may move: it
+    # keeps no state.
+    changed = [k for k in PINNED_FOR_GOOD if k in previous and previous[k] != layout.pinned()[k]]
     if changed:
         print(f"keychain up: {data_dir} holds a cluster with "
               + ", ".join(f"{k}={previous[k]}" for k in changed)

@@ -56,6 +56,16 @@ def test_changing_the_coordinators_of_an_existing_data_dir_is_refused(
     assert not (tmp_path / "logs").exists()  # nothing was started
 
 
+def test_moving_the_base_port_of_an_existing_data_dir_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The coordinators' Raft address book and the chain's member addresses hold base-port addresses.
+    write_previous(tmp_path, nodes=3, coordinators=3, http_port=9100, grpc_port=9101, base_port=12000, chain="main")
+    assert main(["--data-dir", str(tmp_path), "--base-port", "13000"]) == 2
+    assert "base_port=12000" in capsys.readouterr().err
+    assert not (tmp_path / "logs").exists()  # nothing was started
+
+
 def test_busy_ports_are_named_and_nothing_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base, http = pick_ports(random.Random(7))
     with socket.socket() as taken:
