@@ -303,25 +303,38 @@ class CoordinatorService:
             key = (req.chain, req.node_id)
             state = self.registry.get(req.chain)
             if state is None:
-                return coordinator_pb2.HeartbeatReply(
-                    error=_error(coordinator_pb2.NOT_FOUND, f"chain {req.chain!r} does not exist"))
+                return self._not_a_member(req, state)
             me = state.member(req.node_id)
             if me is None:
-                return coordinator_pb2.HeartbeatReply(
-                    error=_error(coordinator_pb2.NOT_FOUND,
-                                 f"node {req.node_id!r} is not a member of chain {req.chain!r}; register again"),
-                    config=state.to_proto(),
-                )
+                return self._not_a_member(req, state)
             now = self._now()
             self.leases.observe(req.chain, req.node_id, now)
             self.health[key] = NodeHealth(now, req.reads, req.writes, req.last_seq, req.committed_seq)
             if req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
-                state = await self._promote(req.chain, req.node_id) or state
+                await self._promote(req.chain, req.node_id)
+                # Other changes may have committed meanwhile (the promotion refused or not): answer
+                # with the configuration as it is now, never the one read before the wait.
+                state = self.registry.get(req.chain)
+                if state is None or state.member(req.node_id) is None:
+                    return self._not_a_member(req, state)
             return coordinator_pb2.HeartbeatReply(config=state.to_proto(), lease_ms=self._lease_ms())
 
         return await self._at_leader(
             "Heartbeat", req, local,
             lambda msg: coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
+        )
+
+    @staticmethod
+    def _not_a_member(req: coordinator_pb2.HeartbeatRequest, state: ChainState | None
+                      ) -> coordinator_pb2.HeartbeatReply:
+        """NOT_FOUND, with no lease, and the chain's configuration (so the node sees it was removed)."""
+        if state is None:
+            return coordinator_pb2.HeartbeatReply(
+                error=_error(coordinator_pb2.NOT_FOUND, f"chain {req.chain!r} does not exist"))
+        return coordinator_pb2.HeartbeatReply(
+            error=_error(coordinator_pb2.NOT_FOUND,
+                         f"node {req.node_id!r} is not a member of chain {req.chain!r}; register again"),
+            config=state.to_proto(),
         )
 
     async def _promote(self, chain: str, node: str) -> ChainState | None:
