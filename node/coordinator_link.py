@@ -111,7 +111,7 @@ class CoordinatorLink:
         status = self.node.status()
         request = coordinator_pb2.HeartbeatRequest(
             chain=self.chain, node_id=self.node.id, epoch=status.epoch, last_seq=status.last_seq,
-            committed_seq=status.committed_seq, caught_up=self.node.caught_up(), reads=status.reads,
+            committed_seq=status.committed_seq, caught_up=self.node.core.caught_up, reads=status.reads,
             writes=status.writes,
         )
         sent = self.clock()

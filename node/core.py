@@ -47,7 +47,8 @@ Protocol rules (DESIGN.md §3):
   (they flow on and commit); a node that becomes tail commits everything it has persisted; every
   link is re-established, so a new successor states what it lacks. A syncing member first drops its
   uncommitted entries (they may have been sequenced by a head that was then removed, and would break
-  the prefix property), then catches up from the tail and emits `Ready.caught_up`.
+  the prefix property), then catches up from the tail and emits `Ready.caught_up`; once that Ready
+  is advanced (durable), `caught_up` says so for the epoch it was reached in.
 - In sync: a node that was not active in its previous configuration (a promoted syncing node, a
   fresh member) serves no reads, version queries or writes until a batch on its inbound link shows
   it holds everything its predecessor had committed. This closes the window where a promoted tail
@@ -215,6 +216,8 @@ class _Session:
 class _Inflight:
     last_seq: int
     committed_seq: int
+    epoch: int
+    caught_up: bool  # the Ready reported a syncing node level
 
 
 class ChainCore:
@@ -281,6 +284,7 @@ class ChainCore:
         self._transfers: list[TransferStart] = []
         self._caught_up: int | None = None
         self._caught_up_reported = False
+        self._caught_up_epoch: int | None = None  # a Ready reporting caught_up was made durable in this epoch
         self._outcomes_floor = 0
         self._inflight: _Inflight | None = None
         if self._commits_on_persist():  # a restarted tail commits what it had persisted
@@ -878,7 +882,7 @@ class ChainCore:
             self._acked_upstream = self.committed_seq
         if self._read_backlog:
             self._flush_reads(rd)
-        self._inflight = _Inflight(self.last_seq, self.committed_seq)
+        self._inflight = _Inflight(self.last_seq, self.committed_seq, self.epoch, rd.caught_up is not None)
         return rd
 
     def _flush_reads(self, rd: Ready) -> None:
@@ -904,6 +908,8 @@ class ChainCore:
         if done is None:
             raise RuntimeError("advance() without a ready()")
         self._inflight = None
+        if done.caught_up:
+            self._caught_up_epoch = done.epoch
         self.persisted_seq = min(done.last_seq, self.last_seq)
         if done.committed_seq > self.applied_commit:
             self.applied_commit = done.committed_seq
@@ -925,6 +931,13 @@ class ChainCore:
             self._outcomes_floor = forget
 
     # ------------------------------------------------------------------ status
+
+    @property
+    def caught_up(self) -> bool:
+        """A syncing node holds everything its predecessor committed, durably, in the current epoch:
+        what the coordinator is told to promote it. Level in an earlier epoch says nothing about this
+        one (a configure landing while the Ready's fsync ran starts the catch-up over)."""
+        return self.role == Role.SYNCING and self._caught_up_epoch == self.epoch
 
     def status(self, now: float) -> NodeStatus:
         return NodeStatus(

@@ -40,7 +40,6 @@ from keychain.node.core import (
     CoreOptions,
     LinkState,
     Ready,
-    Role,
     TransferStart,
     VersionQuery,
 )
@@ -156,7 +155,6 @@ class ChainNode:
         self.core = ChainCore(node_id, store, options)
         self.metrics = NodeMetrics(self.status, store.wal_syncs)
         self.health = health.aio.HealthServicer()
-        self.caught_up_epoch: int | None = None  # epoch in which the core reported a syncing node level
         # Room for a ReadBatch reply's results: the message limit less the enclosing fields.
         self._reply_limit = max_message_bytes(self.core.options) - 4096
         self._server: grpc.aio.Server | None = None
@@ -268,7 +266,6 @@ class ChainNode:
         for t in rd.transfers:
             self._start_transfer(t)
         if rd.caught_up is not None:
-            self.caught_up_epoch = epoch
             log.info("caught up node=%s epoch=%d through=%d", self.id, epoch, rd.caught_up)
         for ticket, reply in rd.replies:
             fut = self._waiting.pop(ticket, None)
@@ -359,10 +356,6 @@ class ChainNode:
 
     def status(self) -> NodeStatus:
         return self.core.status(self.clock())
-
-    def caught_up(self) -> bool:
-        """A syncing node holds everything its predecessor committed (report it to the coordinator)."""
-        return self.core.role == Role.SYNCING and self.caught_up_epoch == self.core.epoch
 
     # ------------------------------------------------------------------ links
 

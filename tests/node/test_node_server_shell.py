@@ -151,9 +151,9 @@ async def test_caught_up_is_reported_for_the_epoch_it_was_reached_in(tmp_path: P
         assert node.configure(config(2, ("n1", "127.0.0.1:1", ACTIVE), ("n2", "", SYNCING)), None).ok
         store.release()
 
-        await eventually("the caught-up report", lambda: node.caught_up_epoch is not None)
-        assert node.caught_up_epoch == 1
-        assert node.core.epoch == 2 and not node.caught_up()
+        await eventually("the level Ready to be advanced", lambda: node.core._caught_up_epoch is not None)
+        assert node.core._caught_up_epoch == 1
+        assert node.core.epoch == 2 and not node.core.caught_up
     finally:
         store.release()
         await node.stop(grace=0)
