@@ -39,6 +39,7 @@ from .routing import (
     write_may_have_applied,
 )
 from .topology import Topology
+from .validation import check_consistency
 from .watcher import CoordinatorWatcher
 
 log = logging.getLogger("keychain.proxy.gateway")
@@ -274,6 +275,7 @@ class ChainGateway:
 
     async def read(self, key: bytes, consistency: int) -> chain_pb2.ReadReply:
         """Read from one active member; NOT_FOUND and other final answers raise OpError."""
+        check_consistency(consistency)  # one bad read must not get its whole batch refused
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.request_timeout
         retry = Retry(deadline, self.backoff, self.rng)
@@ -367,6 +369,14 @@ class ChainGateway:
                 attempt.failure = failure
             return
         code = reply.error.code
+        if code == Code.INVALID_ARGUMENT:
+            # About the request, not the member: final for every read in it (another member
+            # would refuse it too). Reads are checked before batching, so this means a mismatch
+            # between the proxy and the node, not one client's bad input.
+            log.warning("read batch refused member=%s reads=%d message=%s", address, len(batch), reply.error.message)
+            for attempt in batch:
+                attempt.reply = chain_pb2.ReadReply(error=reply.error)
+            return
         if code != Code.OK:
             failure = Code.Name(code).lower() if code in Code.values() else "unknown"
             for attempt in batch:

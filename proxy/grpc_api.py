@@ -17,7 +17,7 @@ from .config import ProxyConfig
 from .errors import OpError
 from .gateway import ChainGateway
 from .metrics import ProxyMetrics
-from .validation import check_key, check_request_id, check_value_size
+from .validation import check_consistency, check_key, check_request_id, check_value_size
 
 
 def _error(error: OpError) -> chain_pb2.Error:
@@ -30,6 +30,7 @@ class KVService(kv_pb2_grpc.KVServicer):
         self.gateway = gateway
         self.metrics = metrics
         self._token = f"Bearer {config.auth_token}" if config.auth_token else None
+        self._default_consistency = chain_pb2.Consistency.Value(config.read_consistency.upper())
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
         if self._token is None:
@@ -92,7 +93,12 @@ class KVService(kv_pb2_grpc.KVServicer):
         await self._authorize(context)
         try:
             key = check_key(request.key, self.config.max_key_bytes)
-            reply = await self.gateway.read(key, request.consistency)
+            consistency = (
+                check_consistency(request.consistency)
+                if request.HasField("consistency")
+                else self._default_consistency
+            )
+            reply = await self.gateway.read(key, consistency)
         except OpError as error:
             self.metrics.requests.labels("grpc", "get", error.kind.code).inc()
             return kv_pb2.GetReply(error=_error(error))

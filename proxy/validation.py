@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
+from keychain.proto import chain_pb2
+
 from .errors import ErrorKind, OpError
 
 _VERSION_TAG = re.compile(r'\s*"([0-9]{1,20})"\s*')
@@ -66,6 +68,18 @@ def write_conditions(if_match: str | None, if_none_match: str | None) -> tuple[i
     if if_match is not None:
         return parse_version_tag(if_match, "If-Match"), False
     return None, False
+
+
+def check_consistency(consistency: int) -> int:
+    """A read's consistency as the chain knows it; anything else is refused before batching.
+
+    A node refuses a whole ReadBatch with an unknown consistency in it, which would fail every
+    other client's read grouped into the same batch.
+    """
+    if consistency not in chain_pb2.Consistency.values():
+        names = " or ".join(f"{name} ({number})" for name, number in chain_pb2.Consistency.items())
+        raise OpError(ErrorKind.INVALID_REQUEST, f"consistency {consistency} is unknown; use {names}")
+    return consistency
 
 
 def check_request_id(request_id: str) -> str:

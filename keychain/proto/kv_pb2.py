@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from keychain.proto import chain_pb2 as keychain_dot_proto_dot_chain__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17keychain/proto/kv.proto\x12\x0bkeychain.kv\x1a\x1akeychain/proto/chain.proto\"w\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x17\n\nif_version\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tif_absent\x18\x05 \x01(\x08\x42\r\n\x0b_if_version\"X\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\nif_version\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_if_version\"\\\n\nWriteReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0f\x63urrent_version\x18\x03 \x01(\x04\"K\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.keychain.chain.Consistency\"P\n\x08GetReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x04\x32\xb3\x01\n\x02KV\x12\x37\n\x03Put\x12\x17.keychain.kv.PutRequest\x1a\x17.keychain.kv.WriteReply\x12=\n\x06\x44\x65lete\x12\x1a.keychain.kv.DeleteRequest\x1a\x17.keychain.kv.WriteReply\x12\x35\n\x03Get\x12\x17.keychain.kv.GetRequest\x1a\x15.keychain.kv.GetReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17keychain/proto/kv.proto\x12\x0bkeychain.kv\x1a\x1akeychain/proto/chain.proto\"w\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x17\n\nif_version\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tif_absent\x18\x05 \x01(\x08\x42\r\n\x0b_if_version\"X\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x17\n\nif_version\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\r\n\x0b_if_version\"\\\n\nWriteReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0f\x63urrent_version\x18\x03 \x01(\x04\"`\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x35\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.keychain.chain.ConsistencyH\x00\x88\x01\x01\x42\x0e\n\x0c_consistency\"P\n\x08GetReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x04\x32\xb3\x01\n\x02KV\x12\x37\n\x03Put\x12\x17.keychain.kv.PutRequest\x1a\x17.keychain.kv.WriteReply\x12=\n\x06\x44\x65lete\x12\x1a.keychain.kv.DeleteRequest\x1a\x17.keychain.kv.WriteReply\x12\x35\n\x03Get\x12\x17.keychain.kv.GetRequest\x1a\x15.keychain.kv.GetReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,9 +39,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITEREPLY']._serialized_start=279
   _globals['_WRITEREPLY']._serialized_end=371
   _globals['_GETREQUEST']._serialized_start=373
-  _globals['_GETREQUEST']._serialized_end=448
-  _globals['_GETREPLY']._serialized_start=450
-  _globals['_GETREPLY']._serialized_end=530
-  _globals['_KV']._serialized_start=533
-  _globals['_KV']._serialized_end=712
+  _globals['_GETREQUEST']._serialized_end=469
+  _globals['_GETREPLY']._serialized_start=471
+  _globals['_GETREPLY']._serialized_end=551
+  _globals['_KV']._serialized_start=554
+  _globals['_KV']._serialized_end=733
 # @@protoc_insertion_point(module_scope)

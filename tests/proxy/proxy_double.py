@@ -12,8 +12,9 @@ GetClusterStatus. Scripted faults let a test break exactly one thing:
 - "outcome_unknown": the head answers OUTCOME_UNKNOWN for every op (applying nothing).
 - "not_head": the head refuses the Write with NOT_HEAD.
 
-Reads (`read_faults`, per member): "hang", "unavailable", "lease_expired", "one_per_reply" (a
-reply that stops short, as a node's does at its message size limit).
+Reads (`read_faults`, per member): "hang", "unavailable", "lease_expired", "invalid_argument" (the
+whole batch refused as malformed), "one_per_reply" (a reply that stops short, as a node's does at
+its message size limit). As a real node does, a batch with an unknown consistency is refused whole.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ChainState:
     writes: Counter[str] = field(default_factory=Counter)
     faults: deque[str] = field(default_factory=deque)
     read_batches: list[tuple[str, int]] = field(default_factory=list)  # (member id, reads) per ReadBatch
+    read_consistencies: list[int] = field(default_factory=list)  # each read op's consistency, in order
     # member id -> how its ReadBatch misbehaves: "hang" (sleeps hang_seconds first), "unavailable"
     # (the call fails), "lease_expired" (refused as a whole), "one_per_reply" (answers only the first read)
     read_faults: dict[str, str] = field(default_factory=dict)
@@ -123,6 +125,7 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
         with double.lock:
             state = double.state
             state.read_batches.append((self.id, len(request.ops)))
+            state.read_consistencies.extend(op.consistency for op in request.ops)
             fault = state.read_faults.get(self.id)
         if fault == "hang":
             time.sleep(state.hang_seconds)
@@ -133,6 +136,9 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
                 return chain_pb2.ReadBatchReply(error=self._error(Code.WRONG_EPOCH))
             if fault == "lease_expired":
                 return chain_pb2.ReadBatchReply(error=self._error(Code.LEASE_EXPIRED, "lease lapsed"))
+            known = chain_pb2.Consistency.values()
+            if fault == "invalid_argument" or any(op.consistency not in known for op in request.ops):
+                return chain_pb2.ReadBatchReply(error=self._error(Code.INVALID_ARGUMENT, "bad read op"))
             ops = request.ops[:1] if fault == "one_per_reply" else request.ops
             return chain_pb2.ReadBatchReply(results=[self._read(op.key) for op in ops])
 

@@ -44,6 +44,26 @@ def test_bad_input_over_grpc_is_refused_in_band(kv: kv_pb2_grpc.KVStub, chain: C
     assert chain.state.write_attempts == []
 
 
+def test_an_unknown_consistency_is_refused_before_it_reaches_a_batch(kv: kv_pb2_grpc.KVStub, chain: ChainDouble):
+    kv.Put(kv_pb2.PutRequest(key=b"c", value=b"1"))
+    bad = kv.Get(kv_pb2.GetRequest(key=b"c", consistency=7))  # type: ignore[arg-type]
+    assert bad.error.code == Code.INVALID_ARGUMENT and "consistency" in bad.error.message
+    assert chain.state.read_batches == [], "a node refuses a whole batch holding it"
+    assert kv.Get(kv_pb2.GetRequest(key=b"c")).value == b"1"
+
+
+def test_a_get_without_consistency_uses_the_proxy_default(chain: ChainDouble):
+    with (
+        running_proxy(chain, read_consistency="eventual") as proxy,
+        grpc.insecure_channel(proxy.grpc_address) as channel,
+    ):
+        kv = kv_pb2_grpc.KVStub(channel)
+        kv.Put(kv_pb2.PutRequest(key=b"d", value=b"1"))
+        assert kv.Get(kv_pb2.GetRequest(key=b"d")).value == b"1"
+        assert kv.Get(kv_pb2.GetRequest(key=b"d", consistency=chain_pb2.STRONG)).value == b"1"
+    assert chain.state.read_consistencies == [chain_pb2.EVENTUAL, chain_pb2.STRONG]
+
+
 def test_grpc_requires_the_bearer_token_when_auth_is_on(chain: ChainDouble):
     with (
         running_proxy(chain, auth_token="t0k") as proxy,

@@ -78,3 +78,13 @@ def test_reads_left_out_of_a_reply_that_stopped_short_are_asked_again(chain: Cha
         retries = proxy.server.gateway.metrics.retries.collect()[0].samples
         assert not [s for s in retries if s.labels.get("op") == "read" and s.value > 0], "a resend is no failure"
     assert any(member == "node-1" and n > 1 for member, n in chain.state.read_batches), "node-1 got batches"
+
+
+def test_a_batch_refused_as_malformed_ends_its_reads_as_bad_requests_without_retrying(chain: ChainDouble):
+    with running_proxy(chain) as proxy:
+        put_keys(proxy.url, 1)
+        chain.state.read_faults = {m.id: "invalid_argument" for m in chain.state.members}
+        sent = len(chain.state.read_batches)
+        answer = httpx.get(f"{proxy.url}/v1/kv/k0")
+        assert (answer.status_code, answer.json()["error"]) == (400, "invalid_request")
+        assert len(chain.state.read_batches) == sent + 1, "another member would refuse it too"
