@@ -939,6 +939,11 @@ class ChainCore:
         one (a configure landing while the Ready's fsync ran starts the catch-up over)."""
         return self.role == Role.SYNCING and self._caught_up_epoch == self.epoch
 
+    def serving(self, now: float) -> bool:
+        """Whether this node serves reads now in its own epoch: the same checks `client_read` makes
+        (membership, lease, in sync, no state transfer being installed)."""
+        return self._gate(self.epoch, now, write=False) is None
+
     def status(self, now: float) -> NodeStatus:
         return NodeStatus(
             id=self.id,

@@ -586,8 +586,7 @@ class ChainNode:
     # ------------------------------------------------------------------ health
 
     async def _update_health(self) -> None:
-        s = self.status()
-        serving = s.role not in ("none", "syncing") and s.lease_valid and s.in_sync
+        serving = self.core.serving(self.clock())
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set(SERVICE_NAME, status)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)

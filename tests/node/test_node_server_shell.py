@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from keychain.node.core import CoreOptions
 from keychain.node.messages import (
     Batch,
@@ -24,7 +25,7 @@ from keychain.node.messages import (
     OpKind,
     WriteOp,
 )
-from keychain.node.server import ChainNode, max_message_bytes
+from keychain.node.server import SERVICE_NAME, ChainNode, max_message_bytes
 from keychain.node.storage import RocksVersionStore
 
 from keychain.proto import chain_pb2, chain_pb2_grpc
@@ -252,3 +253,33 @@ def test_message_limits_cover_the_largest_link_message_and_a_client_write() -> N
     many = CoreOptions(max_batch_bytes=32 << 20, max_batch_entries=4096)
     assert max_message_bytes(many) > (32 << 20) + 4096 * 32
 
+
+
+async def test_health_says_not_serving_while_a_state_transfer_is_being_installed(tmp_path: Path) -> None:
+    # n2 was the whole chain; in epoch 2 n0 precedes it and, lacking the log n2 would need, opens
+    # the link asking for a state transfer. Until it is installed n2 refuses reads, and its health
+    # must say so (a load balancer following it would otherwise send reads it refuses).
+    node = ChainNode("n2", RocksVersionStore(tmp_path / "n2", "n2", CHAIN))
+    port = await node.start("127.0.0.1:0")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    health_stub = health_pb2_grpc.HealthStub(channel)
+
+    async def status() -> int:
+        reply = await health_stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        return int(reply.status)
+
+    try:
+        assert node.configure(config(1, ("n2", "", ACTIVE)), None).ok
+        assert node.configure(config(2, ("n0", "127.0.0.1:1", ACTIVE), ("n2", "", ACTIVE)), None).ok
+        await node._update_health()
+        assert await status() == health_pb2.HealthCheckResponse.SERVING
+
+        node.core.on_hello("n0", Hello(2, "n0", 5))  # n0 can resend only from seq 5: n2 needs its state
+        node.wake()
+        assert node.core.transfer_from == "n0"
+        assert (await node.read(2, b"k", Consistency.STRONG)).error.code == Code.UNAVAILABLE
+        await node._update_health()
+        assert await status() == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await channel.close()
+        await node.stop(grace=0)
