@@ -145,7 +145,8 @@ def _outcome_error(outcome: Outcome) -> coordinator_pb2.Error | None:
 
 @dataclass
 class NodeHealth:
-    heard_at: float
+    """A node's figures from its last heartbeat (when that was is the LeaseTracker's record)."""
+
     reads: int = 0
     writes: int = 0
     last_seq: int = 0
@@ -288,7 +289,7 @@ class CoordinatorService:
             if err is not None:
                 return coordinator_pb2.RegisterReply(error=err)
             assert outcome.chain is not None
-            self.health[(req.chain, req.node_id)] = NodeHealth(self._now())
+            self.health[(req.chain, req.node_id)] = NodeHealth()
             log.info("node registered chain=%s node=%s epoch=%d", req.chain, req.node_id, outcome.chain.epoch)
             return coordinator_pb2.RegisterReply(config=outcome.chain.to_proto(), lease_ms=self._lease_ms())
 
@@ -309,7 +310,7 @@ class CoordinatorService:
                 return self._not_a_member(req, state)
             now = self._now()
             self.leases.observe(req.chain, req.node_id, now)
-            self.health[key] = NodeHealth(now, req.reads, req.writes, req.last_seq, req.committed_seq)
+            self.health[key] = NodeHealth(req.reads, req.writes, req.last_seq, req.committed_seq)
             if req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
                 await self._promote(req.chain, req.node_id)
                 # Other changes may have committed meanwhile (the promotion refused or not): answer
@@ -441,7 +442,7 @@ class CoordinatorService:
                 h = self.health.get((state.name, m.id))
                 health.append(coordinator_pb2.MemberHealth(
                     id=m.id,
-                    healthy=h is not None and now - h.heard_at <= self.lease,
+                    healthy=self.leases.lease_valid(state.name, m.id, now),
                     reads=h.reads if h else 0,
                     writes=h.writes if h else 0,
                     last_seq=h.last_seq if h else 0,
@@ -605,6 +606,14 @@ class CoordinatorService:
                 task = asyncio.create_task(self._propose_quietly(removal.command(), f"remove {removal.node}"))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
+            self._forget_departed()
+
+    def _forget_departed(self) -> None:
+        """Drop the heartbeat figures of nodes no longer in a chain (removed, or the chain deleted)."""
+        for chain, node in list(self.health):
+            state = self.registry.get(chain)
+            if state is None or state.member(node) is None:
+                del self.health[(chain, node)]
 
     async def ensure_chains(self, names: list[str], interval: float = 0.1) -> None:
         """At the leader: create each chain in `names` that does not exist; returns when all exist."""

@@ -10,6 +10,10 @@ removed (the registry would refuse anyway): when every active member is silent, 
 most recently stays (the tail on a tie, as it holds every committed write). Removals go one per
 chain at a time, each conditional on the epoch it was decided in.
 
+The tracker is the one record of when each member was last granted a lease (`lease_valid`
+answers "may its lease still run", for health reports); `expired` forgets members no longer in a
+chain.
+
 Time is a number passed in by the caller (milliseconds in the shell, ticks in tests); nothing
 here reads a clock.
 """
@@ -37,7 +41,7 @@ class LeaseTracker:
     lease: float  # how long one heartbeat keeps a node's lease alive
     margin: float  # extra silence required before a lease counts as certainly expired
     leader_since: float | None = None  # None: not the leader, decide nothing
-    last_heard: dict[tuple[str, str], float] = field(default_factory=dict)
+    last_heard: dict[tuple[str, str], float] = field(default_factory=dict)  # when its last lease was granted
     proposed: dict[tuple[str, str], float] = field(default_factory=dict)  # removals in flight
 
     def __post_init__(self) -> None:
@@ -59,6 +63,11 @@ class LeaseTracker:
         key = (chain, node)
         self.last_heard[key] = max(now, self.last_heard.get(key, now))
         self.proposed.pop(key, None)
+
+    def lease_valid(self, chain: str, node: str, now: float) -> bool:
+        """Whether the last lease this leader granted `node` may still be running."""
+        at = self.last_heard.get((chain, node))
+        return at is not None and now - at <= self.lease
 
     def expired(self, now: float, chains: Iterable[ChainState]) -> list[Removal]:
         """The removals to propose now, given the current configurations."""
