@@ -462,16 +462,23 @@ class ChainCore:
         return entry
 
     def _fail_pending_writes(self) -> None:
-        unknown = WriteResult(Error(Code.OUTCOME_UNKNOWN, "this node stopped being the head before the write "
-                                                          "committed; retry with the same request id", self.epoch))
+        self._replies.extend(self.abandon_writes("this node stopped being the head before the write committed"))
+
+    def abandon_writes(self, why: str) -> list[tuple[int, WriteReply]]:
+        """Every write still waiting for its commit, answered now: OUTCOME_UNKNOWN for each op not yet
+        decided (it is sequenced, maybe persisted and forwarded, and may yet commit), the others as they
+        were decided. Returned directly, not through a Ready: the shell calls this when it can no
+        longer drive the core (a failed fsync)."""
+        unknown = WriteResult(Error(Code.OUTCOME_UNKNOWN, f"{why}; retry with the same request id", self.epoch))
         for waiters in self._waiters.values():
             for ticket, i, _ in waiters:
                 self._tickets[ticket].results[i] = unknown
-        for ticket, t in self._tickets.items():
-            self._replies.append((ticket, WriteReply(results=tuple(r or unknown for r in t.results))))
+        replies = [(ticket, WriteReply(results=tuple(r or unknown for r in t.results)))
+                   for ticket, t in self._tickets.items()]
         self._tickets.clear()
         self._waiters.clear()
         self._waiter_heap.clear()
+        return replies
 
     # ------------------------------------------------------------------ client reads
 

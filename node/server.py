@@ -58,6 +58,7 @@ from keychain.node.messages import (
     Welcome,
     WriteOp,
     WriteReply,
+    WriteResult,
 )
 from keychain.node.metrics import NodeMetrics
 from keychain.node.storage import RocksVersionStore
@@ -163,6 +164,7 @@ class ChainNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._tickets = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[WriteReply | ReadReply]] = {}
+        self._write_ops: dict[int, int] = {}  # waiting write tickets: how many ops each carries
         self._downlinks: dict[str, _DownLink] = {}
         self._uplinks: dict[str, _UpLink] = {}
         self._link_backoff: dict[str, Backoff] = {}
@@ -246,7 +248,7 @@ class ChainNode:
         except BaseException as e:  # a broken invariant or a failing disk: stop serving at once
             log.critical("node driver failed node=%s error=%r", self.id, e)
             self.failed = e
-            self._fail_waiting(Error(Code.UNAVAILABLE, "node failed"))
+            self._fail_waiting("node failed")
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
             raise
 
@@ -274,10 +276,23 @@ class ChainNode:
         self.core.advance()
         self._prune_downlinks()
 
-    def _fail_waiting(self, err: Error) -> None:
-        for fut in self._waiting.values():
-            if not fut.done():
-                fut.set_exception(_Unavailable(err.message))
+    def _fail_waiting(self, why: str) -> None:
+        """The driver failed. A waiting write may already be sequenced, persisted and forwarded, and
+        commit without us: each op not yet decided gets OUTCOME_UNKNOWN, never a plain failure (which
+        would say nothing was applied). Waiting reads changed nothing: they get UNAVAILABLE."""
+        try:
+            decided = dict(self.core.abandon_writes(why))
+        except Exception as e:  # the core's own state may be what broke: every op is then unknown
+            log.error("cannot collect waiting writes node=%s error=%r", self.id, e)
+            decided = {}
+        unknown = WriteResult(Error(Code.OUTCOME_UNKNOWN, f"{why}; retry with the same request id", self.core.epoch))
+        for ticket, fut in self._waiting.items():
+            if fut.done():
+                continue
+            if ticket in self._write_ops:
+                fut.set_result(decided.get(ticket) or WriteReply(results=(unknown,) * self._write_ops[ticket]))
+            else:
+                fut.set_exception(_Unavailable(why))
         self._waiting.clear()
 
     # ------------------------------------------------------------------ client requests
@@ -288,7 +303,11 @@ class ChainNode:
         self.wake()
         if reply is not None:
             return reply
-        return await self._await_reply(ticket)  # type: ignore[return-value]
+        self._write_ops[ticket] = len(ops)
+        try:
+            return await self._await_reply(ticket)  # type: ignore[return-value]
+        finally:
+            del self._write_ops[ticket]
 
     async def read(self, epoch: int, key: bytes, consistency: Consistency) -> ReadReply:
         ticket = next(self._tickets)

@@ -283,3 +283,38 @@ async def test_health_says_not_serving_while_a_state_transfer_is_being_installed
     finally:
         await channel.close()
         await node.stop(grace=0)
+
+
+class FailingStore(RocksVersionStore):
+    """A RocksDB store whose next fsync fails once `fail_next` is set (a failing disk)."""
+
+    def __init__(self, path: Path, node_id: str) -> None:
+        super().__init__(path, node_id, CHAIN)
+        self.fail_next = False
+        self.synced = 0
+
+    def sync(self) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError("the disk failed")
+        super().sync()
+        self.synced += 1
+
+
+async def test_a_write_waiting_when_the_node_fails_gets_outcome_unknown_per_op(tmp_path: Path) -> None:
+    # The fsync of a Ready holding a sequenced write fails and the node stops. The write may already
+    # be on its way down the chain and commit there: its op's outcome is unknown, not "unavailable"
+    # (which tells the client nothing was applied). An op refused at once keeps its own answer.
+    store = FailingStore(tmp_path / "solo", "solo")
+    node = ChainNode("solo", store)
+    await node.start("127.0.0.1:0")
+    assert node.configure(config(1, ("solo", "", ACTIVE)), None).ok
+    await eventually("the configuration to be durable", lambda: store.synced)
+    store.fail_next = True
+    reply = await within("the write", node.write(1, [WriteOp("w1", b"k", OpKind.PUT, b"v"),
+                                                     WriteOp("w2", b"", OpKind.PUT, b"v")]))
+    await within("the node to stop", node.stopped.wait())
+    assert node.failed is not None
+    assert reply.error.ok
+    assert [r.error.code for r in reply.results] == [Code.OUTCOME_UNKNOWN, Code.INVALID_ARGUMENT]
+    assert "retry with the same request id" in reply.results[0].error.message
