@@ -9,8 +9,10 @@
         kc.delete("greeting")
 
 Each logical write carries one idempotency key, generated once and reused on every retry, so
-a retry after a timeout or a 503 is applied at most once. When no attempt can tell whether a
-write happened, `OutcomeUnknown` is raised: it is not a failure, the write may have applied.
+a retry after a timeout or a 503 is applied at most once. An idempotency key belongs to the key
+it was sent with: the same idempotency key on another key is another write. When no attempt can
+tell whether a write happened, `OutcomeUnknown` is raised: it is not a failure, the write may
+have applied; writing the same key again with its `idempotency_key` tells which.
 The retry decisions live in `_Attempts`, shared by both clients; only the sending differs.
 """
 

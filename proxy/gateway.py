@@ -106,13 +106,14 @@ class ChainGateway:
         self.channels = ChannelPool()
         self._writers: dict[str, _Outbox[_Attempt]] = {}
         self._readers: dict[str, _Outbox[_ReadAttempt]] = {}
-        # Request ids this proxy makes: unique across proxies and restarts by the random prefix.
+        # Idempotency keys this proxy makes: unique across proxies and restarts by the random prefix.
         self._id_prefix = f"p-{secrets.token_hex(8)}-"
         self._id_counter = itertools.count(1)
 
     # ---- shared helpers ----
 
-    def new_request_id(self) -> str:
+    def new_idempotency_key(self) -> str:
+        """The idempotency key of a write that came without one (named if its outcome is unknown)."""
         return f"{self._id_prefix}{next(self._id_counter)}"
 
     @property
@@ -141,8 +142,12 @@ class ChainGateway:
 
     # ---- writes ----
 
-    async def write(self, op: chain_pb2.WriteOp) -> chain_pb2.WriteResult:
-        """Apply one write through the head; returns the chain's OK result or raises OpError."""
+    async def write(self, op: chain_pb2.WriteOp, idempotency_key: str) -> chain_pb2.WriteResult:
+        """Apply one write through the head; returns the chain's OK result or raises OpError.
+
+        `idempotency_key` is what the client can send again to learn the outcome (named in an
+        outcome-unknown error); `op.request_id` is the chain's id derived from it.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.request_timeout
         retry = Retry(deadline, self.backoff, self.rng)
@@ -162,7 +167,7 @@ class ChainGateway:
                 if attempt.done.result() is _EXPIRED:
                     # Still queued: the batch sender skips it. Sent: it may yet be applied.
                     if attempt.sent or retry.maybe_applied:
-                        raise self._outcome_unknown(op, "no answer from the head before the deadline")
+                        raise self._outcome_unknown(idempotency_key, "no answer from the head before the deadline")
                     raise self._unavailable("the head did not take the write before the deadline")
                 reason, maybe = self._judge(attempt)
                 if reason is None:
@@ -172,7 +177,7 @@ class ChainGateway:
             delay = retry.failed(loop.time(), reason, maybe_applied=maybe)
             if delay is None:
                 if retry.outcome_unknown:
-                    raise self._outcome_unknown(op, f"last attempt: {reason}")
+                    raise self._outcome_unknown(idempotency_key, f"last attempt: {reason}")
                 raise self._unavailable(f"the chain is not accepting writes ({reason})")
             await self._pause(delay)
 
@@ -199,12 +204,12 @@ class ChainGateway:
             current_version=result.current_version if code == Code.PRECONDITION_FAILED else None,
         )
 
-    def _outcome_unknown(self, op: chain_pb2.WriteOp, detail: str) -> OpError:
-        log.warning("write outcome unknown request_id=%s detail=%s", op.request_id, detail)
+    def _outcome_unknown(self, idempotency_key: str, detail: str) -> OpError:
+        log.warning("write outcome unknown idempotency_key=%s detail=%s", idempotency_key, detail)
         return OpError(
             ErrorKind.OUTCOME_UNKNOWN,
-            f"the write may or may not have been applied; retry with the same Idempotency-Key "
-            f"({op.request_id}) to learn its outcome ({detail})",
+            f"the write may or may not have been applied; retry it with the same Idempotency-Key "
+            f"({idempotency_key}) to learn its outcome ({detail})",
         )
 
     def _submit(self, address: str, op: chain_pb2.WriteOp) -> _Attempt:

@@ -3,11 +3,16 @@
 Failures travel as `Error{code, message}` in the reply, with the same meaning as the HTTP
 statuses (see errors.ErrorKind); only a missing bearer token is a gRPC status
 (UNAUTHENTICATED), because it is about the call, not the operation.
+
+A write's `request_id` is its idempotency key, scoped to the key written (see
+validation.scoped_request_id): a retry of the same write with the same request_id gets the
+first outcome; the same request_id on another key is another write.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 import grpc
 
@@ -17,7 +22,13 @@ from .config import ProxyConfig
 from .errors import OpError
 from .gateway import ChainGateway
 from .metrics import ProxyMetrics
-from .validation import check_consistency, check_key, check_request_id, check_value_size
+from .validation import (
+    check_consistency,
+    check_key,
+    check_request_id,
+    check_value_size,
+    scoped_request_id,
+)
 
 
 def _error(error: OpError) -> chain_pb2.Error:
@@ -41,13 +52,16 @@ class KVService(kv_pb2_grpc.KVServicer):
                 grpc.StatusCode.UNAUTHENTICATED, "metadata 'authorization: Bearer <token>' required"
             )
 
-    def _request_id(self, given: str) -> str:
-        return check_request_id(given) if given else self.gateway.new_request_id()
+    def _idempotency_key(self, given: str) -> str:
+        return check_request_id(given) if given else self.gateway.new_idempotency_key()
 
-    async def _write(self, op_name: str, build) -> kv_pb2.WriteReply:
+    async def _write(
+        self, op_name: str, given_key: str, build: Callable[[str], chain_pb2.WriteOp]
+    ) -> kv_pb2.WriteReply:
         try:
-            op = build()
-            result = await self.gateway.write(op)
+            idempotency_key = self._idempotency_key(given_key)
+            op = build(idempotency_key)
+            result = await self.gateway.write(op, idempotency_key)
         except OpError as error:
             self.metrics.requests.labels("grpc", op_name, error.kind.code).inc()
             return kv_pb2.WriteReply(error=_error(error), current_version=error.current_version or 0)
@@ -57,11 +71,11 @@ class KVService(kv_pb2_grpc.KVServicer):
     async def Put(self, request: kv_pb2.PutRequest, context: grpc.aio.ServicerContext) -> kv_pb2.WriteReply:
         await self._authorize(context)
 
-        def build() -> chain_pb2.WriteOp:
+        def build(idempotency_key: str) -> chain_pb2.WriteOp:
             key = check_key(request.key, self.config.max_key_bytes)
             check_value_size(len(request.value), self.config.max_value_bytes)
             op = chain_pb2.WriteOp(
-                request_id=self._request_id(request.request_id),
+                request_id=scoped_request_id(idempotency_key, key),
                 key=key,
                 kind=chain_pb2.OpKind.PUT,
                 value=request.value,
@@ -71,23 +85,23 @@ class KVService(kv_pb2_grpc.KVServicer):
                 op.if_version = request.if_version
             return op
 
-        return await self._write("put", build)
+        return await self._write("put", request.request_id, build)
 
     async def Delete(
         self, request: kv_pb2.DeleteRequest, context: grpc.aio.ServicerContext
     ) -> kv_pb2.WriteReply:
         await self._authorize(context)
 
-        def build() -> chain_pb2.WriteOp:
+        def build(idempotency_key: str) -> chain_pb2.WriteOp:
             key = check_key(request.key, self.config.max_key_bytes)
             op = chain_pb2.WriteOp(
-                request_id=self._request_id(request.request_id), key=key, kind=chain_pb2.OpKind.DELETE
+                request_id=scoped_request_id(idempotency_key, key), key=key, kind=chain_pb2.OpKind.DELETE
             )
             if request.HasField("if_version"):
                 op.if_version = request.if_version
             return op
 
-        return await self._write("delete", build)
+        return await self._write("delete", request.request_id, build)
 
     async def Get(self, request: kv_pb2.GetRequest, context: grpc.aio.ServicerContext) -> kv_pb2.GetReply:
         await self._authorize(context)

@@ -89,7 +89,12 @@ _IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "description": "reuse on retries of one logical write so it applies at most once",
+    "description": (
+        "1..128 printable ASCII characters. Send the same value on every retry of one logical "
+        "write: the write applies at most once and a retry answers with the first outcome. The "
+        "key is scoped to the written key: the same Idempotency-Key on another key is another "
+        "write. Without one, the proxy makes one and names it if the outcome is unknown (504)."
+    ),
     "schema": {"type": "string"},
 }
 _COMMON_ERRORS = {

@@ -6,6 +6,10 @@ The key-value routes need none of it: the value is the raw body, the few headers
 directly, and the OpenAPI description is written by hand anyway. So `KeyValueRoutes` answers
 every request under /v1/kv/ straight from the ASGI scope and hands all other paths to the
 FastAPI application, which also lists these routes in its OpenAPI schema.
+
+A write's Idempotency-Key (or one the proxy makes) becomes the chain's request id scoped to the
+key written (validation.scoped_request_id): a retry with the same key gets the first outcome,
+the same Idempotency-Key on another key is another write.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from .config import ProxyConfig
 from .errors import ErrorKind, OpError
 from .gateway import ChainGateway
 from .metrics import ProxyMetrics
-from .validation import check_request_id, check_value_size, key_from_raw_path, write_conditions
+from .validation import (
+    check_request_id,
+    check_value_size,
+    key_from_raw_path,
+    scoped_request_id,
+    write_conditions,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -136,9 +146,9 @@ class KeyValueRoutes:
         raw = scope.get("raw_path") or scope["path"].encode()
         return key_from_raw_path(raw, KV_PREFIX, self.max_key)
 
-    def _request_id(self, headers: dict[bytes, bytes]) -> str:
+    def _idempotency_key(self, headers: dict[bytes, bytes]) -> str:
         given = _text(headers, b"idempotency-key")
-        return self.gateway.new_request_id() if given is None else check_request_id(given)
+        return self.gateway.new_idempotency_key() if given is None else check_request_id(given)
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         length = _text(headers, b"content-length")
@@ -161,12 +171,18 @@ class KeyValueRoutes:
     async def _put(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive) -> Reply:
         key = self._key(scope)
         if_version, if_absent = write_conditions(_text(headers, b"if-match"), _text(headers, b"if-none-match"))
-        rid = self._request_id(headers)
+        idempotency_key = self._idempotency_key(headers)
         value = await self._body(headers, receive)
-        op = chain_pb2.WriteOp(request_id=rid, key=key, kind=chain_pb2.OpKind.PUT, value=value, if_absent=if_absent)
+        op = chain_pb2.WriteOp(
+            request_id=scoped_request_id(idempotency_key, key),
+            key=key,
+            kind=chain_pb2.OpKind.PUT,
+            value=value,
+            if_absent=if_absent,
+        )
         if if_version is not None:
             op.if_version = if_version
-        result = await self.gateway.write(op)
+        result = await self.gateway.write(op, idempotency_key)
         return _written(key, result.version)
 
     async def _get(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive) -> Reply:
@@ -191,10 +207,13 @@ class KeyValueRoutes:
         if b"if-none-match" in headers:
             raise OpError(ErrorKind.INVALID_REQUEST, "DELETE supports If-Match, not If-None-Match")
         if_version, _ = write_conditions(_text(headers, b"if-match"), None)
-        op = chain_pb2.WriteOp(request_id=self._request_id(headers), key=key, kind=chain_pb2.OpKind.DELETE)
+        idempotency_key = self._idempotency_key(headers)
+        op = chain_pb2.WriteOp(
+            request_id=scoped_request_id(idempotency_key, key), key=key, kind=chain_pb2.OpKind.DELETE
+        )
         if if_version is not None:
             op.if_version = if_version
-        result = await self.gateway.write(op)
+        result = await self.gateway.write(op, idempotency_key)
         return _written(key, result.version)
 
 

@@ -6,6 +6,7 @@ client-facing reason, so bad input never changes stored data.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -15,6 +16,7 @@ from .errors import ErrorKind, OpError
 
 _VERSION_TAG = re.compile(r'\s*"([0-9]{1,20})"\s*')
 _MAX_REQUEST_ID = 128
+_KEY_SCOPE_BYTES = 16  # 128 bits of the key's hash: a collision between two keys is out of reach
 
 
 def key_from_raw_path(raw_path: bytes, prefix: bytes, max_key_bytes: int) -> bytes:
@@ -94,3 +96,15 @@ def check_request_id(request_id: str) -> str:
             f"an idempotency key is 1..{_MAX_REQUEST_ID} printable ASCII characters",
         )
     return request_id
+
+
+def scoped_request_id(idempotency_key: str, key: bytes) -> str:
+    """The chain's request id of a write: the client's idempotency key, scoped to the written key.
+
+    The chain remembers outcomes by request id alone, so a client that reused one idempotency
+    key for a write to another key would get the first write's outcome back and its own write
+    never applied. Scoped, the same idempotency key on another key is another write. At most
+    128 + 1 + 32 characters, well under the node's 256-byte limit on request ids.
+    """
+    digest = hashlib.blake2b(key, digest_size=_KEY_SCOPE_BYTES).hexdigest()
+    return f"{idempotency_key}@{digest}"

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from keychain.proxy.validation import scoped_request_id
 from proxy_double import ChainDouble
 from proxy_harness import RunningProxy, running_proxy
 
@@ -71,12 +72,12 @@ def test_an_unknown_outcome_is_its_own_exception_and_the_same_key_settles_it(cha
         with pytest.raises(OutcomeUnknown) as unknown:
             kc.put("k", b"v")
         key = unknown.value.idempotency_key
-        assert key and {tuple(ids) for ids in chain.state.write_attempts} == {(key,)}, (
+        assert key and {tuple(ids) for ids in chain.state.write_attempts} == {(scoped_request_id(key, b"k"),)}, (
             "every attempt of both client tries carried the one idempotency key"
         )
         chain.state.sticky_fault = None
         assert kc.put("k", b"v", idempotency_key=key) == 1
-    assert chain.state.applied[key] == 1
+    assert chain.state.applied[scoped_request_id(key, b"k")] == 1
 
 
 def test_503_is_retried_until_the_cluster_is_ready():

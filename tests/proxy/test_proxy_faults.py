@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 
 import httpx
+from keychain.proxy.validation import scoped_request_id
 from proxy_double import ChainDouble
 from proxy_harness import running_proxy, wait_until_ready
 
@@ -40,10 +42,22 @@ def test_a_write_whose_outcome_cannot_be_learned_is_reported_distinctly(chain: C
         assert response.json()["error"] == "outcome_unknown"
         assert "w-1" in response.json()["message"]
         assert len(chain.state.write_attempts) >= 2, "retried before giving up"
-        assert all(ids == ["w-1"] for ids in chain.state.write_attempts)
+        assert all(ids == [scoped_request_id("w-1", b"k")] for ids in chain.state.write_attempts)
         chain.state.sticky_fault = None
         settled = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v", headers={"Idempotency-Key": "w-1"})
         assert settled.status_code == 200, "retrying with the same key learns the outcome"
+
+
+def test_the_idempotency_key_the_proxy_made_for_an_unknown_outcome_settles_it(chain: ChainDouble):
+    chain.state.sticky_fault = "outcome_unknown"
+    with running_proxy(chain, request_timeout=0.4) as proxy:
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        assert response.status_code == 504
+        [named] = re.findall(r"Idempotency-Key \(([^)]+)\)", response.json()["message"])
+        chain.state.sticky_fault = None
+        settled = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v", headers={"Idempotency-Key": named})
+        assert settled.status_code == 200
+    assert len(set(map(tuple, chain.state.write_attempts))) == 1, "the retry is the same request"
 
 
 def test_a_head_that_does_not_answer_in_time_leaves_the_outcome_unknown(chain: ChainDouble):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from keychain.proxy.validation import scoped_request_id
 from proxy_double import ChainDouble
 from proxy_harness import RunningProxy, running_proxy
 
@@ -29,7 +30,10 @@ def test_put_get_delete_and_conditions_over_grpc(kv: kv_pb2_grpc.KVStub, chain: 
     assert taken.error.code == Code.PRECONDITION_FAILED
     cas = kv.Put(kv_pb2.PutRequest(key=b"g", value=b"2", if_version=1, request_id="r-9"))
     assert cas.error.code == Code.OK and cas.version == 2
-    assert chain.state.applied["r-9"] == 1
+    assert chain.state.applied[scoped_request_id("r-9", b"g")] == 1
+    elsewhere = kv.Put(kv_pb2.PutRequest(key=b"h", value=b"3", request_id="r-9"))
+    assert elsewhere.version == 3, "the same request id on another key is another write"
+    assert kv.Get(kv_pb2.GetRequest(key=b"h")).value == b"3"
     deleted = kv.Delete(kv_pb2.DeleteRequest(key=b"g", if_version=2))
     assert deleted.error.code == Code.OK
     assert kv.Get(kv_pb2.GetRequest(key=b"g", consistency=chain_pb2.EVENTUAL)).error.code == Code.NOT_FOUND

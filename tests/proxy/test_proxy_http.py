@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from keychain.proxy.validation import scoped_request_id
 from proxy_double import ChainDouble
 from proxy_harness import RunningProxy, running_proxy
 
@@ -115,14 +116,25 @@ def test_eventual_consistency_can_be_asked_per_request(http: httpx.Client):
     assert http.get("/v1/kv/e", params={"consistency": "strong"}).content == b"v"
 
 
-def test_idempotency_key_is_the_request_id_so_a_client_retry_applies_once(
+def test_idempotency_key_names_the_request_so_a_client_retry_applies_once(
     http: httpx.Client, chain: ChainDouble
 ):
     first = http.put("/v1/kv/pay", content=b"10", headers={"Idempotency-Key": "order-7"})
     again = http.put("/v1/kv/pay", content=b"10", headers={"Idempotency-Key": "order-7"})
     assert first.json() == again.json()
-    assert chain.state.applied["order-7"] == 1
+    assert chain.state.applied[scoped_request_id("order-7", b"pay")] == 1
     assert chain.state.seq == 1
+
+
+def test_an_idempotency_key_reused_on_another_key_is_another_write(http: httpx.Client, chain: ChainDouble):
+    first = http.put("/v1/kv/k1", content=b"one", headers={"Idempotency-Key": "reused"})
+    other = http.put("/v1/kv/k2", content=b"two", headers={"Idempotency-Key": "reused"})
+    assert first.json() == {"key": "k1", "version": 1}
+    assert other.json() == {"key": "k2", "version": 2}
+    assert http.get("/v1/kv/k2").content == b"two"
+    gone = http.delete("/v1/kv/k3", headers={"Idempotency-Key": "reused"})
+    assert gone.json() == {"key": "k3", "version": 3}
+    assert chain.state.seq == 3
 
 
 def test_bearer_token_is_required_when_auth_is_on(chain: ChainDouble):

@@ -21,11 +21,11 @@ class _Chain:
         self.data: dict[bytes, tuple[bytes, int]] = {}
         self.ids = 0
 
-    def new_request_id(self) -> str:
+    def new_idempotency_key(self) -> str:
         self.ids += 1
         return f"test-{self.ids}"
 
-    async def write(self, op: chain_pb2.WriteOp) -> chain_pb2.WriteResult:
+    async def write(self, op: chain_pb2.WriteOp, idempotency_key: str) -> chain_pb2.WriteResult:
         version = len(self.data) + 1
         self.data[op.key] = (op.value, version)
         return chain_pb2.WriteResult(version=version)
