@@ -67,6 +67,10 @@ class KubeApi:
         configuration = kubernetes.client.Configuration(host=host)
         return cls(kubernetes.client.ApiClient(configuration))
 
+    def close(self) -> None:
+        """Drop pooled connections (a pool keeps them open between calls)."""
+        self._client.rest_client.close()
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         status, body = self._call("GET", object_path(api_version, kind, namespace, name))
         if status == 404:

@@ -26,13 +26,17 @@ from keychain.operator.kube import KubeApi, KubeError
 from keychain.operator.manifests import Manifest, contains, patch_for
 from keychain.operator.naming import Names, names_of
 from keychain.operator.rendering import NodeSetShape, optional_objects, render
-from keychain.operator.spec import API_VERSION, KIND, ChainSpec
+from keychain.operator.spec import API_VERSION, KIND, ChainSpec, ChainSpecError
 from keychain.operator.status import Observation, build_status
 from keychain.operator.stepping import Step, observe_node_set, plan_node_set
 
 log = logging.getLogger(__name__)
 
 CoordinatorFactory = Callable[[ChainSpec], CoordinatorClient]
+
+
+class ChainGone(Exception):
+    """The Chain was deleted while its reconcile was pending."""
 
 
 class OwnershipConflict(Exception):
@@ -74,11 +78,23 @@ class Reconciler:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
+    def close(self) -> None:
+        self._kube.close()
+
     def reconcile(self, body: Mapping[str, Any]) -> Outcome:
         """Bring the Chain's objects one step closer to its spec; raises ChainSpecError on bad specs."""
-        spec = ChainSpec.from_resource(body, default_image=self._default_image)
-        with self._lock(spec.uid):
-            return self._reconcile(spec, body.get("status") or {})
+        meta = body.get("metadata", {})
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if not namespace or not name:
+            raise ChainSpecError("metadata.name and metadata.namespace: required")
+        with self._lock(f"{namespace}/{name}"):
+            # The Chain as stored now: handlers and the timer may hold bodies older than the
+            # last reconcile's status write or the user's last spec change.
+            current = self._kube.get(API_VERSION, KIND, namespace, name)
+            if current is None:
+                raise ChainGone(f"Chain {namespace}/{name} no longer exists")
+            spec = ChainSpec.from_resource(current, default_image=self._default_image)
+            return self._reconcile(spec, current.get("status") or {})
 
     def _reconcile(self, spec: ChainSpec, previous_status: Mapping[str, Any]) -> Outcome:
         names = names_of(spec)
@@ -107,16 +123,21 @@ class Reconciler:
                 spec.namespace, spec.name, step.activity.value, step.replicas, step.partition,
                 step.remove_member, step.waiting_for,
             )  # fmt: skip
+        # The status describes the cluster as this step left it, so an unchanged cluster
+        # gets an unchanged status (and no write) on the next reconcile.
+        rendered_nodes = applied[("StatefulSet", names.nodes)]
+        node_set_after = observe_node_set(rendered_nodes, desired_nodes)
+        pending = step if step.remove_member else plan_node_set(spec.replicas, node_set_after, chain, names)
         proxy = applied.get(("Deployment", names.proxy), {})
         seen = Observation(
             desired_replicas=spec.replicas,
             generation=spec.generation,
-            node_set=node_set,
+            node_set=node_set_after,
             chain=chain,
             leader=view.leader if view else None,
             coordinator_error=coordinator_error,
             proxies_available=int((proxy.get("status") or {}).get("availableReplicas", 0)),
-            step=step,
+            step=pending,
         )
         status = build_status(names, seen, previous_status, self._now())
         if not contains(previous_status, status):

@@ -67,7 +67,12 @@ def build_status(names: Names, seen: Observation, previous: Mapping[str, Any] | 
         phase = PHASE_SCALING
     elif ready >= seen.desired_replicas and seen.chain is not None:
         phase = PHASE_RUNNING
-    elif step.activity is Activity.CREATING or previous.get("phase") in (None, PHASE_CREATING):
+    elif (
+        step.activity is Activity.CREATING
+        or previous.get("phase") == PHASE_CREATING
+        or ("phase" not in previous and ready == 0)
+    ):
+        # A new chain is Creating until it first runs whole; then shortfalls are Degraded.
         phase = PHASE_CREATING
     else:
         phase = PHASE_DEGRADED

@@ -1,0 +1,76 @@
+"""The operator's coordinator client against a fake admin API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from fake_coordinator import FakeCoordinator
+from keychain.operator.coordinator_client import (
+    CoordinatorClient,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    RemovalRefused,
+    parse_status,
+)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_status_reads_the_chain_members_in_order_and_the_leader():
+    with FakeCoordinator("mychain") as fake, CoordinatorClient([fake.url]) as client:
+        fake.join("mychain-node-0", active=True)
+        fake.join("mychain-node-1", active=True)
+        fake.join("mychain-node-2")
+        status = client.status()
+    chain = status.chains["mychain"]
+    assert status.leader == "mychain-coord-0"
+    assert chain.epoch == fake.epoch
+    assert [(m.id, m.role, m.state) for m in chain.members] == [
+        ("mychain-node-0", "head", "active"),
+        ("mychain-node-1", "tail", "active"),
+        ("mychain-node-2", "syncing", "syncing"),
+    ]
+    assert chain.members[0].in_service and not chain.members[2].in_service
+
+
+def test_a_member_that_does_not_answer_is_skipped_for_one_that_does():
+    with FakeCoordinator("mychain") as fake, CoordinatorClient([closed_port_url(), fake.url]) as client:
+        assert client.status().leader == "mychain-coord-0"
+
+
+def test_no_member_answering_is_unavailable():
+    with CoordinatorClient([closed_port_url()], timeout=0.5) as client, pytest.raises(CoordinatorUnavailable):
+        client.status()
+
+
+def test_removing_a_member_raises_the_epoch_and_removing_it_again_is_harmless():
+    with FakeCoordinator("mychain") as fake, CoordinatorClient([fake.url]) as client:
+        fake.join("mychain-node-0", active=True)
+        fake.join("mychain-node-1", active=True)
+        epoch = client.remove_member("mychain", "mychain-node-1")
+        assert epoch == fake.epoch and fake.ids() == ["mychain-node-0"]
+        assert client.remove_member("mychain", "mychain-node-1") is None
+
+
+def test_the_last_active_member_is_refused_and_an_election_is_unavailable():
+    with FakeCoordinator("mychain") as fake, CoordinatorClient([fake.url]) as client:
+        fake.join("mychain-node-0", active=True)
+        with pytest.raises(RemovalRefused, match="last active member"):
+            client.remove_member("mychain", "mychain-node-0")
+        fake.refuse_removals = True
+        with pytest.raises(CoordinatorUnavailable):
+            client.remove_member("mychain", "mychain-node-0")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [[], {"chains": [{"name": "c"}]}, {"chains": [{"name": "c", "epoch": 1, "members": [{"id": "x"}]}]}],
+)
+def test_a_malformed_status_is_an_error(payload):
+    with pytest.raises(CoordinatorError, match="malformed"):
+        parse_status(payload)

@@ -1,0 +1,226 @@
+"""The operator against the kmock Kubernetes emulator and a fake coordinator.
+
+kmock runs no controllers, so the tests play the StatefulSet controller (readiness) and
+the chain nodes (registering, being promoted) themselves, and watch what the operator does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kmock
+from conftest import (
+    CHAIN,
+    CHAINS,
+    DEPLOYMENTS,
+    NAMESPACE,
+    STATEFULSETS,
+    UID,
+    act_as_statefulset_controller,
+    chain_body,
+    eventually,
+    live,
+    running_operator,
+    writes,
+)
+from fake_coordinator import FakeCoordinator
+from keychain.operator.reconcile import Reconciler
+
+NODES = "mychain-node"
+HOLD = 1.0  # seconds (five timer ticks) during which the operator must not take a step
+
+
+def node_ids(count: int) -> list[str]:
+    return [f"{NODES}-{i}" for i in range(count)]
+
+
+def node_replicas(emulator: kmock.KubernetesEmulator) -> int | None:
+    sts = live(emulator, STATEFULSETS, NODES)
+    return sts["spec"]["replicas"] if sts else None
+
+
+def replicas_history(emulator: kmock.KubernetesEmulator) -> list[int]:
+    """Every distinct spec.replicas the node StatefulSet went through, in order."""
+    history = emulator.objects[kmock.resource(STATEFULSETS), NAMESPACE, NODES].history
+    values = [version["spec"]["replicas"] for version in history if version is not None]
+    return [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v]
+
+
+def chain_status(emulator: kmock.KubernetesEmulator) -> dict[str, Any]:
+    return (live(emulator, CHAINS, CHAIN) or {}).get("status", {})
+
+
+def condition(emulator: kmock.KubernetesEmulator, kind: str) -> dict[str, Any]:
+    return next((c for c in chain_status(emulator).get("conditions", []) if c["type"] == kind), {})
+
+
+async def set_replicas(emulator: kmock.KubernetesEmulator, replicas: int) -> None:
+    """What `kubectl scale chain` does: patch spec.replicas (the emulator tells the operator)."""
+    path = f"/apis/keychain.dev/v1alpha1/namespaces/{NAMESPACE}/chains/{CHAIN}"
+    response = await emulator.patch(path, json={"spec": {"replicas": replicas}})
+    assert response.status == 200
+
+
+def all_ready(emulator: kmock.KubernetesEmulator, count: int) -> None:
+    act_as_statefulset_controller(
+        emulator, NODES, replicas=count, readyReplicas=count, updatedReplicas=count,
+        currentRevision="r1", updateRevision="r1",
+    )  # fmt: skip
+
+
+async def test_a_new_chain_gets_every_object_owned_by_the_chain(emulator, reconciler):
+    emulator.objects[CHAINS, NAMESPACE, CHAIN] = chain_body({"replicas": 3, "proxy": {"ingress": {"enabled": True}}})
+    expected = {
+        ("v1/configmaps", "mychain-config"),
+        ("v1/services", "mychain-coord"),
+        ("v1/services", NODES),
+        ("v1/services", "mychain-proxy"),
+        (STATEFULSETS, "mychain-coord"),
+        (STATEFULSETS, NODES),
+        (DEPLOYMENTS, "mychain-proxy"),
+        ("networking.k8s.io/v1/ingresses", CHAIN),
+        ("policy/v1/poddisruptionbudgets", "mychain-coord"),
+        ("policy/v1/poddisruptionbudgets", NODES),
+        ("policy/v1/poddisruptionbudgets", "mychain-proxy"),
+    }
+    async with running_operator(emulator, reconciler):
+        await eventually(lambda: all(live(emulator, resource, name) for resource, name in expected))
+        await eventually(lambda: chain_status(emulator).get("phase"))
+
+    for resource, name in expected:
+        owners = live(emulator, resource, name)["metadata"]["ownerReferences"]
+        assert owners == [
+            {"apiVersion": "keychain.dev/v1alpha1", "kind": "Chain", "name": CHAIN, "uid": UID,
+             "controller": True, "blockOwnerDeletion": True}
+        ], (resource, name)  # fmt: skip
+    assert node_replicas(emulator) == 3
+    assert chain_status(emulator)["selector"] == (
+        "app.kubernetes.io/name=keychain,app.kubernetes.io/instance=mychain,app.kubernetes.io/component=node"
+    )
+    assert "keychain.dev/operator" in live(emulator, CHAINS, CHAIN)["metadata"]["finalizers"]
+
+
+async def test_reconciling_an_unchanged_chain_again_writes_nothing(emulator, reconciler: Reconciler, coordinator):
+    for member in node_ids(3):
+        coordinator.join(member, active=True)
+    emulator.objects[CHAINS, NAMESPACE, CHAIN] = chain_body({"replicas": 3})
+
+    first = await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))
+    written = writes(emulator)
+    assert len(written) == 11  # ten objects and the status
+    assert len(set(written)) == len(written), "every object is written once, never retried after a 409"
+
+    second = await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))
+    assert writes(emulator) == written, "the second reconcile must not create, patch or delete anything"
+    assert second.status == first.status
+
+
+async def test_a_live_object_that_drifted_from_the_spec_is_patched_back(emulator, reconciler: Reconciler):
+    emulator.objects[CHAINS, NAMESPACE, CHAIN] = chain_body({"replicas": 3})
+    await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))
+    emulator.objects[kmock.resource("v1/configmaps"), NAMESPACE, "mychain-config"]["data"] = {"KEYCHAIN_CHAIN": "x"}
+    before = len(writes(emulator))
+
+    await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))
+
+    assert live(emulator, "v1/configmaps", "mychain-config")["data"]["KEYCHAIN_CHAIN"] == CHAIN
+    assert writes(emulator)[before:] == [f"PATCH /api/v1/namespaces/{NAMESPACE}/configmaps/mychain-config"]
+
+
+async def test_raising_replicas_grows_one_node_at_a_time_behind_the_health_gate(
+    emulator, reconciler, coordinator: FakeCoordinator
+):
+    for member in node_ids(3):
+        coordinator.join(member, active=True)
+    emulator.objects[CHAINS, NAMESPACE, CHAIN] = chain_body({"replicas": 3})
+    async with running_operator(emulator, reconciler):
+        await eventually(lambda: node_replicas(emulator) == 3)
+        all_ready(emulator, 3)
+        await eventually(lambda: chain_status(emulator).get("phase") == "Running")
+
+        await set_replicas(emulator, 5)
+        await eventually(lambda: node_replicas(emulator) == 4)
+        # The new pod is ready, but its node is still syncing: no second step.
+        all_ready(emulator, 4)
+        coordinator.join("mychain-node-3")
+        await eventually(lambda: "mychain-node-3 to serve" in condition(emulator, "Progressing").get("message", ""))
+        assert condition(emulator, "Progressing")["reason"] == "ScalingOut"
+        await asyncio.sleep(HOLD)
+        assert node_replicas(emulator) == 4
+
+        # Promoted to an active, healthy member: the next node may come.
+        coordinator.promote("mychain-node-3")
+        await eventually(lambda: node_replicas(emulator) == 5)
+        all_ready(emulator, 5)
+        coordinator.join("mychain-node-4")
+        await asyncio.sleep(HOLD)
+        assert node_replicas(emulator) == 5
+        coordinator.promote("mychain-node-4")
+        await eventually(lambda: chain_status(emulator).get("phase") == "Running")
+
+    assert replicas_history(emulator) == [3, 4, 5]
+    assert coordinator.removals == []
+
+
+async def test_lowering_replicas_unlinks_the_node_before_the_statefulset_shrinks(
+    emulator, reconciler, coordinator: FakeCoordinator
+):
+    for member in node_ids(5):
+        coordinator.join(member, active=True)
+    emulator.objects[CHAINS, NAMESPACE, CHAIN] = chain_body({"replicas": 5})
+    async with running_operator(emulator, reconciler):
+        await eventually(lambda: node_replicas(emulator) == 5)
+        all_ready(emulator, 5)
+        await eventually(lambda: chain_status(emulator).get("phase") == "Running")
+
+        # While the coordinator cannot remove the node (an election), the pod stays.
+        coordinator.refuse_removals = True
+        await set_replicas(emulator, 4)
+        await eventually(lambda: condition(emulator, "Progressing").get("reason") == "ScalingIn")
+        assert "mychain-node-4 to leave the chain" in condition(emulator, "Progressing")["message"]
+        await asyncio.sleep(HOLD)
+        assert node_replicas(emulator) == 5
+        assert "mychain-node-4" in coordinator.ids()
+
+        coordinator.refuse_removals = False
+        await eventually(lambda: node_replicas(emulator) == 4)
+        assert coordinator.removals == ["mychain-node-4"]
+        all_ready(emulator, 4)
+        await eventually(lambda: chain_status(emulator).get("phase") == "Running")
+
+    assert replicas_history(emulator) == [5, 4]
+    assert coordinator.ids() == node_ids(4)
+
+
+async def test_status_carries_the_members_and_the_conditions(emulator, reconciler, coordinator: FakeCoordinator):
+    for member in node_ids(3):
+        coordinator.join(member, active=True)
+    emulator.objects[CHAINS, NAMESPACE, CHAIN] = chain_body({"replicas": 3})
+    async with running_operator(emulator, reconciler):
+        await eventually(lambda: node_replicas(emulator) == 3)
+        all_ready(emulator, 3)
+        await eventually(lambda: live(emulator, DEPLOYMENTS, "mychain-proxy"))
+        emulator.objects[kmock.resource(DEPLOYMENTS), NAMESPACE, "mychain-proxy"]["status"] = {"availableReplicas": 2}
+        await eventually(lambda: condition(emulator, "Available").get("status") == "True")
+
+        status = chain_status(emulator)
+        assert status["phase"] == "Running"
+        assert status["members"] == [
+            {"name": "mychain-node-0", "role": "head", "healthy": True},
+            {"name": "mychain-node-1", "role": "middle", "healthy": True},
+            {"name": "mychain-node-2", "role": "tail", "healthy": True},
+        ]
+        assert (status["head"], status["tail"], status["readyReplicas"]) == ("mychain-node-0", "mychain-node-2", 3)
+        assert status["epoch"] == coordinator.epoch
+        assert status["coordinatorLeader"] == "mychain-coord-0"
+        assert status["observedGeneration"] == 1
+        assert {c["type"]: c["status"] for c in status["conditions"]} == {
+            "Available": "True", "Progressing": "False", "Degraded": "False",
+        }  # fmt: skip
+
+        coordinator.set_healthy("mychain-node-1", False)
+        await eventually(lambda: condition(emulator, "Degraded").get("status") == "True")
+        assert condition(emulator, "Degraded")["reason"] == "NodesNotServing"
+        assert chain_status(emulator)["readyReplicas"] == 2
+        assert chain_status(emulator)["phase"] == "Degraded"
