@@ -75,7 +75,7 @@ async def run(args: argparse.Namespace) -> int:
     store = RocksVersionStore(args.data_dir, args.id, args.chain)
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
                           max_batch_bytes=args.max_batch_bytes)
-    node = ChainNode(args.id, store, options)
+    node = ChainNode(args.id, store, options, static=args.static)
     try:
         port = await node.start(args.listen)
     except Exception:

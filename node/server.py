@@ -148,8 +148,12 @@ class ChainNode:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        static: bool = False,
     ) -> None:
         self.id = node_id
+        # Configured by the Configure RPC (no coordinator). A coordinator-managed node refuses that RPC:
+        # a stray call could give it any epoch and a lease without end.
+        self.static = static
         self.store = store
         self.clock = clock
         self.rng = rng or random.Random()
@@ -698,6 +702,10 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
 
     async def Configure(self, request: chain_pb2.ConfigureRequest,
                         context: grpc.aio.ServicerContext) -> chain_pb2.ConfigureReply:
+        if not self.node.static:
+            return chain_pb2.ConfigureReply(error=wire.error_to_pb(Error(
+                Code.PRECONDITION_FAILED, "this node follows its coordinator; Configure is served only with --static",
+                self.node.core.epoch)))
         try:
             config = wire.config_from_pb(request.config)
         except ValueError as e:  # WireError or an invalid order of members

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from keychain.node import wire
 from keychain.node.core import CoreOptions
 from keychain.node.messages import (
     Batch,
@@ -318,3 +319,25 @@ async def test_a_write_waiting_when_the_node_fails_gets_outcome_unknown_per_op(t
     assert reply.error.ok
     assert [r.error.code for r in reply.results] == [Code.OUTCOME_UNKNOWN, Code.INVALID_ARGUMENT]
     assert "retry with the same request id" in reply.results[0].error.message
+
+
+async def test_configure_rpc_is_refused_unless_the_node_runs_static(tmp_path: Path) -> None:
+    # A node that follows a coordinator takes its epoch and lease from it alone: a stray Configure
+    # (lease_ms=0 means a lease without end) must change nothing.
+    request = chain_pb2.ConfigureRequest(config=wire.config_to_pb(config(7, ("n1", "", ACTIVE))), lease_ms=0)
+    for static in (False, True):
+        node = ChainNode("n1", RocksVersionStore(tmp_path / f"n1-{static}", "n1", CHAIN), static=static)
+        port = await node.start("127.0.0.1:0")
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            reply = await chain_pb2_grpc.ChainNodeStub(channel).Configure(request)
+            if static:
+                assert reply.error.code == chain_pb2.OK
+                assert (node.core.epoch, node.status().role) == (7, "head")
+            else:
+                assert reply.error.code == chain_pb2.PRECONDITION_FAILED
+                assert "--static" in reply.error.message
+                assert (node.core.epoch, node.core.config) == (0, None)
+        finally:
+            await channel.close()
+            await node.stop(grace=0)
