@@ -11,13 +11,13 @@ first outcome; the same request_id on another key is another write.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 
 import grpc
 
 from keychain.proto import chain_pb2, kv_pb2, kv_pb2_grpc
 
+from .auth import BearerAuth
 from .config import ProxyConfig
 from .errors import OpError
 from .gateway import ChainGateway
@@ -40,14 +40,14 @@ class KVService(kv_pb2_grpc.KVServicer):
         self.config = config
         self.gateway = gateway
         self.metrics = metrics
-        self._token = f"Bearer {config.auth_token}" if config.auth_token else None
+        self.auth = BearerAuth(config.auth_token)
         self._default_consistency = chain_pb2.Consistency.Value(config.read_consistency.upper())
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if self._token is None:
+        if not self.auth.enabled:
             return
         given = dict(context.invocation_metadata() or ()).get("authorization", "")
-        if not hmac.compare_digest(str(given).encode(), self._token.encode()):
+        if not self.auth.allows(str(given)):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED, "metadata 'authorization: Bearer <token>' required"
             )

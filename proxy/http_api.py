@@ -16,7 +16,6 @@ Every error is JSON `{"error", "message"}`.
 
 from __future__ import annotations
 
-import hmac
 import json
 from typing import Any
 
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keychain import __version__
 
+from .auth import BearerAuth
 from .cluster_view import cluster_report
 from .config import ProxyConfig
 from .errors import ErrorKind, OpError
@@ -180,17 +180,8 @@ def create_app(
         version=__version__,
         description="A strongly consistent replicated key-value store (CRAQ). Values are raw bytes.",
     )
-    token = f"Bearer {config.auth_token}".encode() if config.auth_token else None
-    kv = KeyValueRoutes(config, gateway, metrics, app)
-
-    def check_auth(request: Request) -> None:
-        if token is None:
-            return
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, token):
-            raise OpError(
-                ErrorKind.UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required"
-            )
+    auth = BearerAuth(config.auth_token)
+    kv = KeyValueRoutes(config, gateway, metrics, app, auth)
 
     def documented(op: str):
         # Served by `kv` in front of this app; registered here so OpenAPI describes the routes.
@@ -231,7 +222,7 @@ def create_app(
     @app.get("/v1/cluster", tags=["cluster"], summary="Chains, members and the coordinator")
     async def cluster(request: Request) -> Response:
         try:
-            check_auth(request)
+            auth.check(request.headers.get("authorization"))
         except OpError as error:
             return error_response(error)
         report = await cluster_report(watcher, gateway)

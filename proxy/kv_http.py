@@ -14,7 +14,6 @@ the same Idempotency-Key on another key is another write.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -23,6 +22,7 @@ from urllib.parse import parse_qsl
 
 from keychain.proto import chain_pb2
 
+from .auth import BearerAuth
 from .config import ProxyConfig
 from .errors import ErrorKind, OpError
 from .gateway import ChainGateway
@@ -81,11 +81,16 @@ class KeyValueRoutes:
     """ASGI: GET/PUT/DELETE /v1/kv/{key} answered here, every other request passed to `fallback`."""
 
     def __init__(
-        self, config: ProxyConfig, gateway: ChainGateway, metrics: ProxyMetrics, fallback: ASGIApp
+        self,
+        config: ProxyConfig,
+        gateway: ChainGateway,
+        metrics: ProxyMetrics,
+        fallback: ASGIApp,
+        auth: BearerAuth | None = None,
     ) -> None:
         self.gateway = gateway
         self.fallback = fallback
-        self.token = f"Bearer {config.auth_token}".encode() if config.auth_token else None
+        self.auth = auth if auth is not None else BearerAuth(config.auth_token)
         self.default_consistency = CONSISTENCY[config.read_consistency]
         self.max_key, self.max_value = config.max_key_bytes, config.max_value_bytes
         self.handlers: dict[str, Callable[[Scope, dict[bytes, bytes], Receive], Awaitable[Reply]]] = {
@@ -120,7 +125,7 @@ class KeyValueRoutes:
         for name, value in scope["headers"]:
             headers.setdefault(name, value)  # the first of repeated headers, as Starlette reads them
         try:
-            self._check_auth(headers)
+            self.auth.check(headers.get(b"authorization"))
             reply = await handler(scope, headers, receive)
         except OpError as error:
             self._count(op, error.kind.code)
@@ -134,13 +139,6 @@ class KeyValueRoutes:
         if child is None:
             child = self._counters[(op, outcome)] = self._requests.labels("http", op, outcome)
         child.inc()
-
-    def _check_auth(self, headers: dict[bytes, bytes]) -> None:
-        if self.token is None:
-            return
-        given = headers.get(b"authorization", b"")
-        if not hmac.compare_digest(given, self.token):
-            raise OpError(ErrorKind.UNAUTHORIZED, "a valid 'Authorization: Bearer <token>' header is required")
 
     def _key(self, scope: Scope) -> bytes:
         raw = scope.get("raw_path") or scope["path"].encode()

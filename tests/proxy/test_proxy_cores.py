@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from keychain.proxy.auth import BearerAuth
 from keychain.proxy.batching import BatchQueue
 from keychain.proxy.errors import ErrorKind, OpError
 from keychain.proxy.routing import (
@@ -175,3 +176,15 @@ def test_the_cluster_report_falls_back_to_the_proxys_topology_without_a_coordina
         ("b", "tail", False, 0, 0),
         ("c", "syncing", False, 0, 0),
     ]
+
+
+def test_one_bearer_check_serves_every_api():
+    off, on = BearerAuth(None), BearerAuth("s3cret")
+    assert off.allows(None) and not off.enabled
+    assert on.allows(b"Bearer s3cret") and on.allows("Bearer s3cret")  # HTTP header bytes, gRPC metadata str
+    for wrong in (None, b"", b"Bearer s3cre", "Bearer s3cret ", b"bearer s3cret"):
+        assert not on.allows(wrong)
+    with pytest.raises(OpError) as refused:
+        on.check(b"Bearer nope")
+    assert refused.value.kind is ErrorKind.UNAUTHORIZED
+    on.check(b"Bearer s3cret")
