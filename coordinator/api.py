@@ -22,6 +22,14 @@ A newly elected leader waits, before removing anyone, REMOVAL_AFTER plus two ele
 deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts of
 losing its quorum) may have renewed leases until then, and those must have lapsed first.
 
+Removing a node on request (RemoveMember; the operator's scale-in) never cuts a lease short: the
+leader marks the node draining (its heartbeats are answered with its configuration and no lease)
+and the failure detector removes it, like a silent node, once the last lease granted to it has
+certainly expired (REMOVAL_AFTER; after a leader change, counted from the new leader's grace). The
+call returns when that removal committed, bounded by `removal_wait` (then UNAVAILABLE: the drain
+goes on, repeat to wait for it; a repeat after the removal is NOT_FOUND). The last active member
+is refused at once (FAILED_PRECONDITION).
+
 A heartbeat reporting `caught_up` from a SYNCING member is answered after its promotion to tail
 commits (a Raft entry, epoch + 1).
 
@@ -62,7 +70,6 @@ from keychain.coordinator.registry import (
     delete_chain,
     promote_node,
     register_node,
-    remove_node,
 )
 from keychain.coordinator.transport import CHANNEL_OPTIONS
 
@@ -166,6 +173,7 @@ class CoordinatorService:
         removal_after: float = timing.REMOVAL_AFTER,
         new_leader_grace: float = NEW_LEADER_GRACE,
         catch_up_timeout: float = CATCH_UP_TIMEOUT,
+        removal_wait: float | None = None,
     ) -> None:
         self.member = member
         self.machine = machine
@@ -176,6 +184,10 @@ class CoordinatorService:
         self.lease = lease
         self.new_leader_grace = new_leader_grace
         self.leases = LeaseTracker(lease=lease, margin=removal_after - lease)
+        # Long enough for a drained node's lease to lapse after a fresh leader's grace, a first
+        # removal refused (the chain moved on) and decided again, and the commit.
+        self.removal_wait = (new_leader_grace + removal_after + lease + proposal_timeout
+                             if removal_wait is None else removal_wait)
         self.health: dict[tuple[str, str], NodeHealth] = {}
         self._promoting: set[tuple[str, str]] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -281,7 +293,7 @@ class CoordinatorService:
     async def register(self, req: coordinator_pb2.RegisterRequest, forwarded: bool = False
                        ) -> coordinator_pb2.RegisterReply:
         async def local() -> coordinator_pb2.RegisterReply:
-            self.leases.observe(req.chain, req.node_id, self._now())
+            granted = self.leases.observe(req.chain, req.node_id, self._now())  # not while it is drained
             if req.chain in self.auto_chains and self.registry.get(req.chain) is None:
                 await self._propose(create_chain(req.chain))  # a configured chain: create it first
             outcome = await self._propose(register_node(req.chain, req.node_id, req.address))
@@ -291,7 +303,8 @@ class CoordinatorService:
             assert outcome.chain is not None
             self.health[(req.chain, req.node_id)] = NodeHealth()
             log.info("node registered chain=%s node=%s epoch=%d", req.chain, req.node_id, outcome.chain.epoch)
-            return coordinator_pb2.RegisterReply(config=outcome.chain.to_proto(), lease_ms=self._lease_ms())
+            return coordinator_pb2.RegisterReply(config=outcome.chain.to_proto(),
+                                                 lease_ms=self._lease_ms() if granted else 0)
 
         return await self._at_leader(
             "Register", req, local,
@@ -309,16 +322,16 @@ class CoordinatorService:
             if me is None:
                 return self._not_a_member(req, state)
             now = self._now()
-            self.leases.observe(req.chain, req.node_id, now)
+            granted = self.leases.observe(req.chain, req.node_id, now)  # not while it is drained
             self.health[key] = NodeHealth(req.reads, req.writes, req.last_seq, req.committed_seq)
-            if req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
+            if granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
                 await self._promote(req.chain, req.node_id)
                 # Other changes may have committed meanwhile (the promotion refused or not): answer
                 # with the configuration as it is now, never the one read before the wait.
                 state = self.registry.get(req.chain)
                 if state is None or state.member(req.node_id) is None:
                     return self._not_a_member(req, state)
-            return coordinator_pb2.HeartbeatReply(config=state.to_proto(), lease_ms=self._lease_ms())
+            return coordinator_pb2.HeartbeatReply(config=state.to_proto(), lease_ms=self._lease_ms() if granted else 0)
 
         return await self._at_leader(
             "Heartbeat", req, local,
@@ -392,7 +405,57 @@ class CoordinatorService:
 
     async def remove_member(self, req: coordinator_pb2.RemoveMemberRequest, forwarded: bool = False
                             ) -> coordinator_pb2.ChainReply:
-        return await self._change("RemoveMember", req, lambda: remove_node(req.chain, req.node_id), forwarded)
+        def refuse(code: int, message: str) -> coordinator_pb2.ChainReply:
+            return coordinator_pb2.ChainReply(error=_error(code, message))
+
+        async def local() -> coordinator_pb2.ChainReply:
+            state = self.registry.get(req.chain)
+            if state is None:
+                return refuse(coordinator_pb2.NOT_FOUND, f"chain {req.chain!r} does not exist")
+            me = state.member(req.node_id)
+            if me is None:
+                return refuse(coordinator_pb2.NOT_FOUND, f"node {req.node_id!r} is not a member of chain {req.chain!r}")
+            if me.state is MemberState.ACTIVE and len(state.active) == 1:
+                return refuse(coordinator_pb2.FAILED_PRECONDITION, f"node {req.node_id!r} is the last active member "
+                                                                   f"of chain {req.chain!r} and cannot be removed")
+            if (req.chain, req.node_id) not in self.leases.draining:
+                log.info("node draining chain=%s node=%s epoch=%d", req.chain, req.node_id, state.epoch)
+            self.leases.drain(req.chain, req.node_id)
+            return await self._removed(req.chain, req.node_id)
+
+        return await self._at_leader(
+            "RemoveMember", req, local, lambda msg: refuse(coordinator_pb2.UNAVAILABLE, msg), forwarded,
+            budget=self.forward_wait + self.removal_wait,
+        )
+
+    async def _removed(self, chain: str, node: str) -> coordinator_pb2.ChainReply:
+        """Wait (at the leader) until `node` has left `chain`; the configuration then."""
+        changed = asyncio.Event()
+        unsubscribe = self.member.on_apply(lambda _: changed.set())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.removal_wait
+        try:
+            while True:
+                state = self.registry.get(chain)
+                if state is None:
+                    return coordinator_pb2.ChainReply(
+                        error=_error(coordinator_pb2.NOT_FOUND, f"chain {chain!r} was deleted"))
+                if state.member(node) is None:
+                    log.info("node removed on request chain=%s node=%s epoch=%d", chain, node, state.epoch)
+                    return coordinator_pb2.ChainReply(config=state.to_proto())
+                if not self.member.is_leader:
+                    raise Unavailable("leadership moved during the removal; the new leader drains it again")
+                left = deadline - loop.time()
+                if left <= 0:
+                    return coordinator_pb2.ChainReply(error=_error(
+                        coordinator_pb2.UNAVAILABLE,
+                        f"node {node!r} is draining; it is removed once its lease has certainly expired: "
+                        f"repeat the request to wait for it"))
+                changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), min(left, self.member.tick_interval))
+        finally:
+            unsubscribe()
 
     async def get_chain(self, req: coordinator_pb2.GetChainRequest, forwarded: bool = False
                         ) -> coordinator_pb2.ChainReply:

@@ -10,6 +10,10 @@ removed (the registry would refuse anyway): when every active member is silent, 
 most recently stays (the tail on a tie, as it holds every committed write). Removals go one per
 chain at a time, each conditional on the epoch it was decided in.
 
+The same rule removes a live node on request (an operator's scale-in): `drain` stops renewing its
+lease, and its removal is decided like a silent node's, once the last lease granted to it has
+certainly expired. Until then it stays in the chain, so the chain keeps working through it.
+
 The tracker is the one record of when each member was last granted a lease (`lease_valid`
 answers "may its lease still run", for health reports); `expired` forgets members no longer in a
 chain.
@@ -43,6 +47,7 @@ class LeaseTracker:
     leader_since: float | None = None  # None: not the leader, decide nothing
     last_heard: dict[tuple[str, str], float] = field(default_factory=dict)  # when its last lease was granted
     proposed: dict[tuple[str, str], float] = field(default_factory=dict)  # removals in flight
+    draining: set[tuple[str, str]] = field(default_factory=set)  # to be removed: no lease renewals
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.margin < 0:
@@ -52,17 +57,28 @@ class LeaseTracker:
         self.leader_since = now
         self.last_heard.clear()
         self.proposed.clear()
+        self.draining.clear()
 
     def step_down(self) -> None:
         self.leader_since = None
         self.last_heard.clear()
         self.proposed.clear()
+        self.draining.clear()
 
-    def observe(self, chain: str, node: str, now: float) -> None:
-        """A heartbeat (or registration) from `node` arrived at `now`."""
+    def observe(self, chain: str, node: str, now: float) -> bool:
+        """A heartbeat (or registration) from `node` arrived at `now`: renew its lease, unless it
+        is draining. True if a lease is granted."""
         key = (chain, node)
+        if key in self.draining:
+            return False
         self.last_heard[key] = max(now, self.last_heard.get(key, now))
         self.proposed.pop(key, None)
+        return True
+
+    def drain(self, chain: str, node: str) -> None:
+        """Renew `node`'s lease no more; `expired` removes it once the last one granted has
+        certainly expired (`lease + margin` after the leader's start if it granted none)."""
+        self.draining.add((chain, node))
 
     def lease_valid(self, chain: str, node: str, now: float) -> bool:
         """Whether the last lease this leader granted `node` may still be running."""
@@ -101,5 +117,6 @@ class LeaseTracker:
         for key in list(self.last_heard):
             if key not in members:
                 del self.last_heard[key]
+        self.draining &= members
         return removals
 
