@@ -9,9 +9,9 @@
 | /healthz /readyz /metrics | liveness, readiness (a known topology), Prometheus                 |
 
 The key-value routes are served by `kv_http.KeyValueRoutes` in front of this FastAPI app (the
-hot path skips FastAPI's per-request machinery); they are registered here too, answering
-through the same code, so the OpenAPI document (written out in `openapi_extra`) lists them.
-Every error is JSON `{"error", "message"}`.
+hot path skips FastAPI's per-request machinery), so FastAPI has no handler for them: their
+OpenAPI description is written out here and added to the document FastAPI generates for the
+other routes. Every error is JSON `{"error", "message"}`.
 """
 
 from __future__ import annotations
@@ -167,6 +167,19 @@ DELETE_DOC = {
     },
 }
 
+KV_ROUTE = "/v1/kv/{key}"
+
+
+def _operation(op: str, summary: str, doc: dict[str, Any]) -> dict[str, Any]:
+    return {"tags": ["keys"], "summary": summary, "operationId": f"{op}_key", **doc}
+
+
+KV_OPERATIONS = {
+    "put": _operation("put", "Write a key", PUT_DOC),
+    "get": _operation("get", "Read a key", GET_DOC),
+    "delete": _operation("delete", "Delete a key", DELETE_DOC),
+}
+
 
 def create_app(
     config: ProxyConfig,
@@ -182,42 +195,6 @@ def create_app(
     )
     auth = BearerAuth(config.auth_token)
     kv = KeyValueRoutes(config, gateway, metrics, app, auth)
-
-    def documented(op: str):
-        # Served by `kv` in front of this app; registered here so OpenAPI describes the routes.
-        async def endpoint(request: Request) -> Response:
-            status, headers, body = await kv.respond(request.scope, request.receive)
-            return Response(body, status_code=status, headers={k.decode(): v.decode() for k, v in headers})
-
-        endpoint.__name__ = f"{op}_key"
-        return endpoint
-
-    route = "/v1/kv/{key:path}"
-    common = {"tags": ["keys"], "include_in_schema": True}
-    app.add_api_route(
-        route,
-        documented("put"),
-        methods=["PUT"],
-        summary="Write a key",
-        openapi_extra=PUT_DOC,
-        **common,
-    )
-    app.add_api_route(
-        route,
-        documented("get"),
-        methods=["GET"],
-        summary="Read a key",
-        openapi_extra=GET_DOC,
-        **common,
-    )
-    app.add_api_route(
-        route,
-        documented("delete"),
-        methods=["DELETE"],
-        summary="Delete a key",
-        openapi_extra=DELETE_DOC,
-        **common,
-    )
 
     @app.get("/v1/cluster", tags=["cluster"], summary="Chains, members and the coordinator")
     async def cluster(request: Request) -> Response:
@@ -262,17 +239,18 @@ def create_app(
         return error_response(OpError(ErrorKind.INVALID_REQUEST, str(exc.errors())))
 
     app.openapi_schema = None
-    _add_error_schema(app)
+    _document_key_value_routes(app)
     return kv
 
 
-def _add_error_schema(app: FastAPI) -> None:
-    """Register the Error schema the raw-body routes refer to."""
+def _document_key_value_routes(app: FastAPI) -> None:
+    """Add the key-value routes (served by KeyValueRoutes, not by FastAPI) to the OpenAPI document."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
+            schema["paths"] = {KV_ROUTE: KV_OPERATIONS, **schema.get("paths", {})}
             schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
             app.openapi_schema = schema
         return app.openapi_schema

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 from keychain.proxy.config import ProxyConfig
+from keychain.proxy.http_api import create_app
 from keychain.proxy.kv_http import KeyValueRoutes
 from keychain.proxy.metrics import ProxyMetrics
 from proxy_double import ChainDouble
@@ -72,3 +73,16 @@ def test_a_wrong_method_on_a_key_names_every_allowed_method(proxy: RunningProxy,
     assert refused.status_code == 405 and refused.json()["error"] == "method_not_allowed"
     assert refused.headers["allow"] == "GET, PUT, DELETE"
     assert chain.state.write_attempts == []
+
+
+def test_the_key_value_routes_are_described_in_openapi_but_served_only_by_the_fast_path():
+    config = ProxyConfig(coordinators=("127.0.0.1:1",), chain="main")
+    routes = create_app(config, _Chain(), None, ProxyMetrics())  # type: ignore[arg-type]
+    app = routes.fallback
+    assert not [r.path for r in app.routes if r.path.startswith("/v1/kv")], "no second implementation"
+    described = app.openapi()["paths"]["/v1/kv/{key}"]
+    assert {"get", "put", "delete"} <= set(described)
+    assert described["put"]["responses"]["412"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+    assert "Error" in app.openapi()["components"]["schemas"]
