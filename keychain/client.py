@@ -13,7 +13,9 @@ a retry after a timeout or a 503 is applied at most once. An idempotency key bel
 it was sent with: the same idempotency key on another key is another write. When no attempt can
 tell whether a write happened, `OutcomeUnknown` is raised: it is not a failure, the write may
 have applied; writing the same key again with its `idempotency_key` tells which.
-The retry decisions live in `_Attempts`, shared by both clients; only the sending differs.
+Both clients share everything but the sending: each operation is a `_Call` (the request and how
+its response becomes the method's result), and `_exchange` drives its attempts as a generator
+that yields what to send or how long to wait, so `Client` and `AsyncClient` only perform it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -122,9 +125,13 @@ def _error_of(response: httpx.Response) -> KeychainError:
     return KeychainError(message, status=status, code=code)
 
 
+def _response(response: httpx.Response) -> httpx.Response:
+    return response
+
+
 @dataclass
-class _Call:
-    """One logical operation: the same request on every attempt."""
+class _Call[T]:
+    """One logical operation: the same request on every attempt, and what its answer means."""
 
     method: str
     path: str
@@ -132,6 +139,7 @@ class _Call:
     headers: dict[str, str] = field(default_factory=dict)
     content: bytes | None = None
     params: dict[str, str] | None = None
+    answer: Callable[[httpx.Response], T] = _response  # type: ignore[assignment]
 
     @property
     def idempotency_key(self) -> str:
@@ -197,9 +205,21 @@ class _Attempts:
         raise error
 
 
+def _version(response: httpx.Response) -> int:
+    return int(response.json()["version"])
+
+
+def _value(response: httpx.Response) -> tuple[bytes, int]:
+    return response.content, int(response.headers["etag"].strip('"'))
+
+
+def _cluster(response: httpx.Response) -> dict[str, Any]:
+    return response.json()
+
+
 def _put_call(
     key: str | bytes, value: bytes | str, if_version: int | None, if_absent: bool, idempotency_key: str | None
-) -> _Call:
+) -> _Call[int]:
     headers = {
         "Idempotency-Key": idempotency_key or uuid.uuid4().hex,
         "Content-Type": "application/octet-stream",
@@ -210,32 +230,56 @@ def _put_call(
         headers["If-Match"] = f'"{int(if_version)}"'
     if if_absent:
         headers["If-None-Match"] = "*"
-    return _Call("PUT", key_path(key), True, headers, _body(value))
+    return _Call("PUT", key_path(key), True, headers, _body(value), answer=_version)
 
 
-def _delete_call(key: str | bytes, if_version: int | None, idempotency_key: str | None) -> _Call:
+def _delete_call(key: str | bytes, if_version: int | None, idempotency_key: str | None) -> _Call[int]:
     headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
     if if_version is not None:
         headers["If-Match"] = f'"{int(if_version)}"'
-    return _Call("DELETE", key_path(key), True, headers)
+    return _Call("DELETE", key_path(key), True, headers, answer=_version)
 
 
-def _get_call(key: str | bytes, consistency: str) -> _Call:
+def _get_call(key: str | bytes, consistency: str) -> _Call[tuple[bytes, int]]:
     if consistency not in CONSISTENCIES:
         raise ValueError(f"consistency is one of {CONSISTENCIES}, not {consistency!r}")
-    return _Call("GET", key_path(key), False, params={"consistency": consistency})
+    return _Call("GET", key_path(key), False, params={"consistency": consistency}, answer=_value)
 
 
-def _version(response: httpx.Response) -> int:
-    return int(response.json()["version"])
+def _cluster_call() -> _Call[dict[str, Any]]:
+    return _Call("GET", "/v1/cluster", False, answer=_cluster)
 
 
-def _value(response: httpx.Response) -> tuple[bytes, int]:
-    return response.content, int(response.headers["etag"].strip('"'))
+# What `_exchange` yields: a request to send (answered with its response or transport error) or a
+# pause in seconds (answered with None).
+_Step = _Call[Any] | float
 
 
-def _auth(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
+def _exchange[T](
+    call: _Call[T], retries: int, rng: random.Random
+) -> Generator[_Step, httpx.Response | httpx.TransportError | None, T]:
+    """Every attempt of one call, without I/O: the clients send what it yields and sleep as told."""
+    attempts = _Attempts(call, retries, rng)
+    while True:
+        outcome = yield call
+        if isinstance(outcome, httpx.TransportError):
+            yield attempts.after_transport_error(outcome)  # raises once retries are spent
+            continue
+        assert outcome is not None
+        delay = attempts.after_response(outcome)
+        if delay is None:
+            return call.answer(attempts.result(outcome))
+        yield delay
+
+
+def _http_options(url: str, timeout: float, token: str | None, max_connections: int) -> dict[str, Any]:
+    """The httpx client settings both clients use."""
+    return {
+        "base_url": url.rstrip("/"),
+        "timeout": timeout,
+        "headers": {"Authorization": f"Bearer {token}"} if token else {},
+        "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    }
 
 
 class Client:
@@ -252,27 +296,27 @@ class Client:
     ) -> None:
         self.retries = retries
         self._rng = random.Random()
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"),
-            timeout=timeout,
-            headers=_auth(token),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._http = httpx.Client(**_http_options(url, timeout, token, max_connections))
 
-    def _run(self, call: _Call) -> httpx.Response:
-        attempts = _Attempts(call, self.retries, self._rng)
-        while True:
-            try:
-                response = self._http.request(
-                    call.method, call.path, headers=call.headers, content=call.content, params=call.params
-                )
-            except httpx.TransportError as exc:
-                time.sleep(attempts.after_transport_error(exc))
-                continue
-            delay = attempts.after_response(response)
-            if delay is None:
-                return attempts.result(response)
-            time.sleep(delay)
+    def _run[T](self, call: _Call[T]) -> T:
+        steps = _exchange(call, self.retries, self._rng)
+        step = next(steps)
+        try:
+            while True:
+                if not isinstance(step, _Call):
+                    time.sleep(step)
+                    step = steps.send(None)
+                    continue
+                try:
+                    response = self._http.request(
+                        step.method, step.path, headers=step.headers, content=step.content, params=step.params
+                    )
+                except httpx.TransportError as exc:
+                    step = steps.send(exc)
+                else:
+                    step = steps.send(response)
+        except StopIteration as done:
+            return done.value
 
     def put(
         self,
@@ -287,21 +331,21 @@ class Client:
 
         `idempotency_key`: pass `OutcomeUnknown.idempotency_key` to learn a write's outcome.
         """
-        return _version(self._run(_put_call(key, value, if_version, if_absent, idempotency_key)))
+        return self._run(_put_call(key, value, if_version, if_absent, idempotency_key))
 
     def get(self, key: str | bytes, consistency: str = "strong") -> tuple[bytes, int]:
         """(value, version); raises KeyNotFound."""
-        return _value(self._run(_get_call(key, consistency)))
+        return self._run(_get_call(key, consistency))
 
     def delete(
         self, key: str | bytes, if_version: int | None = None, *, idempotency_key: str | None = None
     ) -> int:
         """Delete (a tombstone); returns its version."""
-        return _version(self._run(_delete_call(key, if_version, idempotency_key)))
+        return self._run(_delete_call(key, if_version, idempotency_key))
 
     def cluster(self) -> dict[str, Any]:
         """The `GET /v1/cluster` report: chains, members with role/health/counts, coordinator."""
-        return self._run(_Call("GET", "/v1/cluster", False)).json()
+        return self._run(_cluster_call())
 
     def close(self) -> None:
         self._http.close()
@@ -327,27 +371,27 @@ class AsyncClient:
     ) -> None:
         self.retries = retries
         self._rng = random.Random()
-        self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
-            timeout=timeout,
-            headers=_auth(token),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._http = httpx.AsyncClient(**_http_options(url, timeout, token, max_connections))
 
-    async def _run(self, call: _Call) -> httpx.Response:
-        attempts = _Attempts(call, self.retries, self._rng)
-        while True:
-            try:
-                response = await self._http.request(
-                    call.method, call.path, headers=call.headers, content=call.content, params=call.params
-                )
-            except httpx.TransportError as exc:
-                await asyncio.sleep(attempts.after_transport_error(exc))
-                continue
-            delay = attempts.after_response(response)
-            if delay is None:
-                return attempts.result(response)
-            await asyncio.sleep(delay)
+    async def _run[T](self, call: _Call[T]) -> T:
+        steps = _exchange(call, self.retries, self._rng)
+        step = next(steps)
+        try:
+            while True:
+                if not isinstance(step, _Call):
+                    await asyncio.sleep(step)
+                    step = steps.send(None)
+                    continue
+                try:
+                    response = await self._http.request(
+                        step.method, step.path, headers=step.headers, content=step.content, params=step.params
+                    )
+                except httpx.TransportError as exc:
+                    step = steps.send(exc)
+                else:
+                    step = steps.send(response)
+        except StopIteration as done:
+            return done.value
 
     async def put(
         self,
@@ -358,18 +402,18 @@ class AsyncClient:
         *,
         idempotency_key: str | None = None,
     ) -> int:
-        return _version(await self._run(_put_call(key, value, if_version, if_absent, idempotency_key)))
+        return await self._run(_put_call(key, value, if_version, if_absent, idempotency_key))
 
     async def get(self, key: str | bytes, consistency: str = "strong") -> tuple[bytes, int]:
-        return _value(await self._run(_get_call(key, consistency)))
+        return await self._run(_get_call(key, consistency))
 
     async def delete(
         self, key: str | bytes, if_version: int | None = None, *, idempotency_key: str | None = None
     ) -> int:
-        return _version(await self._run(_delete_call(key, if_version, idempotency_key)))
+        return await self._run(_delete_call(key, if_version, idempotency_key))
 
     async def cluster(self) -> dict[str, Any]:
-        return (await self._run(_Call("GET", "/v1/cluster", False))).json()
+        return await self._run(_cluster_call())
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ from keychain.client import (
     Unavailable,
     _Attempts,
     _Call,
+    _exchange,
+    _put_call,
 )
 
 
@@ -132,3 +135,31 @@ async def test_async_client_round_trip_and_cluster(proxy: RunningProxy, chain: C
         report = await kc.cluster()
     assert [m["role"] for m in report["chains"][0]["members"]] == ["head", "middle", "tail"]
     assert report["coordinator"]["leader"] == "coord-1"
+
+
+def test_one_exchange_drives_both_clients_sends_retries_and_answers():
+    steps = _exchange(_put_call("k", b"v", None, False, "idem"), 2, random.Random(3))
+    first = next(steps)
+    assert isinstance(first, _Call) and (first.method, first.path) == ("PUT", "/v1/kv/k")
+    pause = steps.send(httpx.Response(503, headers={"Retry-After": "1"}))
+    assert pause == 1.0, "Retry-After is honoured"
+    again = steps.send(None)
+    assert again is first, "a retry resends the same request (same idempotency key)"
+    assert isinstance(steps.send(httpx.ReadTimeout("timed out")), float)
+    assert steps.send(None) is first
+    with pytest.raises(StopIteration) as done:
+        steps.send(httpx.Response(200, json={"key": "k", "version": 7}))
+    assert done.value.value == 7, "the answer is interpreted once, for both clients"
+
+
+def test_both_clients_offer_the_same_methods_with_the_same_signatures():
+    def api(cls: type) -> dict[str, inspect.Signature]:
+        return {
+            name: inspect.signature(member)
+            for name, member in vars(cls).items()
+            if callable(member) and not name.startswith("_") and name not in ("close", "aclose")
+        }
+
+    assert api(Client) == api(AsyncClient)
+    assert set(api(Client)) == {"put", "get", "delete", "cluster"}
+    assert inspect.signature(Client.__init__) == inspect.signature(AsyncClient.__init__)
