@@ -39,7 +39,8 @@ Protocol rules (DESIGN.md §3):
 - Every message carries the epoch; a different one is refused with WRONG_EPOCH and our epoch.
   Reads and writes need a valid lease (`now < lease_until`).
 - Links: the predecessor says Hello(epoch, first_seq it can still resend); the successor answers
-  Welcome(last_seq, committed_seq, needs_transfer). The predecessor resends from last_seq + 1. A
+  Welcome(last_seq, committed_seq, needs_transfer), echoing the Hello's epoch: a Welcome (or Ack) of
+  another epoch is late traffic of an older link, and ignored. The predecessor resends from last_seq + 1. A
   successor whose last_seq + 1 < first_seq asks for a state transfer (Transfer RPC to the
   predecessor); after installing it, it sends a second Welcome on the same link and the live stream
   resumes from the transfer's point. A batch that would leave a gap is answered with a Welcome too.
@@ -677,7 +678,7 @@ class ChainCore:
             err = Error(Code.UNAVAILABLE, f"{from_id} is not this node's predecessor", self.epoch)
         if err is not None:
             log.info("link refused node=%s from=%s code=%s", self.id, from_id, err.code.name)
-            self._welcomes.append((from_id, Welcome(err)))
+            self._welcomes.append((from_id, Welcome(err, epoch=hello.epoch)))
             return
         self._upstream_linked = True
         self._acked_upstream = self.committed_seq
@@ -687,15 +688,16 @@ class ChainCore:
             self._transfers.append(TransferStart(from_id, self.epoch))
         else:
             self.transfer_from = None
-        self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, needs_transfer)))
+        self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, needs_transfer, self.epoch)))
 
     def on_welcome(self, from_id: str, welcome: Welcome) -> None:
-        if from_id != self.succ or self.link == LinkState.IDLE:
-            log.debug("stray welcome node=%s from=%s", self.id, from_id)
+        # A Welcome answering a message of another epoch is late traffic of a link we already renewed
+        # (the shell may still feed us the old stream until the new one replaces it): taken for the
+        # answer to our new Hello it would move sent_through and the commit point, or drop the new link.
+        if from_id != self.succ or self.link == LinkState.IDLE or welcome.epoch != self.epoch:
+            log.debug("stray welcome node=%s from=%s epoch=%d", self.id, from_id, welcome.epoch)
             return
         if not welcome.error.ok:
-            if welcome.error.code == Code.WRONG_EPOCH and welcome.error.epoch == self.epoch:
-                return  # refuses a message we sent in an earlier epoch; the link is already renewed
             log.info("link refused by successor node=%s succ=%s code=%s", self.id, from_id, welcome.error.code.name)
             self._reset_downstream(hello=False)  # the shell calls retry_link() after a backoff
             return
@@ -734,14 +736,14 @@ class ChainCore:
     def on_batch(self, from_id: str, batch: Batch) -> None:
         if from_id != self.pred or batch.epoch != self.epoch or not self._upstream_linked:
             err = self._epoch_error(batch.epoch) or Error(Code.UNAVAILABLE, "no link from this node", self.epoch)
-            self._welcomes.append((from_id, Welcome(err)))
+            self._welcomes.append((from_id, Welcome(err, epoch=batch.epoch)))
             return
         if self.transfer_from is not None:
             return  # installing a state transfer; the stream resumes after our next Welcome
         new = [e for e in batch.entries if e.seq > self.last_seq]
         if new and new[0].seq != self.last_seq + 1:
             log.info("gap on link node=%s from=%s have=%d got=%d", self.id, from_id, self.last_seq, new[0].seq)
-            self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq)))
+            self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, epoch=self.epoch)))
             return
         if new:
             self._append_local(new)
@@ -834,7 +836,7 @@ class ChainCore:
         # transfer from us if it lacks entries from before it.
         self._reset_downstream()
         self._sessions.clear()
-        self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq)))
+        self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, epoch=self.epoch)))
 
     def transfer_failed(self, from_id: str) -> None:
         """The Transfer stream broke before its last chunk: ask again (the shell backs off)."""

@@ -162,6 +162,7 @@ class Welcome:
     last_seq: int = 0
     committed_seq: int = 0
     needs_transfer: bool = False
+    epoch: int = 0  # the epoch of the Hello (or Batch) answered, echoed; error.epoch is the successor's own
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,7 +178,7 @@ def link_up_to_pb(body: Welcome | Ack) -> pb.LinkUp:
     if isinstance(body, Welcome):
         return pb.LinkUp(welcome=pb.LinkWelcome(error=error_to_pb(body.error), last_seq=body.last_seq,
                                                 committed_seq=body.committed_seq,
-                                                needs_transfer=body.needs_transfer))
+                                                needs_transfer=body.needs_transfer, epoch=body.epoch))
     return pb.LinkUp(ack=pb.Ack(epoch=body.epoch, committed_seq=body.committed_seq))
 
 
@@ -186,7 +186,7 @@ def link_up_from_pb(m: pb.LinkUp) -> Welcome | Ack:
     which = m.WhichOneof("body")
     if which == "welcome":
         w = m.welcome
-        return Welcome(error_from_pb(w.error), w.last_seq, w.committed_seq, w.needs_transfer)
+        return Welcome(error_from_pb(w.error), w.last_seq, w.committed_seq, w.needs_transfer, w.epoch)
     if which == "ack":
         return Ack(m.ack.epoch, m.ack.committed_seq)
     raise WireError("LinkUp without a body")

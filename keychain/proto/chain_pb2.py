@@ -24,23 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akeychain/proto/chain.proto\x12\x0ekeychain.chain\"K\n\x05\x45rror\x12\"\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x14.keychain.chain.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"Q\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.keychain.chain.MemberState\"T\n\x0b\x43hainConfig\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\'\n\x07members\x18\x03 \x03(\x0b\x32\x16.keychain.chain.Member\"\x9a\x01\n\x07WriteOp\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.keychain.chain.OpKind\x12\r\n\x05value\x18\x04 \x01(\x0c\x12\x17\n\nif_version\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tif_absent\x18\x06 \x01(\x08\x42\r\n\x0b_if_version\"]\n\x0bWriteResult\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0f\x63urrent_version\x18\x03 \x01(\x04\"C\n\x0cWriteRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12$\n\x03ops\x18\x02 \x03(\x0b\x32\x17.keychain.chain.WriteOp\"`\n\nWriteReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.keychain.chain.WriteResult\"[\n\x0bReadRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x30\n\x0b\x63onsistency\x18\x03 \x01(\x0e\x32\x1b.keychain.chain.Consistency\"Q\n\tReadReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x04\"G\n\x06ReadOp\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.keychain.chain.Consistency\"F\n\x10ReadBatchRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12#\n\x03ops\x18\x02 \x03(\x0b\x32\x16.keychain.chain.ReadOp\"b\n\x0eReadBatchReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.keychain.chain.ReadReply\"\x86\x01\n\x05\x45ntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.keychain.chain.EntryKind\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x17\n\x0f\x63urrent_version\x18\x06 \x01(\x04\"k\n\x08LinkDown\x12*\n\x05hello\x18\x01 \x01(\x0b\x32\x19.keychain.chain.LinkHelloH\x00\x12+\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1a.keychain.chain.EntryBatchH\x00\x42\x06\n\x04\x62ody\">\n\tLinkHello\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x04\"Z\n\nEntryBatch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12&\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x15.keychain.chain.Entry\x12\x15\n\rcommitted_seq\x18\x03 \x01(\x04\"d\n\x06LinkUp\x12.\n\x07welcome\x18\x01 \x01(\x0b\x32\x1b.keychain.chain.LinkWelcomeH\x00\x12\"\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x13.keychain.chain.AckH\x00\x42\x06\n\x04\x62ody\"t\n\x0bLinkWelcome\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x03 \x01(\x04\x12\x16\n\x0eneeds_transfer\x18\x04 \x01(\x08\"+\n\x03\x41\x63k\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x02 \x01(\x04\"2\n\x13VersionQueryRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0c\n\x04keys\x18\x02 \x03(\x0c\"K\n\x11VersionQueryReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\x10\n\x08versions\x18\x02 \x03(\x04\"1\n\x0fTransferRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\t\"L\n\nKeyVersion\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\r\n\x05value\x18\x04 \x01(\x0c\"s\n\x0eRequestOutcome\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.keychain.chain.EntryKind\x12\x17\n\x0f\x63urrent_version\x18\x04 \x01(\x04\"\x8e\x01\n\rTransferChunk\x12(\n\x04keys\x18\x01 \x03(\x0b\x32\x1a.keychain.chain.KeyVersion\x12\x30\n\x08outcomes\x18\x02 \x03(\x0b\x32\x1e.keychain.chain.RequestOutcome\x12\x13\n\x0bthrough_seq\x18\x03 \x01(\x04\x12\x0c\n\x04last\x18\x04 \x01(\x08\"Q\n\x10\x43onfigureRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\x12\x10\n\x08lease_ms\x18\x02 \x01(\x04\"6\n\x0e\x43onfigureReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\"\x0f\n\rStatusRequest\"\xc8\x01\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x06 \x01(\x04\x12\r\n\x05reads\x18\x07 \x01(\x04\x12\x0e\n\x06writes\x18\x08 \x01(\x04\x12\x17\n\x0fversion_queries\x18\t \x01(\x04\x12\x13\n\x0blease_valid\x18\n \x01(\x08\x12\x0c\n\x04keys\x18\x0b \x01(\x04*\xb3\x01\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\x0f\n\x0bWRONG_EPOCH\x10\x01\x12\x0c\n\x08NOT_HEAD\x10\x02\x12\x11\n\rLEASE_EXPIRED\x10\x03\x12\x14\n\x10INVALID_ARGUMENT\x10\x04\x12\r\n\tTOO_LARGE\x10\x05\x12\x17\n\x13PRECONDITION_FAILED\x10\x06\x12\x0f\n\x0bUNAVAILABLE\x10\x07\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x08\x12\r\n\tNOT_FOUND\x10\t*&\n\x0bMemberState\x12\n\n\x06\x41\x43TIVE\x10\x00\x12\x0b\n\x07SYNCING\x10\x01*\x1d\n\x06OpKind\x12\x07\n\x03PUT\x10\x00\x12\n\n\x06\x44\x45LETE\x10\x01*\'\n\x0b\x43onsistency\x12\n\n\x06STRONG\x10\x00\x12\x0c\n\x08\x45VENTUAL\x10\x01*<\n\tEntryKind\x12\r\n\tENTRY_PUT\x10\x00\x12\x10\n\x0c\x45NTRY_DELETE\x10\x01\x12\x0e\n\nENTRY_NOOP\x10\x02\x32\xd8\x04\n\tChainNode\x12\x41\n\x05Write\x12\x1c.keychain.chain.WriteRequest\x1a\x1a.keychain.chain.WriteReply\x12>\n\x04Read\x12\x1b.keychain.chain.ReadRequest\x1a\x19.keychain.chain.ReadReply\x12M\n\tReadBatch\x12 .keychain.chain.ReadBatchRequest\x1a\x1e.keychain.chain.ReadBatchReply\x12<\n\x04Link\x12\x18.keychain.chain.LinkDown\x1a\x16.keychain.chain.LinkUp(\x01\x30\x01\x12V\n\x0cQueryVersion\x12#.keychain.chain.VersionQueryRequest\x1a!.keychain.chain.VersionQueryReply\x12L\n\x08Transfer\x12\x1f.keychain.chain.TransferRequest\x1a\x1d.keychain.chain.TransferChunk0\x01\x12M\n\tConfigure\x12 .keychain.chain.ConfigureRequest\x1a\x1e.keychain.chain.ConfigureReply\x12\x46\n\tGetStatus\x12\x1d.keychain.chain.StatusRequest\x1a\x1a.keychain.chain.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1akeychain/proto/chain.proto\x12\x0ekeychain.chain\"K\n\x05\x45rror\x12\"\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x14.keychain.chain.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\"Q\n\x06Member\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.keychain.chain.MemberState\"T\n\x0b\x43hainConfig\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\'\n\x07members\x18\x03 \x03(\x0b\x32\x16.keychain.chain.Member\"\x9a\x01\n\x07WriteOp\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12$\n\x04kind\x18\x03 \x01(\x0e\x32\x16.keychain.chain.OpKind\x12\r\n\x05value\x18\x04 \x01(\x0c\x12\x17\n\nif_version\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tif_absent\x18\x06 \x01(\x08\x42\r\n\x0b_if_version\"]\n\x0bWriteResult\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0f\x63urrent_version\x18\x03 \x01(\x04\"C\n\x0cWriteRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12$\n\x03ops\x18\x02 \x03(\x0b\x32\x17.keychain.chain.WriteOp\"`\n\nWriteReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12,\n\x07results\x18\x02 \x03(\x0b\x32\x1b.keychain.chain.WriteResult\"[\n\x0bReadRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x30\n\x0b\x63onsistency\x18\x03 \x01(\x0e\x32\x1b.keychain.chain.Consistency\"Q\n\tReadReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0f\n\x07version\x18\x03 \x01(\x04\"G\n\x06ReadOp\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x30\n\x0b\x63onsistency\x18\x02 \x01(\x0e\x32\x1b.keychain.chain.Consistency\"F\n\x10ReadBatchRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12#\n\x03ops\x18\x02 \x03(\x0b\x32\x16.keychain.chain.ReadOp\"b\n\x0eReadBatchReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12*\n\x07results\x18\x02 \x03(\x0b\x32\x19.keychain.chain.ReadReply\"\x86\x01\n\x05\x45ntry\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\'\n\x04kind\x18\x04 \x01(\x0e\x32\x19.keychain.chain.EntryKind\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\x17\n\x0f\x63urrent_version\x18\x06 \x01(\x04\"k\n\x08LinkDown\x12*\n\x05hello\x18\x01 \x01(\x0b\x32\x19.keychain.chain.LinkHelloH\x00\x12+\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1a.keychain.chain.EntryBatchH\x00\x42\x06\n\x04\x62ody\">\n\tLinkHello\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x04\"Z\n\nEntryBatch\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12&\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x15.keychain.chain.Entry\x12\x15\n\rcommitted_seq\x18\x03 \x01(\x04\"d\n\x06LinkUp\x12.\n\x07welcome\x18\x01 \x01(\x0b\x32\x1b.keychain.chain.LinkWelcomeH\x00\x12\"\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x13.keychain.chain.AckH\x00\x42\x06\n\x04\x62ody\"\x83\x01\n\x0bLinkWelcome\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\x10\n\x08last_seq\x18\x02 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x03 \x01(\x04\x12\x16\n\x0eneeds_transfer\x18\x04 \x01(\x08\x12\r\n\x05\x65poch\x18\x05 \x01(\x04\"+\n\x03\x41\x63k\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x02 \x01(\x04\"2\n\x13VersionQueryRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0c\n\x04keys\x18\x02 \x03(\x0c\"K\n\x11VersionQueryReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\x12\x10\n\x08versions\x18\x02 \x03(\x04\"1\n\x0fTransferRequest\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x0f\n\x07\x66rom_id\x18\x02 \x01(\t\"L\n\nKeyVersion\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x11\n\ttombstone\x18\x03 \x01(\x08\x12\r\n\x05value\x18\x04 \x01(\x0c\"s\n\x0eRequestOutcome\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\'\n\x04kind\x18\x03 \x01(\x0e\x32\x19.keychain.chain.EntryKind\x12\x17\n\x0f\x63urrent_version\x18\x04 \x01(\x04\"\x8e\x01\n\rTransferChunk\x12(\n\x04keys\x18\x01 \x03(\x0b\x32\x1a.keychain.chain.KeyVersion\x12\x30\n\x08outcomes\x18\x02 \x03(\x0b\x32\x1e.keychain.chain.RequestOutcome\x12\x13\n\x0bthrough_seq\x18\x03 \x01(\x04\x12\x0c\n\x04last\x18\x04 \x01(\x08\"Q\n\x10\x43onfigureRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\x12\x10\n\x08lease_ms\x18\x02 \x01(\x04\"6\n\x0e\x43onfigureReply\x12$\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x15.keychain.chain.Error\"\x0f\n\rStatusRequest\"\xc8\x01\n\nNodeStatus\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x63hain\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x06 \x01(\x04\x12\r\n\x05reads\x18\x07 \x01(\x04\x12\x0e\n\x06writes\x18\x08 \x01(\x04\x12\x17\n\x0fversion_queries\x18\t \x01(\x04\x12\x13\n\x0blease_valid\x18\n \x01(\x08\x12\x0c\n\x04keys\x18\x0b \x01(\x04*\xb3\x01\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\x0f\n\x0bWRONG_EPOCH\x10\x01\x12\x0c\n\x08NOT_HEAD\x10\x02\x12\x11\n\rLEASE_EXPIRED\x10\x03\x12\x14\n\x10INVALID_ARGUMENT\x10\x04\x12\r\n\tTOO_LARGE\x10\x05\x12\x17\n\x13PRECONDITION_FAILED\x10\x06\x12\x0f\n\x0bUNAVAILABLE\x10\x07\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x08\x12\r\n\tNOT_FOUND\x10\t*&\n\x0bMemberState\x12\n\n\x06\x41\x43TIVE\x10\x00\x12\x0b\n\x07SYNCING\x10\x01*\x1d\n\x06OpKind\x12\x07\n\x03PUT\x10\x00\x12\n\n\x06\x44\x45LETE\x10\x01*\'\n\x0b\x43onsistency\x12\n\n\x06STRONG\x10\x00\x12\x0c\n\x08\x45VENTUAL\x10\x01*<\n\tEntryKind\x12\r\n\tENTRY_PUT\x10\x00\x12\x10\n\x0c\x45NTRY_DELETE\x10\x01\x12\x0e\n\nENTRY_NOOP\x10\x02\x32\xd8\x04\n\tChainNode\x12\x41\n\x05Write\x12\x1c.keychain.chain.WriteRequest\x1a\x1a.keychain.chain.WriteReply\x12>\n\x04Read\x12\x1b.keychain.chain.ReadRequest\x1a\x19.keychain.chain.ReadReply\x12M\n\tReadBatch\x12 .keychain.chain.ReadBatchRequest\x1a\x1e.keychain.chain.ReadBatchReply\x12<\n\x04Link\x12\x18.keychain.chain.LinkDown\x1a\x16.keychain.chain.LinkUp(\x01\x30\x01\x12V\n\x0cQueryVersion\x12#.keychain.chain.VersionQueryRequest\x1a!.keychain.chain.VersionQueryReply\x12L\n\x08Transfer\x12\x1f.keychain.chain.TransferRequest\x1a\x1d.keychain.chain.TransferChunk0\x01\x12M\n\tConfigure\x12 .keychain.chain.ConfigureRequest\x1a\x1e.keychain.chain.ConfigureReply\x12\x46\n\tGetStatus\x12\x1d.keychain.chain.StatusRequest\x1a\x1a.keychain.chain.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keychain.proto.chain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODE']._serialized_start=2679
-  _globals['_CODE']._serialized_end=2858
-  _globals['_MEMBERSTATE']._serialized_start=2860
-  _globals['_MEMBERSTATE']._serialized_end=2898
-  _globals['_OPKIND']._serialized_start=2900
-  _globals['_OPKIND']._serialized_end=2929
-  _globals['_CONSISTENCY']._serialized_start=2931
-  _globals['_CONSISTENCY']._serialized_end=2970
-  _globals['_ENTRYKIND']._serialized_start=2972
-  _globals['_ENTRYKIND']._serialized_end=3032
+  _globals['_CODE']._serialized_start=2695
+  _globals['_CODE']._serialized_end=2874
+  _globals['_MEMBERSTATE']._serialized_start=2876
+  _globals['_MEMBERSTATE']._serialized_end=2914
+  _globals['_OPKIND']._serialized_start=2916
+  _globals['_OPKIND']._serialized_end=2945
+  _globals['_CONSISTENCY']._serialized_start=2947
+  _globals['_CONSISTENCY']._serialized_end=2986
+  _globals['_ENTRYKIND']._serialized_start=2988
+  _globals['_ENTRYKIND']._serialized_end=3048
   _globals['_ERROR']._serialized_start=46
   _globals['_ERROR']._serialized_end=121
   _globals['_MEMBER']._serialized_start=123
@@ -75,30 +75,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTRYBATCH']._serialized_end=1532
   _globals['_LINKUP']._serialized_start=1534
   _globals['_LINKUP']._serialized_end=1634
-  _globals['_LINKWELCOME']._serialized_start=1636
-  _globals['_LINKWELCOME']._serialized_end=1752
-  _globals['_ACK']._serialized_start=1754
-  _globals['_ACK']._serialized_end=1797
-  _globals['_VERSIONQUERYREQUEST']._serialized_start=1799
-  _globals['_VERSIONQUERYREQUEST']._serialized_end=1849
-  _globals['_VERSIONQUERYREPLY']._serialized_start=1851
-  _globals['_VERSIONQUERYREPLY']._serialized_end=1926
-  _globals['_TRANSFERREQUEST']._serialized_start=1928
-  _globals['_TRANSFERREQUEST']._serialized_end=1977
-  _globals['_KEYVERSION']._serialized_start=1979
-  _globals['_KEYVERSION']._serialized_end=2055
-  _globals['_REQUESTOUTCOME']._serialized_start=2057
-  _globals['_REQUESTOUTCOME']._serialized_end=2172
-  _globals['_TRANSFERCHUNK']._serialized_start=2175
-  _globals['_TRANSFERCHUNK']._serialized_end=2317
-  _globals['_CONFIGUREREQUEST']._serialized_start=2319
-  _globals['_CONFIGUREREQUEST']._serialized_end=2400
-  _globals['_CONFIGUREREPLY']._serialized_start=2402
-  _globals['_CONFIGUREREPLY']._serialized_end=2456
-  _globals['_STATUSREQUEST']._serialized_start=2458
-  _globals['_STATUSREQUEST']._serialized_end=2473
-  _globals['_NODESTATUS']._serialized_start=2476
-  _globals['_NODESTATUS']._serialized_end=2676
-  _globals['_CHAINNODE']._serialized_start=3035
-  _globals['_CHAINNODE']._serialized_end=3635
+  _globals['_LINKWELCOME']._serialized_start=1637
+  _globals['_LINKWELCOME']._serialized_end=1768
+  _globals['_ACK']._serialized_start=1770
+  _globals['_ACK']._serialized_end=1813
+  _globals['_VERSIONQUERYREQUEST']._serialized_start=1815
+  _globals['_VERSIONQUERYREQUEST']._serialized_end=1865
+  _globals['_VERSIONQUERYREPLY']._serialized_start=1867
+  _globals['_VERSIONQUERYREPLY']._serialized_end=1942
+  _globals['_TRANSFERREQUEST']._serialized_start=1944
+  _globals['_TRANSFERREQUEST']._serialized_end=1993
+  _globals['_KEYVERSION']._serialized_start=1995
+  _globals['_KEYVERSION']._serialized_end=2071
+  _globals['_REQUESTOUTCOME']._serialized_start=2073
+  _globals['_REQUESTOUTCOME']._serialized_end=2188
+  _globals['_TRANSFERCHUNK']._serialized_start=2191
+  _globals['_TRANSFERCHUNK']._serialized_end=2333
+  _globals['_CONFIGUREREQUEST']._serialized_start=2335
+  _globals['_CONFIGUREREQUEST']._serialized_end=2416
+  _globals['_CONFIGUREREPLY']._serialized_start=2418
+  _globals['_CONFIGUREREPLY']._serialized_end=2472
+  _globals['_STATUSREQUEST']._serialized_start=2474
+  _globals['_STATUSREQUEST']._serialized_end=2489
+  _globals['_NODESTATUS']._serialized_start=2492
+  _globals['_NODESTATUS']._serialized_end=2692
+  _globals['_CHAINNODE']._serialized_start=3051
+  _globals['_CHAINNODE']._serialized_end=3651
 # @@protoc_insertion_point(module_scope)

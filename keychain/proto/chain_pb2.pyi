@@ -229,16 +229,18 @@ class LinkUp(_message.Message):
     def __init__(self, welcome: _Optional[_Union[LinkWelcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
 class LinkWelcome(_message.Message):
-    __slots__ = ("error", "last_seq", "committed_seq", "needs_transfer")
+    __slots__ = ("error", "last_seq", "committed_seq", "needs_transfer", "epoch")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     NEEDS_TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     error: Error
     last_seq: int
     committed_seq: int
     needs_transfer: bool
-    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., needs_transfer: _Optional[bool] = ...) -> None: ...
+    epoch: int
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., needs_transfer: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("epoch", "committed_seq")

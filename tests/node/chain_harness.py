@@ -89,10 +89,11 @@ def show_body(body: object) -> str:
     match body:
         case Hello(epoch, _, first_seq):
             return f"hello e{epoch} first={first_seq}"
-        case Welcome(error, last_seq, committed_seq, needs_transfer):
+        case Welcome(error, last_seq, committed_seq, needs_transfer, epoch):
             if not error.ok:
-                return f"welcome refused {error.code.name} (epoch {error.epoch}): {error.message}"
-            return f"welcome last={last_seq} committed={committed_seq}" + (" needs-transfer" if needs_transfer else "")
+                return f"welcome e{epoch} refused {error.code.name} (epoch {error.epoch}): {error.message}"
+            return (f"welcome e{epoch} last={last_seq} committed={committed_seq}"
+                    + (" needs-transfer" if needs_transfer else ""))
         case Batch(epoch, entries, committed_seq):
             return f"batch e{epoch} [{show_entries(entries)}] committed={committed_seq}"
         case Ack(epoch, committed_seq):

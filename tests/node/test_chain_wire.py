@@ -50,9 +50,9 @@ def test_link_down_messages_roundtrip(body):
 
 
 @pytest.mark.parametrize("body", [
-    Welcome(Error(), 9, 7, False),
-    Welcome(Error(), 0, 0, True),
-    Welcome(Error(Code.WRONG_EPOCH, "epoch 2 is not ours", 3)),
+    Welcome(Error(), 9, 7, False, 4),
+    Welcome(Error(), 0, 0, True, 1),
+    Welcome(Error(Code.WRONG_EPOCH, "epoch 2 is not ours", 3), epoch=2),
     Ack(3, 9),
 ])
 def test_link_up_messages_roundtrip(body):

@@ -45,8 +45,8 @@ class TableTail(chain_pb2_grpc.ChainNodeServicer):
         self.refuse: chain_pb2.Error | None = None
 
     async def Link(self, request_iterator, context):  # type: ignore[no-untyped-def,override]
-        async for _ in request_iterator:
-            yield chain_pb2.LinkUp(welcome=chain_pb2.LinkWelcome())
+        async for hello in request_iterator:  # welcomed as an empty node, in the Hello's epoch
+            yield chain_pb2.LinkUp(welcome=chain_pb2.LinkWelcome(epoch=hello.hello.epoch))
             break
         async for _ in request_iterator:
             pass

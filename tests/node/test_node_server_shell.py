@@ -78,8 +78,8 @@ class ScriptedPeer(chain_pb2_grpc.ChainNodeServicer):
     async def Link(self, request_iterator, context):  # type: ignore[no-untyped-def,override]
         """Welcome a predecessor as an empty node and never acknowledge: its writes stay dirty."""
         self._count("Link")
-        async for _ in request_iterator:
-            yield chain_pb2.LinkUp(welcome=chain_pb2.LinkWelcome())
+        async for hello in request_iterator:  # welcomed as an empty node, in the Hello's epoch
+            yield chain_pb2.LinkUp(welcome=chain_pb2.LinkWelcome(epoch=hello.hello.epoch))
             break
         async for _ in request_iterator:
             pass
