@@ -24,6 +24,11 @@ class ChannelPool:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
 
+    @property
+    def addresses(self) -> set[str]:
+        """The addresses with an open channel."""
+        return set(self._channels)
+
     def stub[S](self, address: str, stub_class: type[S]) -> S:
         stub = self._stubs.get((address, stub_class))
         if stub is None:

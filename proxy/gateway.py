@@ -131,6 +131,15 @@ class ChainGateway:
         self.watcher.request_refresh()
         await self.watcher.wait_changed(delay)
 
+    @property
+    def outbox_addresses(self) -> set[str]:
+        """Addresses this proxy keeps a write or read outbox for (members, or ones still draining)."""
+        return set(self._writers) | set(self._readers)
+
+    def _member_addresses(self) -> set[str] | None:
+        topology = self.topology
+        return None if topology is None else {m.address for m in topology.members()}
+
     async def on_topology(self, topology: Topology) -> None:
         keep = {m.address for m in topology.members()}
         for outboxes in (self._writers, self._readers):
@@ -138,7 +147,19 @@ class ChainGateway:
                 box = outboxes[address]
                 if not box.queue.in_flight and not len(box.queue):
                     del outboxes[address]
-        await self.channels.retain(keep | set(self._writers) | set(self._readers))
+        await self.channels.retain(keep | self.outbox_addresses)
+
+    async def _prune_if_gone[T](self, outboxes: dict[str, _Outbox[T]], box: _Outbox[T]) -> None:
+        """After a batch returns: an outbox for an address that left the chain goes once drained.
+
+        A topology change only prunes idle outboxes; one busy at that moment is pruned here.
+        """
+        members = self._member_addresses()
+        if members is None or box.address in members or box.queue.in_flight or len(box.queue):
+            return
+        if outboxes.get(box.address) is box:
+            del outboxes[box.address]
+            await self.channels.retain(members | self.outbox_addresses)
 
     # ---- writes ----
 
@@ -247,6 +268,7 @@ class ChainGateway:
                 if not attempt.done.done():
                     attempt.done.set_result(None)
             self._flush(writer)
+            await self._prune_if_gone(self._writers, writer)
 
     async def _send_batch(self, address: str, batch: list[_Attempt]) -> None:
         topology = self.topology
@@ -359,6 +381,7 @@ class ChainGateway:
                 if not attempt.done.done():
                     attempt.done.set_result(None)
             self._flush_reads(reader)
+            await self._prune_if_gone(self._readers, reader)
 
     async def _send_read_batch(self, address: str, batch: list[_ReadAttempt]) -> None:
         topology = self.topology

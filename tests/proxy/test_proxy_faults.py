@@ -7,6 +7,7 @@ import re
 import time
 
 import httpx
+import pytest
 from keychain.proxy.validation import scoped_request_id
 from proxy_double import ChainDouble
 from proxy_harness import running_proxy, wait_until_ready
@@ -128,3 +129,36 @@ def test_a_silent_watch_stream_is_covered_by_polling_the_coordinator(chain: Chai
         while proxy.server.watcher.topology.epoch != 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert proxy.server.watcher.topology.head.id == "node-2"
+
+
+def wait_until(what: str, condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("op", ["read", "write"])
+def test_a_busy_outbox_of_a_removed_member_is_dropped_once_it_drains(chain: ChainDouble, op: str):
+    chain.state.hang_seconds = 0.6
+    with running_proxy(chain) as proxy, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        gateway = proxy.server.gateway
+        httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        if op == "read":
+            chain.state.read_faults = {m.id: "hang" for m in chain.state.members}
+            pending = pool.submit(httpx.get, f"{proxy.url}/v1/kv/k")
+            wait_until("the read to reach a member", lambda: chain.state.read_batches)
+            busy = chain.state.read_batches[-1][0]
+            chain.state.read_faults = {}  # the other members answer the retry at once
+        else:
+            chain.inject("hang")
+            pending = pool.submit(httpx.put, f"{proxy.url}/v1/kv/k", content=b"w")
+            wait_until("the write to reach the head", lambda: len(chain.state.write_attempts) == 2)
+            busy = "node-1"
+        address = chain.member(busy).address
+        chain.reconfigure([m for m in chain.state.members if m.id != busy])
+        wait_until("the proxy to learn epoch 2", lambda: gateway.topology.epoch == 2)
+        assert address in gateway.outbox_addresses, "busy at the topology change: kept until it drains"
+        assert pending.result(timeout=10).status_code == 200
+        wait_until("the drained outbox to go", lambda: address not in gateway.outbox_addresses)
+        wait_until("its channel to close", lambda: address not in gateway.channels.addresses)
