@@ -5,7 +5,8 @@ syncing node has caught up). A reply renews the lease for `lease_ms` counted fro
 was SENT (never from when the reply arrived: the coordinator counts from when it received it, so the
 node's lease always ends first) and carries the chain configuration: a newer epoch goes to the core.
 Any coordinator member answers (followers forward to the leader); on a failure the node tries the
-next address. A reply saying the node is unknown makes it register again.
+next address. A reply saying the node is not a member carries the chain's configuration: the node
+adopts it, with no lease (it has no role in it, so it serves nothing at once), then registers again.
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ class CoordinatorLink:
             self._next_coordinator()
             return False
         if reply.error.code == coordinator_pb2.NOT_FOUND:
-            log.warning("coordinator does not know this node; registering again node=%s", self.node.id)
+            log.warning("coordinator does not know this node; registering again node=%s message=%r", self.node.id,
+                        reply.error.message)
+            self._removed(reply, sent)
             self.registered = False
             return False
         if reply.error.code != coordinator_pb2.OK:
@@ -132,6 +135,15 @@ class CoordinatorLink:
             self._next_coordinator()
             return False
         return self._adopt(reply.config, sent, reply.lease_ms)
+
+    def _removed(self, reply: coordinator_pb2.HeartbeatReply, sent: float) -> None:
+        """Not a member (removed, or the chain is gone): stop serving at once, before registering again.
+        The reply carries the chain's configuration: adopting it (with no lease) leaves the node in a
+        newer epoch in which it has no role, instead of serving reads at the old one until its lease lapses."""
+        if reply.HasField("config"):
+            self._adopt(reply.config, sent, lease_ms=0)
+        else:
+            self.node.renew_lease(sent)  # the lease ends now: nothing the coordinator knows renews it
 
     def _adopt(self, pb_config: chain_pb2.ChainConfig, sent: float, lease_ms: int) -> bool:
         """Follow a reply's configuration and lease; False (nothing renewed) if it is unusable."""

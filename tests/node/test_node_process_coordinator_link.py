@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 from keychain.node.coordinator_link import CoordinatorLink, parse_addresses
-from keychain.node.messages import ChainConfig, Code, Member, MemberState, OpKind, WriteOp
+from keychain.node.messages import ChainConfig, Code, Consistency, Member, MemberState, OpKind, WriteOp
 from keychain.node.server import ChainNode
 from keychain.node.storage import RocksVersionStore
 from keychain.node.wire import config_to_pb
@@ -36,11 +36,18 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         self.config = ChainConfig(chain, 0)
         self.heartbeats: list[coordinator_pb2.HeartbeatRequest] = []
         self.silent = False
+        self.refuse_register: set[str] = set()
+
+    def remove(self, node_id: str) -> None:
+        self._bump(tuple(m for m in self.config.members if m.id != node_id))
 
     def _bump(self, members: tuple[Member, ...]) -> None:
         self.config = ChainConfig(self.chain, self.config.epoch + 1, members)
 
     async def Register(self, request, context):  # type: ignore[no-untyped-def]
+        if request.node_id in self.refuse_register:
+            return coordinator_pb2.RegisterReply(error=coordinator_pb2.Error(
+                code=coordinator_pb2.FAILED_PRECONDITION, message="refused by the test"))
         if self.config.member(request.node_id) is None:
             state = MemberState.SYNCING if self.config.members else MemberState.ACTIVE
             self._bump((*self.config.members, Member(request.node_id, request.address, state)))
@@ -51,8 +58,9 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "silent")
         self.heartbeats.append(request)
         me = self.config.member(request.node_id)
-        if me is None:
-            return coordinator_pb2.HeartbeatReply(error=coordinator_pb2.Error(code=coordinator_pb2.NOT_FOUND))
+        if me is None:  # as the real coordinator: NOT_FOUND, no lease, and the chain's configuration
+            return coordinator_pb2.HeartbeatReply(error=coordinator_pb2.Error(code=coordinator_pb2.NOT_FOUND),
+                                                  config=config_to_pb(self.config))
         if request.caught_up and me.state == MemberState.SYNCING and request.epoch == self.config.epoch:
             self._bump(tuple(Member(m.id, m.address) for m in self.config.members))
         return coordinator_pb2.HeartbeatReply(config=config_to_pb(self.config), lease_ms=self.lease_ms)
@@ -161,3 +169,31 @@ async def test_a_syncing_node_reports_caught_up_and_follows_its_promotion(
             assert await put(head.node, b"after", b"x") == Code.OK
             reply = await joiner.node.read(3, b"after", 0)  # type: ignore[arg-type]
             assert reply.value == b"x"
+
+
+async def test_a_removed_node_adopts_the_configuration_without_it_and_stops_serving_at_once(
+    tmp_path: Path, coordinator: tuple[TestCoordinator, str]
+) -> None:
+    # The coordinator removed n2; its lease would run a minute more. The NOT_FOUND heartbeat reply
+    # carries the chain's new configuration: n2 adopts it and serves nothing from then on, even
+    # while it cannot register again, rather than serving reads at the old epoch.
+    servicer, address = coordinator
+    servicer.lease_ms = 60_000
+    async with running_node(tmp_path, "n1", address) as head:
+        await eventually("n1 registered", lambda: head.link.registered)
+        assert await put(head.node, b"k", b"v1") == Code.OK
+        async with running_node(tmp_path, "n2", address) as tail:
+            await eventually("n2 promoted to tail", lambda: tail.node.status().role == "tail", timeout=10)
+            await eventually("n2 serves reads", lambda: tail.node.core.serving(tail.node.clock()))
+            servicer.refuse_register.add("n2")
+            servicer.remove("n2")
+            removed_in = servicer.config.epoch
+
+            await eventually("n2 adopts the epoch of its removal", lambda: tail.node.status().epoch == removed_in)
+            status = tail.node.status()
+            assert (status.role, status.lease_valid) == ("none", False)
+            assert not tail.link.registered
+            old = await tail.node.read(removed_in - 1, b"k", Consistency.STRONG)
+            assert old.error.code == Code.WRONG_EPOCH
+            now = await tail.node.read(removed_in, b"k", Consistency.STRONG)
+            assert (now.error.code, now.error.message) == (Code.UNAVAILABLE, "not a member of the chain")
