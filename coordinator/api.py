@@ -20,7 +20,11 @@ Leases and failure detection (the leader only): a heartbeat renews the node's le
 removal of nodes silent past `timing.REMOVAL_AFTER` (a Raft entry; the registry raises the epoch).
 A newly elected leader waits, before removing anyone, REMOVAL_AFTER plus two election timeouts: a
 deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts of
-losing its quorum) may have renewed leases until then, and those must have lapsed first.
+losing its quorum) may have renewed leases until then, and those must have lapsed first. A leader
+grants a lease (heartbeat or registration) only while a quorum acknowledged it within
+`leader_evidence` of loop time (the driver's own rounds, member.py); otherwise it answers
+UNAVAILABLE and the node tries another coordinator. So a leader whose driver is stalled (a slow
+fsync) stops granting leases although its handlers still run.
 
 Removing a node on request (RemoveMember; the operator's scale-in) never cuts a lease short: the
 leader marks the node draining (its heartbeats are answered with its configuration and no lease)
@@ -57,7 +61,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from keychain.coordinator.lease import LeaseTracker
+from keychain.coordinator.lease import LeaseTracker, leadership_fresh
 from keychain.coordinator.member import Applied, OutcomeUnknown, RaftMember, Unavailable
 from keychain.coordinator.membership import ConfChange, ConfChangeError, ConfChangeOp, Membership
 from keychain.coordinator.raft import ChangePending, LearnerBehind, Role, Status
@@ -85,6 +89,8 @@ CATCH_UP_TIMEOUT = 10.0  # seconds a new coordinator member may take to catch up
 # A new leader's extra wait before removing anyone: the longest a deposed leader may still have
 # been renewing leases (CheckQuorum notices a lost quorum within two election timeouts).
 NEW_LEADER_GRACE = 2 * 2 * timing.ELECTION_TICKS * timing.TICK
+
+NOT_CONFIRMED = "this leader has not heard from a quorum lately (stalled or cut off?); try another coordinator"
 
 Reply = TypeVar("Reply", coordinator_pb2.RegisterReply, coordinator_pb2.HeartbeatReply,
                 coordinator_pb2.ChainReply, coordinator_pb2.ClusterStatus, coordinator_pb2.CoordinatorMembersReply)
@@ -174,6 +180,7 @@ class CoordinatorService:
         new_leader_grace: float = NEW_LEADER_GRACE,
         catch_up_timeout: float = CATCH_UP_TIMEOUT,
         removal_wait: float | None = None,
+        leader_evidence: float = timing.ELECTION_TICKS * timing.TICK,
     ) -> None:
         self.member = member
         self.machine = machine
@@ -184,6 +191,11 @@ class CoordinatorService:
         self.lease = lease
         self.new_leader_grace = new_leader_grace
         self.leases = LeaseTracker(lease=lease, margin=removal_after - lease)
+        # The longest a quorum's acknowledgement counts as proof of leadership when granting a
+        # lease (lease.leadership_fresh); shorter than new_leader_grace, which relies on it.
+        if not 0 < leader_evidence < new_leader_grace:
+            raise ValueError(f"leader_evidence must be in (0, new_leader_grace), got {leader_evidence}")
+        self.leader_evidence = leader_evidence
         # Long enough for a drained node's lease to lapse after a fresh leader's grace, a first
         # removal refused (the chain moved on) and decided again, and the commit.
         self.removal_wait = (new_leader_grace + removal_after + lease + proposal_timeout
@@ -293,6 +305,8 @@ class CoordinatorService:
     async def register(self, req: coordinator_pb2.RegisterRequest, forwarded: bool = False
                        ) -> coordinator_pb2.RegisterReply:
         async def local() -> coordinator_pb2.RegisterReply:
+            if not await self._still_leading():
+                return coordinator_pb2.RegisterReply(error=_error(coordinator_pb2.UNAVAILABLE, NOT_CONFIRMED))
             granted = self.leases.observe(req.chain, req.node_id, self._now())  # not while it is drained
             if req.chain in self.auto_chains and self.registry.get(req.chain) is None:
                 await self._propose(create_chain(req.chain))  # a configured chain: create it first
@@ -321,6 +335,8 @@ class CoordinatorService:
             me = state.member(req.node_id)
             if me is None:
                 return self._not_a_member(req, state)
+            if not await self._still_leading():
+                return coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, NOT_CONFIRMED))
             now = self._now()
             granted = self.leases.observe(req.chain, req.node_id, now)  # not while it is drained
             self.health[key] = NodeHealth(req.reads, req.writes, req.last_seq, req.committed_seq)
@@ -337,6 +353,17 @@ class CoordinatorService:
             "Heartbeat", req, local,
             lambda msg: coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
         )
+
+    async def _still_leading(self) -> bool:
+        """Whether this leader may grant a lease now (a quorum acknowledged it within
+        `leader_evidence`); a leader just elected gets a few ticks for its first round."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3 * self.member.tick_interval
+        while not leadership_fresh(self.member.quorum_confirmed_at, loop.time(), self.leader_evidence):
+            if loop.time() >= deadline or not self.member.is_leader:
+                return False
+            await asyncio.sleep(self.member.tick_interval / 5)
+        return True
 
     @staticmethod
     def _not_a_member(req: coordinator_pb2.HeartbeatRequest, state: ChainState | None

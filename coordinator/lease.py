@@ -18,6 +18,9 @@ The tracker is the one record of when each member was last granted a lease (`lea
 answers "may its lease still run", for health reports); `expired` forgets members no longer in a
 chain.
 
+`leadership_fresh` is the leader's own condition for granting any lease at all: a quorum of
+voters acknowledged it recently enough that no other leader can have been elected long ago.
+
 Time is a number passed in by the caller (milliseconds in the shell, ticks in tests); nothing
 here reads a clock.
 """
@@ -120,3 +123,11 @@ class LeaseTracker:
         self.draining &= members
         return removals
 
+
+def leadership_fresh(confirmed_at: float | None, now: float, bound: float) -> bool:
+    """May a leader grant a lease at `now`? Only if a quorum of voters acknowledged it as leader
+    in a round begun at `confirmed_at`, at most `bound` ago. Each of them votes for another
+    leader only after acknowledging, so no other leader was elected before `confirmed_at`, and
+    this leader's last grant comes at most `bound` after that: within a new leader's grace
+    (api.NEW_LEADER_GRACE), which must therefore exceed `bound`."""
+    return confirmed_at is not None and 0 <= now - confirmed_at <= bound

@@ -11,6 +11,13 @@ in one place and in the order `keychain.coordinator.raft` documents:
    machine, releases ReadIndex reads whose index is applied, then advances the core;
 4. compacts the log with a state machine snapshot every `compact_every` applied entries.
 
+As leader, the driver also confirms its leadership every tick with a ReadIndex round of its own
+(a heartbeat round a quorum of voters must acknowledge). `quorum_confirmed_at` is the loop time
+at which the newest acknowledged round began: evidence, in this process's own clock, that no
+other leader was elected before then. Leases are granted only while it is recent (lease.py
+`leadership_fresh`), so a leader whose driver is stalled (a slow fsync) stops granting them even
+though its gRPC handlers still run.
+
 The driver also keeps the coordinator's address book (address_book.py) as of the applied log:
 it applies each committed membership change to it, saves it inside every snapshot it writes and
 reads it back from every snapshot it restores, and tells `on_members_change` listeners (the Raft
@@ -118,6 +125,8 @@ class RaftMember:
         self.term = core.term
         self.leader_since: float | None = None  # loop time when this member last became leader
         self.leader_committed = False  # as leader: an entry of this term is applied (state is current)
+        self.quorum_confirmed_at: float | None = None  # as leader: see the module docstring
+        self._confirming: dict[bytes, float] = {}  # leadership rounds in flight: context -> loop time begun
         self._inbox: deque[Callable[[], None]] = deque()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # set and replaced whenever role or leader changes
@@ -322,6 +331,7 @@ class RaftMember:
                 now = loop.time()
                 if now >= next_tick:
                     self.core.tick()
+                    self._confirm_leadership(now)
                     # After a stall (a slow fsync), tick once and resume the cadence: no burst of
                     # ticks that would fire an election timeout all at once.
                     next_tick = max(next_tick + self.tick_interval, now + self.tick_interval / 2)
@@ -357,6 +367,12 @@ class RaftMember:
         for e in rd.committed_entries:
             self._apply(e)
         for rs in rd.read_states:
+            begun = self._confirming.pop(rs.context, None)
+            if begun is not None:
+                # Released in order: every round begun before this one is answered by it too.
+                self._confirming = {c: t for c, t in self._confirming.items() if t > begun}
+                self.quorum_confirmed_at = max(begun, self.quorum_confirmed_at or begun)
+                continue
             fut = self._reads.pop(rs.context, None)
             if fut is not None and not fut.done():
                 self._reads_waiting_apply.append((rs.index, fut))
@@ -396,6 +412,19 @@ class RaftMember:
             for listener in list(self._apply_listeners):
                 listener(applied)
 
+    def _confirm_leadership(self, now: float) -> None:
+        """As leader, begin a quorum round unless one begun within the last tick is in flight."""
+        if self.core.role is not Role.LEADER:
+            return
+        if self._confirming and now - max(self._confirming.values()) < self.tick_interval:
+            return
+        context = f"{self.id}/leadership/{next(self._read_ids)}".encode()
+        try:
+            self.core.read_index(context)
+        except ProposalDropped:
+            return
+        self._confirming[context] = now
+
     def _release_reads(self) -> None:
         still: list[tuple[int, asyncio.Future[None]]] = []
         for index, fut in self._reads_waiting_apply:
@@ -416,6 +445,9 @@ class RaftMember:
         if self.role is Role.LEADER and old_role is not Role.LEADER:
             self.leader_since = asyncio.get_running_loop().time()
             self.leader_committed = False
+        if self.role is not Role.LEADER or old_role is not Role.LEADER:
+            self.quorum_confirmed_at = None  # evidence belongs to one term of leadership
+            self._confirming.clear()
         if (self.role, self.leader) != (old_role, old_leader):
             log.info("raft role id=%s role=%s leader=%s term=%d", self.id, self.role, self.leader or "-",
                      self.term)
