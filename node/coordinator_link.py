@@ -1,7 +1,8 @@
 """A chain node's link to the coordinator: register, then heartbeat, and follow what the replies say.
 
-Every HEARTBEAT_INTERVAL the node sends a Heartbeat (its epoch, seqs, served counters, and whether a
-syncing node has caught up). A reply renews the lease for `lease_ms` counted from when the heartbeat
+Every HEARTBEAT_INTERVAL the node sends a Heartbeat (its epoch, seqs, served counters, whether a
+syncing node has caught up, and whether it is in sync in that epoch: holds everything committed,
+which the coordinator needs before it may remove the chain's other members). A reply renews the lease for `lease_ms` counted from when the heartbeat
 was SENT (never from when the reply arrived: the coordinator counts from when it received it, so the
 node's lease always ends first) and carries the chain configuration: a newer epoch goes to the core.
 Any coordinator member answers (followers forward to the leader); on a failure the node tries the
@@ -113,7 +114,7 @@ class CoordinatorLink:
         request = coordinator_pb2.HeartbeatRequest(
             chain=self.chain, node_id=self.node.id, epoch=status.epoch, last_seq=status.last_seq,
             committed_seq=status.committed_seq, caught_up=self.node.core.caught_up, reads=status.reads,
-            writes=status.writes,
+            writes=status.writes, in_sync=status.in_sync,
         )
         sent = self.clock()
         try:

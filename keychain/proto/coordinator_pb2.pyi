@@ -52,7 +52,7 @@ class RegisterReply(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("chain", "node_id", "epoch", "last_seq", "committed_seq", "caught_up", "reads", "writes")
+    __slots__ = ("chain", "node_id", "epoch", "last_seq", "committed_seq", "caught_up", "reads", "writes", "in_sync")
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class HeartbeatRequest(_message.Message):
     CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
     READS_FIELD_NUMBER: _ClassVar[int]
     WRITES_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     chain: str
     node_id: str
     epoch: int
@@ -69,7 +70,8 @@ class HeartbeatRequest(_message.Message):
     caught_up: bool
     reads: int
     writes: int
-    def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ...) -> None: ...
+    in_sync: bool
+    def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("error", "config", "lease_ms")

@@ -197,3 +197,26 @@ async def test_a_removed_node_adopts_the_configuration_without_it_and_stops_serv
             assert old.error.code == Code.WRONG_EPOCH
             now = await tail.node.read(removed_in, b"k", Consistency.STRONG)
             assert (now.error.code, now.error.message) == (Code.UNAVAILABLE, "not a member of the chain")
+
+
+async def test_heartbeats_say_whether_the_node_is_in_sync_in_the_epoch_it_runs(
+    tmp_path: Path, coordinator: tuple[TestCoordinator, str]
+) -> None:
+    # n1 joins behind a head it cannot reach: syncing, it holds nothing it can vouch for, and says
+    # so in every heartbeat of that epoch. Made the chain's only member, it holds everything
+    # committed in the new epoch, and says that. (The coordinator relies on it never to leave a
+    # chain with only members that lack acknowledged writes.)
+    servicer, address = coordinator
+    servicer.config = ChainConfig("main", 1, (Member("ghost", f"127.0.0.1:{free_port()}"),))
+    async with running_node(tmp_path, "n1", address) as r:
+        await eventually("three heartbeats in epoch 2",
+                         lambda: sum(h.node_id == "n1" and h.epoch == 2 for h in servicer.heartbeats) >= 3)
+        assert r.node.status().role == "syncing"
+        assert not any(h.in_sync for h in servicer.heartbeats if h.epoch == 2)
+
+        me = servicer.config.member("n1")
+        assert me is not None
+        servicer.config = ChainConfig("main", 3, (Member("n1", me.address),))
+        await eventually("a heartbeat in sync in epoch 3",
+                         lambda: any(h.epoch == 3 and h.in_sync for h in servicer.heartbeats))
+        assert r.node.status().role == "head"
