@@ -4,6 +4,7 @@
 |-------------------------|----------------------------------------------------------------------|
 | PUT /v1/kv/{key}        | write the raw body; If-Match: "<v>" compare-and-set, If-None-Match: * create only |
 | GET /v1/kv/{key}        | the raw value with ETag: "<v>"; ?consistency=strong or eventual       |
+| HEAD /v1/kv/{key}       | as GET, without the body                                             |
 | DELETE /v1/kv/{key}     | delete; If-Match supported                                           |
 | GET /v1/cluster         | chains, members, roles, health, served counts; coordinator leader   |
 | /healthz /readyz /metrics | liveness, readiness (a known topology), Prometheus                 |
@@ -145,7 +146,10 @@ GET_DOC = {
             "name": "If-None-Match",
             "in": "header",
             "required": False,
-            "description": '"<version>": 304 if unchanged',
+            "description": (
+                '"<version>", W/"<version>", a comma-separated list of them, or *: '
+                "304 (no body) if the key's current version matches"
+            ),
             "schema": {"type": "string"},
         },
     ],
@@ -157,6 +161,15 @@ GET_DOC = {
         "304": {"description": "not modified"},
         "404": _error("no such key"),
         **_COMMON_ERRORS,
+    },
+}
+HEAD_DOC = {
+    "parameters": GET_DOC["parameters"],
+    "responses": {
+        "200": {"description": "the key exists: GET's headers (ETag, Content-Length), no body"},
+        "304": {"description": "not modified"},
+        "404": {"description": "no such key"},
+        **{status: {"description": doc["description"]} for status, doc in _COMMON_ERRORS.items()},
     },
 }
 DELETE_DOC = {
@@ -177,6 +190,7 @@ def _operation(op: str, summary: str, doc: dict[str, Any]) -> dict[str, Any]:
 KV_OPERATIONS = {
     "put": _operation("put", "Write a key", PUT_DOC),
     "get": _operation("get", "Read a key", GET_DOC),
+    "head": _operation("head", "A key's version and size, without its value", HEAD_DOC),
     "delete": _operation("delete", "Delete a key", DELETE_DOC),
 }
 

@@ -31,6 +31,7 @@ from .validation import (
     check_request_id,
     check_value_size,
     key_from_raw_path,
+    none_match,
     scoped_request_id,
     write_conditions,
 )
@@ -47,7 +48,7 @@ KV_PREFIX = b"/v1/kv/"
 KV_PATH = "/v1/kv/"
 JSON = "application/json"
 CONSISTENCY = {"strong": chain_pb2.Consistency.STRONG, "eventual": chain_pb2.Consistency.EVENTUAL}
-ALLOWED = "GET, PUT, DELETE"
+ALLOWED = "GET, HEAD, PUT, DELETE"
 _JSON_TYPE = (b"content-type", JSON.encode())
 _OCTETS_TYPE = (b"content-type", b"application/octet-stream")
 
@@ -78,7 +79,7 @@ def _written(key: bytes, version: int) -> Reply:
 
 
 class KeyValueRoutes:
-    """ASGI: GET/PUT/DELETE /v1/kv/{key} answered here, every other request passed to `fallback`."""
+    """ASGI: GET/HEAD/PUT/DELETE /v1/kv/{key} answered here, every other request passed to `fallback`."""
 
     def __init__(
         self,
@@ -96,9 +97,10 @@ class KeyValueRoutes:
         self.handlers: dict[str, Callable[[Scope, dict[bytes, bytes], Receive], Awaitable[Reply]]] = {
             "PUT": self._put,
             "GET": self._get,
+            "HEAD": self._get,  # GET's answer; __call__ leaves out the body
             "DELETE": self._delete,
         }
-        self.ops = {"PUT": "put", "GET": "get", "DELETE": "delete"}
+        self.ops = {"PUT": "put", "GET": "get", "HEAD": "head", "DELETE": "delete"}
         self.latency = {op: metrics.latency.labels(op) for op in self.ops.values()}
         self._requests = metrics.requests
         self._counters: dict[tuple[str, str], Any] = {}
@@ -111,7 +113,7 @@ class KeyValueRoutes:
         if status != 304:
             headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
     async def respond(self, scope: Scope, receive: Receive) -> Reply:
         """The answer to one key-value request; errors become their JSON answers."""
@@ -196,7 +198,8 @@ class KeyValueRoutes:
                 consistency = CONSISTENCY[asked]
         reply = await self.gateway.read(key, consistency)
         etag = b'"%d"' % reply.version
-        if headers.get(b"if-none-match") == etag:
+        if_none_match = _text(headers, b"if-none-match")
+        if if_none_match is not None and none_match(if_none_match, reply.version):
             return 304, [(b"etag", etag)], b""
         return 200, [_OCTETS_TYPE, (b"etag", etag)], reply.value
 

@@ -59,6 +59,25 @@ def parse_version_tag(header: str, name: str) -> int:
     return version
 
 
+def none_match(if_none_match: str, version: int) -> bool:
+    """Whether a read's If-None-Match holds for the key's current `version` (then: 304).
+
+    `*` matches any existing key; otherwise a comma-separated list of entity tags, compared
+    weakly as RFC 9110 asks for If-None-Match (W/"7" matches "7"). A tag that is not one of
+    ours matches nothing.
+    """
+    if if_none_match.strip() == "*":
+        return True
+    ours = f'"{version}"'
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == ours:
+            return True
+    return False
+
+
 def write_conditions(if_match: str | None, if_none_match: str | None) -> tuple[int | None, bool]:
     """(if_version, if_absent) from the conditional-request headers of a write."""
     if if_match is not None and if_none_match is not None:

@@ -186,7 +186,7 @@ def test_operations_endpoints_metrics_and_openapi(http: httpx.Client):
     assert "keychain_proxy_topology_epoch 1.0" in metrics
     schema = http.get("/openapi.json").json()
     kv = schema["paths"]["/v1/kv/{key}"]
-    assert set(kv) == {"get", "put", "delete"}
+    assert set(kv) == {"get", "head", "put", "delete"}
     assert {p["name"] for p in kv["put"]["parameters"]} >= {
         "key",
         "If-Match",
@@ -195,3 +195,27 @@ def test_operations_endpoints_metrics_and_openapi(http: httpx.Client):
     }
     assert "504" in kv["put"]["responses"]
     assert http.get("/docs").status_code == 200
+
+
+def test_head_answers_like_get_without_the_body(http: httpx.Client):
+    http.put("/v1/kv/h", content=b"hello")
+    got, head = http.get("/v1/kv/h"), http.head("/v1/kv/h")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["etag"] == got.headers["etag"] == '"1"'
+    assert head.headers["content-length"] == "5"
+    missing = http.head("/v1/kv/absent")
+    assert missing.status_code == 404 and missing.content == b""
+    assert http.head("/v1/kv/h", headers={"If-None-Match": '"1"'}).status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("if_none_match", "status"),
+    [('"2"', 304), ("*", 304), ('W/"2"', 304), ('"1", W/"2"', 304), ('"1"', 200), ('W/"1"', 200), ("junk", 200)],
+)
+def test_if_none_match_honours_any_weak_tags_and_lists(http: httpx.Client, if_none_match: str, status: int):
+    http.put("/v1/kv/n", content=b"a")
+    http.put("/v1/kv/n", content=b"b")
+    answer = http.get("/v1/kv/n", headers={"If-None-Match": if_none_match})
+    assert answer.status_code == status
+    assert answer.headers["etag"] == '"2"'
+    assert answer.content == (b"" if status == 304 else b"b")

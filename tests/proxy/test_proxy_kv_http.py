@@ -71,7 +71,7 @@ def test_a_wrong_method_on_a_key_names_every_allowed_method(proxy: RunningProxy,
     with httpx.Client(base_url=proxy.url) as http:
         refused = http.post("/v1/kv/k", content=b"x")
     assert refused.status_code == 405 and refused.json()["error"] == "method_not_allowed"
-    assert refused.headers["allow"] == "GET, PUT, DELETE"
+    assert refused.headers["allow"] == "GET, HEAD, PUT, DELETE"
     assert chain.state.write_attempts == []
 
 
