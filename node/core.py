@@ -19,7 +19,9 @@
         core.advance()
 
 Contract of a Ready: everything in `persist` is durable before any message, query or reply of the
-same Ready leaves the process, and `ready()` is not called again before `advance()`. This is what
+same Ready leaves the process, and `ready()` is not called again before `advance()`. A Ready whose
+`must_sync` is False persists only bookkeeping a crash may lose (commit points, log trims, forgotten
+request ids): the shell applies it without an fsync, and the next fsync covers it. This is what
 makes "persisted before forwarded" and "replied only after commit" hold. Inputs may arrive between
 `ready()` and `advance()`; their outputs go into the next Ready (this is where batching and group
 commit come from).
@@ -192,6 +194,20 @@ class Ready:
     def empty(self) -> bool:
         return not (self.persist or self.messages or self.replies or self.version_queries
                     or self.transfers or self.caught_up is not None)
+
+    @property
+    def must_sync(self) -> bool:
+        """Whether `persist` must be durable before this Ready's outputs leave. Commit, TrimLog and
+        ForgetOutcomes need not be: a commit point rests on the tail's durable entries, not on this
+        node's record of it (a restarted tail commits what it holds, any other node relearns it from
+        its successor's Welcome and acks), and a lost trim or forget only keeps more. Half of all Readys
+        under load are such acks and commits; an fsync each put one on every hop of the ack path."""
+        return any(not isinstance(r, _LAZY_RECORDS) for r in self.persist)
+
+
+# Records a crash may lose without harm (see Ready.must_sync). The store's write-ahead log keeps records
+# in order, so a later fsync makes them durable together with everything applied before.
+_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes)
 
 
 # ---- internal bookkeeping ----

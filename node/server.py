@@ -8,6 +8,7 @@ contract demands:
     rd = core.ready()
     store.apply(rd.persist)                    # on the loop: memtable + write-ahead log, no fsync
     await to_thread(store.sync)                # ONE fsync for everything applied: group commit
+                                               # (skipped when rd.must_sync is False: commits, trims)
     send rd.messages, start queries and transfers, release replies
     core.advance()
 
@@ -260,6 +261,7 @@ class ChainNode:
         epoch = self.core.epoch  # the Ready's epoch: a configure may land while the fsync runs
         if rd.persist:
             self.store.apply(rd.persist)
+        if rd.must_sync:  # commits and trims alone ride on the next fsync (Ready.must_sync)
             started = time.perf_counter()
             self._syncing = asyncio.ensure_future(asyncio.to_thread(self.store.sync))
             await asyncio.shield(self._syncing)

@@ -3,8 +3,9 @@ contract in `keychain.node.core`'s docstring, over virtual time and the simulate
 
 - Ready handling: the Ready's records are applied to the store, then synced (the disk's latency
   later); only then do its messages, version queries, transfers and replies leave, and the core is
-  advanced. Inputs keep arriving in between (their outputs go into the next Ready). A crash loses
-  every record not yet synced: the store is rebuilt on restart from the records that were.
+  advanced. Inputs keep arriving in between (their outputs go into the next Ready). A Ready that
+  need not be synced (`Ready.must_sync`: commits and trims alone) is released at once, as the shell
+  does. A crash loses every record not yet synced: the store is rebuilt on restart from those that were.
 - Links: a Hello opens a new stream to the successor (closing the old one); batches go down it,
   welcomes and acks come back up it. A broken stream is reported to the core at both ends with
   `link_lost`, and the node calls `retry_link()` on a steady backoff.
@@ -81,6 +82,7 @@ class SimNode(Process):
         self.up = True
         store = MemoryVersionStore()
         store.apply(self._durable)
+        self._unsynced: list[Record] = []  # applied without a sync since the last one (Ready.must_sync)
         self.store = store
         self.core = self.core_class(self.id, store, self.options)
         self.busy = False
@@ -123,12 +125,16 @@ class SimNode(Process):
                     self.store.apply(rd.persist)
                 except StoreError as exc:
                     raise Violation("chain-core-error", f"{self.id}: its Ready cannot be persisted: {exc}") from exc
-                self.busy = True
-                self.world.after(self.sync_delay(), self._fire, self.incarnation, self._synced, (rd,))
-                return
+                if rd.must_sync:
+                    self.busy = True
+                    self.world.after(self.sync_delay(), self._fire, self.incarnation, self._synced, (rd,))
+                    return
+                self._unsynced.extend(rd.persist)  # as the shell: no fsync; a crash before the next loses them
             self._release(rd)
 
     def _synced(self, rd: Ready) -> None:
+        self._durable.extend(self._unsynced)  # applied before rd: one fsync covers them all
+        self._unsynced.clear()
         self._durable.extend(rd.persist)
         self.busy = False
         self._release(rd)
