@@ -9,7 +9,8 @@ together in the next batch.
 Failures: when a call fails (peer down, restarting, stopped, or slower than `STEP_TIMEOUT`), the
 batch and everything queued for that peer are dropped (Raft retransmits what matters, and stale
 appends would only be refused), the core is told the peer is unreachable so the leader stops
-pipelining to it, and a dropped SNAPSHOT is reported as failed. The sender retries with a short
+pipelining to it, and a dropped SNAPSHOT is reported as failed (also one for a peer whose address is
+unknown, never queued at all). The sender retries with a short
 backoff, so a restarted peer is reached again within `RECONNECT_MAX`. The queue is bounded: a
 slow peer loses its oldest messages, never the sender's memory.
 
@@ -93,9 +94,10 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
         peer = self._peer(message.to)
         if peer is None:
             log.debug("raft transport drop to=%s reason=unknown-peer", message.to)
+            self._dropped(message.to, [message])
             return
         if len(peer.queue) >= QUEUE_LIMIT:
-            self._dropped(peer, [peer.queue.popleft()])
+            self._dropped(peer.id, [peer.queue.popleft()])
         peer.queue.append(message)
         peer.ready.set()
         if peer.task is None or peer.task.done():
@@ -164,7 +166,7 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
                 )
             except grpc.aio.AioRpcError as exc:
                 log.debug("raft transport unreachable to=%s code=%s", peer.id, exc.code().name)
-                self._dropped(peer, batch + list(peer.queue))
+                self._dropped(peer.id, batch + list(peer.queue))
                 peer.queue.clear()
                 if peer.retired:
                     return
@@ -188,12 +190,14 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
             batch.append(m)
         return batch
 
-    def _dropped(self, peer: _Peer, messages: list[Message]) -> None:
+    def _dropped(self, peer_id: str, messages: list[Message]) -> None:
+        """Every message not sent goes through here: a SNAPSHOT among them is reported as failed, or
+        the leader would wait for its outcome and never send that peer another."""
         if self._receiver is None:
             return
         for m in messages:
             if m.type is MessageType.SNAPSHOT:
-                self._receiver.report_snapshot(peer.id, False)
+                self._receiver.report_snapshot(peer_id, False)
 
     # ---- receiving ----
 

@@ -95,3 +95,17 @@ async def test_a_batch_for_another_member_is_refused_and_not_stepped():
     finally:
         await misdirected.close()
         await server.stop(None)
+
+
+async def test_a_snapshot_for_a_peer_with_no_known_address_is_reported_as_not_sent():
+    transport = RaftTransport("a", {})  # c is not (yet) in the address book
+    at_a = Recorder()
+    transport.attach(at_a)
+    snap = Snapshot(index=5, term=1, voters=("a", "c"), data=b"registry")
+    try:
+        transport.send(Message(MessageType.SNAPSHOT, to="c", sender="a", term=1, snapshot=snap))
+        transport.send(Message(MessageType.HEARTBEAT, to="c", sender="a", term=1))
+        # Dropped at once: the leader may send c another snapshot instead of waiting forever.
+        assert at_a.snapshots == [("c", False)]
+    finally:
+        await transport.close()
