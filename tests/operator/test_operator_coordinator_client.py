@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 from fake_coordinator import FakeCoordinator
@@ -74,3 +75,21 @@ def test_the_last_active_member_is_refused_and_an_election_is_unavailable():
 def test_a_malformed_status_is_an_error(payload):
     with pytest.raises(CoordinatorError, match="malformed"):
         parse_status(payload)
+
+
+class SlowRemovals(FakeCoordinator):
+    """Answers a removal only after a drain as long as a real coordinator's (about 1.5 s to 5.3 s)."""
+
+    drain = 2.4
+
+    def remove(self, chain: str, member_id: str):
+        time.sleep(self.drain)
+        return super().remove(chain, member_id)
+
+
+def test_a_removal_that_drains_longer_than_a_status_call_may_take_still_completes():
+    with SlowRemovals("mychain") as fake, CoordinatorClient([fake.url]) as client:
+        fake.join("mychain-node-0", active=True)
+        fake.join("mychain-node-1", active=True)
+        assert client.remove_member("mychain", "mychain-node-1") == fake.epoch
+        assert fake.ids() == ["mychain-node-0"]
