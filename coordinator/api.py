@@ -18,6 +18,9 @@ request arrived.
 Leases and failure detection (the leader only): a heartbeat renews the node's lease for
 `timing.LEASE` from when the node sent it, and is recorded in a `LeaseTracker` that proposes the
 removal of nodes silent past `timing.REMOVAL_AFTER` (a Raft entry; the registry raises the epoch).
+While a removal is in flight (proposed, not yet applied) the
+node's heartbeats get no lease: if the entry commits they are answered NOT_FOUND, if it is refused
+(the epoch moved on) or never entered the log, the node is renewed again.
 A newly elected leader waits, before removing anyone, REMOVAL_AFTER plus two election timeouts: a
 deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts of
 losing its quorum) may have renewed leases until then, and those must have lapsed first. A leader
@@ -61,7 +64,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from keychain.coordinator.lease import LeaseTracker, leadership_fresh
+from keychain.coordinator.lease import LeaseTracker, Removal, leadership_fresh
 from keychain.coordinator.member import Applied, OutcomeUnknown, RaftMember, Unavailable
 from keychain.coordinator.membership import ConfChange, ConfChangeError, ConfChangeOp, Membership
 from keychain.coordinator.raft import ChangePending, LearnerBehind, Role, Status
@@ -307,7 +310,7 @@ class CoordinatorService:
         async def local() -> coordinator_pb2.RegisterReply:
             if not await self._still_leading():
                 return coordinator_pb2.RegisterReply(error=_error(coordinator_pb2.UNAVAILABLE, NOT_CONFIRMED))
-            granted = self.leases.observe(req.chain, req.node_id, self._now())  # not while it is drained
+            now = self._now()
             if req.chain in self.auto_chains and self.registry.get(req.chain) is None:
                 await self._propose(create_chain(req.chain))  # a configured chain: create it first
             outcome = await self._propose(register_node(req.chain, req.node_id, req.address))
@@ -315,6 +318,9 @@ class CoordinatorService:
             if err is not None:
                 return coordinator_pb2.RegisterReply(error=err)
             assert outcome.chain is not None
+            # Observed at the epoch the registration left (a removal in flight before it has applied
+            # by now); no lease while the node is drained or its removal may still apply.
+            granted = self.leases.observe(req.chain, req.node_id, now, outcome.chain.epoch)
             self.health[(req.chain, req.node_id)] = NodeHealth()
             log.info("node registered chain=%s node=%s epoch=%d", req.chain, req.node_id, outcome.chain.epoch)
             return coordinator_pb2.RegisterReply(config=outcome.chain.to_proto(),
@@ -338,7 +344,8 @@ class CoordinatorService:
             if not await self._still_leading():
                 return coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, NOT_CONFIRMED))
             now = self._now()
-            granted = self.leases.observe(req.chain, req.node_id, now)  # not while it is drained
+            # No lease while the node is drained or its removal is in flight.
+            granted = self.leases.observe(req.chain, req.node_id, now, state.epoch)
             self.health[key] = NodeHealth(req.reads, req.writes, req.last_seq, req.committed_seq)
             if granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
                 await self._promote(req.chain, req.node_id)
@@ -693,7 +700,7 @@ class CoordinatorService:
             for removal in self.leases.expired(self._now(), list(self.registry.chains.values())):
                 log.warning("node silent past its lease, removing chain=%s node=%s epoch=%d",
                             removal.chain, removal.node, removal.epoch)
-                task = asyncio.create_task(self._propose_quietly(removal.command(), f"remove {removal.node}"))
+                task = asyncio.create_task(self._propose_removal(removal))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             self._forget_departed()
@@ -718,6 +725,23 @@ class CoordinatorService:
                         missing.remove(name)
             if missing:
                 await asyncio.sleep(interval)
+
+    async def _propose_removal(self, removal: Removal) -> None:
+        """Propose a removal the failure detector decided; tell it when the entry will never apply."""
+        try:
+            outcome = await self._propose(removal.command())
+        except OutcomeUnknown as exc:  # in the log: it may still commit, the node stays without a lease
+            log.info("removal pending chain=%s node=%s reason=%s", removal.chain, removal.node, exc)
+            return
+        except Unavailable as exc:  # never entered the log (or lost with the leadership)
+            log.info("removal not proposed chain=%s node=%s reason=%s", removal.chain, removal.node, exc)
+            self.leases.withdraw(removal)
+            return
+        if outcome.error is not None:
+            log.info("removal refused chain=%s node=%s reason=%s", removal.chain, removal.node, outcome.error)
+            self.leases.withdraw(removal)
+        elif outcome.chain is not None:
+            log.warning("registry changed what=remove %s chain=%s", removal.node, outcome.chain.describe())
 
     async def _propose_quietly(self, command: bytes, what: str, level: int = logging.WARNING) -> None:
         with contextlib.suppress(Unavailable):

@@ -18,6 +18,12 @@ The tracker is the one record of when each member was last granted a lease (`lea
 answers "may its lease still run", for health reports); `expired` forgets members no longer in a
 chain.
 
+A removal that has been proposed but not applied is *in flight*: the node gets no lease meanwhile
+(`observe` answers False), for the entry may still commit and the node must not serve then. It
+ends when the entry applies: the node is gone, or the chain's epoch moved past the one the removal
+was decided in (the registry refuses it then), or the shell reports that the proposal never
+entered the log (`withdraw`). Then the node is renewed again like any other.
+
 `leadership_fresh` is the leader's own condition for granting any lease at all: a quorum of
 voters acknowledged it recently enough that no other leader can have been elected long ago.
 
@@ -49,7 +55,8 @@ class LeaseTracker:
     margin: float  # extra silence required before a lease counts as certainly expired
     leader_since: float | None = None  # None: not the leader, decide nothing
     last_heard: dict[tuple[str, str], float] = field(default_factory=dict)  # when its last lease was granted
-    proposed: dict[tuple[str, str], float] = field(default_factory=dict)  # removals in flight
+    # Removals in flight: when each was (last) proposed, and the epoch it was decided in.
+    proposed: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     draining: set[tuple[str, str]] = field(default_factory=set)  # to be removed: no lease renewals
 
     def __post_init__(self) -> None:
@@ -57,26 +64,43 @@ class LeaseTracker:
             raise ValueError(f"lease must be positive and margin non-negative, got {self.lease}, {self.margin}")
 
     def become_leader(self, now: float) -> None:
+        self._forget_all()
         self.leader_since = now
-        self.last_heard.clear()
-        self.proposed.clear()
-        self.draining.clear()
 
     def step_down(self) -> None:
+        self._forget_all()
         self.leader_since = None
+
+    def _forget_all(self) -> None:
+        # A new term starts from nothing: an older leader's removal entries are applied before a
+        # new leader serves anything (it first commits an entry of its own term).
         self.last_heard.clear()
         self.proposed.clear()
         self.draining.clear()
 
-    def observe(self, chain: str, node: str, now: float) -> bool:
-        """A heartbeat (or registration) from `node` arrived at `now`: renew its lease, unless it
-        is draining. True if a lease is granted."""
+    def observe(self, chain: str, node: str, now: float, epoch: int) -> bool:
+        """A heartbeat (or registration) from `node`, a member of `chain` at `epoch` (the
+        registry's current epoch), arrived at `now`: renew its lease, unless it is draining or its
+        removal is in flight. True if a lease is granted."""
         key = (chain, node)
-        if key in self.draining:
+        in_flight = self.proposed.get(key)
+        if in_flight is not None and in_flight[1] != epoch:
+            del self.proposed[key]  # the chain moved on: that removal is refused, if it ever applies
+        if key in self.draining or key in self.proposed:
             return False
         self.last_heard[key] = max(now, self.last_heard.get(key, now))
-        self.proposed.pop(key, None)
         return True
+
+    def withdraw(self, removal: Removal) -> None:
+        """`removal` did not enter the log (or was refused): the node is renewed again."""
+        key = (removal.chain, removal.node)
+        in_flight = self.proposed.get(key)
+        if in_flight is not None and in_flight[1] == removal.epoch:
+            del self.proposed[key]
+
+    def in_flight(self, chain: str, node: str) -> bool:
+        """Whether a removal of `node` has been proposed and may still apply."""
+        return (chain, node) in self.proposed
 
     def drain(self, chain: str, node: str) -> None:
         """Renew `node`'s lease no more; `expired` removes it once the last one granted has
@@ -106,20 +130,24 @@ class LeaseTracker:
                 # Keep one: the most recently heard, the one nearest the tail on a tie.
                 keep = max(reversed(active), key=lambda node: heard[node])
                 silent.discard(keep)
+            for m in chain.members:
+                key = (chain.name, m.id)
+                if key in self.proposed and self.proposed[key][1] != chain.epoch:
+                    del self.proposed[key]  # decided in an older epoch: refused, if it ever applies
             # One removal per chain at a time: each is conditional on the epoch it was decided in,
             # so the next one is decided against the configuration that results.
             for m in chain.members:
                 key = (chain.name, m.id)
                 if m.id not in silent:
                     continue
-                if key in self.proposed and now - self.proposed[key] < self.lease:
+                if key in self.proposed and now - self.proposed[key][0] < self.lease:
                     break  # already proposed; give that entry time to commit
-                self.proposed[key] = now
+                self.proposed[key] = (now, chain.epoch)
                 removals.append(Removal(chain.name, m.id, chain.epoch))
                 break
-        for key in list(self.last_heard):
-            if key not in members:
-                del self.last_heard[key]
+        for record in (self.last_heard, self.proposed):
+            for key in [k for k in record if k not in members]:
+                del record[key]
         self.draining &= members
         return removals
 

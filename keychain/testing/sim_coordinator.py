@@ -10,8 +10,9 @@ whatever was not yet synced: the storage is rebuilt on restart from the operatio
 
 The request handling is the service's: any member answers; a follower forwards to the leader it
 knows; the leader serves only once an entry of its term is applied; heartbeats renew leases and feed
-the `LeaseTracker`, whose removals the leader proposes every heartbeat interval; a caught-up syncing
-node is promoted; the leader creates the chain if it is missing. Registry reads are served from the
+the `LeaseTracker`, whose removals the leader proposes every
+heartbeat interval; a node whose removal is in flight gets no lease; a caught-up syncing node is
+promoted; the leader creates the chain if it is missing. Registry reads are served from the
 leader's applied state (the service adds a ReadIndex round; staleness there costs only liveness,
 since every chain message is fenced by its epoch).
 """
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keychain import timing
-from keychain.coordinator.lease import LeaseTracker
+from keychain.coordinator.lease import LeaseTracker, Removal
 from keychain.coordinator.log import Entry, EntryType, MemoryStorage
 from keychain.coordinator.messages import Message, MessageType
 from keychain.coordinator.raft import ProposalDropped, RaftConfig, RaftCore, Ready, Role
@@ -240,20 +241,22 @@ class SimCoordinator(Process):
 
     # ---- proposals ----
 
-    def propose(self, data: bytes, done: Callable[[Outcome | None], None]) -> None:
-        """Replicate a registry command; `done(outcome)` once applied, `done(None)` if it may not be."""
+    def propose(self, data: bytes, done: Callable[[Outcome | None], None]) -> bool:
+        """Replicate a registry command; `done(outcome)` once applied, `done(None)` if it may not be.
+        False if it never entered the log (then `done(None)` was called already)."""
         if self.core.role is not Role.LEADER:
             done(None)
-            return
+            return False
         try:
             self.core.propose(data)
         except ProposalDropped:
             done(None)
-            return
+            return False
         index = self.core.log.last_index()
         entry = (self.core.term, done)
         self.proposals[index] = entry
         self.timer(PROPOSAL_TIMEOUT, self._proposal_timeout, index, entry)
+        return True
 
     def _proposal_timeout(self, index: int, entry: tuple[int, Callable[[Outcome | None], None]]) -> None:
         if self.proposals.get(index) is entry:
@@ -275,8 +278,18 @@ class SimCoordinator(Process):
         else:
             for removal in self.leases.expired(now, list(self.registry.chains.values())):
                 self.sim.world.note("remove", self.id, removal.node, removal.epoch)
-                self.propose(removal.command(), lambda _: None)
+                self._propose_removal(removal)
         self._drive()
+
+    def _propose_removal(self, removal: Removal) -> None:
+        """As the service does: a removal refused, or never in the log, is withdrawn (the node is
+        renewed again); one whose outcome is unknown stays in flight."""
+        def removed(outcome: Outcome | None) -> None:
+            if outcome is not None and outcome.error is not None:
+                self.leases.withdraw(removal)
+
+        if not self.propose(removal.command(), removed):
+            self.leases.withdraw(removal)
 
     # ---- requests ----
 
@@ -313,15 +326,14 @@ class SimCoordinator(Process):
     def _serve(self, req: CoordRequest, reply: Reply) -> None:
         now = self.local()
         if req.op == "register":
-            self.leases.observe(req.chain, req.node, now)
-
             def registered(outcome: Outcome | None) -> None:
                 if outcome is None:
                     reply(UNAVAILABLE)
-                elif outcome.error is not None:
-                    reply(CoordReply(outcome.error.code.value))
+                elif outcome.error is not None or outcome.chain is None:
+                    reply(CoordReply(outcome.error.code.value if outcome.error else "NOT_FOUND"))
                 else:
-                    reply(CoordReply(chain=outcome.chain, lease=timing.LEASE))
+                    granted = self.leases.observe(req.chain, req.node, now, outcome.chain.epoch)
+                    reply(CoordReply(chain=outcome.chain, lease=timing.LEASE if granted else 0.0))
 
             self.propose(register_node(req.chain, req.node, req.address), registered)
         elif req.op == "heartbeat":
@@ -330,11 +342,11 @@ class SimCoordinator(Process):
             if state is None or me is None:
                 reply(CoordReply("NOT_FOUND", chain=state))
                 return
-            self.leases.observe(req.chain, req.node, now)
-            if req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
+            granted = self.leases.observe(req.chain, req.node, now, state.epoch)
+            if granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
                 self._promote(req, state, reply)
                 return
-            reply(CoordReply(chain=state, lease=timing.LEASE))
+            reply(CoordReply(chain=state, lease=timing.LEASE if granted else 0.0))
         elif req.op == "get_chain":
             state = self.registry.get(req.chain)
             reply(CoordReply(chain=state) if state is not None else CoordReply("NOT_FOUND"))

@@ -38,13 +38,14 @@ def two_node_chain() -> Registry:
 
 def test_a_drained_node_gets_no_more_leases_and_is_removed_once_its_last_one_certainly_expired():
     reg = two_node_chain()
+    epoch = reg.chains["c"].epoch
     tracker = LeaseTracker(LEASE, MARGIN)
     tracker.become_leader(now=0)
-    tracker.observe("c", "a", now=5000)
-    assert tracker.observe("c", "b", now=5000)
+    tracker.observe("c", "a", now=5000, epoch=epoch)
+    assert tracker.observe("c", "b", now=5000, epoch=epoch)
     tracker.drain("c", "b")
-    assert not tracker.observe("c", "b", now=5500)  # heard, but not renewed
-    tracker.observe("c", "a", now=6200)
+    assert not tracker.observe("c", "b", now=5500, epoch=epoch)  # heard, but not renewed
+    tracker.observe("c", "a", now=6200, epoch=epoch)
     assert tracker.expired(6200, reg.chains.values()) == []  # b's lease from 5000 may still run
     (removal,) = tracker.expired(6201, reg.chains.values())
     assert removal.node == "b" and reg.apply(removal.command()).ok
@@ -57,7 +58,7 @@ def test_a_new_leader_drains_a_node_from_its_own_grace():
     tracker = LeaseTracker(LEASE, MARGIN)
     tracker.become_leader(now=5000)  # the old leader may have renewed b's lease just before
     tracker.drain("c", "b")
-    tracker.observe("c", "a", now=6000)
+    tracker.observe("c", "a", now=6000, epoch=reg.chains["c"].epoch)
     assert tracker.expired(6200, reg.chains.values()) == []
     assert [r.node for r in tracker.expired(6201, reg.chains.values())] == ["b"]
 
