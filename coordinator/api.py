@@ -18,7 +18,10 @@ request arrived.
 Leases and failure detection (the leader only): a heartbeat renews the node's lease for
 `timing.LEASE` from when the node sent it, and is recorded in a `LeaseTracker` that proposes the
 removal of nodes silent past `timing.REMOVAL_AFTER` (a Raft entry; the registry raises the epoch).
-While a removal is in flight (proposed, not yet applied) the
+An active node is removed only while another active member has reported `in_sync` in the chain's
+current epoch (it holds every acknowledged write, see lease.py); otherwise the removal waits for
+such a report or for the node's return: a chain whose only up-to-date members failed stays stuck
+rather than losing acknowledged writes. While a removal is in flight (proposed, not yet applied) the
 node's heartbeats get no lease: if the entry commits they are answered NOT_FOUND, if it is refused
 (the epoch moved on) or never entered the log, the node is renewed again.
 A newly elected leader waits, before removing anyone, REMOVAL_AFTER plus two election timeouts: a
@@ -346,6 +349,8 @@ class CoordinatorService:
             now = self._now()
             # No lease while the node is drained or its removal is in flight.
             granted = self.leases.observe(req.chain, req.node_id, now, state.epoch)
+            if req.in_sync:
+                self.leases.record_in_sync(req.chain, req.node_id, req.epoch)
             self.health[key] = NodeHealth(req.reads, req.writes, req.last_seq, req.committed_seq)
             if granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
                 await self._promote(req.chain, req.node_id)
@@ -483,8 +488,8 @@ class CoordinatorService:
                 if left <= 0:
                     return coordinator_pb2.ChainReply(error=_error(
                         coordinator_pb2.UNAVAILABLE,
-                        f"node {node!r} is draining; it is removed once its lease has certainly expired: "
-                        f"repeat the request to wait for it"))
+                        f"node {node!r} is draining; it is removed once its lease has certainly expired and "
+                        f"another active member is in sync in the current epoch: repeat the request to wait for it"))
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), min(left, self.member.tick_interval))

@@ -18,6 +18,18 @@ The tracker is the one record of when each member was last granted a lease (`lea
 answers "may its lease still run", for health reports); `expired` forgets members no longer in a
 chain.
 
+No removal may leave a chain without a copy of every acknowledged write. A node promoted to tail
+runs its new epoch before its predecessor does: for up to a heartbeat the old tail, still in the old
+epoch, acknowledges writes as if it were the tail, and the new tail holds them only once it has
+caught up with its predecessor in the new epoch. So an ACTIVE member is removed only if another
+active member has reported (in a heartbeat, `record_in_sync`) that it is in sync in the chain's
+current epoch: it holds everything committed, those writes included. Otherwise the removal waits,
+as the node may come back. The cost is availability: if the only members in sync fail (say the
+head dies before the new tail has caught up), the chain stays as it is, without a working head or
+tail, until one of them returns; a new epoch also needs one heartbeat of such evidence before the
+next removal. A SYNCING member never holds the only copy of an acknowledged write and is removed
+without it.
+
 A removal that has been proposed but not applied is *in flight*: the node gets no lease meanwhile
 (`observe` answers False), for the entry may still commit and the node must not serve then. It
 ends when the entry applies: the node is gone, or the chain's epoch moved past the one the removal
@@ -36,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from keychain.coordinator.registry import ChainState, remove_node
+from keychain.coordinator.registry import ChainState, MemberState, remove_node
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +70,7 @@ class LeaseTracker:
     # Removals in flight: when each was (last) proposed, and the epoch it was decided in.
     proposed: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     draining: set[tuple[str, str]] = field(default_factory=set)  # to be removed: no lease renewals
+    in_sync: dict[tuple[str, str], int] = field(default_factory=dict)  # newest epoch it reported in sync in
 
     def __post_init__(self) -> None:
         if self.lease <= 0 or self.margin < 0:
@@ -77,6 +90,7 @@ class LeaseTracker:
         self.last_heard.clear()
         self.proposed.clear()
         self.draining.clear()
+        self.in_sync.clear()
 
     def observe(self, chain: str, node: str, now: float, epoch: int) -> bool:
         """A heartbeat (or registration) from `node`, a member of `chain` at `epoch` (the
@@ -91,6 +105,11 @@ class LeaseTracker:
         self.last_heard[key] = max(now, self.last_heard.get(key, now))
         return True
 
+    def record_in_sync(self, chain: str, node: str, epoch: int) -> None:
+        """`node` reported that it is in sync (holds every committed write) while running `epoch`."""
+        key = (chain, node)
+        self.in_sync[key] = max(epoch, self.in_sync.get(key, epoch))
+
     def withdraw(self, removal: Removal) -> None:
         """`removal` did not enter the log (or was refused): the node is renewed again."""
         key = (removal.chain, removal.node)
@@ -101,6 +120,14 @@ class LeaseTracker:
     def in_flight(self, chain: str, node: str) -> bool:
         """Whether a removal of `node` has been proposed and may still apply."""
         return (chain, node) in self.proposed
+
+    def keeps_every_write(self, chain: ChainState, node: str) -> bool:
+        """Whether removing `node` from `chain` leaves an active member that reported being in sync
+        in the chain's current epoch (see the module docstring)."""
+        member = chain.member(node)
+        if member is None or member.state is MemberState.SYNCING:
+            return True
+        return any(self.in_sync.get((chain.name, m.id)) == chain.epoch for m in chain.active if m.id != node)
 
     def drain(self, chain: str, node: str) -> None:
         """Renew `node`'s lease no more; `expired` removes it once the last one granted has
@@ -138,14 +165,14 @@ class LeaseTracker:
             # so the next one is decided against the configuration that results.
             for m in chain.members:
                 key = (chain.name, m.id)
-                if m.id not in silent:
-                    continue
+                if m.id not in silent or not self.keeps_every_write(chain, m.id):
+                    continue  # alive, or it may hold the only copy of acknowledged writes: wait
                 if key in self.proposed and now - self.proposed[key][0] < self.lease:
                     break  # already proposed; give that entry time to commit
                 self.proposed[key] = (now, chain.epoch)
                 removals.append(Removal(chain.name, m.id, chain.epoch))
                 break
-        for record in (self.last_heard, self.proposed):
+        for record in (self.last_heard, self.proposed, self.in_sync):
             for key in [k for k in record if k not in members]:
                 del record[key]
         self.draining &= members

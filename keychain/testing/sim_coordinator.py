@@ -10,9 +10,11 @@ whatever was not yet synced: the storage is rebuilt on restart from the operatio
 
 The request handling is the service's: any member answers; a follower forwards to the leader it
 knows; the leader serves only once an entry of its term is applied; heartbeats renew leases and feed
-the `LeaseTracker`, whose removals the leader proposes every
+the `LeaseTracker` (with the node's in-sync reports), whose removals the leader proposes every
 heartbeat interval; a node whose removal is in flight gets no lease; a caught-up syncing node is
-promoted; the leader creates the chain if it is missing. Registry reads are served from the
+promoted; the leader creates the chain if it is missing. A removal on request is proposed at once
+(the service drains the node first; the fault injector retires the node itself once removed), but
+only if it keeps an in-sync active member, the failure detector's rule. Registry reads are served from the
 leader's applied state (the service adds a ReadIndex round; staleness there costs only liveness,
 since every chain message is fenced by its epoch).
 """
@@ -59,6 +61,7 @@ class CoordRequest:
     address: str = ""
     epoch: int = 0
     caught_up: bool = False
+    in_sync: bool = False  # the node holds every committed write in `epoch`
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +346,8 @@ class SimCoordinator(Process):
                 reply(CoordReply("NOT_FOUND", chain=state))
                 return
             granted = self.leases.observe(req.chain, req.node, now, state.epoch)
+            if req.in_sync:
+                self.leases.record_in_sync(req.chain, req.node, req.epoch)
             if granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
                 self._promote(req, state, reply)
                 return
@@ -351,13 +356,19 @@ class SimCoordinator(Process):
             state = self.registry.get(req.chain)
             reply(CoordReply(chain=state) if state is not None else CoordReply("NOT_FOUND"))
         elif req.op == "remove":
+            state = self.registry.get(req.chain)
+            if state is not None and not self.leases.keeps_every_write(state, req.node):
+                reply(UNAVAILABLE)  # no other active member known to be in sync: not now
+                return
+
             def removed(outcome: Outcome | None) -> None:
                 if outcome is None:
                     reply(UNAVAILABLE)
                 else:
                     reply(CoordReply(outcome.error.code.value if outcome.error else "", chain=outcome.chain))
 
-            self.propose(remove_node(req.chain, req.node), removed)
+            # Conditional on the epoch the check above was made in.
+            self.propose(remove_node(req.chain, req.node, if_epoch=state.epoch if state else None), removed)
         else:
             raise ValueError(f"unknown coordinator request {req.op!r}")
 

@@ -350,7 +350,7 @@ class SimNode(Process):
         chain = self.sim.chain
         if self.registered:
             req = CoordRequest("heartbeat", chain, self.id, epoch=core.epoch,
-                               caught_up=self.caught_up_epoch == core.epoch)
+                               caught_up=self.caught_up_epoch == core.epoch, in_sync=core.in_sync)
         else:
             req = CoordRequest("register", chain, self.id, address=self.address)
         rid = self._next_id()

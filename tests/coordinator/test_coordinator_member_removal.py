@@ -42,6 +42,7 @@ def test_a_drained_node_gets_no_more_leases_and_is_removed_once_its_last_one_cer
     tracker = LeaseTracker(LEASE, MARGIN)
     tracker.become_leader(now=0)
     tracker.observe("c", "a", now=5000, epoch=epoch)
+    tracker.record_in_sync("c", "a", epoch)  # the head: it holds every write
     assert tracker.observe("c", "b", now=5000, epoch=epoch)
     tracker.drain("c", "b")
     assert not tracker.observe("c", "b", now=5500, epoch=epoch)  # heard, but not renewed
@@ -59,6 +60,7 @@ def test_a_new_leader_drains_a_node_from_its_own_grace():
     tracker.become_leader(now=5000)  # the old leader may have renewed b's lease just before
     tracker.drain("c", "b")
     tracker.observe("c", "a", now=6000, epoch=reg.chains["c"].epoch)
+    tracker.record_in_sync("c", "a", reg.chains["c"].epoch)
     assert tracker.expired(6200, reg.chains.values()) == []
     assert [r.node for r in tracker.expired(6201, reg.chains.values())] == ["b"]
 
@@ -99,10 +101,13 @@ async def test_removing_a_live_node_commits_only_after_its_last_lease_certainly_
     stop = asyncio.Event()
 
     async def heartbeats(node: str) -> None:
+        epoch = promoted.config.epoch
         while not stop.is_set():
             sent = loop.time()
-            replies[node].append((sent, await api.Heartbeat(
-                coordinator_pb2.HeartbeatRequest(chain="main", node_id=node), timeout=5)))
+            reply = await api.Heartbeat(coordinator_pb2.HeartbeatRequest(
+                chain="main", node_id=node, epoch=epoch, in_sync=True), timeout=5)  # both level
+            replies[node].append((sent, reply))
+            epoch = max(epoch, reply.config.epoch)
             await asyncio.sleep(timing.HEARTBEAT_INTERVAL)
 
     beaters = [asyncio.create_task(heartbeats(n)) for n in replies]

@@ -3,7 +3,7 @@
 Scenarios: a request to a follower is forwarded to the leader; with no quorum a request answers
 UNAVAILABLE (retryable) within a bounded wait; invalid registry commands are refused with clear
 errors and change nothing; node registration, promotion on `caught_up` and removal of a silent
-node; the watch stream; a graceful shutdown of the leader hands leadership over; a restart
+node, but never one that may hold the only copy of acknowledged writes; the watch stream; a graceful shutdown of the leader hands leadership over; a restart
 recovers the registry from disk.
 """
 
@@ -122,19 +122,51 @@ async def test_nodes_join_syncing_are_promoted_when_caught_up_and_removed_when_s
         assert beat.config.epoch == second.config.epoch + 1
         assert [(m.id, m.state) for m in beat.config.members] == [("n1", chain_pb2.ACTIVE), ("n2", chain_pb2.ACTIVE)]
 
-        # n2 keeps heartbeating, n1 falls silent: n1 is removed once its lease has certainly expired
-        # (the leader's grace after its election is long past by now or is waited out here).
+        # n2 keeps heartbeating, in sync, n1 falls silent: n1 is removed once its lease has certainly
+        # expired (the leader's grace after its election is long past by now or is waited out here).
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 8
         config = beat.config
         while [m.id for m in config.members] != ["n2"]:
             assert loop.time() < deadline, f"n1 was not removed: {config}"
             await asyncio.sleep(timing.HEARTBEAT_INTERVAL)
-            beat = await api.Heartbeat(coordinator_pb2.HeartbeatRequest(chain="main", node_id="n2", epoch=config.epoch))
+            beat = await api.Heartbeat(coordinator_pb2.HeartbeatRequest(chain="main", node_id="n2", epoch=config.epoch,
+                                                                        in_sync=True))
             config = beat.config
         assert config.epoch == first.config.epoch + 3
         gone = await api.Heartbeat(coordinator_pb2.HeartbeatRequest(chain="main", node_id="n1", epoch=first.config.epoch))
         assert gone.error.code == coordinator_pb2.NOT_FOUND and "register again" in gone.error.message
+
+
+async def test_a_silent_head_stays_while_the_promoted_tail_has_not_caught_up_with_it(cluster):
+    leader = await cluster.leader()
+    channel, api = stub(cluster.follower(leader).options.listen)
+    async with channel:
+        await api.CreateChain(coordinator_pb2.CreateChainRequest(chain="main"), timeout=5)
+        await api.Register(coordinator_pb2.RegisterRequest(chain="main", node_id="n1", address="127.0.0.1:9001"))
+        second = await api.Register(coordinator_pb2.RegisterRequest(chain="main", node_id="n2", address="127.0.0.1:9002"))
+        beat = await api.Heartbeat(coordinator_pb2.HeartbeatRequest(chain="main", node_id="n2", epoch=second.config.epoch,
+                                                                    caught_up=True, in_sync=True))
+        config = beat.config
+        assert [m.id for m in config.members] == ["n1", "n2"]
+
+        # n1 falls silent right after n2's promotion: n1 may have acknowledged writes alone in the old
+        # epoch that n2 never received. n2 runs the new epoch but never reports being in sync.
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timing.REMOVAL_AFTER + 4 * timing.ELECTION_TICKS * timing.TICK + 1  # grace, silence
+        while loop.time() < until:
+            beat = await api.Heartbeat(coordinator_pb2.HeartbeatRequest(chain="main", node_id="n2", epoch=config.epoch))
+            assert beat.config.epoch == config.epoch and beat.lease_ms > 0, "n1 was removed: writes may be lost"
+            await asyncio.sleep(timing.HEARTBEAT_INTERVAL)
+
+        # n2 reports it is in sync in this epoch (n1 came back long enough, say): now n1 goes.
+        deadline = loop.time() + 3
+        while [m.id for m in config.members] != ["n2"]:
+            assert loop.time() < deadline, f"n1 was not removed: {config}"
+            beat = await api.Heartbeat(coordinator_pb2.HeartbeatRequest(chain="main", node_id="n2", epoch=config.epoch,
+                                                                        in_sync=True))
+            config = beat.config
+            await asyncio.sleep(timing.HEARTBEAT_INTERVAL)
 
 
 async def test_the_watch_stream_sends_the_current_configuration_then_every_change(cluster):

@@ -1,5 +1,6 @@
-"""The failure detector: silent nodes are removed only once their lease has certainly expired, and a
-node whose removal is in flight gets no lease."""
+"""The failure detector: silent nodes are removed only once their lease has certainly expired, never
+leaving a chain without a member known to hold every acknowledged write, and a node whose removal
+is in flight gets no lease."""
 
 from keychain.coordinator import registry
 from keychain.coordinator.lease import LeaseTracker, Removal
@@ -26,10 +27,12 @@ def epoch(reg: Registry) -> int:
     return reg.chains["c"].epoch
 
 
-def heard(tracker: LeaseTracker, reg: Registry, now: float, *nodes: str) -> None:
-    """Heartbeats from `nodes` at `now`, the chain at its current epoch."""
+def heard(tracker: LeaseTracker, reg: Registry, now: float, *nodes: str, in_sync: bool = True) -> None:
+    """Heartbeats from `nodes` at `now`, running the chain's current epoch."""
     for node in nodes:
         tracker.observe("c", node, now=now, epoch=epoch(reg))
+        if in_sync:
+            tracker.record_in_sync("c", node, epoch(reg))
 
 
 def test_a_node_silent_past_lease_and_margin_is_removed_and_not_before():
@@ -75,6 +78,7 @@ def test_when_every_active_member_is_silent_the_most_recently_heard_stays():
         for removal in tracker.expired(now, reg.chains.values()):
             assert reg.apply(removal.command()).ok
             removed.append(removal.node)
+            heard(tracker, reg, 0, "b")  # b, silent since, had reported in sync in each new epoch
         now += LEASE
     assert removed == ["a", "t"]
     assert [m.id for m in reg.chains["c"].members] == ["b"]
@@ -89,6 +93,7 @@ def test_one_removal_per_chain_at_a_time_and_no_duplicate_proposals():
     assert [r.node for r in first] == ["a"]
     assert tracker.expired(3100, reg.chains.values()) == []  # a's removal has not committed yet
     assert reg.apply(first[0].command()).ok
+    heard(tracker, reg, 3150, "t")  # t runs the new epoch, in sync
     assert [r.node for r in tracker.expired(3200, reg.chains.values())] == ["b"]
 
 
@@ -102,6 +107,60 @@ def test_a_removal_decided_before_the_chain_changed_is_refused():
     outcome = reg.apply(stale.command())
     assert outcome.error is not None and outcome.error.code is registry.ErrorCode.FAILED_PRECONDITION
     assert reg.chains["c"].member("b") is not None
+
+
+# ---- never leave a chain without an in-sync member ----
+
+
+def promoted_behind_its_head() -> Registry:
+    """Chain [a] with s promoted to tail: s holds the writes a acknowledged alone only once it has
+    caught up with a in the new epoch."""
+    reg = Registry()
+    for cmd in (registry.create_chain("c"), registry.register_node("c", "a", "h:1"),
+                registry.register_node("c", "s", "h:2"), registry.promote_node("c", "s")):
+        assert reg.apply(cmd).ok
+    return reg
+
+
+def test_the_head_is_not_removed_while_the_new_tail_has_not_reported_in_sync():
+    reg = promoted_behind_its_head()
+    tracker = LeaseTracker(LEASE, MARGIN)
+    tracker.become_leader(now=0)
+    tracker.record_in_sync("c", "s", epoch(reg) - 1)  # level with a as a syncing node, in the old epoch
+    heard(tracker, reg, 0, "a")  # a reported in sync, then crashed
+    for now in range(1000, 6000, 100):
+        heard(tracker, reg, now, "s", in_sync=False)  # s is alive but never caught up with a
+        assert tracker.expired(now, reg.chains.values()) == [], "a may hold the only copy of acked writes"
+    heard(tracker, reg, 6000, "s")  # a came back meanwhile and s caught up, or s reports it now
+    assert [r.node for r in tracker.expired(6000, reg.chains.values())] == ["a"]
+
+
+def test_the_rule_waits_for_evidence_in_the_current_epoch_and_spares_syncing_members():
+    reg = three_node_chain()
+    tracker = LeaseTracker(LEASE, MARGIN)
+    tracker.become_leader(now=0)
+    heard(tracker, reg, 1000, "a", "t")
+    assert reg.apply(registry.register_node("c", "s", "h:4")).ok  # new epoch: a and t still report the old
+    heard(tracker, reg, 2500, "s", in_sync=False)
+    tracker.observe("c", "a", now=2500, epoch=epoch(reg))
+    tracker.observe("c", "t", now=2500, epoch=epoch(reg))
+    assert tracker.expired(2500, reg.chains.values()) == []  # b silent, but nobody is in sync at this epoch
+    tracker.record_in_sync("c", "t", epoch(reg))
+    (removal,) = tracker.expired(2600, reg.chains.values())
+    assert removal.node == "b" and reg.apply(removal.command()).ok
+    # A syncing member holds no write that only it has: removed without any evidence.
+    heard(tracker, reg, 4000, "a", "t", in_sync=False)
+    assert [r.node for r in tracker.expired(4000, reg.chains.values())] == ["s"]
+
+
+def test_a_node_holding_the_only_copy_is_passed_over_for_another_silent_one():
+    reg = three_node_chain()
+    tracker = LeaseTracker(LEASE, MARGIN)
+    tracker.become_leader(now=0)
+    heard(tracker, reg, 1000, "a")  # the head: in sync
+    heard(tracker, reg, 3000, "b", in_sync=False)  # restarted, behind a
+    # a and t are silent; only a is known in sync, so t goes first and a stays.
+    assert [r.node for r in tracker.expired(3000, reg.chains.values())] == ["t"]
 
 
 # ---- a removal in flight ----
