@@ -1,8 +1,8 @@
 """Write coalescing: concurrent writes to one head travel as one WriteRequest.
 
 Pure: the queue decides *what* to send and *when*, the shell does the sending. There is no
-timer: an idle proxy sends a write at once (a batch of one); while a batch is in flight, new
-writes wait and leave together as soon as it returns. Batches are bounded in operations and
+timer: an idle proxy sends a write at once (a batch of one); while `max_in_flight` batches are in
+flight, new writes wait and leave together as soon as one returns. Batches are bounded in operations and
 bytes (a gRPC message has a size limit), and the waiting queue is bounded so an overloaded
 proxy refuses quickly instead of queueing without end.
 """
@@ -13,14 +13,21 @@ from collections import deque
 
 
 class BatchQueue[T]:
-    def __init__(self, max_ops: int = 256, max_bytes: int = 3 << 20, max_pending: int = 10_000) -> None:
-        if max_ops < 1 or max_bytes < 1 or max_pending < 1:
+    def __init__(self, max_ops: int = 256, max_bytes: int = 3 << 20, max_pending: int = 10_000,
+                 max_in_flight: int = 1) -> None:
+        if max_ops < 1 or max_bytes < 1 or max_pending < 1 or max_in_flight < 1:
             raise ValueError("batch limits must be positive")
         self.max_ops = max_ops
         self.max_bytes = max_bytes
         self.max_pending = max_pending
+        self.max_in_flight = max_in_flight
         self._waiting: deque[tuple[T, int]] = deque()
-        self.in_flight = False
+        self.sending = 0  # batches taken and not yet done
+
+    @property
+    def in_flight(self) -> bool:
+        """Whether any batch is out."""
+        return self.sending > 0
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -33,11 +40,11 @@ class BatchQueue[T]:
         return True
 
     def take(self) -> list[T] | None:
-        """The next batch to send, or None while one is in flight or nothing waits.
+        """The next batch to send, or None while `max_in_flight` are out or nothing waits.
 
         A batch always holds at least one write, even one larger than `max_bytes` alone.
         """
-        if self.in_flight or not self._waiting:
+        if self.sending >= self.max_in_flight or not self._waiting:
             return None
         batch: list[T] = []
         total = 0
@@ -48,9 +55,11 @@ class BatchQueue[T]:
             self._waiting.popleft()
             batch.append(item)
             total += size
-        self.in_flight = True
+        self.sending += 1
         return batch
 
     def done(self) -> None:
-        """The in-flight batch returned; the next `take` may send."""
-        self.in_flight = False
+        """A batch returned; the next `take` may send."""
+        if self.sending == 0:
+            raise RuntimeError("done() without a batch in flight")
+        self.sending -= 1

@@ -50,6 +50,12 @@ NodeStub = chain_pb2_grpc.ChainNodeStub
 
 _EXPIRED = object()  # an attempt's outcome when the operation's deadline came first
 
+# WriteRequests out to one head at a time. With one, a write arriving while a batch is out waits for
+# that batch's whole chain round trip before its own starts: two halve that wait. The head's seq
+# orders the writes of both and request ids dedup a retry, so nothing else changes. More than two
+# only splits the same writes into smaller batches (more Readys and messages on every node).
+WRITE_BATCHES_IN_FLIGHT = 2
+
 
 def _expire(done: asyncio.Future[object]) -> None:
     if not done.done():
@@ -81,7 +87,7 @@ class _ReadAttempt:
 
 @dataclass
 class _Outbox[T]:
-    """Coalesces requests to one node: one batch in flight, the rest wait for it."""
+    """Coalesces requests to one node: a bounded number of batches in flight, the rest wait for one."""
 
     address: str
     queue: BatchQueue[T]
@@ -240,6 +246,7 @@ class ChainGateway:
                 max_ops=self.config.max_batch_ops,
                 max_bytes=self.config.max_batch_bytes,
                 max_pending=self.config.max_pending_writes,
+                max_in_flight=WRITE_BATCHES_IN_FLIGHT,
             )
             writer = self._writers[address] = _Outbox(address, queue)
         attempt = _Attempt(op, asyncio.get_running_loop().create_future())
