@@ -117,20 +117,24 @@ class SimNode(Process):
                 return
             rd = core.ready()
             if rd.persist:
-                for r in rd.persist:
-                    if isinstance(r, InstallKeys):
-                        for kv in r.keys:
-                            self.sim.inv.installed(self.id, kv)
-                try:
-                    self.store.apply(rd.persist)
-                except StoreError as exc:
-                    raise Violation("chain-core-error", f"{self.id}: its Ready cannot be persisted: {exc}") from exc
+                self._apply(rd)
                 if rd.must_sync:
                     self.busy = True
                     self.world.after(self.sync_delay(), self._fire, self.incarnation, self._synced, (rd,))
                     return
                 self._unsynced.extend(rd.persist)  # as the shell: no fsync; a crash before the next loses them
             self._release(rd)
+
+    def _apply(self, rd: Ready) -> None:
+        """Apply the Ready's records to the store (not yet synced), noting installed keys."""
+        for r in rd.persist:
+            if isinstance(r, InstallKeys):
+                for kv in r.keys:
+                    self.sim.inv.installed(self.id, kv)
+        try:
+            self.store.apply(rd.persist)
+        except StoreError as exc:
+            raise Violation("chain-core-error", f"{self.id}: its Ready cannot be persisted: {exc}") from exc
 
     def _synced(self, rd: Ready) -> None:
         self._durable.extend(self._unsynced)  # applied before rd: one fsync covers them all

@@ -14,9 +14,8 @@ import random
 
 from keychain.coordinator.log import RaftStorage
 from keychain.coordinator.raft import RaftConfig, RaftCore
-from keychain.node.core import ChainCore, CoreOptions, LinkState, Ready, Role
-from keychain.node.messages import Batch, Consistency, MemberState, ReadReply, TransferChunk
-from keychain.node.versions import Record, VersionStore
+from keychain.node.core import ChainCore, LinkState, Ready, Role
+from keychain.node.messages import Batch, Consistency, ReadReply, TransferChunk
 
 from keychain.testing.sim_node import SimNode
 
@@ -44,7 +43,11 @@ class ForgetfulRaft(RaftCore):
 
 
 class EagerAckShell(SimNode):
-    """A node whose tail releases its acks and replies before the Ready's sync is done."""
+    """A node whose tail releases its acks and replies before the Ready's sync is done.
+
+    Everything else keeps the store's contract: records are applied in order, and a sync makes
+    durable, in that order, every record applied before it (so a crash loses a suffix).
+    """
 
     def _pump(self) -> None:
         core = self.core
@@ -56,18 +59,20 @@ class EagerAckShell(SimNode):
             if not core.has_ready():
                 return
             rd = core.ready()
-            records = list(rd.persist)
-            self.store.apply(records)
-            rd.persist = []
+            self._apply(rd)
+            self._unsynced.extend(rd.persist)
+            must_sync = rd.must_sync
             self._release(rd)  # acks and replies leave before the sync
             self._observe_commit()
-            if records:
+            if must_sync:
                 self.busy = True
-                self.world.after(self.sync_delay(), self._fire, self.incarnation, self._eager_synced, (records,))
+                self.world.after(self.sync_delay(), self._fire, self.incarnation, self._eager_synced,
+                                 (len(self._unsynced),))
                 return
 
-    def _eager_synced(self, records: list[Record]) -> None:
-        self._durable.extend(records)
+    def _eager_synced(self, count: int) -> None:
+        self._durable.extend(self._unsynced[:count])
+        del self._unsynced[:count]
         self.busy = False
         self._pump()
 
@@ -97,16 +102,6 @@ class VouchesWhileLagging(ChainCore):
             for m in rd.messages
         ]
         return rd
-
-
-class TrustsItselfOnRestart(ChainCore):
-    """A restarted active member counts itself in sync at once."""
-
-    def __init__(self, node_id: str, store: VersionStore, options: CoreOptions | None = None) -> None:
-        super().__init__(node_id, store, options)
-        me = self.config.member(self.id) if self.config else None
-        if me is not None and me.state == MemberState.ACTIVE:
-            self.in_sync = True
 
 
 class KeepsStreamingAfterTransfer(ChainCore):
