@@ -3,13 +3,23 @@
 Semantics are exactly those of `keychain.node.versions.MemoryVersionStore` (its module docstring is
 the contract); the tests run the same scenarios, and a stateful comparison, against both stores.
 
-Group commit. `apply(records)` writes each record as one RocksDB WriteBatch without waiting for the
+Group commit. `apply(records)` writes its records as one RocksDB WriteBatch without waiting for the
 disk (the write-ahead log receives it, the memtable makes it readable at once); `sync()` makes
 everything applied so far durable with ONE fsync of the write-ahead log. So a node that applies the
 records of many client writes and then syncs pays one fsync for all of them. A crash before `sync()`
-can lose a suffix of the unsynced records, never a record in part and never one out of order (the
-log is replayed up to its first torn record): what survives is always a state the store has passed
-through, and nothing of it was announced to anyone before the sync returned.
+can lose a suffix of the unsynced batches, never a batch in part and never one out of order (the
+log is replayed up to its first torn batch). A batch holds whole records, consecutive in apply
+order, so what is lost is a suffix of whole records, newest first: what survives is always a state
+the store has passed through, and nothing of it was announced to anyone before the sync returned.
+A record that fails leaves the records before it in its list applied, as when each was written
+alone: the batch up to it is written, then the error is raised. Records that scan a key range
+(Truncate, ForgetOutcomes, ResetLog) write the batch gathered so far first, because range scans
+read the database, not the batch; that splits a list into several batches, still of whole records.
+
+Dirty index. The dirty versions of every key are also held in memory (`_DirtyKey`, rebuilt from
+the store when it opens; their number is bounded by the uncommitted entries), with the seqs of the
+dirty versions in seq order, so a Commit finds the keys it makes clean, their newest versions and
+the versions to drop without reading the database.
 
 Layout (one key space; the first byte names the kind of record):
     b"M"                            identity: JSON {format, node_id, chain}, written at creation
@@ -34,7 +44,9 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import rocksdict
@@ -161,36 +173,61 @@ def _outcome_keys(o: RequestOutcome) -> tuple[bytes, bytes]:
     return _OUTCOME + rid, _OUTCOME_BY_SEQ + _seq(o.seq) + rid
 
 
-# ---- one record's writes ----
+# ---- the writes of one apply() ----
 
 
-class _RecordWrites:
-    """The writes of one record, gathered into a WriteBatch, readable back before they are written.
+class _Writes:
+    """The writes of one `apply()` call, readable back before they are written.
 
-    Point reads see the record's own earlier writes (a transfer chunk may name a key twice); range
-    scans read the database only, which is enough because no record scans a range it also writes.
+    Point reads see earlier writes of the same call; the current record's writes are kept apart
+    until it succeeds, so a failing record adds nothing to what is written. Range scans read the
+    database only: a record that scans has the writes before it written first (`RocksVersionStore._flush`).
+    Writes are gathered in dicts and put into a WriteBatch only when written: a key written twice
+    goes into the batch once.
     """
 
-    _DELETED = object()
+    _DELETED = None
 
     def __init__(self, db: rocksdict.Rdict) -> None:
         self._db = db
-        self._pending: dict[bytes, bytes | object] = {}
-        self.batch = rocksdict.WriteBatch(raw_mode=True)
+        self.done: dict[bytes, bytes | None] = {}  # writes of the records that succeeded
+        self.current: dict[bytes, bytes | None] = {}  # writes of the record being applied
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self._pending:
-            value = self._pending[key]
-            return None if value is self._DELETED else value  # type: ignore[return-value]
+        if key in self.current:
+            return self.current[key]
+        if key in self.done:
+            return self.done[key]
         return self._db.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self._pending[key] = value
-        self.batch.put(key, value)
+        self.current[key] = value
 
     def delete(self, key: bytes) -> None:
-        self._pending[key] = self._DELETED
-        self.batch.delete(key)
+        self.current[key] = self._DELETED
+
+    def record_done(self) -> None:
+        self.done.update(self.current)
+        self.current = {}
+
+    def batch(self) -> rocksdict.WriteBatch:
+        """The succeeded records' writes as one WriteBatch (and forget them)."""
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in self.done.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.done = {}
+        return batch
+
+
+@dataclass(slots=True)
+class _DirtyKey:
+    """A key's dirty versions, in seq order, and whether its clean version is a live value."""
+
+    clean_live: bool  # the clean version exists and is not a tombstone
+    versions: list[tuple[int, bool, bytes]]  # (seq, tombstone, encoded KeyVersion)
 
 
 class RocksVersionStore:
@@ -205,6 +242,9 @@ class RocksVersionStore:
         self._db = self._open()
         self._unsynced = rocksdict.WriteOptions()
         self._unsynced.sync = False
+        self._dirty: dict[bytes, _DirtyKey] = {}
+        # (seq, key) of dirty versions in seq order; may name versions dropped since (by InstallKeys).
+        self._uncommitted: deque[tuple[int, bytes]] = deque()
         try:
             self._load()
         except DataDirError:
@@ -262,8 +302,26 @@ class RocksVersionStore:
         self._last, self._committed, self._log_start, self._live_keys = _COUNTERS_FORMAT.unpack(counters)
         raw_config = self._db.get(_CONFIG)
         self._config = None if raw_config is None else _decode_config(raw_config)
+        self._load_dirty()
         log.info("store opened path=%s node=%s chain=%s last_seq=%d committed_seq=%d",
                  self.path, self.node_id, self.chain, self._last, self._committed)
+
+    def _load_dirty(self) -> None:
+        """Rebuild the in-memory dirty index from the stored dirty versions."""
+        self._dirty = {}
+        found: list[tuple[int, bytes]] = []
+        for k, raw in self._scan(_DIRTY, _prefix_end(_DIRTY)):
+            (n,) = _U32.unpack_from(k, 1)
+            key = k[5 : 5 + n]
+            (seq,) = _U64.unpack_from(k, 5 + n)
+            d = self._dirty.get(key)
+            if d is None:
+                clean = self.clean(key)
+                d = self._dirty[key] = _DirtyKey(clean is not None and not clean.tombstone, [])
+            d.versions.append((seq, _decode_version(raw).tombstone, raw))
+            found.append((seq, key))
+        found.sort()
+        self._uncommitted = deque(found)
 
     def _is_empty(self) -> bool:
         it = self._db.iter()
@@ -410,16 +468,38 @@ class RocksVersionStore:
     # ---- writes ----
 
     def apply(self, records: Iterable[Record]) -> None:
-        for record in records:
-            self._apply(record)
+        w = _Writes(self._db)
+        try:
+            for record in records:
+                self._apply(w, record)
+                w.record_done()
+            self._flush(w)
+        except BaseException:
+            # Write the records that succeeded; the in-memory state is then read back from the store,
+            # which holds exactly those (or, if even that write failed, none of this call's).
+            try:
+                self._flush(w)
+            finally:
+                self._reload()
+            raise
 
     def sync(self) -> None:
         """Make every applied record durable: one fsync of the write-ahead log."""
         self._db.flush_wal(True)
 
-    def _apply(self, record: Record) -> None:
-        w = _RecordWrites(self._db)
-        # Counters change only when the batch is written, so a failing record changes nothing.
+    def _flush(self, w: _Writes) -> None:
+        if w.done:
+            self._db.write(w.batch(), self._unsynced)
+
+    def _reload(self) -> None:
+        counters = self._db.get(_COUNTERS)
+        self._last, self._committed, self._log_start, self._live_keys = _COUNTERS_FORMAT.unpack(counters)
+        raw_config = self._db.get(_CONFIG)
+        self._config = None if raw_config is None else _decode_config(raw_config)
+        self._load_dirty()
+
+    def _apply(self, w: _Writes, record: Record) -> None:
+        # Counters change only when the record succeeds, so a failing record changes nothing.
         last, committed, log_start, live = self._last, self._committed, self._log_start, self._live_keys
         config = self._config
         match record:
@@ -429,6 +509,7 @@ class RocksVersionStore:
                 live = self._commit(w, through)
                 committed = through
             case Truncate(after):
+                self._flush(w)
                 self._truncate(w, after)
                 last = min(last, after)
             case TrimLog(through):
@@ -439,12 +520,13 @@ class RocksVersionStore:
                     w.delete(_LOG + _seq(s))
                 log_start = through
             case ForgetOutcomes(through):
+                self._flush(w)
                 for k, _ in self._scan(_OUTCOME_BY_SEQ, _OUTCOME_BY_SEQ + _seq(max(through + 1, 0))):
                     w.delete(k)
                     w.delete(_OUTCOME + k[9:])
             case InstallKeys(keys, outcomes):
                 for kv in keys:
-                    live = self._make_clean(w, kv, live)
+                    live = self._install(w, kv, live)
                 for o in outcomes:
                     by_id, by_seq = _outcome_keys(o)
                     if w.get(by_id) is None:
@@ -453,10 +535,13 @@ class RocksVersionStore:
             case ResetLog(through):
                 if through < committed:
                     raise StoreError(f"cannot reset the log to {through} below the commit point {committed}")
+                self._flush(w)
                 for k, _ in self._scan(_LOG, _prefix_end(_LOG)):
                     w.delete(k)
                 for k, _ in self._scan(_DIRTY, _prefix_end(_DIRTY)):
                     w.delete(k)
+                self._dirty = {}
+                self._uncommitted = deque()
                 log_start = committed = last = through
             case SaveConfig(new_config):
                 w.put(_CONFIG, _encode_config(new_config))
@@ -464,11 +549,10 @@ class RocksVersionStore:
             case _:
                 raise StoreError(f"unknown record {record!r}")
         w.put(_COUNTERS, _COUNTERS_FORMAT.pack(last, committed, log_start, live))
-        self._db.write(w.batch, self._unsynced)
         self._last, self._committed, self._log_start, self._live_keys = last, committed, log_start, live
         self._config = config
 
-    def _append(self, w: _RecordWrites, entries: tuple[Entry, ...]) -> int:
+    def _append(self, w: _Writes, entries: tuple[Entry, ...]) -> int:
         if not entries:
             return self._last
         if entries[0].seq != self._last + 1:
@@ -476,13 +560,24 @@ class RocksVersionStore:
         for i in range(1, len(entries)):
             if entries[i].seq != entries[i - 1].seq + 1:
                 raise StoreError("appended entries are not consecutive")
+        dirty, uncommitted = self._dirty, self._uncommitted
         for e in entries:
-            w.put(_LOG + _seq(e.seq), _encode_entry(e))
+            seq = _seq(e.seq)
+            w.put(_LOG + seq, _encode_entry(e))
             if e.kind != EntryKind.NOOP:
-                clean = self.clean(e.key)
-                if clean is None or clean.version < e.seq:
-                    kv = KeyVersion(e.key, e.seq, e.kind == EntryKind.DELETE, e.value)
-                    w.put(_dirty_prefix(e.key) + _seq(e.seq), _encode_version(kv))
+                d = dirty.get(e.key)
+                if d is None:
+                    # A key with dirty versions has its clean one below them, so below this entry.
+                    raw = w.get(_CLEAN + e.key)
+                    clean = None if raw is None else _decode_version(raw)
+                    if clean is None or clean.version < e.seq:
+                        d = dirty[e.key] = _DirtyKey(clean is not None and not clean.tombstone, [])
+                if d is not None:
+                    tombstone = e.kind == EntryKind.DELETE
+                    encoded = _encode_version(KeyVersion(e.key, e.seq, tombstone, e.value))
+                    w.put(_dirty_prefix(e.key) + seq, encoded)
+                    d.versions.append((e.seq, tombstone, encoded))
+                    uncommitted.append((e.seq, e.key))
             if e.request_id:
                 o = outcome_of(e)
                 by_id, by_seq = _outcome_keys(o)
@@ -493,32 +588,42 @@ class RocksVersionStore:
                 w.put(by_seq, b"")
         return entries[-1].seq
 
-    def _commit(self, w: _RecordWrites, through: int) -> int:
+    def _commit(self, w: _Writes, through: int) -> int:
         if not self._committed <= through <= self._last:
             raise StoreError(f"cannot commit through {through}: committed {self._committed}, last {self._last}")
+        # Every dirty version is above the commit point (committing drops those at or below it), so
+        # the keys with dirty versions up to `through` are the keys the committed entries wrote
+        # that have a version to make clean.
         live = self._live_keys
         touched = set()
-        for _, raw in self._scan(_LOG + _seq(self._committed + 1), _LOG + _seq(through + 1)):
-            e = _decode_entry(raw)
-            if e.kind != EntryKind.NOOP:
-                touched.add(e.key)
-        for key in sorted(touched):
-            newest = self._newest_dirty(key, through)
-            if newest is not None:
-                live = self._make_clean(w, newest, live)
+        uncommitted = self._uncommitted
+        while uncommitted and uncommitted[0][0] <= through:
+            touched.add(uncommitted.popleft()[1])
+        for key in touched:
+            d = self._dirty.get(key)
+            if d is None:
+                continue
+            versions = d.versions
+            n = 0
+            while n < len(versions) and versions[n][0] <= through:
+                n += 1
+            if n == 0:
+                continue
+            _, tombstone, encoded = versions[n - 1]
+            # The dirty versions are all newer than the clean one: the newest of them replaces it.
+            w.put(_CLEAN + key, encoded)
+            live += (0 if tombstone else 1) - (1 if d.clean_live else 0)
+            prefix = _dirty_prefix(key)
+            for seq, _, _ in versions[:n]:
+                w.delete(prefix + _seq(seq))
+            del versions[:n]
+            if versions:
+                d.clean_live = not tombstone
+            else:
+                del self._dirty[key]
         return live
 
-    def _newest_dirty(self, key: bytes, at_most: int) -> KeyVersion | None:
-        prefix = _dirty_prefix(key)
-        # Forward over the key's few dirty versions (a reverse seek would cross every tombstone
-        # below the key); the last one at or below `at_most` is the newest.
-        newest = None
-        for k, raw in self._scan(prefix, prefix + _seq(at_most + 1)):
-            if len(k) == len(prefix) + 8:
-                newest = raw
-        return None if newest is None else _decode_version(newest)
-
-    def _make_clean(self, w: _RecordWrites, kv: KeyVersion, live: int) -> int:
+    def _install(self, w: _Writes, kv: KeyVersion, live: int) -> int:
         """Make `kv` the key's clean version unless it has a newer one; returns the live key count."""
         raw = w.get(_CLEAN + kv.key)
         clean = None if raw is None else _decode_version(raw)
@@ -526,12 +631,23 @@ class RocksVersionStore:
             return live
         w.put(_CLEAN + kv.key, _encode_version(kv))
         live += (0 if kv.tombstone else 1) - (0 if clean is None or clean.tombstone else 1)
-        prefix = _dirty_prefix(kv.key)
-        for k, _ in self._scan(prefix, prefix + _seq(kv.version + 1)):
-            w.delete(k)
+        d = self._dirty.get(kv.key)
+        if d is not None:
+            prefix = _dirty_prefix(kv.key)
+            kept = []
+            for version in d.versions:
+                if version[0] <= kv.version:
+                    w.delete(prefix + _seq(version[0]))
+                else:
+                    kept.append(version)
+            if kept:
+                d.versions = kept
+                d.clean_live = not kv.tombstone
+            else:
+                del self._dirty[kv.key]
         return live
 
-    def _truncate(self, w: _RecordWrites, after: int) -> None:
+    def _truncate(self, w: _Writes, after: int) -> None:
         if after < self._committed:
             raise StoreError(f"cannot truncate to {after} below the commit point {self._committed}")
         # Every dirty version above the commit point comes from a log entry still held: drop both.
@@ -543,3 +659,13 @@ class RocksVersionStore:
         for k, _ in self._scan(_OUTCOME_BY_SEQ + _seq(after + 1), _prefix_end(_OUTCOME_BY_SEQ)):
             w.delete(k)
             w.delete(_OUTCOME + k[9:])
+        uncommitted = self._uncommitted
+        while uncommitted and uncommitted[-1][0] > after:
+            _, key = uncommitted.pop()
+            d = self._dirty.get(key)
+            if d is None:
+                continue
+            while d.versions and d.versions[-1][0] > after:
+                d.versions.pop()
+            if not d.versions:
+                del self._dirty[key]

@@ -315,6 +315,36 @@ def test_group_commit_is_one_fsync_per_sync_not_per_record(tmp_path: Path) -> No
         assert store.wal_syncs() == before + 1
 
 
+def test_writes_left_uncommitted_at_a_restart_are_made_clean_by_a_later_commit(stores: Stores) -> None:
+    store = stores.open()
+    store.apply([AppendEntries((put(1, b"k"), put(2, b"gone"), put(3, b"k"), put(4, b"j"))),
+                 Commit(2), AppendEntries((delete(5, b"gone"),))])
+    store = stores.restart(store)
+    store.apply([Commit(5)])
+    assert store.clean(b"k") == KeyVersion(b"k", 3, False, b"v3")
+    assert store.clean(b"gone") == KeyVersion(b"gone", 5, True, b"")
+    assert store.clean(b"j") == KeyVersion(b"j", 4, False, b"v4")
+    assert store.dirty_versions() == {}
+    assert store.key_count() == 2
+
+
+def test_a_record_refused_mid_list_keeps_the_records_before_it(stores: Stores) -> None:
+    store = stores.open()
+    with pytest.raises(StoreError, match="gap"):
+        store.apply([AppendEntries((put(1, b"k"), put(2, b"k"))), Commit(1),
+                      AppendEntries((put(9, b"k"),)), SaveConfig(ChainConfig("main", 7, ()))])
+    for restarted in (False, True):
+        if restarted:
+            store = stores.restart(store)
+        assert store.state() == StoreState(last_seq=2, committed_seq=1, log_start=0)
+        assert store.clean(b"k") == KeyVersion(b"k", 1, False, b"v1")
+        assert store.dirty_versions() == {b"k": [2]}
+    store.apply([AppendEntries((put(3, b"k"),)), Commit(3)])
+    assert store.clean(b"k") == KeyVersion(b"k", 3, False, b"v3")
+    assert store.dirty_versions() == {}
+    assert store.key_count() == 1
+
+
 # ---- data-directory identity ----
 
 
