@@ -349,7 +349,10 @@ class ChainCore:
         if self.succ is None or self.succ != old_succ:
             self._sessions.clear()
         self._upstream_linked = False
-        self._welcomes.clear()
+        # Welcomes already decided still go out: each answers a Hello (or batch) whose sender waits for
+        # it with no timeout. A refusal of a Hello of the epoch we are adopting now is the one answer
+        # that sender gets (it has no newer epoch to move to and say Hello again); an answer of an older
+        # epoch is ignored by a sender that moved on (it echoes that epoch), or refused at its next batch.
         self.transfer_from = None
         self._caught_up_reported = False
         if self._commits_on_persist():
