@@ -133,9 +133,14 @@ class Load:
 def ready_cluster(root: Path) -> ProcessCluster:
     c = ProcessCluster(root, coordinators=3, nodes=3, log_level="warning")
     c.start_all()
-    wait_for("three active chain members", lambda: sorted(c.roles().values()) == ["head", "middle", "tail"],
-             timeout=30, interval=0.1)
-    wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")), timeout=10)
+    try:
+        wait_for("three active chain members", lambda: sorted(c.roles().values()) == ["head", "middle", "tail"],
+                 timeout=30, interval=0.1)
+        wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")),
+                 timeout=10)
+    except BaseException:
+        c.stop_all()  # a cluster that never formed must not outlive the bench
+        raise
     return c
 
 

@@ -46,6 +46,8 @@ Protocol rules (DESIGN.md §3):
   successor whose last_seq + 1 < first_seq asks for a state transfer (Transfer RPC to the
   predecessor); after installing it, it sends a second Welcome on the same link and the live stream
   resumes from the transfer's point. A batch that would leave a gap is answered with a Welcome too.
+  Every Hello, and every batch refused, gets exactly one Welcome, a reconfiguration in between included:
+  the sender waits for it with no timeout.
 - Reconfiguration (`configure` with a newer epoch): the new head keeps the dirty entries it holds
   (they flow on and commit); a node that becomes tail commits everything it has persisted; every
   link is re-established, so a new successor states what it lacks. A syncing member first drops its
