@@ -1,11 +1,16 @@
-"""Helpers for the coordinator shell tests: free ports, and members run in this test's event loop."""
+"""Helpers for the coordinator shell tests: free ports, and members run in this test's event loop.
+
+`main_chain_cluster` is a pytest fixture named `cluster`; a test module gets it by importing it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from keychain.coordinator.server import CoordinatorOptions, CoordinatorServer
 
 
@@ -68,5 +73,22 @@ class InProcessCluster:
             await asyncio.sleep(0.02)
         raise AssertionError("no coordinator leader")
 
+    async def ready_leader(self, timeout: float = 5.0) -> CoordinatorServer:
+        """The committed leader, once it has created this cluster's chains."""
+        leader = await self.leader(timeout)
+        await leader.service.ensure_chains(self.chains)
+        return leader
+
     def follower(self, leader: CoordinatorServer) -> CoordinatorServer:
         return next(s for s in self.servers.values() if s is not leader)
+
+
+@pytest.fixture(name="cluster")
+async def main_chain_cluster(tmp_path: Path) -> AsyncIterator[InProcessCluster]:
+    """Three started members configured with the chain "main"; all stopped after the test."""
+    c = InProcessCluster(tmp_path, chains=["main"])
+    await c.start_all()
+    try:
+        yield c
+    finally:
+        await c.stop_all()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from coordinator_shell_harness import InProcessCluster
+from coordinator_shell_harness import main_chain_cluster  # noqa: F401 (the `cluster` fixture)
 from keychain.coordinator.registry import remove_node
 
 from keychain.proto import coordinator_pb2
@@ -18,20 +18,9 @@ from keychain.proto import coordinator_pb2
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def cluster(tmp_path):
-    c = InProcessCluster(tmp_path, chains=["main"])
-    await c.start_all()
-    try:
-        yield c
-    finally:
-        await c.stop_all()
-
-
 async def test_a_caught_up_heartbeat_whose_promotion_is_refused_answers_with_the_current_configuration(cluster):
-    leader = await cluster.leader()
+    leader = await cluster.ready_leader()
     service = leader.service
-    await service.ensure_chains(["main"])
     await service.register(coordinator_pb2.RegisterRequest(chain="main", node_id="n1", address="127.0.0.1:9001"))
     joined = await service.register(coordinator_pb2.RegisterRequest(chain="main", node_id="n2",
                                                                      address="127.0.0.1:9002"))

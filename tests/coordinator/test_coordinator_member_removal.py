@@ -15,7 +15,7 @@ import json
 import grpc
 import httpx
 import pytest
-from coordinator_shell_harness import InProcessCluster
+from coordinator_shell_harness import main_chain_cluster  # noqa: F401 (the `cluster` fixture)
 from keychain.coordinator.lease import LeaseTracker
 from keychain.coordinator.member import Applied
 from keychain.coordinator.registry import Registry, create_chain, promote_node, register_node
@@ -65,20 +65,9 @@ def test_a_new_leader_drains_a_node_from_its_own_grace():
     assert [r.node for r in tracker.expired(6201, reg.chains.values())] == ["b"]
 
 
-@pytest.fixture
-async def cluster(tmp_path):
-    c = InProcessCluster(tmp_path, chains=["main"])
-    await c.start_all()
-    try:
-        yield c
-    finally:
-        await c.stop_all()
-
-
 async def test_removing_a_live_node_commits_only_after_its_last_lease_certainly_expired(cluster):
-    leader = await cluster.leader()
+    leader = await cluster.ready_leader()
     follower = cluster.follower(leader)
-    await leader.service.ensure_chains(["main"])
     loop = asyncio.get_running_loop()
     channel = grpc.aio.insecure_channel(follower.options.listen)
     api = coordinator_pb2_grpc.CoordinatorStub(channel)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from coordinator_shell_harness import InProcessCluster
+from coordinator_shell_harness import main_chain_cluster  # noqa: F401 (the `cluster` fixture)
 from keychain.coordinator.registry import remove_node
 
 from keychain import timing
@@ -19,25 +19,14 @@ from keychain.proto import coordinator_pb2
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-async def cluster(tmp_path):
-    c = InProcessCluster(tmp_path, chains=["main"])
-    await c.start_all()
-    try:
-        yield c
-    finally:
-        await c.stop_all()
-
-
 def health_of(status: coordinator_pb2.ClusterStatus) -> dict[str, coordinator_pb2.MemberHealth]:
     (chain,) = status.chains
     return {h.id: h for h in chain.health}
 
 
 async def test_health_follows_the_lease_record_and_a_removed_node_is_forgotten(cluster):
-    leader = await cluster.leader()
+    leader = await cluster.ready_leader()
     service = leader.service
-    await service.ensure_chains(["main"])
     for node, port in (("n1", 9001), ("n2", 9002)):
         await service.register(coordinator_pb2.RegisterRequest(chain="main", node_id=node,
                                                                address=f"127.0.0.1:{port}"))

@@ -12,7 +12,7 @@ import asyncio
 import threading
 
 import pytest
-from coordinator_shell_harness import InProcessCluster
+from coordinator_shell_harness import main_chain_cluster  # noqa: F401 (the `cluster` fixture)
 from keychain.coordinator.registry import create_chain
 
 from keychain import timing
@@ -23,20 +23,9 @@ pytestmark = pytest.mark.timeout(60)
 STALL = 1.5  # seconds the leader's fsync blocks
 
 
-@pytest.fixture
-async def cluster(tmp_path):
-    c = InProcessCluster(tmp_path, chains=["main"])
-    await c.start_all()
-    try:
-        yield c
-    finally:
-        await c.stop_all()
-
-
 async def test_a_stalled_leader_grants_no_lease_after_one_election_timeout(cluster):
-    leader = await cluster.leader()
+    leader = await cluster.ready_leader()
     service = leader.service
-    await service.ensure_chains(["main"])
     await service.register(coordinator_pb2.RegisterRequest(chain="main", node_id="n1", address="127.0.0.1:9001"))
     beat = coordinator_pb2.HeartbeatRequest(chain="main", node_id="n1")
     assert (await service.heartbeat(beat)).lease_ms > 0
