@@ -33,7 +33,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from keychain.local import busy_ports
 
 WRK_SCRIPT = Path(__file__).resolve().with_name("wrk_kv.lua")
 MAX_DURATION = 120.0  # seconds per phase: a benchmark run stays bounded
@@ -236,18 +237,6 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def busy_ports(ports: list[int]) -> list[int]:
-    busy = []
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                busy.append(port)
-    return busy
 
 
 # ---- the systems under test ----
