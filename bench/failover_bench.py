@@ -21,113 +21,14 @@ import argparse
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "cluster"))
 
-from cluster_harness import ProcessCluster, wait_for
-
-from keychain.proto import chain_pb2
+from cluster_harness import ChainLoad, ProcessCluster, wait_for
 
 SLOW = 0.2  # seconds: an operation slower than this counts as interrupted
-
-
-@dataclass
-class Op:
-    kind: str  # write | read
-    started: float
-    took: float
-    ok: bool
-
-
-@dataclass
-class Load:
-    """A writer (at the head) and a reader (round-robin over the nodes), until stopped."""
-
-    cluster: ProcessCluster
-    ops: list[Op] = field(default_factory=list)
-    acked: dict[bytes, bytes] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def head(self) -> str | None:
-        for name in self.cluster.names("node"):
-            if not self.cluster.procs[name].alive:
-                continue
-            try:
-                if self.cluster.node_status(name, timeout=0.2).role == "head":
-                    return name
-            except grpc.RpcError:
-                continue
-        return None
-
-    def writer(self) -> None:
-        head, i = None, 0
-        while not self.stop.is_set():
-            head = head or self.head()
-            if head is None:
-                time.sleep(0.01)
-                continue
-            i += 1
-            key, value = f"k{i % 50}".encode(), f"v{i}".encode()
-            t = time.monotonic()
-            ok = False
-            try:
-                reply = self.cluster.write(head, key, value, request_id=f"bench-{id(self)}-{i}", timeout=0.5)
-                ok = reply.error.code == chain_pb2.OK and reply.results[0].error.code == chain_pb2.OK
-            except grpc.RpcError:
-                pass
-            with self.lock:
-                self.ops.append(Op("write", t, time.monotonic() - t, ok))
-                if ok:
-                    self.acked[key] = value
-            if not ok:
-                head = None
-                time.sleep(0.005)
-
-    def reader(self) -> None:
-        nodes, i = self.cluster.names("node"), 0
-        while not self.stop.is_set():
-            name = nodes[i % len(nodes)]
-            i += 1
-            if not self.cluster.procs[name].alive:
-                continue
-            t = time.monotonic()
-            try:
-                reply = self.cluster.read(name, b"k1", timeout=0.5)
-                ok = reply.error.code in (chain_pb2.OK, chain_pb2.NOT_FOUND)
-            except grpc.RpcError:
-                ok = False
-            with self.lock:
-                self.ops.append(Op("read", t, time.monotonic() - t, ok))
-            time.sleep(0.002)
-
-    def start(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self.writer, daemon=True), threading.Thread(target=self.reader, daemon=True)]
-        for t in threads:
-            t.start()
-        return threads
-
-    def first_write_after(self, t0: float, timeout: float) -> float | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                done = [op for op in self.ops if op.kind == "write" and op.ok and op.started >= t0]
-            if done:
-                return done[0].started + done[0].took - t0
-            time.sleep(0.01)
-        return None
-
-    def interrupted(self, t0: float, t1: float) -> tuple[int, int, int]:
-        """(operations, failed, slow) that started within [t0, t1)."""
-        with self.lock:
-            window = [op for op in self.ops if t0 <= op.started < t1]
-        return len(window), sum(not op.ok for op in window), sum(op.ok and op.took > SLOW for op in window)
 
 
 def ready_cluster(root: Path) -> ProcessCluster:
@@ -160,8 +61,8 @@ def leader_seen(c: ProcessCluster, old: str) -> str | None:
 def one_run(root: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     c = ready_cluster(root / "coord")
-    load = Load(c)
-    threads = load.start()
+    load = ChainLoad(c, timeout=0.5, write_pause=0.0, read_pause=0.002)
+    load.start()
     try:
         time.sleep(1.0)
         old = wait_for("a leader", c.leader, timeout=5)
@@ -170,20 +71,19 @@ def one_run(root: Path) -> dict[str, float]:
         wait_for("a new leader", lambda: leader_seen(c, old), timeout=10, interval=0.005)
         out["coordinator leader -> new leader (s)"] = time.monotonic() - t0
         time.sleep(3.0)
-        n, failed, slow = load.interrupted(t0, t0 + 3.0)
-        out["ops during coordinator election"] = n
-        out["failed ops during coordinator election"] = failed
-        out[f"ops slower than {SLOW * 1000:.0f} ms during coordinator election"] = slow
+        window = load.ops_between(t0, t0 + 3.0)
+        out["ops during coordinator election"] = len(window)
+        out["failed ops during coordinator election"] = sum(not op.ok for op in window)
+        out[f"ops slower than {SLOW * 1000:.0f} ms during coordinator election"] = sum(
+            op.ok and op.took > SLOW for op in window)
     finally:
-        load.stop.set()
-        for t in threads:
-            t.join(2)
+        load.finish(2)
         c.stop_all()
 
     for role in ("head", "middle", "tail"):
         c = ready_cluster(root / role)
-        load = Load(c)
-        threads = load.start()
+        load = ChainLoad(c, timeout=0.5, write_pause=0.0, read_pause=0.002)
+        load.start()
         try:
             time.sleep(1.0)
             victim = next(n for n, r in c.roles().items() if r == role)
@@ -192,9 +92,7 @@ def one_run(root: Path) -> dict[str, float]:
             took = load.first_write_after(t0, timeout=15)
             out[f"{role} killed -> writes flowing (s)"] = took if took is not None else float("nan")
         finally:
-            load.stop.set()
-            for t in threads:
-                t.join(2)
+            load.finish(2)
             c.stop_all()
     return out
 

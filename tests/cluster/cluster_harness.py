@@ -3,17 +3,20 @@
 `ProcessCluster` starts `keychain coordinator` and `keychain node` exactly as `keychain up` does,
 each with its own data directory and log file, and offers what the scenarios need: kill -9 a
 process, restart it on the same data, read the coordinators' status, and write and read keys
-straight at the chain nodes over gRPC.
+straight at the chain nodes over gRPC. `ChainLoad` keeps writes (and reads) flowing at the chain
+while a scenario runs, and records every operation's outcome.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -218,3 +221,131 @@ class ProcessCluster:
     def read(self, name: str, key: bytes, timeout: float = 2.0) -> chain_pb2.ReadReply:
         epoch = self.node_status(name).epoch
         return self.node_stub(name).Read(chain_pb2.ReadRequest(epoch=epoch, key=key), timeout=timeout)
+
+
+@dataclass
+class Op:
+    """One chain operation of a `ChainLoad`: what, where, when it started, how long it took, how it ended."""
+
+    kind: str  # write | read
+    node: str
+    started: float  # time.monotonic()
+    took: float
+    ok: bool
+
+
+class ChainLoad:
+    """A writer at the chain's head (a new key each time) and optionally a reader round-robin over the
+    nodes, straight over gRPC, until `finish`; each loop ends by itself after `max_ops` operations."""
+
+    def __init__(self, cluster: ProcessCluster, *, reads: bool = True, timeout: float = 1.0,
+                 write_pause: float = 0.005, read_pause: float = 0.01, max_ops: int = 20_000) -> None:
+        self.cluster = cluster
+        self.reads = reads
+        self.timeout = timeout
+        self.write_pause = write_pause
+        self.read_pause = read_pause
+        self.max_ops = max_ops
+        self.ops: list[Op] = []
+        self.acked: dict[bytes, bytes] = {}
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def head(self) -> str | None:
+        for name in self.cluster.names("node"):
+            if self.cluster.procs[name].alive:
+                try:
+                    if self.cluster.node_status(name, timeout=0.3).role == "head":
+                        return name
+                except grpc.RpcError:
+                    pass
+        return None
+
+    def _record(self, op: Op) -> None:
+        with self.lock:
+            self.ops.append(op)
+
+    def _write_loop(self) -> None:
+        head, i = None, 0
+        while not self.stop.is_set() and i < self.max_ops:
+            head = head or self.head()
+            if head is None:
+                time.sleep(0.02)
+                continue
+            i += 1
+            key, value = f"key-{i}".encode(), f"value-{i}".encode()
+            started, ok = time.monotonic(), False
+            try:
+                reply = self.cluster.write(head, key, value, request_id=f"w{i}", timeout=self.timeout)
+                ok = reply.error.code == chain_pb2.OK and reply.results[0].error.code == chain_pb2.OK
+            except grpc.RpcError:
+                pass
+            with self.lock:
+                self.ops.append(Op("write", head, started, time.monotonic() - started, ok))
+                if ok:
+                    self.acked[key] = value
+            if not ok:
+                head = None
+                time.sleep(0.01)
+            else:
+                time.sleep(self.write_pause)
+
+    def _read_loop(self) -> None:
+        nodes = self.cluster.names("node")
+        for i in range(self.max_ops):
+            if self.stop.is_set():
+                return
+            name = nodes[i % len(nodes)]
+            if not self.cluster.procs[name].alive:
+                continue
+            started = time.monotonic()
+            try:
+                code = self.cluster.read(name, b"key-1", timeout=self.timeout).error.code
+                ok = code in (chain_pb2.OK, chain_pb2.NOT_FOUND)
+            except grpc.RpcError:
+                ok = False
+            self._record(Op("read", name, started, time.monotonic() - started, ok))
+            time.sleep(self.read_pause)
+
+    def start(self) -> None:
+        loops = [self._write_loop, self._read_loop] if self.reads else [self._write_loop]
+        self.threads = [threading.Thread(target=loop, daemon=True) for loop in loops]
+        for t in self.threads:
+            t.start()
+
+    def finish(self, timeout: float = 5.0) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout)
+
+    def ops_between(self, t0: float, t1: float) -> list[Op]:
+        """The operations that started within [t0, t1)."""
+        with self.lock:
+            return [op for op in self.ops if t0 <= op.started < t1]
+
+    def writes_acked_since(self, t0: float) -> int:
+        with self.lock:
+            return sum(1 for op in self.ops if op.kind == "write" and op.ok and op.started >= t0)
+
+    def interrupted(self, t0: float, t1: float, slow: float) -> list[Op]:
+        """The operations started within [t0, t1) that failed or took longer than `slow` seconds."""
+        return [op for op in self.ops_between(t0, t1) if not op.ok or op.took > slow]
+
+    def first_write_after(self, t0: float, timeout: float) -> float | None:
+        """Seconds from `t0` until the first write started at or after it was acknowledged; None if none
+        within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                done = [op for op in self.ops if op.kind == "write" and op.ok and op.started >= t0]
+            if done:
+                return done[0].started + done[0].took - t0
+            time.sleep(0.01)
+        return None
+
+    def longest_gap(self) -> float:
+        """The longest time between two consecutive acknowledged writes."""
+        with self.lock:
+            acked_at = [op.started + op.took for op in self.ops if op.kind == "write" and op.ok]
+        return max((b - a for a, b in itertools.pairwise(acked_at)), default=0.0)

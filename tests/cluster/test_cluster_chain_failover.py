@@ -11,102 +11,16 @@ can be checked afterwards), reads to every node. Scenarios:
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field
 
-import grpc
 import pytest
-from cluster_harness import ProcessCluster, wait_for
+from cluster_harness import ChainLoad, ProcessCluster, wait_for
 
 from keychain.proto import chain_pb2
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 
 SLOW = 0.5  # seconds: a chain operation slower than this counts as interrupted
-
-
-@dataclass
-class Load:
-    cluster: ProcessCluster
-    acked: dict[bytes, bytes] = field(default_factory=dict)
-    outcomes: list[tuple[float, str, bool, float]] = field(default_factory=list)  # started, kind, ok, took
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    threads: list[threading.Thread] = field(default_factory=list)
-
-    def head(self) -> str | None:
-        for name in self.cluster.names("node"):
-            if self.cluster.procs[name].alive:
-                try:
-                    if self.cluster.node_status(name, timeout=0.3).role == "head":
-                        return name
-                except grpc.RpcError:
-                    pass
-        return None
-
-    def _write_loop(self) -> None:
-        head, i = None, 0
-        while not self.stop.is_set():
-            head = head or self.head()
-            if head is None:
-                time.sleep(0.02)
-                continue
-            i += 1
-            key, value = f"key-{i}".encode(), f"value-{i}".encode()
-            started, ok = time.monotonic(), False
-            try:
-                reply = self.cluster.write(head, key, value, request_id=f"w{i}", timeout=1.0)
-                ok = reply.error.code == chain_pb2.OK and reply.results[0].error.code == chain_pb2.OK
-            except grpc.RpcError:
-                pass
-            with self.lock:
-                self.outcomes.append((started, "write", ok, time.monotonic() - started))
-                if ok:
-                    self.acked[key] = value
-            if not ok:
-                head = None
-                time.sleep(0.01)
-            else:
-                time.sleep(0.005)
-
-    def _read_loop(self) -> None:
-        i = 0
-        nodes = self.cluster.names("node")
-        while not self.stop.is_set():
-            name = nodes[i % len(nodes)]
-            i += 1
-            if not self.cluster.procs[name].alive:
-                continue
-            started = time.monotonic()
-            try:
-                code = self.cluster.read(name, b"key-1", timeout=1.0).error.code
-                ok = code in (chain_pb2.OK, chain_pb2.NOT_FOUND)
-            except grpc.RpcError:
-                ok = False
-            with self.lock:
-                self.outcomes.append((started, f"read@{name}", ok, time.monotonic() - started))
-            time.sleep(0.01)
-
-    def start(self) -> None:
-        self.threads = [threading.Thread(target=self._write_loop, daemon=True),
-                        threading.Thread(target=self._read_loop, daemon=True)]
-        for t in self.threads:
-            t.start()
-
-    def finish(self) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(5)
-
-    def writes_acked_since(self, t0: float) -> int:
-        with self.lock:
-            return sum(1 for s, kind, ok, _ in self.outcomes if kind == "write" and ok and s >= t0)
-
-    def interrupted(self, t0: float, t1: float, exclude: str = "") -> list[tuple[float, str, bool, float]]:
-        with self.lock:
-            return [o for o in self.outcomes
-                    if t0 <= o[0] < t1 and (not o[2] or o[3] > SLOW) and not (exclude and o[1].endswith(exclude))]
 
 
 @pytest.fixture
@@ -126,7 +40,7 @@ def cluster(tmp_path):
         c.stop_all()
 
 
-def check_no_acked_write_lost(c: ProcessCluster, load: Load, nodes: list[str]) -> None:
+def check_no_acked_write_lost(c: ProcessCluster, load: ChainLoad, nodes: list[str]) -> None:
     assert load.acked, "the load acknowledged no write at all"
     for name in nodes:
         for key, value in load.acked.items():
@@ -137,7 +51,7 @@ def check_no_acked_write_lost(c: ProcessCluster, load: Load, nodes: list[str]) -
 
 def test_killing_the_coordinator_leader_does_not_interrupt_the_chain(cluster):
     c = cluster
-    load = Load(c)
+    load = ChainLoad(c)
     load.start()
     try:
         time.sleep(0.5)
@@ -154,14 +68,14 @@ def test_killing_the_coordinator_leader_does_not_interrupt_the_chain(cluster):
         assert load.writes_acked_since(t0) > 20
     finally:
         load.finish()
-    assert load.interrupted(t0, t1) == []
+    assert load.interrupted(t0, t1, SLOW) == []
     check_no_acked_write_lost(c, load, c.names("node"))
 
 
 @pytest.mark.parametrize("role", ["head", "middle", "tail"])
 def test_a_killed_node_is_replaced_and_rejoins_as_tail_when_restarted(cluster, role):
     c = cluster
-    load = Load(c)
+    load = ChainLoad(c)
     load.start()
     try:
         time.sleep(0.5)

@@ -10,61 +10,16 @@ commits; the chain's writes are never interrupted for long, and none fails for g
 from __future__ import annotations
 
 import json
-import threading
-import time
 import urllib.error
 import urllib.request
 from typing import Any
 
-import grpc
 import pytest
-from cluster_harness import Proc, ProcessCluster, free_ports, wait_for
-
-from keychain.proto import chain_pb2
+from cluster_harness import ChainLoad, Proc, ProcessCluster, free_ports, wait_for
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(150)]
 
 MAX_WRITE_GAP = 1.0  # seconds without an acknowledged write that would count as an interruption
-
-
-class Writer:
-    """One thread writing new keys at the chain's head, remembering when each write was acknowledged."""
-
-    def __init__(self, cluster: ProcessCluster) -> None:
-        self.cluster = cluster
-        self.acked_at: list[float] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _head(self) -> str | None:
-        for name in self.cluster.names("node"):
-            try:
-                if self.cluster.node_status(name, timeout=0.3).role == "head":
-                    return name
-            except grpc.RpcError:
-                pass
-        return None
-
-    def _run(self) -> None:
-        head, i = None, 0
-        while not self.stop.is_set() and i < 20_000:
-            head = head or self._head()
-            if head is None:
-                time.sleep(0.02)
-                continue
-            i += 1
-            try:
-                reply = self.cluster.write(head, f"k{i}".encode(), b"v", request_id=f"m{i}", timeout=1.0)
-                if reply.error.code == chain_pb2.OK and reply.results[0].error.code == chain_pb2.OK:
-                    self.acked_at.append(time.monotonic())
-                else:
-                    head = None
-            except grpc.RpcError:
-                head = None
-            time.sleep(0.01)
-
-    def longest_gap(self) -> float:
-        return max((b - a for a, b in zip(self.acked_at, self.acked_at[1:], strict=False)), default=0.0)
 
 
 def request(cluster: ProcessCluster, member: str, method: str, path: str, body: Any = None,
@@ -115,10 +70,10 @@ def test_grow_to_five_coordinators_and_back_to_three_while_the_chain_serves(clus
     def three_active() -> bool:
         return sorted(c.roles().values()) == ["head", "middle", "tail"]
     wait_for("three active chain members", three_active, timeout=30)
-    writer = Writer(c)
-    writer.thread.start()
+    writer = ChainLoad(c, reads=False, write_pause=0.01)
+    writer.start()
     try:
-        wait_for("writes to flow", lambda: len(writer.acked_at) > 10, timeout=10)
+        wait_for("writes to flow", lambda: len(writer.acked) > 10, timeout=10)
 
         for n, name in enumerate(("coord-4", "coord-5"), start=1):
             proc = add_joiner(c, name)
@@ -146,13 +101,12 @@ def test_grow_to_five_coordinators_and_back_to_three_while_the_chain_serves(clus
 
         code, body = request(c, remaining[0], "POST", "/v1/chains/shrunk")
         assert code == 201, body
-        acked_before = len(writer.acked_at)
-        wait_for("writes to keep flowing", lambda: len(writer.acked_at) > acked_before + 10, timeout=10)
+        acked_before = len(writer.acked)
+        wait_for("writes to keep flowing", lambda: len(writer.acked) > acked_before + 10, timeout=10)
         # The nodes still heartbeat the shrunk cluster: every member healthy, nobody removed.
         chain = wait_for("a healthy chain", lambda: (v := c.chain_view()) and all(m["healthy"] for m in v["members"])
                          and v, timeout=5)
         assert len(chain["members"]) == 3
     finally:
-        writer.stop.set()
-        writer.thread.join(10)
+        writer.finish(10)
     assert writer.longest_gap() < MAX_WRITE_GAP, f"chain writes stalled for {writer.longest_gap():.2f}s"
