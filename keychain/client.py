@@ -282,8 +282,8 @@ def _http_options(url: str, timeout: float, token: str | None, max_connections: 
     }
 
 
-class Client:
-    """Synchronous client; thread-safe (one connection pool), use as a context manager."""
+class _ClientBase[H: (httpx.Client, httpx.AsyncClient)]:
+    """The settings both clients take; each subclass opens its own kind of httpx client."""
 
     def __init__(
         self,
@@ -296,7 +296,17 @@ class Client:
     ) -> None:
         self.retries = retries
         self._rng = random.Random()
-        self._http = httpx.Client(**_http_options(url, timeout, token, max_connections))
+        self._http: H = self._open_http(_http_options(url, timeout, token, max_connections))
+
+    def _open_http(self, options: dict[str, Any]) -> H:
+        raise NotImplementedError
+
+
+class Client(_ClientBase[httpx.Client]):
+    """Synchronous client; thread-safe (one connection pool), use as a context manager."""
+
+    def _open_http(self, options: dict[str, Any]) -> httpx.Client:
+        return httpx.Client(**options)
 
     def _run[T](self, call: _Call[T]) -> T:
         steps = _exchange(call, self.retries, self._rng)
@@ -357,21 +367,11 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(_ClientBase[httpx.AsyncClient]):
     """asyncio client with the same methods as `Client`, as coroutines."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        *,
-        timeout: float = 10.0,
-        retries: int = 3,
-        token: str | None = None,
-        max_connections: int = 100,
-    ) -> None:
-        self.retries = retries
-        self._rng = random.Random()
-        self._http = httpx.AsyncClient(**_http_options(url, timeout, token, max_connections))
+    def _open_http(self, options: dict[str, Any]) -> httpx.AsyncClient:
+        return httpx.AsyncClient(**options)
 
     async def _run[T](self, call: _Call[T]) -> T:
         steps = _exchange(call, self.retries, self._rng)
