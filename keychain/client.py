@@ -24,6 +24,7 @@ import asyncio
 import random
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,7 +283,7 @@ def _http_options(url: str, timeout: float, token: str | None, max_connections: 
     }
 
 
-class _ClientBase[H: (httpx.Client, httpx.AsyncClient)]:
+class _ClientBase[H: (httpx.Client, httpx.AsyncClient)](ABC):
     """The settings both clients take; each subclass opens its own kind of httpx client."""
 
     def __init__(
@@ -298,8 +299,8 @@ class _ClientBase[H: (httpx.Client, httpx.AsyncClient)]:
         self._rng = random.Random()
         self._http: H = self._open_http(_http_options(url, timeout, token, max_connections))
 
-    def _open_http(self, options: dict[str, Any]) -> H:
-        raise NotImplementedError
+    @abstractmethod
+    def _open_http(self, options: dict[str, Any]) -> H: ...
 
 
 class Client(_ClientBase[httpx.Client]):
