@@ -11,7 +11,7 @@
     core.on_version_reply(query_id, VersionQueryReply)                (answer to our query)
     core.begin_transfer(from_id, epoch) / transfer_chunk(to_id)       (we send state)
     core.on_transfer_chunk(from_id, chunk) / transfer_failed(from_id) (we receive state)
-    core.link_lost(peer_id)                                           (a link stream broke)
+    core.downlink_lost(peer_id) / uplink_lost(peer_id)                (a link stream broke)
     while core.has_ready():
         rd = core.ready()
         store.apply(rd.persist); store.sync()      # durable first: one fsync for the batch
@@ -745,14 +745,24 @@ class ChainCore:
         if self.link == LinkState.IDLE and self.succ is not None:
             self._hello_due = True
 
-    def link_lost(self, peer: str) -> None:
-        """The link stream to or from `peer` broke (or could not be opened). The shell calls
-        `retry_link()` after its backoff to reopen our downstream link."""
+    def downlink_lost(self, peer: str) -> None:
+        """Our link stream to `peer` broke (or could not be opened). The shell calls `retry_link()`
+        after its backoff to reopen it."""
         if peer == self.succ:
             self._reset_downstream(hello=False)
             self._sessions.pop(peer, None)
+
+    def uplink_lost(self, peer: str) -> None:
+        """The link stream `peer` opened to us broke. It says nothing about our own stream to `peer`:
+        after a reconfiguration our old predecessor may be our successor, and the teardown of its old
+        stream must not reset the new link we opened to it (nobody would reopen that one)."""
         if peer == self.pred:
             self._upstream_linked = False
+
+    def link_lost(self, peer: str) -> None:
+        """Both link streams with `peer` are gone (it crashed)."""
+        self.downlink_lost(peer)
+        self.uplink_lost(peer)
 
     def on_batch(self, from_id: str, batch: Batch) -> None:
         if from_id != self.pred or batch.epoch != self.epoch or not self._upstream_linked:

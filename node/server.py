@@ -464,7 +464,7 @@ class ChainNode:
         if self._downlinks.get(peer) is not link or self._stopping:
             return
         self.metrics.link_failures.inc()
-        self.core.link_lost(peer)
+        self.core.downlink_lost(peer)
         self.wake()
         delay = backoff.delay()
         log.info("link down node=%s succ=%s reason=%r retry_in=%.3f", self.id, peer, reason, delay)
@@ -522,7 +522,7 @@ class ChainNode:
             reader.cancel()
             if self._uplinks.get(peer) is up:
                 del self._uplinks[peer]
-                self.core.link_lost(peer)
+                self.core.uplink_lost(peer)
                 self.wake()
 
     # ------------------------------------------------------------------ version queries

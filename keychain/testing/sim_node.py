@@ -8,7 +8,7 @@ contract in `keychain.node.core`'s docstring, over virtual time and the simulate
   does. A crash loses every record not yet synced: the store is rebuilt on restart from those that were.
 - Links: a Hello opens a new stream to the successor (closing the old one); batches go down it,
   welcomes and acks come back up it. A broken stream is reported to the core at both ends with
-  `link_lost`, and the node calls `retry_link()` on a steady backoff.
+  `downlink_lost` / `uplink_lost`, and the node calls `retry_link()` on a steady backoff.
 - Version queries are unary calls to the tail, answered exactly once: by the tail's reply or by an
   error when the call times out. State transfers are a stream of chunks from the predecessor.
 - Coordinator: the node registers, then heartbeats every `HEARTBEAT_INTERVAL`, moving to the next
@@ -204,14 +204,14 @@ class SimNode(Process):
         peer = s.b.id
         if self.down_links.get(peer) is s:
             del self.down_links[peer]
-            self.core.link_lost(peer)
+            self.core.downlink_lost(peer)
             self._pump()
 
     def _up_broken(self, s: Stream) -> None:
         peer = s.a.id
         if self.up_links.get(peer) is s:
             del self.up_links[peer]
-            self.core.link_lost(peer)
+            self.core.uplink_lost(peer)
             self._pump()
 
     def _retry_link(self) -> None:
