@@ -32,6 +32,8 @@ from urllib.parse import quote
 
 import httpx
 
+from keychain.backoff import Backoff
+
 __all__ = [
     "AsyncClient",
     "Client",
@@ -47,6 +49,9 @@ __all__ = [
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 CONSISTENCIES = ("strong", "eventual")
+# Pauses between the attempts of one call (the first retry waits up to 0.1 s); a server's
+# Retry-After, when longer, is honoured up to 2 s.
+RETRY_BACKOFF = Backoff(base=0.05, cap=1.0)
 
 
 class KeychainError(Exception):
@@ -158,7 +163,7 @@ class _Attempts:
         self.maybe_applied = False
 
     def _delay(self, retry_after: str | None) -> float:
-        backoff = self.rng.uniform(0, min(1.0, 0.05 * 2**self.tried))
+        backoff = RETRY_BACKOFF.delay(self.tried, self.rng)
         if retry_after is not None and retry_after.isdigit():
             return max(backoff, min(float(retry_after), 2.0))
         return backoff

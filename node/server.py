@@ -66,6 +66,7 @@ from keychain.node.storage import RocksVersionStore
 from keychain.node.versions import AppendEntries
 
 from keychain import timing
+from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2, chain_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,10 @@ _KEEPALIVE = [
 _RECONNECT = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 1000)]
 # Channels to the coordinator: its messages are small, gRPC's default size limit holds.
 CHANNEL_OPTIONS = [*_KEEPALIVE, *_RECONNECT]
+
+# Reopening a broken link or transfer stream: at least half of a bound that doubles per failure in
+# a row, so a peer that just refused us is not asked again at once.
+RECONNECT_BACKOFF = Backoff(base=0.05, cap=1.0, floor=0.5)
 
 # gRPC's default message limit, which proxies size their batched write requests for.
 WRITE_REQUEST_BYTES = 4 << 20
@@ -101,24 +106,6 @@ def grpc_options(options: CoreOptions) -> list[tuple[str, int]]:
     """Server and peer-channel options: message size bounded by what the core can produce."""
     limit = max_message_bytes(options)
     return [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit), *_KEEPALIVE]
-
-
-class Backoff:
-    """Exponential backoff with full jitter; `reset()` after a success."""
-
-    def __init__(self, rng: random.Random, first: float = 0.05, cap: float = 1.0) -> None:
-        self._rng = rng
-        self._first = first
-        self._cap = cap
-        self._next = first
-
-    def delay(self) -> float:
-        d = self._rng.uniform(self._next / 2, self._next)
-        self._next = min(self._cap, self._next * 2)
-        return d
-
-    def reset(self) -> None:
-        self._next = self._first
 
 
 @dataclass
@@ -172,9 +159,9 @@ class ChainNode:
         self._write_ops: dict[int, int] = {}  # waiting write tickets: how many ops each carries
         self._downlinks: dict[str, _DownLink] = {}
         self._uplinks: dict[str, _UpLink] = {}
-        self._link_backoff: dict[str, Backoff] = {}
+        self._link_backoff: dict[str, FailureStreak] = {}
         self._transfers_in: dict[str, asyncio.Task[None]] = {}
-        self._transfer_backoff: dict[str, Backoff] = {}
+        self._transfer_backoff: dict[str, FailureStreak] = {}
         self._syncing: asyncio.Future[None] | None = None  # the fsync in flight, if any
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stopping = False
@@ -433,7 +420,7 @@ class ChainNode:
 
     async def _run_downlink(self, link: _DownLink) -> None:
         peer = link.peer
-        backoff = self._link_backoff.setdefault(peer, Backoff(self.rng))
+        backoff = self._link_backoff.setdefault(peer, FailureStreak(RECONNECT_BACKOFF, self.rng))
         stub = self._stub(peer)
         reason = "no address"
         if stub is not None:
@@ -561,7 +548,7 @@ class ChainNode:
     async def _receive_transfer(self, t: TransferStart) -> None:
         """Feed one Transfer stream to the core. A stream that breaks before its last chunk is
         reported with `transfer_failed` after a backoff that grows over consecutive failures."""
-        backoff = self._transfer_backoff.setdefault(t.from_id, Backoff(self.rng))
+        backoff = self._transfer_backoff.setdefault(t.from_id, FailureStreak(RECONNECT_BACKOFF, self.rng))
         stub = self._stub(t.from_id)
         call = None
         try:

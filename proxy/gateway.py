@@ -30,7 +30,7 @@ from .config import ProxyConfig
 from .errors import FINAL_CHAIN_ERRORS, ErrorKind, OpError
 from .metrics import ProxyMetrics
 from .routing import (
-    Backoff,
+    RETRY_BACKOFF,
     Disposition,
     ReadBalancer,
     Retry,
@@ -107,7 +107,7 @@ class ChainGateway:
         self.watcher = watcher
         self.metrics = metrics
         self.rng = rng
-        self.backoff = Backoff()
+        self.backoff = RETRY_BACKOFF
         self.balancer = ReadBalancer()
         self.channels = ChannelPool()
         self._writers: dict[str, _Outbox[_Attempt]] = {}

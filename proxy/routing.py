@@ -17,8 +17,8 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from keychain.backoff import Backoff
 from keychain.proto import chain_pb2
 
 from .topology import Member
@@ -63,15 +63,8 @@ def transport_failure_may_have_applied(detail: str) -> bool:
     return not ("failed to connect" in lowered or "connection refused" in lowered)
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
-
-    base: float = 0.005
-    cap: float = 0.25
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.cap, self.base * (2 ** min(attempt, 30))))
+# The longest pause between two attempts of one operation; a new topology ends the pause sooner.
+RETRY_BACKOFF = Backoff(base=0.005, cap=0.25)
 
 
 class Retry:

@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 from keychain.coordinator.registry import ChainState
 from keychain.coordinator.registry import MemberState as RegistryState
 from keychain.node.messages import Code, Consistency, EntryKind, OpKind, ReadReply, WriteOp, WriteReply
-from keychain.proxy.routing import Backoff, Disposition, ReadBalancer, Retry, classify, write_may_have_applied
+from keychain.proxy.routing import (
+    RETRY_BACKOFF,
+    Disposition,
+    ReadBalancer,
+    Retry,
+    classify,
+    write_may_have_applied,
+)
 from keychain.proxy.topology import Member
 from keychain.testing.sim_coordinator import CoordReply, CoordRequest
 from keychain.testing.sim_world import Process
@@ -57,7 +64,7 @@ class SimClient(Process):
         self.sim = sim
         self.topology: ChainState | None = None
         self.balancer = ReadBalancer()
-        self.backoff = Backoff()
+        self.backoff = RETRY_BACKOFF
         self.versions: dict[str, int] = {}  # last version this client saw per key
         self.pending: dict[int, _Op] = {}  # rpc id -> operation
         self.op: _Op | None = None

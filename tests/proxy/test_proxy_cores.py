@@ -9,7 +9,7 @@ from keychain.proxy.auth import BearerAuth
 from keychain.proxy.batching import BatchQueue
 from keychain.proxy.errors import ErrorKind, OpError
 from keychain.proxy.routing import (
-    Backoff,
+    RETRY_BACKOFF,
     Disposition,
     ReadBalancer,
     Retry,
@@ -20,6 +20,7 @@ from keychain.proxy.routing import (
 from keychain.proxy.topology import Topology, TopologyView
 from keychain.proxy.validation import check_request_id, key_from_raw_path, write_conditions
 
+from keychain.backoff import Backoff
 from keychain.proto import chain_pb2
 
 Code = chain_pb2.Code
@@ -96,7 +97,7 @@ def test_retries_stop_at_the_deadline_and_remember_whether_a_write_may_have_appl
     assert delays and now < 1.0 + 0.45
     assert not retry.outcome_unknown, "refusals never applied the write: plain unavailable"
 
-    uncertain = Retry(deadline=1.0, backoff=Backoff(), rng=random.Random(1))
+    uncertain = Retry(deadline=1.0, backoff=RETRY_BACKOFF, rng=random.Random(1))
     uncertain.failed(0.0, "transport", maybe_applied=True)
     uncertain.failed(0.1, "wrong_epoch")
     assert uncertain.outcome_unknown, "one uncertain attempt makes the outcome unknown"

@@ -1,0 +1,66 @@
+"""One backoff for the node, the proxy and the client: each keeps its own bounds, all share the rule."""
+
+from __future__ import annotations
+
+import random
+
+import httpx
+import pytest
+from keychain.node.server import RECONNECT_BACKOFF
+from keychain.proxy.routing import RETRY_BACKOFF
+
+from keychain.backoff import Backoff, FailureStreak
+from keychain.client import RETRY_BACKOFF as CLIENT_BACKOFF
+from keychain.client import _Attempts, _Call
+
+
+def test_the_bound_doubles_from_the_base_and_stops_at_the_cap():
+    policy = Backoff(base=0.01, cap=0.1)
+    assert [policy.bound(n) for n in range(6)] == [0.01, 0.02, 0.04, 0.08, 0.1, 0.1]
+    assert policy.bound(100_000) == 0.1, "any number of attempts stays finite and capped"
+
+
+def test_full_jitter_spreads_over_the_whole_bound_and_a_floor_keeps_part_of_it():
+    rng = random.Random(5)
+    full = [Backoff(base=1.0, cap=1.0).delay(0, rng) for _ in range(200)]
+    assert min(full) < 0.1 and max(full) > 0.9
+    half = [Backoff(base=1.0, cap=1.0, floor=0.5).delay(0, rng) for _ in range(200)]
+    assert all(0.5 <= d <= 1.0 for d in half) and min(half) < 0.6
+
+
+def test_the_same_seed_gives_the_same_delays():
+    first = [RETRY_BACKOFF.delay(n, random.Random(11)) for n in range(8)]
+    again = [RETRY_BACKOFF.delay(n, random.Random(11)) for n in range(8)]
+    assert first == again
+
+
+def test_a_streak_waits_longer_after_each_failure_in_a_row_and_starts_over_after_a_success():
+    streak = FailureStreak(Backoff(base=0.05, cap=1.0, floor=1.0), random.Random(1))  # no jitter
+    assert [streak.delay() for _ in range(7)] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    streak.reset()
+    assert streak.delay() == 0.05
+
+
+def test_each_component_keeps_the_bounds_it_had():
+    # the node reopens a link after 25-50 ms at first, never more than a second
+    assert (RECONNECT_BACKOFF.base, RECONNECT_BACKOFF.cap, RECONNECT_BACKOFF.floor) == (0.05, 1.0, 0.5)
+    # the proxy retries within 5 ms at first, at most every 250 ms
+    assert (RETRY_BACKOFF.base, RETRY_BACKOFF.cap, RETRY_BACKOFF.floor) == (0.005, 0.25, 0.0)
+    # the client's first retry waits up to 100 ms, never more than a second
+    assert (CLIENT_BACKOFF.base, CLIENT_BACKOFF.cap, CLIENT_BACKOFF.floor) == (0.05, 1.0, 0.0)
+
+
+def test_a_client_with_many_retries_keeps_its_pauses_bounded():
+    """The client's pause once grew as 0.05 * 2**tries without limit: past about a thousand retries
+    the number no longer fit in a float and the retry loop raised OverflowError."""
+    attempts = _Attempts(_Call("GET", "/v1/kv/k", False), retries=1500, rng=random.Random(2))
+    response = httpx.Response(503, json={"error": "unavailable", "message": "busy"})
+    pauses = [attempts.after_response(response) for _ in range(1500)]
+    assert all(p is not None and 0 <= p <= 1.0 for p in pauses)
+
+
+@pytest.mark.parametrize(("base", "cap", "floor"), [(0.0, 1.0, 0.0), (2.0, 1.0, 0.0), (0.1, 1.0, 1.5)])
+def test_a_policy_that_cannot_bound_its_delays_is_refused(base: float, cap: float, floor: float):
+    with pytest.raises(ValueError):
+        Backoff(base=base, cap=cap, floor=floor)
+
