@@ -2,7 +2,8 @@
 
 This is the I/O shell around the pure pieces: `BatchQueue` decides what a WriteRequest (to the
 head) or a ReadBatchRequest (to one member) carries, `ReadBalancer` picks a replica, `Retry`/
-`classify` decide whether to try again. Both front ends (HTTP and gRPC) call `write` and `read`
+`classify` decide whether to try again. Writes and reads travel through the same mechanism, one
+`Outboxes` each (proxy/outbox.py); only their queue limits and batch senders differ. Both front ends (HTTP and gRPC) call `write` and `read`
 and get either the chain's answer or an `OpError`.
 
 Reads are grouped per member like writes per head: one ReadBatch in flight to a member, the
@@ -18,7 +19,7 @@ import itertools
 import logging
 import random
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -29,6 +30,7 @@ from .channels import ChannelPool
 from .config import ProxyConfig
 from .errors import FINAL_CHAIN_ERRORS, ErrorKind, OpError
 from .metrics import ProxyMetrics
+from .outbox import Outboxes
 from .routing import (
     RETRY_BACKOFF,
     Disposition,
@@ -85,15 +87,6 @@ class _ReadAttempt:
     resend: bool = False  # the member's reply was full before this read's turn: ask again
 
 
-@dataclass
-class _Outbox[T]:
-    """Coalesces requests to one node: a bounded number of batches in flight, the rest wait for one."""
-
-    address: str
-    queue: BatchQueue[T]
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-
 class ChainGateway:
     def __init__(
         self,
@@ -110,8 +103,8 @@ class ChainGateway:
         self.backoff = RETRY_BACKOFF
         self.balancer = ReadBalancer()
         self.channels = ChannelPool()
-        self._writers: dict[str, _Outbox[_Attempt]] = {}
-        self._readers: dict[str, _Outbox[_ReadAttempt]] = {}
+        self._writes: Outboxes[_Attempt] = Outboxes(self._write_queue, self._send_batch, self._prune_if_gone)
+        self._reads: Outboxes[_ReadAttempt] = Outboxes(self._read_queue, self._send_read_batch, self._prune_if_gone)
         # Idempotency keys this proxy makes: unique across proxies and restarts by the random prefix.
         self._id_prefix = f"p-{secrets.token_hex(8)}-"
         self._id_counter = itertools.count(1)
@@ -140,7 +133,7 @@ class ChainGateway:
     @property
     def outbox_addresses(self) -> set[str]:
         """Addresses this proxy keeps a write or read outbox for (members, or ones still draining)."""
-        return set(self._writers) | set(self._readers)
+        return self._writes.addresses | self._reads.addresses
 
     def _member_addresses(self) -> set[str] | None:
         topology = self.topology
@@ -148,23 +141,18 @@ class ChainGateway:
 
     async def on_topology(self, topology: Topology) -> None:
         keep = {m.address for m in topology.members()}
-        for outboxes in (self._writers, self._readers):
-            for address in [a for a in outboxes if a not in keep]:
-                box = outboxes[address]
-                if not box.queue.in_flight and not len(box.queue):
-                    del outboxes[address]
+        self._writes.prune(keep)
+        self._reads.prune(keep)
         await self.channels.retain(keep | self.outbox_addresses)
 
-    async def _prune_if_gone[T](self, outboxes: dict[str, _Outbox[T]], box: _Outbox[T]) -> None:
-        """After a batch returns: an outbox for an address that left the chain goes once drained.
-
-        A topology change only prunes idle outboxes; one busy at that moment is pruned here.
+    async def _prune_if_gone(self, address: str) -> None:
+        """After a batch to `address` returns: an outbox for an address that left the chain goes once
+        drained. A topology change only prunes idle outboxes; one busy at that moment is pruned here.
         """
         members = self._member_addresses()
-        if members is None or box.address in members or box.queue.in_flight or len(box.queue):
+        if members is None or address in members:
             return
-        if outboxes.get(box.address) is box:
-            del outboxes[box.address]
+        if self._writes.prune(members) | self._reads.prune(members):
             await self.channels.retain(members | self.outbox_addresses)
 
     # ---- writes ----
@@ -239,43 +227,19 @@ class ChainGateway:
             f"({idempotency_key}) to learn its outcome ({detail})",
         )
 
+    def _write_queue(self) -> BatchQueue[_Attempt]:
+        return BatchQueue(
+            max_ops=self.config.max_batch_ops,
+            max_bytes=self.config.max_batch_bytes,
+            max_pending=self.config.max_pending_writes,
+            max_in_flight=WRITE_BATCHES_IN_FLIGHT,
+        )
+
     def _submit(self, address: str, op: chain_pb2.WriteOp) -> _Attempt:
-        writer = self._writers.get(address)
-        if writer is None:
-            queue: BatchQueue[_Attempt] = BatchQueue(
-                max_ops=self.config.max_batch_ops,
-                max_bytes=self.config.max_batch_bytes,
-                max_pending=self.config.max_pending_writes,
-                max_in_flight=WRITE_BATCHES_IN_FLIGHT,
-            )
-            writer = self._writers[address] = _Outbox(address, queue)
         attempt = _Attempt(op, asyncio.get_running_loop().create_future())
-        if not writer.queue.offer(attempt, len(op.key) + len(op.value) + 64):
+        if not self._writes.submit(address, attempt, len(op.key) + len(op.value) + 64):
             raise self._unavailable("too many writes waiting for the head")
-        self._flush(writer)
         return attempt
-
-    def _flush(self, writer: _Outbox[_Attempt]) -> None:
-        batch = writer.queue.take()
-        if batch is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._send(writer, batch))
-        writer.tasks.add(task)
-        task.add_done_callback(writer.tasks.discard)
-
-    async def _send(self, writer: _Outbox[_Attempt], batch: list[_Attempt]) -> None:
-        try:
-            # A caller that gave up before its write left the queue is not sent.
-            batch = [a for a in batch if not a.done.done()]
-            if batch:
-                await self._send_batch(writer.address, batch)
-        finally:
-            writer.queue.done()
-            for attempt in batch:
-                if not attempt.done.done():
-                    attempt.done.set_result(None)
-            self._flush(writer)
-            await self._prune_if_gone(self._writers, writer)
 
     async def _send_batch(self, address: str, batch: list[_Attempt]) -> None:
         topology = self.topology
@@ -354,41 +318,18 @@ class ChainGateway:
                 raise self._unavailable(f"no chain member could serve the read ({reason})")
             await self._pause(delay)
 
+    def _read_queue(self) -> BatchQueue[_ReadAttempt]:
+        return BatchQueue(
+            max_ops=self.config.max_read_batch_ops,
+            max_bytes=self.config.max_batch_bytes,
+            max_pending=self.config.max_pending_reads,
+        )
+
     def _submit_read(self, address: str, op: chain_pb2.ReadOp) -> _ReadAttempt:
-        reader = self._readers.get(address)
-        if reader is None:
-            queue: BatchQueue[_ReadAttempt] = BatchQueue(
-                max_ops=self.config.max_read_batch_ops,
-                max_bytes=self.config.max_batch_bytes,
-                max_pending=self.config.max_pending_reads,
-            )
-            reader = self._readers[address] = _Outbox(address, queue)
         attempt = _ReadAttempt(op, asyncio.get_running_loop().create_future())
-        if not reader.queue.offer(attempt, len(op.key) + 16):
+        if not self._reads.submit(address, attempt, len(op.key) + 16):
             raise self._unavailable("too many reads waiting for the chain")
-        self._flush_reads(reader)
         return attempt
-
-    def _flush_reads(self, reader: _Outbox[_ReadAttempt]) -> None:
-        batch = reader.queue.take()
-        if batch is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._send_reads(reader, batch))
-        reader.tasks.add(task)
-        task.add_done_callback(reader.tasks.discard)
-
-    async def _send_reads(self, reader: _Outbox[_ReadAttempt], batch: list[_ReadAttempt]) -> None:
-        try:
-            batch = [a for a in batch if not a.done.done()]  # callers that gave up meanwhile
-            if batch:
-                await self._send_read_batch(reader.address, batch)
-        finally:
-            reader.queue.done()
-            for attempt in batch:
-                if not attempt.done.done():
-                    attempt.done.set_result(None)
-            self._flush_reads(reader)
-            await self._prune_if_gone(self._readers, reader)
 
     async def _send_read_batch(self, address: str, batch: list[_ReadAttempt]) -> None:
         topology = self.topology
@@ -437,7 +378,6 @@ class ChainGateway:
             return None
 
     async def close(self) -> None:
-        for box in [*self._writers.values(), *self._readers.values()]:
-            for task in list(box.tasks):
-                task.cancel()
+        self._writes.cancel()
+        self._reads.cancel()
         await self.channels.close()
