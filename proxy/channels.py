@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 # Batches of writes can exceed gRPC's 4 MiB default when values are large. No keepalive pings:
@@ -15,6 +17,9 @@ CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
+
+_READY = grpc.ChannelConnectivity.READY
+_SETTLING = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
 
 
 class ChannelPool:
@@ -32,13 +37,27 @@ class ChannelPool:
     def stub[S](self, address: str, stub_class: type[S]) -> S:
         stub = self._stubs.get((address, stub_class))
         if stub is None:
-            channel = self._channels.get(address)
-            if channel is None:
-                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-                self._channels[address] = channel
-            stub = stub_class(channel)
+            stub = stub_class(self._channel(address))
             self._stubs[(address, stub_class)] = stub
         return stub  # type: ignore[return-value]
+
+    async def connected(self, address: str, timeout: float) -> bool:
+        """Whether the channel to `address` is connected, connecting it first if need be (waiting at
+        most `timeout`). False means a call made now would not leave this process: as gRPC fails a
+        call fast on a channel in transient failure, so does this, without waiting for the next try.
+        """
+        channel = self._channel(address)
+        state = channel.get_state(try_to_connect=True)
+        if state is _READY:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                while state in _SETTLING:
+                    await channel.wait_for_state_change(state)
+                    state = channel.get_state(try_to_connect=True)
+        except TimeoutError:
+            return False
+        return state is _READY
 
     async def retain(self, addresses: set[str]) -> None:
         """Close the channels of addresses no longer in use (members that left the chain)."""
@@ -48,6 +67,12 @@ class ChannelPool:
     async def close(self) -> None:
         for address in list(self._channels):
             await self._drop(address)
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return channel
 
     async def _drop(self, address: str) -> None:
         channel = self._channels.pop(address)

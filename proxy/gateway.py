@@ -73,7 +73,8 @@ class _Attempt:
     sent: bool = False
     result: chain_pb2.WriteResult | None = None  # the chain's per-op answer
     refusal: chain_pb2.Error | None = None  # the whole request was refused (epoch, head, lease)
-    transport_error: str | None = None  # gRPC failure; the batch may or may not have arrived
+    lost: bool = False  # no usable answer came back (no connection, a gRPC failure, a malformed reply)
+    maybe_applied: bool = False  # ...and the head may have applied the write all the same
 
 
 @dataclass(slots=True)
@@ -198,8 +199,8 @@ class ChainGateway:
 
     def _judge(self, attempt: _Attempt) -> tuple[str | None, bool]:
         """(None, _) when the attempt gave a final answer, else (retry reason, may have applied)."""
-        if attempt.transport_error is not None:
-            return "transport", transport_failure_may_have_applied(attempt.transport_error)
+        if attempt.lost:
+            return "transport", attempt.maybe_applied
         if attempt.refusal is not None:
             return Code.Name(attempt.refusal.code).lower(), False
         assert attempt.result is not None
@@ -242,6 +243,17 @@ class ChainGateway:
         return attempt
 
     async def _send_batch(self, address: str, batch: list[_Attempt]) -> None:
+        # Sent only over a connection: a batch that never left applied nothing, which no status
+        # code of a failed call could tell apart from a connection lost after the head took it.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.config.attempt_timeout
+        if not await self.channels.connected(address, self.config.attempt_timeout):
+            log.info("write batch not sent head=%s ops=%d: no connection", address, len(batch))
+            self._lost(batch, maybe_applied=False)
+            return
+        batch = [a for a in batch if not a.done.done()]  # a caller told "unavailable" meanwhile
+        if not batch:
+            return
         topology = self.topology
         epoch = topology.epoch if topology is not None else 0
         request = chain_pb2.WriteRequest(epoch=epoch, ops=[a.op for a in batch])
@@ -249,12 +261,12 @@ class ChainGateway:
             attempt.sent = True
         self.metrics.batch_ops.observe(len(batch))
         try:
-            reply = await self._node(address).Write(request, timeout=self.config.attempt_timeout)
+            reply = await self._node(address).Write(request, timeout=max(give_up - loop.time(), 0.001))
         except grpc.aio.AioRpcError as exc:
-            detail = f"{exc.code().name}: {exc.details()}"
-            log.info("write batch failed head=%s ops=%d %s", address, len(batch), detail)
-            for attempt in batch:
-                attempt.transport_error = detail
+            maybe = transport_failure_may_have_applied(exc.code())
+            log.info("write batch failed head=%s ops=%d status=%s maybe_applied=%s detail=%s",
+                     address, len(batch), exc.code().name, maybe, exc.details())
+            self._lost(batch, maybe_applied=maybe)
             return
         if reply.error.code != Code.OK:
             for attempt in batch:
@@ -263,11 +275,16 @@ class ChainGateway:
         if len(reply.results) != len(batch):
             detail = f"head answered {len(reply.results)} results for {len(batch)} writes"
             log.warning("write batch malformed head=%s %s", address, detail)
-            for attempt in batch:
-                attempt.transport_error = detail
+            self._lost(batch, maybe_applied=True)
             return
         for attempt, result in zip(batch, reply.results, strict=True):
             attempt.result = result
+
+    @staticmethod
+    def _lost(batch: list[_Attempt], *, maybe_applied: bool) -> None:
+        for attempt in batch:
+            attempt.lost = True
+            attempt.maybe_applied = maybe_applied
 
     # ---- reads ----
 

@@ -9,7 +9,8 @@ Pure (no I/O, no clock): time arrives as arguments and jitter from an injected
 - A failed attempt is retried (with the same request id, so the chain applies it at most
   once) until the operation's deadline. When the deadline passes, a write that may have
   reached the chain in some attempt is reported as *outcome unknown*, distinct from a plain
-  *unavailable* where no attempt can have applied it.
+  *unavailable* where no attempt can have applied it. Which failures may have applied a write
+  is read from structured codes (the chain's `Code`, gRPC's status code), never from error text.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Sequence
+
+import grpc
 
 from keychain.backoff import Backoff
 from keychain.proto import chain_pb2
@@ -57,10 +60,23 @@ def write_may_have_applied(code: int) -> bool:
     return code == Code.OUTCOME_UNKNOWN
 
 
-def transport_failure_may_have_applied(detail: str) -> bool:
-    """A gRPC failure on Write: only a connection that was never made proves nothing was sent."""
-    lowered = detail.lower()
-    return not ("failed to connect" in lowered or "connection refused" in lowered)
+# gRPC status codes that prove a Write call never reached the node's handler: the server has no such
+# method (something else listens at that address) or turned the caller away before the handler ran.
+# Every other failure (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, UNKNOWN, INTERNAL,
+# RESOURCE_EXHAUSTED, ...) can come after the node sequenced the write: a lost connection, a lost
+# reply, a reply too large to receive. The node itself refuses writes in-band, with a `Code`.
+_NEVER_HANDLED = frozenset(
+    {grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+)
+
+
+def transport_failure_may_have_applied(status: grpc.StatusCode) -> bool:
+    """Whether a Write call that failed with gRPC `status` may have applied its writes.
+
+    Decided by the status code alone, never its text. A call the proxy did not send at all (no
+    connection to the head) applied nothing and is not asked about here.
+    """
+    return status not in _NEVER_HANDLED
 
 
 # The longest pause between two attempts of one operation; a new topology ends the pause sooner.

@@ -12,6 +12,9 @@ GetClusterStatus. Scripted faults let a test break exactly one thing:
 - "outcome_unknown": the head answers OUTCOME_UNKNOWN for every op (applying nothing).
 - "not_head": the head refuses the Write with NOT_HEAD.
 
+`write_abort` (status, message) makes every member fail every Write with that gRPC status and
+message before looking at it: status and wording can then disagree, as they may in the wild.
+
 Reads (`read_faults`, per member): "hang", "unavailable", "lease_expired", "invalid_argument" (the
 whole batch refused as malformed), "one_per_reply" (a reply that stops short, as a node's does at
 its message size limit). As a real node does, a batch with an unknown consistency is refused whole.
@@ -58,6 +61,7 @@ class ChainState:
     # (the call fails), "lease_expired" (refused as a whole), "one_per_reply" (answers only the first read)
     read_faults: dict[str, str] = field(default_factory=dict)
     sticky_fault: str | None = None
+    write_abort: tuple[grpc.StatusCode, str] | None = None  # every Write fails so, nothing applied
     hang_seconds: float = 0.5
 
     def config(self) -> chain_pb2.ChainConfig:
@@ -81,6 +85,9 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
         with double.lock:
             fault = double.state.faults.popleft() if double.state.faults else double.state.sticky_fault
             double.state.write_attempts.append([op.request_id for op in request.ops])
+            abort = double.state.write_abort
+        if abort is not None:
+            context.abort(*abort)
         if fault == "bump_epoch":
             double.reconfigure(double.state.members)
         if fault == "hang":

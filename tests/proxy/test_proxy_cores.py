@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import grpc
 import pytest
 from keychain.proxy.auth import BearerAuth
 from keychain.proxy.batching import BatchQueue
@@ -83,8 +84,9 @@ def test_answers_about_the_request_are_final_and_chain_states_are_retried():
         assert classify(code) is Disposition.RETRY
     assert write_may_have_applied(Code.OUTCOME_UNKNOWN)
     assert not write_may_have_applied(Code.WRONG_EPOCH)
-    assert not transport_failure_may_have_applied("UNAVAILABLE: failed to connect to all addresses")
-    assert transport_failure_may_have_applied("DEADLINE_EXCEEDED: Deadline Exceeded")
+    assert not transport_failure_may_have_applied(grpc.StatusCode.UNIMPLEMENTED), "no handler ran"
+    assert transport_failure_may_have_applied(grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert transport_failure_may_have_applied(grpc.StatusCode.UNAVAILABLE), "a connection lost mid-call"
 
 
 def test_retries_stop_at_the_deadline_and_remember_whether_a_write_may_have_applied():

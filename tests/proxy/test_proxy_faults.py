@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+import socket
 import time
 
+import grpc
 import httpx
 import pytest
 from keychain.proxy.validation import scoped_request_id
 from proxy_double import ChainDouble
 from proxy_harness import running_proxy, wait_until_ready
+
+from keychain.proto import chain_pb2
 
 
 def test_wrong_epoch_refreshes_the_topology_and_retries_with_the_same_request_id(chain: ChainDouble):
@@ -78,6 +82,52 @@ def test_refusals_until_the_deadline_are_unavailable_with_retry_after(chain: Cha
         assert response.json()["error"] == "unavailable"
         assert int(response.headers["retry-after"]) >= 1
     assert len(chain.state.write_attempts) >= 2, "refusals are retried until the deadline"
+    assert chain.state.seq == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "answer"),
+    [
+        # no handler ran at the head, though the words speak of a connection lost mid-call
+        (grpc.StatusCode.UNIMPLEMENTED, "connection reset by peer after the request was sent", (503, "unavailable")),
+        # the call reached the head and got no answer, though the words speak of a connection never made
+        (grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; connection refused", (504, "outcome_unknown")),
+    ],
+)
+def test_whether_a_failed_write_may_have_applied_follows_the_status_code_not_its_wording(
+    chain: ChainDouble, status: grpc.StatusCode, message: str, answer: tuple[int, str]
+):
+    chain.state.write_abort = (status, message)
+    with running_proxy(chain, request_timeout=0.4) as proxy:
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        assert (response.status_code, response.json()["error"]) == answer, response.text
+    assert len(chain.state.write_attempts) >= 2, "retried until the deadline"
+
+
+def test_a_head_nobody_listens_at_is_never_sent_the_write_and_the_answer_is_unavailable(chain: ChainDouble):
+    with socket.socket() as probe:  # a port with no listener: the head went away with its process
+        probe.bind(("127.0.0.1", 0))
+        gone = f"127.0.0.1:{probe.getsockname()[1]}"
+    with running_proxy(chain, request_timeout=0.4) as proxy:
+        chain.reconfigure([chain_pb2.Member(id="gone", address=gone), *chain.state.members])
+        wait_until("the proxy to learn the gone head", lambda: proxy.server.watcher.topology.head.id == "gone")
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        assert (response.status_code, response.json()["error"]) == (503, "unavailable"), response.text
+    assert chain.state.write_attempts == [] and chain.state.seq == 0
+
+
+def test_a_head_that_never_completes_the_connection_is_never_sent_the_write(chain: ChainDouble):
+    """A frozen head: its kernel accepts the connection, nothing answers on it. The connection never
+    completes, so the write never left the proxy: unavailable, not outcome unknown."""
+    with socket.socket() as frozen:
+        frozen.bind(("127.0.0.1", 0))
+        frozen.listen(8)
+        with running_proxy(chain, request_timeout=0.4, attempt_timeout=0.3) as proxy:
+            head = chain_pb2.Member(id="frozen", address=f"127.0.0.1:{frozen.getsockname()[1]}")
+            chain.reconfigure([head, *chain.state.members])
+            wait_until("the proxy to learn the frozen head", lambda: proxy.server.watcher.topology.head.id == "frozen")
+            response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+            assert (response.status_code, response.json()["error"]) == (503, "unavailable"), response.text
     assert chain.state.seq == 0
 
 
