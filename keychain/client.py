@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import httpx
 
-from keychain.backoff import Backoff
+from keychain.backoff import Backoff, FailureStreak
 
 __all__ = [
     "AsyncClient",
@@ -49,9 +49,9 @@ __all__ = [
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 CONSISTENCIES = ("strong", "eventual")
-# Pauses between the attempts of one call (the first retry waits up to 0.1 s); a server's
-# Retry-After, when longer, is honoured up to 2 s.
-RETRY_BACKOFF = Backoff(base=0.05, cap=1.0)
+# Pauses between the attempts of one call: up to 0.1 s before the first retry, doubling, at most
+# 1 s; a server's Retry-After, when longer, is honoured up to 2 s.
+RETRY_BACKOFF = Backoff(base=0.1, cap=1.0)
 
 
 class KeychainError(Exception):
@@ -158,19 +158,17 @@ class _Attempts:
     def __init__(self, call: _Call, retries: int, rng: random.Random) -> None:
         self.call = call
         self.left = retries
-        self.rng = rng
-        self.tried = 0
+        self.pauses = FailureStreak(RETRY_BACKOFF, rng)
         self.maybe_applied = False
 
     def _delay(self, retry_after: str | None) -> float:
-        backoff = RETRY_BACKOFF.delay(self.tried, self.rng)
+        backoff = self.pauses.delay()
         if retry_after is not None and retry_after.isdigit():
             return max(backoff, min(float(retry_after), 2.0))
         return backoff
 
     def after_response(self, response: httpx.Response) -> float | None:
         """Seconds to wait before retrying, or None when this response is the answer."""
-        self.tried += 1
         if response.status_code not in (503, 504) or self.left <= 0:
             return None
         self.left -= 1
@@ -179,7 +177,6 @@ class _Attempts:
 
     def after_transport_error(self, exc: httpx.TransportError) -> float:
         """Seconds to wait before retrying; raises when retries are spent."""
-        self.tried += 1
         # A connection never made carried nothing; any other failure may have delivered the write.
         self.maybe_applied = self.maybe_applied or not isinstance(
             exc, httpx.ConnectError | httpx.ConnectTimeout

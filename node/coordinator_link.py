@@ -18,9 +18,10 @@ from collections.abc import Callable
 
 import grpc
 from keychain.node import wire
-from keychain.node.server import CHANNEL_OPTIONS, Backoff, ChainNode
+from keychain.node.server import CHANNEL_OPTIONS, ChainNode
 
 from keychain import timing
+from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ class CoordinatorLink:
 
     async def run(self) -> None:
         """Register, then heartbeat until cancelled."""
-        backoff = Backoff(self.node.rng, first=self.interval, cap=1.0)
+        # Registration retries: from one heartbeat interval, doubling, up to a second.
+        backoff = FailureStreak(Backoff(base=self.interval, cap=max(1.0, self.interval), floor=0.5), self.node.rng)
         try:
             while True:
                 ok = await (self.heartbeat() if self.registered else self.register())

@@ -101,7 +101,6 @@ class ChainGateway:
         self.watcher = watcher
         self.metrics = metrics
         self.rng = rng
-        self.backoff = RETRY_BACKOFF
         self.balancer = ReadBalancer()
         self.channels = ChannelPool()
         self._writes: Outboxes[_Attempt] = Outboxes(self._write_queue, self._send_batch, self._prune_if_gone)
@@ -166,7 +165,7 @@ class ChainGateway:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.request_timeout
-        retry = Retry(deadline, self.backoff, self.rng)
+        retry = Retry(deadline, RETRY_BACKOFF, self.rng)
         while True:
             topology = self.topology
             if topology is None:
@@ -293,7 +292,7 @@ class ChainGateway:
         check_consistency(consistency)  # one bad read must not get its whole batch refused
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.request_timeout
-        retry = Retry(deadline, self.backoff, self.rng)
+        retry = Retry(deadline, RETRY_BACKOFF, self.rng)
         avoid: frozenset[str] = frozenset()
         op = chain_pb2.ReadOp(key=key, consistency=consistency)
         while True:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from keychain.backoff import Backoff
+from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2
 
 from .topology import Member
@@ -88,18 +88,15 @@ class Retry:
 
     def __init__(self, deadline: float, backoff: Backoff, rng: random.Random) -> None:
         self.deadline = deadline
-        self.backoff = backoff
-        self.rng = rng
-        self.failures = 0
+        self.pauses = FailureStreak(backoff, rng)
         self.maybe_applied = False
         self.last_reason = ""
 
     def failed(self, now: float, reason: str, *, maybe_applied: bool = False) -> float | None:
         """Record a failed attempt; returns the delay before the next one, or None to give up."""
-        self.failures += 1
         self.last_reason = reason
         self.maybe_applied = self.maybe_applied or maybe_applied
-        delay = self.backoff.delay(self.failures - 1, self.rng)
+        delay = self.pauses.delay()
         if now + delay >= self.deadline:
             return None
         return delay

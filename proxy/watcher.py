@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 import grpc
 
+from keychain.backoff import Backoff
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 from .channels import ChannelPool
-from .routing import Backoff
 from .topology import Topology, TopologyView
 
 log = logging.getLogger("keychain.proxy.watcher")

@@ -7,7 +7,7 @@ import random
 import httpx
 import pytest
 from keychain.node.server import RECONNECT_BACKOFF
-from keychain.proxy.routing import RETRY_BACKOFF
+from keychain.proxy.routing import RETRY_BACKOFF, Retry
 
 from keychain.backoff import Backoff, FailureStreak
 from keychain.client import RETRY_BACKOFF as CLIENT_BACKOFF
@@ -47,7 +47,27 @@ def test_each_component_keeps_the_bounds_it_had():
     # the proxy retries within 5 ms at first, at most every 250 ms
     assert (RETRY_BACKOFF.base, RETRY_BACKOFF.cap, RETRY_BACKOFF.floor) == (0.005, 0.25, 0.0)
     # the client's first retry waits up to 100 ms, never more than a second
-    assert (CLIENT_BACKOFF.base, CLIENT_BACKOFF.cap, CLIENT_BACKOFF.floor) == (0.05, 1.0, 0.0)
+    assert (CLIENT_BACKOFF.base, CLIENT_BACKOFF.cap, CLIENT_BACKOFF.floor) == (0.1, 1.0, 0.0)
+
+
+def test_each_component_draws_the_delays_it_drew_before_from_the_same_seed():
+    """The formulas each component had written out on its own, replayed against the shared one."""
+    old, new = random.Random(3), random.Random(3)
+    node = FailureStreak(RECONNECT_BACKOFF, new)
+    bound = 0.05
+    for _ in range(8):  # the node: uniform(next / 2, next), next doubling from 50 ms up to 1 s
+        assert node.delay() == old.uniform(bound / 2, bound)
+        bound = min(1.0, bound * 2)
+
+    old, new = random.Random(4), random.Random(4)
+    proxy = Retry(deadline=1e9, backoff=RETRY_BACKOFF, rng=new)
+    for failures in range(1, 9):  # the proxy: uniform(0, min(0.25, 0.005 * 2**(failures - 1)))
+        assert proxy.failed(0.0, "unavailable") == old.uniform(0.0, min(0.25, 0.005 * (2 ** (failures - 1))))
+
+    old, new = random.Random(5), random.Random(5)
+    client = _Attempts(_Call("GET", "/v1/kv/k", False), retries=8, rng=new)
+    for tried in range(1, 9):  # the client: uniform(0, min(1.0, 0.05 * 2**tried)), tried counting this one
+        assert client.after_response(httpx.Response(503)) == old.uniform(0, min(1.0, 0.05 * 2**tried))
 
 
 def test_a_client_with_many_retries_keeps_its_pauses_bounded():
