@@ -2,9 +2,9 @@
 
 This is the I/O shell around the pure pieces: `BatchQueue` decides what a WriteRequest (to the
 head) or a ReadBatchRequest (to one member) carries, `ReadBalancer` picks a replica, `Retry`/
-`classify` decide whether to try again. Writes and reads travel through the same mechanism, one
-`Outboxes` each (proxy/outbox.py); only their queue limits and batch senders differ. Both front ends (HTTP and gRPC) call `write` and `read`
-and get either the chain's answer or an `OpError`.
+`classify` decide whether to try again. Both front ends (HTTP and gRPC) call `write` and `read`
+and get either the chain's answer or an `OpError`. Writes and reads travel through one mechanism,
+an `Outboxes` each (proxy/outbox.py); only their queue limits and batch senders differ.
 
 Reads are grouped per member like writes per head: one ReadBatch in flight to a member, the
 reads picked for it meanwhile leave together when it returns. A gRPC call costs the proxy (and
@@ -250,7 +250,7 @@ class ChainGateway:
             log.info("write batch not sent head=%s ops=%d: no connection", address, len(batch))
             self._lost(batch, maybe_applied=False)
             return
-        batch = [a for a in batch if not a.done.done()]  # a caller told "unavailable" meanwhile
+        batch = [a for a in batch if not a.done.done()]  # deadlines that passed meanwhile: not sent
         if not batch:
             return
         topology = self.topology

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import re
 import socket
@@ -128,6 +129,23 @@ def test_a_head_that_never_completes_the_connection_is_never_sent_the_write(chai
             wait_until("the proxy to learn the frozen head", lambda: proxy.server.watcher.topology.head.id == "frozen")
             response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
             assert (response.status_code, response.json()["error"]) == (503, "unavailable"), response.text
+    assert chain.state.seq == 0
+
+
+def test_a_write_whose_deadline_passes_while_the_connection_is_made_is_never_sent(chain: ChainDouble):
+    with running_proxy(chain, request_timeout=0.3, attempt_timeout=1.0) as proxy:
+        channels = proxy.server.gateway.channels
+        connect = channels.connected
+
+        async def slow_connection(address: str, timeout: float) -> bool:
+            await asyncio.sleep(0.6)  # the head is reached only after the write's deadline
+            return await connect(address, timeout)
+
+        channels.connected = slow_connection
+        response = httpx.put(f"{proxy.url}/v1/kv/k", content=b"v")
+        assert (response.status_code, response.json()["error"]) == (503, "unavailable"), response.text
+        time.sleep(0.6)  # past the moment the connection is made
+    assert chain.state.write_attempts == [], "told unavailable, so it must never reach the head"
     assert chain.state.seq == 0
 
 
