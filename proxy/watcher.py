@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import grpc
 
-from keychain.backoff import Backoff
+from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 from .channels import ChannelPool
@@ -27,6 +27,9 @@ log = logging.getLogger("keychain.proxy.watcher")
 
 Stub = coordinator_pb2_grpc.CoordinatorStub
 
+# Reopening a broken watch stream on the next coordinator: up to 0.1 s at first, at most 2 s.
+WATCH_BACKOFF = Backoff(base=0.1, cap=2.0)
+
 
 class CoordinatorWatcher:
     def __init__(
@@ -35,7 +38,7 @@ class CoordinatorWatcher:
         chain: str,
         *,
         rng: random.Random,
-        backoff: Backoff = Backoff(base=0.05, cap=2.0),
+        backoff: Backoff = WATCH_BACKOFF,
         call_timeout: float = 2.0,
         poll_interval: float = 5.0,
         on_change: Callable[[Topology], None] | None = None,
@@ -108,21 +111,20 @@ class CoordinatorWatcher:
             self.request_refresh()
 
     async def _watch(self) -> None:
-        failures = 0
+        pauses = FailureStreak(self.backoff, self.rng)
         while True:
             address = self.next_coordinator()
             try:
                 stream = self.stub(address).WatchChains(coordinator_pb2.WatchRequest(chain=self.chain))
                 async for config in stream:
-                    failures = 0
+                    pauses.reset()
                     self.apply(config, source=address)
                 log.info("watch ended coordinator=%s", address)
             except grpc.aio.AioRpcError as exc:
                 log.info(
                     "watch failed coordinator=%s code=%s detail=%s", address, exc.code().name, exc.details()
                 )
-            failures += 1
-            await asyncio.sleep(self.backoff.delay(failures, self.rng))
+            await asyncio.sleep(pauses.delay())
 
     def request_refresh(self) -> None:
         """Ask a coordinator for the chain now; at most one such call runs at a time."""

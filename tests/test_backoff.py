@@ -8,6 +8,7 @@ import httpx
 import pytest
 from keychain.node.server import RECONNECT_BACKOFF
 from keychain.proxy.routing import RETRY_BACKOFF, Retry
+from keychain.proxy.watcher import WATCH_BACKOFF
 
 from keychain.backoff import Backoff, FailureStreak
 from keychain.client import RETRY_BACKOFF as CLIENT_BACKOFF
@@ -46,6 +47,8 @@ def test_each_component_keeps_the_bounds_it_had():
     assert (RECONNECT_BACKOFF.base, RECONNECT_BACKOFF.cap, RECONNECT_BACKOFF.floor) == (0.05, 1.0, 0.5)
     # the proxy retries within 5 ms at first, at most every 250 ms
     assert (RETRY_BACKOFF.base, RETRY_BACKOFF.cap, RETRY_BACKOFF.floor) == (0.005, 0.25, 0.0)
+    # the proxy reopens its coordinator watch within 100 ms at first, at most every 2 s
+    assert (WATCH_BACKOFF.base, WATCH_BACKOFF.cap, WATCH_BACKOFF.floor) == (0.1, 2.0, 0.0)
     # the client's first retry waits up to 100 ms, never more than a second
     assert (CLIENT_BACKOFF.base, CLIENT_BACKOFF.cap, CLIENT_BACKOFF.floor) == (0.1, 1.0, 0.0)
 
@@ -63,6 +66,11 @@ def test_each_component_draws_the_delays_it_drew_before_from_the_same_seed():
     proxy = Retry(deadline=1e9, backoff=RETRY_BACKOFF, rng=new)
     for failures in range(1, 9):  # the proxy: uniform(0, min(0.25, 0.005 * 2**(failures - 1)))
         assert proxy.failed(0.0, "unavailable") == old.uniform(0.0, min(0.25, 0.005 * (2 ** (failures - 1))))
+
+    old, new = random.Random(6), random.Random(6)
+    watch = FailureStreak(WATCH_BACKOFF, new)
+    for failures in range(1, 9):  # the proxy's watch: uniform(0, min(2.0, 0.05 * 2**failures))
+        assert watch.delay() == old.uniform(0.0, min(2.0, 0.05 * 2**failures))
 
     old, new = random.Random(5), random.Random(5)
     client = _Attempts(_Call("GET", "/v1/kv/k", False), retries=8, rng=new)
