@@ -9,6 +9,10 @@ floor)`); this module only says how a bound grows and where in it the delay fall
 - The delay is drawn uniformly from `[floor * bound, bound]`: `floor=0` is "full jitter" (callers
   that retry many independent requests spread out best), `floor=0.5` keeps at least half the bound
   (a reconnecting stream that must not hammer a peer that just refused it).
+
+Written by hand: retry libraries run the loop and the sleeping themselves and draw jitter from
+the global random module, while the callers here need only the delay, drawn from their own seeded
+generator (the simulator replays a schedule from its seed).
 """
 
 from __future__ import annotations
