@@ -39,11 +39,13 @@ def config_data(names: Names, coordinator_replicas: int, read_consistency: str) 
     }
 
 
-def coordinator_args() -> list[str]:
+def coordinator_args(names: Names) -> list[str]:
     return [
         "coordinator",
         "--id", ref(POD_NAME),
         "--listen", f"0.0.0.0:{COORDINATOR_GRPC_PORT}",
+        # The member's own --peers entry: its pod's DNS name under the headless Service.
+        "--advertise", ref(POD_NAME) + names.coordinator_advertise_suffix(),
         "--http", f"0.0.0.0:{COORDINATOR_HTTP_PORT}",
         "--data-dir", DATA_DIR,
         "--peers", ref(COORDINATOR_PEERS),

@@ -83,7 +83,15 @@ class Names:
         return f"{DATA_VOLUME}-{self.coordinator_pod(ordinal)}"
 
     def coordinator_host(self, ordinal: int) -> str:
-        return f"{self.coordinator_pod(ordinal)}.{self.coordinator}.{self.namespace}.svc"
+        return self.coordinator_pod(ordinal) + self.coordinator_host_suffix()
+
+    def coordinator_host_suffix(self) -> str:
+        """What follows a coordinator's pod name in its DNS name under the headless Service."""
+        return f".{self.coordinator}.{self.namespace}.svc"
+
+    def coordinator_advertise_suffix(self) -> str:
+        """What follows a coordinator's pod name in its advertised address (its --peers entry)."""
+        return f"{self.coordinator_host_suffix()}:{COORDINATOR_GRPC_PORT}"
 
     def coordinator_peers(self, replicas: int) -> str:
         """`id=host:port,...` for `keychain coordinator --peers`."""

@@ -108,7 +108,7 @@ def render_coordinator_statefulset(spec: ChainSpec, names: Names, config_hash: s
     container = _container(
         spec,
         COORDINATOR,
-        commands.coordinator_args(),
+        commands.coordinator_args(names),
         ports=[("grpc", COORDINATOR_GRPC_PORT), ("http", COORDINATOR_HTTP_PORT)],
         resources=spec.coordinator.resources,
         probes={
