@@ -1,4 +1,4 @@
-"""Every container the operator renders starts: its command line, expanded as the kubelet expands it
+"""Every container the operator and the Helm chart render starts: its command line, expanded as the kubelet expands it
 (env, envFrom the Chain's ConfigMap, the pod name from the downward API), is accepted by the real
 argument parser of its component, and names the addresses the cluster's DNS gives its pods."""
 
@@ -15,15 +15,19 @@ import pytest
 import yaml
 from keychain.coordinator.main import parse_args as coordinator_args
 from keychain.node.main import parser as node_parser
+from keychain.operator.main import parse_args as operator_args
 from keychain.operator.naming import COORDINATOR_GRPC_PORT, NODE_GRPC_PORT
 from keychain.operator.rendering import render
 from keychain.operator.spec import ChainSpec
 from keychain.proxy.config import config_from_args
 
+from keychain.testing.helm import render_chart
 from keychain.testing.podspec import ContainerConfigError, expand, expand_container
 
 IMAGE = "keychaindb/keychain:0.1.0"
-EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "chain.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "examples" / "chain.yaml"
+CHART = ROOT / "deploy" / "helm" / "keychain"
 TOKEN = "s3cret"
 
 
@@ -140,6 +144,21 @@ def test_a_wildcard_listener_without_advertise_takes_its_peers_entry():
     with contextlib.redirect_stderr(io.StringIO()) as err, pytest.raises(SystemExit):
         coordinator_args(["--id", "c-0", "--listen", "127.0.0.1:7000", "--data-dir", "/d", "--peers", peers])
     assert "but --listen is 127.0.0.1:7000" in err.getvalue()
+
+
+@pytest.mark.parametrize("namespaces", [[], ["team-a", "team-b"]], ids=["cluster-wide", "listed-namespaces"])
+def test_the_charts_operator_container_passes_the_operators_argument_parsing(namespaces):
+    values = {"operator": {"watchNamespaces": namespaces, "verbose": True, "interval": 7}}
+    objects = render_chart(CHART, release="kc", namespace="keychain-system", values=values)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    pod = {**pods_of(deployment)[0], "spec": deployment["spec"]["template"]["spec"]}
+    (container,) = pod["spec"]["containers"]
+    argv, _ = expand_container(container, {}, pod)
+    assert argv[:2] == ["keychain", "operator"]
+    args = parse(operator_args, argv[2:])
+    assert args.namespace == namespaces and args.interval == 7 and args.verbose
+    assert args.default_image == container["image"]
+    assert args.health_port == container["ports"][0]["containerPort"]
 
 
 # The kubelet's expansion rules themselves.

@@ -12,6 +12,8 @@ from keychain.operator.spec import ChainSpec, ChainSpecError
 
 # A recent Kubernetes release the manifests must be valid for (strict: unknown fields fail).
 KUBERNETES_VERSION = "1.35"
+# README: Kubernetes 1.29 or newer; the newest is the newest the validator knows.
+SUPPORTED_KUBERNETES = ("1.29", kubernetes_validate.latest_version())
 IMAGE = "keychaindb/keychain:0.1.0"
 
 MINIMAL = {"metadata": {"name": "mychain", "namespace": "ns1", "uid": "u-1"}}
@@ -63,11 +65,12 @@ def rendered(body: dict[str, Any], shape: NodeSetShape | None = None) -> dict[tu
     return {(m["kind"], m["metadata"]["name"]): m for m in render(spec, shape)}
 
 
+@pytest.mark.parametrize("version", SUPPORTED_KUBERNETES)
 @pytest.mark.parametrize("body", [MINIMAL, FULL], ids=["minimal", "full"])
-def test_every_rendered_object_is_valid_kubernetes_in_strict_mode(body):
+def test_every_rendered_object_is_valid_kubernetes_in_strict_mode(body, version):
     objects = rendered(body)
     for key, manifest in objects.items():
-        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+        kubernetes_validate.validate(manifest, version, strict=True)
         assert manifest["metadata"]["ownerReferences"][0]["uid"] == "u-1", key
         assert manifest["metadata"]["labels"]["app.kubernetes.io/instance"] == "mychain", key
 
