@@ -124,6 +124,7 @@ def test_containers_run_the_keychain_entrypoint_with_the_contract_flags():
         "node", "--id", "$(POD_NAME)", "--listen", "0.0.0.0:7100",
         "--advertise", "$(POD_NAME).mychain-node.ns1.svc:7100", "--data-dir", "/data",
         "--chain", "$(KEYCHAIN_CHAIN)", "--coordinator", "$(KEYCHAIN_COORDINATORS)",
+        "--metrics-listen", "0.0.0.0:9100",
     ]  # fmt: skip
     assert node["readinessProbe"]["grpc"]["port"] == 7100
     coordinator = objects[("StatefulSet", "mychain-coord")]["spec"]["template"]["spec"]["containers"][0]
