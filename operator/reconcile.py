@@ -120,7 +120,10 @@ class Reconciler:
         live_coordinators = self._kube.get("apps/v1", "StatefulSet", spec.namespace, names.coordinator)
         coordinator_set = observe_coordinator_set(live_coordinators) if live_coordinators else None
         initial = self._initial_coordinators(spec, names)
-        desired_nodes = _find(render(spec), "StatefulSet", names.nodes)
+        # The node pods' template as rendered now (its config hash depends on the initial coordinators).
+        desired = render(spec, None, CoordinatorShape(spec.coordinator.replicas, initial),
+                         scrape_annotations=self._scrape_annotations)  # fmt: skip
+        desired_nodes = _find(desired, "StatefulSet", names.nodes)
         node_set = observe_node_set(live_nodes, desired_nodes) if live_nodes else None
 
         events: list[Event] = []
