@@ -165,8 +165,12 @@ def main(argv: list[str]) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    options = CoordinatorOptions(
-        id=args.id, listen=args.listen, advertise=args.advertise, data_dir=args.data_dir, peers=args.peers or {}, http=args.http,
-        chains=list(dict.fromkeys(args.chain)), join=args.join or [],
+    return asyncio.run(serve(options_of(args)))
+
+
+def options_of(args: argparse.Namespace) -> CoordinatorOptions:
+    """The server's options from parsed arguments."""
+    return CoordinatorOptions(
+        id=args.id, listen=args.listen, advertise=args.advertise, data_dir=args.data_dir, peers=args.peers or {},
+        http=args.http, chains=list(dict.fromkeys(args.chain)), join=args.join or [],
     )
-    return asyncio.run(serve(options))
