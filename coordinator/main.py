@@ -4,7 +4,15 @@
         --data-dir data/coord-1 --peers coord-1=127.0.0.1:7001,coord-2=...,coord-3=... \\
         [--chain main ...] [--log-level warning]
 
-A member that joins a running cluster names any of its members instead of --peers, then is added
+In a container the member listens on every interface and is reached at a DNS name; --advertise
+says that name, which is what --peers must give for this member (a wildcard --listen with no
+--advertise takes its address from --peers):
+
+    keychain coordinator --id c-0 --listen 0.0.0.0:7000 --advertise c-0.coord.ns.svc:7000 \\
+        --data-dir /data --peers c-0=c-0.coord.ns.svc:7000,c-1=c-1.coord.ns.svc:7000,...
+
+A member that joins a running cluster names any of its members instead of --peers (or, with
+--join-unlisted, is given the initial members' --peers that do not name it), then is added
 through the admin API of any member (it becomes a learner, catches up, and is promoted to voter):
 
     keychain coordinator --id coord-4 --listen 127.0.0.1:7004 --http 127.0.0.1:7084 \\
@@ -38,6 +46,14 @@ def parse_address(text: str, what: str) -> str:
     return text
 
 
+# Hosts that mean "every interface": a member listening on one is reached at another name.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
+def is_wildcard(address: str) -> bool:
+    return address.rpartition(":")[0] in WILDCARD_HOSTS
+
+
 def parse_peers(text: str) -> dict[str, str]:
     peers: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
@@ -69,6 +85,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--id", required=True, help="this member's id (one of the --peers ids when bootstrapping)")
     p.add_argument("--listen", required=True, type=lambda s: parse_address(s, "--listen"),
                    help="host:port of the gRPC server (Coordinator API and Raft peers)")
+    p.add_argument("--advertise", type=lambda s: parse_address(s, "--advertise"),
+                   help="host:port the other members and clients reach this one at: its entry in --peers, "
+                        "or the address an admin adds it with (default: the --listen address; with a wildcard "
+                        "--listen such as 0.0.0.0:PORT, this member's --peers entry)")
     p.add_argument("--http", type=lambda s: parse_address(s, "--http"), help="host:port of the HTTP admin API")
     p.add_argument("--data-dir", required=True, type=Path, help="where the Raft log is kept")
     start = p.add_mutually_exclusive_group(required=True)
@@ -78,18 +98,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     start.add_argument("--join", type=parse_join,
                        help="join a running cluster: host:port[,host:port] of any of its members; the member is "
                             "added by POST /v1/members and learns the membership from the leader's log")
+    p.add_argument("--join-unlisted", action="store_true",
+                   help="a member that --peers does not name joins the cluster they form (as with --join and "
+                        "their addresses) instead of refusing to start: one command line for the initial members "
+                        "and for those added later")
     p.add_argument("--chain", action="append", default=[], help="a chain the leader creates if missing (repeatable)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     args = p.parse_args(argv)
+    if args.join_unlisted and args.peers and args.id not in args.peers:
+        args.join, args.peers = list(args.peers.values()), None
     if args.join:
-        if args.listen in args.join:
-            p.error(f"--join names this member's own address {args.listen}; name a running member")
+        args.advertise = args.advertise or args.listen
+        if args.advertise in args.join or args.listen in args.join:
+            p.error(f"--join names this member's own address {args.advertise}; name a running member")
         return args
     if args.id not in args.peers:
         p.error(f"--peers must include this member {args.id!r}")
-    if args.peers[args.id] != args.listen:
-        p.error(f"--peers gives {args.id} the address {args.peers[args.id]}, but --listen is {args.listen}")
+    listed = args.peers[args.id]
+    if args.advertise is None:
+        # A wildcard listener is reached at whatever name --peers gives it, on the port it listens on.
+        wildcard = is_wildcard(args.listen) and port_of(listed) == port_of(args.listen)
+        args.advertise = listed if wildcard else args.listen
+    if listed != args.advertise:
+        told = "--advertise" if args.advertise != args.listen else "--listen"
+        p.error(f"--peers gives {args.id} the address {listed}, but {told} is {args.advertise}")
     return args
+
+
+def port_of(address: str) -> str:
+    return address.rpartition(":")[2]
 
 
 async def serve(options: CoordinatorOptions) -> int:
@@ -128,8 +165,12 @@ def main(argv: list[str]) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    options = CoordinatorOptions(
-        id=args.id, listen=args.listen, data_dir=args.data_dir, peers=args.peers or {}, http=args.http,
-        chains=list(dict.fromkeys(args.chain)), join=args.join or [],
+    return asyncio.run(serve(options_of(args)))
+
+
+def options_of(args: argparse.Namespace) -> CoordinatorOptions:
+    """The server's options from parsed arguments."""
+    return CoordinatorOptions(
+        id=args.id, listen=args.listen, advertise=args.advertise, data_dir=args.data_dir, peers=args.peers or {},
+        http=args.http, chains=list(dict.fromkeys(args.chain)), join=args.join or [],
     )
-    return asyncio.run(serve(options))

@@ -64,6 +64,12 @@ class CoordinatorOptions:
     heartbeat_ticks: int = timing.HEARTBEAT_TICKS
     compact_every: int = DEFAULT_COMPACT_EVERY
     join: list[str] = field(default_factory=list)  # host:port of running members, to join their cluster
+    advertise: str | None = None  # host:port the others reach this member at (default: listen)
+
+    @property
+    def address(self) -> str:
+        """This member's address as the others know it: its --peers entry, or what an admin adds it with."""
+        return self.advertise or self.listen
 
 
 class CoordinatorServer:
@@ -118,7 +124,8 @@ class CoordinatorServer:
             sock = socket.create_server((host, int(port)), reuse_port=False)
             self.http_server = make_server(build_app(self.service, self.metrics), host, int(port))
             self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]), name="admin-http")
-        log.info("coordinator started id=%s listen=%s http=%s peers=%s join=%s", o.id, o.listen, o.http or "-",
+        log.info("coordinator started id=%s listen=%s advertise=%s http=%s peers=%s join=%s",
+                 o.id, o.listen, o.address, o.http or "-",
                  ",".join(f"{k}={v}" for k, v in sorted(self.addresses().items())) or "-",
                  ",".join(o.join) or "-")
 
@@ -137,9 +144,9 @@ class CoordinatorServer:
         assert self.member is not None and self.transport is not None and self.service is not None
         addresses = self.addresses()
         mine = self.member.book.address(self.options.id)
-        if mine and mine != self.options.listen:
-            log.warning("coordinator address mismatch id=%s listen=%s membership_address=%s",
-                        self.options.id, self.options.listen, mine)
+        if mine and mine != self.options.address:
+            log.warning("coordinator address mismatch id=%s advertise=%s membership_address=%s",
+                        self.options.id, self.options.address, mine)
         self.transport.set_addresses(addresses)
         self.service.set_peers(addresses)
 
