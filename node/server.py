@@ -34,7 +34,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from keychain.node import wire
 from keychain.node.core import (
-    ENTRY_FRAMING_BYTES,
     ChainCore,
     CoreOptions,
     LinkState,
@@ -44,6 +43,7 @@ from keychain.node.core import (
     VersionQuery,
 )
 from keychain.node.driver import NodeDriver
+from keychain.node.links import ENTRY_FRAMING_BYTES
 from keychain.node.messages import (
     OK,
     Ack,
@@ -629,7 +629,7 @@ class _Unavailable(Exception):
 
 
 # Protobuf framing of one ReadReply inside a ReadBatchReply (tags, lengths, the version varint, an
-# error's code and epoch): a generous upper bound, like the core's ENTRY_FRAMING_BYTES.
+# error's code and epoch): a generous upper bound, like the links' ENTRY_FRAMING_BYTES.
 READ_REPLY_FRAMING_BYTES = 64
 
 

@@ -394,7 +394,7 @@ class Chain:
         held = dict(n.store._log)
         if n.core is not None:  # the core's view: a truncation may still wait in its next Ready
             held = {s: e for s, e in held.items() if s <= n.core.last_seq}
-            held.update(n.core._mem)
+            held.update(n.core.uncommitted.held())
         return held
 
     def dump(self, node_id: str) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Generator
+from dataclasses import replace
 
 from keychain.coordinator.log import RaftStorage
 from keychain.coordinator.raft import RaftConfig, RaftCore
@@ -75,10 +76,10 @@ class KeepsStreamingAfterTransfer(ChainCore):
     """After installing a state transfer, goes on streaming to its successor from where it was."""
 
     def on_transfer_chunk(self, from_id: str, chunk: TransferChunk) -> None:
-        kept = (self.link, self.sent_through, self.succ_acked, self._hello_due, self._first_batch_due)
+        kept = replace(self.down)
         super().on_transfer_chunk(from_id, chunk)
-        if chunk.last and kept[0] == LinkState.STREAMING and self.transfer_from is None:
-            self.link, self.sent_through, self.succ_acked, self._hello_due, self._first_batch_due = kept
+        if chunk.last and kept.state == LinkState.STREAMING and self.transfer_from is None:
+            self.down = kept
 
 
 # ---- broken node drivers ----
