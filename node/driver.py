@@ -22,7 +22,7 @@ from collections.abc import Generator
 from typing import Protocol
 
 from keychain.node.core import ChainCore, Outbound, Ready, TransferStart, VersionQuery
-from keychain.node.messages import Consistency, Error, ReadReply, VersionQueryReply, WriteOp, WriteReply
+from keychain.node.messages import Consistency, ReadReply, VersionQueryReply, WriteOp, WriteReply
 from keychain.node.versions import Record
 
 
@@ -73,6 +73,7 @@ class NodeDriver:
     # ---- the Ready loop ----
 
     def has_ready(self) -> bool:
+        """Whether `step()` has a Ready to handle."""
         return self.core.has_ready()
 
     def step(self) -> Generator[Ready, None, None]:
@@ -100,7 +101,8 @@ class NodeDriver:
         return True
 
     def release(self, rd: Ready, epoch: int) -> None:
-        """The Ready is durable: its outputs leave, and the core learns it with `advance()`."""
+        """The Ready's records are durable (or need not be): its outputs leave, and the core learns it
+        with `advance()`. `epoch` is the core's epoch when the Ready was taken."""
         t = self.transport
         for out in rd.messages:
             t.send_link(out)
@@ -123,10 +125,6 @@ class NodeDriver:
     def read(self, ticket: int, epoch: int, key: bytes, consistency: Consistency) -> ReadReply | None:
         """A client's read: the reply now, or None and later through `release_reply(ticket, ...)`."""
         return self.core.client_read(ticket, epoch, key, consistency, self.clock())
-
-    def check_read(self, epoch: int) -> Error | None:
-        """Whether this node serves reads in `epoch` now (see `ChainCore.check_read`)."""
-        return self.core.check_read(epoch, self.clock())
 
     def version_query(self, epoch: int, keys: list[bytes]) -> VersionQueryReply:
         """A predecessor asks us, the tail, for the committed versions of `keys`."""
