@@ -270,8 +270,8 @@ class ChainNode:
 
     # The driver's Transport: a Ready's outputs onto gRPC streams and calls.
 
-    def send_link(self, out: Outbound) -> None:
-        self._send(out.to, out.body)
+    def send_link(self, message: Outbound) -> None:
+        self._send(message.to, message.body)
 
     def send_version_query(self, query: VersionQuery) -> None:
         self._spawn(self._query_version(query), f"query-{query.query_id}")
