@@ -12,11 +12,15 @@
     core.begin_transfer(from_id, epoch) / transfer_chunk(to_id)       (we send state)
     core.on_transfer_chunk(from_id, chunk) / transfer_failed(from_id) (we receive state)
     core.downlink_lost(peer_id) / uplink_lost(peer_id)                (a link stream broke)
-    while core.has_ready():
+    while core.has_ready():                             # keychain.node.driver runs this loop
         rd = core.ready()
         store.apply(rd.persist); store.sync()      # durable first: one fsync for the batch
         send rd.messages, rd.version_queries; start rd.transfers; release rd.replies
         core.advance()
+
+Its state is split by concern: the entries above the store's commit point and their indexes
+(`keychain.node.uncommitted_log`), the link streams and the transfers it sends (`keychain.node.links`),
+and the client requests waiting for their outcome (`keychain.node.waiting`). Decisions stay here.
 
 Contract of a Ready: everything in `persist` is durable before any message, query or reply of the
 same Ready leaves the process, and `ready()` is not called again before `advance()`. A Ready whose
@@ -70,12 +74,12 @@ Protocol rules (DESIGN.md §3):
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from dataclasses import dataclass, field
 from enum import Enum
 
+from keychain.node.links import Downstream, LinkState, TransferSession, Upstream, within_bytes
 from keychain.node.messages import (
     OK,
     Ack,
@@ -101,6 +105,7 @@ from keychain.node.messages import (
     WriteResult,
     outcome_of,
 )
+from keychain.node.uncommitted_log import UncommittedLog
 from keychain.node.versions import (
     AppendEntries,
     Commit,
@@ -113,6 +118,7 @@ from keychain.node.versions import (
     Truncate,
     VersionStore,
 )
+from keychain.node.waiting import WaitingReads, WaitingWrites
 
 log = logging.getLogger("keychain.node.core")
 
@@ -123,7 +129,7 @@ class CoreOptions:
     max_value_bytes: int = 1 << 20
     max_request_id_bytes: int = 256  # bounds an entry's size, hence every link message's
     max_batch_entries: int = 256  # entries per Batch message
-    max_batch_bytes: int = 1 << 20  # payload bytes (see payload_bytes) per Batch message or transfer chunk
+    max_batch_bytes: int = 1 << 20  # payload bytes (see links.payload_bytes) per Batch message or transfer chunk
     max_inflight_entries: int = 8192  # sent but not yet acknowledged, per link
     retain_entries: int = 10_000  # log kept behind the commit point for incremental catch-up
     dedup_window: int = 100_000  # request-id outcomes remembered for this many seqs
@@ -144,13 +150,6 @@ class Role(Enum):
     TAIL = "tail"
     SYNCING = "syncing"
     NONE = "none"
-
-
-class LinkState(Enum):
-    IDLE = "idle"  # no successor, or a Hello is due
-    HELLO = "hello"  # Hello sent, waiting for the Welcome
-    TRANSFER = "transfer"  # the successor is installing a state transfer, then welcomes again
-    STREAMING = "streaming"
 
 
 # ---- outputs ----
@@ -215,31 +214,19 @@ _LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes)
 # ---- internal bookkeeping ----
 
 
-@dataclass(slots=True)
-class _WriteTicket:
-    results: list[WriteResult | None]
-    waiting: int
-
-
-@dataclass(slots=True)
-class _Session:
-    """A state transfer we are sending."""
-
-    through: int
-    key_cursor: bytes | None = None
-    outcome_cursor: str | None = None
-    keys_done: bool = False
-
-
 @dataclass(frozen=True, slots=True)
 class _Inflight:
-    last_seq: int
-    committed_seq: int
+    """The Ready handed out, as the core stood when it was built: what `advance` makes durable."""
+
+    last_seq: int  # persisted_seq becomes this (or less, if a truncation came meanwhile)
+    committed_seq: int  # applied_commit becomes this: the Ready carried the Commit record through it
     epoch: int
     caught_up: bool  # the Ready reported a syncing node level
 
 
 class ChainCore:
+    """One chain node's protocol state (see the module docstring for its inputs, outputs and rules)."""
+
     def __init__(self, node_id: str, store: VersionStore, options: CoreOptions | None = None) -> None:
         if not node_id:
             raise ValueError("node id must not be empty")
@@ -249,19 +236,32 @@ class ChainCore:
         st = store.state()
         self.config: ChainConfig | None = st.config
         self.epoch = st.config.epoch if st.config else 0
+        # ---- sequence numbers ----
+        # Seqs number the entries the head sequenced, from 1, gap-free (an entry's seq is its key's
+        # version). At every moment between inputs:
+        #     log_start <= applied_commit <= committed_seq <= last_seq,   persisted_seq <= last_seq,
+        #     uncommitted.low == applied_commit + 1.
+        # The last seq this node holds (in memory; durable once persisted_seq reaches it). Only a
+        # truncation of uncommitted entries or an installed state transfer moves it back.
         self.last_seq = st.last_seq
+        # This node's commit point: entries through it are clean. It never goes back (a state transfer
+        # behind it is asked for again), a transfer moves it up to its point. A tail (or syncing node) commits what it persisted,
+        # any other node what its successor acked (its Welcome's committed_seq, then its acks).
         self.committed_seq = st.committed_seq
+        # The log is retained from log_start + 1: a successor lacking an entry at or below log_start
+        # needs a state transfer. Trimmed behind applied_commit (by retain_entries), never past what
+        # a successor or a transfer we send may still need.
         self.log_start = st.log_start
-        self.persisted_seq = st.last_seq  # durable: what the store holds
-        self.applied_commit = st.committed_seq  # the commit point the store holds
-        # Entries above the store's commit point, in memory: the in-flight window, not the dataset.
-        self._mem: dict[int, Entry] = {}
-        self._by_key: dict[bytes, list[int]] = {}
-        self._by_request: dict[str, int] = {}
-        self._mem_low = st.committed_seq + 1
+        # The last seq the store holds durably: last_seq as of the last Ready that was advanced (less
+        # after a truncation or transfer).
+        self.persisted_seq = st.last_seq
+        # The commit point the store holds (its last Commit record made durable by an advanced Ready):
+        # entries through it live in the store only, those above it also in `uncommitted`.
+        self.applied_commit = st.committed_seq
+        self.uncommitted = UncommittedLog(store, st.committed_seq + 1)
         if st.last_seq > st.committed_seq:
             for e in store.entries(st.committed_seq + 1, st.last_seq):
-                self._remember(e)
+                self.uncommitted.add(e)
         self.lease_until = -math.inf
         self.role = Role.NONE
         self.pred: str | None = None
@@ -273,26 +273,16 @@ class ChainCore:
         # may never have caught up in this epoch (a promoted tail), so it levels with its
         # predecessor again before it serves.
         self.in_sync = me is not None and me.state == MemberState.ACTIVE and self.pred is None
-        self._sync_target: int | None = None  # not in sync: the commit point to reach first
-        # downstream link
-        self.link = LinkState.IDLE
-        self._hello_due = self.succ is not None
-        self.sent_through = 0
-        self.succ_acked = 0
-        self._first_batch_due = False
-        self._sessions: dict[str, _Session] = {}
-        # upstream link
-        self._upstream_linked = False
-        self._acked_upstream = 0
-        self._welcomes: list[tuple[str, Welcome]] = []
-        self.transfer_from: str | None = None
-        # clients
-        self._tickets: dict[int, _WriteTicket] = {}
-        self._waiters: dict[int, list[tuple[int, int, RequestOutcome]]] = {}
-        self._waiter_heap: list[int] = []
-        self._read_backlog: list[tuple[int, bytes]] = []
-        self._queries: dict[int, list[tuple[int, bytes]]] = {}
-        self._next_query = 1
+        # Not in sync: the commit point our predecessor advertised in a batch of this epoch; we are in
+        # sync once committed_seq reaches it. None until such a batch (reset by every configure).
+        self._sync_target: int | None = None
+        # links (sent_through, acked: see Downstream; Upstream.acked <= committed_seq)
+        self.down = Downstream(hello_due=self.succ is not None)
+        self.up = Upstream()
+        self._sessions: dict[str, TransferSession] = {}  # transfers we send, by receiver
+        # clients waiting for their outcome
+        self.waiting_writes = WaitingWrites()
+        self.waiting_reads = WaitingReads()
         # counters
         self.reads = 0
         self.writes = 0
@@ -301,11 +291,15 @@ class ChainCore:
         self._persist: list[Record] = []
         self._replies: list[tuple[int, WriteReply | ReadReply]] = []
         self._transfers: list[TransferStart] = []
+        # A syncing node became level with its predecessor at this seq (its last_seq then): reported
+        # in the next Ready, once per configuration (_caught_up_reported).
         self._caught_up: int | None = None
         self._caught_up_reported = False
         self._caught_up_epoch: int | None = None  # a Ready reporting caught_up was made durable in this epoch
+        # Request outcomes at or below this seq are forgotten (ForgetOutcomes sent): it trails
+        # applied_commit by dedup_window. 0 after a restart: the first advance forgets again.
         self._outcomes_floor = 0
-        self._inflight: _Inflight | None = None
+        self._inflight: _Inflight | None = None  # the Ready handed out and not yet advanced
         if self._commits_on_persist():  # a restarted tail commits what it had persisted
             self._commit_to(self.persisted_seq)
 
@@ -350,12 +344,12 @@ class ChainCore:
         self._reset_downstream()
         if self.succ is None or self.succ != old_succ:
             self._sessions.clear()
-        self._upstream_linked = False
+        self.up.linked = False
         # Welcomes already decided still go out: each answers a Hello (or batch) whose sender waits for
         # it with no timeout. A refusal of a Hello of the epoch we are adopting now is the one answer
         # that sender gets (it has no newer epoch to move to and say Hello again); an answer of an older
         # epoch is ignored by a sender that moved on (it echoes that epoch), or refused at its next batch.
-        self.transfer_from = None
+        self.up.transfer_from = None
         self._caught_up_reported = False
         if self._commits_on_persist():
             self._commit_to(self.persisted_seq)
@@ -390,6 +384,16 @@ class ChainCore:
             self.role = Role.MIDDLE
 
     @property
+    def link(self) -> LinkState:
+        """The state of our link to the successor."""
+        return self.down.state
+
+    @property
+    def transfer_from(self) -> str | None:
+        """The predecessor whose state transfer we are installing, if any."""
+        return self.up.transfer_from
+
+    @property
     def is_tail(self) -> bool:
         return self.tail_id == self.id and self.role != Role.NONE
 
@@ -399,18 +403,14 @@ class ChainCore:
         return self.is_tail or self.role == Role.SYNCING
 
     def _reset_downstream(self, hello: bool = True) -> None:
-        self.link = LinkState.IDLE
-        self._hello_due = hello and self.succ is not None
-        self.sent_through = 0
-        self.succ_acked = 0
-        self._first_batch_due = False
+        self.down.reset(hello and self.succ is not None)
 
     # ------------------------------------------------------------------ client writes
 
     def client_write(self, ticket: int, epoch: int, ops: list[WriteOp], now: float) -> WriteReply | None:
         """A batch of writes. Returns the reply at once if it is already known (a rejection, or only
         retries of committed request ids); otherwise None and the reply comes in a later Ready."""
-        if ticket in self._tickets:
+        if ticket in self.waiting_writes:
             raise ValueError(f"ticket {ticket} is already pending")
         err = self._gate(epoch, now, write=True)
         if err is not None:
@@ -422,7 +422,7 @@ class ChainCore:
             if bad is not None:
                 results[i] = WriteResult(bad)
                 continue
-            known = self._find_request(op.request_id) if op.request_id else None
+            known = self.uncommitted.find_request(op.request_id) if op.request_id else None
             if known is None:
                 entry = self._sequence(op)
                 known = outcome_of(entry)
@@ -432,12 +432,7 @@ class ChainCore:
                 waits.append((known.seq, i, known))
         if not waits:
             return WriteReply(results=tuple(r for r in results if r is not None))
-        self._tickets[ticket] = _WriteTicket(results, len(waits))
-        for seq, i, outcome in waits:
-            if seq not in self._waiters:
-                self._waiters[seq] = []
-                heapq.heappush(self._waiter_heap, seq)
-            self._waiters[seq].append((ticket, i, outcome))
+        self.waiting_writes.wait(ticket, results, waits)
         return None
 
     def _check_write(self, op: WriteOp) -> Error | None:
@@ -463,12 +458,6 @@ class ChainCore:
                                          f"{self.options.max_key_bytes}", self.epoch)
         return None
 
-    def _find_request(self, request_id: str) -> RequestOutcome | None:
-        seq = self._by_request.get(request_id)
-        if seq is not None:
-            return outcome_of(self._mem[seq])
-        return self.store.outcome(request_id)
-
     def _sequence(self, op: WriteOp) -> Entry:
         latest = self._latest(op.key, clean_only=False)
         current = 0 if latest is None or latest.tombstone else latest.version
@@ -492,15 +481,7 @@ class ChainCore:
         were decided. Returned directly, not through a Ready: the shell calls this when it can no
         longer drive the core (a failed fsync)."""
         unknown = WriteResult(Error(Code.OUTCOME_UNKNOWN, f"{why}; retry with the same request id", self.epoch))
-        for waiters in self._waiters.values():
-            for ticket, i, _ in waiters:
-                self._tickets[ticket].results[i] = unknown
-        replies = [(ticket, WriteReply(results=tuple(r or unknown for r in t.results)))
-                   for ticket, t in self._tickets.items()]
-        self._tickets.clear()
-        self._waiters.clear()
-        self._waiter_heap.clear()
-        return replies
+        return self.waiting_writes.abandon(unknown)
 
     # ------------------------------------------------------------------ client reads
 
@@ -511,9 +492,9 @@ class ChainCore:
         if err is not None:
             return ReadReply(err)
         clean = self._latest(key, clean_only=True)
-        if consistency == Consistency.EVENTUAL or self.is_tail or not self._is_dirty(key):
+        if consistency == Consistency.EVENTUAL or self.is_tail or not self.uncommitted.is_dirty(key, self.committed_seq):
             return self._served(clean)
-        self._read_backlog.append((ticket, key))
+        self.waiting_reads.hold(ticket, key)
         return None
 
     def check_read(self, epoch: int, now: float) -> Error | None:
@@ -529,7 +510,7 @@ class ChainCore:
         return ReadReply(value=kv.value, version=kv.version)
 
     def on_version_reply(self, query_id: int, reply: VersionQueryReply) -> None:
-        waiting = self._queries.pop(query_id, None)
+        waiting = self.waiting_reads.answered(query_id)
         if waiting is None:
             log.debug("version reply for unknown query node=%s query=%d", self.id, query_id)
             return
@@ -548,7 +529,7 @@ class ChainCore:
     def _resolve_read(self, key: bytes, version: int) -> ReadReply:
         if version == 0:
             return self._served(None)
-        kv = self._own_version(key, version)
+        kv = self.uncommitted.version(key, version)
         if kv is None:
             # Committed and then superseded while the query was out: a newer committed version is
             # as good an answer (it committed during this read).
@@ -592,60 +573,18 @@ class ChainCore:
             return Error(Code.NOT_HEAD, f"writes go to the head; this node is {self.role.value}", self.epoch)
         if self.role == Role.SYNCING:
             return Error(Code.UNAVAILABLE, "syncing: not serving yet", self.epoch)
-        if not self.in_sync or self.transfer_from is not None:
+        if not self.in_sync or self.up.transfer_from is not None:
             return Error(Code.UNAVAILABLE, "catching up with the chain", self.epoch)
         return None
 
     # ------------------------------------------------------------------ local data view
 
-    def _remember(self, e: Entry) -> None:
-        self._mem[e.seq] = e
-        if e.kind != EntryKind.NOOP:
-            self._by_key.setdefault(e.key, []).append(e.seq)
-        if e.request_id:
-            self._by_request[e.request_id] = e.seq
-
-    def _forget_through(self, seq: int) -> None:
-        # Memory holds consecutive seqs from _mem_low up: walk only the part being dropped.
-        for s in range(self._mem_low, seq + 1):
-            e = self._mem.pop(s, None)
-            if e is not None:
-                self._drop(e)
-        self._mem_low = max(self._mem_low, seq + 1)
-
-    def _drop(self, e: Entry) -> None:
-        seqs = self._by_key.get(e.key)
-        if seqs and e.seq in seqs:
-            seqs.remove(e.seq)
-            if not seqs:
-                del self._by_key[e.key]
-        if self._by_request.get(e.request_id) == e.seq:
-            del self._by_request[e.request_id]
-
     def _latest(self, key: bytes, clean_only: bool) -> KeyVersion | None:
-        stored = self.store.clean(key)
-        for s in reversed(self._by_key.get(key, ())):
-            if clean_only and s > self.committed_seq:
-                continue
-            if stored is None or s > stored.version:
-                e = self._mem[s]
-                return KeyVersion(key, s, e.kind == EntryKind.DELETE, e.value)
-            break
-        return stored
-
-    def _is_dirty(self, key: bytes) -> bool:
-        seqs = self._by_key.get(key)
-        return bool(seqs) and seqs[-1] > self.committed_seq
-
-    def _own_version(self, key: bytes, seq: int) -> KeyVersion | None:
-        e = self._mem.get(seq)
-        if e is not None and e.key == key and e.kind != EntryKind.NOOP:
-            return KeyVersion(key, seq, e.kind == EntryKind.DELETE, e.value)
-        return self.store.version(key, seq)
+        return self.uncommitted.latest(key, self.committed_seq if clean_only else None)
 
     def _append_local(self, entries: list[Entry]) -> None:
         for e in entries:
-            self._remember(e)
+            self.uncommitted.add(e)
             if e.kind != EntryKind.NOOP:
                 self.writes += 1
         self.last_seq = entries[-1].seq
@@ -655,19 +594,10 @@ class ChainCore:
             self._persist.append(AppendEntries(tuple(entries)))
 
     def _truncate(self, after: int) -> None:
-        for s in [s for s in self._mem if s > after]:
-            self._drop(self._mem.pop(s))
+        self.uncommitted.drop_after(after)
         self.last_seq = after
         self.persisted_seq = min(self.persisted_seq, after)
         self._persist.append(Truncate(after))
-
-    def _entries(self, lo: int, hi: int) -> list[Entry]:
-        out: list[Entry] = []
-        if lo <= self.applied_commit:
-            out = self.store.entries(lo, min(hi, self.applied_commit))
-            lo = self.applied_commit + 1
-        out.extend(self._mem[s] for s in range(lo, hi + 1))
-        return out
 
     # ------------------------------------------------------------------ commit
 
@@ -680,14 +610,7 @@ class ChainCore:
             self._persist[-1] = Commit(seq)
         else:
             self._persist.append(Commit(seq))
-        while self._waiter_heap and self._waiter_heap[0] <= seq:
-            for ticket, i, outcome in self._waiters.pop(heapq.heappop(self._waiter_heap)):
-                t = self._tickets[ticket]
-                t.results[i] = outcome.result()
-                t.waiting -= 1
-                if t.waiting == 0:
-                    del self._tickets[ticket]
-                    self._replies.append((ticket, WriteReply(results=tuple(r for r in t.results if r))))
+        self._replies.extend(self.waiting_writes.commit_through(seq))
         self._check_in_sync()
 
     # ------------------------------------------------------------------ links
@@ -699,23 +622,23 @@ class ChainCore:
             err = Error(Code.UNAVAILABLE, f"{from_id} is not this node's predecessor", self.epoch)
         if err is not None:
             log.info("link refused node=%s from=%s code=%s", self.id, from_id, err.code.name)
-            self._welcomes.append((from_id, Welcome(err, epoch=hello.epoch)))
+            self.up.welcomes.append((from_id, Welcome(err, epoch=hello.epoch)))
             return
-        self._upstream_linked = True
-        self._acked_upstream = self.committed_seq
+        self.up.linked = True
+        self.up.acked = self.committed_seq
         needs_transfer = self.last_seq + 1 < hello.first_seq
         if needs_transfer:
-            self.transfer_from = from_id
+            self.up.transfer_from = from_id
             self._transfers.append(TransferStart(from_id, self.epoch))
         else:
-            self.transfer_from = None
-        self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, needs_transfer, self.epoch)))
+            self.up.transfer_from = None
+        self.up.welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, needs_transfer, self.epoch)))
 
     def on_welcome(self, from_id: str, welcome: Welcome) -> None:
         # A Welcome answering a message of another epoch is late traffic of a link we already renewed
         # (the shell may still feed us the old stream until the new one replaces it): taken for the
         # answer to our new Hello it would move sent_through and the commit point, or drop the new link.
-        if from_id != self.succ or self.link == LinkState.IDLE or welcome.epoch != self.epoch:
+        if from_id != self.succ or self.down.state == LinkState.IDLE or welcome.epoch != self.epoch:
             log.debug("stray welcome node=%s from=%s epoch=%d", self.id, from_id, welcome.epoch)
             return
         if not welcome.error.ok:
@@ -728,22 +651,19 @@ class ChainCore:
             self._reset_downstream(hello=False)
             return
         if welcome.needs_transfer:
-            self.link = LinkState.TRANSFER
+            self.down.state = LinkState.TRANSFER
             return
         if welcome.last_seq < self.log_start:
             self._reset_downstream()  # trimmed meanwhile: the next Hello makes it ask for a transfer
             return
-        self.link = LinkState.STREAMING
-        self.sent_through = welcome.last_seq
-        self.succ_acked = welcome.last_seq
-        self._first_batch_due = True
+        self.down.stream_from(welcome.last_seq)
         if not self._commits_on_persist():
             self._commit_to(welcome.committed_seq)
 
     def retry_link(self) -> None:
         """The shell's backoff after a broken or refused link ran out: say Hello again if it is down."""
-        if self.link == LinkState.IDLE and self.succ is not None:
-            self._hello_due = True
+        if self.down.state == LinkState.IDLE and self.succ is not None:
+            self.down.hello_due = True
 
     def downlink_lost(self, peer: str) -> None:
         """Our link stream to `peer` broke (or could not be opened). The shell calls `retry_link()`
@@ -757,7 +677,7 @@ class ChainCore:
         after a reconfiguration our old predecessor may be our successor, and the teardown of its old
         stream must not reset the new link we opened to it (nobody would reopen that one)."""
         if peer == self.pred:
-            self._upstream_linked = False
+            self.up.linked = False
 
     def link_lost(self, peer: str) -> None:
         """Both link streams with `peer` are gone (it crashed)."""
@@ -765,16 +685,16 @@ class ChainCore:
         self.uplink_lost(peer)
 
     def on_batch(self, from_id: str, batch: Batch) -> None:
-        if from_id != self.pred or batch.epoch != self.epoch or not self._upstream_linked:
+        if from_id != self.pred or batch.epoch != self.epoch or not self.up.linked:
             err = self._epoch_error(batch.epoch) or Error(Code.UNAVAILABLE, "no link from this node", self.epoch)
-            self._welcomes.append((from_id, Welcome(err, epoch=batch.epoch)))
+            self.up.welcomes.append((from_id, Welcome(err, epoch=batch.epoch)))
             return
-        if self.transfer_from is not None:
+        if self.up.transfer_from is not None:
             return  # installing a state transfer; the stream resumes after our next Welcome
         new = [e for e in batch.entries if e.seq > self.last_seq]
         if new and new[0].seq != self.last_seq + 1:
             log.info("gap on link node=%s from=%s have=%d got=%d", self.id, from_id, self.last_seq, new[0].seq)
-            self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, epoch=self.epoch)))
+            self.up.welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, epoch=self.epoch)))
             return
         if new:
             self._append_local(new)
@@ -789,19 +709,19 @@ class ChainCore:
         if not self.in_sync and self._sync_target is not None and self.committed_seq >= self._sync_target:
             self.in_sync = True
             log.info("in sync node=%s epoch=%d through=%d", self.id, self.epoch, self.last_seq)
-            if self.link == LinkState.STREAMING:
-                self._first_batch_due = True  # now we can vouch for our successor: tell it
+            if self.down.state == LinkState.STREAMING:
+                self.down.first_batch_due = True  # now we can vouch for our successor: tell it
         if self.in_sync and self.role == Role.SYNCING and not self._caught_up_reported:
             self._caught_up_reported = True
             self._caught_up = self.last_seq
 
     def on_ack(self, from_id: str, ack: Ack) -> None:
-        if from_id != self.succ or ack.epoch != self.epoch or self.link != LinkState.STREAMING:
+        if from_id != self.succ or ack.epoch != self.epoch or self.down.state != LinkState.STREAMING:
             log.debug("stray ack node=%s from=%s epoch=%d", self.id, from_id, ack.epoch)
             return
-        self.succ_acked = max(self.succ_acked, min(ack.committed_seq, self.sent_through))
+        self.down.acked = max(self.down.acked, min(ack.committed_seq, self.down.sent_through))
         if not self._commits_on_persist():
-            self._commit_to(min(ack.committed_seq, self.sent_through))
+            self._commit_to(min(ack.committed_seq, self.down.sent_through))
 
     # ------------------------------------------------------------------ state transfer
 
@@ -814,7 +734,7 @@ class ChainCore:
             err = Error(Code.UNAVAILABLE, "catching up: cannot send state", self.epoch)
         if err is not None:
             return err
-        self._sessions[to_id] = _Session(through=self.applied_commit)
+        self._sessions[to_id] = TransferSession(through=self.applied_commit)
         log.info("transfer begins node=%s to=%s through=%d", self.id, to_id, self.applied_commit)
         return OK
 
@@ -827,25 +747,14 @@ class ChainCore:
         s = self._sessions.get(to_id)
         if s is None:
             raise ValueError(f"no state transfer to {to_id} is in progress")
-        n = self.options.transfer_chunk_keys
-        if not s.keys_done:
-            scanned = self.store.scan_clean(s.key_cursor, n)
-            keys = _within_bytes(scanned, self.options.max_batch_bytes)
-            if len(scanned) < n and len(keys) == len(scanned):
-                s.keys_done = True
-            if keys:
-                s.key_cursor = keys[-1].key
-                return TransferChunk(keys=tuple(keys))
-        outcomes = self.store.scan_outcomes(s.outcome_cursor, n)
-        if len(outcomes) == n:
-            s.outcome_cursor = outcomes[-1].request_id
-            return TransferChunk(outcomes=tuple(outcomes))
-        del self._sessions[to_id]
-        log.info("transfer done node=%s to=%s through=%d", self.id, to_id, s.through)
-        return TransferChunk(outcomes=tuple(outcomes), through_seq=s.through, last=True)
+        chunk = s.next_chunk(self.store, self.options.transfer_chunk_keys, self.options.max_batch_bytes)
+        if chunk.last:
+            del self._sessions[to_id]
+            log.info("transfer done node=%s to=%s through=%d", self.id, to_id, s.through)
+        return chunk
 
     def on_transfer_chunk(self, from_id: str, chunk: TransferChunk) -> None:
-        if from_id != self.transfer_from:
+        if from_id != self.up.transfer_from:
             log.debug("stray transfer chunk node=%s from=%s", self.id, from_id)
             return
         if chunk.keys or chunk.outcomes:
@@ -858,20 +767,19 @@ class ChainCore:
             self._transfers.append(TransferStart(from_id, self.epoch))
             return
         self._persist.append(ResetLog(chunk.through_seq))
-        self._forget_through(self.last_seq)
-        self._mem_low = chunk.through_seq + 1
+        self.uncommitted.restart_at(chunk.through_seq)
         self.last_seq = self.committed_seq = self.log_start = chunk.through_seq
         self.persisted_seq = self.applied_commit = chunk.through_seq
-        self.transfer_from = None
+        self.up.transfer_from = None
         # Our log now starts at the transfer's point: the successor handshakes again, and takes a
         # transfer from us if it lacks entries from before it.
         self._reset_downstream()
         self._sessions.clear()
-        self._welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, epoch=self.epoch)))
+        self.up.welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, epoch=self.epoch)))
 
     def transfer_failed(self, from_id: str) -> None:
         """The Transfer stream broke before its last chunk: ask again (the shell backs off)."""
-        if from_id == self.transfer_from:
+        if from_id == self.up.transfer_from:
             self._transfers.append(TransferStart(from_id, self.epoch))
 
     # ------------------------------------------------------------------ Ready
@@ -880,15 +788,12 @@ class ChainCore:
         if self._inflight is not None:
             return False
         return bool(
-            self._persist or self._replies or self._read_backlog or self._transfers or self._welcomes
+            self._persist or self._replies or self.waiting_reads.backlog or self._transfers or self.up.welcomes
             or self._caught_up is not None
-            or (self._hello_due and self.succ is not None)
-            or (self.link == LinkState.STREAMING and (self._first_batch_due or self._can_send()))
-            or (self.pred is not None and self._upstream_linked and self.committed_seq > self._acked_upstream)
+            or (self.down.hello_due and self.succ is not None)
+            or (self.down.state == LinkState.STREAMING and (self.down.first_batch_due or self.down.can_send(self.last_seq, self.options.max_inflight_entries)))
+            or (self.pred is not None and self.up.linked and self.committed_seq > self.up.acked)
         )
-
-    def _can_send(self) -> bool:
-        return self.sent_through < min(self.last_seq, self.succ_acked + self.options.max_inflight_entries)
 
     def ready(self) -> Ready:
         if self._inflight is not None:
@@ -896,37 +801,37 @@ class ChainCore:
         rd = Ready(persist=self._persist, replies=self._replies, transfers=self._transfers,
                    caught_up=self._caught_up)
         self._persist, self._replies, self._transfers, self._caught_up = [], [], [], None
-        for to, welcome in self._welcomes:
+        for to, welcome in self.up.welcomes:
             rd.messages.append(Outbound(to, welcome))
-        self._welcomes = []
-        if self._hello_due and self.succ is not None:
+        self.up.welcomes = []
+        if self.down.hello_due and self.succ is not None:
             rd.messages.append(Outbound(self.succ, Hello(self.epoch, self.id, self.log_start + 1)))
-            self._hello_due = False
-            self.link = LinkState.HELLO
-        if self.link == LinkState.STREAMING and self.succ is not None:
+            self.down.hello_due = False
+            self.down.state = LinkState.HELLO
+        if self.down.state == LinkState.STREAMING and self.succ is not None:
             # A node not in sync itself cannot vouch that its successor is level with the chain: it
             # advertises a commit point beyond its last seq, which no successor can reach.
             level = self.committed_seq if self.in_sync else self.last_seq + 1
-            hi = min(self.last_seq, self.succ_acked + self.options.max_inflight_entries)
-            while self.sent_through < hi:
-                top = min(hi, self.sent_through + self.options.max_batch_entries)
-                entries = _within_bytes(self._entries(self.sent_through + 1, top), self.options.max_batch_bytes)
+            hi = min(self.last_seq, self.down.acked + self.options.max_inflight_entries)
+            while self.down.sent_through < hi:
+                top = min(hi, self.down.sent_through + self.options.max_batch_entries)
+                entries = within_bytes(self.uncommitted.entries(self.down.sent_through + 1, top), self.options.max_batch_bytes)
                 rd.messages.append(Outbound(self.succ, Batch(self.epoch, entries, level)))
-                self.sent_through = entries[-1].seq
-                self._first_batch_due = False
-            if self._first_batch_due:
+                self.down.sent_through = entries[-1].seq
+                self.down.first_batch_due = False
+            if self.down.first_batch_due:
                 rd.messages.append(Outbound(self.succ, Batch(self.epoch, (), level)))
-                self._first_batch_due = False
-        if self.pred is not None and self._upstream_linked and self.committed_seq > self._acked_upstream:
+                self.down.first_batch_due = False
+        if self.pred is not None and self.up.linked and self.committed_seq > self.up.acked:
             rd.messages.append(Outbound(self.pred, Ack(self.epoch, self.committed_seq)))
-            self._acked_upstream = self.committed_seq
-        if self._read_backlog:
+            self.up.acked = self.committed_seq
+        if self.waiting_reads.backlog:
             self._flush_reads(rd)
         self._inflight = _Inflight(self.last_seq, self.committed_seq, self.epoch, rd.caught_up is not None)
         return rd
 
     def _flush_reads(self, rd: Ready) -> None:
-        backlog, self._read_backlog = self._read_backlog, []
+        backlog = self.waiting_reads.take_backlog()
         if self.is_tail:  # became the tail meanwhile: our commit point is the chain's
             for ticket, key in backlog:
                 rd.replies.append((ticket, self._served(self._latest(key, clean_only=True))))
@@ -935,9 +840,7 @@ class ChainCore:
             for ticket, _ in backlog:
                 rd.replies.append((ticket, ReadReply(Error(Code.UNAVAILABLE, "no tail", self.epoch))))
             return
-        qid = self._next_query
-        self._next_query += 1
-        self._queries[qid] = backlog
+        qid = self.waiting_reads.ask(backlog)
         self.version_queries += len(backlog)
         keys = tuple(dict.fromkeys(k for _, k in backlog))
         rd.version_queries.append(VersionQuery(qid, self.tail_id, self.epoch, keys))
@@ -953,7 +856,7 @@ class ChainCore:
         self.persisted_seq = min(done.last_seq, self.last_seq)
         if done.committed_seq > self.applied_commit:
             self.applied_commit = done.committed_seq
-            self._forget_through(done.committed_seq)
+            self.uncommitted.forget_through(done.committed_seq)
         if self._commits_on_persist():
             self._commit_to(self.persisted_seq)
         self._trim()
@@ -961,7 +864,7 @@ class ChainCore:
     def _trim(self) -> None:
         target = self.applied_commit - self.options.retain_entries
         if self.succ is not None:  # keep what our successor may still need
-            target = min(target, self.succ_acked, *(s.through for s in self._sessions.values()))
+            target = min(target, self.down.acked, *(s.through for s in self._sessions.values()))
         if target > self.log_start:
             self._persist.append(TrimLog(target))
             self.log_start = target
@@ -999,25 +902,3 @@ class ChainCore:
             keys=self.store.key_count(),
             in_sync=self.in_sync,
         )
-
-
-def payload_bytes(item: Entry | KeyVersion) -> int:
-    """What an entry or a transferred key weighs against `max_batch_bytes`: its key, value and request
-    id. Protobuf framing adds a bounded amount per item (ENTRY_FRAMING_BYTES), which the shell allows for."""
-    rid = len(item.request_id.encode()) if isinstance(item, Entry) else 0
-    return len(item.key) + len(item.value) + rid
-
-
-# Protobuf framing of one Entry or KeyVersion inside its message: field tags, length prefixes and
-# varints (at most 10 bytes each). A generous upper bound.
-ENTRY_FRAMING_BYTES = 64
-
-
-def _within_bytes[T: (Entry, KeyVersion)](items: list[T], limit: int) -> tuple[T, ...]:
-    """The longest prefix of `items` whose payload fits in `limit`, but at least the first item."""
-    total = 0
-    for i, item in enumerate(items):
-        total += payload_bytes(item)
-        if total > limit and i > 0:
-            return tuple(items[:i])
-    return tuple(items)

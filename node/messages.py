@@ -147,10 +147,12 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """Opens a link downstream. `first_seq`: the lowest seq the sender can still resend."""
+    """Opens a link downstream."""
 
     epoch: int
     from_id: str
+    # The lowest seq the sender can still resend: its log_start + 1. A successor whose last_seq + 1
+    # is below it asks for a state transfer.
     first_seq: int = 1
 
 
@@ -159,7 +161,10 @@ class Welcome:
     """The successor's answer to a Hello (and, later on the same link, a request to resume)."""
 
     error: Error = OK
+    # The successor's last seq (<= the sender's last_seq, or the link is refused): the stream
+    # resumes at last_seq + 1.
     last_seq: int = 0
+    # The successor's commit point (<= last_seq): a sender that does not commit on persist adopts it.
     committed_seq: int = 0
     needs_transfer: bool = False
     epoch: int = 0  # the epoch of the Hello (or Batch) answered, echoed; error.epoch is the successor's own
@@ -177,6 +182,8 @@ class Batch:
 @dataclass(frozen=True, slots=True)
 class Ack:
     epoch: int
+    # The successor's commit point, cumulative: every entry through it is committed (the sender
+    # caps it at what it sent on this stream before it commits on it).
     committed_seq: int
 
 
@@ -192,7 +199,7 @@ class VersionQueryReply:
 @dataclass(frozen=True, slots=True)
 class KeyVersion:
     key: bytes
-    version: int
+    version: int  # the seq of the entry that wrote it
     tombstone: bool = False
     value: bytes = b""
 
@@ -202,7 +209,7 @@ class RequestOutcome:
     """What a request id resolved to: enough to rebuild its WriteResult."""
 
     request_id: str
-    seq: int
+    seq: int  # the seq of the entry sequenced for the request (its version, for a PUT or DELETE)
     kind: EntryKind
     current_version: int = 0
 
@@ -229,7 +236,7 @@ class NodeStatus:
     chain: str = ""
     epoch: int = 0
     role: str = "none"  # head | middle | tail | syncing | none
-    last_seq: int = 0
+    last_seq: int = 0  # the core's last_seq and committed_seq (see ChainCore)
     committed_seq: int = 0
     reads: int = 0
     writes: int = 0

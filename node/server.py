@@ -2,15 +2,13 @@
 
 Everything that touches the core runs on the event loop's thread, so core calls never interleave:
 RPC handlers hand their input to the core directly (each call is short and synchronous) and wake the
-driver task. The driver alone turns the core's output into effects, in the order the core's Ready
-contract demands:
+driver task. The driver task alone turns the core's output into effects, through the node driver
+(`keychain.node.driver`: persist, sync, send, advance) with this node as its `Transport` and the
+RocksDB store as its `Storage`; what it adds is how a sync is awaited:
 
-    rd = core.ready()
-    store.apply(rd.persist)                    # on the loop: memtable + write-ahead log, no fsync
-    await to_thread(store.sync)                # ONE fsync for everything applied: group commit
-                                               # (skipped when rd.must_sync is False: commits, trims)
-    send rd.messages, start queries and transfers, release replies
-    core.advance()
+    for rd in driver.step():                   # the Ready's records are applied (memtable + WAL)
+        await to_thread(store.sync)            # ONE fsync for everything applied: group commit
+                                               # (not asked for when rd.must_sync is False)
 
 While the fsync runs, new requests keep stepping the core and pile up in its next Ready, so under
 load one fsync covers many writes, and many writes travel in each link message.
@@ -36,14 +34,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from keychain.node import wire
 from keychain.node.core import (
-    ENTRY_FRAMING_BYTES,
     ChainCore,
     CoreOptions,
     LinkState,
+    Outbound,
     Ready,
     TransferStart,
     VersionQuery,
 )
+from keychain.node.driver import NodeDriver
+from keychain.node.links import ENTRY_FRAMING_BYTES
 from keychain.node.messages import (
     OK,
     Ack,
@@ -146,6 +146,7 @@ class ChainNode:
         self.clock = clock
         self.rng = rng or random.Random()
         self.core = ChainCore(node_id, store, options)
+        self.driver = NodeDriver(self.core, store, self, clock)
         self.metrics = NodeMetrics(self.status, store.wal_syncs)
         self.health = health.aio.HealthServicer()
         # Room for a ReadBatch reply's results: the message limit less the enclosing fields.
@@ -233,8 +234,10 @@ class ChainNode:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while self.core.has_ready():
-                    await self._run_ready(self.core.ready())
+                while self.driver.has_ready():
+                    for rd in self.driver.step():  # yields once when the Ready's records must be synced
+                        await self._sync(rd)
+                    self._prune_downlinks()
         except asyncio.CancelledError:
             raise  # stopping: stop() syncs what was applied
         except BaseException as e:  # a broken invariant or a failing disk: stop serving at once
@@ -244,30 +247,29 @@ class ChainNode:
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
             raise
 
-    async def _run_ready(self, rd: Ready) -> None:
-        epoch = self.core.epoch  # the Ready's epoch: a configure may land while the fsync runs
-        if rd.persist:
-            self.store.apply(rd.persist)
-        if rd.must_sync:  # commits and trims alone ride on the next fsync (Ready.must_sync)
-            started = time.perf_counter()
-            self._syncing = asyncio.ensure_future(asyncio.to_thread(self.store.sync))
-            await asyncio.shield(self._syncing)
-            entries = sum(len(r.entries) for r in rd.persist if isinstance(r, AppendEntries))
-            self.metrics.observe_sync(time.perf_counter() - started, entries)
-        for out in rd.messages:
-            self._send(out.to, out.body)
-        for q in rd.version_queries:
-            self._spawn(self._query_version(q), f"query-{q.query_id}")
-        for t in rd.transfers:
-            self._start_transfer(t)
-        if rd.caught_up is not None:
-            log.info("caught up node=%s epoch=%d through=%d", self.id, epoch, rd.caught_up)
-        for ticket, reply in rd.replies:
-            fut = self._waiting.pop(ticket, None)
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
-        self.core.advance()
-        self._prune_downlinks()
+    async def _sync(self, rd: Ready) -> None:
+        """Make everything applied durable: one fsync in a thread, while the loop keeps stepping the core."""
+        started = time.perf_counter()
+        self._syncing = asyncio.ensure_future(asyncio.to_thread(self.store.sync))
+        await asyncio.shield(self._syncing)
+        entries = sum(len(r.entries) for r in rd.persist if isinstance(r, AppendEntries))
+        self.metrics.observe_sync(time.perf_counter() - started, entries)
+
+    # The driver's Transport: a Ready's outputs onto gRPC streams and calls.
+
+    def send_link(self, message: Outbound) -> None:
+        self._send(message.to, message.body)
+
+    def send_version_query(self, query: VersionQuery) -> None:
+        self._spawn(self._query_version(query), f"query-{query.query_id}")
+
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+        fut = self._waiting.pop(ticket, None)
+        if fut is not None and not fut.done():
+            fut.set_result(reply)
+
+    def report_caught_up(self, through: int, epoch: int) -> None:
+        log.info("caught up node=%s epoch=%d through=%d", self.id, epoch, through)
 
     def _fail_waiting(self, why: str) -> None:
         """The driver failed. A waiting write may already be sequenced, persisted and forwarded, and
@@ -292,7 +294,7 @@ class ChainNode:
 
     async def write(self, epoch: int, ops: list[WriteOp]) -> WriteReply:
         ticket = next(self._tickets)
-        reply = self.core.client_write(ticket, epoch, ops, self.clock())
+        reply = self.driver.write(ticket, epoch, ops)
         self.wake()
         if reply is not None:
             return reply
@@ -304,7 +306,7 @@ class ChainNode:
 
     async def read(self, epoch: int, key: bytes, consistency: Consistency) -> ReadReply:
         ticket = next(self._tickets)
-        reply = self.core.client_read(ticket, epoch, key, consistency, self.clock())
+        reply = self.driver.read(ticket, epoch, key, consistency)
         if reply is not None:
             return reply
         self.wake()
@@ -539,11 +541,11 @@ class ChainNode:
 
     # ------------------------------------------------------------------ state transfer
 
-    def _start_transfer(self, t: TransferStart) -> None:
-        old = self._transfers_in.pop(t.from_id, None)
+    def start_transfer(self, start: TransferStart) -> None:
+        old = self._transfers_in.pop(start.from_id, None)
         if old is not None:
             old.cancel()
-        self._transfers_in[t.from_id] = self._spawn(self._receive_transfer(t), f"transfer-{t.from_id}")
+        self._transfers_in[start.from_id] = self._spawn(self._receive_transfer(start), f"transfer-{start.from_id}")
 
     async def _receive_transfer(self, t: TransferStart) -> None:
         """Feed one Transfer stream to the core. A stream that breaks before its last chunk is
@@ -614,7 +616,7 @@ class _Unavailable(Exception):
 
 
 # Protobuf framing of one ReadReply inside a ReadBatchReply (tags, lengths, the version varint, an
-# error's code and epoch): a generous upper bound, like the core's ENTRY_FRAMING_BYTES.
+# error's code and epoch): a generous upper bound, like the links' ENTRY_FRAMING_BYTES.
 READ_REPLY_FRAMING_BYTES = 64
 
 
@@ -681,7 +683,7 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
 
     async def QueryVersion(self, request: chain_pb2.VersionQueryRequest,
                            context: grpc.aio.ServicerContext) -> chain_pb2.VersionQueryReply:
-        reply = self.node.core.on_version_query(request.epoch, list(request.keys), self.node.clock())
+        reply = self.node.driver.version_query(request.epoch, list(request.keys))
         return wire.version_reply_to_pb(reply)
 
     async def Transfer(self, request: chain_pb2.TransferRequest,  # type: ignore[override]

@@ -1,11 +1,10 @@
 """A chain node in the simulator: the real `ChainCore` over a `MemoryVersionStore`, driven by the
 contract in `keychain.node.core`'s docstring, over virtual time and the simulated network.
 
-- Ready handling: the Ready's records are applied to the store, then synced (the disk's latency
-  later); only then do its messages, version queries, transfers and replies leave, and the core is
-  advanced. Inputs keep arriving in between (their outputs go into the next Ready). A Ready that
-  need not be synced (`Ready.must_sync`: commits and trims alone) is released at once, as the shell
-  does. A crash loses every record not yet synced: the store is rebuilt on restart from those that were.
+- Ready handling: the production node driver (`keychain.node.driver`) over a `SimDisk`, whose sync
+  takes the disk's latency of virtual time; the node itself is the driver's `Transport`. Inputs keep
+  arriving while a sync runs (their outputs go into the next Ready). A crash loses every record not
+  yet synced: the store is rebuilt on restart from those that were.
 - Links: a Hello opens a new stream to the successor (closing the old one); batches go down it,
   welcomes and acks come back up it. A broken stream is reported to the core at both ends with
   `downlink_lost` / `uplink_lost`, and the node calls `retry_link()` on a steady backoff.
@@ -24,30 +23,29 @@ from typing import TYPE_CHECKING, Any
 from keychain import timing
 from keychain.coordinator.registry import ChainState
 from keychain.coordinator.registry import MemberState as RegistryState
-from keychain.node.core import ChainCore, CoreOptions, Ready
+from keychain.node.driver import NodeDriver
 from keychain.node.messages import (
-    Ack,
     Batch,
     ChainConfig,
     Code,
-    Consistency,
     Error,
     Hello,
     Member,
     MemberState,
-    ReadReply,
-    TransferChunk,
     VersionQueryReply,
     Welcome,
-    WriteOp,
-    WriteReply,
 )
-from keychain.node.versions import InstallKeys, MemoryVersionStore, Record, StoreError
+from keychain.node.versions import InstallKeys, MemoryVersionStore, StoreError
 from keychain.testing.sim_coordinator import CoordReply, CoordRequest
 from keychain.testing.sim_invariants import Violation
 from keychain.testing.sim_world import Process, Stream
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only
+    from collections.abc import Generator
+
+    from keychain.node.core import ChainCore, CoreOptions, Outbound, Ready, TransferStart, VersionQuery
+    from keychain.node.messages import Ack, Consistency, ReadReply, TransferChunk, WriteOp, WriteReply
+    from keychain.node.versions import Record
     from keychain.testing.sim_cluster import Simulation
 
 HEARTBEAT_TIMEOUT = 0.3  # seconds before a heartbeat counts as unanswered
@@ -62,8 +60,42 @@ def node_config(state: ChainState) -> ChainConfig:
         for m in state.members))
 
 
+class SimDisk:
+    """A node's disk: records are applied to the store at once, and become durable (kept across a
+    crash) only when synced. The node driver's `Storage`."""
+
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+        self.durable: list[Record] = []  # synced records, replayed on restart
+        self.unsynced: list[Record] = []  # applied since the last sync: a crash loses them
+
+    def restore(self) -> MemoryVersionStore:
+        """The store a restarted node finds: every synced record, nothing else."""
+        self.unsynced.clear()
+        store = MemoryVersionStore()
+        store.apply(self.durable)
+        return store
+
+    def apply(self, records: list[Record]) -> None:
+        node = self.node
+        for r in records:
+            if isinstance(r, InstallKeys):
+                for kv in r.keys:
+                    node.sim.inv.installed(node.id, kv)
+        try:
+            node.store.apply(records)
+        except StoreError as exc:
+            raise Violation("chain-core-error", f"{node.id}: its Ready cannot be persisted: {exc}") from exc
+        self.unsynced.extend(records)
+
+    def sync(self) -> None:
+        self.durable.extend(self.unsynced)
+        self.unsynced.clear()
+
+
 class SimNode(Process):
     kind = "node"
+    driver_class: type[NodeDriver] = NodeDriver  # tests substitute broken drivers
 
     def __init__(self, sim: Simulation, node_id: str, core_class: type[ChainCore], options: CoreOptions) -> None:
         super().__init__(sim.world, node_id)
@@ -71,7 +103,7 @@ class SimNode(Process):
         self.address = f"{node_id}:7100"
         self.core_class = core_class
         self.options = options
-        self._durable: list[Record] = []  # synced records, replayed on restart
+        self.disk = SimDisk(self)
         self.coord = sim.world.rng.randrange(len(sim.coordinator_ids))
         self._ids = 0
 
@@ -80,12 +112,11 @@ class SimNode(Process):
     def start(self) -> None:
         self.incarnation += 1
         self.up = True
-        store = MemoryVersionStore()
-        store.apply(self._durable)
-        self._unsynced: list[Record] = []  # applied without a sync since the last one (Ready.must_sync)
-        self.store = store
-        self.core = self.core_class(self.id, store, self.options)
-        self.busy = False
+        self.store = self.disk.restore()
+        self.core = self.core_class(self.id, self.store, self.options)
+        self.driver = self.driver_class(self.core, self.disk, self, self.local)
+        self.busy = False  # a Ready waits for its sync
+        self._step: Generator[Ready, None, None] | None = None
         self.tickets: dict[int, tuple[Process, int, int]] = {}
         self.queries: dict[int, bool] = {}
         self.down_links: dict[str, Stream] = {}  # successor -> the stream we opened
@@ -94,7 +125,7 @@ class SimNode(Process):
         self.caught_up_epoch = -1
         self.registered = False
         self.heartbeats: dict[int, float] = {}  # rpc id -> local time sent
-        self.commit_seen = store.state().committed_seq
+        self.commit_seen = self.store.state().committed_seq
         self.timer(self.world.rng.uniform(0, timing.HEARTBEAT_INTERVAL), self._heartbeat)
         self.timer(LINK_RETRY, self._retry_link)
         self._pump()
@@ -107,41 +138,28 @@ class SimNode(Process):
         self._ids += 1
         return self._ids
 
-    # ---- Ready handling ----
+    # ---- Ready handling: the node driver over the simulated disk ----
 
     def _pump(self) -> None:
-        core = self.core
         while not self.busy and self.up:
             self._observe_commit()
-            if not core.has_ready():
+            if not self.driver.has_ready():
                 return
-            rd = core.ready()
-            if rd.persist:
-                self._apply(rd)
-                if rd.must_sync:
-                    self.busy = True
-                    self.world.after(self.sync_delay(), self._fire, self.incarnation, self._synced, (rd,))
-                    return
-                self._unsynced.extend(rd.persist)  # as the shell: no fsync; a crash before the next loses them
-            self._release(rd)
+            step = self.driver.step()
+            if next(step, None) is None:
+                continue  # released at once: no sync was due
+            self._observe_commit()  # nothing new, unless the driver released before the sync
+            self.busy = True
+            self._step = step
+            self.world.after(self.sync_delay(), self._fire, self.incarnation, self._synced, ())
+            return
 
-    def _apply(self, rd: Ready) -> None:
-        """Apply the Ready's records to the store (not yet synced), noting installed keys."""
-        for r in rd.persist:
-            if isinstance(r, InstallKeys):
-                for kv in r.keys:
-                    self.sim.inv.installed(self.id, kv)
-        try:
-            self.store.apply(rd.persist)
-        except StoreError as exc:
-            raise Violation("chain-core-error", f"{self.id}: its Ready cannot be persisted: {exc}") from exc
-
-    def _synced(self, rd: Ready) -> None:
-        self._durable.extend(self._unsynced)  # applied before rd: one fsync covers them all
-        self._unsynced.clear()
-        self._durable.extend(rd.persist)
+    def _synced(self) -> None:
+        self.disk.sync()
         self.busy = False
-        self._release(rd)
+        step, self._step = self._step, None
+        if step is not None:
+            next(step, None)
         self._pump()
 
     def _observe_commit(self) -> None:
@@ -157,46 +175,49 @@ class SimNode(Process):
                 inv.chain_committed(self.id, e)
         self.commit_seen = max(self.commit_seen, hi)
 
-    def _release(self, rd: Ready) -> None:
+    # ---- the driver's Transport: a Ready's outputs onto the simulated network ----
+
+    def send_link(self, message: Outbound) -> None:
         net = self.sim.net
-        nodes = self.sim.nodes
-        for out in rd.messages:
-            peer = nodes.get(out.to)
-            if peer is None:
-                continue
-            body = out.body
-            if isinstance(body, Hello):
-                old = self.down_links.get(out.to)
-                if old is not None:
-                    net.close(old)
-                s = net.open(self, peer, self._down_broken, peer._up_broken)
-                self.down_links[out.to] = s
-                net.stream_send(s, True, "hello", peer.on_hello, s, self.id, body)
-            elif isinstance(body, Batch):
-                s = self.down_links.get(out.to)
-                if s is not None:
-                    net.stream_send(s, True, "batch", peer.on_batch, s, self.id, body)
-            else:
-                s = self.up_links.get(out.to)
-                if s is not None:
-                    fn = peer.on_welcome if isinstance(body, Welcome) else peer.on_ack
-                    net.stream_send(s, False, type(body).__name__.lower(), fn, s, self.id, body)
-        for q in rd.version_queries:
-            self.queries[q.query_id] = True
-            self.timer(VERSION_QUERY_TIMEOUT, self._query_timeout, q.query_id)
-            peer = nodes.get(q.to)
-            if peer is not None:
-                net.send(self, peer, "vquery", peer.on_version_query, self, self.incarnation, q.query_id, q.epoch,
-                         q.keys)
-        for t in rd.transfers:
-            self.timer(self.world.rng.uniform(0.005, 0.05), self._start_transfer, t.from_id, t.epoch)
-        for ticket, reply in rd.replies:
-            dest = self.tickets.pop(ticket, None)
-            if dest is not None:
-                self._respond(dest, reply)
-        if rd.caught_up is not None:
-            self.caught_up_epoch = self.core.epoch
-        self.core.advance()
+        peer = self.sim.nodes.get(message.to)
+        if peer is None:
+            return
+        body = message.body
+        if isinstance(body, Hello):
+            old = self.down_links.get(message.to)
+            if old is not None:
+                net.close(old)
+            s = net.open(self, peer, self._down_broken, peer._up_broken)
+            self.down_links[message.to] = s
+            net.stream_send(s, True, "hello", peer.on_hello, s, self.id, body)
+        elif isinstance(body, Batch):
+            s = self.down_links.get(message.to)
+            if s is not None:
+                net.stream_send(s, True, "batch", peer.on_batch, s, self.id, body)
+        else:
+            s = self.up_links.get(message.to)
+            if s is not None:
+                fn = peer.on_welcome if isinstance(body, Welcome) else peer.on_ack
+                net.stream_send(s, False, type(body).__name__.lower(), fn, s, self.id, body)
+
+    def send_version_query(self, query: VersionQuery) -> None:
+        self.queries[query.query_id] = True
+        self.timer(VERSION_QUERY_TIMEOUT, self._query_timeout, query.query_id)
+        peer = self.sim.nodes.get(query.to)
+        if peer is not None:
+            self.sim.net.send(self, peer, "vquery", peer.on_version_query, self, self.incarnation, query.query_id,
+                              query.epoch, query.keys)
+
+    def start_transfer(self, start: TransferStart) -> None:
+        self.timer(self.world.rng.uniform(0.005, 0.05), self._start_transfer, start.from_id, start.epoch)
+
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+        dest = self.tickets.pop(ticket, None)
+        if dest is not None:
+            self._respond(dest, reply)
+
+    def report_caught_up(self, through: int, epoch: int) -> None:
+        self.caught_up_epoch = epoch
 
     # ---- links ----
 
@@ -246,7 +267,7 @@ class SimNode(Process):
 
     def on_version_query(self, caller: SimNode, caller_inc: int, qid: int, epoch: int, keys: tuple[bytes, ...]
                          ) -> None:
-        reply = self.core.on_version_query(epoch, list(keys), self.local())
+        reply = self.driver.version_query(epoch, list(keys))
         if caller.alive(caller_inc):
             self.sim.net.send(self, caller, "vreply", caller.on_version_reply, qid, reply)
         self._pump()
@@ -324,7 +345,7 @@ class SimNode(Process):
 
     def on_write(self, caller: Process, caller_inc: int, rpc_id: int, epoch: int, ops: tuple[WriteOp, ...]) -> None:
         ticket = self._next_id()
-        reply = self.core.client_write(ticket, epoch, list(ops), self.local())
+        reply = self.driver.write(ticket, epoch, list(ops))
         if reply is None:
             self.tickets[ticket] = (caller, caller_inc, rpc_id)
         else:
@@ -334,7 +355,7 @@ class SimNode(Process):
     def on_read(self, caller: Process, caller_inc: int, rpc_id: int, epoch: int, key: bytes,
                 consistency: Consistency) -> None:
         ticket = self._next_id()
-        reply = self.core.client_read(ticket, epoch, key, consistency, self.local())
+        reply = self.driver.read(ticket, epoch, key, consistency)
         if reply is None:
             self.tickets[ticket] = (caller, caller_inc, rpc_id)
         else:

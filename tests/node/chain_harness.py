@@ -1,6 +1,7 @@
 """A hand-wired chain of pure cores for scenario and property tests.
 
-Each node is a ChainCore over a MemoryVersionStore. Messages wait in per-link FIFO queues until a
+Each node is a ChainCore over a MemoryVersionStore, driven by the node driver (`keychain.node.driver`)
+one Ready at a time, as a command says. Messages wait in per-link FIFO queues until a
 command delivers them; "durable" means applied to the store (a crash loses the Ready in flight but
 not the store). Every action returns trace lines, which the scenario files print.
 """
@@ -11,7 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from keychain.node.core import ChainCore, CoreOptions, Outbound, Ready, TransferStart, VersionQuery
+from keychain.node.core import ChainCore, CoreOptions, Outbound, TransferStart, VersionQuery
+from keychain.node.driver import NodeDriver
 from keychain.node.messages import (
     Ack,
     Batch,
@@ -126,11 +128,57 @@ class Envelope:
     body: object
 
 
+class NodeShell:
+    """One node's `Storage` and `Transport` for the node driver: records go to the store in memory
+    (a sync changes nothing there), outputs into the chain's queues, and each step's trace lines are
+    gathered in `lines`."""
+
+    def __init__(self, chain: Chain, node_id: str, store: MemoryVersionStore) -> None:
+        self.chain = chain
+        self.id = node_id
+        self.store = store
+        self.lines: list[str] = []
+
+    def apply(self, records: list[Record]) -> None:
+        observer = self.chain.commit_observer
+        for record in records:
+            if isinstance(record, Commit) and observer is not None:
+                st = self.store.state()
+                for seq in range(max(st.committed_seq, st.log_start) + 1, record.through_seq + 1):
+                    observer(self.id, self.store.entries(seq, seq)[0])
+            self.store.apply([record])
+        self.lines.append(f"{self.id} persist: " + ", ".join(show_record(r) for r in records))
+
+    def sync(self) -> None:
+        self.store.sync()
+
+    def send_link(self, message: Outbound) -> None:
+        self.chain._queue(Envelope(self.id, message.to, "link", message.body))
+
+    def send_version_query(self, query: VersionQuery) -> None:
+        self.chain._queue(Envelope(self.id, query.to, "vquery", query))
+
+    def start_transfer(self, start: TransferStart) -> None:
+        self.chain._queue(Envelope(self.id, start.from_id, "transfer-start", start))
+
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+        self.chain.replies[ticket] = reply
+        self.lines.append(f"{self.id} reply t{ticket}: {show_reply(reply)}")
+
+    def report_caught_up(self, through: int, epoch: int) -> None:
+        self.chain.caught_up[self.id] = through
+        self.lines.append(f"{self.id} caught up through {through}")
+
+
 @dataclass
 class Node:
     id: str
     store: MemoryVersionStore
-    core: ChainCore | None
+    driver: NodeDriver | None
+
+    @property
+    def core(self) -> ChainCore | None:
+        return self.driver.core if self.driver is not None else None
 
 
 @dataclass
@@ -148,13 +196,20 @@ class Chain:
 
     def add(self, node_id: str) -> None:
         store = MemoryVersionStore()
-        self.nodes[node_id] = Node(node_id, store, ChainCore(node_id, store, self.options))
+        self.nodes[node_id] = Node(node_id, store, self._driver(node_id, store))
+
+    def _driver(self, node_id: str, store: MemoryVersionStore) -> NodeDriver:
+        shell = NodeShell(self, node_id, store)
+        return NodeDriver(ChainCore(node_id, store, self.options), shell, shell, lambda: self.now)
+
+    def driver(self, node_id: str) -> NodeDriver:
+        n = self.nodes[node_id]
+        if n.driver is None:
+            raise AssertionError(f"{node_id} is down")
+        return n.driver
 
     def core(self, node_id: str) -> ChainCore:
-        n = self.nodes[node_id]
-        if n.core is None:
-            raise AssertionError(f"{node_id} is down")
-        return n.core
+        return self.driver(node_id).core
 
     def up(self, node_id: str) -> bool:
         return node_id in self.nodes and self.nodes[node_id].core is not None
@@ -170,7 +225,7 @@ class Chain:
 
     def crash(self, node_id: str) -> list[str]:
         n = self.nodes[node_id]
-        n.core = None
+        n.driver = None
         for key in list(self.queues):
             if node_id in key:
                 for env in self.queues[key]:
@@ -185,67 +240,42 @@ class Chain:
 
     def restart(self, node_id: str) -> list[str]:
         n = self.nodes[node_id]
-        n.core = ChainCore(node_id, n.store, self.options)
+        n.driver = self._driver(node_id, n.store)
+        assert n.core is not None
         return [f"{node_id} restarted: last={n.core.last_seq} committed={n.core.committed_seq} "
                 f"epoch={n.core.epoch} role={n.core.role.value}"]
 
     # ---- clients ----
 
     def write(self, node_id: str, ops: list[WriteOp], epoch: int | None = None) -> tuple[int, WriteReply | None]:
-        core = self.core(node_id)
+        driver = self.driver(node_id)
         ticket = self.next_ticket
         self.next_ticket += 1
-        reply = core.client_write(ticket, core.epoch if epoch is None else epoch, ops, self.now)
+        reply = driver.write(ticket, driver.core.epoch if epoch is None else epoch, ops)
         if reply is not None:
             self.replies[ticket] = reply
         return ticket, reply
 
     def read(self, node_id: str, key: bytes, consistency: Consistency = Consistency.STRONG,
              epoch: int | None = None) -> tuple[int, ReadReply | None]:
-        core = self.core(node_id)
+        driver = self.driver(node_id)
         ticket = self.next_ticket
         self.next_ticket += 1
-        reply = core.client_read(ticket, core.epoch if epoch is None else epoch, key, consistency, self.now)
+        reply = driver.read(ticket, driver.core.epoch if epoch is None else epoch, key, consistency)
         if reply is not None:
             self.replies[ticket] = reply
         return ticket, reply
 
-    # ---- the shell's loop ----
+    # ---- the node driver ----
 
     def process(self, node_id: str) -> list[str]:
-        """One Ready of one node: persist, queue its messages, release its replies, advance."""
-        core = self.core(node_id)
-        if not core.has_ready():
-            return []
-        rd: Ready = core.ready()
-        n = self.nodes[node_id]
-        for record in rd.persist:
-            if isinstance(record, Commit) and self.commit_observer is not None:
-                st = n.store.state()
-                for seq in range(max(st.committed_seq, st.log_start) + 1, record.through_seq + 1):
-                    self.commit_observer(node_id, n.store.entries(seq, seq)[0])
-            n.store.apply([record])
-        n.store.sync()
-        out = []
-        if rd.persist:
-            out.append(f"{node_id} persist: " + ", ".join(show_record(r) for r in rd.persist))
-        for m in rd.messages:
-            self._send(node_id, m)
-        for q in rd.version_queries:
-            self._queue(Envelope(node_id, q.to, "vquery", q))
-        for t in rd.transfers:
-            self._queue(Envelope(node_id, t.from_id, "transfer-start", t))
-        for ticket, reply in rd.replies:
-            self.replies[ticket] = reply
-            out.append(f"{node_id} reply t{ticket}: {show_reply(reply)}")
-        if rd.caught_up is not None:
-            self.caught_up[node_id] = rd.caught_up
-            out.append(f"{node_id} caught up through {rd.caught_up}")
-        core.advance()
-        return out
-
-    def _send(self, frm: str, m: Outbound) -> None:
-        self._queue(Envelope(frm, m.to, "link", m.body))
+        """One Ready of one node, through the node driver: persist, queue its messages, release its
+        replies, advance. Returns what it did as trace lines."""
+        driver = self.driver(node_id)
+        shell: NodeShell = driver.storage  # type: ignore[assignment]
+        shell.lines = []
+        driver.step_now()
+        return shell.lines
 
     def _call_failed(self, env: Envelope) -> None:
         """What the shell does when a call to a node fails: every query gets an (error) answer."""
@@ -288,7 +318,7 @@ class Chain:
                         core.on_ack(frm, a)
             case "vquery":
                 q: VersionQuery = env.body  # type: ignore[assignment]
-                reply = core.on_version_query(q.epoch, list(q.keys), self.now)
+                reply = self.driver(to).version_query(q.epoch, list(q.keys))
                 self._queue(Envelope(to, frm, "vreply", (q.query_id, reply)))
             case "vreply":
                 qid, reply = env.body  # type: ignore[misc]
@@ -364,7 +394,7 @@ class Chain:
         held = dict(n.store._log)
         if n.core is not None:  # the core's view: a truncation may still wait in its next Ready
             held = {s: e for s, e in held.items() if s <= n.core.last_seq}
-            held.update(n.core._mem)
+            held.update(n.core.uncommitted.held())
         return held
 
     def dump(self, node_id: str) -> list[str]:

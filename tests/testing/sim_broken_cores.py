@@ -3,7 +3,7 @@
 Two families:
 - classic mistakes the simulator must catch: a node answering a dirty read with its dirty value
   (no version query), a Raft member that forgets its vote when it restarts, a tail whose shell
-  acknowledges before its disk has synced;
+  acknowledges before its disk has synced, a node driver that sends before the sync a Ready required;
 - the chain core as it was before each fix the simulator led to (see test_sim_found_bugs.py), so a
   regression test can show that its seed still reaches the bug.
 """
@@ -11,10 +11,13 @@ Two families:
 from __future__ import annotations
 
 import random
+from collections.abc import Generator
+from dataclasses import replace
 
 from keychain.coordinator.log import RaftStorage
 from keychain.coordinator.raft import RaftConfig, RaftCore
 from keychain.node.core import ChainCore, LinkState, Ready, Role
+from keychain.node.driver import NodeDriver
 from keychain.node.messages import Batch, Consistency, ReadReply, TransferChunk
 
 from keychain.testing.sim_node import SimNode
@@ -40,41 +43,6 @@ class ForgetfulRaft(RaftCore):
                  peers: tuple[str, ...] | list[str] = ()) -> None:
         super().__init__(config, storage, rng, peers)
         self.vote = ""
-
-
-class EagerAckShell(SimNode):
-    """A node whose tail releases its acks and replies before the Ready's sync is done.
-
-    Everything else keeps the store's contract: records are applied in order, and a sync makes
-    durable, in that order, every record applied before it (so a crash loses a suffix).
-    """
-
-    def _pump(self) -> None:
-        core = self.core
-        if not core.is_tail:
-            super()._pump()
-            return
-        while not self.busy and self.up:
-            self._observe_commit()
-            if not core.has_ready():
-                return
-            rd = core.ready()
-            self._apply(rd)
-            self._unsynced.extend(rd.persist)
-            must_sync = rd.must_sync
-            self._release(rd)  # acks and replies leave before the sync
-            self._observe_commit()
-            if must_sync:
-                self.busy = True
-                self.world.after(self.sync_delay(), self._fire, self.incarnation, self._eager_synced,
-                                 (len(self._unsynced),))
-                return
-
-    def _eager_synced(self, count: int) -> None:
-        self._durable.extend(self._unsynced[:count])
-        del self._unsynced[:count]
-        self.busy = False
-        self._pump()
 
 
 # ---- the chain core before the simulator's fixes ----
@@ -108,7 +76,55 @@ class KeepsStreamingAfterTransfer(ChainCore):
     """After installing a state transfer, goes on streaming to its successor from where it was."""
 
     def on_transfer_chunk(self, from_id: str, chunk: TransferChunk) -> None:
-        kept = (self.link, self.sent_through, self.succ_acked, self._hello_due, self._first_batch_due)
+        kept = replace(self.down)
         super().on_transfer_chunk(from_id, chunk)
-        if chunk.last and kept[0] == LinkState.STREAMING and self.transfer_from is None:
-            self.link, self.sent_through, self.succ_acked, self._hello_due, self._first_batch_due = kept
+        if chunk.last and kept.state == LinkState.STREAMING and self.transfer_from is None:
+            self.down = kept
+
+
+# ---- broken node drivers ----
+
+
+class SendsBeforeSync(NodeDriver):
+    """Releases a Ready's outputs (link messages, replies) as soon as its records are applied, and
+    syncs after: what the successor, the predecessor or a client learns may be lost by a crash."""
+
+    def sends_early(self) -> bool:
+        return True
+
+    def step(self) -> Generator[Ready, None, None]:
+        if not self.sends_early():
+            yield from super().step()
+            return
+        if not self.core.has_ready():
+            return
+        rd = self.core.ready()
+        epoch = self.core.epoch
+        if rd.persist:
+            self.storage.apply(rd.persist)
+        self.release(rd, epoch)  # before the sync the Ready asks for
+        if rd.must_sync:
+            yield rd
+
+
+class TailSendsBeforeSync(SendsBeforeSync):
+    """`SendsBeforeSync` at the tail only: its acks and the replies they release run ahead of its disk."""
+
+    def sends_early(self) -> bool:
+        return self.core.is_tail
+
+
+class SendsBeforeSyncShell(SimNode):
+    """A simulated node driven by `SendsBeforeSync`, with the store's contract kept as in `EagerAckShell`."""
+
+    driver_class = SendsBeforeSync
+
+
+class EagerAckShell(SimNode):
+    """A node whose tail releases its acks and replies before the Ready's sync is done.
+
+    Everything else keeps the store's contract: records are applied in order, and a sync makes
+    durable, in that order, every record applied before it (so a crash loses a suffix).
+    """
+
+    driver_class = TailSendsBeforeSync

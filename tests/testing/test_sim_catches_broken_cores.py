@@ -8,7 +8,7 @@ first failing seed moves, but a broken variant must still be caught within the b
 
 from __future__ import annotations
 
-from sim_broken_cores import DirtyReadCore, EagerAckShell, ForgetfulRaft
+from sim_broken_cores import DirtyReadCore, EagerAckShell, ForgetfulRaft, SendsBeforeSyncShell
 
 from keychain.testing.sim_cluster import RunResult, SimConfig, first_failure, run_seed
 
@@ -45,3 +45,22 @@ def test_a_tail_that_acknowledges_before_its_disk_synced_is_caught():
     found = caught(SimConfig(node_shell=EagerAckShell, **NODE_CRASHES), 40,
                    {"chain-committed-entry-stable", "acked-write-committed", "acked-write-durable", "linearizable"})
     assert run_seed(found.seed, SimConfig(**NODE_CRASHES)).ok
+
+
+# ---- the node driver ----
+
+# The first seed at which the search below caught `SendsBeforeSync`: a head forwarded entries its disk
+# had not synced, crashed, and sequenced other writes at the same seqs after its restart.
+SENDS_BEFORE_SYNC_SEED = 5
+
+
+def test_a_driver_that_sends_before_the_sync_a_ready_required_is_caught():
+    found = caught(SimConfig(node_shell=SendsBeforeSyncShell, **NODE_CRASHES), 40,
+                   {"chain-committed-entry-stable", "acked-write-committed", "acked-write-durable", "linearizable"})
+    assert run_seed(found.seed, SimConfig(**NODE_CRASHES)).ok
+
+
+def test_the_seed_that_caught_the_driver_sending_before_its_sync_fails_it_and_passes_the_real_one():
+    broken = run_seed(SENDS_BEFORE_SYNC_SEED, SimConfig(node_shell=SendsBeforeSyncShell, **NODE_CRASHES))
+    assert broken.violation is not None and broken.violation.prop == "chain-committed-entry-stable", broken.violation
+    assert run_seed(SENDS_BEFORE_SYNC_SEED, SimConfig(**NODE_CRASHES)).ok

@@ -7,7 +7,8 @@ keychain/node/core.py; test_sim_regressions.py keeps the seeds that found them.
 
 from __future__ import annotations
 
-from keychain.node.core import ChainCore, CoreOptions, Outbound, Role
+from keychain.node.core import ChainCore, CoreOptions, Outbound, Role, TransferStart, VersionQuery
+from keychain.node.driver import NodeDriver
 from keychain.node.messages import (
     Batch,
     ChainConfig,
@@ -17,7 +18,9 @@ from keychain.node.messages import (
     Member,
     MemberState,
     OpKind,
+    ReadReply,
     WriteOp,
+    WriteReply,
 )
 from keychain.node.versions import MemoryVersionStore
 
@@ -29,22 +32,39 @@ def config(epoch: int, *members: tuple[str, MemberState]) -> ChainConfig:
 
 
 class Node:
+    """A core driven by the node driver over its store; what a step releases is kept here, and a
+    test delivers the link messages by hand."""
+
     def __init__(self, node_id: str, options: CoreOptions | None = None, store: MemoryVersionStore | None = None):
         self.store = store or MemoryVersionStore()
         self.core = ChainCore(node_id, self.store, options)
+        self.driver = NodeDriver(self.core, self.store, self, lambda: 0.0)
         self.ticket = 0
+        self.sent: list[Outbound] = []
+        self.queries: list[VersionQuery] = []
+        self.transfers: list[TransferStart] = []
+        self.replies: dict[int, WriteReply | ReadReply] = {}
+
+    def send_link(self, message: Outbound) -> None:
+        self.sent.append(message)
+
+    def send_version_query(self, query: VersionQuery) -> None:
+        self.queries.append(query)
+
+    def start_transfer(self, start: TransferStart) -> None:
+        self.transfers.append(start)
+
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+        self.replies[ticket] = reply
+
+    def report_caught_up(self, through: int, epoch: int) -> None:
+        self.caught_up = through
 
     def step(self) -> list[Outbound]:
         """Persist and release one Ready; its messages."""
-        if not self.core.has_ready():
-            return []
-        rd = self.core.ready()
-        self.store.apply(rd.persist)
-        self.store.sync()
-        if rd.caught_up is not None:
-            self.caught_up = rd.caught_up
-        self.core.advance()
-        return rd.messages
+        self.sent = []
+        self.driver.step_now()
+        return self.sent
 
     def settle(self) -> list[Outbound]:
         out: list[Outbound] = []

@@ -1,0 +1,131 @@
+"""The node driver: the one loop that turns a `ChainCore`'s Readys into effects, in the order the
+Ready contract demands (see `keychain.node.core`):
+
+    rd = core.ready()
+    storage.apply(rd.persist)          # applied, not yet durable
+    sync storage if rd.must_sync       # one sync for everything applied so far: group commit
+    send rd.messages, start rd.version_queries and rd.transfers, release rd.replies
+    core.advance()
+
+The gRPC node (`keychain.node.server`), the simulator's node (`keychain.testing.sim_node`) and the
+scenario harness all drive their core with this class, over their own `Storage` (RocksDB, the
+simulated disk, a store in memory) and `Transport` (gRPC streams, the simulated network, queues a
+test delivers by hand). What differs between them is only how long a sync takes: the production
+shell awaits an fsync in a thread, the simulator a disk latency of virtual time, a test nothing. So
+`step()` is a generator that yields the Ready at the moment its sync is due and resumes once the
+caller has made storage durable; `step_now()` does the same with a synchronous `storage.sync()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Protocol
+
+from keychain.node.core import ChainCore, Outbound, Ready, TransferStart, VersionQuery
+from keychain.node.messages import Consistency, ReadReply, VersionQueryReply, WriteOp, WriteReply
+from keychain.node.versions import Record
+
+
+class Storage(Protocol):
+    """Where a Ready's records go. `apply` need not be durable; `sync` makes durable, in order,
+    every record applied before it."""
+
+    def apply(self, records: list[Record]) -> None: ...
+
+    def sync(self) -> None: ...
+
+
+class Transport(Protocol):
+    """Where a Ready's outputs go: each call hands one output over and returns at once."""
+
+    def send_link(self, message: Outbound) -> None:
+        """Send a link message (a Hello opens a new stream to its peer)."""
+
+    def send_version_query(self, query: VersionQuery) -> None:
+        """Ask the tail; the core must get exactly one `on_version_reply` for it, an error if the call fails."""
+
+    def start_transfer(self, start: TransferStart) -> None:
+        """Open a Transfer stream and feed its chunks to `on_transfer_chunk` (`transfer_failed` if it breaks)."""
+
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+        """Answer the client request the core knows by `ticket`."""
+
+    def report_caught_up(self, through: int, epoch: int) -> None:
+        """A syncing node is level with its predecessor through `through`, in `epoch` (the Ready's)."""
+
+
+class Clock(Protocol):
+    """The node's clock: seconds, monotonic. Leases are read against it."""
+
+    def __call__(self) -> float: ...
+
+
+class NodeDriver:
+    """Drives one core: inputs that depend on the time read the clock here, and every Ready goes
+    through `step()` (see the module docstring)."""
+
+    def __init__(self, core: ChainCore, storage: Storage, transport: Transport, clock: Clock) -> None:
+        self.core = core
+        self.storage = storage
+        self.transport = transport
+        self.clock = clock
+
+    # ---- the Ready loop ----
+
+    def has_ready(self) -> bool:
+        """Whether `step()` has a Ready to handle."""
+        return self.core.has_ready()
+
+    def step(self) -> Generator[Ready, None, None]:
+        """Handle the core's next Ready, if it has one: persist it, yield it once if it must be synced
+        (the caller makes `storage` durable, then resumes this generator), then release its outputs
+        and advance the core. A Ready that needs no sync (commits and trims alone, `Ready.must_sync`)
+        is released at once: the next sync covers its records."""
+        if not self.core.has_ready():
+            return
+        rd = self.core.ready()
+        epoch = self.core.epoch  # a configure may land while the sync runs: the Ready's own epoch
+        if rd.persist:
+            self.storage.apply(rd.persist)
+        if rd.must_sync:
+            yield rd
+        self.release(rd, epoch)
+
+    def step_now(self) -> bool:
+        """`step()` with a synchronous `storage.sync()`: one Ready handled completely. False if the core
+        had none."""
+        if not self.core.has_ready():
+            return False
+        for _ in self.step():
+            self.storage.sync()
+        return True
+
+    def release(self, rd: Ready, epoch: int) -> None:
+        """The Ready's records are durable (or need not be): its outputs leave, and the core learns it
+        with `advance()`. `epoch` is the core's epoch when the Ready was taken."""
+        t = self.transport
+        for out in rd.messages:
+            t.send_link(out)
+        for q in rd.version_queries:
+            t.send_version_query(q)
+        for start in rd.transfers:
+            t.start_transfer(start)
+        for ticket, reply in rd.replies:
+            t.release_reply(ticket, reply)
+        if rd.caught_up is not None:
+            t.report_caught_up(rd.caught_up, epoch)
+        self.core.advance()
+
+    # ---- inputs that read the clock ----
+
+    def write(self, ticket: int, epoch: int, ops: list[WriteOp]) -> WriteReply | None:
+        """A client's writes: the reply now, or None and later through `release_reply(ticket, ...)`."""
+        return self.core.client_write(ticket, epoch, ops, self.clock())
+
+    def read(self, ticket: int, epoch: int, key: bytes, consistency: Consistency) -> ReadReply | None:
+        """A client's read: the reply now, or None and later through `release_reply(ticket, ...)`."""
+        return self.core.client_read(ticket, epoch, key, consistency, self.clock())
+
+    def version_query(self, epoch: int, keys: list[bytes]) -> VersionQueryReply:
+        """A predecessor asks us, the tail, for the committed versions of `keys`."""
+        return self.core.on_version_query(epoch, keys, self.clock())
