@@ -14,9 +14,10 @@ Faults (the names `FAULTS` lists, each counted in `counts`):
 - `slow-disk`: one process's syncs take 5-100 ms for a while;
 - `lossy`: the network drops, duplicates and delays (so reorders) many more datagrams for a while;
 - `join`: a new chain node starts and registers (it joins after the tail as syncing);
-- `leave`: an operator removes an active node from the chain and stops it for good, one at a
-  time, keeping two active members, once every active member is in sync in the current epoch
-  (its health gate).
+- `leave`: an operator removes an active node from the chain (a drain: the coordinator renews its
+  lease no more and removes it once the lease has certainly lapsed) and, once told it left, stops
+  it for good a moment later (a process takes a while to terminate); one at a time, keeping two
+  active members, once every active member is in sync in the current epoch (its health gate).
 Crashes can also strike at chosen moments (`SimConfig.crash_at`): e.g. right after a coordinator
 grants a vote, where a member that forgot its vote would do the most harm.
 Clock-rate drift is not an event: each process runs at its own rate for the whole run
@@ -61,6 +62,8 @@ class Nemesis(Process):
         self.disk = {p.id: p.disk_latency for p in sim.processes()}
         self._ids = 0
         self.leaving: dict[int, str] = {}  # request id -> the node being removed
+        # How long the operator waits for a drain's answer: the coordinator's bound, and the trip.
+        self.drain_wait = sim.config.supervisor().removal_wait + 2 * timing.RPC_TIMEOUT
         self.up = True
         self.incarnation = 1
 
@@ -207,7 +210,7 @@ class Nemesis(Process):
         self.sim.net.send(self, coord, "coord-req", coord.on_request, self, self.incarnation, self._ids,
                           CoordRequest("remove", self.sim.chain, victim))
         self.leaving[self._ids] = victim
-        self.timer(2 * timing.RPC_TIMEOUT, self.leaving.pop, self._ids, None)  # no answer: give up
+        self.timer(self.drain_wait, self.leaving.pop, self._ids, None)  # no answer: give up
         return True
 
     def on_coord_reply(self, rid: int, reply: CoordReply) -> None:
@@ -216,9 +219,12 @@ class Nemesis(Process):
         if victim is None or reply.error or reply.chain is None or reply.chain.member(victim.id) is not None:
             return
         victim.retired = True
+        self.world.note("left", victim.id)
+        self.world.after(self._until(0.0, 0.5), self._stop, victim)
+
+    def _stop(self, victim: SimNode) -> None:
         if victim.up:
             victim.crash()
-        self.world.note("left", victim.id)
 
     # ---- the end ----
 
