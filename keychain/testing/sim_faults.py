@@ -12,6 +12,9 @@ Faults (the names `FAULTS` lists, each counted in `counts`):
 - `crash`: a coordinator or chain node stops, losing what its disk had not synced, and restarts
   after a while;
 - `slow-disk`: one process's syncs take 5-100 ms for a while;
+- `stall`: a coordinator's disk hangs (the leader's, if one is up): a sync begun in the next while
+  takes 1-7 s. Its driver stops (no ticks, no Raft messages: the others elect a new leader) while
+  its request handlers still answer, as a stalled fsync does in the service;
 - `lossy`: the network drops, duplicates and delays (so reorders) many more datagrams for a while;
 - `join`: a new chain node starts and registers (it joins after the tail as syncing);
 - `leave`: an operator removes an active node from the chain (a drain: the coordinator renews its
@@ -29,6 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keychain import timing
+from keychain.coordinator.raft import Role
 from keychain.coordinator.registry import MemberState as RegistryState
 from keychain.testing.sim_coordinator import CoordReply, CoordRequest
 from keychain.testing.sim_world import Process
@@ -38,7 +42,8 @@ if TYPE_CHECKING:
     from keychain.testing.sim_coordinator import SimCoordinator
     from keychain.testing.sim_node import SimNode
 
-FAULTS: tuple[str, ...] = ("partition", "one-way", "isolate", "crash", "slow-disk", "lossy", "join", "leave")
+FAULTS: tuple[str, ...] = ("partition", "one-way", "isolate", "crash", "slow-disk", "lossy", "join", "leave",
+                           "stall")
 
 
 class Nemesis(Process):
@@ -158,6 +163,14 @@ class Nemesis(Process):
         p = self.world.rng.choice(list(self.sim.processes()))
         p.disk_latency = self._until(0.005, 0.1)
         self.world.after(self._until(0.3, 2.0), self._disk_back, p)
+        return True
+
+    def _stall(self) -> bool:
+        coordinators = list(self.sim.coordinators.values())
+        leaders = [c for c in coordinators if c.up and c.role is Role.LEADER]
+        p = self.world.rng.choice(leaders or coordinators)
+        p.disk_latency = self._until(2.0, 5.0)
+        self.world.after(self._until(0.2, 1.0), self._disk_back, p)
         return True
 
     def _disk_back(self, p: Process) -> None:
