@@ -126,7 +126,7 @@ class RaftMember:
         self.term = core.term
         self.leader_since: float | None = None  # loop time when this member last became leader
         self.leader_committed = False  # as leader: an entry of this term is applied (state is current)
-        self.evidence = QuorumEvidence(tick)  # as leader: its leadership rounds (see the module docstring)
+        self.evidence = QuorumEvidence(core.id, tick)  # as leader: its leadership rounds (see the module docstring)
         self._inbox: deque[Callable[[], None]] = deque()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # set and replaced whenever role or leader changes
@@ -415,16 +415,8 @@ class RaftMember:
 
     def _confirm_leadership(self, now: float) -> None:
         """As leader, begin a quorum round unless one begun within the last tick is in flight."""
-        if self.core.role is not Role.LEADER:
-            return
-        if not self.evidence.due(now):
-            return
-        context = f"{self.id}/leadership/{next(self._read_ids)}".encode()
-        try:
-            self.core.read_index(context)
-        except ProposalDropped:
-            return
-        self.evidence.begun(context, now)
+        if self.core.role is Role.LEADER:
+            self.evidence.begin(now, self.core.read_index)
 
     def _release_reads(self) -> None:
         still: list[tuple[int, asyncio.Future[None]]] = []

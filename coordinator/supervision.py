@@ -37,9 +37,11 @@ The rules, in the order a request meets them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from keychain.coordinator.lease import LeaseTracker, Removal
+from keychain.coordinator.raft import ProposalDropped
 from keychain.coordinator.registry import (
     ChainState,
     MemberState,
@@ -112,15 +114,27 @@ class QuorumEvidence:
     """A leader's record of its leadership rounds (ReadIndex rounds of its own): which are in flight
     (context -> when begun), and when the newest one a quorum acknowledged began."""
 
+    owner: str  # the member's id, in each round's context
     interval: float  # at most one round in flight begun within this long
     confirmed_at: float | None = None
     rounds: dict[bytes, float] = field(default_factory=dict)
+    begun: int = 0  # rounds begun so far (numbers their contexts)
 
     def due(self, now: float) -> bool:
         """Whether to begin a round now: none begun within the last `interval` is in flight."""
         return not self.rounds or now - max(self.rounds.values()) >= self.interval
 
-    def begun(self, context: bytes, now: float) -> None:
+    def begin(self, now: float, read_index: Callable[[bytes], None]) -> None:
+        """Begin a round if one is due: `read_index(context)` asks the Raft core for it (a round the
+        core drops, as a follower's, is not begun)."""
+        if not self.due(now):
+            return
+        self.begun += 1
+        context = f"{self.owner}/leadership/{self.begun}".encode()
+        try:
+            read_index(context)
+        except ProposalDropped:
+            return
         self.rounds[context] = now
 
     def answered(self, context: bytes) -> bool:

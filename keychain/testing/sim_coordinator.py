@@ -114,7 +114,7 @@ class SimCoordinator(Process):
         self.leader_committed = False
         self.supervisor = self.sim.config.supervisor()
         self.supervisor.auto_chains.add(self.sim.chain)
-        self.evidence = QuorumEvidence(timing.TICK)
+        self.evidence = QuorumEvidence(self.id, timing.TICK)
         self.proposals: dict[int, tuple[int, Done]] = {}
         self.forwards: dict[int, Reply] = {}
         self.busy = False
@@ -254,16 +254,8 @@ class SimCoordinator(Process):
 
     def _confirm_leadership(self) -> None:
         """As leader, begin a quorum round unless one begun within the last tick is in flight."""
-        now = self.local()
-        if self.core.role is not Role.LEADER or not self.evidence.due(now):
-            return
-        self._ids += 1
-        context = f"{self.id}/leadership/{self._ids}".encode()
-        try:
-            self.core.read_index(context)
-        except ProposalDropped:
-            return
-        self.evidence.begun(context, now)
+        if self.core.role is Role.LEADER:
+            self.evidence.begin(self.local(), self.core.read_index)
 
     def on_raft(self, m: Message) -> None:
         self.submit(self._step, m)

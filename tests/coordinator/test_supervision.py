@@ -7,6 +7,7 @@ import json
 
 import pytest
 from keychain.coordinator import registry
+from keychain.coordinator.raft import ProposalDropped
 from keychain.coordinator.registry import Registry
 from keychain.coordinator.supervision import (
     UNCONFIRMED,
@@ -157,13 +158,24 @@ def test_leader_evidence_must_be_shorter_than_the_new_leader_grace():
 
 
 def test_quorum_evidence_dates_from_the_newest_answered_round_and_belongs_to_one_term():
-    ev = QuorumEvidence(interval=0.05)
-    assert ev.due(0.0)
-    ev.begun(b"r1", 0.0)
-    assert not ev.due(0.04) and ev.due(0.05)
-    ev.begun(b"r2", 0.05)
+    ev = QuorumEvidence("c1", interval=0.05)
+    asked: list[bytes] = []
+    ev.begin(0.0, asked.append)
+    ev.begin(0.04, asked.append)  # one begun within the interval is in flight
+    ev.begin(0.05, asked.append)
+    r1, r2 = asked
     assert not ev.answered(b"other") and ev.confirmed_at is None
-    assert ev.answered(b"r2") and ev.confirmed_at == 0.05
-    assert not ev.answered(b"r1")  # answered by r2 already
+    assert ev.answered(r2) and ev.confirmed_at == 0.05
+    assert not ev.answered(r1)  # answered by r2 already
     ev.reset()
     assert ev.confirmed_at is None and ev.due(1.0)
+
+
+def test_a_round_the_raft_core_drops_is_not_begun():
+    ev = QuorumEvidence("c1", interval=0.05)
+
+    def follower(context: bytes) -> None:
+        raise ProposalDropped("not the leader")
+
+    ev.begin(0.0, follower)
+    assert ev.rounds == {} and ev.due(0.0)
