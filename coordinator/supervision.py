@@ -14,7 +14,9 @@ The rules, in the order a request meets them:
 - A lease (to a heartbeat or a registration) is granted only while the leadership is fresh: a
   quorum acknowledged this leader at most `leader_evidence` ago (`leadership_fresh`). Otherwise the
   answer is `UNCONFIRMED` (UNAVAILABLE); the shell may wait up to `EVIDENCE_WAIT_TICKS` ticks for a
-  round to complete (a leader just elected has not finished its first) before sending it.
+  round to complete (a leader just elected has not finished its first) before sending it. So a
+  leader whose driver is stalled (a slow fsync: no ticks, no rounds) stops granting leases although
+  its request handlers still run, and another leader elected meanwhile can rely on its grace.
 - Registration: the chain is created first if the leader is configured to (`auto_chains`), then the
   node is registered (a registry entry); the lease counts from when the request arrived, and is
   withheld while the node is draining or its removal is in flight (lease.py).
@@ -30,9 +32,13 @@ The rules, in the order a request meets them:
   `removal_wait` later.
 - Failure detection (`removals`, every tick at the leader): lease.py's LeaseTracker decides which
   silent or drained member goes, one per chain at a time, each conditional on its epoch; a removal
-  whose entry was refused or never entered the log is withdrawn (`removal_failed`).
+  whose entry was refused or never entered the log is withdrawn (`removal_failed`). An active
+  member is removed only while another active member reported in sync in the current epoch (it
+  holds every acknowledged write): a chain whose only up-to-date members failed stays stuck rather
+  than losing acknowledged writes.
 - A new leader removes nobody before `new_leader_grace` plus the removal silence have passed: a
-  deposed leader that has not yet noticed may have renewed leases until then.
+  deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts
+  of losing its quorum) may have renewed leases until then, and those must have lapsed first.
 """
 
 from __future__ import annotations

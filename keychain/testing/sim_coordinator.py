@@ -59,7 +59,7 @@ CREATE_RETRY = 0.5  # seconds between two attempts of the leader to create its m
 
 @dataclass(frozen=True, slots=True)
 class CoordRequest:
-    op: str  # register | heartbeat | get_chain | remove
+    op: str  # register | heartbeat | get_chain | remove (a drain: answered once the node left)
     chain: str
     node: str = ""
     address: str = ""
