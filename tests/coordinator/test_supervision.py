@@ -4,6 +4,9 @@ chain's configuration, the request, the time, the leadership evidence), with no 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from keychain.coordinator import registry
@@ -179,3 +182,11 @@ def test_a_round_the_raft_core_drops_is_not_begun():
 
     ev.begin(0.0, follower)
     assert ev.rounds == {} and ev.due(0.0)
+
+
+def test_the_core_loads_without_grpc_protobuf_or_asyncio():
+    code = ("import sys, keychain.coordinator.supervision; "
+            "print(sorted(m for m in ('grpc', 'google.protobuf', 'asyncio') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         env={**os.environ, "PYTHONSAFEPATH": "1"}).stdout
+    assert out.strip() == "[]"
