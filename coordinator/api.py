@@ -15,33 +15,19 @@ Reads of the registry (GetChain, GetClusterStatus, the start of WatchChains) are
 member first completes a ReadIndex round, so its state includes every change committed before the
 request arrived.
 
-Leases and failure detection (the leader only): a heartbeat renews the node's lease for
-`timing.LEASE` from when the node sent it, and is recorded in a `LeaseTracker` that proposes the
-removal of nodes silent past `timing.REMOVAL_AFTER` (a Raft entry; the registry raises the epoch).
-An active node is removed only while another active member has reported `in_sync` in the chain's
-current epoch (it holds every acknowledged write, see lease.py); otherwise the removal waits for
-such a report or for the node's return: a chain whose only up-to-date members failed stays stuck
-rather than losing acknowledged writes. While a removal is in flight (proposed, not yet applied) the
-node's heartbeats get no lease: if the entry commits they are answered NOT_FOUND, if it is refused
-(the epoch moved on) or never entered the log, the node is renewed again.
-A newly elected leader waits, before removing anyone, REMOVAL_AFTER plus two election timeouts: a
-deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts of
-losing its quorum) may have renewed leases until then, and those must have lapsed first. A leader
-grants a lease (heartbeat or registration) only while a quorum acknowledged it within
-`leader_evidence` of loop time (the driver's own rounds, member.py); otherwise it answers
-UNAVAILABLE and the node tries another coordinator. So a leader whose driver is stalled (a slow
-fsync) stops granting leases although its handlers still run.
-
-Removing a node on request (RemoveMember; the operator's scale-in) never cuts a lease short: the
-leader marks the node draining (its heartbeats are answered with its configuration and no lease)
-and the failure detector removes it, like a silent node, once the last lease granted to it has
-certainly expired (REMOVAL_AFTER; after a leader change, counted from the new leader's grace). The
-call returns when that removal committed, bounded by `removal_wait` (then UNAVAILABLE: the drain
-goes on, repeat to wait for it; a repeat after the removal is NOT_FOUND). The last active member
-is refused at once (FAILED_PRECONDITION).
-
-A heartbeat reporting `caught_up` from a SYNCING member is answered after its promotion to tail
-commits (a Raft entry, epoch + 1).
+Supervision of chain nodes (the leader only): registration, heartbeats and their leases, drains
+(RemoveMember), removal of silent or drained nodes, promotion of caught-up joiners and the new
+leader's grace are decided by the supervision core (supervision.py, which states the rules; lease.py
+keeps the record of grants). This service only translates: a request becomes the core's plain
+input (the registry's state, the event loop's time, the member's leadership evidence), and its
+decision becomes a reply, or a Raft proposal whose outcome goes back to the core. Its waits are
+its own: for a leadership round to complete before refusing a lease (a few ticks), for a
+promotion to commit before answering the heartbeat that asked for it, and for a drained node's
+removal to commit before answering RemoveMember, bounded by `removal_wait` (then UNAVAILABLE: the
+drain goes on, repeat to wait for it; a repeat after the removal is NOT_FOUND). The failure
+detector runs every tick at the leader and proposes the core's removals; a removal refused, or
+that never entered the log, is reported back (the node is renewed again), one whose outcome is
+unknown stays in flight.
 
 Membership of the coordinator cluster (AddCoordinatorMember, RemoveCoordinatorMember), at the
 leader, one server at a time:
@@ -67,19 +53,20 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from keychain.coordinator.lease import LeaseTracker, Removal, leadership_fresh
+from keychain.coordinator.lease import LeaseTracker, Removal
 from keychain.coordinator.member import Applied, OutcomeUnknown, RaftMember, Unavailable
 from keychain.coordinator.membership import ConfChange, ConfChangeError, ConfChangeOp, Membership
 from keychain.coordinator.raft import ChangePending, LearnerBehind, Role, Status
-from keychain.coordinator.registry import (
-    ChainState,
-    MemberState,
-    Outcome,
-    Registry,
-    create_chain,
-    delete_chain,
-    promote_node,
-    register_node,
+from keychain.coordinator.registry import ChainState, Outcome, Registry, create_chain, delete_chain
+from keychain.coordinator.supervision import (
+    EVIDENCE_WAIT_TICKS,
+    UNCONFIRMED,
+    Grant,
+    Heartbeat,
+    Proposal,
+    Refusal,
+    Registration,
+    Supervisor,
 )
 from keychain.coordinator.transport import CHANNEL_OPTIONS
 
@@ -90,14 +77,11 @@ log = logging.getLogger(__name__)
 
 FORWARDED_HEADER = "keychain-forwarded-by"  # gRPC metadata on a request a follower forwarded
 FORWARD_WAIT = 2.0  # seconds a request waits for a leader (an election) before UNAVAILABLE
-PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply
+PROPOSAL_TIMEOUT = timing.PROPOSAL_TIMEOUT
 CATCH_UP_TIMEOUT = 10.0  # seconds a new coordinator member may take to catch up before promotion
-# A new leader's extra wait before removing anyone: the longest a deposed leader may still have
-# been renewing leases (CheckQuorum notices a lost quorum within two election timeouts).
-NEW_LEADER_GRACE = 2 * 2 * timing.ELECTION_TICKS * timing.TICK
+NEW_LEADER_GRACE = timing.NEW_LEADER_GRACE
 
-NOT_CONFIRMED = "this leader has not heard from a quorum lately (stalled or cut off?); try another coordinator"
-
+Decision = TypeVar("Decision", Refusal | Proposal, Grant | Refusal | Proposal)
 Reply = TypeVar("Reply", coordinator_pb2.RegisterReply, coordinator_pb2.HeartbeatReply,
                 coordinator_pb2.ChainReply, coordinator_pb2.ClusterStatus, coordinator_pb2.CoordinatorMembersReply)
 
@@ -162,6 +146,21 @@ def _outcome_error(outcome: Outcome) -> coordinator_pb2.Error | None:
     return _error(coordinator_pb2.Code.Value(outcome.error.code.value), outcome.error.message)
 
 
+def _refused(refusal: Refusal) -> coordinator_pb2.Error:
+    return _error(coordinator_pb2.Code.Value(refusal.code), refusal.message)
+
+
+def _heartbeat_refused(refusal: Refusal) -> coordinator_pb2.HeartbeatReply:
+    """An error and no lease; with the chain's configuration if the node is no longer in it."""
+    if refusal.config is None:
+        return coordinator_pb2.HeartbeatReply(error=_refused(refusal))
+    return coordinator_pb2.HeartbeatReply(error=_refused(refusal), config=refusal.config.to_proto())
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
+
+
 @dataclass
 class NodeHealth:
     """A node's figures from its last heartbeat (when that was is the LeaseTracker's record)."""
@@ -186,7 +185,7 @@ class CoordinatorService:
         new_leader_grace: float = NEW_LEADER_GRACE,
         catch_up_timeout: float = CATCH_UP_TIMEOUT,
         removal_wait: float | None = None,
-        leader_evidence: float = timing.ELECTION_TICKS * timing.TICK,
+        leader_evidence: float = timing.LEADER_EVIDENCE,
     ) -> None:
         self.member = member
         self.machine = machine
@@ -194,29 +193,29 @@ class CoordinatorService:
         self.catch_up_timeout = catch_up_timeout
         self.forward_wait = forward_wait
         self.proposal_timeout = proposal_timeout
-        self.lease = lease
-        self.new_leader_grace = new_leader_grace
-        self.leases = LeaseTracker(lease=lease, margin=removal_after - lease)
-        # The longest a quorum's acknowledgement counts as proof of leadership when granting a
-        # lease (lease.leadership_fresh); shorter than new_leader_grace, which relies on it.
-        if not 0 < leader_evidence < new_leader_grace:
-            raise ValueError(f"leader_evidence must be in (0, new_leader_grace), got {leader_evidence}")
-        self.leader_evidence = leader_evidence
-        # Long enough for a drained node's lease to lapse after a fresh leader's grace, a first
-        # removal refused (the chain moved on) and decided again, and the commit.
-        self.removal_wait = (new_leader_grace + removal_after + lease + proposal_timeout
-                             if removal_wait is None else removal_wait)
+        self.supervisor = Supervisor(lease=lease, removal_after=removal_after, new_leader_grace=new_leader_grace,
+                                     leader_evidence=leader_evidence, proposal_timeout=proposal_timeout,
+                                     removal_wait=removal_wait)
+        self.removal_wait = self.supervisor.removal_wait
         self.health: dict[tuple[str, str], NodeHealth] = {}
-        self._promoting: set[tuple[str, str]] = set()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stale_channels: list[grpc.aio.Channel] = []
         self._was_leader = False
-        self.auto_chains: set[str] = set()  # chains the leader creates when missing (--chain)
         member.on_role_change(self._role_changed)
 
     @property
     def registry(self) -> Registry:
         return self.machine.registry
+
+    @property
+    def leases(self) -> LeaseTracker:
+        """The supervisor's record of the leases granted (health reports, tests)."""
+        return self.supervisor.leases
+
+    @property
+    def auto_chains(self) -> set[str]:
+        """Chains the leader creates when missing (--chain)."""
+        return self.supervisor.auto_chains
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -224,10 +223,10 @@ class CoordinatorService:
     def _role_changed(self) -> None:
         leader = self.member.is_leader
         if leader and not self._was_leader:
-            self.leases.become_leader(self._now() + self.new_leader_grace)
+            self.supervisor.become_leader(self._now())
             self.health.clear()
         elif not leader and self._was_leader:
-            self.leases.step_down()
+            self.supervisor.step_down()
             self.health.clear()
         self._was_leader = leader
 
@@ -306,28 +305,41 @@ class CoordinatorService:
         assert isinstance(result, Outcome)
         return result
 
-    # ---- nodes ----
+    # ---- nodes: translations around the supervision core ----
+
+    async def _confirmed(self, decide: Callable[[float, float | None], Decision]) -> Decision:
+        """`decide(now, quorum_confirmed_at)`, the supervisor's decision; while it is UNCONFIRMED,
+        wait a few ticks (while still leader) for a leadership round to complete and decide again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EVIDENCE_WAIT_TICKS * self.member.tick_interval
+        while True:
+            decision = decide(loop.time(), self.member.quorum_confirmed_at)
+            if decision is not UNCONFIRMED or loop.time() >= deadline or not self.member.is_leader:
+                return decision
+            await asyncio.sleep(self.member.tick_interval / 5)
 
     async def register(self, req: coordinator_pb2.RegisterRequest, forwarded: bool = False
                        ) -> coordinator_pb2.RegisterReply:
+        reg = Registration(req.chain, req.node_id, req.address)
+
         async def local() -> coordinator_pb2.RegisterReply:
-            if not await self._still_leading():
-                return coordinator_pb2.RegisterReply(error=_error(coordinator_pb2.UNAVAILABLE, NOT_CONFIRMED))
-            now = self._now()
-            if req.chain in self.auto_chains and self.registry.get(req.chain) is None:
-                await self._propose(create_chain(req.chain))  # a configured chain: create it first
-            outcome = await self._propose(register_node(req.chain, req.node_id, req.address))
-            err = _outcome_error(outcome)
-            if err is not None:
-                return coordinator_pb2.RegisterReply(error=err)
-            assert outcome.chain is not None
-            # Observed at the epoch the registration left (a removal in flight before it has applied
-            # by now); no lease while the node is drained or its removal may still apply.
-            granted = self.leases.observe(req.chain, req.node_id, now, outcome.chain.epoch)
+            received_at = 0.0
+
+            def decide(now: float, confirmed_at: float | None) -> Refusal | Proposal:
+                nonlocal received_at
+                received_at = now
+                return self.supervisor.register(reg, self.registry.get(req.chain), now, confirmed_at)
+
+            decision = await self._confirmed(decide)
+            if isinstance(decision, Refusal):
+                return coordinator_pb2.RegisterReply(error=_refused(decision))
+            outcomes = [await self._propose(command) for command in decision.commands]
+            answer = self.supervisor.registered(reg, outcomes[-1], received_at)
+            if isinstance(answer, Refusal):
+                return coordinator_pb2.RegisterReply(error=_refused(answer))
             self.health[(req.chain, req.node_id)] = NodeHealth()
-            log.info("node registered chain=%s node=%s epoch=%d", req.chain, req.node_id, outcome.chain.epoch)
-            return coordinator_pb2.RegisterReply(config=outcome.chain.to_proto(),
-                                                 lease_ms=self._lease_ms() if granted else 0)
+            log.info("node registered chain=%s node=%s epoch=%d", req.chain, req.node_id, answer.config.epoch)
+            return coordinator_pb2.RegisterReply(config=answer.config.to_proto(), lease_ms=_ms(answer.lease))
 
         return await self._at_leader(
             "Register", req, local,
@@ -336,81 +348,43 @@ class CoordinatorService:
 
     async def heartbeat(self, req: coordinator_pb2.HeartbeatRequest, forwarded: bool = False
                         ) -> coordinator_pb2.HeartbeatReply:
+        beat = Heartbeat(req.chain, req.node_id, req.epoch, req.caught_up, req.in_sync)
+
         async def local() -> coordinator_pb2.HeartbeatReply:
-            key = (req.chain, req.node_id)
-            state = self.registry.get(req.chain)
-            if state is None:
-                return self._not_a_member(req, state)
-            me = state.member(req.node_id)
-            if me is None:
-                return self._not_a_member(req, state)
-            if not await self._still_leading():
-                return coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, NOT_CONFIRMED))
-            now = self._now()
-            # No lease while the node is drained or its removal is in flight.
-            granted = self.leases.observe(req.chain, req.node_id, now, state.epoch)
-            if req.in_sync:
-                self.leases.record_in_sync(req.chain, req.node_id, req.epoch)
-            self.health[key] = NodeHealth(req.reads, req.writes, req.last_seq, req.committed_seq)
-            if granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
-                await self._promote(req.chain, req.node_id)
-                # Other changes may have committed meanwhile (the promotion refused or not): answer
-                # with the configuration as it is now, never the one read before the wait.
-                state = self.registry.get(req.chain)
-                if state is None or state.member(req.node_id) is None:
-                    return self._not_a_member(req, state)
-            return coordinator_pb2.HeartbeatReply(config=state.to_proto(), lease_ms=self._lease_ms() if granted else 0)
+            decision = await self._confirmed(
+                lambda now, confirmed_at: self.supervisor.heartbeat(beat, self.registry.get(req.chain), now,
+                                                                    confirmed_at))
+            if isinstance(decision, Refusal):
+                return _heartbeat_refused(decision)
+            self.health[(req.chain, req.node_id)] = NodeHealth(req.reads, req.writes, req.last_seq,
+                                                               req.committed_seq)
+            if isinstance(decision, Proposal):
+                answer: Grant | Refusal = Refusal("UNAVAILABLE", "the promotion did not settle")
+                try:
+                    await self._promote(req.chain, req.node_id, decision.commands[0])
+                finally:
+                    answer = self.supervisor.promoted(beat, self.registry.get(req.chain))
+                if isinstance(answer, Refusal):
+                    return _heartbeat_refused(answer)
+                decision = answer
+            return coordinator_pb2.HeartbeatReply(config=decision.config.to_proto(), lease_ms=_ms(decision.lease))
 
         return await self._at_leader(
             "Heartbeat", req, local,
             lambda msg: coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
         )
 
-    async def _still_leading(self) -> bool:
-        """Whether this leader may grant a lease now (a quorum acknowledged it within
-        `leader_evidence`); a leader just elected gets a few ticks for its first round."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 3 * self.member.tick_interval
-        while not leadership_fresh(self.member.quorum_confirmed_at, loop.time(), self.leader_evidence):
-            if loop.time() >= deadline or not self.member.is_leader:
-                return False
-            await asyncio.sleep(self.member.tick_interval / 5)
-        return True
-
-    @staticmethod
-    def _not_a_member(req: coordinator_pb2.HeartbeatRequest, state: ChainState | None
-                      ) -> coordinator_pb2.HeartbeatReply:
-        """NOT_FOUND, with no lease, and the chain's configuration (so the node sees it was removed)."""
-        if state is None:
-            return coordinator_pb2.HeartbeatReply(
-                error=_error(coordinator_pb2.NOT_FOUND, f"chain {req.chain!r} does not exist"))
-        return coordinator_pb2.HeartbeatReply(
-            error=_error(coordinator_pb2.NOT_FOUND,
-                         f"node {req.node_id!r} is not a member of chain {req.chain!r}; register again"),
-            config=state.to_proto(),
-        )
-
-    async def _promote(self, chain: str, node: str) -> ChainState | None:
-        key = (chain, node)
-        if key in self._promoting:
-            return None
-        self._promoting.add(key)
+    async def _promote(self, chain: str, node: str, command: bytes) -> None:
         try:
-            outcome = await self._propose(promote_node(chain, node))
+            outcome = await self._propose(command)
         except Unavailable as exc:
             log.info("promotion pending chain=%s node=%s reason=%s", chain, node, exc)
-            return None
-        finally:
-            self._promoting.discard(key)
+            return
         if outcome.error is not None:
             log.info("promotion refused chain=%s node=%s reason=%s", chain, node, outcome.error)
-            return None
+            return
         log.info("node promoted to tail chain=%s node=%s epoch=%d", chain, node,
                  outcome.chain.epoch if outcome.chain else 0)
-        return outcome.chain
-
-    def _lease_ms(self) -> int:
-        return int(self.lease * 1000)
 
     # ---- chains ----
 
@@ -444,26 +418,19 @@ class CoordinatorService:
 
     async def remove_member(self, req: coordinator_pb2.RemoveMemberRequest, forwarded: bool = False
                             ) -> coordinator_pb2.ChainReply:
-        def refuse(code: int, message: str) -> coordinator_pb2.ChainReply:
-            return coordinator_pb2.ChainReply(error=_error(code, message))
-
         async def local() -> coordinator_pb2.ChainReply:
             state = self.registry.get(req.chain)
-            if state is None:
-                return refuse(coordinator_pb2.NOT_FOUND, f"chain {req.chain!r} does not exist")
-            me = state.member(req.node_id)
-            if me is None:
-                return refuse(coordinator_pb2.NOT_FOUND, f"node {req.node_id!r} is not a member of chain {req.chain!r}")
-            if me.state is MemberState.ACTIVE and len(state.active) == 1:
-                return refuse(coordinator_pb2.FAILED_PRECONDITION, f"node {req.node_id!r} is the last active member "
-                                                                   f"of chain {req.chain!r} and cannot be removed")
-            if (req.chain, req.node_id) not in self.leases.draining:
+            started = not self.supervisor.draining(req.chain, req.node_id)
+            refusal = self.supervisor.drain(req.chain, req.node_id, state)
+            if refusal is not None:
+                return coordinator_pb2.ChainReply(error=_refused(refusal))
+            if started and state is not None:
                 log.info("node draining chain=%s node=%s epoch=%d", req.chain, req.node_id, state.epoch)
-            self.leases.drain(req.chain, req.node_id)
             return await self._removed(req.chain, req.node_id)
 
         return await self._at_leader(
-            "RemoveMember", req, local, lambda msg: refuse(coordinator_pb2.UNAVAILABLE, msg), forwarded,
+            "RemoveMember", req, local,
+            lambda msg: coordinator_pb2.ChainReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
             budget=self.forward_wait + self.removal_wait,
         )
 
@@ -475,21 +442,17 @@ class CoordinatorService:
         deadline = loop.time() + self.removal_wait
         try:
             while True:
-                state = self.registry.get(chain)
-                if state is None:
-                    return coordinator_pb2.ChainReply(
-                        error=_error(coordinator_pb2.NOT_FOUND, f"chain {chain!r} was deleted"))
-                if state.member(node) is None:
-                    log.info("node removed on request chain=%s node=%s epoch=%d", chain, node, state.epoch)
-                    return coordinator_pb2.ChainReply(config=state.to_proto())
+                progress = Supervisor.removal_progress(chain, node, self.registry.get(chain))
+                if isinstance(progress, Refusal):
+                    return coordinator_pb2.ChainReply(error=_refused(progress))
+                if progress is not None:
+                    log.info("node removed on request chain=%s node=%s epoch=%d", chain, node, progress.epoch)
+                    return coordinator_pb2.ChainReply(config=progress.to_proto())
                 if not self.member.is_leader:
                     raise Unavailable("leadership moved during the removal; the new leader drains it again")
                 left = deadline - loop.time()
                 if left <= 0:
-                    return coordinator_pb2.ChainReply(error=_error(
-                        coordinator_pb2.UNAVAILABLE,
-                        f"node {node!r} is draining; it is removed once its lease has certainly expired and "
-                        f"another active member is in sync in the current epoch: repeat the request to wait for it"))
+                    return coordinator_pb2.ChainReply(error=_refused(Supervisor.still_draining(node)))
                 changed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), min(left, self.member.tick_interval))
@@ -544,7 +507,7 @@ class CoordinatorService:
                 h = self.health.get((state.name, m.id))
                 health.append(coordinator_pb2.MemberHealth(
                     id=m.id,
-                    healthy=self.leases.lease_valid(state.name, m.id, now),
+                    healthy=self.supervisor.lease_valid(state.name, m.id, now),
                     reads=h.reads if h else 0,
                     writes=h.writes if h else 0,
                     last_seq=h.last_seq if h else 0,
@@ -702,7 +665,7 @@ class CoordinatorService:
             await asyncio.sleep(interval)
             if not (self.member.is_leader and self.member.leader_committed):
                 continue
-            for removal in self.leases.expired(self._now(), list(self.registry.chains.values())):
+            for removal in self.supervisor.removals(self._now(), list(self.registry.chains.values())):
                 log.warning("node silent past its lease, removing chain=%s node=%s epoch=%d",
                             removal.chain, removal.node, removal.epoch)
                 task = asyncio.create_task(self._propose_removal(removal))
@@ -740,11 +703,11 @@ class CoordinatorService:
             return
         except Unavailable as exc:  # never entered the log (or lost with the leadership)
             log.info("removal not proposed chain=%s node=%s reason=%s", removal.chain, removal.node, exc)
-            self.leases.withdraw(removal)
+            self.supervisor.removal_failed(removal)
             return
         if outcome.error is not None:
             log.info("removal refused chain=%s node=%s reason=%s", removal.chain, removal.node, outcome.error)
-            self.leases.withdraw(removal)
+            self.supervisor.removal_failed(removal)
         elif outcome.chain is not None:
             log.warning("registry changed what=remove %s chain=%s", removal.node, outcome.chain.describe())
 

@@ -36,8 +36,9 @@ ends when the entry applies: the node is gone, or the chain's epoch moved past t
 was decided in (the registry refuses it then), or the shell reports that the proposal never
 entered the log (`withdraw`). Then the node is renewed again like any other.
 
-`leadership_fresh` is the leader's own condition for granting any lease at all: a quorum of
-voters acknowledged it recently enough that no other leader can have been elected long ago.
+The leader's own condition for granting any lease at all (a quorum of voters acknowledged it
+recently enough that no other leader can have been elected long ago) is supervision.py's
+`leadership_fresh`; this tracker records only the grants made.
 
 Time is a number passed in by the caller (milliseconds in the shell, ticks in tests); nothing
 here reads a clock.
@@ -178,11 +179,3 @@ class LeaseTracker:
         self.draining &= members
         return removals
 
-
-def leadership_fresh(confirmed_at: float | None, now: float, bound: float) -> bool:
-    """May a leader grant a lease at `now`? Only if a quorum of voters acknowledged it as leader
-    in a round begun at `confirmed_at`, at most `bound` ago. Each of them votes for another
-    leader only after acknowledging, so no other leader was elected before `confirmed_at`, and
-    this leader's last grant comes at most `bound` after that: within a new leader's grace
-    (api.NEW_LEADER_GRACE), which must therefore exceed `bound`."""
-    return confirmed_at is not None and 0 <= now - confirmed_at <= bound

@@ -14,7 +14,7 @@ in one place and in the order `keychain.coordinator.raft` documents:
 As leader, the driver also confirms its leadership every tick with a ReadIndex round of its own
 (a heartbeat round a quorum of voters must acknowledge). `quorum_confirmed_at` is the loop time
 at which the newest acknowledged round began: evidence, in this process's own clock, that no
-other leader was elected before then. Leases are granted only while it is recent (lease.py
+other leader was elected before then. Leases are granted only while it is recent (supervision.py
 `leadership_fresh`), so a leader whose driver is stalled (a slow fsync) stops granting them even
 though its gRPC handlers still run.
 
@@ -48,6 +48,7 @@ from keychain.coordinator.log import Entry, EntryType, RaftStorage, Snapshot
 from keychain.coordinator.membership import ConfChange, ConfChangeError, Membership
 from keychain.coordinator.messages import Message
 from keychain.coordinator.raft import ChangePending, LearnerBehind, ProposalDropped, RaftCore, Ready, Role
+from keychain.coordinator.supervision import QuorumEvidence
 
 from keychain import timing
 
@@ -125,8 +126,7 @@ class RaftMember:
         self.term = core.term
         self.leader_since: float | None = None  # loop time when this member last became leader
         self.leader_committed = False  # as leader: an entry of this term is applied (state is current)
-        self.quorum_confirmed_at: float | None = None  # as leader: see the module docstring
-        self._confirming: dict[bytes, float] = {}  # leadership rounds in flight: context -> loop time begun
+        self.evidence = QuorumEvidence(core.id, tick)  # as leader: its leadership rounds (see the module docstring)
         self._inbox: deque[Callable[[], None]] = deque()
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()  # set and replaced whenever role or leader changes
@@ -291,6 +291,11 @@ class RaftMember:
     def is_leader(self) -> bool:
         return self.role is Role.LEADER
 
+    @property
+    def quorum_confirmed_at(self) -> float | None:
+        """As leader: the loop time the newest round a quorum acknowledged began (None: none yet)."""
+        return self.evidence.confirmed_at
+
     # ---- the driver ----
 
     def _submit(self, work: Callable[[], None]) -> None:
@@ -367,11 +372,7 @@ class RaftMember:
         for e in rd.committed_entries:
             self._apply(e)
         for rs in rd.read_states:
-            begun = self._confirming.pop(rs.context, None)
-            if begun is not None:
-                # Released in order: every round begun before this one is answered by it too.
-                self._confirming = {c: t for c, t in self._confirming.items() if t > begun}
-                self.quorum_confirmed_at = max(begun, self.quorum_confirmed_at or begun)
+            if self.evidence.answered(rs.context):
                 continue
             fut = self._reads.pop(rs.context, None)
             if fut is not None and not fut.done():
@@ -414,16 +415,8 @@ class RaftMember:
 
     def _confirm_leadership(self, now: float) -> None:
         """As leader, begin a quorum round unless one begun within the last tick is in flight."""
-        if self.core.role is not Role.LEADER:
-            return
-        if self._confirming and now - max(self._confirming.values()) < self.tick_interval:
-            return
-        context = f"{self.id}/leadership/{next(self._read_ids)}".encode()
-        try:
-            self.core.read_index(context)
-        except ProposalDropped:
-            return
-        self._confirming[context] = now
+        if self.core.role is Role.LEADER:
+            self.evidence.begin(now, self.core.read_index)
 
     def _release_reads(self) -> None:
         still: list[tuple[int, asyncio.Future[None]]] = []
@@ -446,8 +439,7 @@ class RaftMember:
             self.leader_since = asyncio.get_running_loop().time()
             self.leader_committed = False
         if self.role is not Role.LEADER or old_role is not Role.LEADER:
-            self.quorum_confirmed_at = None  # evidence belongs to one term of leadership
-            self._confirming.clear()
+            self.evidence.reset()
         if (self.role, self.leader) != (old_role, old_leader):
             log.info("raft role id=%s role=%s leader=%s term=%d", self.id, self.role, self.leader or "-",
                      self.term)

@@ -28,9 +28,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from keychain.proto import chain_pb2
+if TYPE_CHECKING:
+    from keychain.proto import chain_pb2
 
 MAX_NAME = 253  # a DNS name's length; chain and node ids end up in Kubernetes object names
 
@@ -80,6 +81,10 @@ class ChainState:
         return next((m for m in self.members if m.id == node), None)
 
     def to_proto(self) -> chain_pb2.ChainConfig:
+        # Imported here: only the gRPC shells convert, and the pure cores that use this module
+        # (supervision, the simulator) stay free of protobuf.
+        from keychain.proto import chain_pb2
+
         states = {MemberState.ACTIVE: chain_pb2.ACTIVE, MemberState.SYNCING: chain_pb2.SYNCING}
         return chain_pb2.ChainConfig(
             chain=self.name,

@@ -37,3 +37,12 @@ REMOVAL_MARGIN = 0.25  # extra silence, beyond the lease, before the leader remo
 REMOVAL_AFTER = LEASE * (1 + MAX_DRIFT) + REMOVAL_MARGIN
 
 RPC_TIMEOUT = 1.0  # default deadline of one internal RPC
+
+# The coordinator leader's supervision of nodes (keychain.coordinator.supervision):
+# A leader grants a lease only while a quorum acknowledged it at most this long ago (one election
+# timeout's lower bound: no other leader can have been elected since that acknowledgement began).
+LEADER_EVIDENCE = ELECTION_TICKS * TICK
+# A new leader's extra wait before removing anyone: the longest a deposed leader may still have
+# been renewing leases (CheckQuorum notices a lost quorum within two election timeouts).
+NEW_LEADER_GRACE = 2 * 2 * ELECTION_TICKS * TICK
+PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply

@@ -21,6 +21,7 @@ from typing import Any
 from keychain import timing
 from keychain.coordinator.raft import RaftCore
 from keychain.coordinator.registry import ChainState
+from keychain.coordinator.supervision import Supervisor
 from keychain.node.core import ChainCore, CoreOptions, Role
 from keychain.testing.checker import check
 from keychain.testing.history import Operation, Recorder
@@ -54,6 +55,7 @@ class SimConfig:
     chain_core: type[ChainCore] = ChainCore
     raft_core: type[RaftCore] = RaftCore
     node_shell: type[SimNode] = SimNode  # how a node drives its core (tests substitute broken ones)
+    supervisor: type[Supervisor] = Supervisor  # the coordinators' supervision core (tests substitute broken ones)
 
     def __post_init__(self) -> None:
         if self.duration <= 1.0 or not 0 <= self.heal < self.duration:
@@ -124,6 +126,12 @@ class Simulation:
         yield from self.coordinators.values()
         yield from self.nodes.values()
         yield from self.clients
+
+    def lease_holders(self) -> Iterator[tuple[str, int]]:
+        """(id, epoch) of every chain node that is up and holds a valid lease now, by its own clock."""
+        for n in self.nodes.values():
+            if n.up and n.core.config is not None and n.core.lease_valid(n.local()):
+                yield n.id, n.core.epoch
 
     def latest_chain(self) -> ChainState | None:
         """The newest configuration any live coordinator has applied."""

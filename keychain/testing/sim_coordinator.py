@@ -1,45 +1,49 @@
-"""A coordinator member in the simulator: the real RaftCore, registry and lease tracker, driven the
-way `keychain.coordinator.member.RaftMember` and `keychain.coordinator.api.CoordinatorService` drive
-them, over virtual time and the simulated network.
+"""A coordinator member in the simulator: the real RaftCore and registry driven the way
+`keychain.coordinator.member.RaftMember` drives them, and the real supervision core
+(`keychain.coordinator.supervision.Supervisor`) asked every question
+`keychain.coordinator.api.CoordinatorService` asks it, over virtual time and the simulated network.
 
-The driver loop is the member's: inputs (Raft messages, ticks, requests) step the core; each Ready
+The driver loop is the member's: inputs (Raft messages, ticks, proposals) step the core; each Ready
 is persisted, and only once its sync is done (the disk's latency later) are its messages sent, its
 snapshot restored, its committed entries applied to the registry and the core advanced. Inputs that
 arrive during a sync wait in an inbox, as they do in the member's asyncio loop. A crash loses
-whatever was not yet synced: the storage is rebuilt on restart from the operations that were.
+whatever was not yet synced: the storage is rebuilt on restart from the operations that were. As
+leader, the member begins a leadership round (a ReadIndex round of its own) every tick and keeps
+the supervisor's evidence (`QuorumEvidence`) from the rounds a quorum answered.
 
-The request handling is the service's: any member answers; a follower forwards to the leader it
-knows; the leader serves only once an entry of its term is applied; heartbeats renew leases and feed
-the `LeaseTracker` (with the node's in-sync reports), whose removals the leader proposes every
-heartbeat interval; a node whose removal is in flight gets no lease; a caught-up syncing node is
-promoted; the leader creates the chain if it is missing. A removal on request is proposed at once
-(the service drains the node first; the fault injector retires the node itself once removed), but
-only if it keeps an in-sync active member, the failure detector's rule. Registry reads are served from the
-leader's applied state (the service adds a ReadIndex round; staleness there costs only liveness,
-since every chain message is fenced by its epoch).
+The request handling is the service's, and like the service's handlers it runs while the driver
+is busy with a sync (a stalled disk stalls the driver, not the handlers; only proposals wait): any
+member answers; a follower forwards to the leader it knows; the leader serves only once an entry of
+its term is applied. Each request is translated for the supervisor, its decision carried out:
+a grant or refusal answered, a proposal proposed and its outcome handed back, a drain (`remove`)
+answered once the removal applied. A refusal for want of leadership evidence waits a few ticks for
+a round to complete, as the service's does. The supervisor's removals are proposed every tick.
+Registry reads are served from the leader's applied state (the service adds a ReadIndex round;
+staleness there costs only liveness, since every chain message is fenced by its epoch).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keychain import timing
-from keychain.coordinator.lease import LeaseTracker, Removal
+from keychain.coordinator.lease import Removal
 from keychain.coordinator.log import Entry, EntryType, MemoryStorage
 from keychain.coordinator.messages import Message, MessageType
 from keychain.coordinator.raft import ProposalDropped, RaftConfig, RaftCore, Ready, Role
-from keychain.coordinator.registry import (
-    ChainState,
-    MemberState,
-    Outcome,
-    Registry,
-    create_chain,
-    promote_node,
-    register_node,
-    remove_node,
+from keychain.coordinator.registry import ChainState, Outcome, Registry, create_chain
+from keychain.coordinator.supervision import (
+    EVIDENCE_WAIT_TICKS,
+    UNCONFIRMED,
+    Grant,
+    Heartbeat,
+    Proposal,
+    QuorumEvidence,
+    Refusal,
+    Registration,
+    Supervisor,
 )
 from keychain.testing.sim_invariants import Violation
 from keychain.testing.sim_world import Process
@@ -47,15 +51,15 @@ from keychain.testing.sim_world import Process
 if TYPE_CHECKING:
     from keychain.testing.sim_cluster import Simulation
 
-# The service's figures (keychain.coordinator.api), restated here so the simulator does not import
-# grpc: a new leader's extra wait before removing anyone, and how long a proposal may take.
-NEW_LEADER_GRACE = 2 * 2 * timing.ELECTION_TICKS * timing.TICK
-PROPOSAL_TIMEOUT = 2.0
+# The service's figures (keychain.coordinator.api takes them from keychain.timing too).
+NEW_LEADER_GRACE = timing.NEW_LEADER_GRACE
+PROPOSAL_TIMEOUT = timing.PROPOSAL_TIMEOUT
+CREATE_RETRY = 0.5  # seconds between two attempts of the leader to create its missing chain
 
 
 @dataclass(frozen=True, slots=True)
 class CoordRequest:
-    op: str  # register | heartbeat | get_chain | remove
+    op: str  # register | heartbeat | get_chain | remove (a drain: answered once the node left)
     chain: str
     node: str = ""
     address: str = ""
@@ -74,6 +78,7 @@ class CoordReply:
 UNAVAILABLE = CoordReply("UNAVAILABLE")
 
 Reply = Callable[[CoordReply], None]
+Done = Callable[[Outcome | None, bool], None]  # (outcome or None if unknown, whether it entered the log)
 
 
 class SimCoordinator(Process):
@@ -107,16 +112,18 @@ class SimCoordinator(Process):
         self.leader = self.core.leader_id
         self.term = self.core.term
         self.leader_committed = False
-        self.leases = LeaseTracker(lease=timing.LEASE, margin=timing.REMOVAL_AFTER - timing.LEASE)
-        self.proposals: dict[int, tuple[int, Callable[[Outcome | None], None]]] = {}
+        self.supervisor = self.sim.config.supervisor()
+        self.supervisor.auto_chains.add(self.sim.chain)
+        self.evidence = QuorumEvidence(self.id, timing.TICK)
+        self.proposals: dict[int, tuple[int, Done]] = {}
         self.forwards: dict[int, Reply] = {}
-        self.promoting: dict[tuple[str, str], bool] = {}
         self.busy = False
+        self.driving = False
         self.inbox: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.tick_queued = False
-        self.create_after = -math.inf
+        self.create_after = -float("inf")
         self.timer(timing.TICK, self._tick)
-        self.timer(timing.HEARTBEAT_INTERVAL, self._duties)
+        self.timer(timing.TICK, self._duties)
         self._drive()
 
     def crash(self) -> None:
@@ -126,15 +133,21 @@ class SimCoordinator(Process):
     # ---- the driver ----
 
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Queue an input for the driver; it runs now unless a sync (or the driver itself) is busy."""
         if not self.up:
             return
-        if self.busy:
-            self.inbox.append((fn, args))
-            return
-        fn(*args)
-        self._drive()
+        self.inbox.append((fn, args))
+        if not self.busy and not self.driving:
+            self._drive()
 
     def _drive(self) -> None:
+        self.driving = True
+        try:
+            self._drive_ready()
+        finally:
+            self.driving = False
+
+    def _drive_ready(self) -> None:
         core = self.core
         while not self.busy and self.up:
             while self.inbox and not self.busy:
@@ -177,9 +190,11 @@ class SimCoordinator(Process):
             self.registry = Registry.restore(rd.snapshot.data)
             self.applied = rd.snapshot.index
             for index in [i for i in self.proposals if i <= rd.snapshot.index]:
-                self.proposals.pop(index)[1](None)
+                self.proposals.pop(index)[1](None, True)
         for e in rd.committed_entries:
             self._apply(e)
+        for rs in rd.read_states:
+            self.evidence.answered(rs.context)
         self.core.advance(rd)
         if rd.soft_state is not None or self.core.term != self.term:
             self._update_role()
@@ -196,11 +211,13 @@ class SimCoordinator(Process):
             outcome = self.registry.apply(e.data)
             if outcome.ok and outcome.changed and outcome.chain is not None:
                 c = outcome.chain
-                self.sim.inv.configuration(c.name, c.epoch, ((m.id, m.state.value) for m in c.members))
+                if self.sim.inv.configuration(c.name, c.epoch, ((m.id, m.state.value) for m in c.members)):
+                    self.sim.inv.removed_unleased(c.name, c.epoch, (m.id for m in c.members),
+                                                  self.sim.lease_holders())
         self.applied = index
         waiter = self.proposals.pop(index, None)
         if waiter is not None:
-            waiter[1](outcome if waiter[0] == term else None)
+            waiter[1](outcome if waiter[0] == term else None, True)
         if self.role is Role.LEADER and term == self.core.term and not self.leader_committed:
             self.leader_committed = True
 
@@ -212,10 +229,12 @@ class SimCoordinator(Process):
             self.sim.inv.leader(self.term, self.id)
             if not was_leader:
                 self.leader_committed = False
-                self.leases.become_leader(self.local() + NEW_LEADER_GRACE)
+                self.supervisor.become_leader(self.local())
                 self.sim.world.note("leader", self.id, self.term)
         elif was_leader:
-            self.leases.step_down()
+            self.supervisor.step_down()
+        if not (was_leader and self.role is Role.LEADER):
+            self.evidence.reset()  # evidence belongs to one term of leadership
 
     def _tick(self) -> None:
         if self.busy:
@@ -224,12 +243,19 @@ class SimCoordinator(Process):
                 self.inbox.append((self._queued_tick, ()))
         else:
             self.core.tick()
+            self._confirm_leadership()
             self._drive()
         self.timer(timing.TICK, self._tick)
 
     def _queued_tick(self) -> None:
         self.tick_queued = False
         self.core.tick()
+        self._confirm_leadership()
+
+    def _confirm_leadership(self) -> None:
+        """As leader, begin a quorum round unless one begun within the last tick is in flight."""
+        if self.core.role is Role.LEADER:
+            self.evidence.begin(self.local(), self.core.read_index)
 
     def on_raft(self, m: Message) -> None:
         self.submit(self._step, m)
@@ -242,57 +268,73 @@ class SimCoordinator(Process):
         except Exception as exc:
             raise Violation("raft-core-error", f"{self.id} failed to step {m.describe()}: {exc!r}") from exc
 
+
     # ---- proposals ----
 
-    def propose(self, data: bytes, done: Callable[[Outcome | None], None]) -> bool:
-        """Replicate a registry command; `done(outcome)` once applied, `done(None)` if it may not be.
-        False if it never entered the log (then `done(None)` was called already)."""
+    def propose(self, data: bytes, done: Done) -> None:
+        """Replicate a registry command through the driver's inbox, as the member does: later
+        `done(outcome, True)` once applied, `done(None, True)` if it may apply but its outcome is
+        unknown (a timeout, or another leader's entry took its place), `done(None, False)` if it
+        never entered the log."""
+        self.submit(self._propose, data, done)
+
+    def _propose(self, data: bytes, done: Done) -> None:
         if self.core.role is not Role.LEADER:
-            done(None)
-            return False
+            done(None, False)
+            return
         try:
             self.core.propose(data)
         except ProposalDropped:
-            done(None)
-            return False
+            done(None, False)
+            return
         index = self.core.log.last_index()
         entry = (self.core.term, done)
         self.proposals[index] = entry
         self.timer(PROPOSAL_TIMEOUT, self._proposal_timeout, index, entry)
-        return True
 
-    def _proposal_timeout(self, index: int, entry: tuple[int, Callable[[Outcome | None], None]]) -> None:
+    def _proposal_timeout(self, index: int, entry: tuple[int, Done]) -> None:
         if self.proposals.get(index) is entry:
             del self.proposals[index]
-            entry[1](None)
+            entry[1](None, True)
+
+    def _propose_all(self, commands: tuple[bytes, ...], done: Callable[[Outcome | None], None]) -> None:
+        """Propose `commands` one after the other; `done` with the last one's outcome (None if one
+        did not apply)."""
+        def next_one(outcome: Outcome | None, _entered: bool) -> None:
+            if outcome is None or len(commands) == 1:
+                done(outcome)
+            else:
+                self._propose_all(commands[1:], done)
+
+        self.propose(commands[0], next_one)
 
     # ---- the leader's duties ----
 
+    def _leading(self) -> bool:
+        return self.role is Role.LEADER and self.leader_committed
+
     def _duties(self) -> None:
-        self.timer(timing.HEARTBEAT_INTERVAL, self._duties)
-        if self.busy or not (self.core.role is Role.LEADER and self.leader_committed):
+        """The service's background tasks: create the configured chain, propose the removals."""
+        self.timer(timing.TICK, self._duties)
+        if not self._leading():
             return
         now = self.local()
-        chain = self.sim.chain
-        if self.registry.get(chain) is None:
-            if now >= self.create_after:
-                self.create_after = now + 0.5
-                self.propose(create_chain(chain), lambda _: None)
-        else:
-            for removal in self.leases.expired(now, list(self.registry.chains.values())):
-                self.sim.world.note("remove", self.id, removal.node, removal.epoch)
-                self._propose_removal(removal)
-        self._drive()
+        for chain in sorted(self.supervisor.auto_chains):
+            if self.registry.get(chain) is None and now >= self.create_after:
+                self.create_after = now + CREATE_RETRY
+                self.propose(create_chain(chain), lambda _outcome, _entered: None)
+        for removal in self.supervisor.removals(now, list(self.registry.chains.values())):
+            self.sim.world.note("remove", self.id, removal.node, removal.epoch)
+            self._propose_removal(removal)
 
     def _propose_removal(self, removal: Removal) -> None:
-        """As the service does: a removal refused, or never in the log, is withdrawn (the node is
-        renewed again); one whose outcome is unknown stays in flight."""
-        def removed(outcome: Outcome | None) -> None:
-            if outcome is not None and outcome.error is not None:
-                self.leases.withdraw(removal)
+        """As the service does: a removal refused, or never in the log, is reported back (the node
+        is renewed again); one whose outcome is unknown stays in flight."""
+        def removed(outcome: Outcome | None, entered: bool) -> None:
+            if not entered or (outcome is not None and outcome.error is not None):
+                self.supervisor.removal_failed(removal)
 
-        if not self.propose(removal.command(), removed):
-            self.leases.withdraw(removal)
+        self.propose(removal.command(), removed)
 
     # ---- requests ----
 
@@ -302,7 +344,8 @@ class SimCoordinator(Process):
             if caller.alive(caller_inc) and self.up:
                 self.sim.net.send(self, caller, "coord-reply", caller.on_coord_reply, rpc_id, r)
 
-        self.submit(self._request, req, reply, forwarded)
+        if self.up:
+            self._request(req, reply, forwarded)
 
     def on_coord_reply(self, fid: int, r: CoordReply) -> None:
         reply = self.forwards.pop(fid, None)
@@ -310,78 +353,107 @@ class SimCoordinator(Process):
             reply(r)
 
     def _request(self, req: CoordRequest, reply: Reply, forwarded: bool) -> None:
-        core = self.core
-        if core.role is Role.LEADER:
+        if self.role is Role.LEADER:
             if not self.leader_committed:
                 reply(UNAVAILABLE)
                 return
             self._serve(req, reply)
             return
-        leader = self.sim.coordinators.get(core.leader_id)
+        leader = self.sim.coordinators.get(self.leader)
         if leader is None or forwarded:
             reply(UNAVAILABLE)
             return
         self._ids += 1
         self.forwards[self._ids] = reply
-        self.timer(timing.RPC_TIMEOUT, self.forwards.pop, self._ids, None)
+        wait = timing.RPC_TIMEOUT + (self.supervisor.removal_wait if req.op == "remove" else 0.0)
+        self.timer(wait, self.forwards.pop, self._ids, None)
         self.sim.net.send(self, leader, "coord-fwd", leader.on_request, self, self.incarnation, self._ids, req, True)
 
     def _serve(self, req: CoordRequest, reply: Reply) -> None:
-        now = self.local()
         if req.op == "register":
-            def registered(outcome: Outcome | None) -> None:
-                if outcome is None:
-                    reply(UNAVAILABLE)
-                elif outcome.error is not None or outcome.chain is None:
-                    reply(CoordReply(outcome.error.code.value if outcome.error else "NOT_FOUND"))
-                else:
-                    granted = self.leases.observe(req.chain, req.node, now, outcome.chain.epoch)
-                    reply(CoordReply(chain=outcome.chain, lease=timing.LEASE if granted else 0.0))
-
-            self.propose(register_node(req.chain, req.node, req.address), registered)
+            self._register(Registration(req.chain, req.node, req.address), reply)
         elif req.op == "heartbeat":
-            state = self.registry.get(req.chain)
-            me = state.member(req.node) if state is not None else None
-            if state is None or me is None:
-                reply(CoordReply("NOT_FOUND", chain=state))
-                return
-            granted = self.leases.observe(req.chain, req.node, now, state.epoch)
-            if req.in_sync:
-                self.leases.record_in_sync(req.chain, req.node, req.epoch)
-            if granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch:
-                self._promote(req, state, reply)
-                return
-            reply(CoordReply(chain=state, lease=timing.LEASE if granted else 0.0))
+            self._heartbeat(Heartbeat(req.chain, req.node, req.epoch, req.caught_up, req.in_sync), reply)
         elif req.op == "get_chain":
             state = self.registry.get(req.chain)
             reply(CoordReply(chain=state) if state is not None else CoordReply("NOT_FOUND"))
         elif req.op == "remove":
-            state = self.registry.get(req.chain)
-            if state is not None and not self.leases.keeps_every_write(state, req.node):
-                reply(UNAVAILABLE)  # no other active member known to be in sync: not now
-                return
-
-            def removed(outcome: Outcome | None) -> None:
-                if outcome is None:
-                    reply(UNAVAILABLE)
-                else:
-                    reply(CoordReply(outcome.error.code.value if outcome.error else "", chain=outcome.chain))
-
-            # Conditional on the epoch the check above was made in.
-            self.propose(remove_node(req.chain, req.node, if_epoch=state.epoch if state else None), removed)
+            refusal = self.supervisor.drain(req.chain, req.node, self.registry.get(req.chain))
+            if refusal is not None:
+                reply(_refused(refusal))
+            else:
+                self._removed(req.chain, req.node, self.local() + self.supervisor.removal_wait, reply)
         else:
             raise ValueError(f"unknown coordinator request {req.op!r}")
 
-    def _promote(self, req: CoordRequest, state: ChainState, reply: Reply) -> None:
-        key = (req.chain, req.node)
-        if key in self.promoting:
-            reply(CoordReply(chain=state, lease=timing.LEASE))
+    def _confirmed(self, decide: Callable[[float, float | None], Any], then: Callable[[Any], None],
+                   deadline: float | None = None) -> None:
+        """`then(decide(now, evidence))`; while the decision is UNCONFIRMED, first wait a few ticks
+        (while still leader) for a leadership round to complete, as the service does."""
+        now = self.local()
+        if deadline is None:
+            deadline = now + EVIDENCE_WAIT_TICKS * timing.TICK
+        decision = decide(now, self.evidence.confirmed_at)
+        if decision is UNCONFIRMED and now < deadline and self.role is Role.LEADER:
+            self.timer(timing.TICK / 5, self._confirmed, decide, then, deadline)
             return
-        self.promoting[key] = True
+        then(decision)
 
-        def promoted(outcome: Outcome | None) -> None:
-            self.promoting.pop(key, None)
-            chain = outcome.chain if outcome is not None and outcome.ok and outcome.chain else state
-            reply(CoordReply(chain=chain, lease=timing.LEASE))
+    def _register(self, reg: Registration, reply: Reply) -> None:
+        received_at = [0.0]
 
-        self.propose(promote_node(req.chain, req.node), promoted)
+        def decide(now: float, confirmed_at: float | None) -> Refusal | Proposal:
+            received_at[0] = now
+            return self.supervisor.register(reg, self.registry.get(reg.chain), now, confirmed_at)
+
+        def proposed(outcome: Outcome | None) -> None:
+            if outcome is None:
+                reply(UNAVAILABLE)
+            else:
+                reply(_answer(self.supervisor.registered(reg, outcome, received_at[0])))
+
+        def decided(decision: Refusal | Proposal) -> None:
+            if isinstance(decision, Refusal):
+                reply(_refused(decision))
+            else:
+                self._propose_all(decision.commands, proposed)
+
+        self._confirmed(decide, decided)
+
+    def _heartbeat(self, beat: Heartbeat, reply: Reply) -> None:
+        def decided(decision: Grant | Refusal | Proposal) -> None:
+            if not isinstance(decision, Proposal):
+                reply(_answer(decision))
+                return
+
+            def settled(_outcome: Outcome | None) -> None:
+                reply(_answer(self.supervisor.promoted(beat, self.registry.get(beat.chain))))
+
+            self._propose_all(decision.commands, settled)
+
+        self._confirmed(lambda now, confirmed_at: self.supervisor.heartbeat(
+            beat, self.registry.get(beat.chain), now, confirmed_at), decided)
+
+    def _removed(self, chain: str, node: str, deadline: float, reply: Reply) -> None:
+        """Answer a drain once `node` has left `chain` (checked every tick), as the service does."""
+        progress = Supervisor.removal_progress(chain, node, self.registry.get(chain))
+        if isinstance(progress, Refusal):
+            reply(_refused(progress))
+        elif progress is not None:
+            reply(CoordReply(chain=progress))
+        elif self.role is not Role.LEADER:
+            reply(UNAVAILABLE)  # leadership moved: the caller repeats the request at the new leader
+        elif self.local() >= deadline:
+            reply(_refused(Supervisor.still_draining(node)))
+        else:
+            self.timer(timing.TICK, self._removed, chain, node, deadline, reply)
+
+
+def _refused(refusal: Refusal) -> CoordReply:
+    return CoordReply(refusal.code, chain=refusal.config)
+
+
+def _answer(decision: Grant | Refusal) -> CoordReply:
+    if isinstance(decision, Refusal):
+        return _refused(decision)
+    return CoordReply(chain=decision.config, lease=decision.lease)

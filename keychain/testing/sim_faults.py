@@ -12,11 +12,15 @@ Faults (the names `FAULTS` lists, each counted in `counts`):
 - `crash`: a coordinator or chain node stops, losing what its disk had not synced, and restarts
   after a while;
 - `slow-disk`: one process's syncs take 5-100 ms for a while;
+- `stall`: a coordinator's disk hangs (the leader's, if one is up): a sync begun in the next while
+  takes 1-7 s. Its driver stops (no ticks, no Raft messages: the others elect a new leader) while
+  its request handlers still answer, as a stalled fsync does in the service;
 - `lossy`: the network drops, duplicates and delays (so reorders) many more datagrams for a while;
 - `join`: a new chain node starts and registers (it joins after the tail as syncing);
-- `leave`: an operator removes an active node from the chain and stops it for good, one at a
-  time, keeping two active members, once every active member is in sync in the current epoch
-  (its health gate).
+- `leave`: an operator removes an active node from the chain (a drain: the coordinator renews its
+  lease no more and removes it once the lease has certainly lapsed) and, once told it left, stops
+  it for good a moment later (a process takes a while to terminate); one at a time, keeping two
+  active members, once every active member is in sync in the current epoch (its health gate).
 Crashes can also strike at chosen moments (`SimConfig.crash_at`): e.g. right after a coordinator
 grants a vote, where a member that forgot its vote would do the most harm.
 Clock-rate drift is not an event: each process runs at its own rate for the whole run
@@ -28,6 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keychain import timing
+from keychain.coordinator.raft import Role
 from keychain.coordinator.registry import MemberState as RegistryState
 from keychain.testing.sim_coordinator import CoordReply, CoordRequest
 from keychain.testing.sim_world import Process
@@ -37,7 +42,8 @@ if TYPE_CHECKING:
     from keychain.testing.sim_coordinator import SimCoordinator
     from keychain.testing.sim_node import SimNode
 
-FAULTS: tuple[str, ...] = ("partition", "one-way", "isolate", "crash", "slow-disk", "lossy", "join", "leave")
+FAULTS: tuple[str, ...] = ("partition", "one-way", "isolate", "crash", "slow-disk", "lossy", "join", "leave",
+                           "stall")
 
 
 class Nemesis(Process):
@@ -61,6 +67,8 @@ class Nemesis(Process):
         self.disk = {p.id: p.disk_latency for p in sim.processes()}
         self._ids = 0
         self.leaving: dict[int, str] = {}  # request id -> the node being removed
+        # How long the operator waits for a drain's answer: the coordinator's bound, and the trip.
+        self.drain_wait = sim.config.supervisor().removal_wait + 2 * timing.RPC_TIMEOUT
         self.up = True
         self.incarnation = 1
 
@@ -157,6 +165,14 @@ class Nemesis(Process):
         self.world.after(self._until(0.3, 2.0), self._disk_back, p)
         return True
 
+    def _stall(self) -> bool:
+        coordinators = list(self.sim.coordinators.values())
+        leaders = [c for c in coordinators if c.up and c.role is Role.LEADER]
+        p = self.world.rng.choice(leaders or coordinators)
+        p.disk_latency = self._until(2.0, 5.0)
+        self.world.after(self._until(0.2, 1.0), self._disk_back, p)
+        return True
+
     def _disk_back(self, p: Process) -> None:
         p.disk_latency = self.disk[p.id]
 
@@ -207,7 +223,7 @@ class Nemesis(Process):
         self.sim.net.send(self, coord, "coord-req", coord.on_request, self, self.incarnation, self._ids,
                           CoordRequest("remove", self.sim.chain, victim))
         self.leaving[self._ids] = victim
-        self.timer(2 * timing.RPC_TIMEOUT, self.leaving.pop, self._ids, None)  # no answer: give up
+        self.timer(self.drain_wait, self.leaving.pop, self._ids, None)  # no answer: give up
         return True
 
     def on_coord_reply(self, rid: int, reply: CoordReply) -> None:
@@ -216,9 +232,12 @@ class Nemesis(Process):
         if victim is None or reply.error or reply.chain is None or reply.chain.member(victim.id) is not None:
             return
         victim.retired = True
+        self.world.note("left", victim.id)
+        self.world.after(self._until(0.0, 0.5), self._stop, victim)
+
+    def _stop(self, victim: SimNode) -> None:
         if victim.up:
             victim.crash()
-        self.world.note("left", victim.id)
 
     # ---- the end ----
 

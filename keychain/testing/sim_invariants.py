@@ -9,6 +9,9 @@ Properties:
 - `raft-committed-entry-stable`: every member applies the same entry at a given index, and a
   snapshot never contradicts an entry known committed.
 - `epoch-unique`: the registry never issues two different configurations under one epoch.
+- `removed-node-unleased`: when a configuration is issued, no node it leaves out still holds a
+  lease in an older epoch (the lease rule: a node is removed only once its lease has certainly
+  lapsed, so it serves nothing the new configuration could contradict).
 - `chain-committed-entry-stable`: every chain node that commits seq s commits the same write; a
   state transfer installs only committed versions.
 - `chain-prefix`: in one epoch, each in-sync active node's log is a prefix of its predecessor's.
@@ -77,11 +80,26 @@ class Invariants:
                             f"{member} installed a snapshot at {snap.index} of term {snap.term}; "
                             f"the committed entry there has term {known[0]}")
 
-    def configuration(self, chain: str, epoch: int, members: Iterable[tuple[str, str]]) -> None:
+    def configuration(self, chain: str, epoch: int, members: Iterable[tuple[str, str]]) -> bool:
+        """A coordinator applied this configuration; True if it is the first to (it is issued now)."""
         mine = tuple(members)
         known = self.configs.setdefault((chain, epoch), mine)
+        if known is mine:
+            return True
         if known != mine:
             raise Violation("epoch-unique", f"chain {chain} epoch {epoch} is both {known} and {mine}")
+        return False
+
+    def removed_unleased(self, chain: str, epoch: int, members: Iterable[str],
+                         lease_holders: Iterable[tuple[str, int]]) -> None:
+        """Configuration `epoch` of `chain` was just issued; `lease_holders` are the (node, epoch) of
+        the nodes holding a valid lease now, by their own clocks."""
+        kept = set(members)
+        for node, node_epoch in lease_holders:
+            if node not in kept and node_epoch < epoch:
+                raise Violation("removed-node-unleased",
+                                f"chain {chain} epoch {epoch} leaves out {node}, which still holds a lease "
+                                f"in epoch {node_epoch}")
 
     # ---- chain ----
 

@@ -39,7 +39,7 @@ def test_the_fixed_cores_pass_the_seed_that_found_the_bug(seed, config):
 REACHED = [
     pytest.param(InSyncOnReceipt, SimConfig(), 30, "linearizable", id="in-sync-on-receipt"),
     pytest.param(VouchesWhileLagging, SimConfig(), 80, "linearizable", id="vouches-while-lagging"),
-    pytest.param(KeepsStreamingAfterTransfer, SimConfig(), 40, "no-exception", id="streams-after-transfer"),
+    pytest.param(KeepsStreamingAfterTransfer, SimConfig(), 120, "no-exception", id="streams-after-transfer"),
 ]
 
 

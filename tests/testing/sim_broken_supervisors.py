@@ -1,0 +1,41 @@
+"""Deliberately broken supervision cores (keychain.coordinator.supervision), substituted into the
+simulator's coordinators by tests only: each drops one rule that keeps acknowledged writes safe."""
+
+from __future__ import annotations
+
+import math
+
+from keychain.coordinator.lease import LeaseTracker
+from keychain.coordinator.registry import ChainState
+from keychain.coordinator.supervision import Refusal, Supervisor
+
+
+class GrantsWithoutEvidence(Supervisor):
+    """Grants leases whenever it is leader, without fresh evidence that a quorum still follows it."""
+
+    def leadership_fresh(self, confirmed_at: float | None, now: float) -> bool:
+        return True
+
+
+class RemovesDrainedAtOnce(Supervisor):
+    """Counts a drained node's lease as lapsed the moment the drain begins."""
+
+    def drain(self, chain: str, node: str, state: ChainState | None) -> Refusal | None:
+        refusal = super().drain(chain, node, state)
+        if refusal is None:
+            self.leases.last_heard[(chain, node)] = -math.inf
+        return refusal
+
+
+class _TrustingTracker(LeaseTracker):
+    def keeps_every_write(self, chain: ChainState, node: str) -> bool:
+        return True
+
+
+class RemovesLastInSync(Supervisor):
+    """Removes a silent active member even when no other active member reported in sync in the
+    current epoch: it may hold the only copy of acknowledged writes."""
+
+    def __init__(self, **figures: float) -> None:
+        super().__init__(**figures)
+        self.leases = _TrustingTracker(lease=self.leases.lease, margin=self.leases.margin)
