@@ -30,7 +30,7 @@ makes "persisted before forwarded" and "replied only after commit" hold. Inputs 
 `ready()` and `advance()`; their outputs go into the next Ready (this is where batching and group
 commit come from).
 
-Protocol rules (DESIGN.md §3):
+Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
 - The head sequences every write (gap-free seq = the key's version). A write whose precondition
   failed is sequenced too, as a NOOP entry, so its outcome (412) is replicated like any other.
   Compare-and-set and create-only are decided against the latest version, dirty included.

@@ -17,7 +17,7 @@ every step and at the end it checks:
   before it began;
 - after healing, every member holds the same clean data, equal to the last committed write per key.
 
-Coordinator rule modelled here (DESIGN.md §3): a live node is removed only after its lease expired.
+Coordinator rule modelled here (docs/architecture.md, "Leases and removals"): a live node is removed only after its lease expired.
 """
 
 from __future__ import annotations
