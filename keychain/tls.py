@@ -244,14 +244,6 @@ def identity_of_pem(pem: bytes) -> Identity | None:
         return None
 
 
-@functools.lru_cache(maxsize=256)
-def identity_of_der(der: bytes) -> Identity | None:
-    try:
-        return identity_of_certificate(x509.load_der_x509_certificate(der))
-    except ValueError:
-        return None
-
-
 def identity_of_context(context: grpc.aio.ServicerContext) -> Identity | None:
     """The caller's identity, from the client certificate gRPC verified for this call's connection."""
     pems = context.auth_context().get("x509_pem_cert")
@@ -557,7 +549,7 @@ def peer_certificate_protocol(base: type[asyncio.Protocol]) -> type[asyncio.Prot
 __all__ = [
     "KINDS", "AuthorizationInterceptor", "Identity", "Issued", "RotatingChannel", "TlsFiles",
     "add_port", "add_tls_arguments", "ca_chain", "channel", "channel_credentials", "client_ssl_context",
-    "identity_of_context", "identity_of_der", "identity_of_pem", "issue_ca", "issue_certificate",
+    "identity_of_context", "identity_of_pem", "issue_ca", "issue_certificate",
     "issue_files", "load_issued", "peer_certificate_protocol", "peer_identity_of_scope",
     "reload_server_context", "server_credentials", "server_interceptors", "server_ssl_context",
     "tls_files_from_args", "write_pem",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cluster_harness import ProcessCluster, free_ports, wait_for
+from cluster_harness import ProcessCluster, free_ports, running_cluster, wait_for
 
 from keychain import tls
 from keychain.proto import (
@@ -37,19 +37,8 @@ HOSTS = ["127.0.0.1", "localhost"]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[ProcessCluster]:
-    c = ProcessCluster(tmp_path_factory.mktemp("mtls"), coordinators=1, nodes=2, tls=True)
-    c.start_all()
-    try:
-        wait_for("two active chain members", lambda: sorted(c.roles().values()) == ["head", "tail"],
-                 timeout=30, interval=0.1)
-        wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")),
-                 timeout=10)
+    with running_cluster(tmp_path_factory.mktemp("mtls"), coordinators=1, nodes=2, tls=True) as c:
         yield c
-    except BaseException:
-        print(c.log_tails())
-        raise
-    finally:
-        c.stop_all()
 
 
 def head_of(c: ProcessCluster) -> str:
