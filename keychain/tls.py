@@ -303,6 +303,8 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, policy: Callable[[str, Identity | None], Decision] = authorize) -> None:
         self.policy = policy
+        # method -> (the service's handler, its guarded copy): built once per method, not per call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -310,6 +312,9 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
         policy = self.policy
 
         async def check(context: grpc.aio.ServicerContext) -> None:
@@ -320,7 +325,9 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                 log.info("tls refused method=%s caller=%s decision=%s", method, who, decision.value)
                 await context.abort(_ABORT_CODE[decision], f"{who} may not call {method}")
 
-        return _guarded(handler, check)
+        guarded = _guarded(handler, check)
+        self._guarded[method] = (handler, guarded)
+        return guarded
 
 
 def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[Any], Awaitable[None]]) -> grpc.RpcMethodHandler:
