@@ -13,7 +13,7 @@ again whenever they change on disk, so certificates rotate without a restart:
 - `AuthorizationInterceptor` reads the caller's identity from the certificate of the connection and
   applies `keychain.access.authorize` before any handler runs: UNAUTHENTICATED or PERMISSION_DENIED,
   nothing applied.
-Without files every helper here falls back to plaintext, as local tests and `keychain up` use.
+Without files every function here falls back to plaintext, as local tests and `keychain up` use.
 
 Written here by hand, because gRPC has no credentials that reload client files, no identity-aware
 authorization, and uvicorn no peer certificate in its requests: the rotating channel, the
