@@ -54,8 +54,11 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("--token", default=os.environ.get("KEYCHAIN_AUTH_TOKEN"), help="bearer token")
     p.add_argument("--cacert", default=os.environ.get("KEYCHAIN_CACERT"),
                    help="CA (PEM) to check an https:// proxy against (default: the system's)")
-    p.add_argument("--cert", default=os.environ.get("KEYCHAIN_CERT"), help="client certificate (PEM)")
-    p.add_argument("--key", default=os.environ.get("KEYCHAIN_KEY"), help="the client certificate's key (PEM)")
+    # dest client_*: `key` is the positional KEY of put/get/delete.
+    p.add_argument("--cert", dest="client_cert", default=os.environ.get("KEYCHAIN_CERT"),
+                   help="client certificate (PEM)")
+    p.add_argument("--key", dest="client_key", default=os.environ.get("KEYCHAIN_KEY"),
+                   help="the client certificate's private key (PEM)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     if command == "put":
         p.description = "Write a key. The value is the argument, or stdin when omitted."
@@ -99,13 +102,13 @@ def main(argv: list[str]) -> int:
     parser = _parser(command)
     args = parser.parse_args(argv[1:])
     try:
-        args.tls = tls_context(args.cacert, args.cert, args.key)
+        args.tls = tls_context(args.cacert, args.client_cert, args.client_key)
     except (OSError, ssl.SSLError, ValueError) as exc:
         parser.error(f"cannot load --cacert/--cert/--key: {exc}")
     try:
         if command == "bench":
             return _bench(args)
-        tls_files = {"cacert": args.cacert, "cert": args.cert, "key": args.key}
+        tls_files = {"cacert": args.cacert, "cert": args.client_cert, "key": args.client_key}
         with Client(args.url, timeout=args.timeout, token=args.token, **tls_files) as client:
             return {"put": _put, "get": _get, "delete": _delete, "status": _status}[command](client, args)
     except OutcomeUnknown as exc:
