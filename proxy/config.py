@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from keychain.tls_files import TlsFiles, add_tls_arguments, tls_files_from_args
+
 TOKEN_ENV = "KEYCHAIN_AUTH_TOKEN"
 
 
@@ -47,6 +49,7 @@ class ProxyConfig:
     retry_after_seconds: int = 1
     topology_poll_interval: float = 5.0  # GetChain besides the watch stream, in case it goes silent
     log_level: str = "warning"
+    tls_files: TlsFiles | None = None  # mutual TLS to nodes and coordinators (None: plaintext)
     public_tls: PublicTls | None = None  # HTTPS and gRPC over TLS on the public ports when set
 
     def __post_init__(self) -> None:
@@ -120,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="require a client certificate signed by this PEM CA on the public ports (with --https-cert)",
     )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
+    add_tls_arguments(p)
     return p
 
 
@@ -168,6 +172,7 @@ def config_from_args(argv: list[str], environ: dict[str, str] | None = None) -> 
             max_batch_ops=args.max_batch_ops,
             max_read_batch_ops=args.max_read_batch_ops,
             log_level=args.log_level,
+            tls_files=tls_files_from_args(args, parser),
             public_tls=_public_tls(args, parser),
         )
     except ValueError as exc:

@@ -5,6 +5,10 @@ each with its own data directory and log file, and offers what the scenarios nee
 process, restart it on the same data, read the coordinators' status, and write and read keys
 straight at the chain nodes over gRPC. `ChainLoad` keeps writes (and reads) flowing at the chain
 while a scenario runs, and records every operation's outcome.
+
+With `tls=True` every process gets a certificate from a CA made for the cluster (in `root/tls`) and
+the coordinators an admin token; the harness itself calls the nodes as a proxy and the admin API as
+the operator, and follows its own certificate files when a scenario rotates them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 
 import grpc
 
+from keychain import tls as keychain_tls
 from keychain.proto import chain_pb2, chain_pb2_grpc
 
 
@@ -79,6 +84,7 @@ class ProcessCluster:
     nodes: int = 3
     chain: str = "main"
     log_level: str = "info"
+    tls: bool = False
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +109,44 @@ class ProcessCluster:
                 "--coordinator", self.coordinator_list, "--log-level", self.log_level,
             ], self.root / "logs" / f"{name}.log")
         self._channels: dict[str, grpc.Channel] = {}
+        self._retired_channels: list[grpc.Channel] = []
+        self.tls_dir = self.root / "tls"
+        self.admin_token = "harness-admin-token"
+        if self.tls:
+            self._issue_certificates()
+
+    # ---- mutual TLS ----
+
+    def _issue_certificates(self) -> None:
+        self.ca = keychain_tls.issue_ca(self.chain)
+        self.tls_files: dict[str, keychain_tls.TlsFiles] = {}
+        token_file = self.tls_dir / "admin-token"
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(self.admin_token)
+        for p in self.procs.values():
+            files = self.tls_files[p.name] = self.issue(p.kind, p.name)
+            p.argv += files.argv()
+            if p.kind == "coordinator":
+                p.argv += ["--admin-token-file", str(token_file)]
+        self.client_files = self.issue("proxy", "harness")
+        self.operator_files = self.issue("operator", "harness")
+        self._client_stamp = self.client_files.stamp()
+
+    def issue(self, kind: str, name: str, ca: keychain_tls.Issued | None = None) -> keychain_tls.TlsFiles:
+        """(Re)issue the certificate of `kind`/`name` from `ca` (the cluster's) into the TLS directory."""
+        return keychain_tls.issue_files(self.tls_dir, ca or self.ca, kind=kind, name=name,
+                                        hosts=["127.0.0.1", "localhost"])
+
+    def _client_credentials(self) -> grpc.ChannelCredentials:
+        cert, key, ca = self.client_files.load_checked()
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def _https_context(self) -> Any:
+        return keychain_tls.client_ssl_context(self.operator_files) if self.tls else None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     # ---- processes ----
 
@@ -140,9 +184,10 @@ class ProcessCluster:
                 except subprocess.TimeoutExpired:
                     p.process.kill()
                     p.process.wait()
-        for ch in self._channels.values():
+        for ch in [*self._channels.values(), *self._retired_channels]:
             ch.close()
         self._channels.clear()
+        self._retired_channels.clear()
 
     def log_tails(self, lines: int = 30) -> str:
         out = []
@@ -155,17 +200,17 @@ class ProcessCluster:
     # ---- coordinators ----
 
     def http_get(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
-        url = f"http://{self.procs[name].http}{path}"
+        url = f"{self.scheme}://{self.procs[name].http}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout, context=self._https_context()) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
     def http(self, name: str, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-        req = urllib.request.Request(f"http://{self.procs[name].http}{path}", method=method)
+        req = urllib.request.Request(f"{self.scheme}://{self.procs[name].http}{path}", method=method)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._https_context()) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
@@ -203,9 +248,16 @@ class ProcessCluster:
     # ---- nodes ----
 
     def node_stub(self, name: str) -> chain_pb2_grpc.ChainNodeStub:
+        if self.tls and self.client_files.stamp() != self._client_stamp:
+            # Rotated: new channels with the new files; calls in flight finish on the old ones.
+            self._client_stamp = self.client_files.stamp()
+            self._retired_channels += self._channels.values()
+            self._channels = {}
         ch = self._channels.get(name)
         if ch is None:
-            ch = self._channels[name] = grpc.insecure_channel(self.procs[name].address)
+            address = self.procs[name].address
+            ch = self._channels[name] = (grpc.secure_channel(address, self._client_credentials()) if self.tls
+                                         else grpc.insecure_channel(address))
         return chain_pb2_grpc.ChainNodeStub(ch)
 
     def node_status(self, name: str, timeout: float = 1.0) -> chain_pb2.NodeStatus:
