@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from typing import Any
 import grpc
 
 from keychain import tls as keychain_tls
-from keychain.proto import chain_pb2, chain_pb2_grpc
+from keychain.proto import chain_pb2, chain_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc
 
 
 def free_ports(n: int) -> list[int]:
@@ -273,6 +274,34 @@ class ProcessCluster:
     def read(self, name: str, key: bytes, timeout: float = 2.0) -> chain_pb2.ReadReply:
         epoch = self.node_status(name).epoch
         return self.node_stub(name).Read(chain_pb2.ReadRequest(epoch=epoch, key=key), timeout=timeout)
+
+    # ---- exposure ----
+
+    def endpoints_open_without_credentials(self) -> list[str]:
+        """The internal endpoints that answer a caller with no certificate and no token: a node's or
+        coordinator's gRPC (GetStatus / GetClusterStatus in plaintext), an admin API (GET /v1/status
+        over HTTP, or over HTTPS without a client certificate)."""
+        open_ = []
+        for p in self.procs.values():
+            with grpc.insecure_channel(p.address) as ch:
+                try:
+                    if p.kind == "node":
+                        chain_pb2_grpc.ChainNodeStub(ch).GetStatus(chain_pb2.StatusRequest(), timeout=1)
+                    else:
+                        coordinator_pb2_grpc.CoordinatorStub(ch).GetClusterStatus(
+                            coordinator_pb2.ClusterStatusRequest(), timeout=1)
+                    open_.append(f"{p.name} grpc {p.address}")
+                except grpc.RpcError:
+                    pass
+            if p.http:
+                anonymous = ssl.create_default_context(cafile=str(self.client_files.ca)) if self.tls else None
+                for scheme, context in (("http", None), ("https", anonymous)):
+                    try:
+                        with urllib.request.urlopen(f"{scheme}://{p.http}/v1/status", timeout=2, context=context):
+                            open_.append(f"{p.name} admin {scheme}://{p.http}")
+                    except (OSError, ValueError):  # refused, 401, or no TLS on that port
+                        pass
+        return open_
 
 
 @dataclass
