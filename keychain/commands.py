@@ -238,8 +238,10 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if not result.errors else EXIT_FAILED
 
 
-async def run_bench(args: argparse.Namespace) -> BenchResult:
+async def run_bench(args: argparse.Namespace, on_start: Callable[[], None] | None = None) -> BenchResult:
     """Closed-loop load: `concurrency` workers, each one request at a time, until the duration ends.
+
+    `on_start` is called when the timed part begins (after the preload of a read mix).
 
     The load goes through one shared aiohttp session (keep-alive connections, one per worker)
     rather than `AsyncClient`: httpx's connection pool costs several milliseconds of CPU per
@@ -272,6 +274,8 @@ async def run_bench(args: argparse.Namespace) -> BenchResult:
                 result.errors["preload"] = failed
         rng = random.Random()
         write_share = {"writes": 1.0, "reads": 0.0, "mixed": 0.1}[args.mix]
+        if on_start is not None:
+            on_start()
         started = time.perf_counter()
         deadline = started + args.duration
 
