@@ -13,7 +13,7 @@ again whenever they change on disk, so certificates rotate without a restart:
 - `AuthorizationInterceptor` reads the caller's identity from the certificate of the connection and
   applies `keychain.access.authorize` before any handler runs: UNAUTHENTICATED or PERMISSION_DENIED,
   nothing applied.
-Without files every helper here falls back to plaintext, as local tests and `keychain up` use.
+Without files every function here falls back to plaintext, as local tests and `keychain up` use.
 
 Written here by hand, because gRPC has no credentials that reload client files, no identity-aware
 authorization, and uvicorn no peer certificate in its requests: the rotating channel, the
@@ -244,14 +244,6 @@ def identity_of_pem(pem: bytes) -> Identity | None:
         return None
 
 
-@functools.lru_cache(maxsize=256)
-def identity_of_der(der: bytes) -> Identity | None:
-    try:
-        return identity_of_certificate(x509.load_der_x509_certificate(der))
-    except ValueError:
-        return None
-
-
 def identity_of_context(context: grpc.aio.ServicerContext) -> Identity | None:
     """The caller's identity, from the client certificate gRPC verified for this call's connection."""
     pems = context.auth_context().get("x509_pem_cert")
@@ -311,6 +303,8 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, policy: Callable[[str, Identity | None], Decision] = authorize) -> None:
         self.policy = policy
+        # method -> (the service's handler, its guarded copy): built once per method, not per call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -318,6 +312,9 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = details.method
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
         policy = self.policy
 
         async def check(context: grpc.aio.ServicerContext) -> None:
@@ -328,7 +325,9 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                 log.info("tls refused method=%s caller=%s decision=%s", method, who, decision.value)
                 await context.abort(_ABORT_CODE[decision], f"{who} may not call {method}")
 
-        return _guarded(handler, check)
+        guarded = _guarded(handler, check)
+        self._guarded[method] = (handler, guarded)
+        return guarded
 
 
 def _guarded(handler: grpc.RpcMethodHandler, check: Callable[[Any], Awaitable[None]]) -> grpc.RpcMethodHandler:
@@ -557,7 +556,7 @@ def peer_certificate_protocol(base: type[asyncio.Protocol]) -> type[asyncio.Prot
 __all__ = [
     "KINDS", "AuthorizationInterceptor", "Identity", "Issued", "RotatingChannel", "TlsFiles",
     "add_port", "add_tls_arguments", "ca_chain", "channel", "channel_credentials", "client_ssl_context",
-    "identity_of_context", "identity_of_der", "identity_of_pem", "issue_ca", "issue_certificate",
+    "identity_of_context", "identity_of_pem", "issue_ca", "issue_certificate",
     "issue_files", "load_issued", "peer_certificate_protocol", "peer_identity_of_scope",
     "reload_server_context", "server_credentials", "server_interceptors", "server_ssl_context",
     "tls_files_from_args", "write_pem",

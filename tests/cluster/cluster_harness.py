@@ -13,6 +13,7 @@ the operator, and follows its own certificate files when a scenario rotates them
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -25,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,26 @@ class ProcessCluster:
                     except (OSError, ValueError):  # refused, 401, or no TLS on that port
                         pass
         return open_
+
+
+@contextlib.contextmanager
+def running_cluster(root: Path, **options: Any) -> Iterator[ProcessCluster]:
+    """A started `ProcessCluster(root, **options)` whose chain has every node active and serving;
+    the processes' log tails are printed if the scenario fails, and everything is stopped after."""
+    c = ProcessCluster(root, **options)
+    c.start_all()
+    roles = sorted(["head", *["middle"] * (c.nodes - 2), "tail"] if c.nodes > 1 else ["head"])
+    try:
+        wait_for(f"{c.nodes} active chain members", lambda: sorted(c.roles().values()) == roles,
+                 timeout=30, interval=0.1)
+        wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")),
+                 timeout=10)
+        yield c
+    except BaseException:
+        print(c.log_tails())
+        raise
+    finally:
+        c.stop_all()
 
 
 @dataclass

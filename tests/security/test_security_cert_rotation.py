@@ -14,7 +14,7 @@ import time
 
 import grpc
 import pytest
-from cluster_harness import ChainLoad, ProcessCluster, wait_for
+from cluster_harness import ChainLoad, ProcessCluster, running_cluster, wait_for
 
 from keychain import tls
 from keychain.proto import chain_pb2, chain_pb2_grpc
@@ -27,19 +27,8 @@ SETTLE = 2.5  # seconds for every process to make a call (heartbeats, Raft) on t
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = ProcessCluster(tmp_path, coordinators=3, nodes=2, tls=True)
-    c.start_all()
-    try:
-        wait_for("two active chain members", lambda: sorted(c.roles().values()) == ["head", "tail"],
-                 timeout=30, interval=0.1)
-        wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")),
-                 timeout=10)
+    with running_cluster(tmp_path, coordinators=3, nodes=2, tls=True) as c:
         yield c
-    except BaseException:
-        print(c.log_tails())
-        raise
-    finally:
-        c.stop_all()
 
 
 def rotate_every_certificate(c: ProcessCluster, ca: tls.Issued) -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cluster_harness import ProcessCluster, free_ports, wait_for
+from cluster_harness import ProcessCluster, free_ports, running_cluster, wait_for
+from keychain.operator.coordinator_client import CoordinatorClient, CoordinatorError
 
 from keychain import tls
 from keychain.proto import (
@@ -37,19 +38,8 @@ HOSTS = ["127.0.0.1", "localhost"]
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[ProcessCluster]:
-    c = ProcessCluster(tmp_path_factory.mktemp("mtls"), coordinators=1, nodes=2, tls=True)
-    c.start_all()
-    try:
-        wait_for("two active chain members", lambda: sorted(c.roles().values()) == ["head", "tail"],
-                 timeout=30, interval=0.1)
-        wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")),
-                 timeout=10)
+    with running_cluster(tmp_path_factory.mktemp("mtls"), coordinators=1, nodes=2, tls=True) as c:
         yield c
-    except BaseException:
-        print(c.log_tails())
-        raise
-    finally:
-        c.stop_all()
 
 
 def head_of(c: ProcessCluster) -> str:
@@ -133,6 +123,9 @@ def test_the_right_certificates_get_in(cluster):
     assert all(c.read(n, b"allowed").value == b"yes" for n in c.names("node"))
     assert admin(c, "GET", "/v1/status", files=c.operator_files) == 200
     assert admin(c, "GET", "/v1/status", token=c.admin_token) == 200
+    # The operator's client, with its certificate, over HTTPS.
+    with CoordinatorClient([f"http://{c.procs['coord-1'].http}"], tls_files=c.operator_files) as client:
+        assert "main" in client.status().chains
 
 
 def test_a_plaintext_client_is_refused_by_a_node_a_coordinator_and_the_admin_api(cluster):
@@ -197,6 +190,9 @@ def test_a_node_certificate_cannot_call_the_admin_api(cluster):
     assert admin(c, "DELETE", f"/v1/chains/main/members/{tail}", files=node_files) == 403
     assert admin(c, "POST", "/v1/chains/other", files=node_files) == 403
     assert admin(c, "GET", "/v1/status", files=node_files) == 403
+    with (CoordinatorClient([f"http://{c.procs['coord-1'].http}"], tls_files=node_files) as client,
+          pytest.raises(CoordinatorError, match="403")):
+        client.remove_member("main", tail)
     assert snapshot(c) == before
     assert [ch["name"] for ch in c.status()["chains"]] == ["main"]
 
