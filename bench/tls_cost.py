@@ -154,11 +154,7 @@ def render(results: dict[str, dict[str, Phase]]) -> str:
         plain, tls = get(results["plain"][phase]), get(results["tls"][phase])
         ratio = "-" if "errors" in name or not plain else f"{tls / plain:.2f}x"
         rows.append([name, vs_etcd.fmt(plain), vs_etcd.fmt(tls), ratio])
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-        for row in rows
-    )
+    return vs_etcd.aligned(rows)
 
 
 def say(text: str) -> None:

@@ -554,10 +554,15 @@ def render_table(results: dict[str, dict[str, PhaseResult]]) -> str:
             r = ratio(values["keychain"], values["etcd"])
             row.append("-" if r is None or "errors" in name else f"{r:.2f}x")
         lines.append(row)
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return aligned(lines)
+
+
+def aligned(rows: list[list[str]]) -> str:
+    """A text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-        for row in lines
+        for row in rows
     )
 
 
