@@ -39,8 +39,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from keychain.local_certs import LocalCertificates
+if TYPE_CHECKING:  # imported when --tls is given: gRPC and cryptography are slow to load
+    from keychain.local_certs import LocalCertificates
 
 log = logging.getLogger("keychain.local")
 
@@ -461,6 +463,8 @@ def main(argv: list[str]) -> int:
         return 1
     certs = None
     if layout.tls:
+        from keychain.local_certs import LocalCertificates
+
         names = [(c.name, c.kind) for c in build_components(layout, [], args.log_level)]
         certs = LocalCertificates.ensure(data_dir / "tls", layout.chain, names)
     components = build_components(layout, [sys.executable, "-P", "-m", "keychain"], args.log_level, certs)
