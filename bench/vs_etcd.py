@@ -249,6 +249,7 @@ class Target:
     system: str
     url: str
     pids: list[int] = field(default_factory=list)  # empty: an external cluster, CPU not measured
+    client_tls: dict[str, str] = field(default_factory=dict)  # cacert, cert, key of a TLS cluster
 
 
 DEBIAN_PACKAGES = {"etcd": "etcd-server", "wrk": "wrk"}
@@ -277,11 +278,11 @@ def ensure_tools(tools: list[str]) -> dict[str, str]:
 
 
 @contextmanager
-def keychain_cluster(http_port: int, base_port: int, verbose: bool) -> Iterator[Target]:
-    """`keychain up` on a temporary data dir; yields once it prints its ready line."""
+def keychain_cluster(http_port: int, base_port: int, verbose: bool, tls: bool = False) -> Iterator[Target]:
+    """`keychain up` (`--tls` with `tls`) on a temporary data dir; yields once it prints its ready line."""
     data_dir = Path(tempfile.mkdtemp(prefix="keychain-bench-"))
     argv = [sys.executable, "-P", "-m", "keychain", "up", "--data-dir", str(data_dir),
-            "--http-port", str(http_port), "--base-port", str(base_port)]
+            "--http-port", str(http_port), "--base-port", str(base_port), *(["--tls"] if tls else [])]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     lines: deque[str] = deque(maxlen=50)
     ready = threading.Event()
@@ -309,7 +310,12 @@ def keychain_cluster(http_port: int, base_port: int, verbose: bool) -> Iterator[
                 raise BenchError(f"keychain up {why}; its last output:\n    {tail}\n"
                                  f"  data and logs kept in {data_dir}")
         ok = True
-        yield Target("keychain", f"http://127.0.0.1:{http_port}", [proc.pid])
+        if not tls:
+            yield Target("keychain", f"http://127.0.0.1:{http_port}", [proc.pid])
+        else:
+            files = json.loads((data_dir / "cluster.json").read_text())["tls"]
+            client_tls = {"cacert": files["ca"], "cert": files["cert"], "key": files["key"]}
+            yield Target("keychain", f"https://127.0.0.1:{http_port}", [proc.pid], client_tls)
     finally:
         stop_process(proc)
         reader.join(5)
@@ -548,10 +554,15 @@ def render_table(results: dict[str, dict[str, PhaseResult]]) -> str:
             r = ratio(values["keychain"], values["etcd"])
             row.append("-" if r is None or "errors" in name else f"{r:.2f}x")
         lines.append(row)
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return aligned(lines)
+
+
+def aligned(rows: list[list[str]]) -> str:
+    """A text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-        for row in lines
+        for row in rows
     )
 
 

@@ -2,7 +2,7 @@
 
     from keychain.client import Client, KeyNotFound
 
-    with Client("http://127.0.0.1:8080") as kc:
+    with Client("http://127.0.0.1:8080") as kc:   # or https://... with cacert=, cert=, key=
         version = kc.put("greeting", b"hello")
         value, version = kc.get("greeting")
         kc.put("greeting", b"hi", if_version=version)   # compare-and-set
@@ -21,7 +21,9 @@ that yields what to send or how long to wait, so `Client` and `AsyncClient` only
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import ssl
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -45,6 +47,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "key_path",
+    "tls_context",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -275,14 +278,36 @@ def _exchange[T](
         yield delay
 
 
-def _http_options(url: str, timeout: float, token: str | None, max_connections: int) -> dict[str, Any]:
+def tls_context(
+    cacert: str | os.PathLike[str] | None = None,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+) -> ssl.SSLContext | None:
+    """The TLS settings for an https:// proxy: trust `cacert` (else the system's CAs) and present
+    the client certificate `cert` with its `key` when given. None when nothing is given."""
+    if cacert is None and cert is None and key is None:
+        return None
+    if key is not None and cert is None:
+        raise ValueError("a client key needs its certificate (cert)")
+    context = ssl.create_default_context(cafile=os.fspath(cacert) if cacert is not None else None)
+    if cert is not None:
+        context.load_cert_chain(os.fspath(cert), os.fspath(key) if key is not None else None)
+    return context
+
+
+def _http_options(
+    url: str, timeout: float, token: str | None, max_connections: int, tls: ssl.SSLContext | None
+) -> dict[str, Any]:
     """The httpx client settings both clients use."""
-    return {
+    options: dict[str, Any] = {
         "base_url": url.rstrip("/"),
         "timeout": timeout,
         "headers": {"Authorization": f"Bearer {token}"} if token else {},
         "limits": httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
     }
+    if tls is not None:
+        options["verify"] = tls
+    return options
 
 
 class _ClientBase[H: (httpx.Client, httpx.AsyncClient)](ABC):
@@ -296,10 +321,16 @@ class _ClientBase[H: (httpx.Client, httpx.AsyncClient)](ABC):
         retries: int = 3,
         token: str | None = None,
         max_connections: int = 100,
+        cacert: str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
     ) -> None:
+        """`cacert`: the CA (PEM) an https:// proxy's certificate is checked against (default: the
+        system's); `cert` and `key`: a client certificate (PEM) for a proxy that asks for one."""
         self.retries = retries
         self._rng = random.Random()
-        self._http: H = self._open_http(_http_options(url, timeout, token, max_connections))
+        tls = tls_context(cacert, cert, key)
+        self._http: H = self._open_http(_http_options(url, timeout, token, max_connections, tls))
 
     @abstractmethod
     def _open_http(self, options: dict[str, Any]) -> H: ...

@@ -7,7 +7,8 @@
     keychain bench --mix mixed      load with a progress bar; throughput, p50, p99
 
 All take --url (env KEYCHAIN_URL, default http://127.0.0.1:8080) and --token (env
-KEYCHAIN_AUTH_TOKEN). Exit codes: 0 done, 1 refused or failed, 2 usage, 3 a write whose
+KEYCHAIN_AUTH_TOKEN); for an https:// URL, --cacert (env KEYCHAIN_CACERT) and a client
+certificate --cert/--key (env KEYCHAIN_CERT, KEYCHAIN_KEY). Exit codes: 0 done, 1 refused or failed, 2 usage, 3 a write whose
 outcome is unknown, 4 key not found.
 """
 
@@ -18,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import ssl
 import sys
 import time
 import uuid
@@ -38,6 +40,7 @@ from keychain.client import (
     OutcomeUnknown,
     PreconditionFailed,
     key_path,
+    tls_context,
 )
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNKNOWN, EXIT_NOT_FOUND = 1, 2, 3, 4
@@ -49,6 +52,13 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"keychain {command}")
     p.add_argument("--url", default=os.environ.get("KEYCHAIN_URL", DEFAULT_URL), help="proxy URL")
     p.add_argument("--token", default=os.environ.get("KEYCHAIN_AUTH_TOKEN"), help="bearer token")
+    p.add_argument("--cacert", default=os.environ.get("KEYCHAIN_CACERT"),
+                   help="CA (PEM) to check an https:// proxy against (default: the system's)")
+    # dest client_*: `key` is the positional KEY of put/get/delete.
+    p.add_argument("--cert", dest="client_cert", default=os.environ.get("KEYCHAIN_CERT"),
+                   help="client certificate (PEM)")
+    p.add_argument("--key", dest="client_key", default=os.environ.get("KEYCHAIN_KEY"),
+                   help="the client certificate's private key (PEM)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     if command == "put":
         p.description = "Write a key. The value is the argument, or stdin when omitted."
@@ -89,11 +99,17 @@ def main(argv: list[str]) -> int:
         print("usage: keychain put|get|delete|status|bench ...", file=sys.stderr)
         return EXIT_USAGE
     command = argv[0]
-    args = _parser(command).parse_args(argv[1:])
+    parser = _parser(command)
+    args = parser.parse_args(argv[1:])
+    try:
+        args.tls = tls_context(args.cacert, args.client_cert, args.client_key)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        parser.error(f"cannot load --cacert/--cert/--key: {exc}")
     try:
         if command == "bench":
             return _bench(args)
-        with Client(args.url, timeout=args.timeout, token=args.token) as client:
+        tls_files = {"cacert": args.cacert, "cert": args.client_cert, "key": args.client_key}
+        with Client(args.url, timeout=args.timeout, token=args.token, **tls_files) as client:
             return {"put": _put, "get": _get, "delete": _delete, "status": _status}[command](client, args)
     except OutcomeUnknown as exc:
         print(
@@ -222,8 +238,10 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if not result.errors else EXIT_FAILED
 
 
-async def run_bench(args: argparse.Namespace) -> BenchResult:
+async def run_bench(args: argparse.Namespace, on_start: Callable[[], None] | None = None) -> BenchResult:
     """Closed-loop load: `concurrency` workers, each one request at a time, until the duration ends.
+
+    `on_start` is called when the timed part begins (after the preload of a read mix).
 
     The load goes through one shared aiohttp session (keep-alive connections, one per worker)
     rather than `AsyncClient`: httpx's connection pool costs several milliseconds of CPU per
@@ -235,7 +253,9 @@ async def run_bench(args: argparse.Namespace) -> BenchResult:
     result = BenchResult()
     base = args.url.rstrip("/")
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    connector = aiohttp.TCPConnector(limit=args.concurrency, force_close=False)
+    connector = aiohttp.TCPConnector(
+        limit=args.concurrency, force_close=False, ssl=args.tls if args.tls is not None else True
+    )
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
 
@@ -254,6 +274,8 @@ async def run_bench(args: argparse.Namespace) -> BenchResult:
                 result.errors["preload"] = failed
         rng = random.Random()
         write_share = {"writes": 1.0, "reads": 0.0, "mixed": 0.1}[args.mix]
+        if on_start is not None:
+            on_start()
         started = time.perf_counter()
         deadline = started + args.duration
 

@@ -12,6 +12,11 @@ membership and the chain's member addresses are recorded with the base port's ad
 different --base-port (or --coordinators, --chain) on an existing data dir is refused; the
 proxy's --http-port/--grpc-port may change, as may --nodes (a new node joins the chain).
 
+With --tls every component speaks mutual TLS with its own certificate, made on the first run under
+`<data-dir>/tls/` and reused later (see keychain.local_certs), and the proxy serves HTTPS to
+clients holding a certificate of the same CA; cluster.json names the CA and the admin client
+certificate under `tls`.
+
 On Linux each child asks the kernel for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG), so
 a supervisor killed with SIGKILL leaves no orphans holding the ports.
 
@@ -34,6 +39,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when --tls is given: gRPC and cryptography are slow to load
+    from keychain.local_certs import LocalCertificates
 
 log = logging.getLogger("keychain.local")
 
@@ -74,6 +83,11 @@ class Layout:
     grpc_port: int
     base_port: int
     chain: str
+    tls: bool = False
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def coordinator_port(self, i: int) -> int:
         return self.base_port + i
@@ -88,7 +102,7 @@ class Layout:
         """What a later run on the same data dir must keep: the addresses and the sizes."""
         return {
             "nodes": self.nodes, "coordinators": self.coordinators, "http_port": self.http_port,
-            "grpc_port": self.grpc_port, "base_port": self.base_port, "chain": self.chain,
+            "grpc_port": self.grpc_port, "base_port": self.base_port, "chain": self.chain, "tls": self.tls,
         }
 
     def all_ports(self) -> list[int]:
@@ -99,11 +113,19 @@ class Layout:
         return ports
 
 
-def build_components(layout: Layout, python: list[str], log_level: str) -> list[Component]:
+def build_components(
+    layout: Layout, python: list[str], log_level: str, certs: LocalCertificates | None = None
+) -> list[Component]:
+    """Every child of the cluster; with `certs`, each speaks mTLS with its own certificate."""
     logs = layout.data_dir / "logs"
+    scheme = layout.scheme
     coord_addrs = [f"127.0.0.1:{layout.coordinator_port(i)}" for i in range(1, layout.coordinators + 1)]
     peers = ",".join(f"coord-{i}={a}" for i, a in enumerate(coord_addrs, start=1))
     coordinators = ",".join(coord_addrs)
+
+    def tls_args(name: str) -> list[str]:
+        return certs.component_args(name) if certs is not None else []
+
     out: list[Component] = []
     for i in range(1, layout.coordinators + 1):
         name = f"coord-{i}"
@@ -116,10 +138,10 @@ def build_components(layout: Layout, python: list[str], log_level: str) -> list[
                 argv=[
                     *python, "coordinator", "--id", name, "--listen", coord_addrs[i - 1], "--http", http,
                     "--data-dir", str(layout.data_dir / name), "--peers", peers, "--chain", layout.chain,
-                    "--log-level", log_level,
+                    "--log-level", log_level, *tls_args(name),
                 ],
                 log_path=logs / f"{name}.log",
-                extra={"http": f"http://{http}"},
+                extra={"http": f"{scheme}://{http}"},
             )
         )
     for i in range(1, layout.nodes + 1):
@@ -133,7 +155,7 @@ def build_components(layout: Layout, python: list[str], log_level: str) -> list[
                 argv=[
                     *python, "node", "--id", name, "--listen", addr, "--advertise", addr,
                     "--data-dir", str(layout.data_dir / name), "--chain", layout.chain,
-                    "--coordinator", coordinators, "--log-level", log_level,
+                    "--coordinator", coordinators, "--log-level", log_level, *tls_args(name),
                 ],
                 log_path=logs / f"{name}.log",
             )
@@ -147,10 +169,11 @@ def build_components(layout: Layout, python: list[str], log_level: str) -> list[
             address=http,
             argv=[
                 *python, "proxy", "--listen", http, "--grpc", grpc_addr, "--coordinator", coordinators,
-                "--chain", layout.chain, "--log-level", log_level,
+                "--chain", layout.chain, "--log-level", log_level, *tls_args("proxy"),
+                *(certs.proxy_https_args() if certs is not None else []),
             ],
             log_path=logs / "proxy.log",
-            extra={"url": f"http://{http}", "grpc": grpc_addr},
+            extra={"url": f"{scheme}://{http}", "grpc": grpc_addr},
         )
     )
     return out
@@ -159,15 +182,22 @@ def build_components(layout: Layout, python: list[str], log_level: str) -> list[
 class Supervisor:
     """Starts, watches and stops the children; keeps cluster.json current."""
 
-    def __init__(self, layout: Layout, components: list[Component], out=sys.stdout) -> None:
+    def __init__(
+        self,
+        layout: Layout,
+        components: list[Component],
+        out=sys.stdout,
+        certs: LocalCertificates | None = None,
+    ) -> None:
         self.layout = layout
         self.components = components
         self.out = out
+        self.certs = certs
         self.stopping = False
 
     @property
     def proxy_url(self) -> str:
-        return f"http://127.0.0.1:{self.layout.http_port}"
+        return f"{self.layout.scheme}://127.0.0.1:{self.layout.http_port}"
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -193,6 +223,7 @@ class Supervisor:
             "data_dir": str(self.layout.data_dir),
             "supervisor_pid": os.getpid(),
             "layout": self.layout.pinned(),
+            **({"tls": self.certs.describe()} if self.certs is not None else {}),
             "components": [c.describe() for c in self.components],
         }
         path = self.layout.data_dir / "cluster.json"
@@ -254,10 +285,12 @@ class Supervisor:
             time.sleep(0.25)
         return False
 
-    @staticmethod
-    def _opener() -> urllib.request.OpenerDirector:
+    def _opener(self) -> urllib.request.OpenerDirector:
         # Loopback only: never through an HTTP proxy named in the environment.
-        return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+        if self.certs is not None:  # the supervisor checks the proxy as the CLI would: the client certificate
+            handlers.append(urllib.request.HTTPSHandler(context=self.certs.client_context()))
+        return urllib.request.build_opener(*handlers)
 
     def active_nodes(self) -> int | None:
         """How many chain members /v1/cluster reports active (None: no answer)."""
@@ -345,6 +378,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="coordinators listen on base+1.., their HTTP admin on base+81.., nodes on base+101.. "
                    f"(default: {DEFAULTS['base_port']})")
     p.add_argument("--chain", help=f"the chain's name (default: {DEFAULTS['chain']})")
+    p.add_argument("--tls", action=argparse.BooleanOptionalAction,
+                   help="mutual TLS everywhere: a throwaway CA and a certificate per component under "
+                   "<data-dir>/tls (kept for later runs), HTTPS on the proxy (default: off, or what the "
+                   "data dir's first run chose)")
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for the first write and read")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     args = p.parse_args(argv)
@@ -363,7 +400,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 PINNED_FOR_GOOD = ("coordinators", "chain", "base_port")
 
 DEFAULTS: dict[str, object] = {
-    "nodes": 3, "coordinators": 3, "http_port": 8080, "base_port": 7000, "chain": "main",
+    "nodes": 3, "coordinators": 3, "http_port": 8080, "base_port": 7000, "chain": "main", "tls": False,
 }
 
 
@@ -395,6 +432,7 @@ def resolve_layout(args: argparse.Namespace, data_dir: Path, previous: dict[str,
         data_dir=data_dir, nodes=int(pick("nodes")), coordinators=int(pick("coordinators")),  # type: ignore[arg-type]
         http_port=http_port, grpc_port=int(grpc_port) if grpc_port is not None else http_port + 1,  # type: ignore[arg-type]
         base_port=int(pick("base_port")), chain=str(pick("chain")),  # type: ignore[arg-type]
+        tls=bool(pick("tls")),
     )
 
 
@@ -423,8 +461,14 @@ def main(argv: list[str]) -> int:
         print(f"keychain up: ports in use: {', '.join(map(str, busy))} "
               "(is another cluster running? choose --http-port / --base-port)", file=sys.stderr)
         return 1
-    components = build_components(layout, [sys.executable, "-P", "-m", "keychain"], args.log_level)
-    sup = Supervisor(layout, components)
+    certs = None
+    if layout.tls:
+        from keychain.local_certs import LocalCertificates
+
+        names = [(c.name, c.kind) for c in build_components(layout, [], args.log_level)]
+        certs = LocalCertificates.ensure(data_dir / "tls", layout.chain, names)
+    components = build_components(layout, [sys.executable, "-P", "-m", "keychain"], args.log_level, certs)
+    sup = Supervisor(layout, components, certs=certs)
 
     def on_signal(signum: int, _frame: object) -> None:
         sup.stopping = True
@@ -437,6 +481,9 @@ def main(argv: list[str]) -> int:
             if c.kind == kind:
                 sup.start(c)
     sup.say(f"KeychainDB proxy: {sup.proxy_url}  (data: {data_dir}, cluster: {data_dir / 'cluster.json'})")
+    if certs is not None:
+        files = certs.describe()
+        sup.say(f"mutual TLS: clients need --cacert {files['ca']} --cert {files['cert']} --key {files['key']}")
     started = time.monotonic()
     if sup.wait_ready(started + args.ready_timeout):
         # Serving already; give the other nodes a moment to join so `ready` means the whole chain.

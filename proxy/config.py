@@ -13,6 +13,23 @@ TOKEN_ENV = "KEYCHAIN_AUTH_TOKEN"
 
 
 @dataclass(frozen=True)
+class PublicTls:
+    """The certificate the proxy's public ports present, and the CA their clients must hold a
+    certificate of (`client_ca`; None: no client certificate asked, the bearer token still applies)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def check_readable(self) -> None:
+        """Raise ValueError naming the first file that cannot be read."""
+        files = (("--https-cert", self.cert), ("--https-key", self.key), ("--https-client-ca", self.client_ca))
+        for flag, path in files:
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"{flag} {path}: not a readable file")
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     coordinators: tuple[str, ...]
     chain: str
@@ -33,6 +50,7 @@ class ProxyConfig:
     topology_poll_interval: float = 5.0  # GetChain besides the watch stream, in case it goes silent
     log_level: str = "warning"
     tls_files: TlsFiles | None = None  # mutual TLS to nodes and coordinators (None: plaintext)
+    public_tls: PublicTls | None = None  # HTTPS and gRPC over TLS on the public ports when set
 
     def __post_init__(self) -> None:
         if not self.coordinators:
@@ -98,9 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attempt-timeout", type=float, default=2.0, help="seconds per RPC to a node")
     p.add_argument("--max-batch-ops", type=int, default=256, help="writes per WriteRequest to the head")
     p.add_argument("--max-read-batch-ops", type=int, default=256, help="reads per ReadBatch to one member")
+    p.add_argument("--https-cert", type=Path, help="serve HTTPS (and gRPC over TLS) with this PEM certificate")
+    p.add_argument("--https-key", type=Path, help="the PEM private key of --https-cert")
+    p.add_argument(
+        "--https-client-ca", type=Path,
+        help="require a client certificate signed by this PEM CA on the public ports (with --https-cert)",
+    )
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
     add_tls_arguments(p)
     return p
+
+
+def _public_tls(args: argparse.Namespace, parser: argparse.ArgumentParser) -> PublicTls | None:
+    if (args.https_cert is None) != (args.https_key is None):
+        parser.error("--https-cert and --https-key go together")
+    if args.https_cert is None:
+        if args.https_client_ca is not None:
+            parser.error("--https-client-ca needs --https-cert and --https-key")
+        return None
+    tls = PublicTls(cert=args.https_cert, key=args.https_key, client_ca=args.https_client_ca)
+    try:
+        tls.check_readable()
+    except ValueError as exc:
+        parser.error(str(exc))
+    return tls
 
 
 def config_from_args(argv: list[str], environ: dict[str, str] | None = None) -> ProxyConfig:
@@ -134,6 +173,7 @@ def config_from_args(argv: list[str], environ: dict[str, str] | None = None) -> 
             max_read_batch_ops=args.max_read_batch_ops,
             log_level=args.log_level,
             tls_files=tls_files_from_args(args, parser),
+            public_tls=_public_tls(args, parser),
         )
     except ValueError as exc:
         parser.error(str(exc))

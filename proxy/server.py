@@ -8,6 +8,7 @@ import logging
 import random
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 
@@ -17,7 +18,7 @@ import uvicorn
 from keychain.proto import kv_pb2_grpc
 
 from .channels import CHANNEL_OPTIONS
-from .config import ProxyConfig
+from .config import ProxyConfig, PublicTls
 from .gateway import ChainGateway
 from .grpc_api import KVService
 from .http_api import create_app
@@ -36,6 +37,25 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def uvicorn_ssl_options(tls: PublicTls | None) -> dict[str, object]:
+    """uvicorn's settings for HTTPS with `tls` (client certificates required when it names a CA)."""
+    if tls is None:
+        return {}
+    options: dict[str, object] = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
+    if tls.client_ca is not None:
+        options |= {"ssl_ca_certs": str(tls.client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options
+
+
+def grpc_server_credentials(tls: PublicTls) -> grpc.ServerCredentials:
+    """The public gRPC port's TLS: the same certificate (and client CA) as HTTPS."""
+    return grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())],
+        root_certificates=tls.client_ca.read_bytes() if tls.client_ca is not None else None,
+        require_client_auth=tls.client_ca is not None,
+    )
 
 
 class _HttpServer(uvicorn.Server):
@@ -86,8 +106,12 @@ class ProxyServer:
                 KVService(self.config, self.gateway, self.metrics), grpc_server
             )
             host, port = self.config.grpc_listen
-            self.grpc_port = grpc_server.add_insecure_port(
-                f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            public_tls = self.config.public_tls
+            self.grpc_port = (
+                grpc_server.add_insecure_port(target)
+                if public_tls is None
+                else grpc_server.add_secure_port(target, grpc_server_credentials(public_tls))
             )
             if self.grpc_port == 0:
                 raise OSError(f"cannot listen for gRPC on {host}:{port}")
@@ -107,6 +131,7 @@ class ProxyServer:
                 http="httptools",
                 interface="asgi3",
                 server_header=False,
+                **uvicorn_ssl_options(self.config.public_tls),
             )
         )
         announce = asyncio.get_running_loop().create_task(self._announce(on_ready))
@@ -127,7 +152,8 @@ class ProxyServer:
             await asyncio.sleep(0.01)
         host = self.config.listen[0]
         log.info(
-            "serving http=http://%s:%d grpc=%s chain=%s coordinators=%s",
+            "serving http=%s://%s:%d grpc=%s chain=%s coordinators=%s",
+            "http" if self.config.public_tls is None else "https",
             host,
             self.http_port,
             f"{self.config.grpc_listen[0]}:{self.grpc_port}" if self.grpc_port else "off",

@@ -1,7 +1,9 @@
 """A real local cluster for the end-to-end tests: `keychain up` on a temporary data dir.
 
 `LocalCluster.start(data_dir)` runs `keychain up` as a child process on free ports, waits for its
-`ready` line and reads `<data-dir>/cluster.json`; `stop()` sends SIGTERM as Ctrl-C would.
+`ready` line and reads `<data-dir>/cluster.json`; `stop()` sends SIGTERM as Ctrl-C would. With
+`tls=True` it runs `keychain up --tls`; `client_options()` are then the CA and client certificate
+files cluster.json names, which every client of these tests passes.
 `RecordedClient` wraps the Python client so that every operation lands in a
 `keychain.testing.history.Recorder`, for the linearizability checker.
 """
@@ -29,6 +31,7 @@ from keychain.client import (
     KeychainError,
     KeyNotFound,
     OutcomeUnknown,
+    tls_context,
 )
 from keychain.local import busy_ports
 from keychain.testing.checker import check
@@ -109,6 +112,7 @@ class LocalCluster:
     base_port: int
     http_port: int
     process: subprocess.Popen[str]
+    tls: bool = False
     output: list[str] = field(default_factory=list)
     _reader: threading.Thread | None = None
     _last_pids: dict[str, int] = field(default_factory=dict)
@@ -121,13 +125,15 @@ class LocalCluster:
         same_ports: bool = False,
         ready_timeout: float = READY_TIMEOUT,
         extra_args: tuple[str, ...] = (),
+        tls: bool = False,
     ) -> LocalCluster:
         """Run `keychain up` on `data_dir` and wait for its `ready` line.
 
-        `same_ports`: pass no ports, so `keychain up` reuses those of the previous run on this dir.
+        `same_ports`: pass no ports (nor --tls), so `keychain up` reuses what the previous run on
+        this dir chose. `tls`: run `keychain up --tls`.
         """
         for attempt in range(1, START_ATTEMPTS + 1):
-            cluster = cls._launch(data_dir, same_ports, ready_timeout, extra_args)
+            cluster = cls._launch(data_dir, same_ports, ready_timeout, (*extra_args, *(("--tls",) if tls else ())))
             try:
                 cluster.wait_ready(ready_timeout + 10)
             except PortsTaken:
@@ -145,9 +151,11 @@ class LocalCluster:
     def _launch(
         cls, data_dir: Path, same_ports: bool, ready_timeout: float, extra_args: tuple[str, ...]
     ) -> LocalCluster:
+        tls = "--tls" in extra_args
         if same_ports:
             layout = json.loads((data_dir / "cluster.json").read_text())["layout"]
             base, http = layout["base_port"], layout["http_port"]
+            tls = tls or bool(layout.get("tls"))
             port_args: list[str] = []
         else:
             base, http = pick_ports(random.Random(os.getpid() ^ time.time_ns()))
@@ -161,7 +169,7 @@ class LocalCluster:
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             text=True, env=env, start_new_session=True,
         )
-        cluster = cls(data_dir=data_dir, base_port=base, http_port=http, process=process)
+        cluster = cls(data_dir=data_dir, base_port=base, http_port=http, process=process, tls=tls)
         cluster._reader = threading.Thread(target=cluster._read_output, daemon=True)
         cluster._reader.start()
         return cluster
@@ -196,7 +204,21 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
+
+    def client_options(self) -> dict[str, str]:
+        """The `Client` options for this cluster: the CA and client certificate of a TLS cluster."""
+        if not self.tls:
+            return {}
+        files = self.cluster_json()["tls"]
+        return {"cacert": files["ca"], "cert": files["cert"], "key": files["key"]}
+
+    def cli_args(self) -> list[str]:
+        """The same as `keychain` command-line options."""
+        return [arg for name, path in self.client_options().items() for arg in (f"--{name}", path)]
+
+    def client(self, **options: Any) -> Client:
+        return Client(self.url, **self.client_options(), **options)
 
     def cluster_json(self) -> dict[str, Any]:
         doc = json.loads((self.data_dir / "cluster.json").read_text())
@@ -456,8 +478,10 @@ class Load:
         max_ops_per_thread: int = 1500,
         max_seconds: float = 60.0,
         seed: int = 1,
+        client_options: dict[str, Any] | None = None,
     ) -> None:
         self.url = url
+        self.client_options = client_options or {}
         self.recorder = recorder
         self.keys = {
             f"w{w}": [f"{prefix}-w{w}-k{k}" for k in range(keys_per_writer)] for w in range(writers)
@@ -495,7 +519,7 @@ class Load:
         time.sleep(0.05)  # the cluster is reconfiguring; do not spin
 
     def _write(self, name: str, keys: list[str]) -> None:
-        client = RecordedClient(self.url, self.recorder, name, timeout=5.0)
+        client = RecordedClient(self.url, self.recorder, name, timeout=5.0, **self.client_options)
         done = 0
         try:
             while self._running(done):
@@ -512,7 +536,7 @@ class Load:
             client.close()
 
     def _read(self, name: str, index: int) -> None:
-        client = RecordedClient(self.url, self.recorder, name, timeout=5.0)
+        client = RecordedClient(self.url, self.recorder, name, timeout=5.0, **self.client_options)
         rng = random.Random(self.seed * 1000 + index)
         keys = self.all_keys
         done = 0
@@ -542,9 +566,11 @@ class Load:
         assert not alive, f"load threads still running: {alive}"
 
 
-def read_back(url: str, recorder: Recorder, keys: list[str]) -> dict[str, str | None]:
+def read_back(
+    url: str, recorder: Recorder, keys: list[str], **client_options: Any
+) -> dict[str, str | None]:
     """Every key's value through a strong read, recorded; retried while the cluster settles."""
-    client = RecordedClient(url, recorder, "final", timeout=5.0)
+    client = RecordedClient(url, recorder, "final", timeout=5.0, **client_options)
     values: dict[str, str | None] = {}
     try:
         for key in keys:
@@ -561,10 +587,11 @@ class RecordedHTTP:
     write, any other answer is `fail`: the API promises a 4xx changes nothing.
     """
 
-    def __init__(self, url: str, recorder: Recorder, name: str) -> None:
+    def __init__(self, url: str, recorder: Recorder, name: str, **client_options: Any) -> None:
         self.recorder = recorder
         self.name = name
-        self.http = httpx.Client(base_url=url, timeout=10)
+        tls = tls_context(**client_options)
+        self.http = httpx.Client(base_url=url, timeout=10, **({"verify": tls} if tls is not None else {}))
 
     def request(
         self, method: str, key: str, content: bytes | None = None, **kwargs: Any

@@ -1,16 +1,20 @@
 """End to end through `keychain up`: the HTTP API, the cluster report and reads on every node.
 
-One cluster serves the whole module (nothing here kills a component); every test uses its own
-keys. Each test records its client operations and checks them for linearizability.
+One cluster serves the whole module (nothing here kills a component), run twice: plain and
+`keychain up --tls`; every test uses its own keys. Each test records its client operations and
+checks them for linearizability.
 """
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
+import httpx
 import pytest
 from e2e_cluster import (
     LocalCluster,
@@ -26,15 +30,16 @@ from e2e_cluster import (
     wait_active,
 )
 
-from keychain.client import Client, PreconditionFailed
+from keychain.client import PreconditionFailed
+from keychain.proto import chain_pb2, chain_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc
 from keychain.testing.history import Recorder
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with running_cluster(tmp_path_factory.mktemp("e2e-api") / "data") as running:
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "tls"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with running_cluster(tmp_path_factory.mktemp("e2e-api") / "data", tls=request.param) as running:
         yield running
 
 
@@ -47,14 +52,14 @@ def recorder(tmp_path: Path) -> Iterator[Recorder]:
 
 @pytest.fixture
 def kc(cluster: LocalCluster, recorder: Recorder) -> Iterator[RecordedClient]:
-    client = RecordedClient(cluster.url, recorder, "c1")
+    client = RecordedClient(cluster.url, recorder, "c1", **cluster.client_options())
     yield client
     client.close()
 
 
 @pytest.fixture
 def http(cluster: LocalCluster, recorder: Recorder) -> Iterator[RecordedHTTP]:
-    client = RecordedHTTP(cluster.url, recorder, "h1")
+    client = RecordedHTTP(cluster.url, recorder, "h1", **cluster.client_options())
     yield client
     client.close()
 
@@ -92,7 +97,7 @@ def test_cluster_report_uses_the_names_of_cluster_json(cluster: LocalCluster) ->
     nodes = {c["name"]: c["address"] for c in doc["components"] if c["kind"] == "node"}
     coordinators = {c["name"] for c in doc["components"] if c["kind"] == "coordinator"}
 
-    with Client(cluster.url) as plain:
+    with cluster.client() as plain:
         report = wait_active(plain)
     assert report["chains"][0]["epoch"] >= 1
     members = chain_members(report)
@@ -191,7 +196,7 @@ def test_bad_requests_get_json_errors_and_change_nothing(kc: RecordedClient, htt
 def test_every_node_serves_reads_and_reads_see_the_latest_write(
     cluster: LocalCluster, kc: RecordedClient
 ) -> None:
-    with Client(cluster.url) as plain:
+    with cluster.client() as plain:
         before = {m["id"]: m["reads"] for m in active_members(wait_active(plain))}
         for i in range(40):
             kc.put("e2e-ryw", f"v{i}")
@@ -214,7 +219,7 @@ def test_eventual_reads_return_a_written_value(kc: RecordedClient) -> None:
 def test_cli_against_the_running_cluster(cluster: LocalCluster) -> None:
     def keychain(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-P", "-m", "keychain", *args, "--url", cluster.url],
+            [sys.executable, "-P", "-m", "keychain", *args, "--url", cluster.url, *cluster.cli_args()],
             capture_output=True, text=True, timeout=60,
         )
 
@@ -226,3 +231,44 @@ def test_cli_against_the_running_cluster(cluster: LocalCluster) -> None:
     assert status.returncode == 0, status.stderr
     for name in ("node-1", "node-2", "node-3"):
         assert name in status.stdout
+
+
+def reachable_without_credentials(component: dict, ca: str | None) -> list[str]:
+    """The internal endpoints of a component that answer a caller with no certificate or token:
+    a plaintext gRPC status call, and a status read of the coordinator's admin API over plain HTTP
+    or over HTTPS (trusting the cluster's CA `ca`) without a client certificate."""
+    open_endpoints = []
+    with grpc.insecure_channel(component["address"]) as channel:
+        try:
+            if component["kind"] == "node":
+                chain_pb2_grpc.ChainNodeStub(channel).GetStatus(chain_pb2.StatusRequest(), timeout=5)
+            else:
+                stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+                stub.GetClusterStatus(coordinator_pb2.ClusterStatusRequest(), timeout=5)
+            open_endpoints.append(f"{component['name']} gRPC {component['address']}")
+        except grpc.RpcError:
+            pass
+    if component["kind"] == "coordinator":
+        host_port = component["http"].split("://", 1)[1]
+        attempts: list[tuple[str, ssl.SSLContext | bool]] = [(f"http://{host_port}/v1/status", False)]
+        if ca is not None:
+            attempts.append((f"https://{host_port}/v1/status", ssl.create_default_context(cafile=ca)))
+        for url, verify in attempts:
+            try:
+                answer = httpx.get(url, timeout=5, verify=verify)
+            except httpx.HTTPError:
+                continue
+            if answer.status_code < 400:
+                open_endpoints.append(f"{component['name']} admin {url}")
+    return open_endpoints
+
+
+def test_internal_endpoints_reachable_without_credentials(cluster: LocalCluster) -> None:
+    """Plain: every node and coordinator answers anyone. With --tls: none does (the issue's goal)."""
+    internal = [c for c in cluster.cluster_json()["components"] if c["kind"] != "proxy"]
+    ca = cluster.client_options().get("cacert")
+    reachable = [endpoint for c in internal for endpoint in reachable_without_credentials(c, ca)]
+    if cluster.tls:
+        assert reachable == [], reachable
+    else:  # 3 nodes, 3 coordinators with their admin API: the exposure --tls closes
+        assert len(reachable) == 9, reachable

@@ -1,6 +1,7 @@
 """End to end through `keychain up`: `kill -9` of components under load, and stop/start.
 
-Each test starts its own cluster (it breaks things), runs a bounded write and read load,
+Each test starts its own cluster (it breaks things), plain and with `keychain up --tls`, runs a
+bounded write and read load,
 checks that no acknowledged write was lost and that the whole recorded history is
 linearizable, and that the supervisor brought the killed component back.
 """
@@ -60,16 +61,19 @@ def role_of(client: Client, node_id: str) -> str | None:
     return found["role"] if found else None
 
 
-@pytest.mark.parametrize("victim_role", ["head", "tail"])
+@pytest.mark.parametrize(
+    ("victim_role", "tls"), [("head", False), ("tail", False), ("head", True)], ids=["head", "tail", "head-tls"]
+)
 def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
-    tmp_path: Path, victim_role: str
+    tmp_path: Path, victim_role: str, tls: bool
 ) -> None:
     recorder = VersionedRecorder()
-    with running_cluster(tmp_path / "data") as cluster, Client(cluster.url) as admin:
+    with running_cluster(tmp_path / "data", tls=tls) as cluster, cluster.client() as admin:
         report = wait_active(admin)
         victim = next(m["id"] for m in active_members(report) if m["role"] == victim_role)
 
-        load = Load(cluster.url, recorder, prefix=f"kill-{victim_role}", max_seconds=60).start()
+        load = Load(cluster.url, recorder, prefix=f"kill-{victim_role}", max_seconds=60,
+                    client_options=cluster.client_options()).start()
         try:
             wait_until_acked(load, 50)
             old_pid = cluster.kill(victim, signal.SIGKILL)
@@ -86,12 +90,12 @@ def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
         finally:
             load.stop()
 
-        final = read_back(cluster.url, recorder, load.all_keys)
+        final = read_back(cluster.url, recorder, load.all_keys, **cluster.client_options())
         assert_no_lost_writes(recorder, final, cluster)
 
         # The rejoined node serves reads again: reads are spread over every active member.
         before = member(admin.cluster(), victim)["reads"]
-        reader = RecordedClient(cluster.url, recorder, "after", timeout=5.0)
+        reader = RecordedClient(cluster.url, recorder, "after", timeout=5.0, **cluster.client_options())
         try:
             for key in load.all_keys * 4:
                 assert reader.get(key) == final[key] or unsettled(recorder, key)
@@ -101,10 +105,12 @@ def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
     assert_history_is_linearizable(recorder, tmp_path)
 
 
-def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path, tls: bool) -> None:
     recorder = VersionedRecorder()
-    with running_cluster(tmp_path / "data") as cluster:
-        load = Load(cluster.url, recorder, prefix="kill-proxy", writers=2, max_seconds=45).start()
+    with running_cluster(tmp_path / "data", tls=tls) as cluster:
+        load = Load(cluster.url, recorder, prefix="kill-proxy", writers=2, max_seconds=45,
+                    client_options=cluster.client_options()).start()
         try:
             wait_until_acked(load, 30)
             old_pid = cluster.kill("proxy", signal.SIGKILL)
@@ -114,18 +120,20 @@ def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
                      lambda: load.acked_after(killed_at) >= 20, 30, interval=0.05)
         finally:
             load.stop()
-        final = read_back(cluster.url, recorder, load.all_keys)
+        final = read_back(cluster.url, recorder, load.all_keys, **cluster.client_options())
         assert_no_lost_writes(recorder, final, cluster)
         assert any("proxy" in line and "restart" in line for line in cluster.output), cluster.output
     assert_history_is_linearizable(recorder, tmp_path)
 
 
-def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path: Path, tls: bool) -> None:
     recorder = VersionedRecorder()
-    with running_cluster(tmp_path / "data") as cluster, Client(cluster.url) as admin:
+    with running_cluster(tmp_path / "data", tls=tls) as cluster, cluster.client() as admin:
         wait_active(admin)
         leader = wait_for("a coordinator leader", lambda: admin.cluster()["coordinator"]["leader"], 20)
-        load = Load(cluster.url, recorder, prefix="kill-leader", writers=2, max_seconds=45).start()
+        load = Load(cluster.url, recorder, prefix="kill-leader", writers=2, max_seconds=45,
+                    client_options=cluster.client_options()).start()
         try:
             wait_until_acked(load, 30)
             old_pid = cluster.kill(leader, signal.SIGKILL)
@@ -139,19 +147,23 @@ def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path:
             load.stop()
         # Leases outlast an election: no node was dropped from the chain.
         assert len(active_members(admin.cluster())) == 3, admin.cluster()
-        final = read_back(cluster.url, recorder, load.all_keys)
+        final = read_back(cluster.url, recorder, load.all_keys, **cluster.client_options())
         assert_no_lost_writes(recorder, final, cluster)
     assert_history_is_linearizable(recorder, tmp_path)
 
 
-def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write_and_grows(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write_and_grows(
+    tmp_path: Path, tls: bool
+) -> None:
     recorder = VersionedRecorder()
     data = tmp_path / "data"
-    cluster = LocalCluster.start(data)
+    cluster = LocalCluster.start(data, tls=tls)
+    options = cluster.client_options()
     try:
         load = Load(cluster.url, recorder, prefix="restart", writers=3, keys_per_writer=10,
-                    max_ops_per_thread=60, max_seconds=30).start()
-        deleter = RecordedClient(cluster.url, recorder, "d")
+                    max_ops_per_thread=60, max_seconds=30, client_options=options).start()
+        deleter = RecordedClient(cluster.url, recorder, "d", **options)
         deleted = [f"restart-deleted-{i}" for i in range(5)]
         for key in deleted:
             deleter.put(key, "soon gone")
@@ -166,18 +178,20 @@ def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write_and_
     assert any("stopped" in line for line in cluster.output), cluster.output
     assert not [pid for pid in pids if pid_alive(pid)], "children outlived keychain up"
 
-    # No ports given: `keychain up` resumes the data on the addresses of the first run, and a
-    # fourth node joins the existing chain (state transfer, then promotion to tail).
+    # No ports given (nor --tls): `keychain up` resumes the data on the addresses of the first run,
+    # with the same certificates, and a fourth node joins the existing chain (state transfer, then
+    # promotion to tail).
     with running_cluster(data, same_ports=True, extra_args=("--nodes", "4")) as again, \
-            Client(again.url) as admin:
+            again.client() as admin:
         assert again.url == cluster.url
-        final = read_back(again.url, recorder, load.all_keys + deleted)
+        assert again.client_options() == options
+        final = read_back(again.url, recorder, load.all_keys + deleted, **options)
         assert_no_lost_writes(recorder, final, again)
         assert all(final[key] is None for key in deleted), final
 
         wait_active(admin, count=4)
         before = member(admin.cluster(), "node-4")["reads"]
-        reader = RecordedClient(again.url, recorder, "after")
+        reader = RecordedClient(again.url, recorder, "after", **options)
         try:
             for key in (load.all_keys + deleted) * 2:
                 assert reader.get(key) == final[key]

@@ -51,8 +51,9 @@ def running_proxy(
     try:
         assert started.wait(10), "the proxy did not start"
         assert not failure, failure
+        scheme = "http" if server.config.public_tls is None else "https"
         running = RunningProxy(
-            server, f"http://127.0.0.1:{server.http_port}", f"127.0.0.1:{server.grpc_port}"
+            server, f"{scheme}://127.0.0.1:{server.http_port}", f"127.0.0.1:{server.grpc_port}"
         )
         if wait_ready:
             wait_until_ready(running.url)
