@@ -298,7 +298,7 @@ def parse_operation(obj: object) -> Operation:
     """Build an Operation from one decoded JSON object, rejecting missing or unknown fields."""
     if not isinstance(obj, dict):
         raise HistoryError(f"expected a JSON object, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - set(FIELDS))
+    unknown = sorted(set(obj) - set(FIELDS) - set(EXTRA_FIELDS))
     if unknown:
         raise HistoryError(f"unknown field(s) {', '.join(map(repr, unknown))}")
     missing = [name for name in FIELDS if name not in obj and name not in OPTIONAL_FIELDS]

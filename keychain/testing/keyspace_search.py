@@ -1,0 +1,263 @@
+"""Linearizability of multi-key operations: a search over a small key space as a whole.
+
+Ranges and transactions touch several keys at one instant, so a history holding them does not
+decompose per key. The checker groups the keys that multi-key operations link (a transaction's
+keys; every key of the history inside a range's interval) and hands each group here, with all
+of its operations. The model is the group's key space: a tuple holding each key's value (None:
+absent), in key order, so a range is a slice of it.
+
+The search is Wing & Gong's with Lowe's memoisation, as for one key (checker.py), on the whole
+tuple: pick an operation that may come next in real time, apply it, go on, backtrack when an
+observed result cannot be explained; a configuration (operations ordered, key space) seen once
+is never explored again. Two exact rules keep it small:
+
+- an operation that only reads (a get, a range, a transaction whose chosen branch writes
+  nothing) and agrees with the current key space is taken at once, with no alternative tried:
+  moving such a read to the front of any valid completion keeps it valid;
+- an operation of unknown outcome whose effect nobody could observe is dropped up front: a put
+  of a value no read returned, on a key whose mere existence nothing tests (an `exists`
+  compare, a keys-only range), can always be left out. A transaction of unknown outcome may
+  take either branch, evaluated where it is placed, like a write that may or may not happen.
+
+A transaction applies its chosen branch in order at its one instant: a get in the branch sees
+the branch's earlier writes, as in etcd.
+
+Written by hand, as checker.py: no maintained Python library checks linearizability.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from keychain.testing.history import Compare, Operation, TxnOp
+
+State = tuple[str | None, ...]
+Apply = Callable[[State], State | None]  # the key space after the operation; None: contradicted
+
+_INF = float("inf")
+
+
+class SearchExhausted(Exception):
+    """The search used up its step budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One operation as the search applies it."""
+
+    start: float
+    end: float  # inf for an operation of unknown outcome
+    required: bool  # ok operations must be ordered; unknown ones may never happen
+    reads_only: bool
+    apply: Apply
+    index: int  # into the group's operations
+
+
+class KeySpace:
+    """The keys of one group, in order, and the operations compiled against them."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = sorted(set(keys))
+        self.position = {key: i for i, key in enumerate(self.keys)}
+
+    def initial(self) -> State:
+        return (None,) * len(self.keys)
+
+    def steps(self, ops: Sequence[Operation]) -> list[Step] | None:
+        """The operations that constrain the group; None when one can never be explained."""
+        presence = self._presence_observed(ops)
+        observed = _observed_values(ops)
+        out: list[Step] = []
+        for index, op in enumerate(ops):
+            if op.status == "fail" or op.op == "watch":
+                continue
+            required = op.status == "ok"
+            if not required and not self._may_matter(op, observed, presence):
+                continue
+            apply = self._compile(op)
+            if apply is None:
+                return None
+            end = op.end if required and op.end is not None else _INF
+            out.append(Step(op.start, end, required, self._reads_only(op), apply, index))
+        return out
+
+    def _presence_observed(self, ops: Sequence[Operation]) -> set[int]:
+        """Keys whose existence alone something tests."""
+        keys: set[int] = set()
+        for op in ops:
+            if op.op == "range" and op.keys_only:
+                keys.update(range(*self._slice(op)))
+            elif op.op == "txn":
+                keys.update(self.position[c.key] for c in op.compare or () if c.exists is not None)
+        return keys
+
+    def _may_matter(self, op: Operation, observed: set[str], presence: set[int]) -> bool:
+        """Whether placing an operation of unknown outcome could explain anything."""
+        if op.op in ("get", "range"):
+            return False
+        writes = [TxnOp(op.op, op.key, op.value)] if op.op in ("put", "delete") else []
+        if op.op == "txn":
+            writes = [w for w in (op.success or ()) + (op.failure or ()) if w.op != "get"]
+        return any(
+            w.op == "delete" or w.value in observed or self.position[w.key] in presence for w in writes
+        )
+
+    @staticmethod
+    def _reads_only(op: Operation) -> bool:
+        if op.op in ("get", "range"):
+            return True
+        if op.op == "txn" and op.status == "ok":
+            branch = op.success if op.succeeded else op.failure
+            return all(o.op == "get" for o in branch or ())
+        return False
+
+    def _slice(self, op: Operation) -> tuple[int, int]:
+        low = bisect.bisect_left(self.keys, op.key)
+        high = len(self.keys) if op.range_end is None else bisect.bisect_left(self.keys, op.range_end)
+        return low, max(low, high)
+
+    def _compile(self, op: Operation) -> Apply | None:
+        known = op.status == "ok"
+        if op.op == "get":
+            return _get(self.position[op.key], op.output)
+        if op.op in ("put", "delete"):
+            return _write(self.position[op.key], op.value if op.op == "put" else None)
+        if op.op == "range":
+            if any(not op.in_range(key) for key, _ in op.items or ()):
+                return None  # a key outside the range was returned
+            low, high = self._slice(op)
+            expected = tuple((self.position[k], None if op.keys_only else v) for k, v in op.items or ())
+            return _range(low, high, op.limit, bool(op.keys_only), expected)
+        compares = [(self.position[c.key], c) for c in op.compare or ()]
+        success = [(self.position[o.key], o) for o in op.success or ()]
+        failure = [(self.position[o.key], o) for o in op.failure or ()]
+        if known:
+            return _txn(compares, success, failure, op.succeeded, op.results)
+        return _txn(compares, success, failure, None, None)
+
+
+def _observed_values(ops: Sequence[Operation]) -> set[str]:
+    """Every value some operation saw or tested for."""
+    seen: set[str] = set()
+    for op in ops:
+        if op.status != "ok":
+            continue
+        if op.op == "get" and op.output is not None:
+            seen.add(op.output)
+        elif op.op == "range":
+            seen.update(v for _, v in op.items or () if v is not None)
+        elif op.op == "txn":
+            seen.update(r for r in op.results or () if r is not None)
+    for op in ops:
+        if op.op == "txn":
+            seen.update(c.value for c in op.compare or () if c.value is not None)
+    return seen
+
+
+def _get(i: int, output: str | None) -> Apply:
+    def apply(state: State) -> State | None:
+        return state if state[i] == output else None
+
+    return apply
+
+
+def _write(i: int, value: str | None) -> Apply:
+    def apply(state: State) -> State | None:
+        return (*state[:i], value, *state[i + 1 :])
+
+    return apply
+
+
+def _range(low: int, high: int, limit: int | None, keys_only: bool, expected: tuple) -> Apply:
+    def apply(state: State) -> State | None:
+        present = [(j, None if keys_only else state[j]) for j in range(low, high) if state[j] is not None]
+        if limit is not None:
+            present = present[:limit]
+        return state if tuple(present) == expected else None
+
+    return apply
+
+
+def _txn(
+    compares: list[tuple[int, Compare]],
+    success: list[tuple[int, TxnOp]],
+    failure: list[tuple[int, TxnOp]],
+    succeeded: bool | None,
+    results: tuple[str | None, ...] | None,
+) -> Apply:
+    """A transaction; with `succeeded` None (unknown outcome) any branch, results unchecked."""
+
+    def apply(state: State) -> State | None:
+        holds = all(c.holds(state[i]) for i, c in compares)
+        if succeeded is not None and holds != succeeded:
+            return None
+        values = list(state)
+        for n, (i, o) in enumerate(success if holds else failure):
+            if o.op == "get":
+                if results is not None and results[n] != values[i]:
+                    return None
+            else:
+                values[i] = o.value if o.op == "put" else None
+        return tuple(values)
+
+    return apply
+
+
+def search(steps: Sequence[Step], initial: State, max_steps: int) -> tuple[bool, int]:
+    """Whether some order explains every required step, and the search steps used.
+
+    Raises SearchExhausted past `max_steps` configurations.
+    """
+    order = sorted(range(len(steps)), key=lambda i: steps[i].start)
+    ops = [steps[i] for i in order]
+    required = [pos for pos, s in enumerate(ops) if s.required]
+    optional = [pos for pos, s in enumerate(ops) if not s.required]
+    by_end = sorted(required, key=lambda pos: ops[pos].end)
+    all_required = 0
+    for pos in required:
+        all_required |= 1 << pos
+    if not required:
+        return True, 0
+    cache: set[tuple[int, State]] = {(0, initial)}
+    stack: list[tuple[int, State]] = [(0, initial)]
+    used = 0
+    while stack:
+        used += 1
+        if used > max_steps:
+            raise SearchExhausted
+        done, state = stack.pop()
+        if done & all_required == all_required:
+            return True, used
+        horizon = next(ops[pos].end for pos in by_end if not (done >> pos) & 1)
+        children: list[tuple[int, State]] = []
+        taken = False
+        for pos in required:
+            step = ops[pos]
+            if step.start > horizon:
+                break
+            if (done >> pos) & 1:
+                continue
+            after = step.apply(state)
+            if after is None:
+                continue
+            if step.reads_only:  # a read that agrees now: take it, nothing else
+                children = [(done | (1 << pos), after)]
+                taken = True
+                break
+            children.append((done | (1 << pos), after))
+        if not taken:
+            for pos in optional:
+                step = ops[pos]
+                if step.start > horizon:
+                    break
+                if not (done >> pos) & 1:
+                    after = step.apply(state)
+                    if after is not None:
+                        children.append((done | (1 << pos), after))
+        for child in reversed(children):  # depth first, in start order
+            if child not in cache:
+                cache.add(child)
+                stack.append(child)
+    return False, used
