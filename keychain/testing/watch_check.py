@@ -7,7 +7,8 @@ together, in any order among themselves), with no gap, no duplicate and nothing 
 The committed order is not given by the store, so it is rebuilt from what clients saw:
 
 - every write acknowledged `ok` with its `version` is a committed change at that version (a
-  transaction's chosen branch: all its puts and deletes at the transaction's version);
+  transaction's chosen branch: all its puts and deletes at the transaction's version; one whose
+  branch only reads changed nothing, and its version is only the point it read at);
 - every change a watcher received is evidence that it was committed at that version, if some
   operation of the history could have made it: a put of that value or a delete of that key (or
   a transaction holding one) that did not `fail`. Values are unique in test histories, so a put
@@ -92,8 +93,10 @@ def committed_order(history: Sequence[Operation]) -> tuple[list[Change], str | N
             return f"{_show(other)} and {_show(change)} claim one key at one version"
         return None
 
+    # A transaction whose chosen branch only reads changed nothing: its version is a read point.
     acknowledged = sorted(
-        (op for op in writes if op.status == "ok" and op.version is not None), key=lambda op: op.start
+        (op for op in writes if op.status == "ok" and op.version is not None and _changes(op)),
+        key=lambda op: op.start,
     )
     for op in acknowledged:
         previous = owner.setdefault(op.version, op)  # type: ignore[arg-type]
