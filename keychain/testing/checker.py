@@ -477,15 +477,56 @@ def _groups(
     return groups, by_key
 
 
-def _group_fails(space: keyspace_search.KeySpace, ops: Sequence[Operation], max_steps: int) -> bool | None:
-    """True if the operations admit no order, False if they do, None if the search ran out."""
-    steps = space.steps(ops)
-    if steps is None:
-        return True
-    try:
-        return not keyspace_search.search(steps, space.initial(), max_steps)[0]
-    except keyspace_search.SearchExhausted:
-        return None
+class _GroupBudget:
+    """Steps left for explaining one group's failure, shared by all its trials."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def fails(self, space: keyspace_search.KeySpace, ops: Sequence[Operation], cap: int) -> bool:
+        """True only if the operations certainly admit no order; a trial that runs past `cap`
+        steps (or the budget) counts as not failing."""
+        steps = space.steps(ops)
+        if steps is None:
+            return True
+        cap = min(cap, self.left)
+        if cap < 1:
+            return False
+        try:
+            ok, used = keyspace_search.search(steps, space.initial(), cap)
+        except keyspace_search.SearchExhausted:
+            self.left -= cap
+            return False
+        self.left -= used
+        return not ok
+
+
+def _read_from_nowhere(ops: Sequence[Operation]) -> Operation | None:
+    """An `ok` operation that returned a value no write of that key (not failed) had started to
+    write by the time it ended: no order explains it, whatever else happened."""
+    first_write: dict[tuple[str, str | None], float] = {}
+    for op in ops:
+        if op.status == "fail" or not op.is_write:
+            continue
+        puts = [(op.key, op.value)] if op.op == "put" else []
+        if op.op == "txn":
+            puts = [(o.key, o.value) for o in (op.success or ()) + (op.failure or ()) if o.op == "put"]
+        for put in puts:
+            first_write[put] = min(first_write.get(put, _INF), op.start)
+    for op in ops:
+        if op.status != "ok" or op.end is None:
+            continue
+        seen: list[tuple[str, str | None]] = []
+        if op.op == "get":
+            seen = [(op.key, op.output)]
+        elif op.op == "range":
+            seen = list(op.items or ())
+        elif op.op == "txn":
+            branch = op.success if op.succeeded else op.failure
+            seen = [(o.key, r) for o, r in zip(branch or (), op.results or (), strict=False) if o.op == "get"]
+        if any(value is not None and first_write.get((key, value), _INF) > op.end for key, value in seen):
+            return op
+    return None
 
 
 def _check_group(keys: list[str], ops: list[Operation], max_steps: int) -> tuple[Result | None, int]:
@@ -493,7 +534,8 @@ def _check_group(keys: list[str], ops: list[Operation], max_steps: int) -> tuple
     space = keyspace_search.KeySpace(keys)
     steps = space.steps(ops)
     used = 0
-    if steps is not None:
+    nowhere = _read_from_nowhere(ops)
+    if steps is not None and nowhere is None:
         try:
             ok, used = keyspace_search.search(steps, space.initial(), max_steps)
         except keyspace_search.SearchExhausted:
@@ -502,7 +544,10 @@ def _check_group(keys: list[str], ops: list[Operation], max_steps: int) -> tuple
             return result, max_steps
         if ok:
             return None, used
-    window, failed_at = _explain_group(space, ops, max_steps)
+    if nowhere is not None:
+        window, failed_at = [nowhere], nowhere.end or _INF
+    else:
+        window, failed_at = _explain_group(space, ops, _GroupBudget(max_steps))
     lines = [
         f"not linearizable: keys {keys!r}: no order of {_these(len(window))} agrees with real time "
         f"and the results over the whole key space (it already fails by t={failed_at:.6g}):"
@@ -528,35 +573,39 @@ def _cut_ops(ops: Sequence[Operation], at: float) -> list[Operation]:
 
 
 def _explain_group(
-    space: keyspace_search.KeySpace, ops: list[Operation], max_steps: int
+    space: keyspace_search.KeySpace, ops: list[Operation], budget: _GroupBudget
 ) -> tuple[list[Operation], float]:
     """A small failing window: the shortest failing prefix, then without the reads it can spare.
 
     Both steps only remove reads or weaken writes to unknown outcome, which can never make a
     linearizable history fail, so the window is a genuine witness. A trial that runs out of
-    steps counts as not failing.
+    steps counts as not failing; when the budget runs out the window is only less small.
     """
-    ends = sorted(
-        {op.end for op in ops if op.status == "ok" and op.end is not None and not op.is_write}
-        | {op.end for op in ops if op.op == "txn" and op.status == "ok" and op.end is not None}
-    )
+    ends = sorted({op.end for op in ops if op.status == "ok" and op.end is not None and op.op != "put"})
     low, high = 0, len(ends) - 1
     while low < high:
         mid = (low + high) // 2
-        if _group_fails(space, _cut_ops(ops, ends[mid]), _TRIAL_STEPS):
+        if budget.fails(space, _cut_ops(ops, ends[mid]), _TRIAL_STEPS):
             high = mid
         else:
             low = mid + 1
     failed_at = ends[low] if ends else _INF
     window = _cut_ops(ops, failed_at)
-    if not _group_fails(space, window, max_steps):
+    if not budget.fails(space, window, _TRIAL_STEPS):
         return ops, failed_at
-    for op in sorted(window, key=lambda op: op.start):
-        if op.is_write or op.status != "ok":
-            continue
-        trial = [o for o in window if o is not op]
-        if _group_fails(space, trial, _TRIAL_STEPS):
-            window = trial
+    # Delta debugging over the reads: big chunks first, halving down to one.
+    size = max(1, len(window) // 2)
+    while budget.left > 0:
+        reads = [op for op in window if op.status == "ok" and not op.is_write]
+        changed = False
+        for at in range(0, len(reads), size):
+            gone = {id(op) for op in reads[at : at + size]}
+            trial = [op for op in window if id(op) not in gone]
+            if len(trial) < len(window) and budget.fails(space, trial, _TRIAL_STEPS):
+                window, changed = trial, True
+        if size == 1 and not changed:
+            break
+        size = max(1, size // 2)
     return window, failed_at
 
 

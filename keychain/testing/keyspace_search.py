@@ -220,20 +220,28 @@ def search(steps: Sequence[Step], initial: State, max_steps: int) -> tuple[bool,
         all_required |= 1 << pos
     if not required:
         return True, 0
+    n_required = len(required)
     cache: set[tuple[int, State]] = {(0, initial)}
-    stack: list[tuple[int, State]] = [(0, initial)]
+    # A node: (operations ordered, key space, first unordered required op, the same by end).
+    stack: list[tuple[int, State, int, int]] = [(0, initial, 0, 0)]
     used = 0
     while stack:
         used += 1
         if used > max_steps:
             raise SearchExhausted
-        done, state = stack.pop()
+        done, state, p_start, p_end = stack.pop()
         if done & all_required == all_required:
             return True, used
-        horizon = next(ops[pos].end for pos in by_end if not (done >> pos) & 1)
-        children: list[tuple[int, State]] = []
+        while (done >> required[p_start]) & 1:
+            p_start += 1
+        while (done >> by_end[p_end]) & 1:
+            p_end += 1
+        horizon = ops[by_end[p_end]].end  # nothing that starts after this can come next
+        children: list[int] = []
+        states: list[State] = []
         taken = False
-        for pos in required:
+        for j in range(p_start, n_required):
+            pos = required[j]
             step = ops[pos]
             if step.start > horizon:
                 break
@@ -243,10 +251,10 @@ def search(steps: Sequence[Step], initial: State, max_steps: int) -> tuple[bool,
             if after is None:
                 continue
             if step.reads_only:  # a read that agrees now: take it, nothing else
-                children = [(done | (1 << pos), after)]
-                taken = True
+                children, states, taken = [pos], [after], True
                 break
-            children.append((done | (1 << pos), after))
+            children.append(pos)
+            states.append(after)
         if not taken:
             for pos in optional:
                 step = ops[pos]
@@ -255,9 +263,11 @@ def search(steps: Sequence[Step], initial: State, max_steps: int) -> tuple[bool,
                 if not (done >> pos) & 1:
                     after = step.apply(state)
                     if after is not None:
-                        children.append((done | (1 << pos), after))
-        for child in reversed(children):  # depth first, in start order
-            if child not in cache:
-                cache.add(child)
-                stack.append(child)
+                        children.append(pos)
+                        states.append(after)
+        for n in range(len(children) - 1, -1, -1):  # depth first, in start order
+            config = (done | (1 << children[n]), states[n])
+            if config not in cache:
+                cache.add(config)
+                stack.append((config[0], config[1], p_start, p_end))
     return False, used
