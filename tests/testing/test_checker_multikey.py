@@ -3,7 +3,11 @@ link, so a half-applied transaction, a dirty read in a range or a wrong `succeed
 
 from __future__ import annotations
 
+import itertools
 import random
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keychain.testing.checker import check
 from keychain.testing.history import Compare, Operation, TxnOp, dump_lines, parse_lines
@@ -318,3 +322,150 @@ def test_a_random_linearizable_history_over_four_keys_checks_quickly():
     result = check(history)
     assert result.ok, result.message
     assert result.steps < 20 * len(history), "memoisation and the read rule keep the search near linear"
+
+
+# ---- against the definition ----
+
+
+def brute_force_linearizable(ops: list[Operation]) -> bool:
+    """Every order of every choice of operations of unknown outcome, tried one by one."""
+    required = [op for op in ops if op.status == "ok"]
+    optional = [op for op in ops if op.status == "unknown" and op.is_write]
+    for size in range(len(optional) + 1):
+        for chosen in itertools.combinations(optional, size):
+            for order in itertools.permutations([*required, *chosen]):
+                if _valid_order(order):
+                    return True
+    return False
+
+
+def _valid_order(order: tuple[Operation, ...]) -> bool:
+    for i, first in enumerate(order):
+        if any(then.end is not None and then.end < first.start for then in order[i + 1 :]):
+            return False
+    state: dict[str, str] = {}
+    for op in order:
+        if op.op == "put":
+            state[op.key] = op.value  # type: ignore[assignment]
+        elif op.op == "delete":
+            state.pop(op.key, None)
+        elif op.op == "get":
+            if state.get(op.key) != op.output:
+                return False
+        elif op.op == "range":
+            inside = [(k, None if op.keys_only else state[k]) for k in sorted(state) if op.in_range(k)]
+            if tuple(inside[: op.limit] if op.limit else inside) != op.items:
+                return False
+        else:
+            holds = all(c.holds(state.get(c.key)) for c in op.compare or ())
+            if op.status == "ok" and holds != op.succeeded:
+                return False
+            for n, o in enumerate(op.success if holds else op.failure):  # type: ignore[arg-type]
+                if o.op == "get":
+                    if op.status == "ok" and op.results[n] != state.get(o.key):  # type: ignore[index]
+                        return False
+                elif o.op == "put":
+                    state[o.key] = o.value  # type: ignore[assignment]
+                else:
+                    state.pop(o.key, None)
+    return True
+
+
+values = st.sampled_from(["1", "2", None])
+keys = st.sampled_from(["a", "b"])
+
+
+@st.composite
+def small_multikey_histories(draw):
+    ops = []
+    for n in range(draw(st.integers(1, 6))):
+        start = float(draw(st.integers(0, 6)))
+        end = start + draw(st.integers(0, 3))
+        kind = draw(st.sampled_from(["put", "get", "delete", "range", "txn", "txn"]))
+        status = draw(st.sampled_from(["ok", "ok", "ok", "unknown", "fail"]))
+        end_at = None if status == "unknown" else end
+        key = draw(keys)
+        if kind == "put":
+            ops.append(
+                Operation(f"c{n}", "put", key, draw(st.sampled_from(["1", "2"])), start, end_at, status)
+            )
+        elif kind == "delete":
+            ops.append(Operation(f"c{n}", "delete", key, None, start, end_at, status))
+        elif kind == "get":
+            ops.append(
+                Operation(
+                    f"c{n}", "get", key, None, start, end_at, status, draw(values) if status == "ok" else None
+                )
+            )
+        elif kind == "range":
+            low, high = draw(st.sampled_from([("", None), ("a", "b"), ("b", None)]))
+            keys_only = draw(st.booleans())
+            items = None
+            if status == "ok":
+                chosen = draw(st.lists(st.sampled_from(["a", "b"]), unique=True, max_size=2))
+                items = tuple(
+                    (k, None if keys_only else draw(st.sampled_from(["1", "2"]))) for k in sorted(chosen)
+                )
+            limit = draw(st.sampled_from([None, 1]))
+            ops.append(
+                Operation(
+                    f"c{n}",
+                    "range",
+                    low,
+                    None,
+                    start,
+                    end_at,
+                    status,
+                    range_end=high,
+                    limit=limit,
+                    keys_only=keys_only or None,
+                    items=items,
+                )
+            )
+        else:
+            compare = (
+                Compare(key, exists=draw(st.booleans()))
+                if draw(st.booleans())
+                else Compare(key, draw(values)),
+            )
+            branch = st.lists(st.builds(TxnOp, st.sampled_from(["put", "delete", "get"]), keys), max_size=2)
+            success = tuple(
+                TxnOp(o.op, o.key, draw(st.sampled_from(["1", "2"])) if o.op == "put" else None)
+                for o in draw(branch)
+            )
+            failure = tuple(
+                TxnOp(o.op, o.key, draw(st.sampled_from(["1", "2"])) if o.op == "put" else None)
+                for o in draw(branch)
+            )
+            succeeded = draw(st.booleans()) if status == "ok" else None
+            results = None
+            if status == "ok":
+                results = tuple(
+                    draw(values) if o.op == "get" else None for o in (success if succeeded else failure)
+                )
+            ops.append(
+                Operation(
+                    f"c{n}",
+                    "txn",
+                    "",
+                    None,
+                    start,
+                    end_at,
+                    status,
+                    compare=compare,
+                    success=success,
+                    failure=failure,
+                    succeeded=succeeded,
+                    results=results,
+                )
+            )
+    return ops
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_multikey_histories())
+def test_the_verdict_agrees_with_trying_every_order_and_the_window_is_itself_a_violation(ops):
+    result = check(ops)
+    assert result.ok == brute_force_linearizable(ops), result.message
+    if not result.ok:
+        assert not brute_force_linearizable(list(result.window)), result.message
