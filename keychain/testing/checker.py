@@ -613,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     """`keychain check-history FILE`: 0 linearizable, 1 not, 2 invalid input, 3 undecided."""
     parser = argparse.ArgumentParser(
         prog="keychain check-history",
-        description="Check a JSON-lines client history for linearizability. Exit status: "
+        description="Check a JSON-lines client history for linearizability (single-key operations, "
+        "ranges and transactions) and its watch streams against the committed order. Exit status: "
         "0 linearizable, 1 not linearizable, 2 invalid input, 3 search budget exhausted.",
     )
     parser.add_argument("file", help="history file, one JSON operation a line ('-' reads stdin)")

@@ -470,13 +470,20 @@ class Recorder:
             **request,
         }
         if op == "watch":
-            call.update(events=(), end=at)  # validated as a watch that has seen nothing yet
+            call.update(events=(), end=at)  # a watch has seen nothing yet; `event` adds to it
         Operation(**call)  # type: ignore[arg-type]  # validate now, not at the end
-        if op == "watch":
-            call.update(events=None, end=None)
         with self._lock:
             self._calls.append(call)
             return len(self._calls) - 1
+
+    def event(self, call: int, event: WatchEvent, *, at: float) -> None:
+        """A watch received `event` at time `at`."""
+        with self._lock:
+            record = self._calls[call]
+            if record["op"] != "watch" or call in self._closed:
+                raise HistoryError(f"call {call} is not a running watch")
+            record["events"] = (*record["events"], event)  # type: ignore[misc]
+            record["end"] = max(at, record["end"])  # type: ignore[type-var]
 
     def ok(self, call: int, *, at: float, output: str | None = None, **outcome: object) -> None:
         """The operation succeeded at time `at`; a get passes what it read (None = absent).
@@ -493,9 +500,11 @@ class Recorder:
     def unknown(self, call: int, **outcome: object) -> None:
         """The client gave up without learning the outcome; the effect may still land later.
 
-        A watch that was cut passes the `events` it received and the `end` it stopped at.
+        For a watch: its stream was cut; it keeps the events it received.
         """
-        self._finish(call, status="unknown", output=None, **{"end": None, **outcome})
+        with self._lock:
+            watching = 0 <= call < len(self._calls) and self._calls[call]["op"] == "watch"
+        self._finish(call, status="unknown", output=None, **({} if watching else {"end": None}), **outcome)
 
     def _finish(self, call: int, *, status: Status, **outcome: object) -> None:
         with self._lock:
@@ -510,6 +519,6 @@ class Recorder:
             self._closed.add(call)
 
     def history(self) -> list[Operation]:
-        """The operations so far, in invocation order."""
+        """The operations so far, in invocation order (a running watch: as received so far)."""
         with self._lock:
             return [Operation(**call) for call in self._calls]  # type: ignore[arg-type]
