@@ -62,7 +62,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from keychain.testing import keyspace_search, watch_check
-from keychain.testing.history import HistoryError, Operation, parse_lines, read_history
+from keychain.testing.history import SINGLE_KEY_KINDS, HistoryError, Operation, parse_lines, read_history
 
 log = logging.getLogger(__name__)
 
@@ -374,9 +374,21 @@ def check(
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be positive, got {max_steps}")
-    ops = list(history)
-    watches = [op for op in ops if op.op == "watch"]
-    groups, by_key = _groups([op for op in ops if op.op != "watch"])
+    ops: list[Operation] = []
+    watches: list[Operation] = []
+    by_key: dict[str, list[Operation]] = {}
+    multi = False
+    for op in history:  # one pass: the common single-key history needs nothing more
+        ops.append(op)
+        if op.op in SINGLE_KEY_KINDS:
+            by_key.setdefault(op.key, []).append(op)
+        elif op.op == "watch":
+            watches.append(op)
+        else:
+            multi = True
+    groups: list[tuple[list[str], list[Operation]]] = []
+    if multi:
+        groups, by_key = _groups([op for op in ops if op.op != "watch"])
     undecided: Result | None = None
     steps = 0
     for key, key_ops in by_key.items():
@@ -431,11 +443,6 @@ def _groups(
     (an absent key it did not return constrains it as much as a present one it did).
     """
     multi = [op for op in ops if op.op in ("range", "txn")]
-    if not multi:  # the common case: every key on its own, as fast as before
-        alone: dict[str, list[Operation]] = {}
-        for op in ops:
-            alone.setdefault(op.key, []).append(op)
-        return [], alone
     universe = sorted({key for op in ops for key in op.keys})
     parent = {key: key for key in universe}
 
