@@ -15,8 +15,8 @@ is never explored again. Two exact rules keep it small:
   nothing) and agrees with the current key space is taken at once, with no alternative tried:
   moving such a read to the front of any valid completion keeps it valid;
 - an operation of unknown outcome whose effect nobody could observe is dropped up front: a put
-  of a value no read returned, on a key whose mere existence nothing tests (an `exists`
-  compare, a keys-only range), can always be left out. A transaction of unknown outcome may
+  of a value no read returned, on a key no transaction compares and no keys-only range covers,
+  can always be left out. A transaction of unknown outcome may
   take either branch, evaluated where it is placed, like a write that may or may not happen.
 
 A transaction applies its chosen branch in order at its one instant: a get in the branch sees
@@ -84,13 +84,15 @@ class KeySpace:
         return out
 
     def _presence_observed(self, ops: Sequence[Operation]) -> set[int]:
-        """Keys whose existence alone something tests."""
+        """Keys on which any write may matter, whatever value it writes: keys whose existence a
+        keys-only range sees, and keys a transaction compares (overwriting a value with any other
+        makes an equality fail)."""
         keys: set[int] = set()
         for op in ops:
             if op.op == "range" and op.keys_only:
                 keys.update(range(*self._slice(op)))
             elif op.op == "txn":
-                keys.update(self.position[c.key] for c in op.compare or () if c.exists is not None)
+                keys.update(self.position[c.key] for c in op.compare or ())
         return keys
 
     def _may_matter(self, op: Operation, observed: set[str], presence: set[int]) -> bool:

@@ -469,3 +469,10 @@ def test_the_verdict_agrees_with_trying_every_order_and_the_window_is_itself_a_v
     assert result.ok == brute_force_linearizable(ops), result.message
     if not result.ok:
         assert not brute_force_linearizable(list(result.window)), result.message
+
+
+def test_a_write_of_unknown_outcome_nobody_read_can_still_explain_a_failed_compare():
+    refused = txn("c3", [Compare("k", "2")], [TxnOp("put", "k", "3")], [], 4, 5, succeeded=False, results=[])
+    maybe = put("c2", "k", "1", 2, None, "unknown")  # nobody reads "1", but it makes k == "2" false
+    assert check([put("c1", "k", "2", 0, 1), maybe, refused]).ok
+    assert not check([put("c1", "k", "2", 0, 1), refused]).ok
