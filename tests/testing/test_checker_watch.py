@@ -3,6 +3,9 @@ its keys after its start, in version order, with no gap, no duplicate and nothin
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from keychain.testing.checker import check
 from keychain.testing.history import Operation, TxnOp, WatchEvent, dump_lines, parse_lines
 from keychain.testing.watch_check import Change, check_stream
@@ -140,3 +143,48 @@ def test_check_stream_takes_the_committed_order_directly():
 def test_watch_lines_round_trip_through_the_file_format():
     history = [watch("w1", ALL_APP, prefix="app/", status="unknown")]
     assert parse_lines(dump_lines(history).splitlines()) == history
+
+
+@st.composite
+def committed_writes_and_a_watcher(draw):
+    """Acknowledged puts and deletes on keys a..c, and a watcher on [b, d) from some version."""
+    writes, events = [], []
+    for version in range(1, draw(st.integers(1, 12)) + 1):
+        key = draw(st.sampled_from(["a", "b", "c"]))
+        if draw(st.booleans()):
+            writes.append(put("c1", key, f"v{version}", version, version + 0.5, version))
+            events.append((version, "put", key, f"v{version}"))
+        else:
+            writes.append(Operation("c1", "delete", key, None, version, version + 0.5, "ok", version=version))
+            events.append((version, "delete", key, None))
+    after = draw(st.integers(0, len(writes)))
+    seen = [e for e in events if e[0] > after and "b" <= e[2] < "d"]
+    return writes, after, seen
+
+
+def _watching(events, after: int) -> Operation:
+    return Operation(
+        "w",
+        "watch",
+        "b",
+        None,
+        0.0,
+        100.0,
+        "ok",
+        range_end="d",
+        from_version=after,
+        events=tuple(WatchEvent(*e) for e in events),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(committed_writes_and_a_watcher(), st.data())
+def test_a_faithful_watcher_passes_and_one_lost_or_repeated_event_fails(case, data):
+    writes, after, seen = case
+    assert check([*writes, _watching(seen, after)]).ok
+    if len(seen) >= 2:
+        lost = data.draw(st.integers(0, len(seen) - 2))  # not the last: beyond it nothing is owed
+        assert not check([*writes, _watching(seen[:lost] + seen[lost + 1 :], after)]).ok
+    if seen:
+        repeated = data.draw(st.integers(0, len(seen) - 1))
+        assert not check([*writes, _watching([*seen[: repeated + 1], *seen[repeated:]], after)]).ok
