@@ -53,6 +53,10 @@ class Step:
     reads_only: bool
     apply: Apply
     index: int  # into the group's operations
+    touches: int = 0  # the keys it reads or writes, as a bitset of key positions
+    is_txn: bool = False
+    tests: int = 0  # the keys whose presence or equality it tests (compares, keys-only ranges)
+    unseen: bool = False  # a put of a value no operation saw: only a test can tell it happened
 
 
 class KeySpace:
@@ -80,7 +84,22 @@ class KeySpace:
             if apply is None:
                 return None
             end = op.end if required and op.end is not None else _INF
-            out.append(Step(op.start, end, required, self._reads_only(op), apply, index))
+            unseen = op.op == "put" and op.value not in observed
+            touches, tests = self._touches(op), self._tests(op)
+            out.append(
+                Step(
+                    op.start,
+                    end,
+                    required,
+                    self._reads_only(op),
+                    apply,
+                    index,
+                    touches,
+                    op.op == "txn",
+                    tests,
+                    unseen,
+                )
+            )
         return out
 
     def _presence_observed(self, ops: Sequence[Operation]) -> set[int]:
@@ -105,6 +124,24 @@ class KeySpace:
         return any(
             w.op == "delete" or w.value in observed or self.position[w.key] in presence for w in writes
         )
+
+    def _touches(self, op: Operation) -> int:
+        if op.op == "range":
+            low, high = self._slice(op)
+            return ((1 << high) - 1) ^ ((1 << low) - 1)
+        mask = 0
+        for key in op.keys:
+            mask |= 1 << self.position[key]
+        return mask
+
+    def _tests(self, op: Operation) -> int:
+        mask = 0
+        if op.op == "range" and op.keys_only:
+            mask = self._touches(op)
+        elif op.op == "txn":
+            for c in op.compare or ():
+                mask |= 1 << self.position[c.key]
+        return mask
 
     @staticmethod
     def _reads_only(op: Operation) -> bool:
@@ -242,6 +279,9 @@ def search(steps: Sequence[Step], initial: State, max_steps: int) -> tuple[bool,
         children: list[int] = []
         states: list[State] = []
         taken = False
+        waiting = 0  # the keys the required operations that may come next touch
+        stuck = 0  # the keys of those that cannot come next in the current key space
+        stuck_tests = 0  # the keys whose presence or equality those test
         for j in range(p_start, n_required):
             pos = required[j]
             step = ops[pos]
@@ -249,24 +289,48 @@ def search(steps: Sequence[Step], initial: State, max_steps: int) -> tuple[bool,
                 break
             if (done >> pos) & 1:
                 continue
+            waiting |= step.touches
             after = step.apply(state)
             if after is None:
+                stuck |= step.touches
+                stuck_tests |= step.tests
                 continue
             if step.reads_only:  # a read that agrees now: take it, nothing else
                 children, states, taken = [pos], [after], True
                 break
             children.append(pos)
             states.append(after)
-        if not taken:
-            for pos in optional:
+        if not taken and optional:
+            # An operation of unknown outcome can always be moved later, up to the next operation
+            # that touches its keys, or dropped when none does: so it is placed only where such
+            # an operation may come next. A put or delete (its effect does not depend on the key
+            # space) can even be moved past, or dropped before, a required operation that can
+            # come next without it: the required operation's branch is known, so both orders
+            # give it the same result and leave the same key space (or its write hides the
+            # put's). So a put or delete is placed only before a required operation that cannot
+            # come next as things stand, or a transaction of unknown outcome.
+            pending = [pos for pos in optional if ops[pos].start <= horizon and not (done >> pos) & 1]
+            txn_keys = 0
+            for pos in pending:
+                if ops[pos].is_txn:
+                    txn_keys |= ops[pos].touches
+            for pos in pending:
                 step = ops[pos]
-                if step.start > horizon:
-                    break
-                if not (done >> pos) & 1:
-                    after = step.apply(state)
-                    if after is not None:
-                        children.append(pos)
-                        states.append(after)
+                if step.is_txn:
+                    others = waiting
+                    for other in pending:
+                        if other != pos:
+                            others |= ops[other].touches
+                else:
+                    # A put of a value nobody saw only helps an operation that tests its key's
+                    # presence or equality: one that read the key would have seen the value.
+                    others = (stuck_tests if step.unseen else stuck) | txn_keys
+                if not step.touches & others:
+                    continue
+                after = step.apply(state)
+                if after is not None:
+                    children.append(pos)
+                    states.append(after)
         for n in range(len(children) - 1, -1, -1):  # depth first, in start order
             config = (done | (1 << children[n]), states[n])
             if config not in cache:
