@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "delete": ("keychain.commands", "delete a key"),
     "status": ("keychain.commands", "show the chain and the coordinators"),
     "bench": ("keychain.commands", "drive load against a running cluster"),
-    "check-history": ("keychain.testing.checker", "check a JSON-lines history for linearizability"),
+    "check-history": ("keychain.testing.checker", "check a JSON-lines history (linearizability, watch streams)"),
 }
 
 

@@ -246,7 +246,9 @@ def _delete_call(key: str | bytes, if_version: int | None, idempotency_key: str 
     return _Call("DELETE", key_path(key), True, headers, answer=_version)
 
 
-def _get_call(key: str | bytes, consistency: str) -> _Call[tuple[bytes, int]]:
+def _get_call(key: str | bytes, consistency: str | None) -> _Call[tuple[bytes, int]]:
+    if consistency is None:  # the proxy's --read-consistency decides
+        return _Call("GET", key_path(key), False, answer=_value)
     if consistency not in CONSISTENCIES:
         raise ValueError(f"consistency is one of {CONSISTENCIES}, not {consistency!r}")
     return _Call("GET", key_path(key), False, params={"consistency": consistency}, answer=_value)
@@ -377,8 +379,8 @@ class Client(_ClientBase[httpx.Client]):
         """
         return self._run(_put_call(key, value, if_version, if_absent, idempotency_key))
 
-    def get(self, key: str | bytes, consistency: str = "strong") -> tuple[bytes, int]:
-        """(value, version); raises KeyNotFound."""
+    def get(self, key: str | bytes, consistency: str | None = None) -> tuple[bytes, int]:
+        """(value, version); raises KeyNotFound. `consistency`: strong or eventual; None: the proxy's default."""
         return self._run(_get_call(key, consistency))
 
     def delete(
@@ -438,7 +440,7 @@ class AsyncClient(_ClientBase[httpx.AsyncClient]):
     ) -> int:
         return await self._run(_put_call(key, value, if_version, if_absent, idempotency_key))
 
-    async def get(self, key: str | bytes, consistency: str = "strong") -> tuple[bytes, int]:
+    async def get(self, key: str | bytes, consistency: str | None = None) -> tuple[bytes, int]:
         return await self._run(_get_call(key, consistency))
 
     async def delete(

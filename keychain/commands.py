@@ -70,7 +70,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
     elif command == "get":
         p.description = "Read a key; the raw value goes to stdout."
         p.add_argument("key")
-        p.add_argument("--consistency", choices=("strong", "eventual"), default="strong")
+        p.add_argument(
+            "--consistency", choices=("strong", "eventual"), default=None, help="default: the proxy's setting"
+        )
         p.add_argument("--print-version", action="store_true", help="print the version to stderr too")
     elif command == "delete":
         p.description = "Delete a key."

@@ -140,6 +140,7 @@ GET_DOC = {
             "name": "consistency",
             "in": "query",
             "required": False,
+            "description": "strong (linearizable) or eventual; when omitted, the proxy's --read-consistency",
             "schema": {"type": "string", "enum": ["strong", "eventual"]},
         },
         {

@@ -36,6 +36,13 @@ the window is a genuine witness:
    write is dropped together with every read that returned the value it wrote (in any valid
    order those reads sit right after it, so nothing else can come to depend on it).
 
+Ranges and transactions touch several keys at once, so their keys are not independent: the keys
+they link (a transaction's keys, every key of the history inside a range) are checked together
+as one group, on a model of the group's whole key space (keyspace_search.py); keys no multi-key
+operation touches are still checked one by one as above. A failing group is explained by the
+shortest failing prefix in time, then by dropping the reads it does not need. Watch streams are
+checked after the operations, against the committed order (watch_check.py).
+
 The search is bounded by a step budget (and optionally wall-clock seconds for the command);
 when it runs out the verdict is `unknown: search budget exhausted`, never a guess.
 
@@ -46,14 +53,16 @@ Wing & Gong (1993) and Lowe (2017), the approach of Go's porcupine and Jepsen's 
 from __future__ import annotations
 
 import argparse
+import bisect
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from keychain.testing.history import HistoryError, Operation, parse_lines, read_history
+from keychain.testing import keyspace_search, watch_check
+from keychain.testing.history import SINGLE_KEY_KINDS, HistoryError, Operation, parse_lines, read_history
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,7 @@ class Result:
     message: str
     verdict: Verdict = "linearizable"
     steps: int = 0
+    keys: tuple[str, ...] = ()  # every key of a failing group of multi-key operations
 
     @property
     def exhausted(self) -> bool:
@@ -356,24 +366,34 @@ def check(
     max_steps: int = DEFAULT_MAX_STEPS,
     should_stop: Callable[[], bool] | None = None,
 ) -> Result:
-    """Decide whether a key-value history is linearizable.
+    """Decide whether a key-value history is linearizable, and its watch streams right.
 
-    `max_steps` bounds the configurations explored for each key (explaining a failure gets as
-    much again); `should_stop` is polled every few thousand steps (for a wall-clock limit).
-    A failing key wins over an undecided one.
+    `max_steps` bounds the configurations explored for each key or group of keys (explaining a
+    failure gets as much again); `should_stop` is polled every few thousand steps (for a
+    wall-clock limit). A failing key wins over an undecided one.
     """
     if max_steps < 1:
         raise ValueError(f"max_steps must be positive, got {max_steps}")
+    ops: list[Operation] = []
+    watches: list[Operation] = []
     by_key: dict[str, list[Operation]] = {}
-    count = 0
-    for op in history:
-        by_key.setdefault(op.key, []).append(op)
-        count += 1
+    multi = False
+    for op in history:  # one pass: the common single-key history needs nothing more
+        ops.append(op)
+        if op.op in SINGLE_KEY_KINDS:
+            by_key.setdefault(op.key, []).append(op)
+        elif op.op == "watch":
+            watches.append(op)
+        else:
+            multi = True
+    groups: list[tuple[list[str], list[Operation]]] = []
+    if multi:
+        groups, by_key = _groups([op for op in ops if op.op != "watch"])
     undecided: Result | None = None
     steps = 0
-    for key, ops in by_key.items():
+    for key, key_ops in by_key.items():
         budget = _Budget(max_steps, should_stop)
-        result = _check_key(key, ops, budget)
+        result = _check_key(key, key_ops, budget)
         steps += budget.used
         if result is None:
             continue
@@ -381,23 +401,227 @@ def check(
             log.debug("history rejected key=%s window=%d steps=%d", key, len(result.window), steps)
             return result
         undecided = undecided or result
+    for keys, group_ops in groups:
+        result, used = _check_group(keys, group_ops, max_steps)
+        steps += used
+        if result is None:
+            continue
+        if result.verdict == "not linearizable":
+            log.debug("history rejected keys=%s window=%d steps=%d", keys, len(result.window), steps)
+            return result
+        undecided = undecided or result
     if undecided is not None:
         return undecided
+    if watches:
+        problem = watch_check.check_watches(ops)
+        if problem is not None:
+            return Result(
+                ok=False,
+                key=problem.watch.key,
+                window=(problem.watch,),
+                verdict="not linearizable",
+                steps=steps,
+                message=f"watch stream wrong: {problem.message}\n  {problem.watch.describe()}",
+            )
+    key_count = len(by_key) + sum(len(keys) for keys, _ in groups)
     return Result(
         ok=True,
         key=None,
         window=(),
         verdict="linearizable",
         steps=steps,
-        message=f"linearizable: {count} operations over {len(by_key)} keys",
+        message=f"linearizable: {len(ops)} operations over {key_count} keys",
     )
+
+
+def _groups(
+    ops: Sequence[Operation],
+) -> tuple[list[tuple[list[str], list[Operation]]], dict[str, list[Operation]]]:
+    """Keys linked by multi-key operations, with their operations; and every other key's own.
+
+    A transaction links its keys; a range links every key of the history inside its interval
+    (an absent key it did not return constrains it as much as a present one it did).
+    """
+    multi = [op for op in ops if op.op in ("range", "txn")]
+    universe = sorted({key for op in ops for key in op.keys})
+    parent = {key: key for key in universe}
+
+    def root(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    anchors: list[tuple[Operation, str]] = []
+    for op in multi:
+        linked = list(op.keys)
+        if op.op == "range":
+            low = bisect.bisect_left(universe, op.key)
+            high = len(universe) if op.range_end is None else bisect.bisect_left(universe, op.range_end)
+            linked += universe[low:high]
+        if not linked:
+            continue  # a range over no key of the history that returned nothing: nothing to check
+        for key in linked[1:]:
+            parent[root(key)] = root(linked[0])
+        anchors.append((op, linked[0]))
+    grouped: dict[str, tuple[list[str], list[Operation]]] = {}
+    for _, key in anchors:
+        grouped.setdefault(root(key), ([], []))
+    by_key: dict[str, list[Operation]] = {}
+    for key in universe:
+        if root(key) in grouped:
+            grouped[root(key)][0].append(key)
+    for op in ops:
+        if op.op in ("range", "txn"):
+            continue
+        group = grouped.get(root(op.key))
+        (group[1] if group is not None else by_key.setdefault(op.key, [])).append(op)
+    for op, key in anchors:
+        grouped[root(key)][1].append(op)
+    # Keep each group's operations in history order: explanations list them so.
+    order = {id(op): n for n, op in enumerate(ops)}
+    groups = [(keys, sorted(group_ops, key=lambda op: order[id(op)])) for keys, group_ops in grouped.values()]
+    return groups, by_key
+
+
+class _GroupBudget:
+    """Steps left for explaining one group's failure, shared by all its trials."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def fails(self, space: keyspace_search.KeySpace, ops: Sequence[Operation], cap: int) -> bool:
+        """True only if the operations certainly admit no order; a trial that runs past `cap`
+        steps (or the budget) counts as not failing."""
+        steps = space.steps(ops)
+        if steps is None:
+            return True
+        cap = min(cap, self.left)
+        if cap < 1:
+            return False
+        try:
+            ok, used = keyspace_search.search(steps, space.initial(), cap)
+        except keyspace_search.SearchExhausted:
+            self.left -= cap
+            return False
+        self.left -= used
+        return not ok
+
+
+def _read_from_nowhere(ops: Sequence[Operation]) -> Operation | None:
+    """An `ok` operation that returned a value no write of that key (not failed) had started to
+    write by the time it ended: no order explains it, whatever else happened."""
+    first_write: dict[tuple[str, str | None], float] = {}
+    for op in ops:
+        if op.status == "fail" or not op.is_write:
+            continue
+        puts = [(op.key, op.value)] if op.op == "put" else []
+        if op.op == "txn":
+            puts = [(o.key, o.value) for o in (op.success or ()) + (op.failure or ()) if o.op == "put"]
+        for put in puts:
+            first_write[put] = min(first_write.get(put, _INF), op.start)
+    for op in ops:
+        if op.status != "ok" or op.end is None:
+            continue
+        seen: list[tuple[str, str | None]] = []
+        if op.op == "get":
+            seen = [(op.key, op.output)]
+        elif op.op == "range":
+            seen = list(op.items or ())
+        elif op.op == "txn":
+            branch = op.success if op.succeeded else op.failure
+            seen = [(o.key, r) for o, r in zip(branch or (), op.results or (), strict=False) if o.op == "get"]
+        if any(value is not None and first_write.get((key, value), _INF) > op.end for key, value in seen):
+            return op
+    return None
+
+
+def _check_group(keys: list[str], ops: list[Operation], max_steps: int) -> tuple[Result | None, int]:
+    """None when the group is linearizable; otherwise the failing or undecided Result."""
+    space = keyspace_search.KeySpace(keys)
+    steps = space.steps(ops)
+    used = 0
+    nowhere = _read_from_nowhere(ops)
+    if steps is not None and nowhere is None:
+        try:
+            ok, used = keyspace_search.search(steps, space.initial(), max_steps)
+        except keyspace_search.SearchExhausted:
+            message = f"{BUDGET_EXHAUSTED} on keys {keys!r} ({len(ops)} operations, {max_steps} steps)"
+            result = Result(False, keys[0], tuple(ops), message, "unknown", max_steps, tuple(keys))
+            return result, max_steps
+        if ok:
+            return None, used
+    if nowhere is not None:
+        window, failed_at = [nowhere], nowhere.end or _INF
+    else:
+        window, failed_at = _explain_group(space, ops, _GroupBudget(max_steps))
+    lines = [
+        f"not linearizable: keys {keys!r}: no order of {_these(len(window))} agrees with real time "
+        f"and the results over the whole key space (it already fails by t={failed_at:.6g}):"
+    ]
+    lines += [f"  {op.describe()}" for op in sorted(window, key=lambda op: op.start)]
+    return Result(
+        False, keys[0], tuple(window), "\n".join(lines), "not linearizable", used, tuple(keys)
+    ), used
+
+
+def _cut_ops(ops: Sequence[Operation], at: float) -> list[Operation]:
+    """The group's history as it stood at time `at`: later operations dropped, running writes
+    and transactions of unknown outcome, running reads dropped."""
+    out: list[Operation] = []
+    for op in ops:
+        if op.start > at or op.status == "fail":
+            continue
+        if (op.end is not None and op.end <= at) or op.status == "unknown":
+            out.append(op)
+        elif op.is_write:
+            out.append(replace(op, end=None, status="unknown", version=None, succeeded=None, results=None))
+    return out
+
+
+def _explain_group(
+    space: keyspace_search.KeySpace, ops: list[Operation], budget: _GroupBudget
+) -> tuple[list[Operation], float]:
+    """A small failing window: the shortest failing prefix, then without the reads it can spare.
+
+    Both steps only remove reads or weaken writes to unknown outcome, which can never make a
+    linearizable history fail, so the window is a genuine witness. A trial that runs out of
+    steps counts as not failing; when the budget runs out the window is only less small.
+    """
+    ends = sorted({op.end for op in ops if op.status == "ok" and op.end is not None and op.op != "put"})
+    low, high = 0, len(ends) - 1
+    while low < high:
+        mid = (low + high) // 2
+        if budget.fails(space, _cut_ops(ops, ends[mid]), _TRIAL_STEPS):
+            high = mid
+        else:
+            low = mid + 1
+    failed_at = ends[low] if ends else _INF
+    window = _cut_ops(ops, failed_at)
+    if not budget.fails(space, window, _TRIAL_STEPS):
+        return ops, failed_at
+    # Delta debugging over the reads: big chunks first, halving down to one.
+    size = max(1, len(window) // 2)
+    while budget.left > 0:
+        reads = [op for op in window if op.status == "ok" and not op.is_write]
+        changed = False
+        for at in range(0, len(reads), size):
+            gone = {id(op) for op in reads[at : at + size]}
+            trial = [op for op in window if id(op) not in gone]
+            if len(trial) < len(window) and budget.fails(space, trial, _TRIAL_STEPS):
+                window, changed = trial, True
+        if size == 1 and not changed:
+            break
+        size = max(1, size // 2)
+    return window, failed_at
 
 
 def main(argv: list[str] | None = None) -> int:
     """`keychain check-history FILE`: 0 linearizable, 1 not, 2 invalid input, 3 undecided."""
     parser = argparse.ArgumentParser(
         prog="keychain check-history",
-        description="Check a JSON-lines client history for linearizability. Exit status: "
+        description="Check a JSON-lines client history for linearizability (single-key operations, "
+        "ranges and transactions) and its watch streams against the committed order. Exit status: "
         "0 linearizable, 1 not linearizable, 2 invalid input, 3 search budget exhausted.",
     )
     parser.add_argument("file", help="history file, one JSON operation a line ('-' reads stdin)")

@@ -8,6 +8,10 @@ from keychain.proxy.validation import scoped_request_id
 from proxy_double import ChainDouble
 from proxy_harness import RunningProxy, running_proxy
 
+from keychain import commands
+from keychain.client import Client
+from keychain.proto import chain_pb2
+
 
 @pytest.fixture
 def http(proxy: RunningProxy):
@@ -219,3 +223,21 @@ def test_if_none_match_honours_any_weak_tags_and_lists(http: httpx.Client, if_no
     assert answer.status_code == status
     assert answer.headers["etag"] == '"2"'
     assert answer.content == (b"" if status == 304 else b"b")
+
+
+def test_a_read_without_consistency_uses_the_proxy_default(chain: ChainDouble):
+    with running_proxy(chain, read_consistency="eventual") as proxy, httpx.Client(base_url=proxy.url) as http:
+        http.put("/v1/kv/d", content=b"1")
+        assert http.get("/v1/kv/d").content == b"1"
+        assert http.head("/v1/kv/d").status_code == 200
+        assert http.get("/v1/kv/d", params={"consistency": "strong"}).content == b"1"
+    assert chain.state.read_consistencies == [chain_pb2.EVENTUAL, chain_pb2.EVENTUAL, chain_pb2.STRONG]
+
+
+def test_the_client_and_the_cli_leave_the_consistency_to_the_proxy_unless_asked(chain: ChainDouble):
+    with running_proxy(chain, read_consistency="eventual") as proxy, Client(proxy.url) as kc:
+        kc.put("d", b"1")
+        assert kc.get("d") == (b"1", 1)
+        assert kc.get("d", consistency="strong") == (b"1", 1)
+        assert commands.main(["get", "d", "--url", proxy.url]) == 0
+    assert chain.state.read_consistencies == [chain_pb2.EVENTUAL, chain_pb2.STRONG, chain_pb2.EVENTUAL]

@@ -63,3 +63,17 @@ def test_an_exhausted_search_budget_exits_3_and_says_so():
     done = run(str(HISTORIES / "concurrent_writes_read_in_either_order.jsonl"), "--max-steps", "1")
     assert done.returncode == 3, done.stdout + done.stderr
     assert done.stdout.startswith("unknown: search budget exhausted on key 'other'")
+
+
+def test_ranges_transactions_and_watches_are_read_and_checked():
+    done = run(str(HISTORIES / "multikey_snapshot_and_cas.jsonl"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "linearizable: 8 operations over 3 keys"
+
+
+def test_a_range_that_sees_half_a_transaction_exits_1_naming_the_keys():
+    done = run(str(HISTORIES / "range_sees_half_a_txn.jsonl"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("not linearizable: keys ['cfg/a', 'cfg/b']: no order of these")
+    assert "  c3 range ['cfg/', 'cfg0') -> {'cfg/a': 'a1', 'cfg/b': 'b0'} [0.7, 0.8] ok" in lines

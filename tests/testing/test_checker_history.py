@@ -8,7 +8,17 @@ import json
 import pytest
 
 from keychain.testing.checker import check
-from keychain.testing.history import HistoryError, Operation, Recorder, dump_lines, parse_lines, write_history
+from keychain.testing.history import (
+    Compare,
+    HistoryError,
+    Operation,
+    Recorder,
+    TxnOp,
+    WatchEvent,
+    dump_lines,
+    parse_lines,
+    write_history,
+)
 
 LINE = '{"client": "c1", "op": "put", "key": "k", "value": "v", "start": 1.25, "end": 1.31, "status": "ok", "output": null}'
 
@@ -81,3 +91,30 @@ def test_the_recorder_refuses_bad_calls_when_they_happen():
         rec.ok(call, at=0.5)
     with pytest.raises(HistoryError, match="no such call"):
         rec.fail(99, at=2.0)
+
+
+def test_the_recorder_logs_ranges_transactions_and_watch_events():
+    rec = Recorder()
+    watcher = rec.invoke("w1", "watch", "app/", at=0.5, range_end="app0", from_version=0)
+    txn = rec.invoke(
+        "c1",
+        "txn",
+        "",
+        at=1.0,
+        compare=(Compare("app/a", exists=False),),
+        success=(TxnOp("put", "app/a", "1"),),
+        failure=(),
+    )
+    scan = rec.invoke("c2", "range", "app/", at=1.5, range_end="app0", limit=10)
+    rec.ok(txn, at=2.0, version=1, succeeded=True, results=(None,))
+    rec.event(watcher, WatchEvent(1, "put", "app/a", "1"), at=2.1)
+    rec.ok(scan, at=2.5, version=1, items=(("app/a", "1"),))
+    running = rec.history()
+    assert running[0].status == "unknown" and running[0].end == 2.1 and len(running[0].events or ()) == 1
+    rec.unknown(watcher)
+    history = rec.history()
+    assert [op.status for op in history] == ["unknown", "ok", "ok"]
+    assert check(history).ok, check(history).message
+    assert parse_lines(dump_lines(history).splitlines()) == history
+    with pytest.raises(HistoryError, match="not a running watch"):
+        rec.event(scan, WatchEvent(2, "delete", "app/a"), at=3.0)
