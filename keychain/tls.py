@@ -368,9 +368,17 @@ def server_interceptors(files: TlsFiles | None) -> list[grpc.aio.ServerIntercept
 # ---------------------------------------------------------------------------- gRPC clients
 
 
+# The last credentials each set of files gave that belonged together: a channel opened while the
+# files are half-way through a rotation (new certificate, old key) starts on these instead of failing.
+_last_good: dict[TlsFiles, grpc.ChannelCredentials] = {}
+
+
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
+    """Client credentials from `files`; ValueError when they do not belong together."""
     cert, key, ca = files.load_checked()
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    _last_good[files] = credentials
+    return credentials
 
 
 class RotatingChannel(grpc.aio.Channel):
@@ -383,8 +391,18 @@ class RotatingChannel(grpc.aio.Channel):
         self.target = target
         self.files = files
         self.options = list(options)
-        self._stamp = files.stamp()
-        self._channel = grpc.aio.secure_channel(target, channel_credentials(files), options=self.options)
+        stamp: tuple[tuple[int, int, int], ...] | None = files.stamp()
+        try:
+            credentials = channel_credentials(files)
+        except (OSError, ValueError) as exc:
+            if files not in _last_good:
+                raise
+            # Half-way through a rotation: start on the last good credentials, and keep no stamp so
+            # the next check loads the files again.
+            log.warning("tls files mid-rotation, using the last good ones files=%s reason=%s", files.cert, exc)
+            credentials, stamp = _last_good[files], None
+        self._stamp = stamp
+        self._channel = grpc.aio.secure_channel(target, credentials, options=self.options)
         self._retired: list[grpc.aio.Channel] = []
         self._checked_at = 0.0
         self.rotations = 0

@@ -133,6 +133,7 @@ class ProcessCluster:
         self.client_files = self.issue("proxy", "harness")
         self.operator_files = self.issue("operator", "harness")
         self._client_stamp = self.client_files.stamp()
+        self._credentials = self._client_credentials()
 
     def issue(self, kind: str, name: str, ca: keychain_tls.Issued | None = None) -> keychain_tls.TlsFiles:
         """(Re)issue the certificate of `kind`/`name` from `ca` (the cluster's) into the TLS directory."""
@@ -250,15 +251,19 @@ class ProcessCluster:
     # ---- nodes ----
 
     def node_stub(self, name: str) -> chain_pb2_grpc.ChainNodeStub:
-        if self.tls and self.client_files.stamp() != self._client_stamp:
-            # Rotated: new channels with the new files; calls in flight finish on the old ones.
-            self._client_stamp = self.client_files.stamp()
-            self._retired_channels += self._channels.values()
-            self._channels = {}
+        stamp = self.client_files.stamp() if self.tls else None
+        if self.tls and stamp != self._client_stamp:
+            # Rotated: new channels with the new files; calls in flight finish on the old ones. Files
+            # half-way through a rotation (a new certificate, the old key) keep the current ones.
+            with contextlib.suppress(ValueError):
+                self._credentials = self._client_credentials()
+                self._client_stamp = stamp
+                self._retired_channels += self._channels.values()
+                self._channels = {}
         ch = self._channels.get(name)
         if ch is None:
             address = self.procs[name].address
-            ch = self._channels[name] = (grpc.secure_channel(address, self._client_credentials()) if self.tls
+            ch = self._channels[name] = (grpc.secure_channel(address, self._credentials) if self.tls
                                          else grpc.insecure_channel(address))
         return chain_pb2_grpc.ChainNodeStub(ch)
 

@@ -93,6 +93,28 @@ async def test_server_and_client_follow_a_new_ca_written_under_them(tmp_path, mo
         await server.stop(None)
 
 
+async def test_a_channel_opened_half_way_through_a_rotation_starts_on_the_last_good_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(tls, "RECHECK_SECONDS", 0.0)
+    ca = tls.issue_ca("orders")
+    server_files = tls.issue_files(tmp_path / "server", ca, kind="node", name="n", hosts=HOSTS)
+    client_files = tls.issue_files(tmp_path / "client", ca, kind="proxy", name="p")
+    server, port = await _serve(server_files)
+    first = tls.channel(f"127.0.0.1:{port}", client_files)  # the files were good once
+    reissued = tls.issue_certificate(ca, kind="proxy", name="p")
+    tls.write_pem(reissued, client_files.cert)  # the new certificate is written, its key not yet
+    opened = tls.channel(f"127.0.0.1:{port}", client_files)  # e.g. a new member's address appeared
+    try:
+        assert await _check(opened) == grpc.StatusCode.OK
+        assert opened.rotations == 0
+        tls.write_pem(reissued, client_files.cert, client_files.key)  # the rotation completes
+        assert await _check(opened) == grpc.StatusCode.OK
+        assert opened.rotations == 1  # it kept no stamp of the half-written files, so it reloads them
+    finally:
+        await first.close()
+        await opened.close()
+        await server.stop(None)
+
+
 async def test_an_expired_client_certificate_fails_the_handshake(tmp_path):
     ca = tls.issue_ca("orders")
     server, port = await _serve(tls.issue_files(tmp_path / "s", ca, kind="node", name="n", hosts=HOSTS))
