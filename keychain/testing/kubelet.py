@@ -67,6 +67,8 @@ class Image:
     gid: int
     workdir: str
     expose: tuple[str, ...]  # machine paths the image's files are (the interpreter, this checkout)
+    directories: tuple[str, ...] = ()  # made by the image's build, owned by its user
+    user_name: str = "keychain"  # its /etc/passwd and /etc/group entries (useradd, groupadd)
 
 
 def this_checkout() -> Image:
@@ -86,6 +88,7 @@ def this_checkout() -> Image:
         gid=10001,
         workdir="/data",
         expose=tuple(dict.fromkeys([sys.base_prefix, sys.prefix, str(REPO_ROOT)])),
+        directories=("/data",),
     )
 
 
@@ -317,6 +320,7 @@ class Kubelet:
                 raise ContainerConfigError(f"volumeMount {mount['name']!r} names no volume")
             mounts.append({"source": str(sources[mount["name"]]), "path": mount["mountPath"],
                            "read_only": bool(mount.get("readOnly"))})  # fmt: skip
+        mounts += self._image_accounts(run)
         if service_account is not None and spec.get("automountServiceAccountToken", True):
             mounts.append({"source": str(service_account), "path": SERVICE_ACCOUNT_DIR, "read_only": True})
 
@@ -333,6 +337,7 @@ class Kubelet:
             "hostname": pod["metadata"]["name"],
             "read_only_root": bool(security.get("readOnlyRootFilesystem")),
             "expose": list(self.image.expose),
+            "image_dirs": [{"path": d, "uid": self.image.uid, "gid": self.image.gid} for d in self.image.directories],
             "mounts": mounts,
             "workdir": container.get("workingDir") or self.image.workdir,
             "uid": uid,
@@ -348,6 +353,22 @@ class Kubelet:
                 if "exec" in probe:
                     raise ContainerConfigError(f"{kind}: exec probes are not run by this kubelet")
                 run.probes[kind] = ProbeState(probe)
+
+    def _image_accounts(self, run: PodRun) -> list[dict[str, Any]]:
+        """The image's /etc/passwd and /etc/group: this machine's plus the image's user."""
+        image = self.image
+        entries = {
+            "passwd": f"{image.user_name}:x:{image.uid}:{image.gid}::{image.workdir}:/usr/sbin/nologin\n",
+            "group": f"{image.user_name}:x:{image.gid}:\n",
+        }
+        mounts = []
+        for name, entry in entries.items():
+            base = Path("/etc", name).read_text()
+            path = run.directory / name
+            path.write_text(base + ("" if base.endswith("\n") else "\n") + entry)
+            path.chmod(0o644)
+            mounts.append({"source": str(path), "path": f"/etc/{name}", "read_only": True})
+        return mounts
 
     def _start_container(self, run: PodRun) -> None:
         with open(run.directory / "container.log", "ab") as out:

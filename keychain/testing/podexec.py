@@ -6,7 +6,7 @@ the namespace's /sys). It then does what a container runtime does, with this mac
 the image:
 
 - a UTS namespace whose hostname is the pod's name;
-- a new root on a tmpfs: every top-level directory of the machine bind-mounted (read-only when
+- a new root on a tmpfs with the directories the image made (`image_dirs`): every top-level directory of the machine bind-mounted (read-only when
   the container asks for `readOnlyRootFilesystem`); directories other users cannot enter (such
   as /root) stay closed except for the paths the image needs (`expose`, e.g. the interpreter);
   fresh /proc, /run (tmpfs) and /dev;
@@ -100,12 +100,19 @@ def build_root(spec: dict[str, Any]) -> Path:
     (root / "run").mkdir()
     _mount("tmpfs", str(root / "run"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     (root / "tmp").mkdir(mode=0o1777)
+    for made in spec.get("image_dirs", []):  # what the image's build made (`mkdir /data && chown`)
+        path = _mkdirs_on_new_root(root, made["path"])
+        os.chown(path, made["uid"], made["gid"])
     for volume in spec.get("mounts", []):
         # Resolve the mount path inside the new root (/var/run is a link to /run on most systems).
         target = Path(os.path.realpath(root / volume["path"].lstrip("/")))
         if not str(target).startswith(str(root)):
             target = root / str(target).lstrip("/")
-        target.mkdir(parents=True, exist_ok=True)
+        if os.path.isdir(volume["source"]):
+            target.mkdir(parents=True, exist_ok=True)
+        elif not target.exists():  # a file (the image's /etc/passwd) on a path that has none yet
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.touch()
         _bind(volume["source"], str(target), read_only=bool(volume.get("read_only")))
     return root
 

@@ -67,6 +67,7 @@ PVC_PROTECTION = "kubernetes.io/pvc-protection"
 NODE_HOST = "node"
 API_PORT = 443
 ROUND = 0.25  # seconds between two rounds
+GC_EVERY = 4  # rounds between two garbage collections
 SUBNET = "10.96.0.0/20"
 
 PODS, CLAIMS, SERVICES = "v1/pods", "v1/persistentvolumeclaims", "v1/services"
@@ -213,8 +214,9 @@ class PodRunner:
         services = self.api.list(SERVICES)
         sets = self.api.list(STATEFULSETS)
         deployments = self.api.list(DEPLOYMENTS)
-        self._collect_garbage([(PODS, pods), (CLAIMS, claims), (SERVICES, services), (STATEFULSETS, sets),
-                               (DEPLOYMENTS, deployments)])  # fmt: skip
+        if self.rounds % GC_EVERY == 0:
+            self._collect_garbage([(PODS, pods), (CLAIMS, claims), (SERVICES, services), (STATEFULSETS, sets),
+                                   (DEPLOYMENTS, deployments)])  # fmt: skip
         self._services(services, pods)
         self._hosts(services, pods)
         self._pods(pods, claims)
