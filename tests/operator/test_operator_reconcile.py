@@ -7,8 +7,9 @@ from typing import Any
 
 import kmock
 import pytest
-from conftest import CHAINS, NAMESPACE, STATEFULSETS, act_as_statefulset_controller, chain_body, live
+from conftest import CHAINS, NAMESPACE, STATEFULSETS, act_as_statefulset_controller, chain_body, live, writes
 from keychain.operator.reconcile import OwnershipConflict, Reconciler
+from keychain.operator.spec import ChainSpecError
 
 NODES = "mychain-node"
 
@@ -106,3 +107,23 @@ async def test_an_object_owned_by_someone_else_is_never_taken_over(emulator, rec
     with pytest.raises(OwnershipConflict, match="mychain-config exists and is not owned by Chain mychain"):
         await reconcile(emulator, reconciler)
     assert live(emulator, "v1/configmaps", "mychain-config")["data"] == {"mine": "yes"}
+
+
+async def test_an_invalid_spec_is_reported_in_the_status_and_nothing_else_is_written(emulator, reconciler):
+    emulator.objects[CHAINS, NAMESPACE, "mychain"] = chain_body({"replicas": 3})
+    await reconcile(emulator, reconciler)
+    written = writes(emulator)
+
+    patch_chain(emulator, {"storage": {"size": "a lot"}})
+    with pytest.raises(ChainSpecError, match=r"storage\.size"):
+        await reconcile(emulator, reconciler)
+
+    assert writes(emulator)[len(written):] == [f"PATCH /apis/keychain.dev/v1alpha1/namespaces/{NAMESPACE}/chains/mychain/status"]
+    conditions = {c["type"]: c for c in live(emulator, CHAINS, "mychain")["status"]["conditions"]}
+    assert (conditions["Degraded"]["status"], conditions["Degraded"]["reason"]) == ("True", "InvalidSpec")
+    assert "spec.storage.size" in conditions["Degraded"]["message"]
+    assert (conditions["Progressing"]["status"], conditions["Progressing"]["reason"]) == ("False", "InvalidSpec")
+
+    with pytest.raises(ChainSpecError):  # refused again: the same status, no second write
+        await reconcile(emulator, reconciler)
+    assert len(writes(emulator)) == len(written) + 1
