@@ -18,6 +18,7 @@ import itertools
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -75,6 +76,9 @@ def crd_resources(crd: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return result
 
 
+KEPT_REQUESTS = 100  # requests the emulator keeps in kmock's own views (see ApiServerEmulator)
+
+
 class VersioningEmulator(kmock.KubernetesEmulator):
     """kmock plus what kopf relies on: every write gives the object a new `resourceVersion`.
 
@@ -107,7 +111,16 @@ class ApiServerEmulator(VersioningEmulator):
     a `uid` and `creationTimestamp` on creation, `generation` 1 then +1 on every change of `spec`
     (owner references, garbage collection and controllers' observedGeneration rely on them)."""
 
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.recorded: list[RecordedRequest] = []
+
     async def _handle(self, request: kmock.Request) -> Any:
+        self.recorded.append(RecordedRequest(request.method.value, request.url.path, request.url.query_string,
+                                             str(request.headers.get("User-Agent", ""))))  # fmt: skip
+        # kmock keeps every request in each of its views and scans them on every new request,
+        # so a long-lived emulator slows down request by request: keep only our own record.
+        self._forget_requests()
         if request.resource is not None and not request.subresource:
             if request.action == kmock.action.CREATE and isinstance(request.data, dict):
                 meta = request.data.setdefault("metadata", {})
@@ -130,6 +143,23 @@ class ApiServerEmulator(VersioningEmulator):
                         else:
                             request.data.append({"op": "add", "path": "/metadata/generation", "value": generation})
         return await super()._handle(request)
+
+
+    def _forget_requests(self) -> None:
+        # A request is matched to its reaction by being among the recent ones: keep those in flight.
+        del self._requests[:-KEPT_REQUESTS]
+        for payload in self._payloads:
+            del payload._requests[:-KEPT_REQUESTS]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the emulator received it."""
+
+    method: str
+    path: str
+    query: str
+    agent: str
 
 
 def _now() -> str:
@@ -200,10 +230,10 @@ class EmulatorThread:
 
         self._loop.call_soon_threadsafe(add)
 
-    def requests(self) -> list[kmock.Request]:
+    def requests(self) -> list[RecordedRequest]:
         """Every request served so far, in order."""
         assert self.emulator is not None
-        return list(self.emulator)
+        return list(self.emulator.recorded)
 
 
 def api_path(resource: str, namespace: str | None = None, name: str | None = None, subresource: str = "") -> str:

@@ -174,9 +174,13 @@ class PodRunner:
 
     def claim_dir(self, namespace: str, claim: str) -> Path:
         """The directory a volume claim is (created on first use)."""
-        path = self.root_dir / "volumes" / namespace / claim
+        path = self.volume_path(namespace, claim)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def volume_path(self, namespace: str, claim: str) -> Path:
+        """Where a volume claim's directory is (whether or not it exists)."""
+        return self.root_dir / "volumes" / namespace / claim
 
     def pod_logs(self, namespace: str, name: str, lines: int = 40) -> str:
         assert self.kubelet is not None
@@ -449,10 +453,14 @@ class PodRunner:
     def _statefulset(self, sts: dict[str, Any], pods: list[dict[str, Any]], claims: list[dict[str, Any]]) -> None:
         meta = sts["metadata"]
         self._remember(sts)
-        names = [c["metadata"]["name"] for c in claims if c["metadata"]["namespace"] == meta["namespace"]]
+        mine = [c for c in claims if c["metadata"]["namespace"] == meta["namespace"]]
+        names = [c["metadata"]["name"] for c in mine]
+        going = {c["metadata"]["name"] for c in mine if c["metadata"].get("deletionTimestamp")}
         actions, status = plan_statefulset(sts, self._pod_views(pods, REVISION_LABEL), names)
         for action in actions:
             if isinstance(action, CreatePod):
+                if action.ordinal is not None and going & set(claim_names(sts, action.ordinal)):
+                    continue  # its claim is still being deleted; a new one is made once it is gone
                 self._create_set_pod(sts, action, names)
             elif isinstance(action, DeletePod):
                 log.info("statefulset deletes pod=%s/%s", meta["namespace"], action.name)

@@ -6,7 +6,7 @@ it renders, so the operator runs as the chart's Deployment does: a pod, in clust
 emulator through the `kubernetes` Service and every Chain's coordinators through their pods.
 Tests then `apply` Chains, patch them, delete pods and claims, and look at what happened.
 
-`Sampler` records, every 0.1 s, the node StatefulSet's replicas and the coordinator's view of the
+`Sampler` records, every 0.25 s, the node StatefulSet's replicas and the coordinator's view of the
 chain, so a test can say in which order things happened.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from keychain.testing.helm import render_chart
-from keychain.testing.kube_emulator import EmulatorClient, EmulatorThread, crd_resources
+from keychain.testing.kube_emulator import EmulatorClient, EmulatorThread, RecordedRequest, crd_resources
 from keychain.testing.podrunner import PodRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,11 +111,10 @@ class KubeCluster:
         return {p["metadata"]["name"]: p for p in self.api.list(PODS, NAMESPACE)
                 if p["metadata"]["name"].startswith(prefix)}  # fmt: skip
 
-    def operator_requests(self) -> list[Any]:
+    def operator_requests(self) -> list[RecordedRequest]:
         """Every request the operator made (the others come from the runner and the test)."""
         agents = (self.runner.api.agent, TEST_AGENT)
-        return [r for r in self.emulator.requests()
-                if not str(r.headers.get("User-Agent", "")).startswith(agents)]  # fmt: skip
+        return [r for r in self.emulator.requests() if not r.agent.startswith(agents)]
 
     def coordinator_status(self, chain: str, replicas: int = 3) -> dict[str, Any] | None:
         """The coordinator's /v1/status from the first member pod that answers."""
@@ -167,6 +166,7 @@ class Sample:
     at: float
     replicas: int | None  # the node StatefulSet's spec.replicas
     members: tuple[tuple[str, str], ...]  # (id, role) in chain order, per the coordinator
+    pods: dict[str, tuple[str, bool]]  # node pod -> (uid, ready)
 
 
 @dataclass
@@ -175,7 +175,7 @@ class Sampler:
 
     cluster: KubeCluster
     chain: str
-    interval: float = 0.1
+    interval: float = 0.25
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -197,7 +197,10 @@ class Sampler:
             if view is None:
                 continue
             members = tuple((m["id"], m["role"]) for m in view["members"])
-            self.samples.append(Sample(time.monotonic(), sts["spec"]["replicas"] if sts else None, members))
+            pods = {name: (pod["metadata"]["uid"], _ready(pod))
+                    for name, pod in self.cluster.pods(f"{self.chain}-node-").items()
+                    if not pod["metadata"].get("deletionTimestamp")}  # fmt: skip
+            self.samples.append(Sample(time.monotonic(), sts["spec"]["replicas"] if sts else None, members, pods))
 
     def replicas_history(self) -> list[int]:
         values = [s.replicas for s in self.samples if s.replicas is not None]
@@ -205,3 +208,8 @@ class Sampler:
 
     def membership_history(self) -> list[tuple[tuple[str, str], ...]]:
         return [s.members for i, s in enumerate(self.samples) if i == 0 or self.samples[i - 1].members != s.members]
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
