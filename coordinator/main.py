@@ -11,7 +11,8 @@ says that name, which is what --peers must give for this member (a wildcard --li
     keychain coordinator --id c-0 --listen 0.0.0.0:7000 --advertise c-0.coord.ns.svc:7000 \\
         --data-dir /data --peers c-0=c-0.coord.ns.svc:7000,c-1=c-1.coord.ns.svc:7000,...
 
-A member that joins a running cluster names any of its members instead of --peers, then is added
+A member that joins a running cluster names any of its members instead of --peers (or, with
+--join-unlisted, is given the initial members' --peers that do not name it), then is added
 through the admin API of any member (it becomes a learner, catches up, and is promoted to voter):
 
     keychain coordinator --id coord-4 --listen 127.0.0.1:7004 --http 127.0.0.1:7084 \\
@@ -97,9 +98,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     start.add_argument("--join", type=parse_join,
                        help="join a running cluster: host:port[,host:port] of any of its members; the member is "
                             "added by POST /v1/members and learns the membership from the leader's log")
+    p.add_argument("--join-unlisted", action="store_true",
+                   help="a member that --peers does not name joins the cluster they form (as with --join and "
+                        "their addresses) instead of refusing to start: one command line for the initial members "
+                        "and for those added later")
     p.add_argument("--chain", action="append", default=[], help="a chain the leader creates if missing (repeatable)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     args = p.parse_args(argv)
+    if args.join_unlisted and args.peers and args.id not in args.peers:
+        args.join, args.peers = list(args.peers.values()), None
     if args.join:
         args.advertise = args.advertise or args.listen
         if args.advertise in args.join or args.listen in args.join:
@@ -158,8 +165,12 @@ def main(argv: list[str]) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
     )
-    options = CoordinatorOptions(
-        id=args.id, listen=args.listen, advertise=args.advertise, data_dir=args.data_dir, peers=args.peers or {}, http=args.http,
-        chains=list(dict.fromkeys(args.chain)), join=args.join or [],
+    return asyncio.run(serve(options_of(args)))
+
+
+def options_of(args: argparse.Namespace) -> CoordinatorOptions:
+    """The server's options from parsed arguments."""
+    return CoordinatorOptions(
+        id=args.id, listen=args.listen, advertise=args.advertise, data_dir=args.data_dir, peers=args.peers or {},
+        http=args.http, chains=list(dict.fromkeys(args.chain)), join=args.join or [],
     )
-    return asyncio.run(serve(options))

@@ -12,6 +12,7 @@ from keychain.operator.naming import (
     COORDINATOR_HTTP_PORT,
     DATA_DIR,
     NODE_GRPC_PORT,
+    NODE_METRICS_PORT,
     PROXY_GRPC_PORT,
     PROXY_HTTP_PORT,
     Names,
@@ -29,14 +30,25 @@ def ref(variable: str) -> str:
     return f"$({variable})"
 
 
-def config_data(names: Names, coordinator_replicas: int, read_consistency: str) -> dict[str, str]:
-    """The ConfigMap's data: the environment every KeychainDB container of the Chain shares."""
+def config_data(names: Names, initial_coordinators: int, read_consistency: str) -> dict[str, str]:
+    """The ConfigMap's data: the environment every KeychainDB container of the Chain shares.
+
+    The coordinator addresses are those of the initial members, the Raft cluster's bootstrap set,
+    and stay so when the coordinator is resized: the lowest ordinals always remain members (scale-in
+    removes the highest), members added later join through them, and nodes and proxies reach the
+    leader through any member. So a resize changes no pod template and restarts nothing."""
     return {
         CHAIN: names.chain,
-        COORDINATORS: names.coordinator_addresses(coordinator_replicas),
-        COORDINATOR_PEERS: names.coordinator_peers(coordinator_replicas),
+        COORDINATORS: names.coordinator_addresses(initial_coordinators),
+        COORDINATOR_PEERS: names.coordinator_peers(initial_coordinators),
         READ_CONSISTENCY: read_consistency,
     }
+
+
+def initial_coordinators(data: dict[str, str]) -> int | None:
+    """How many initial coordinator members a rendered ConfigMap's data names (None if it names none)."""
+    peers = [p for p in data.get(COORDINATOR_PEERS, "").split(",") if p]
+    return len(peers) or None
 
 
 def coordinator_args(names: Names) -> list[str]:
@@ -49,6 +61,8 @@ def coordinator_args(names: Names) -> list[str]:
         "--http", f"0.0.0.0:{COORDINATOR_HTTP_PORT}",
         "--data-dir", DATA_DIR,
         "--peers", ref(COORDINATOR_PEERS),
+        # A member added by a resize is not among the initial --peers: it joins their cluster.
+        "--join-unlisted",
         "--chain", ref(CHAIN),
     ]  # fmt: skip
 
@@ -62,6 +76,7 @@ def node_args(names: Names) -> list[str]:
         "--data-dir", DATA_DIR,
         "--chain", ref(CHAIN),
         "--coordinator", ref(COORDINATORS),
+        "--metrics-listen", f"0.0.0.0:{NODE_METRICS_PORT}",
     ]  # fmt: skip
 
 

@@ -1,7 +1,10 @@
 """The operator's client of the coordinator's HTTP admin API.
 
-Two calls: `GET /v1/status` (the chains, their epochs and members, and the Raft leader) and
-`DELETE /v1/chains/{chain}/members/{id}` (unlink a node before its pod goes away). Any
+The calls: `GET /v1/status` (the chains, their epochs and members, the Raft leader and members),
+`DELETE /v1/chains/{chain}/members/{id}` (unlink a node before its pod goes away), and the
+coordinator's own membership, one server at a time: `POST /v1/members` (add a member: it joins
+as a learner and is promoted to voter once caught up; the answer waits for that) and
+`DELETE /v1/members/{id}` (remove one; a leader hands over first). Any
 coordinator member answers (followers forward to the leader), so the client tries the
 members in turn and only gives up when none answers.
 
@@ -21,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from keychain.operator.stepping import ChainView, Member
+from keychain.operator.stepping import ChainView, CoordinatorMember, Member
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,9 @@ STATUS_TIMEOUT = 2.0  # seconds for GET /v1/status at one coordinator member
 # Seconds for one DELETE of a chain member: above the coordinator's own bound on RemoveMember
 # (forward wait 2 s + new-leader grace 1.2 s + removal after 1.51 s + lease 1.2 s + commit 2 s).
 REMOVAL_TIMEOUT = 10.0
+# Seconds for one change of the coordinator's own membership: above its bound on AddCoordinatorMember
+# (forward wait 2 s + catch-up 10 s + three proposals of 2 s).
+MEMBERSHIP_TIMEOUT = 20.0
 
 
 class CoordinatorError(Exception):
@@ -47,6 +53,7 @@ class RemovalRefused(CoordinatorError):
 class CoordinatorStatus:
     leader: str | None
     chains: dict[str, ChainView]
+    members: tuple[CoordinatorMember, ...] = ()  # the coordinator's own Raft members
 
 
 class CoordinatorClient:
@@ -93,19 +100,42 @@ class CoordinatorClient:
         log.info("member removed chain=%s member=%s epoch=%s", chain, member_id, epoch)
         return epoch if isinstance(epoch, int) else None
 
-    def _request(self, method: str, path: str, timeout: float | None = None) -> httpx.Response:
-        """`timeout` replaces the client's (status) timeout for this request."""
+    def add_coordinator(self, member_id: str, address: str) -> None:
+        """Add a coordinator member; returns once it is a voter (it caught up). Repeating is harmless."""
+        response = self._request("POST", "/v1/members", timeout=MEMBERSHIP_TIMEOUT, body={"id": member_id,
+                                 "address": address}, next_on_busy=False)  # fmt: skip
+        if response.status_code != 201:
+            raise CoordinatorError(f"POST /v1/members {member_id} answered {response.status_code}: "
+                                   f"{_error_message(response)}")  # fmt: skip
+        log.info("coordinator member added member=%s address=%s", member_id, address)
+
+    def remove_coordinator(self, member_id: str) -> bool:
+        """Remove a coordinator member; False if it was no member."""
+        path = f"/v1/members/{quote(member_id, safe='')}"
+        response = self._request("DELETE", path, timeout=MEMBERSHIP_TIMEOUT, next_on_busy=False)
+        if response.status_code == 404:
+            return False
+        if response.status_code != 200:
+            raise CoordinatorError(f"DELETE {path} answered {response.status_code}: {_error_message(response)}")
+        log.info("coordinator member removed member=%s", member_id)
+        return True
+
+    def _request(self, method: str, path: str, timeout: float | None = None, *, body: Any = None,
+                 next_on_busy: bool = True) -> httpx.Response:  # fmt: skip
+        """`timeout` replaces the client's (status) timeout for this request. A member that answers
+        502-504 is passed over for the next one, unless `next_on_busy` is false (a membership change
+        that waited for a catch-up is answered as it is: asking the next member would wait again)."""
         failures = []
         for base in self._base_urls:
+            extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            if body is not None:
+                extra["json"] = body
             try:
-                if timeout is None:
-                    response = self._http.request(method, base + path)
-                else:
-                    response = self._http.request(method, base + path, timeout=timeout)
+                response = self._http.request(method, base + path, **extra)
             except httpx.HTTPError as exc:
                 failures.append(f"{base}: {exc.__class__.__name__}")
                 continue
-            if response.status_code in (502, 503, 504):
+            if response.status_code in (502, 503, 504) and next_on_busy:
                 failures.append(f"{base}: {response.status_code}")
                 continue
             return response
@@ -129,7 +159,9 @@ def parse_status(payload: Any) -> CoordinatorStatus:
             )
             chains[str(chain["name"])] = ChainView(str(chain["name"]), int(chain["epoch"]), members)
         leader = payload.get("leader")
-        return CoordinatorStatus(leader=str(leader) if leader else None, chains=chains)
+        members = tuple(CoordinatorMember(id=str(m["id"]), voter=m.get("suffrage", "voter") == "voter")
+                        for m in payload.get("members", []))  # fmt: skip
+        return CoordinatorStatus(leader=str(leader) if leader else None, chains=chains, members=members)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise CoordinatorError(f"malformed coordinator status: {exc!r}") from exc
 

@@ -9,12 +9,12 @@ so an operator process (or a test) chooses its own settings and reconciler.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from keychain.operator.reconcile import Reconciler
+from keychain.operator.events import Event, failure
+from keychain.operator.reconcile import ChainGone, Reconciler
 from keychain.operator.spec import GROUP, PLURAL, VERSION, ChainSpecError
 
 FINALIZER = "keychain.dev/operator"
@@ -52,11 +52,22 @@ def build_registry(settings: HandlerSettings) -> kopf.OperatorRegistry:
     return registry
 
 
-def _reconcile(memo: kopf.Memo, body: Mapping[str, Any], retry_delay: float) -> None:
+def _reconcile(memo: kopf.Memo, body: kopf.Body, retry_delay: float) -> None:
     reconciler: Reconciler = memo["reconciler"]
     try:
-        reconciler.reconcile(body)
+        outcome = reconciler.reconcile(body)
+    except ChainGone:
+        return
     except ChainSpecError as exc:
+        _post(body, failure("InvalidSpec", f"invalid Chain: {exc}"))
         raise kopf.PermanentError(f"invalid Chain: {exc}") from exc
     except Exception as exc:
+        _post(body, failure("ReconcileFailed", f"reconcile failed: {exc}"))
         raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=retry_delay) from exc
+    for event in outcome.events:
+        _post(body, event)
+
+
+def _post(body: kopf.Body, event: Event) -> None:
+    """Record a Kubernetes Event on the Chain (kopf posts it in the background)."""
+    kopf.event(body, type=event.type, reason=event.reason, message=event.message)

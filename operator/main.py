@@ -40,6 +40,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "instead of through the cluster's DNS; repeatable",
     )  # fmt: skip
     parser.add_argument("--health-port", type=int, default=8080, help="port of the /healthz endpoint")
+    parser.add_argument(
+        "--scrape-annotations", action="store_true",
+        help="annotate chain node pods for Prometheus' annotation-based discovery (prometheus.io/scrape, port, path)",
+    )  # fmt: skip
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step, not only problems")
     args = parser.parse_args(list(argv))
     if args.interval <= 0 or args.retry_delay <= 0:
@@ -61,6 +65,7 @@ def main(argv: Sequence[str]) -> int:
         KubeApi.from_environment(),
         default_image=args.default_image,
         coordinators=coordinators_at(args.coordinator_url) if args.coordinator_url else in_cluster_coordinators,
+        scrape_annotations=args.scrape_annotations,
     )
     registry = build_registry(HandlerSettings(interval=args.interval, retry_delay=args.retry_delay))
     # A registry of our own starts without kopf's default login handlers: without this one the

@@ -21,6 +21,8 @@ PROXY = "proxy"
 COORDINATOR_GRPC_PORT = 7000
 COORDINATOR_HTTP_PORT = 7080
 NODE_GRPC_PORT = 7100
+NODE_METRICS_PORT = 9100  # Prometheus /metrics, the container port named "metrics"
+METRICS_PATH = "/metrics"
 PROXY_HTTP_PORT = 8080
 PROXY_GRPC_PORT = 8081
 
@@ -71,9 +73,11 @@ class Names:
 
     def node_ordinal(self, member_id: str) -> int | None:
         """The ordinal of a chain member id that belongs to this Chain's node set, else None."""
-        prefix = f"{self.nodes}-"
-        suffix = member_id[len(prefix) :] if member_id.startswith(prefix) else ""
-        return int(suffix) if suffix.isdigit() and str(int(suffix)) == suffix else None
+        return _ordinal(f"{self.nodes}-", member_id)
+
+    def coordinator_ordinal(self, member_id: str) -> int | None:
+        """The ordinal of a coordinator member id that belongs to this Chain's coordinator set, else None."""
+        return _ordinal(f"{self.coordinator}-", member_id)
 
     def node_claim(self, ordinal: int) -> str:
         """The PersistentVolumeClaim the StatefulSet controller makes for node `ordinal`."""
@@ -110,6 +114,11 @@ class Names:
     def node_advertise_suffix(self) -> str:
         """What follows a node's pod name in its advertised address."""
         return f".{self.nodes}.{self.namespace}.svc:{NODE_GRPC_PORT}"
+
+
+def _ordinal(prefix: str, member_id: str) -> int | None:
+    suffix = member_id[len(prefix) :] if member_id.startswith(prefix) else ""
+    return int(suffix) if suffix.isdigit() and str(int(suffix)) == suffix else None
 
 
 def names_of(spec: ChainSpec) -> Names:

@@ -1,11 +1,13 @@
 """The one idempotent reconcile of a Chain: observe, take at most one step, apply, report.
 
 Used by the create/update/resume handlers and by the periodic timer alike. Each call:
-reads the node StatefulSet and the coordinator's view of the chain, asks the pure stepping
-core for the next step, unlinks a member through the coordinator if that is the step,
+reads the node and coordinator StatefulSets and the coordinator's view of the chain and of its
+own Raft members, asks the pure stepping core for the next step of each, unlinks a chain member
+or adds or removes a coordinator member through the coordinator if that is the step,
 creates or patches every rendered object (writing nothing when the live object already
 matches), prunes optional objects no longer rendered, grows volume claims whose requested
-size was raised, and writes `status` when it changed. Calls for one Chain are serialized.
+size was raised, and writes `status` when it changed. The Events of the steps taken (and of
+failed ones) come back in the Outcome for the handlers to post. Calls for one Chain are serialized.
 """
 
 from __future__ import annotations
@@ -17,18 +19,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from keychain.operator import commands
 from keychain.operator.coordinator_client import (
     CoordinatorClient,
     CoordinatorError,
     CoordinatorStatus,
 )
+from keychain.operator.events import Event, coordinator_step_events, failure, node_step_events
 from keychain.operator.kube import KubeApi, KubeError
 from keychain.operator.manifests import Manifest, contains, patch_for
-from keychain.operator.naming import Names, names_of
-from keychain.operator.rendering import NodeSetShape, optional_objects, render
-from keychain.operator.spec import API_VERSION, KIND, ChainSpec, ChainSpecError
+from keychain.operator.naming import COORDINATOR_GRPC_PORT, Names, names_of
+from keychain.operator.rendering import CoordinatorShape, NodeSetShape, optional_objects, render
+from keychain.operator.spec import API_VERSION, COORDINATOR_SIZES, KIND, ChainSpec, ChainSpecError
 from keychain.operator.status import Observation, build_status, invalid_spec_status
-from keychain.operator.stepping import Step, observe_node_set, plan_node_set
+from keychain.operator.stepping import (
+    CoordinatorStep,
+    Step,
+    observe_coordinator_set,
+    observe_node_set,
+    plan_coordinators,
+    plan_node_set,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +58,12 @@ class OwnershipConflict(Exception):
 class Outcome:
     step: Step
     status: dict[str, Any]
+    coordinator_step: CoordinatorStep | None = None
+    events: tuple[Event, ...] = ()
 
     @property
     def converged(self) -> bool:
-        return self.step.converged
+        return self.step.converged and (self.coordinator_step is None or self.coordinator_step.converged)
 
 
 def utc_now() -> str:
@@ -58,8 +71,9 @@ def utc_now() -> str:
 
 
 def in_cluster_coordinators(spec: ChainSpec) -> CoordinatorClient:
-    """The Chain's own coordinator members, by their stable pod DNS names."""
-    return CoordinatorClient(names_of(spec).coordinator_admin_urls(spec.coordinator.replicas))
+    """The Chain's own coordinator members, by their stable pod DNS names: every ordinal a member can
+    have (lowest first: those always exist), so one answers during and after a resize."""
+    return CoordinatorClient(names_of(spec).coordinator_admin_urls(max(COORDINATOR_SIZES)))
 
 
 class Reconciler:
@@ -70,8 +84,10 @@ class Reconciler:
         default_image: str,
         coordinators: CoordinatorFactory = in_cluster_coordinators,
         now: Callable[[], str] = utc_now,
+        scrape_annotations: bool = False,
     ) -> None:
         self._kube = kube
+        self._scrape_annotations = scrape_annotations
         self._default_image = default_image
         self._coordinators = coordinators
         self._now = now
@@ -112,28 +128,44 @@ class Reconciler:
         live_nodes = self._kube.get("apps/v1", "StatefulSet", spec.namespace, names.nodes)
         if live_nodes is not None:
             _check_owner(spec, live_nodes)
-        desired_nodes = _find(render(spec), "StatefulSet", names.nodes)
+        live_coordinators = self._kube.get("apps/v1", "StatefulSet", spec.namespace, names.coordinator)
+        coordinator_set = observe_coordinator_set(live_coordinators) if live_coordinators else None
+        initial = self._initial_coordinators(spec, names)
+        # The node pods' template as rendered now (its config hash depends on the initial coordinators).
+        desired = render(spec, None, CoordinatorShape(spec.coordinator.replicas, initial),
+                         scrape_annotations=self._scrape_annotations)  # fmt: skip
+        desired_nodes = _find(desired, "StatefulSet", names.nodes)
         node_set = observe_node_set(live_nodes, desired_nodes) if live_nodes else None
 
+        events: list[Event] = []
         with self._coordinators(spec) as coordinator:
             view, coordinator_error = _coordinator_status(coordinator)
             chain = view.chains.get(spec.name) if view else None
             step = plan_node_set(spec.replicas, node_set, chain, names)
+            unlinked = step
             if step.remove_member:
-                step = self._unlink(coordinator, spec, step)
+                step = self._unlink(coordinator, spec, step, events)
+                unlinked = step if step.waiting_for == unlinked.waiting_for else replace(step, remove_member=None)
+            coordinator_step = plan_coordinators(
+                spec.coordinator.replicas, coordinator_set, view.members if view else None, names
+            )
+            if coordinator_step.add_member or coordinator_step.remove_member:
+                coordinator_step = self._change_coordinator(coordinator, names, coordinator_step, events)
+        events[:0] = node_step_events(node_set, unlinked, names) + coordinator_step_events(
+            coordinator_set, coordinator_step, names
+        )
 
         applied = {}
-        for manifest in render(spec, NodeSetShape(step.replicas, step.partition)):
+        shapes = NodeSetShape(step.replicas, step.partition), CoordinatorShape(coordinator_step.replicas, initial)
+        for manifest in render(spec, *shapes, scrape_annotations=self._scrape_annotations):
             applied[(manifest["kind"], manifest["metadata"]["name"])] = self._apply(spec, manifest)
         self._prune(spec, names, set(applied))
-        self._grow_claims(spec, names, step.replicas)
+        self._grow_claims(spec, names, step.replicas, coordinator_step.replicas)
 
-        if not step.converged:
-            log.info(
-                "step chain=%s/%s activity=%s replicas=%d partition=%d remove=%s waiting=%r",
-                spec.namespace, spec.name, step.activity.value, step.replicas, step.partition,
-                step.remove_member, step.waiting_for,
-            )  # fmt: skip
+        for taken in (step, coordinator_step):
+            if not taken.converged:
+                log.info("step chain=%s/%s activity=%s replicas=%d waiting=%r", spec.namespace, spec.name,
+                         taken.activity.value, taken.replicas, taken.waiting_for)  # fmt: skip
         # The status describes the cluster as this step left it, so an unchanged cluster
         # gets an unchanged status (and no write) on the next reconcile.
         rendered_nodes = applied[("StatefulSet", names.nodes)]
@@ -149,19 +181,47 @@ class Reconciler:
             coordinator_error=coordinator_error,
             proxies_available=int((proxy.get("status") or {}).get("availableReplicas", 0)),
             step=pending,
+            coordinator_step=coordinator_step,
         )
         status = build_status(names, seen, previous_status, self._now())
         if not contains(previous_status, status):
             self._kube.merge_patch(API_VERSION, KIND, spec.namespace, spec.name, {"status": status}, status=True)
-        return Outcome(step, status)
+        return Outcome(step, status, coordinator_step, tuple(events))
 
-    def _unlink(self, coordinator: CoordinatorClient, spec: ChainSpec, step: Step) -> Step:
+    def _initial_coordinators(self, spec: ChainSpec, names: Names) -> int:
+        """The Raft cluster's initial size: what the live ConfigMap says, else (a new Chain) the spec's."""
+        live = self._kube.get("v1", "ConfigMap", spec.namespace, names.config_map)
+        named = commands.initial_coordinators((live or {}).get("data") or {})
+        return named or spec.coordinator.replicas
+
+    def _unlink(self, coordinator: CoordinatorClient, spec: ChainSpec, step: Step, events: list[Event]) -> Step:
         assert step.remove_member is not None
         try:
             coordinator.remove_member(spec.name, step.remove_member)
         except CoordinatorError as exc:
             log.warning("member removal failed chain=%s member=%s error=%s", spec.name, step.remove_member, exc)
+            events.append(failure("MemberRemovalFailed", f"unlinking {step.remove_member} failed: {exc}"))
             return replace(step, waiting_for=f"{step.remove_member} to leave the chain ({exc})")
+        return step
+
+    def _change_coordinator(
+        self, coordinator: CoordinatorClient, names: Names, step: CoordinatorStep, events: list[Event]
+    ) -> CoordinatorStep:
+        """Add or remove the coordinator member the step names; on failure the step only waits."""
+        member = step.add_member or step.remove_member
+        assert member is not None
+        try:
+            if step.add_member:
+                address = f"{names.coordinator_host(names.coordinator_ordinal(member) or 0)}:{COORDINATOR_GRPC_PORT}"
+                coordinator.add_coordinator(member, address)
+            else:
+                coordinator.remove_coordinator(member)
+        except CoordinatorError as exc:
+            what = "adding" if step.add_member else "removing"
+            log.warning("coordinator membership change failed member=%s change=%s error=%s", member, what, exc)
+            events.append(failure("CoordinatorMemberAddFailed" if step.add_member else "CoordinatorMemberRemoveFailed",
+                                  f"{what} coordinator member {member} failed: {exc}"))  # fmt: skip
+            return replace(step, add_member=None, remove_member=None, waiting_for=f"{step.waiting_for} ({exc})")
         return step
 
     def _apply(self, spec: ChainSpec, manifest: Manifest) -> dict[str, Any]:
@@ -191,12 +251,12 @@ class Reconciler:
             if live is not None and _owned_by(spec, live):
                 self._kube.delete(api_version, kind, spec.namespace, name)
 
-    def _grow_claims(self, spec: ChainSpec, names: Names, node_replicas: int) -> None:
+    def _grow_claims(self, spec: ChainSpec, names: Names, node_replicas: int, coordinator_replicas: int) -> None:
         """Raise the requested size of existing claims; StatefulSets cannot change their templates."""
         from kubernetes.utils import parse_quantity  # slow to import; only needed here
 
         claims = [(names.node_claim(i), spec.storage.size) for i in range(node_replicas)]
-        claims += [(names.coordinator_claim(i), spec.coordinator.storage.size) for i in range(spec.coordinator.replicas)]
+        claims += [(names.coordinator_claim(i), spec.coordinator.storage.size) for i in range(coordinator_replicas)]
         for claim, size in claims:
             live = self._kube.get("v1", "PersistentVolumeClaim", spec.namespace, claim)
             if live is None:

@@ -22,8 +22,10 @@ from keychain.operator.naming import (
     COORDINATOR_HTTP_PORT,
     DATA_DIR,
     DATA_VOLUME,
+    METRICS_PATH,
     NODE,
     NODE_GRPC_PORT,
+    NODE_METRICS_PORT,
     PROXY,
     PROXY_GRPC_PORT,
     PROXY_HTTP_PORT,
@@ -40,7 +42,16 @@ Manifest = dict[str, Any]
 # The image's non-root user (see the Dockerfile).
 RUN_AS_USER = 10001
 TMP_VOLUME = "tmp"
+METRICS_PORT_NAME = "metrics"
 AUTH_VOLUME = "auth"
+
+
+@dataclass(frozen=True)
+class CoordinatorShape:
+    """The coordinator StatefulSet's replicas chosen for this step, and the Raft cluster's initial size."""
+
+    replicas: int
+    initial: int
 
 
 @dataclass(frozen=True)
@@ -51,18 +62,28 @@ class NodeSetShape:
     partition: int = 0
 
 
-def render(spec: ChainSpec, node_set: NodeSetShape | None = None) -> list[Manifest]:
-    """Every object of the Chain, in apply order (config first, optional objects last)."""
+def render(
+    spec: ChainSpec,
+    node_set: NodeSetShape | None = None,
+    coordinators: CoordinatorShape | None = None,
+    *,
+    scrape_annotations: bool = False,
+) -> list[Manifest]:
+    """Every object of the Chain, in apply order (config first, optional objects last).
+
+    Without shapes, the spec's sizes (a new Chain). `scrape_annotations` marks the node pods for
+    Prometheus' annotation-based pod discovery (prometheus.io/scrape, port, path)."""
     names = names_of(spec)
     shape = node_set or NodeSetShape(spec.replicas)
-    config = render_config_map(spec, names)
+    coordinator_shape = coordinators or CoordinatorShape(spec.coordinator.replicas, spec.coordinator.replicas)
+    config = render_config_map(spec, names, coordinator_shape.initial)
     config_hash = _hash(config["data"])
     objects = [
         config,
         render_coordinator_service(spec, names),
-        render_coordinator_statefulset(spec, names, config_hash),
+        render_coordinator_statefulset(spec, names, coordinator_shape, config_hash),
         render_node_service(spec, names),
-        render_node_statefulset(spec, names, shape, config_hash),
+        render_node_statefulset(spec, names, shape, config_hash, scrape_annotations=scrape_annotations),
         render_proxy_service(spec, names),
         render_proxy_deployment(spec, names, config_hash),
     ]
@@ -82,12 +103,12 @@ def optional_objects(names: Names) -> list[tuple[str, str, str]]:
     ]
 
 
-def render_config_map(spec: ChainSpec, names: Names) -> Manifest:
+def render_config_map(spec: ChainSpec, names: Names, initial_coordinators: int) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(spec, names.config_map, None),
-        "data": commands.config_data(names, spec.coordinator.replicas, spec.read_consistency),
+        "data": commands.config_data(names, initial_coordinators, spec.read_consistency),
     }
 
 
@@ -101,10 +122,14 @@ def render_coordinator_service(spec: ChainSpec, names: Names) -> Manifest:
 
 
 def render_node_service(spec: ChainSpec, names: Names) -> Manifest:
-    return _headless_service(spec, names.nodes, NODE, [_service_port("grpc", NODE_GRPC_PORT)])
+    return _headless_service(
+        spec, names.nodes, NODE, [_service_port("grpc", NODE_GRPC_PORT), _service_port(METRICS_PORT_NAME, NODE_METRICS_PORT)]
+    )
 
 
-def render_coordinator_statefulset(spec: ChainSpec, names: Names, config_hash: str) -> Manifest:
+def render_coordinator_statefulset(
+    spec: ChainSpec, names: Names, shape: CoordinatorShape, config_hash: str
+) -> Manifest:
     container = _container(
         spec,
         COORDINATOR,
@@ -124,7 +149,7 @@ def render_coordinator_statefulset(spec: ChainSpec, names: Names, config_hash: s
         "kind": "StatefulSet",
         "metadata": _metadata(spec, names.coordinator, COORDINATOR),
         "spec": {
-            "replicas": spec.coordinator.replicas,
+            "replicas": shape.replicas,
             "serviceName": names.coordinator,
             # Raft members must all start to elect a leader; none waits for another.
             "podManagementPolicy": "Parallel",
@@ -137,12 +162,14 @@ def render_coordinator_statefulset(spec: ChainSpec, names: Names, config_hash: s
     }
 
 
-def render_node_statefulset(spec: ChainSpec, names: Names, shape: NodeSetShape, config_hash: str) -> Manifest:
+def render_node_statefulset(
+    spec: ChainSpec, names: Names, shape: NodeSetShape, config_hash: str, *, scrape_annotations: bool = False
+) -> Manifest:
     container = _container(
         spec,
         NODE,
         commands.node_args(names),
-        ports=[("grpc", NODE_GRPC_PORT)],
+        ports=[("grpc", NODE_GRPC_PORT), (METRICS_PORT_NAME, NODE_METRICS_PORT)],
         resources=spec.resources,
         probes={
             # A joining node may spend a while on its state transfer before it serves.
@@ -167,7 +194,7 @@ def render_node_statefulset(spec: ChainSpec, names: Names, shape: NodeSetShape, 
             "selector": {"matchLabels": selector_labels(spec.name, NODE)},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": shape.partition}},
             "persistentVolumeClaimRetentionPolicy": _retention(spec.storage),
-            "template": _template(spec, NODE, pod, config_hash),
+            "template": _template(spec, NODE, pod, config_hash, _scrape(scrape_annotations)),
             "volumeClaimTemplates": [_claim_template(spec, NODE, spec.storage)],
         },
     }
@@ -388,14 +415,24 @@ def _pod_spec(
     return pod
 
 
-def _template(spec: ChainSpec, component: str, pod: dict[str, Any], config_hash: str) -> dict[str, Any]:
+def _template(
+    spec: ChainSpec, component: str, pod: dict[str, Any], config_hash: str, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "metadata": {
             "labels": labels(spec.name, component),
-            "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash, **(annotations or {})},
         },
         "spec": pod,
     }
+
+
+def _scrape(enabled: bool) -> dict[str, str]:
+    """The annotations Prometheus' kubernetes_sd pod discovery conventionally keys on."""
+    if not enabled:
+        return {}
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(NODE_METRICS_PORT),
+            "prometheus.io/path": METRICS_PATH}  # fmt: skip
 
 
 def _claim_template(spec: ChainSpec, component: str, storage: Storage) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keychain.operator.naming import NODE, Names, selector_string
-from keychain.operator.stepping import Activity, ChainView, NodeSetState, Step
+from keychain.operator.stepping import Activity, ChainView, CoordinatorStep, NodeSetState, Step
 
 PHASE_CREATING = "Creating"
 PHASE_SCALING = "Scaling"
@@ -35,6 +35,7 @@ class Observation:
     coordinator_error: str | None
     proxies_available: int
     step: Step
+    coordinator_step: CoordinatorStep | None = None
 
 
 def build_status(names: Names, seen: Observation, previous: Mapping[str, Any] | None, now: str) -> dict[str, Any]:
@@ -61,9 +62,10 @@ def build_status(names: Names, seen: Observation, previous: Mapping[str, Any] | 
     ready = int(status.get("readyReplicas", 0))
 
     step = seen.step
+    resizing_coordinator = seen.coordinator_step is not None and not seen.coordinator_step.converged
     if step.activity is Activity.ROLLING:
         phase = PHASE_UPGRADING
-    elif step.activity in (Activity.SCALING_OUT, Activity.SCALING_IN):
+    elif step.activity in (Activity.SCALING_OUT, Activity.SCALING_IN) or resizing_coordinator:
         phase = PHASE_SCALING
     elif ready >= seen.desired_replicas and seen.chain is not None:
         phase = PHASE_RUNNING
@@ -89,6 +91,10 @@ def build_status(names: Names, seen: Observation, previous: Mapping[str, Any] | 
 
     if not step.converged:
         progressing = (True, step.activity.value, step.waiting_for or "applying the next step")
+    elif resizing_coordinator:
+        assert seen.coordinator_step is not None
+        progressing = (True, seen.coordinator_step.activity.value,
+                       seen.coordinator_step.waiting_for or "applying the next step")  # fmt: skip
     elif phase == PHASE_CREATING:
         progressing = (True, PHASE_CREATING, "waiting for the chain to form")
     else:

@@ -170,3 +170,118 @@ def plan_node_set(desired: int, live: NodeSetState | None, chain: ChainView | No
 def _in_service(chain: ChainView, member_id: str) -> bool:
     member = chain.member(member_id)
     return member is not None and member.in_service
+
+
+# --- the coordinator's Raft membership -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CoordinatorMember:
+    """A coordinator (Raft) member as the coordinator reports it."""
+
+    id: str
+    voter: bool
+
+
+@dataclass(frozen=True)
+class CoordinatorSetState:
+    """What the cluster shows of the coordinator StatefulSet."""
+
+    replicas: int
+    ready_replicas: int
+    observed: bool  # the StatefulSet controller has seen the latest spec
+
+
+class CoordinatorActivity(StrEnum):
+    STEADY = "Steady"
+    GROWING = "GrowingCoordinator"
+    SHRINKING = "ShrinkingCoordinator"
+
+
+@dataclass(frozen=True)
+class CoordinatorStep:
+    """The next step for the coordinator: the StatefulSet's replicas, and possibly a Raft member
+    to add (POST /v1/members: joined as a learner, promoted once caught up) or to remove."""
+
+    replicas: int
+    activity: CoordinatorActivity
+    add_member: str | None = None
+    remove_member: str | None = None
+    waiting_for: str | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.activity is CoordinatorActivity.STEADY
+
+
+def plan_coordinators(
+    desired: int,
+    live: CoordinatorSetState | None,
+    members: tuple[CoordinatorMember, ...] | None,
+    names: Names,
+) -> CoordinatorStep:
+    """The one next step towards `desired` coordinator members, one member at a time.
+
+    Growing: start one more pod (it joins the running cluster), then add it through the membership
+    API, which answers once it caught up and became a voter; only then start the next. Shrinking:
+    remove the highest ordinal from the Raft cluster first, then stop its pod. Every step waits
+    while the coordinator does not answer or a member other than the one being changed is a learner."""
+    if live is None:
+        return CoordinatorStep(desired, CoordinatorActivity.STEADY)  # a new Chain: every initial member at once
+    count = live.replicas
+    direction = (CoordinatorActivity.GROWING if desired > count
+                 else CoordinatorActivity.SHRINKING if desired < count else CoordinatorActivity.STEADY)  # fmt: skip
+    if members is None:
+        waiting = None if direction is CoordinatorActivity.STEADY else "the coordinator to answer"
+        return CoordinatorStep(count, direction, waiting_for=waiting)
+    by_id = {m.id: m for m in members}
+    newest = names.coordinator_pod(count - 1)
+    pods_ready = live.observed and live.ready_replicas >= count
+
+    # A member whose pod is gone (scaled away before its removal was confirmed) leaves first.
+    strays = [m.id for m in members if (o := names.coordinator_ordinal(m.id)) is not None and o >= count]
+    if strays:
+        return CoordinatorStep(count, CoordinatorActivity.SHRINKING, remove_member=strays[0],
+                               waiting_for=f"{strays[0]} to leave the coordinator")  # fmt: skip
+
+    if desired < count:
+        if newest not in by_id:
+            return CoordinatorStep(count - 1, CoordinatorActivity.SHRINKING)
+        learners = [m.id for m in members if not m.voter and m.id != newest]
+        if learners:
+            return CoordinatorStep(count, direction, waiting_for=f"{learners[0]} to become a voter")
+        return CoordinatorStep(count, CoordinatorActivity.SHRINKING, remove_member=newest,
+                               waiting_for=f"{newest} to leave the coordinator")  # fmt: skip
+
+    not_voters = [names.coordinator_pod(i) for i in range(count) if not _voter(by_id, names.coordinator_pod(i))]
+    if not_voters == [newest] and count > 1:
+        # The pod started to grow the cluster: add it (it joins as a learner, catches up, becomes a voter).
+        if not pods_ready:
+            return CoordinatorStep(count, CoordinatorActivity.GROWING, waiting_for=f"{newest} to start")
+        return CoordinatorStep(count, CoordinatorActivity.GROWING, add_member=newest,
+                               waiting_for=f"{newest} to catch up and become a voter")  # fmt: skip
+    if not_voters:
+        return CoordinatorStep(count, CoordinatorActivity.GROWING if desired > count else direction,
+                               waiting_for=f"{', '.join(not_voters)} to be voters")  # fmt: skip
+    if desired > count:
+        if not pods_ready:
+            return CoordinatorStep(count, direction, waiting_for="every coordinator pod to be ready")
+        return CoordinatorStep(count + 1, CoordinatorActivity.GROWING)
+    return CoordinatorStep(count, CoordinatorActivity.STEADY)
+
+
+def _voter(by_id: Mapping[str, CoordinatorMember], member_id: str) -> bool:
+    member = by_id.get(member_id)
+    return member is not None and member.voter
+
+
+def observe_coordinator_set(live: Mapping[str, Any]) -> CoordinatorSetState:
+    """Summarize a live coordinator StatefulSet."""
+    status = live.get("status", {}) or {}
+    generation = live.get("metadata", {}).get("generation")
+    observed_generation = status.get("observedGeneration")
+    return CoordinatorSetState(
+        replicas=int(live.get("spec", {}).get("replicas", 1)),
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        observed=generation is None or (observed_generation is not None and observed_generation >= generation),
+    )

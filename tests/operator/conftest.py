@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import itertools
 import threading
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import kmock
+import kmock._internal.parsing as kmock_parsing
 import kopf
 import pytest
 from fake_coordinator import FakeCoordinator
@@ -18,6 +21,9 @@ from keychain.operator.handlers import HandlerSettings, build_registry
 from keychain.operator.kube import KubeApi
 from keychain.operator.main import coordinators_at
 from keychain.operator.reconcile import Reconciler
+
+from keychain.testing.helm import render_chart
+from keychain.testing.rbac import ApiRequest, Policy, ServiceAccount
 
 NAMESPACE = "ns1"
 CHAIN = "mychain"
@@ -58,7 +64,8 @@ def chain_body(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any
 
 
 class VersioningEmulator(kmock.KubernetesEmulator):
-    """kmock plus what kopf relies on: every write gives the object a new `resourceVersion`.
+    """kmock plus what kopf relies on: every write gives the object a new `resourceVersion`, and a
+    created object with only a `generateName` (kopf's Events) gets a name.
 
     kmock keeps objects as plain JSON and never changes their resourceVersion; kopf then
     cannot tell its own patches' echoes from new events and re-handles stale bodies. kopf's
@@ -77,11 +84,34 @@ class VersioningEmulator(kmock.KubernetesEmulator):
         if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
             version = str(next(self._versions))
             if isinstance(request.data, dict):
-                request.data.setdefault("metadata", {})["resourceVersion"] = version
+                meta = request.data.setdefault("metadata", {})
+                meta["resourceVersion"] = version
+                if request.action == kmock.action.CREATE and "name" not in meta and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}{version}"  # as the API server names it
             elif isinstance(request.data, list):  # a JSON patch
                 request.data[:] = [op for op in request.data if op.get("path") != "/metadata/resourceVersion"]
                 request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
         return await super()._handle(request)
+
+
+def _parse_path_with_namespaces(path: str) -> Any:
+    """kmock's path parser, which fails on the Namespace resource itself (/api/v1/namespaces[/name])."""
+    parts = path.strip("/").split("/")
+    if parts[:2] == ["api", "v1"] and len(parts) in (3, 4) and parts[2] == "namespaces":
+        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None, None)
+    return _kmock_parse_path(path)
+
+
+_kmock_parse_path = kmock_parsing.parse_path
+
+
+@pytest.fixture
+def namespaces_resource(monkeypatch: pytest.MonkeyPatch, emulator: kmock.KubernetesEmulator) -> None:
+    """Lets the emulator serve Namespaces, which an operator watching listed namespaces follows."""
+    monkeypatch.setattr(kmock_parsing, "parse_path", _parse_path_with_namespaces)
+    emulator.objects["v1/namespaces", None, NAMESPACE] = {
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "resourceVersion": "1"},
+    }  # fmt: skip
 
 
 @pytest.fixture
@@ -90,10 +120,88 @@ def kmock_options(kmock_options: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def emulator(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
+def emulator(kmock: kmock.KubernetesEmulator) -> Iterator[kmock.KubernetesEmulator]:
     for resource, info in RESOURCES.items():
         kmock.resources[resource] = info
-    return kmock
+    yield kmock
+    requests = api_requests(kmock)
+    denied = chart_policy(getattr(kmock, "watch_namespaces", ())).check(requests).denied
+    assert not denied, "the chart's RBAC rules do not allow: " + "; ".join(map(str, denied))
+    if not getattr(kmock, "watch_namespaces", ()):
+        RECORDED.extend(requests)
+
+
+# RBAC: every request a test makes to the emulator is checked against the chart's rendered rules (the
+# operator's ServiceAccount and its bindings) when the test ends; a forbidden one fails the test. The
+# requests of all operator tests together must also use every rule the chart grants (least privilege):
+# checked when every test that uses the emulator ran and passed (see pytest_sessionfinish).
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "keychain"
+RELEASE, RELEASE_NAMESPACE = "keychain", "keychain-system"
+RECORDED: list[ApiRequest] = []
+
+
+def api_requests(emulator: kmock.KubernetesEmulator) -> list[ApiRequest]:
+    """The authorizer's view of every request the emulator has served."""
+    return [ApiRequest.parse(r.method.value, r.url.path, r.url.query_string) for r in emulator]
+
+
+@functools.cache
+def chart_policy(watch_namespaces: tuple[str, ...] = ()) -> Policy:
+    """The rules the chart binds to the operator's ServiceAccount (cluster-wide, or for listed namespaces)."""
+    values = {"operator": {"watchNamespaces": list(watch_namespaces)}}
+    objects = render_chart(CHART, release=RELEASE, namespace=RELEASE_NAMESPACE, values=values)
+    account = next(o["metadata"] for o in objects if o["kind"] == "ServiceAccount")
+    return Policy.from_objects(objects, ServiceAccount(account["name"], account["namespace"]))
+
+
+def rbac_summary(requests: list[ApiRequest]) -> tuple[list[str], list[str]]:
+    """(each request kind and the rule that allowed it, each rule never used)."""
+    report = chart_policy().check(requests)
+    kinds = sorted(f"{' '.join(k for k in kind if k) or kind}  <-  {grant}" for kind, grant in report.allowed.items())
+    return kinds, [str(g) for g in report.unused]
+
+
+_passed: set[str] = set()
+_deselected: list[Any] = []
+
+
+def pytest_deselected(items: list[Any]) -> None:
+    _deselected.extend(items)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "teardown" and report.passed:
+        _passed.add(report.nodeid)
+
+
+def _every_operator_test_ran(session: pytest.Session) -> bool:
+    """Whether every test of this directory was collected, none deselected, and each that uses the emulator passed."""
+    files = set(Path(__file__).parent.glob("test_*.py"))
+    collected = {Path(item.path) for item in session.items}
+    needed = {item.nodeid for item in session.items if "emulator" in getattr(item, "fixturenames", ())}
+    deselected = any(Path(item.path).parent == Path(__file__).parent for item in _deselected)
+    return files <= collected and not deselected and bool(needed) and needed <= _passed
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus != pytest.ExitCode.OK or not _every_operator_test_ran(session):
+        return  # a partial run cannot tell an unused rule from an untested one
+    _, unused = rbac_summary(RECORDED)
+    if unused:
+        session.config.stash[UNUSED_RULES] = unused
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+UNUSED_RULES = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    unused = config.stash.get(UNUSED_RULES, None)
+    if unused:
+        terminalreporter.section("RBAC: rules the chart grants that no operator test used", red=True)
+        for line in unused:
+            terminalreporter.line(line)
+        terminalreporter.line("Least privilege: remove the rule from the chart, or test the operator path that needs it.")
 
 
 @pytest.fixture
@@ -113,13 +221,19 @@ def reconciler(emulator: kmock.KubernetesEmulator, coordinator: FakeCoordinator)
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    emulator: kmock.KubernetesEmulator, reconciler: Reconciler, *, interval: float = 0.2
+    emulator: kmock.KubernetesEmulator,
+    reconciler: Reconciler,
+    *,
+    interval: float = 0.2,
+    namespaces: tuple[str, ...] = (),
 ) -> AsyncIterator[None]:
-    """kopf with the Chain handlers, against the emulator, in a thread with its own event loop.
+    """kopf with the Chain handlers, against the emulator, in a thread with its own event loop;
+    cluster-wide, or watching only `namespaces` (as the chart's operator.watchNamespaces does).
 
     Its own loop: on exit kopf waits for every task of its loop, and the emulator's
     connection handlers must not count as the operator's.
     """
+    emulator.watch_namespaces = namespaces  # the RBAC check then uses the chart's per-namespace Roles
     registry = build_registry(HandlerSettings(interval=interval, retry_delay=interval))
 
     @kopf.on.login(registry=registry)
@@ -136,7 +250,8 @@ async def running_operator(
         settings=settings,
         memo=kopf.Memo(reconciler=reconciler),
         standalone=True,
-        clusterwide=True,
+        clusterwide=not namespaces,
+        namespaces=list(namespaces),
         stop_flag=stop,
     )
     thread = threading.Thread(target=asyncio.run, args=(operator,), name="operator", daemon=True)

@@ -1,9 +1,11 @@
 """A tiny stand-in for the coordinator's HTTP admin API, for the operator tests only.
 
-It serves `GET /v1/status` and `DELETE /v1/chains/{chain}/members/{id}` on 127.0.0.1 from
-state the test controls: the test adds nodes (as syncing), promotes them, marks them
-unhealthy, or makes removals answer 503 for a while. Removals raise the epoch like the
-real registry does, and refuse to remove the last active member.
+It serves `GET /v1/status`, `DELETE /v1/chains/{chain}/members/{id}` and the coordinator's own
+membership (`POST /v1/members`, `DELETE /v1/members/{id}`) on 127.0.0.1 from state the test
+controls: the test adds nodes (as syncing), promotes them, marks them unhealthy, or makes removals
+answer 503 for a while. Removals raise the epoch like the real registry does, and refuse to remove
+the last active member. An added coordinator member is a voter at once, unless the test holds it
+back as a learner that has not caught up (503, as the real one answers).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class FakeCoordinator:
         self.members: list[FakeMember] = []
         self.removals: list[str] = []  # member ids, in the order they were removed
         self.refuse_removals = False  # answer 503, as during an election
+        # The coordinator's own Raft members: id -> voter (False: a learner still catching up).
+        self.coordinators: dict[str, bool] = {f"mychain-coord-{i}": True for i in range(3)}
+        self.catching_up: set[str] = set()  # members an add leaves a learner (not caught up yet)
+        self.coordinator_changes: list[str] = []  # "+id address" and "-id", in order
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -64,6 +70,10 @@ class FakeCoordinator:
         with self._lock:
             self._member(member_id).healthy = healthy
 
+    def coordinator_ids(self) -> list[str]:
+        with self._lock:
+            return list(self.coordinators)
+
     def ids(self) -> list[str]:
         with self._lock:
             return [m.id for m in self.members]
@@ -87,7 +97,8 @@ class FakeCoordinator:
                                 "healthy": m.healthy})  # fmt: skip
             return {
                 "leader": self.leader,
-                "members": [{"id": self.leader, "address": f"{self.leader}:7000", "role": "leader"}],
+                "members": [{"id": c, "address": f"{c}:7000", "role": "leader" if c == self.leader else "follower",
+                             "suffrage": "voter" if voter else "learner"} for c, voter in self.coordinators.items()],
                 "chains": [{"name": self.chain, "epoch": self.epoch, "members": members}],
             }
 
@@ -105,6 +116,29 @@ class FakeCoordinator:
             self.epoch += 1
             return 200, {"epoch": self.epoch}
 
+    def add_coordinator(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            member, address = body.get("id"), body.get("address")
+            if not member or not address:
+                return 400, {"error": "invalid_argument", "message": "id and address"}
+            others = [c for c, voter in self.coordinators.items() if not voter and c != member]
+            if others:
+                return 409, {"error": "failed_precondition", "message": f"{others[0]} is still a learner"}
+            if member not in self.coordinators:
+                self.coordinator_changes.append(f"+{member} {address}")
+            self.coordinators[member] = member not in self.catching_up
+            if member in self.catching_up:
+                return 503, {"error": "unavailable", "message": f"{member} did not catch up; it stays a learner"}
+            return 201, {"members": [{"id": c} for c in self.coordinators]}
+
+    def remove_coordinator(self, member: str) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            if member not in self.coordinators:
+                return 404, {"error": "not_found", "message": f"{member} is not a coordinator member"}
+            del self.coordinators[member]
+            self.coordinator_changes.append(f"-{member}")
+            return 200, {"members": [{"id": c} for c in self.coordinators]}
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -115,10 +149,19 @@ class FakeCoordinator:
                 else:
                     self._reply(404, {"error": "not_found", "message": self.path})
 
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                if self.path == "/v1/members":
+                    self._reply(*fake.add_coordinator(body))
+                else:
+                    self._reply(404, {"error": "not_found", "message": self.path})
+
             def do_DELETE(self) -> None:
                 parts = self.path.strip("/").split("/")
                 if len(parts) == 5 and parts[:2] == ["v1", "chains"] and parts[3] == "members":
                     self._reply(*fake.remove(parts[2], parts[4]))
+                elif len(parts) == 3 and parts[:2] == ["v1", "members"]:
+                    self._reply(*fake.remove_coordinator(parts[2]))
                 else:
                     self._reply(404, {"error": "not_found", "message": self.path})
 

@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import kmock
+import pytest
 from conftest import (
     CHAIN,
     CHAINS,
@@ -126,6 +127,31 @@ async def test_a_live_object_that_drifted_from_the_spec_is_patched_back(emulator
 
     assert live(emulator, "v1/configmaps", "mychain-config")["data"]["KEYCHAIN_CHAIN"] == CHAIN
     assert writes(emulator)[before:] == [f"PATCH /api/v1/namespaces/{NAMESPACE}/configmaps/mychain-config"]
+
+
+@pytest.mark.parametrize(
+    "resource, name, field, drifted",
+    [
+        ("v1/services", "mychain-proxy", "spec", {"type": "NodePort"}),
+        ("policy/v1/poddisruptionbudgets", NODES, "spec", {"maxUnavailable": 2}),
+        ("networking.k8s.io/v1/ingresses", CHAIN, "spec", {"ingressClassName": "other"}),
+    ],
+)
+async def test_a_drifted_service_budget_or_ingress_is_patched_back(
+    emulator, reconciler: Reconciler, resource, name, field, drifted
+):
+    emulator.objects[CHAINS, NAMESPACE, CHAIN] = chain_body(
+        {"replicas": 3, "proxy": {"ingress": {"enabled": True, "className": "nginx"}}}
+    )
+    await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))
+    rendered = live(emulator, resource, name)[field]
+    emulator.objects[kmock.resource(resource), NAMESPACE, name][field] = {**rendered, **drifted}
+    before = len(writes(emulator))
+
+    await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))
+
+    assert live(emulator, resource, name)[field] == rendered
+    assert [w.split("/")[-1] for w in writes(emulator)[before:] if w.startswith("PATCH")] == [name]
 
 
 async def test_raising_replicas_grows_one_node_at_a_time_behind_the_health_gate(

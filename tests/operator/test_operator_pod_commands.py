@@ -17,7 +17,7 @@ from keychain.coordinator.main import parse_args as coordinator_args
 from keychain.node.main import parser as node_parser
 from keychain.operator.main import parse_args as operator_args
 from keychain.operator.naming import COORDINATOR_GRPC_PORT, NODE_GRPC_PORT
-from keychain.operator.rendering import render
+from keychain.operator.rendering import CoordinatorShape, render
 from keychain.operator.spec import ChainSpec
 from keychain.proxy.config import config_from_args
 
@@ -146,9 +146,28 @@ def test_a_wildcard_listener_without_advertise_takes_its_peers_entry():
     assert "but --listen is 127.0.0.1:7000" in err.getvalue()
 
 
+def test_coordinators_added_by_a_resize_join_the_initial_members_cluster(secret_mounts):
+    body = {"metadata": {"name": "kv", "namespace": "ns1", "uid": "u-1"}, "spec": {"coordinator": {"replicas": 5}}}
+    objects = render(ChainSpec.from_resource(body, default_image=IMAGE), None, CoordinatorShape(5, 3))
+    configmaps = {m["metadata"]["name"]: m["data"] for m in objects if m["kind"] == "ConfigMap"}
+    workload = next(m for m in objects if m["metadata"]["name"] == "kv-coord" and m["kind"] == "StatefulSet")
+    parsed = {}
+    for pod in pods_of(workload):
+        argv, _ = expand_container(pod["spec"]["containers"][0], configmaps, pod)
+        parsed[pod["metadata"]["name"]] = parse(coordinator_args, argv[2:])
+    initial = [f"kv-coord-{i}.kv-coord.ns1.svc:7000" for i in range(3)]
+    for i in range(3):
+        assert parsed[f"kv-coord-{i}"].peers is not None and not parsed[f"kv-coord-{i}"].join
+    for i in (3, 4):
+        args = parsed[f"kv-coord-{i}"]
+        assert args.peers is None and args.join == initial
+        assert args.advertise == f"kv-coord-{i}.kv-coord.ns1.svc:7000"
+
+
 @pytest.mark.parametrize("namespaces", [[], ["team-a", "team-b"]], ids=["cluster-wide", "listed-namespaces"])
 def test_the_charts_operator_container_passes_the_operators_argument_parsing(namespaces):
-    values = {"operator": {"watchNamespaces": namespaces, "verbose": True, "interval": 7}}
+    values = {"operator": {"watchNamespaces": namespaces, "verbose": True, "interval": 7},
+              "metrics": {"scrapeAnnotations": bool(namespaces)}}  # fmt: skip
     objects = render_chart(CHART, release="kc", namespace="keychain-system", values=values)
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     pod = {**pods_of(deployment)[0], "spec": deployment["spec"]["template"]["spec"]}
@@ -157,6 +176,7 @@ def test_the_charts_operator_container_passes_the_operators_argument_parsing(nam
     assert argv[:2] == ["keychain", "operator"]
     args = parse(operator_args, argv[2:])
     assert args.namespace == namespaces and args.interval == 7 and args.verbose
+    assert args.scrape_annotations == bool(namespaces)
     assert args.default_image == container["image"]
     assert args.health_port == container["ports"][0]["containerPort"]
 

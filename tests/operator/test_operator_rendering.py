@@ -7,7 +7,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from keychain.operator.rendering import NodeSetShape, render
+from keychain.operator.rendering import CoordinatorShape, NodeSetShape, render
 from keychain.operator.spec import ChainSpec, ChainSpecError
 
 # A recent Kubernetes release the manifests must be valid for (strict: unknown fields fail).
@@ -124,6 +124,7 @@ def test_containers_run_the_keychain_entrypoint_with_the_contract_flags():
         "node", "--id", "$(POD_NAME)", "--listen", "0.0.0.0:7100",
         "--advertise", "$(POD_NAME).mychain-node.ns1.svc:7100", "--data-dir", "/data",
         "--chain", "$(KEYCHAIN_CHAIN)", "--coordinator", "$(KEYCHAIN_COORDINATORS)",
+        "--metrics-listen", "0.0.0.0:9100",
     ]  # fmt: skip
     assert node["readinessProbe"]["grpc"]["port"] == 7100
     coordinator = objects[("StatefulSet", "mychain-coord")]["spec"]["template"]["spec"]["containers"][0]
@@ -138,6 +139,34 @@ def test_containers_run_the_keychain_entrypoint_with_the_contract_flags():
     )
     assert len(config["KEYCHAIN_COORDINATORS"].split(",")) == 5
     assert config["KEYCHAIN_READ_CONSISTENCY"] == "eventual"
+
+
+def test_nodes_serve_metrics_on_a_named_port_and_are_annotated_for_scraping_only_when_asked():
+    spec = ChainSpec.from_resource(MINIMAL, default_image=IMAGE)
+    plain = {(m["kind"], m["metadata"]["name"]): m for m in render(spec)}[("StatefulSet", "mychain-node")]
+    template = plain["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
+    assert container["args"][-2:] == ["--metrics-listen", "0.0.0.0:9100"]
+    assert not any(k.startswith("prometheus.io/") for k in template["metadata"]["annotations"])
+    scraped = {(m["kind"], m["metadata"]["name"]): m for m in render(spec, scrape_annotations=True)}
+    annotations = scraped[("StatefulSet", "mychain-node")]["spec"]["template"]["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9100", "prometheus.io/path": "/metrics",
+    }  # fmt: skip
+    ports = scraped[("Service", "mychain-node")]["spec"]["ports"]
+    assert {"name": "metrics", "port": 9100, "targetPort": "metrics", "protocol": "TCP"} in ports
+
+
+def test_a_resized_coordinator_keeps_its_initial_members_in_the_config_so_nothing_rolls():
+    spec = ChainSpec.from_resource({**MINIMAL, "spec": {"coordinator": {"replicas": 5}}}, default_image=IMAGE)
+    grown = {(m["kind"], m["metadata"]["name"]): m for m in render(spec, None, CoordinatorShape(4, 3))}
+    initial = {(m["kind"], m["metadata"]["name"]): m for m in render(spec, None, CoordinatorShape(3, 3))}
+    assert grown[("StatefulSet", "mychain-coord")]["spec"]["replicas"] == 4
+    assert grown[("ConfigMap", "mychain-config")] == initial[("ConfigMap", "mychain-config")]
+    assert grown[("ConfigMap", "mychain-config")]["data"]["KEYCHAIN_COORDINATOR_PEERS"].count("=") == 3
+    for kind, name in (("StatefulSet", "mychain-node"), ("Deployment", "mychain-proxy")):
+        assert grown[(kind, name)]["spec"]["template"] == initial[(kind, name)]["spec"]["template"]
 
 
 def test_every_pod_runs_non_root_with_a_read_only_root_filesystem():
