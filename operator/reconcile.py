@@ -35,6 +35,7 @@ from keychain.operator.status import Observation, build_status, invalid_spec_sta
 from keychain.operator.stepping import (
     CoordinatorStep,
     Step,
+    after_unlink,
     observe_coordinator_set,
     observe_node_set,
     plan_coordinators,
@@ -146,6 +147,8 @@ class Reconciler:
             if step.remove_member:
                 step = self._unlink(coordinator, spec, step, events)
                 unlinked = step if step.waiting_for == unlinked.waiting_for else replace(step, remove_member=None)
+                if unlinked.remove_member:
+                    step = after_unlink(step, names)
             coordinator_step = plan_coordinators(
                 spec.coordinator.replicas, coordinator_set, view.members if view else None, names
             )

@@ -127,3 +127,27 @@ async def test_an_invalid_spec_is_reported_in_the_status_and_nothing_else_is_wri
     with pytest.raises(ChainSpecError):  # refused again: the same status, no second write
         await reconcile(emulator, reconciler)
     assert len(writes(emulator)) == len(written) + 1
+
+
+async def test_scale_in_shrinks_the_statefulset_in_the_same_step_that_unlinks_the_node(
+    emulator, reconciler, coordinator
+):
+    for i in range(4):
+        coordinator.join(f"mychain-node-{i}", active=True)
+    emulator.objects[CHAINS, NAMESPACE, "mychain"] = chain_body({"replicas": 4})
+    await reconcile(emulator, reconciler)
+    act_as_statefulset_controller(emulator, NODES, readyReplicas=4, updatedReplicas=4,
+                                  currentRevision="r1", updateRevision="r1")  # fmt: skip
+
+    patch_chain(emulator, {"replicas": 3})
+    await reconcile(emulator, reconciler)
+    assert coordinator.removals == ["mychain-node-3"]
+    assert node_set(emulator)[1] == 3, "unlinked, so the StatefulSet shrinks at once"
+
+    # The node runs until its pod stops, and a running node registers again: no second removal
+    # is needed before the StatefulSet shrinks (the stray is unlinked once the set is steady).
+    coordinator.join("mychain-node-3")
+    act_as_statefulset_controller(emulator, NODES, readyReplicas=3, updatedReplicas=3,
+                                  currentRevision="r1", updateRevision="r1")  # fmt: skip
+    await reconcile(emulator, reconciler)
+    assert node_set(emulator)[1] == 3
