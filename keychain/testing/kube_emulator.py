@@ -80,7 +80,8 @@ KEPT_REQUESTS = 100  # requests the emulator keeps in kmock's own views (see Api
 
 
 class VersioningEmulator(kmock.KubernetesEmulator):
-    """kmock plus what kopf relies on: every write gives the object a new `resourceVersion`.
+    """kmock plus what kopf relies on: every write gives the object a new `resourceVersion`, and a
+    created object with only a `generateName` (kopf's Events) gets a name.
 
     kmock keeps objects as plain JSON and never changes their resourceVersion; kopf then
     cannot tell its own patches' echoes from new events and re-handles stale bodies. kopf's
@@ -99,7 +100,10 @@ class VersioningEmulator(kmock.KubernetesEmulator):
         if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
             version = str(next(self._versions))
             if isinstance(request.data, dict):
-                request.data.setdefault("metadata", {})["resourceVersion"] = version
+                meta = request.data.setdefault("metadata", {})
+                meta["resourceVersion"] = version
+                if request.action == kmock.action.CREATE and "name" not in meta and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}{version}"  # as the API server names it
             elif isinstance(request.data, list):  # a JSON patch
                 request.data[:] = [op for op in request.data if op.get("path") != "/metadata/resourceVersion"]
                 request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})

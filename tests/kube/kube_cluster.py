@@ -28,6 +28,7 @@ import yaml
 from keychain.testing.helm import render_chart
 from keychain.testing.kube_emulator import EmulatorClient, EmulatorThread, RecordedRequest, crd_resources
 from keychain.testing.podrunner import PodRunner
+from keychain.testing.rbac import Policy, ServiceAccount
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "keychain"
@@ -63,6 +64,7 @@ class KubeCluster:
     emulator: EmulatorThread
     runner: PodRunner
     api: EmulatorClient
+    chart_objects: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     @contextlib.contextmanager
@@ -81,6 +83,7 @@ class KubeCluster:
     def helm_install(self, values: dict[str, Any]) -> None:
         """Apply every object the chart renders (CRDs first, as Helm does)."""
         objects = render_chart(CHART, release=RELEASE, namespace=OPERATOR_NAMESPACE, values=values)
+        self.chart_objects += objects
         for obj in objects:
             if obj["kind"] == "CustomResourceDefinition":
                 resources = crd_resources(obj)
@@ -110,6 +113,11 @@ class KubeCluster:
     def pods(self, prefix: str) -> dict[str, dict[str, Any]]:
         return {p["metadata"]["name"]: p for p in self.api.list(PODS, NAMESPACE)
                 if p["metadata"]["name"].startswith(prefix)}  # fmt: skip
+
+    def rbac_policy(self) -> Policy:
+        """The rules the installed chart binds to the operator's ServiceAccount."""
+        account = next(o["metadata"] for o in self.chart_objects if o["kind"] == "ServiceAccount")
+        return Policy.from_objects(self.chart_objects, ServiceAccount(account["name"], account["namespace"]))
 
     def operator_requests(self) -> list[RecordedRequest]:
         """Every request the operator made (the others come from the runner and the test)."""

@@ -36,6 +36,7 @@ from kube_cluster import (
 from keychain.proto import chain_pb2, chain_pb2_grpc
 from keychain.testing.client_load import Load, assert_linearizable, longest_write_gap, lost_writes, read_back
 from keychain.testing.history import Recorder
+from keychain.testing.rbac import ApiRequest
 
 pytestmark = [*needs_pods(), pytest.mark.timeout(900)]
 
@@ -272,6 +273,24 @@ def test_an_invalid_spec_is_reported_and_touches_nothing_running(cluster: KubeCl
     assert not any(c.get("reason") == "InvalidSpec" for c in cluster.chain_status(CHAIN)["conditions"])
 
 
+def test_dropping_the_ingress_and_budgets_prunes_them_and_a_larger_disk_grows_the_claims(cluster: KubeCluster):
+    wait_running(cluster, 3)
+    pods = {n: p["metadata"]["uid"] for n, p in cluster.pods(CHAIN).items()}
+    assert cluster.api.get("networking.k8s.io/v1/ingresses", NAMESPACE, CHAIN) is not None
+    patch_chain(cluster, {"proxy": {"ingress": {"enabled": False}}, "pdb": {"enabled": False},
+                          "storage": {"size": "2Gi"}})  # fmt: skip
+
+    def done() -> bool:
+        claims = [cluster.api.get(CLAIMS, NAMESPACE, f"data-{NODES}-{i}") for i in range(3)]
+        return (cluster.api.get("networking.k8s.io/v1/ingresses", NAMESPACE, CHAIN) is None
+                and not cluster.api.list("policy/v1/poddisruptionbudgets", NAMESPACE)
+                and all(c["spec"]["resources"]["requests"]["storage"] == "2Gi" for c in claims))  # fmt: skip
+
+    wait_until("the ingress and budgets gone, the claims grown", done, 60, report=lambda: cluster.report(CHAIN))
+    wait_running(cluster, 3)
+    assert {n: p["metadata"]["uid"] for n, p in cluster.pods(CHAIN).items()} == pods, "no pod was restarted"
+
+
 def test_deleting_the_chain_removes_every_owned_object_and_keeps_the_volume_claims(cluster: KubeCluster):
     claims = {c["metadata"]["name"] for c in cluster.api.list(CLAIMS, NAMESPACE)}
     assert {f"data-{NODES}-{i}" for i in range(5)} | {f"data-{CHAIN}-coord-{i}" for i in range(3)} <= claims
@@ -289,3 +308,13 @@ def test_deleting_the_chain_removes_every_owned_object_and_keeps_the_volume_clai
     for claim in claims:
         assert cluster.runner.volume_path(NAMESPACE, claim).is_dir()
     print("\n".join(str(f) for f in FIGURES))
+
+
+def test_every_request_the_operator_made_is_allowed_by_the_chart_and_every_rule_was_used(cluster: KubeCluster):
+    requests = [ApiRequest.parse(r.method, r.path, r.query) for r in cluster.operator_requests()]
+    assert requests, "the operator made no request"
+    report = cluster.rbac_policy().check(requests)
+    for kind, grant in sorted(report.allowed.items()):
+        print(f"rbac {' '.join(k for k in kind if k)}  <-  {grant}")
+    assert report.denied == [], [str(r) for r in report.denied]
+    assert report.unused == [], [str(g) for g in report.unused]

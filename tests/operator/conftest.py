@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import copy
 import functools
-import itertools
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from keychain.operator.main import coordinators_at
 from keychain.operator.reconcile import Reconciler
 
 from keychain.testing.helm import render_chart
+from keychain.testing.kube_emulator import VersioningEmulator
 from keychain.testing.rbac import ApiRequest, Policy, ServiceAccount
 
 NAMESPACE = "ns1"
@@ -61,37 +61,6 @@ def chain_body(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any
         "metadata": {"name": CHAIN, "namespace": NAMESPACE, "uid": UID, "generation": 1, "resourceVersion": "1", **meta},
         "spec": copy.deepcopy(spec or {}),
     }
-
-
-class VersioningEmulator(kmock.KubernetesEmulator):
-    """kmock plus what kopf relies on: every write gives the object a new `resourceVersion`, and a
-    created object with only a `generateName` (kopf's Events) gets a name.
-
-    kmock keeps objects as plain JSON and never changes their resourceVersion; kopf then
-    cannot tell its own patches' echoes from new events and re-handles stale bodies. kopf's
-    optimistic `test` of the resourceVersion in its JSON patches is dropped: kmock would
-    answer a failed test with a 500 that kopf retries unchanged, where the API server
-    answers 422 and kopf re-reads the object.
-    """
-
-    _versions = itertools.count(1000)
-
-    def __repr__(self) -> str:
-        # The default repr lists every request ever served: far too long for a failure report.
-        return f"{type(self).__name__}({len(list(self))} requests)"
-
-    async def _handle(self, request: kmock.Request) -> Any:
-        if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
-            version = str(next(self._versions))
-            if isinstance(request.data, dict):
-                meta = request.data.setdefault("metadata", {})
-                meta["resourceVersion"] = version
-                if request.action == kmock.action.CREATE and "name" not in meta and meta.get("generateName"):
-                    meta["name"] = f"{meta['generateName']}{version}"  # as the API server names it
-            elif isinstance(request.data, list):  # a JSON patch
-                request.data[:] = [op for op in request.data if op.get("path") != "/metadata/resourceVersion"]
-                request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
-        return await super()._handle(request)
 
 
 def _parse_path_with_namespaces(path: str) -> Any:
