@@ -73,7 +73,7 @@ class KubeCluster:
             api = EmulatorClient(emulator.url, TEST_AGENT)
             cluster = cls(emulator, runner, api)
             try:
-                cluster.helm_install({"operator": {"interval": operator_interval, "verbose": True}})
+                cluster.helm_install({"operator": {"interval": operator_interval}})
                 yield cluster
             finally:
                 api.close()

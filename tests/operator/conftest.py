@@ -22,6 +22,7 @@ from keychain.operator.main import coordinators_at
 from keychain.operator.reconcile import Reconciler
 
 from keychain.testing.helm import render_chart
+from keychain.testing.kube_controllers import PodView, plan_statefulset, template_revision
 from keychain.testing.kube_emulator import VersioningEmulator
 from keychain.testing.rbac import ApiRequest, Policy, ServiceAccount
 
@@ -256,9 +257,19 @@ def live(emulator: kmock.KubernetesEmulator, resource: str, name: str) -> dict[s
 
 
 def act_as_statefulset_controller(emulator: kmock.KubernetesEmulator, name: str, **status: Any) -> None:
-    """What the StatefulSet controller would report: kmock runs no controllers."""
+    """A status as the StatefulSet controller would report it mid-way (kmock runs no controllers)."""
     key = (kmock.resource(STATEFULSETS), NAMESPACE, name)
     emulator.objects[key]["status"] = status
+
+
+def statefulset_pods_ready(emulator: kmock.KubernetesEmulator, name: str, count: int) -> None:
+    """Pods 0..count-1 of the StatefulSet run its current template and are ready: the status is the
+    one the pod runner's StatefulSet controller computes for them (keychain.testing.kube_controllers)."""
+    key = (kmock.resource(STATEFULSETS), NAMESPACE, name)
+    sts = emulator.objects[key].raw
+    revision = template_revision(sts["spec"]["template"])
+    pods = [PodView(f"{name}-{i}", revision, running=True, ready=True) for i in range(count)]
+    emulator.objects[key]["status"] = plan_statefulset(sts, pods)[1]
 
 
 def writes(emulator: kmock.KubernetesEmulator) -> list[str]:
