@@ -99,7 +99,8 @@ def build_root(spec: dict[str, Any]) -> Path:
     _bind("/dev", str(root / "dev"), read_only=False)
     (root / "run").mkdir()
     _mount("tmpfs", str(root / "run"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
-    (root / "tmp").mkdir(mode=0o1777)
+    (root / "tmp").mkdir()
+    os.chmod(root / "tmp", 0o1777)  # mkdir applies the umask
     for made in spec.get("image_dirs", []):  # what the image's build made (`mkdir /data && chown`)
         path = _mkdirs_on_new_root(root, made["path"])
         os.chown(path, made["uid"], made["gid"])

@@ -159,9 +159,14 @@ class PodRunner:
     def port_forward(self, namespace: str, service: str, port: int) -> tuple[str, int]:
         """An address on 127.0.0.1 that reaches the Service (as `kubectl port-forward svc/...`)."""
         assert self.network is not None
-        svc = self.api.get(SERVICES, namespace, service)
-        if svc is None or not svc["spec"].get("clusterIP") or svc["spec"]["clusterIP"] == "None":
-            raise ValueError(f"Service {namespace}/{service} has no cluster IP (yet)")
+        deadline = time.monotonic() + 10  # a new Service gets its cluster IP in the runner's next round
+        while True:
+            svc = self.api.get(SERVICES, namespace, service)
+            if svc is not None and svc["spec"].get("clusterIP") not in (None, "", "None"):
+                break
+            if time.monotonic() > deadline or (svc is not None and svc["spec"].get("clusterIP") == "None"):
+                raise ValueError(f"Service {namespace}/{service} has no cluster IP")
+            time.sleep(0.1)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)

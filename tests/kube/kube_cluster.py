@@ -175,6 +175,7 @@ class Sample:
     replicas: int | None  # the node StatefulSet's spec.replicas
     members: tuple[tuple[str, str], ...]  # (id, role) in chain order, per the coordinator
     pods: dict[str, tuple[str, bool]]  # node pod -> (uid, ready)
+    epoch: int = 0  # the chain's configuration epoch
 
 
 @dataclass
@@ -208,7 +209,8 @@ class Sampler:
             pods = {name: (pod["metadata"]["uid"], _ready(pod))
                     for name, pod in self.cluster.pods(f"{self.chain}-node-").items()
                     if not pod["metadata"].get("deletionTimestamp")}  # fmt: skip
-            self.samples.append(Sample(time.monotonic(), sts["spec"]["replicas"] if sts else None, members, pods))
+            self.samples.append(Sample(time.monotonic(), sts["spec"]["replicas"] if sts else None, members, pods,
+                                       view["epoch"]))
 
     def replicas_history(self) -> list[int]:
         values = [s.replicas for s in self.samples if s.replicas is not None]
