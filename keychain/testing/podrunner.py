@@ -411,7 +411,6 @@ class PodRunner:
         assert self.kubelet is not None
         in_use = {(p["metadata"]["namespace"], v["persistentVolumeClaim"]["claimName"])
                   for p in pods for v in p["spec"].get("volumes") or [] if "persistentVolumeClaim" in v}  # fmt: skip
-        running = {key.split("/", 1)[0] for key in self.kubelet.pods}  # namespaces with pods still going
         existing = set()
         for claim in claims:
             meta = claim["metadata"]
@@ -432,7 +431,6 @@ class PodRunner:
                     if key not in existing and key not in in_use:
                         log.info("volume deleted namespace=%s claim=%s", *key)
                         shutil.rmtree(claim_dir, ignore_errors=True)
-        del running
 
     # ---- controllers ----
 

@@ -105,6 +105,12 @@ def patch_chain(cluster: KubeCluster, spec: dict) -> None:
     assert cluster.api.patch(CHAINS, NAMESPACE, CHAIN, {"spec": spec}) is not None
 
 
+def events(cluster: KubeCluster) -> list[str]:
+    """The Chain's Events, oldest first, as `reason: message`."""
+    found = [e for e in cluster.api.list("v1/events", NAMESPACE) if e.get("involvedObject", {}).get("name") == CHAIN]
+    return [f"{e.get('reason')}: {e.get('message')}" for e in found]
+
+
 def ordinal(member: str) -> int:
     return int(member.rsplit("-", 1)[1])
 
@@ -157,20 +163,26 @@ def test_scaling_3_to_5_to_3_moves_one_node_at_a_time_under_load(cluster: KubeCl
         assert len(joined) <= 1, f"two nodes joined at once: {before} -> {after}"
         assert sum(1 for _, role in after if role == "syncing") <= 1, f"two nodes syncing at once: {after}"
     assert any(len(members) == 5 and {r for _, r in members} <= {"head", "middle", "tail"} for members in history)
-    # Each shrink of the StatefulSet came after its highest node had left the chain. The first look
-    # at the chain after the StatefulSet shows the smaller size (the coordinator's status is read at
-    # its leader, after the StatefulSet) finds the dropped node gone, or back only through a new
-    # registration (its pod still stopping): at least two epochs on, its removal and its rejoining.
-    # Shrinking first would leave it in the chain in the same epoch until its lease expired.
+    # Each shrink of the StatefulSet came after its highest node had left the chain. The dropped
+    # node keeps running until its pod stops, and a running node registers again and soon serves
+    # as tail: so the first look at the chain after the shrink (read at the coordinator's leader,
+    # after the StatefulSet) finds it gone, or back only through a new registration, at least two
+    # epochs (its removal, its return) after it last joined. Shrinking first would leave it in the
+    # chain, in that same epoch, until its lease expired.
     samples = sampler.samples
-    for before, now in itertools.pairwise(samples):
-        if before.replicas is not None and now.replicas is not None and now.replicas < before.replicas:
-            leaving = f"{NODES}-{now.replicas}"
-            serving = {m for m, role in now.members if role != "syncing"}
-            assert leaving not in serving or now.epoch >= before.epoch + 2, (
-                f"the StatefulSet shrank to {now.replicas} while {leaving} was still in the chain: "
-                f"epoch {before.epoch} {before.members} -> epoch {now.epoch} {now.members}"
-            )
+    for i in range(1, len(samples)):
+        before, now = samples[i - 1], samples[i]
+        if before.replicas is None or now.replicas is None or now.replicas >= before.replicas:
+            continue
+        leaving = f"{NODES}-{now.replicas}"
+        run = list(itertools.takewhile(lambda s, r=before.replicas: s.replicas == r, reversed(samples[:i])))
+        joined_at = min((s.epoch for s in run if leaving in {m for m, role in s.members if role != "syncing"}),
+                        default=before.epoch)  # fmt: skip
+        serving = {m for m, role in now.members if role != "syncing"}
+        assert leaving not in serving or now.epoch >= joined_at + 2, (
+            f"the StatefulSet shrank to {now.replicas} while {leaving} was still in the chain: "
+            f"epoch {joined_at} -> epoch {now.epoch} {now.members}\n" + "\n".join(events(cluster))
+        )
     assert [ordinal(m) for m, _ in history[-1]] == [0, 1, 2]
 
 
@@ -207,7 +219,8 @@ def test_a_deleted_node_pod_comes_back_on_its_volume_and_a_lost_volume_is_refill
     wait_running(cluster, 3)
     pod, claim = f"{NODES}-1", f"data-{NODES}-1"
     volume = cluster.runner.volume_path(NAMESPACE, claim)
-    inode, files = os.stat(volume).st_ino, set(os.listdir(volume))
+    # RocksDB writes a database's unique id once, when it creates the database.
+    inode, identity = os.stat(volume).st_ino, (volume / "IDENTITY").read_text()
     with under_load(cluster, "pod-and-volume-loss", tmp_path) as load:
         wait_until("some writes", lambda: load.acked() >= 20, 30)
         uid = cluster.pods(pod)[pod]["metadata"]["uid"]
@@ -215,7 +228,9 @@ def test_a_deleted_node_pod_comes_back_on_its_volume_and_a_lost_volume_is_refill
         wait_until(f"{pod} back", lambda: cluster.pods(pod).get(pod, {}).get("metadata", {}).get("uid") not in
                    (None, uid), 60)  # fmt: skip
         wait_running(cluster, 3)
-        assert os.stat(volume).st_ino == inode and files <= set(os.listdir(volume)), "the pod came back on another disk"
+        assert os.stat(volume).st_ino == inode and (volume / "IDENTITY").read_text() == identity, (
+            "the pod came back on another disk"
+        )
 
         # Now the disk too: the claim goes once its pod is gone, and the node comes back empty.
         uid = cluster.pods(pod)[pod]["metadata"]["uid"]
