@@ -14,8 +14,8 @@
   (it outlives the pod), a Secret or ConfigMap volume is its files, and a pod that automounts
   its service account gets the token, CA and namespace at the usual path.
 - **Probes:** startup, liveness and readiness probes (`httpGet`, `tcpSocket`, `grpc`) are sent
-  to the pod's IP from the node's namespace at their period, timeout and thresholds; a failed
-  liveness probe restarts the container. `exec` probes are not supported (none is rendered).
+  to the pod's IP from the node's namespace at their period, timeout (at least MIN_PROBE_TIMEOUT)
+  and thresholds; a failed liveness probe restarts the container. `exec` probes are not supported (none is rendered).
 - **Restarts:** `restartPolicy: Always` with a doubling back-off (from 1 s, capped at 8 s,
   shorter than the kubelet's 10 s to 5 min so tests stay short).
 
@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 BACKOFF_START, BACKOFF_CAP = 1.0, 8.0
+# A probe here goes through Python relays in a busy test process, not a native kubelet: shorter
+# timeouts than this failed healthy pods on a loaded machine.
+MIN_PROBE_TIMEOUT = 3.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -502,7 +505,7 @@ class Kubelet:
         raise ContainerConfigError(f"no container port named {port!r}")
 
     def _probe(self, run: PodRun, spec: Mapping[str, Any]) -> bool:
-        timeout = float(spec.get("timeoutSeconds", 1))
+        timeout = max(float(spec.get("timeoutSeconds", 1)), MIN_PROBE_TIMEOUT)
         try:
             if "httpGet" in spec:
                 get = spec["httpGet"]

@@ -238,7 +238,8 @@ def test_a_deleted_node_pod_comes_back_on_its_volume_and_a_lost_volume_is_refill
         assert cluster.api.delete(CLAIMS, NAMESPACE, claim)
         assert cluster.api.delete(PODS, NAMESPACE, pod)
         wait_until("a new claim", lambda: (cluster.api.get(CLAIMS, NAMESPACE, claim) or {}).get("metadata", {})
-                   .get("uid") not in (None, claim_uid), 60)  # fmt: skip
+                   .get("uid") not in (None, claim_uid), 60, report=lambda: cluster.report(CHAIN)
+                   + f"\nclaim: {cluster.api.get(CLAIMS, NAMESPACE, claim)}")  # fmt: skip
         wait_until(f"{pod} back", lambda: cluster.pods(pod).get(pod, {}).get("metadata", {}).get("uid") not in
                    (None, uid), 60)  # fmt: skip
         wait_running(cluster, 3)
