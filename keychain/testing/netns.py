@@ -342,6 +342,7 @@ class Network:
         self._use_netem: bool | None = None
         self._net = net
         self._next_index = len(names) + 1
+        self._handed_out: set[str] = {h.address for h in self.hosts.values()}
 
     # -- lifecycle --
 
@@ -418,13 +419,11 @@ class Network:
             raise ValueError(f"host name {name!r} must be lowercase letters, digits and '-', at most 20")
         if name in self.hosts:
             raise ValueError(f"host {name!r} exists already")
-        taken = self._addresses_in_use()
         if address is None:
-            address = next((str(a) for a in self._net.hosts() if str(a) not in taken), "")
-            if not address:
-                raise NetnsError(f"no free address left in {self._net}")
-        elif address in taken:
+            address = self.free_address()
+        elif address in self._addresses_in_use():
             raise ValueError(f"address {address} is in use")
+        self._handed_out.add(address)
         host = Host(name, f"{self.prefix}-{name}", address, f"p{self._next_index}", self._next_index)
         self._next_index += 1
         self._add_namespace(host.namespace)
@@ -461,10 +460,12 @@ class Network:
         h.extra_addresses.append(address)
 
     def free_address(self) -> str:
-        """An address of the subnet no host holds now."""
-        taken = self._addresses_in_use()
+        """An address of the subnet never handed out before (a host that comes back may ask for
+        its old address again by name, so no address is given to anyone else)."""
+        taken = self._addresses_in_use() | self._handed_out
         for candidate in self._net.hosts():
             if str(candidate) not in taken:
+                self._handed_out.add(str(candidate))
                 return str(candidate)
         raise NetnsError(f"no free address left in {self._net}")
 
