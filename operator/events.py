@@ -7,6 +7,7 @@ every timer tick; the handlers post the Events (kubectl describe chain shows the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from keychain.operator.naming import Names
@@ -30,14 +31,8 @@ def node_step_events(live: NodeSetState | None, step: Step, names: Names) -> lis
     events = []
     if step.remove_member:
         events.append(Event(NORMAL, "MemberRemoved", f"unlinked {step.remove_member} from the chain"))
-    if step.replicas > live.replicas:
-        new = names.node_pod(step.replicas - 1)
-        events.append(Event(NORMAL, "ScaledOut", f"started {new} ({live.replicas} -> {step.replicas} nodes); it "
-                                                 f"joins the chain and becomes its tail once synced"))  # fmt: skip
-    elif step.replicas < live.replicas:
-        gone = names.node_pod(live.replicas - 1)
-        events.append(Event(NORMAL, "ScaledIn", f"stopped {gone}, which had left the chain "
-                                                f"({live.replicas} -> {step.replicas} nodes)"))  # fmt: skip
+    events += _resized(live.replicas, step.replicas, names.node_pod, "", "nodes",
+                       "it joins the chain and becomes its tail once synced", "the chain")  # fmt: skip
     if step.activity is Activity.ROLLING and step.waiting_for is None and step.partition != live.partition:
         events.append(Event(NORMAL, "RollingUpdate", f"updating {names.node_pod(step.partition)} "
                                                      f"(partition {live.partition} -> {step.partition})"))  # fmt: skip
@@ -53,15 +48,20 @@ def coordinator_step_events(live: CoordinatorSetState | None, step: CoordinatorS
         events.append(Event(NORMAL, "CoordinatorMemberAdded", f"{step.add_member} caught up and is a voter"))
     if step.remove_member:
         events.append(Event(NORMAL, "CoordinatorMemberRemoved", f"removed {step.remove_member} from the coordinator"))
-    if step.replicas > live.replicas:
-        new = names.coordinator_pod(step.replicas - 1)
-        events.append(Event(NORMAL, "CoordinatorScaledOut", f"started {new} ({live.replicas} -> {step.replicas} "
-                                                            f"members); it is added once it runs"))  # fmt: skip
-    elif step.replicas < live.replicas:
-        gone = names.coordinator_pod(live.replicas - 1)
-        events.append(Event(NORMAL, "CoordinatorScaledIn", f"stopped {gone}, which had left the coordinator "
-                                                           f"({live.replicas} -> {step.replicas} members)"))  # fmt: skip
+    events += _resized(live.replicas, step.replicas, names.coordinator_pod, "Coordinator", "members",
+                       "it is added once it runs", "the coordinator")  # fmt: skip
     return events
+
+
+def _resized(before: int, after: int, pod: Callable[[int], str], prefix: str, unit: str, joining: str,
+             left: str) -> list[Event]:  # fmt: skip
+    """A ScaledOut or ScaledIn Event when a StatefulSet's replicas changed (by one: one step at a time)."""
+    if after > before:
+        return [Event(NORMAL, f"{prefix}ScaledOut", f"started {pod(after - 1)} ({before} -> {after} {unit}); {joining}")]
+    if after < before:
+        return [Event(NORMAL, f"{prefix}ScaledIn", f"stopped {pod(before - 1)}, which had left {left} "
+                                                   f"({before} -> {after} {unit})")]  # fmt: skip
+    return []
 
 
 def failure(reason: str, message: str) -> Event:

@@ -213,6 +213,8 @@ class Grant:
 
     def __str__(self) -> str:
         where = f" in {self.scope}" if self.scope else ""
+        if self.resource.startswith("/"):  # a non-resource URL
+            return f"{self.role}: {self.verb} {self.resource}"
         return f"{self.role}: {self.verb} {self.group or 'core'}/{self.resource}{where}"
 
 
@@ -221,6 +223,17 @@ class Report:
     allowed: dict[tuple[str, str, str, str, str], Grant] = field(default_factory=dict)
     denied: list[ApiRequest] = field(default_factory=list)
     unused: list[Grant] = field(default_factory=list)
+
+    def allowed_lines(self) -> list[str]:
+        """Each request kind (verb group/resource[/subresource] namespace) and the grant that allowed it."""
+        lines = []
+        for (verb, group, resource, sub, namespace), grant in self.allowed.items():
+            if group.startswith("/"):  # a non-resource URL: (verb, path, "", "", "")
+                what = f"{verb} {group}"
+            else:
+                what = f"{verb} {group or 'core'}/{resource}{'/' + sub if sub else ''} {namespace or '(cluster)'}"
+            lines.append(f"{what}  <-  {grant}")
+        return sorted(lines)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from keychain.operator.reconcile import Reconciler
 from keychain.testing.helm import render_chart
 from keychain.testing.kube_controllers import PodView, plan_statefulset, template_revision
 from keychain.testing.kube_emulator import VersioningEmulator
-from keychain.testing.rbac import ApiRequest, Policy, ServiceAccount
+from keychain.testing.rbac import ApiRequest, Policy, Report, ServiceAccount
 
 NAMESPACE = "ns1"
 CHAIN = "mychain"
@@ -124,13 +124,6 @@ def chart_policy(watch_namespaces: tuple[str, ...] = ()) -> Policy:
     return Policy.from_objects(objects, ServiceAccount(account["name"], account["namespace"]))
 
 
-def rbac_summary(requests: list[ApiRequest]) -> tuple[list[str], list[str]]:
-    """(each request kind and the rule that allowed it, each rule never used)."""
-    report = chart_policy().check(requests)
-    kinds = sorted(f"{' '.join(k for k in kind if k) or kind}  <-  {grant}" for kind, grant in report.allowed.items())
-    return kinds, [str(g) for g in report.unused]
-
-
 _passed: set[str] = set()
 _deselected: list[Any] = []
 
@@ -156,17 +149,24 @@ def _every_operator_test_ran(session: pytest.Session) -> bool:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus != pytest.ExitCode.OK or not _every_operator_test_ran(session):
         return  # a partial run cannot tell an unused rule from an untested one
-    _, unused = rbac_summary(RECORDED)
-    if unused:
-        session.config.stash[UNUSED_RULES] = unused
+    report = chart_policy().check(RECORDED)
+    session.config.stash[RBAC_REPORT] = report
+    if report.unused:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-UNUSED_RULES = pytest.StashKey[list[str]]()
+RBAC_REPORT = pytest.StashKey[Report]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    unused = config.stash.get(UNUSED_RULES, None)
+    report = config.stash.get(RBAC_REPORT, None)
+    if report is None:
+        return
+    if config.option.verbose > 0:
+        terminalreporter.section("RBAC: every request kind of the operator tests and the rule that allowed it")
+        for line in report.allowed_lines():
+            terminalreporter.line(line)
+    unused = [str(g) for g in report.unused]
     if unused:
         terminalreporter.section("RBAC: rules the chart grants that no operator test used", red=True)
         for line in unused:

@@ -23,6 +23,7 @@ from fake_coordinator import FakeCoordinator
 
 COORD = "mychain-coord"
 HOLD = 1.0  # seconds (five timer ticks) during which the operator must not take a step
+STEPS = 30.0  # seconds for several steps in a row: generous, a loaded machine runs the ticks late
 
 
 def coordinator_replicas(emulator: kmock.KubernetesEmulator) -> int | None:
@@ -98,12 +99,12 @@ async def test_the_coordinator_grows_3_to_5_and_back_one_member_at_a_time(emulat
         coordinator.catching_up.clear()  # caught up: the repeated add promotes it
         await eventually(lambda: coordinator.coordinators.get(f"{COORD}-3") is True)
         await grow_step(emulator, coordinator, 4)
-        await eventually(lambda: (live(emulator, CHAINS, CHAIN).get("status") or {}).get("phase") != "Scaling")
+        await eventually(lambda: (live(emulator, CHAINS, CHAIN).get("status") or {}).get("phase") != "Scaling",
+                         timeout=STEPS)  # fmt: skip
 
         await set_coordinators(emulator, 3)
-        await eventually(lambda: coordinator_replicas(emulator) == 3)
-        await eventually(lambda: "CoordinatorScaledIn" in reasons(emulator) and reasons(emulator).count(
-            "CoordinatorScaledIn") == 2)  # fmt: skip
+        await eventually(lambda: coordinator_replicas(emulator) == 3, timeout=STEPS)
+        await eventually(lambda: reasons(emulator).count("CoordinatorScaledIn") == 2, timeout=STEPS)
 
     address = "{}.mychain-coord.ns1.svc:7000"
     assert coordinator.coordinator_changes == [

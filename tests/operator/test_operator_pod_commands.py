@@ -22,7 +22,7 @@ from keychain.operator.spec import ChainSpec
 from keychain.proxy.config import config_from_args
 
 from keychain.testing.helm import render_chart
-from keychain.testing.podspec import ContainerConfigError, expand, expand_container
+from keychain.testing.podspec import expand_container
 
 IMAGE = "keychaindb/keychain:0.1.0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,51 +179,6 @@ def test_the_charts_operator_container_passes_the_operators_argument_parsing(nam
     assert args.scrape_annotations == bool(namespaces)
     assert args.default_image == container["image"]
     assert args.health_port == container["ports"][0]["containerPort"]
-
-
-# The kubelet's expansion rules themselves.
-
-
-def test_expansion_follows_the_kubelet_rules():
-    env = {"A": "x", "EMPTY": ""}
-    assert expand("$(A)-$(A)", env) == "x-x"
-    assert expand("$$(A)", env) == "$(A)"  # $$ escapes
-    assert expand("$(MISSING)/$(A)", env) == "$(MISSING)/x"  # unknown references stay
-    assert expand("a$b$", env) == "a$b$"
-    assert expand("$(EMPTY)|$(A", env) == "|$(A"
-
-
-def test_env_overrides_env_from_and_may_reference_earlier_variables():
-    container = {
-        "command": ["run"],
-        "args": ["--who", "$(WHO)", "--at", "$(POD)@$(NS)", "$(IGNORED)"],
-        "envFrom": [{"configMapRef": {"name": "cfg"}}, {"configMapRef": {"name": "cfg2"}, "prefix": "P_"}],
-        "env": [
-            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "WHO", "value": "$(POD)/$(P_K)"},
-            {"name": "LATER", "value": "$(UNSET_YET)"},
-            {"name": "UNSET_YET", "value": "now"},
-        ],
-    }
-    configmaps = {"cfg": {"WHO": "from-config", "bad key": "skipped"}, "cfg2": {"K": "v"}}
-    pod = {"metadata": {"name": "p-0", "namespace": "ns"}}
-    argv, env = expand_container(container, configmaps, pod)
-    assert argv == ["run", "--who", "p-0/v", "--at", "p-0@ns", "$(IGNORED)"]
-    assert env["LATER"] == "$(UNSET_YET)" and "bad key" not in env
-
-
-def test_a_missing_config_map_keeps_the_container_from_starting_unless_optional():
-    container = {"command": ["run"], "envFrom": [{"configMapRef": {"name": "absent"}}]}
-    with pytest.raises(ContainerConfigError, match="absent"):
-        expand_container(container, {}, {"metadata": {"name": "p"}})
-    container["envFrom"][0]["configMapRef"]["optional"] = True
-    assert expand_container(container, {}, {"metadata": {"name": "p"}}) == (["run"], {})
-
-
-def test_without_command_the_image_entrypoint_runs_with_the_args():
-    argv, _ = expand_container({"args": ["node"]}, {}, {"metadata": {}}, image_entrypoint=["keychain"])
-    assert argv == ["keychain", "node"]
 
 
 def test_argument_errors_surface_as_usage_errors_not_crashes():
