@@ -179,8 +179,8 @@ class Kubelet:
             self._addresses[key] = created.address
         directory = self.root_dir / "pods" / f"{meta['namespace']}-{meta['name']}-{meta.get('uid', '')[:8]}"
         directory.mkdir(parents=True, exist_ok=True)
-        self.network.write_hosts_file(host, hosts_file)
         run = PodRun(key, pod, host, created.address, directory)
+        self.network.write_hosts_file(host, hosts_file + _own_entry(pod, created.address))
         try:
             run.pod = {**pod, "status": {**(pod.get("status") or {}), "podIP": created.address}}
             self._prepare(run, config_maps, secrets, claim_dir, service_account)
@@ -248,11 +248,12 @@ class Kubelet:
         }  # fmt: skip
 
     def update_hosts(self, text: str) -> None:
+        """Give every pod these names (and, as the kubelet writes it, its own)."""
         with self._lock:
-            hosts = [run.host for run in self.pods.values() if not run.stopping]
-        for host in hosts:
+            runs = [run for run in self.pods.values() if not run.stopping]
+        for run in runs:
             with contextlib.suppress(ValueError, OSError):
-                self.network.write_hosts_file(host, text)
+                self.network.write_hosts_file(run.host, text + _own_entry(run.pod, run.address))
 
     def logs(self, key: str, lines: int = 40) -> str:
         with self._lock:
@@ -545,6 +546,17 @@ class Kubelet:
         target = (run.address, port)
         return Relay(listener, lambda: target, connector(lambda: self.network.socket(self.node_host)),
                      name=f"forward-{run.host}-{port}")  # fmt: skip
+
+
+def _own_entry(pod: Mapping[str, Any], address: str) -> str:
+    """The line the kubelet adds to a pod's /etc/hosts: its IP, its FQDN when it has a subdomain, its hostname."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    hostname = spec.get("hostname") or meta["name"]
+    names = [hostname]
+    if spec.get("subdomain"):
+        fqdn = f"{hostname}.{spec['subdomain']}.{meta['namespace']}.svc"
+        names = [f"{fqdn}.cluster.local", fqdn, hostname]
+    return f"# the pod itself\n{address} {' '.join(dict.fromkeys(names))}\n"
 
 
 def _referenced(container: Mapping[str, Any], from_key: str, value_key: str) -> set[str]:

@@ -105,6 +105,12 @@ def patch_chain(cluster: KubeCluster, spec: dict) -> None:
     assert cluster.api.patch(CHAINS, NAMESPACE, CHAIN, {"spec": spec}) is not None
 
 
+def ready(pod: dict) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in conditions)  # fmt: skip
+
+
 def events(cluster: KubeCluster) -> list[str]:
     """The Chain's Events, oldest first, as `reason: message`."""
     found = [e for e in cluster.api.list("v1/events", NAMESPACE) if e.get("involvedObject", {}).get("name") == CHAIN]
@@ -256,12 +262,13 @@ def test_losing_the_coordinator_leader_pod_elects_another_and_the_chain_keeps_se
     with under_load(cluster, "coordinator-leader-loss", tmp_path) as load:
         wait_until("some writes", lambda: load.acked() >= 20, 30)
         deleted_at = time.monotonic()
+        leader_uid = cluster.pods(leader)[leader]["metadata"]["uid"]
         assert cluster.api.delete(PODS, NAMESPACE, leader)
         new_leader = wait_until("another leader", lambda: (cluster.coordinator_status(CHAIN) or {}).get("leader")
                                 not in (None, "", leader) and cluster.coordinator_status(CHAIN)["leader"], 60)  # fmt: skip
         wait_until("writes after the leader's loss", lambda: load.acked_after(deleted_at) >= 20, 60)
-        wait_until(f"{leader} back", lambda: leader in cluster.pods(leader)
-                   and cluster.pods(leader)[leader]["status"].get("phase") == "Running", 60)  # fmt: skip
+        wait_until(f"{leader} back", lambda: cluster.pods(leader).get(leader, {}).get("metadata", {}).get("uid")
+                   not in (None, leader_uid) and ready(cluster.pods(leader)[leader]), 60)  # fmt: skip
     assert new_leader != leader
     wait_running(cluster, 3)
 

@@ -77,7 +77,7 @@ def statefulset(replicas: int) -> dict[str, Any]:
         "spec": {
             "replicas": replicas, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
             "template": {"metadata": {"labels": {"app": "db"}},
-                         "spec": {"securityContext": {"fsGroup": 10001},
+                         "spec": {"securityContext": {"fsGroup": 10001}, "terminationGracePeriodSeconds": 5,
                                   "containers": [container("db-0.db.apps.svc", "db-1.db.apps.svc", "web.apps.svc")]}},
             "volumeClaimTemplates": [{"metadata": {"name": "data"},
                                       "spec": {"resources": {"requests": {"storage": "1Gi"}}}}],
@@ -183,9 +183,11 @@ def test_a_deployment_rolls_to_a_new_template_and_deleting_its_owner_collects_th
     cluster.api.patch(DEPLOYMENTS, NS, "front", {"spec": {"template": changed}})
     wait_until("two new ready front pods", lambda: len(front()) == 2 and not set(front()) & first
                and all(cluster.ready(n) for n in front()), 90)  # fmt: skip
-    status = wait_until("the status", lambda: cluster.api.get(DEPLOYMENTS, NS, "front")["status"]
-                        if cluster.api.get(DEPLOYMENTS, NS, "front")["status"].get("updatedReplicas") == 2 else None, 30)
-    assert status["availableReplicas"] == 2
+    def settled() -> dict[str, Any] | None:
+        status = cluster.api.get(DEPLOYMENTS, NS, "front")["status"]
+        return status if (status.get("replicas"), status.get("updatedReplicas")) == (2, 2) else None
+
+    assert wait_until("the rollout's status", settled, 30)["availableReplicas"] == 2
 
     assert cluster.api.delete(DEPLOYMENTS, NS, "front")
     assert cluster.api.delete(STATEFULSETS, NS, "db")
