@@ -328,7 +328,10 @@ def test_deleting_the_chain_removes_every_owned_object_and_keeps_the_volume_clai
     claims = {c["metadata"]["name"] for c in cluster.api.list(CLAIMS, NAMESPACE)}
     assert {f"data-{NODES}-{i}" for i in range(5)} | {f"data-{CHAIN}-coord-{i}" for i in range(3)} <= claims
     assert cluster.api.delete(CHAINS, NAMESPACE, CHAIN)
-    wait_until("the Chain gone", lambda: cluster.chain(CHAIN) is None, 60, report=lambda: cluster.report(CHAIN))
+    # kopf learns of the deletion from its watch of Chains; a watch through the emulator can go
+    # quiet, and kopf then reconnects after its 70 s inactivity timeout (the API server would have
+    # sent bookmarks): hence the long wait.
+    wait_until("the Chain gone", lambda: cluster.chain(CHAIN) is None, 100, report=lambda: cluster.report(CHAIN))
     owned = ["v1/configmaps", "v1/services", STATEFULSETS, DEPLOYMENTS, "policy/v1/poddisruptionbudgets",
              "networking.k8s.io/v1/ingresses", PODS]  # fmt: skip
 
