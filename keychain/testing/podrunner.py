@@ -54,7 +54,7 @@ from keychain.testing.kube_controllers import (
     plan_statefulset,
     template_revision,
 )
-from keychain.testing.kube_emulator import ApiError, EmulatorClient
+from keychain.testing.kube_emulator import ApiError, EmulatorClient, crd_resources
 from keychain.testing.kubelet import Kubelet
 from keychain.testing.netns import Network, in_namespace
 from keychain.testing.tcp_relay import Relay, connector, round_robin
@@ -238,6 +238,9 @@ class PodRunner:
     # ---- garbage collection ----
 
     def _collect_garbage(self, listed: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        # Owners may be custom resources: know the kinds of every CRD applied so far.
+        for crd in self.api.list("apiextensions.k8s.io/v1/customresourcedefinitions"):
+            self.api.learn(crd_resources(crd))
         more = ("v1/configmaps", "v1/secrets", "policy/v1/poddisruptionbudgets", "networking.k8s.io/v1/ingresses")
         objects = [(resource, obj) for resource, items in listed for obj in items]
         objects += [(resource, obj) for resource in more for obj in self.api.list(resource)]
