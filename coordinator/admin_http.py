@@ -11,6 +11,11 @@
     GET    /healthz                            the member's driver is running
     GET    /metrics                            Prometheus
 
+Authentication (`AdminAuth`): with a token file or TLS configured every request needs a bearer token
+or a client certificate of an operator or admin (401 without credentials, 403 for another kind),
+checked before the request is routed, so a refused one changes nothing; GETs may be left open.
+With TLS the API is served over HTTPS with the component's certificate, reloaded on change.
+
 Any member answers: the operations go through `CoordinatorService`, which forwards to the Raft
 leader. With no leader (an election) the answer is 503 with `Retry-After`. Errors are JSON
 `{"error": "<code>", "message": "..."}`, as everywhere in KeychainDB.
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,10 +36,13 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from keychain.coordinator.admin_auth import AdminAuth
 from keychain.coordinator.api import CoordinatorService, member_role
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
+from keychain import tls
+from keychain.access import Decision
 from keychain.proto import chain_pb2, coordinator_pb2
 
 log = logging.getLogger(__name__)
@@ -92,8 +101,26 @@ class NewMember(BaseModel):
     address: str = Field(min_length=3, description="its gRPC address, host:port (its --listen)")
 
 
-def build_app(service: CoordinatorService, metrics: CollectorRegistry) -> FastAPI:
+def build_app(service: CoordinatorService, metrics: CollectorRegistry, auth: AdminAuth | None = None) -> FastAPI:
     app = FastAPI(title="KeychainDB coordinator admin API", docs_url="/docs", redoc_url=None)
+    auth = auth or AdminAuth()
+
+    if auth.enabled:
+        @app.middleware("http")
+        async def authenticate(request: Request, call_next: Any) -> Response:
+            identity = tls.peer_identity_of_scope(request.scope)
+            decision = auth.decide(request.method, request.headers.get("authorization"), identity)
+            if decision is Decision.ALLOW:
+                return await call_next(request)
+            log.info("admin http refused method=%s path=%s caller=%s decision=%s", request.method,
+                     request.url.path, identity.uri if identity else "-", decision.value)
+            if decision is Decision.PERMISSION_DENIED:
+                return JSONResponse({"error": "permission_denied",
+                                     "message": f"{identity.uri if identity else 'caller'} may not use the admin API"},
+                                    status_code=403)
+            return JSONResponse({"error": "unauthenticated", "message": "a bearer token or an operator or admin "
+                                 "client certificate is required"}, status_code=401,
+                                headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
@@ -164,6 +191,23 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def make_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
-    return _EmbeddedServer(config)
+class _TlsConfig(uvicorn.Config):
+    """uvicorn's configuration with an SSL context made (and reloaded) by the coordinator."""
+
+    def __init__(self, *args: Any, ssl_context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ssl_context = ssl_context
+
+    def load(self) -> None:
+        super().load()
+        self.ssl = self.ssl_context
+        self.http_protocol_class = tls.peer_certificate_protocol(self.http_protocol_class)
+
+
+def make_server(app: FastAPI, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> uvicorn.Server:
+    """The admin API's server; HTTPS with `ssl_context` (client certificates then reach the app)."""
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning", "access_log": False,
+                               "lifespan": "off"}
+    if ssl_context is None:
+        return _EmbeddedServer(uvicorn.Config(app, **options))
+    return _EmbeddedServer(_TlsConfig(app, ssl_context=ssl_context, **options))

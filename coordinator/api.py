@@ -70,7 +70,7 @@ from keychain.coordinator.supervision import (
 )
 from keychain.coordinator.transport import CHANNEL_OPTIONS
 
-from keychain import timing
+from keychain import timing, tls
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,9 @@ class NodeHealth:
 
 
 class CoordinatorService:
+    # Mutual TLS on the channels that forward to the leader (None: plaintext); set by the server.
+    tls_files: tls.TlsFiles | None = None
+
     def __init__(
         self,
         member: RaftMember,
@@ -290,7 +293,7 @@ class CoordinatorService:
             address = self.peers.get(member_id)
             if address is None:
                 raise Unavailable(f"the address of coordinator member {member_id!r} is unknown")
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = tls.channel(address, self.tls_files, CHANNEL_OPTIONS)
             self._channels[member_id] = channel
         return channel
 

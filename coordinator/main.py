@@ -33,8 +33,11 @@ import signal
 import sys
 from pathlib import Path
 
+from keychain.coordinator.admin_auth import read_token_file
 from keychain.coordinator.log import StorageError
 from keychain.coordinator.server import CoordinatorOptions, CoordinatorServer
+
+from keychain.tls_files import add_tls_arguments, tls_files_from_args
 
 log = logging.getLogger("keychain.coordinator")
 
@@ -104,7 +107,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "and for those added later")
     p.add_argument("--chain", action="append", default=[], help="a chain the leader creates if missing (repeatable)")
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+    add_tls_arguments(p)
+    p.add_argument("--admin-token-file", type=Path,
+                   help="a bearer token the admin HTTP API accepts (with TLS, operator and admin certificates too)")
+    p.add_argument("--admin-open-reads", action="store_true",
+                   help="the admin HTTP API answers GET (status, health, metrics) without credentials, for probes")
     args = p.parse_args(argv)
+    args.tls_files = tls_files_from_args(args, p)
+    if args.admin_token_file is not None:
+        try:
+            read_token_file(str(args.admin_token_file))
+        except (OSError, ValueError) as exc:
+            p.error(f"cannot use --admin-token-file: {exc}")
     if args.join_unlisted and args.peers and args.id not in args.peers:
         args.join, args.peers = list(args.peers.values()), None
     if args.join:
@@ -173,4 +187,5 @@ def options_of(args: argparse.Namespace) -> CoordinatorOptions:
     return CoordinatorOptions(
         id=args.id, listen=args.listen, advertise=args.advertise, data_dir=args.data_dir, peers=args.peers or {},
         http=args.http, chains=list(dict.fromkeys(args.chain)), join=args.join or [],
+        tls_files=args.tls_files, admin_token_file=args.admin_token_file, admin_open_reads=args.admin_open_reads,
     )

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from keychain.coordinator.admin_auth import AdminAuth, read_token_file
 from keychain.coordinator.admin_http import build_app, make_server
 from keychain.coordinator.api import CoordinatorService, CoordinatorServicer, RegistryMachine, transfer_target
 from keychain.coordinator.member import DEFAULT_COMPACT_EVERY, RaftMember
@@ -40,8 +41,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from keychain import timing
+from keychain import timing, tls
 from keychain.proto import coordinator_pb2, coordinator_pb2_grpc
+from keychain.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ class CoordinatorOptions:
     compact_every: int = DEFAULT_COMPACT_EVERY
     join: list[str] = field(default_factory=list)  # host:port of running members, to join their cluster
     advertise: str | None = None  # host:port the others reach this member at (default: listen)
+    tls_files: TlsFiles | None = None  # mutual TLS on gRPC and HTTPS on the admin API (None: plaintext)
+    admin_token_file: Path | None = None  # a bearer token the admin API accepts
+    admin_open_reads: bool = False  # the admin API's GET endpoints answer without credentials
 
     @property
     def address(self) -> str:
@@ -97,19 +102,20 @@ class CoordinatorServer:
         config = RaftConfig(id=o.id, election_tick=o.election_ticks, heartbeat_tick=o.heartbeat_ticks)
         core = RaftCore(config, self.storage, random.Random(), peers=dict(o.peers))
         machine = RegistryMachine()
-        self.transport = RaftTransport(o.id, o.peers)
+        self.transport = RaftTransport(o.id, o.peers, o.tls_files)
         self.member = RaftMember(core, self.storage, machine, self.transport, tick=o.tick,
                                  compact_every=o.compact_every)
         self.transport.attach(self.member)
         self.service = CoordinatorService(self.member, machine, o.peers)
+        self.service.tls_files = o.tls_files
         self.member.on_members_change(lambda _: self._addresses_changed())
         self._addresses_changed()
         self.metrics.register(MemberCollector(self.member, self.service))
 
-        self.grpc_server = grpc.aio.server()
+        self.grpc_server = grpc.aio.server(interceptors=tls.server_interceptors(o.tls_files))
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.service), self.grpc_server)
         self.transport.add_to_server(self.grpc_server)
-        if self.grpc_server.add_insecure_port(o.listen) == 0:
+        if tls.add_port(self.grpc_server, o.listen, o.tls_files) == 0:
             raise OSError(f"cannot listen on {o.listen}")
         await self.grpc_server.start()
         self._tasks.append(self.member.start())
@@ -122,7 +128,14 @@ class CoordinatorServer:
             host, _, port = o.http.rpartition(":")
             # Bound here, so a busy port fails start() with a clear OSError rather than inside uvicorn.
             sock = socket.create_server((host, int(port)), reuse_port=False)
-            self.http_server = make_server(build_app(self.service, self.metrics), host, int(port))
+            auth = AdminAuth(token=read_token_file(str(o.admin_token_file)) if o.admin_token_file else None,
+                             tls=o.tls_files is not None, open_reads=o.admin_open_reads)
+            ssl_context = None
+            if o.tls_files is not None:
+                ssl_context = tls.server_ssl_context(o.tls_files, require_client_cert=False)
+                self._tasks.append(asyncio.create_task(tls.reload_server_context(ssl_context, o.tls_files),
+                                                       name="admin-https-reload"))
+            self.http_server = make_server(build_app(self.service, self.metrics, auth), host, int(port), ssl_context)
             self._http_task = asyncio.create_task(self.http_server.serve(sockets=[sock]), name="admin-http")
         log.info("coordinator started id=%s listen=%s advertise=%s http=%s peers=%s join=%s",
                  o.id, o.listen, o.address, o.http or "-",
@@ -155,7 +168,7 @@ class CoordinatorServer:
         assert self.member is not None
         while not self.member.book.membership.members:
             for address in self.options.join:
-                members = await _ask_members(address)
+                members = await _ask_members(address, self.options.tls_files)
                 if members:
                     known = {m: a for m, a in members.items() if m != self.options.id}
                     if any(self.hints.get(m) != a for m, a in known.items()):
@@ -209,9 +222,9 @@ class CoordinatorServer:
             self.storage.close()
 
 
-async def _ask_members(address: str) -> dict[str, str]:
+async def _ask_members(address: str, tls_files: TlsFiles | None) -> dict[str, str]:
     """id -> address of the coordinator members, per the member at `address` ({} if it did not answer)."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with tls.channel(address, tls_files) as channel:
         try:
             status = await coordinator_pb2_grpc.CoordinatorStub(channel).GetClusterStatus(
                 coordinator_pb2.ClusterStatusRequest(), timeout=timing.RPC_TIMEOUT)

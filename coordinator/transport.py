@@ -36,7 +36,9 @@ import grpc
 from keychain.coordinator.messages import Message, MessageType
 from keychain.coordinator.raft_wire import WireError, batch_from_proto, message_to_proto
 
+from keychain import tls
 from keychain.proto import raft_pb2, raft_pb2_grpc
+from keychain.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +74,9 @@ class _Peer:
 
 
 class RaftTransport(raft_pb2_grpc.RaftServicer):
-    def __init__(self, member_id: str, peers: dict[str, str]) -> None:
+    def __init__(self, member_id: str, peers: dict[str, str], tls_files: TlsFiles | None = None) -> None:
         self.id = member_id
+        self.tls_files = tls_files  # mutual TLS to the other members (None: plaintext)
         self._addresses = {p: a for p, a in peers.items() if p != member_id}
         self._peers: dict[str, _Peer] = {}
         self._retiring: set[_Peer] = set()  # retired senders still draining their queues
@@ -141,7 +144,7 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
 
     async def _run_peer(self, peer: _Peer) -> None:
         backoff = RECONNECT_MIN
-        peer.channel = grpc.aio.insecure_channel(peer.address, options=CHANNEL_OPTIONS)
+        peer.channel = tls.channel(peer.address, self.tls_files, CHANNEL_OPTIONS)
         stub = raft_pb2_grpc.RaftStub(peer.channel)
         try:
             await self._send_loop(peer, stub, backoff)

@@ -20,9 +20,10 @@ import grpc
 from keychain.node import wire
 from keychain.node.server import CHANNEL_OPTIONS, ChainNode
 
-from keychain import timing
+from keychain import timing, tls
 from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
+from keychain.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class CoordinatorLink:
         interval: float = timing.HEARTBEAT_INTERVAL,
         rpc_timeout: float = timing.RPC_TIMEOUT,
         clock: Callable[[], float] | None = None,
+        tls_files: TlsFiles | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("no coordinator address given")
@@ -61,6 +63,7 @@ class CoordinatorLink:
         self.rpc_timeout = rpc_timeout
         self.clock = clock or node.clock
         self._current = 0
+        self.tls_files = tls_files
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.registered = False
 
@@ -68,7 +71,7 @@ class CoordinatorLink:
         address = self.addresses[self._current]
         ch = self._channels.get(address)
         if ch is None:
-            ch = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            ch = tls.channel(address, self.tls_files, CHANNEL_OPTIONS)
             self._channels[address] = ch
         return coordinator_pb2_grpc.CoordinatorStub(ch)
 

@@ -22,6 +22,8 @@ import sys
 from keychain.node.core import CoreOptions
 from keychain.node.storage import DataDirError, RocksVersionStore
 
+from keychain.tls_files import add_tls_arguments, tls_files_from_args
+
 log = logging.getLogger("keychain.node")
 
 
@@ -63,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-listen", type=_address, help="host:port to serve Prometheus /metrics on")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="default: %(default)s")
+    add_tls_arguments(p)
     return p
 
 
@@ -75,7 +78,7 @@ async def run(args: argparse.Namespace) -> int:
     store = RocksVersionStore(args.data_dir, args.id, args.chain)
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
                           max_batch_bytes=args.max_batch_bytes)
-    node = ChainNode(args.id, store, options, static=args.static)
+    node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files)
     try:
         port = await node.start(args.listen)
     except Exception:
@@ -93,7 +96,7 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(stop.wait()), asyncio.create_task(node.stopped.wait())]
     if coordinators:
-        link = CoordinatorLink(node, args.chain, advertise, coordinators)
+        link = CoordinatorLink(node, args.chain, advertise, coordinators, tls_files=args.tls_files)
         tasks.append(asyncio.create_task(link.run()))
     print(f"keychain node {args.id} listening on {host}:{port}", flush=True)
     await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -110,7 +113,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    args.tls_files = tls_files_from_args(args, p)
     logging.basicConfig(
         level=args.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

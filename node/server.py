@@ -65,9 +65,10 @@ from keychain.node.metrics import NodeMetrics
 from keychain.node.storage import RocksVersionStore
 from keychain.node.versions import AppendEntries
 
-from keychain import timing
+from keychain import timing, tls
 from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2, chain_pb2_grpc
+from keychain.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,11 @@ class ChainNode:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         static: bool = False,
+        tls_files: TlsFiles | None = None,
     ) -> None:
         self.id = node_id
+        # Mutual TLS on the node's server and on its channels to other nodes (None: plaintext).
+        self.tls_files = tls_files
         # Configured by the Configure RPC (no coordinator). A coordinator-managed node refuses that RPC:
         # a stray call could give it any epoch and a lease without end.
         self.static = static
@@ -173,10 +177,11 @@ class ChainNode:
 
     async def start(self, listen: str) -> int:
         """Serve on `listen` (host:port, port 0 = any free port); returns the bound port."""
-        server = grpc.aio.server(options=grpc_options(self.core.options))
+        server = grpc.aio.server(options=grpc_options(self.core.options),
+                                 interceptors=tls.server_interceptors(self.tls_files))
         chain_pb2_grpc.add_ChainNodeServicer_to_server(_Servicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        port = server.add_insecure_port(listen)
+        port = tls.add_port(server, listen, self.tls_files)
         if port == 0:
             raise OSError(f"cannot listen on {listen}")
         await server.start()
@@ -381,7 +386,7 @@ class ChainNode:
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = grpc.aio.insecure_channel(address, options=[*grpc_options(self.core.options), *_RECONNECT])
+            ch = tls.channel(address, self.tls_files, [*grpc_options(self.core.options), *_RECONNECT])
             self._channels[address] = ch
         return ch
 

@@ -26,6 +26,8 @@ from urllib.parse import quote
 import httpx
 from keychain.operator.stepping import ChainView, CoordinatorMember, Member
 
+from keychain.tls import TlsFiles, client_ssl_context
+
 log = logging.getLogger(__name__)
 
 STATUS_TIMEOUT = 2.0  # seconds for GET /v1/status at one coordinator member
@@ -58,14 +60,36 @@ class CoordinatorStatus:
 
 class CoordinatorClient:
     def __init__(self, base_urls: Sequence[str], *, timeout: float = STATUS_TIMEOUT,
-                 removal_timeout: float = REMOVAL_TIMEOUT) -> None:
+                 removal_timeout: float = REMOVAL_TIMEOUT, tls_files: TlsFiles | None = None,
+                 token: str | None = None) -> None:
+        """With `tls_files` the admin API is reached over HTTPS (http:// URLs become https://), with the
+        operator's client certificate, re-read when the files change; `token` is sent as a bearer token."""
         if not base_urls:
             raise ValueError("a coordinator client needs at least one base URL")
         if timeout <= 0 or removal_timeout <= 0:
             raise ValueError(f"timeouts must be positive, got {timeout}, {removal_timeout}")
         self._base_urls = [url.rstrip("/") for url in base_urls]
-        self._http = httpx.Client(timeout=timeout)
+        if tls_files is not None:
+            self._base_urls = [f"https://{url.removeprefix('http://')}" if not url.startswith("https://") else url
+                               for url in self._base_urls]
+        self._timeout = timeout
+        self._tls_files = tls_files
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._tls_stamp = tls_files.stamp() if tls_files else None
+        self._http = self._client()
         self._removal_timeout = removal_timeout
+
+    def _client(self) -> httpx.Client:
+        verify: Any = True if self._tls_files is None else client_ssl_context(self._tls_files)
+        return httpx.Client(timeout=self._timeout, verify=verify, headers=self._headers)
+
+    def _follow_rotation(self) -> None:
+        """A new client (new connections) once the certificate files changed on disk."""
+        if self._tls_files is None or self._tls_files.stamp() == self._tls_stamp:
+            return
+        self._tls_stamp = self._tls_files.stamp()
+        self._http.close()
+        self._http = self._client()
 
     def close(self) -> None:
         self._http.close()
@@ -126,6 +150,7 @@ class CoordinatorClient:
         502-504 is passed over for the next one, unless `next_on_busy` is false (a membership change
         that waited for a catch-up is answered as it is: asking the next member would wait again)."""
         failures = []
+        self._follow_rotation()
         for base in self._base_urls:
             extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
             if body is not None:

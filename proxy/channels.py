@@ -6,6 +6,9 @@ import asyncio
 
 import grpc
 
+from keychain import tls
+from keychain.tls import TlsFiles
+
 # Batches of writes can exceed gRPC's 4 MiB default when values are large. No keepalive pings:
 # servers with gRPC's default policy answer frequent idle pings with GOAWAY; a dead node is
 # noticed by the per-attempt timeout instead.
@@ -25,7 +28,8 @@ _SETTLING = (grpc.ChannelConnectivity.IDLE, grpc.ChannelConnectivity.CONNECTING)
 class ChannelPool:
     """grpc.aio channels by address; create and close them on the event loop that uses them."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls_files: TlsFiles | None = None) -> None:
+        self.tls_files = tls_files  # mutual TLS to nodes and coordinators (None: plaintext)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
 
@@ -71,7 +75,7 @@ class ChannelPool:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = self._channels[address] = tls.channel(address, self.tls_files, CHANNEL_OPTIONS)
         return channel
 
     async def _drop(self, address: str) -> None:

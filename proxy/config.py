@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from keychain.tls_files import TlsFiles, add_tls_arguments, tls_files_from_args
+
 TOKEN_ENV = "KEYCHAIN_AUTH_TOKEN"
 
 
@@ -30,6 +32,7 @@ class ProxyConfig:
     retry_after_seconds: int = 1
     topology_poll_interval: float = 5.0  # GetChain besides the watch stream, in case it goes silent
     log_level: str = "warning"
+    tls_files: TlsFiles | None = None  # mutual TLS to nodes and coordinators (None: plaintext)
 
     def __post_init__(self) -> None:
         if not self.coordinators:
@@ -96,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-ops", type=int, default=256, help="writes per WriteRequest to the head")
     p.add_argument("--max-read-batch-ops", type=int, default=256, help="reads per ReadBatch to one member")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
+    add_tls_arguments(p)
     return p
 
 
@@ -129,6 +133,7 @@ def config_from_args(argv: list[str], environ: dict[str, str] | None = None) -> 
             max_batch_ops=args.max_batch_ops,
             max_read_batch_ops=args.max_read_batch_ops,
             log_level=args.log_level,
+            tls_files=tls_files_from_args(args, parser),
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -102,7 +102,7 @@ class ChainGateway:
         self.metrics = metrics
         self.rng = rng
         self.balancer = ReadBalancer()
-        self.channels = ChannelPool()
+        self.channels = ChannelPool(config.tls_files)
         self._writes: Outboxes[_Attempt] = Outboxes(self._write_queue, self._send_batch, self._prune_if_gone)
         self._reads: Outboxes[_ReadAttempt] = Outboxes(self._read_queue, self._send_read_batch, self._prune_if_gone)
         # Idempotency keys this proxy makes: unique across proxies and restarts by the random prefix.

@@ -59,6 +59,7 @@ class ProxyServer:
             call_timeout=config.attempt_timeout,
             poll_interval=config.topology_poll_interval,
             on_change=self._on_change,
+            tls_files=config.tls_files,
         )
         self.gateway = ChainGateway(config, self.watcher, self.metrics, rng=rng)
         self.app = create_app(config, self.gateway, self.watcher, self.metrics)

@@ -19,6 +19,7 @@ import grpc
 
 from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
+from keychain.tls_files import TlsFiles
 
 from .channels import ChannelPool
 from .topology import Topology, TopologyView
@@ -42,6 +43,7 @@ class CoordinatorWatcher:
         call_timeout: float = 2.0,
         poll_interval: float = 5.0,
         on_change: Callable[[Topology], None] | None = None,
+        tls_files: TlsFiles | None = None,
     ) -> None:
         self.coordinators = coordinators
         self.chain = chain
@@ -51,7 +53,7 @@ class CoordinatorWatcher:
         self.call_timeout = call_timeout
         self.poll_interval = poll_interval
         self.on_change = on_change
-        self.channels = ChannelPool()
+        self.channels = ChannelPool(tls_files)
         self._changed = asyncio.Event()
         self._refreshing: asyncio.Task[None] | None = None
         self._next = 0

@@ -5,29 +5,36 @@ each with its own data directory and log file, and offers what the scenarios nee
 process, restart it on the same data, read the coordinators' status, and write and read keys
 straight at the chain nodes over gRPC. `ChainLoad` keeps writes (and reads) flowing at the chain
 while a scenario runs, and records every operation's outcome.
+
+With `tls=True` every process gets a certificate from a CA made for the cluster (in `root/tls`) and
+the coordinators an admin token; the harness itself calls the nodes as a proxy and the admin API as
+the operator, and follows its own certificate files when a scenario rotates them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from keychain.proto import chain_pb2, chain_pb2_grpc
+from keychain import tls as keychain_tls
+from keychain.proto import chain_pb2, chain_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc
 
 
 def free_ports(n: int) -> list[int]:
@@ -79,6 +86,7 @@ class ProcessCluster:
     nodes: int = 3
     chain: str = "main"
     log_level: str = "info"
+    tls: bool = False
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -103,6 +111,44 @@ class ProcessCluster:
                 "--coordinator", self.coordinator_list, "--log-level", self.log_level,
             ], self.root / "logs" / f"{name}.log")
         self._channels: dict[str, grpc.Channel] = {}
+        self._retired_channels: list[grpc.Channel] = []
+        self.tls_dir = self.root / "tls"
+        self.admin_token = "harness-admin-token"
+        if self.tls:
+            self._issue_certificates()
+
+    # ---- mutual TLS ----
+
+    def _issue_certificates(self) -> None:
+        self.ca = keychain_tls.issue_ca(self.chain)
+        self.tls_files: dict[str, keychain_tls.TlsFiles] = {}
+        token_file = self.tls_dir / "admin-token"
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(self.admin_token)
+        for p in self.procs.values():
+            files = self.tls_files[p.name] = self.issue(p.kind, p.name)
+            p.argv += files.argv()
+            if p.kind == "coordinator":
+                p.argv += ["--admin-token-file", str(token_file)]
+        self.client_files = self.issue("proxy", "harness")
+        self.operator_files = self.issue("operator", "harness")
+        self._client_stamp = self.client_files.stamp()
+
+    def issue(self, kind: str, name: str, ca: keychain_tls.Issued | None = None) -> keychain_tls.TlsFiles:
+        """(Re)issue the certificate of `kind`/`name` from `ca` (the cluster's) into the TLS directory."""
+        return keychain_tls.issue_files(self.tls_dir, ca or self.ca, kind=kind, name=name,
+                                        hosts=["127.0.0.1", "localhost"])
+
+    def _client_credentials(self) -> grpc.ChannelCredentials:
+        cert, key, ca = self.client_files.load_checked()
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def _https_context(self) -> Any:
+        return keychain_tls.client_ssl_context(self.operator_files) if self.tls else None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     # ---- processes ----
 
@@ -140,9 +186,10 @@ class ProcessCluster:
                 except subprocess.TimeoutExpired:
                     p.process.kill()
                     p.process.wait()
-        for ch in self._channels.values():
+        for ch in [*self._channels.values(), *self._retired_channels]:
             ch.close()
         self._channels.clear()
+        self._retired_channels.clear()
 
     def log_tails(self, lines: int = 30) -> str:
         out = []
@@ -155,17 +202,17 @@ class ProcessCluster:
     # ---- coordinators ----
 
     def http_get(self, name: str, path: str, timeout: float = 2.0) -> tuple[int, Any]:
-        url = f"http://{self.procs[name].http}{path}"
+        url = f"{self.scheme}://{self.procs[name].http}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
+            with urllib.request.urlopen(url, timeout=timeout, context=self._https_context()) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
     def http(self, name: str, method: str, path: str, timeout: float = 5.0) -> tuple[int, Any]:
-        req = urllib.request.Request(f"http://{self.procs[name].http}{path}", method=method)
+        req = urllib.request.Request(f"{self.scheme}://{self.procs[name].http}{path}", method=method)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self._https_context()) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
@@ -203,9 +250,16 @@ class ProcessCluster:
     # ---- nodes ----
 
     def node_stub(self, name: str) -> chain_pb2_grpc.ChainNodeStub:
+        if self.tls and self.client_files.stamp() != self._client_stamp:
+            # Rotated: new channels with the new files; calls in flight finish on the old ones.
+            self._client_stamp = self.client_files.stamp()
+            self._retired_channels += self._channels.values()
+            self._channels = {}
         ch = self._channels.get(name)
         if ch is None:
-            ch = self._channels[name] = grpc.insecure_channel(self.procs[name].address)
+            address = self.procs[name].address
+            ch = self._channels[name] = (grpc.secure_channel(address, self._client_credentials()) if self.tls
+                                         else grpc.insecure_channel(address))
         return chain_pb2_grpc.ChainNodeStub(ch)
 
     def node_status(self, name: str, timeout: float = 1.0) -> chain_pb2.NodeStatus:
@@ -221,6 +275,54 @@ class ProcessCluster:
     def read(self, name: str, key: bytes, timeout: float = 2.0) -> chain_pb2.ReadReply:
         epoch = self.node_status(name).epoch
         return self.node_stub(name).Read(chain_pb2.ReadRequest(epoch=epoch, key=key), timeout=timeout)
+
+    # ---- exposure ----
+
+    def endpoints_open_without_credentials(self) -> list[str]:
+        """The internal endpoints that answer a caller with no certificate and no token: a node's or
+        coordinator's gRPC (GetStatus / GetClusterStatus in plaintext), an admin API (GET /v1/status
+        over HTTP, or over HTTPS without a client certificate)."""
+        open_ = []
+        for p in self.procs.values():
+            with grpc.insecure_channel(p.address) as ch:
+                try:
+                    if p.kind == "node":
+                        chain_pb2_grpc.ChainNodeStub(ch).GetStatus(chain_pb2.StatusRequest(), timeout=1)
+                    else:
+                        coordinator_pb2_grpc.CoordinatorStub(ch).GetClusterStatus(
+                            coordinator_pb2.ClusterStatusRequest(), timeout=1)
+                    open_.append(f"{p.name} grpc {p.address}")
+                except grpc.RpcError:
+                    pass
+            if p.http:
+                anonymous = ssl.create_default_context(cafile=str(self.client_files.ca)) if self.tls else None
+                for scheme, context in (("http", None), ("https", anonymous)):
+                    try:
+                        with urllib.request.urlopen(f"{scheme}://{p.http}/v1/status", timeout=2, context=context):
+                            open_.append(f"{p.name} admin {scheme}://{p.http}")
+                    except (OSError, ValueError):  # refused, 401, or no TLS on that port
+                        pass
+        return open_
+
+
+@contextlib.contextmanager
+def running_cluster(root: Path, **options: Any) -> Iterator[ProcessCluster]:
+    """A started `ProcessCluster(root, **options)` whose chain has every node active and serving;
+    the processes' log tails are printed if the scenario fails, and everything is stopped after."""
+    c = ProcessCluster(root, **options)
+    c.start_all()
+    roles = sorted(["head", *["middle"] * (c.nodes - 2), "tail"] if c.nodes > 1 else ["head"])
+    try:
+        wait_for(f"{c.nodes} active chain members", lambda: sorted(c.roles().values()) == roles,
+                 timeout=30, interval=0.1)
+        wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")),
+                 timeout=10)
+        yield c
+    except BaseException:
+        print(c.log_tails())
+        raise
+    finally:
+        c.stop_all()
 
 
 @dataclass
