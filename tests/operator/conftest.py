@@ -152,7 +152,8 @@ def api_requests(emulator: kmock.KubernetesEmulator) -> list[ApiRequest]:
 @functools.cache
 def chart_policy(watch_namespaces: tuple[str, ...] = ()) -> Policy:
     """The rules the chart binds to the operator's ServiceAccount (cluster-wide, or for listed namespaces)."""
-    values = {"operator": {"watchNamespaces": list(watch_namespaces)}}
+    # With certManager.enabled: tests/operator/test_operator_tls.py reconciles a Chain with spec.tls.issuerRef.
+    values = {"operator": {"watchNamespaces": list(watch_namespaces)}, "certManager": {"enabled": True}}
     objects = render_chart(CHART, release=RELEASE, namespace=RELEASE_NAMESPACE, values=values)
     account = next(o["metadata"] for o in objects if o["kind"] == "ServiceAccount")
     return Policy.from_objects(objects, ServiceAccount(account["name"], account["namespace"]))
