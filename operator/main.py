@@ -99,6 +99,14 @@ def main(argv: Sequence[str]) -> int:
         operator_peer=args.operator_peer,
     )
     registry = build_registry(HandlerSettings(interval=args.interval, retry_delay=args.retry_delay))
+    # A registry of our own starts without kopf's default login handlers: without this one the
+    # operator finds no credentials at all, in a pod or anywhere else.
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In a pod, the service account (token, CA, API Service); elsewhere the kubeconfig."""
+        return kopf.login_via_client(**kwargs)
+
     asyncio.run(
         kopf.operator(
             registry=registry,

@@ -39,10 +39,11 @@ from keychain.operator.rendering import (
     render_certificates,
 )
 from keychain.operator.spec import API_VERSION, COORDINATOR_SIZES, KIND, ChainSpec, ChainSpecError
-from keychain.operator.status import Observation, build_status
+from keychain.operator.status import Observation, build_status, invalid_spec_status
 from keychain.operator.stepping import (
     CoordinatorStep,
     Step,
+    after_unlink,
     observe_coordinator_set,
     observe_node_set,
     plan_coordinators,
@@ -136,8 +137,19 @@ class Reconciler:
             current = self._kube.get(API_VERSION, KIND, namespace, name)
             if current is None:
                 raise ChainGone(f"Chain {namespace}/{name} no longer exists")
-            spec = ChainSpec.from_resource(current, default_image=self._default_image)
+            try:
+                spec = ChainSpec.from_resource(current, default_image=self._default_image)
+            except ChainSpecError as exc:
+                self._report_invalid(current, str(exc))
+                raise
             return self._reconcile(spec, current.get("status") or {})
+
+    def _report_invalid(self, chain: Mapping[str, Any], message: str) -> None:
+        """Say in the status why the spec is refused; nothing else is touched."""
+        meta, previous = chain["metadata"], chain.get("status") or {}
+        status = invalid_spec_status(previous, f"invalid spec: {message}", meta.get("generation"), self._now())
+        if not contains(previous, status):
+            self._kube.merge_patch(API_VERSION, KIND, meta["namespace"], meta["name"], {"status": status}, status=True)
 
     def _reconcile(self, spec: ChainSpec, previous_status: Mapping[str, Any]) -> Outcome:
         names = names_of(spec)
@@ -162,6 +174,8 @@ class Reconciler:
             if step.remove_member:
                 step = self._unlink(coordinator, spec, step, events)
                 unlinked = step if step.waiting_for == unlinked.waiting_for else replace(step, remove_member=None)
+                if unlinked.remove_member:
+                    step = after_unlink(step, names)
             coordinator_step = plan_coordinators(
                 spec.coordinator.replicas, coordinator_set, view.members if view else None, names
             )

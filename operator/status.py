@@ -117,6 +117,23 @@ def build_status(names: Names, seen: Observation, previous: Mapping[str, Any] | 
     return status
 
 
+def invalid_spec_status(previous: Mapping[str, Any] | None, message: str, generation: int | None,
+                        now: str) -> dict[str, Any]:  # fmt: skip
+    """The status of a Chain whose spec the operator refuses: the last known cluster as it was,
+    Degraded and not Progressing with reason InvalidSpec (nothing is changed until it is fixed)."""
+    previous = dict(previous or {})
+    old = {c.get("type"): c for c in previous.get("conditions", []) if isinstance(c, Mapping)}
+    available = old.get("Available") or {"status": "False", "reason": "InvalidSpec", "message": message}
+    values = {
+        "Available": (available.get("status") == "True", available.get("reason", "InvalidSpec"),
+                      available.get("message", message)),
+        "Progressing": (False, "InvalidSpec", message),
+        "Degraded": (True, "InvalidSpec", message),
+    }  # fmt: skip
+    previous["conditions"] = [_condition(kind, value, old.get(kind), generation, now) for kind, value in values.items()]
+    return previous
+
+
 def _condition(
     kind: str, value: tuple[bool, str, str], old: Mapping[str, Any] | None, generation: int | None, now: str
 ) -> dict[str, Any]:

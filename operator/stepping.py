@@ -18,7 +18,7 @@ step and its follow-up only repeats the same decision.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -165,6 +165,17 @@ def plan_node_set(desired: int, live: NodeSetState | None, chain: ChainView | No
     if strays and unserved(count) is None:
         return Step(count, 0, Activity.SCALING_IN, remove_member=strays[0], waiting_for=f"{strays[0]} to leave")
     return Step(count, 0, Activity.STEADY)
+
+
+def after_unlink(step: Step, names: Names) -> Step:
+    """The step once its member has left the chain: a scale-in shrinks the StatefulSet in this same
+    step. The node keeps running until its pod stops, and a running node registers again: waiting
+    for the next reconcile to shrink would find it back in the chain, unlink it again, and never
+    shrink."""
+    if (step.activity is Activity.SCALING_IN and step.remove_member is not None
+            and names.node_ordinal(step.remove_member) == step.replicas - 1):  # fmt: skip
+        return replace(step, replicas=step.replicas - 1)
+    return step
 
 
 def _in_service(chain: ChainView, member_id: str) -> bool:

@@ -283,6 +283,7 @@ class Host:
     port: str  # its veth's name on the hub side
     index: int
     processes: list[subprocess.Popen] = field(default_factory=list)
+    extra_addresses: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -339,6 +340,9 @@ class Network:
         self._relays: dict[str, _RelayState] = {}
         self._created: list[str] = []
         self._use_netem: bool | None = None
+        self._net = net
+        self._next_index = len(names) + 1
+        self._handed_out: set[str] = {h.address for h in self.hosts.values()}
 
     # -- lifecycle --
 
@@ -398,12 +402,90 @@ class Network:
         errors = []
         for namespace in reversed(self._created):
             _kill_stragglers(namespace)
+            _remove_netns_etc(namespace)
             done = _run(["ip", "netns", "del", namespace], check=False)
             if done.returncode != 0:
                 errors.append(f"{namespace}: {done.stderr.strip()}")
         self._created.clear()
         if errors:
             raise NetnsError("could not delete namespaces: " + "; ".join(errors))
+
+    # -- hosts that come and go --
+
+    def add_host(self, name: str, address: str | None = None) -> Host:
+        """Wire a new host to the bridge of a running network (the next free address unless
+        `address` is given); removed again by `remove_host` or when the network closes."""
+        if not _HOST_NAME.match(name):
+            raise ValueError(f"host name {name!r} must be lowercase letters, digits and '-', at most 20")
+        if name in self.hosts:
+            raise ValueError(f"host {name!r} exists already")
+        if address is None:
+            address = self.free_address()
+        elif address in self._addresses_in_use():
+            raise ValueError(f"address {address} is in use")
+        self._handed_out.add(address)
+        host = Host(name, f"{self.prefix}-{name}", address, f"p{self._next_index}", self._next_index)
+        self._next_index += 1
+        self._add_namespace(host.namespace)
+        self.hosts[name] = host
+        _ip_batch(self.hub, [
+            f"link add {host.port} type veth peer name eth0 netns {host.namespace}",
+            f"link set {host.port} master br0 up",
+        ])
+        _ip_batch(host.namespace, [
+            "link set lo up",
+            "link set eth0 up",
+            f"addr add {host.address}/{self.prefixlen} dev eth0",
+        ])
+        return host
+
+    def remove_host(self, name: str) -> None:
+        """Stop the host's processes and delete its namespace, veth and hosts file."""
+        host = self.host(name)
+        for process in host.processes:
+            _stop_process(process, self.stop_timeout)
+        _kill_stragglers(host.namespace)
+        _run(["ip", "netns", "exec", self.hub, "ip", "link", "del", host.port], check=False)
+        _run(["ip", "netns", "del", host.namespace])
+        _remove_netns_etc(host.namespace)
+        self._created.remove(host.namespace)
+        del self.hosts[name]
+
+    def add_address(self, host: str, address: str) -> None:
+        """Give `host` one more address on the bridge (as a Service's virtual IP)."""
+        if address in self._addresses_in_use():
+            raise ValueError(f"address {address} is in use")
+        h = self.host(host)
+        _ip_batch(h.namespace, [f"addr add {address}/{self.prefixlen} dev eth0"])
+        h.extra_addresses.append(address)
+
+    def free_address(self) -> str:
+        """An address of the subnet never handed out before (a host that comes back may ask for
+        its old address again by name, so no address is given to anyone else)."""
+        taken = self._addresses_in_use() | self._handed_out
+        for candidate in self._net.hosts():
+            if str(candidate) not in taken:
+                self._handed_out.add(str(candidate))
+                return str(candidate)
+        raise NetnsError(f"no free address left in {self._net}")
+
+    def _addresses_in_use(self) -> set[str]:
+        return {a for h in self.hosts.values() for a in (h.address, *h.extra_addresses)}
+
+    def write_hosts_file(self, host: str, text: str) -> None:
+        """Set the `/etc/hosts` the host's processes see (from their next lookup on).
+
+        Rewritten in place: a process already running sees the file through a bind mount of
+        this very inode, which a rename would leave behind."""
+        path = Path("/etc/netns") / self.host(host).namespace / "hosts"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+", encoding="utf-8") as f:
+            f.seek(0)
+            if f.read() == text:
+                return
+            f.seek(0)
+            f.truncate()
+            f.write(text)
 
     @property
     def namespaces(self) -> list[str]:
@@ -614,6 +696,15 @@ def _kill_stragglers(namespace: str) -> None:
     for word in done.stdout.split():
         with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(word), signal.SIGKILL)
+
+
+def _remove_netns_etc(namespace: str) -> None:
+    """Delete `/etc/netns/<namespace>` (its hosts file), and `/etc/netns` once empty."""
+    directory = Path("/etc/netns") / namespace
+    if directory.is_dir():
+        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another network's files are still there
+            directory.parent.rmdir()
 
 
 def _wait_relay_ready(process: subprocess.Popen, timeout: float = 10.0) -> None:

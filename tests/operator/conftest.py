@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import copy
 import functools
-import itertools
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +22,8 @@ from keychain.operator.main import coordinators_at
 from keychain.operator.reconcile import CoordinatorFactory, Reconciler
 
 from keychain.testing.helm import render_chart
+from keychain.testing.kube_controllers import PodView, plan_statefulset, template_revision
+from keychain.testing.kube_emulator import VersioningEmulator
 from keychain.testing.rbac import ApiRequest, Policy, Report, ServiceAccount
 
 NAMESPACE = "ns1"
@@ -65,37 +66,6 @@ def chain_body(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any
         "metadata": {"name": CHAIN, "namespace": NAMESPACE, "uid": UID, "generation": 1, "resourceVersion": "1", **meta},
         "spec": copy.deepcopy(spec or {}),
     }
-
-
-class VersioningEmulator(kmock.KubernetesEmulator):
-    """kmock plus what kopf relies on: every write gives the object a new `resourceVersion`, and a
-    created object with only a `generateName` (kopf's Events) gets a name.
-
-    kmock keeps objects as plain JSON and never changes their resourceVersion; kopf then
-    cannot tell its own patches' echoes from new events and re-handles stale bodies. kopf's
-    optimistic `test` of the resourceVersion in its JSON patches is dropped: kmock would
-    answer a failed test with a 500 that kopf retries unchanged, where the API server
-    answers 422 and kopf re-reads the object.
-    """
-
-    _versions = itertools.count(1000)
-
-    def __repr__(self) -> str:
-        # The default repr lists every request ever served: far too long for a failure report.
-        return f"{type(self).__name__}({len(list(self))} requests)"
-
-    async def _handle(self, request: kmock.Request) -> Any:
-        if request.resource is not None and request.action in (kmock.action.CREATE, kmock.action.UPDATE):
-            version = str(next(self._versions))
-            if isinstance(request.data, dict):
-                meta = request.data.setdefault("metadata", {})
-                meta["resourceVersion"] = version
-                if request.action == kmock.action.CREATE and "name" not in meta and meta.get("generateName"):
-                    meta["name"] = f"{meta['generateName']}{version}"  # as the API server names it
-            elif isinstance(request.data, list):  # a JSON patch
-                request.data[:] = [op for op in request.data if op.get("path") != "/metadata/resourceVersion"]
-                request.data.append({"op": "add", "path": "/metadata/resourceVersion", "value": version})
-        return await super()._handle(request)
 
 
 def _parse_path_with_namespaces(path: str) -> Any:
@@ -300,9 +270,19 @@ def live(emulator: kmock.KubernetesEmulator, resource: str, name: str) -> dict[s
 
 
 def act_as_statefulset_controller(emulator: kmock.KubernetesEmulator, name: str, **status: Any) -> None:
-    """What the StatefulSet controller would report: kmock runs no controllers."""
+    """A status as the StatefulSet controller would report it mid-way (kmock runs no controllers)."""
     key = (kmock.resource(STATEFULSETS), NAMESPACE, name)
     emulator.objects[key]["status"] = status
+
+
+def statefulset_pods_ready(emulator: kmock.KubernetesEmulator, name: str, count: int) -> None:
+    """Pods 0..count-1 of the StatefulSet run its current template and are ready: the status is the
+    one the pod runner's StatefulSet controller computes for them (keychain.testing.kube_controllers)."""
+    key = (kmock.resource(STATEFULSETS), NAMESPACE, name)
+    sts = emulator.objects[key].raw
+    revision = template_revision(sts["spec"]["template"])
+    pods = [PodView(f"{name}-{i}", revision, running=True, ready=True) for i in range(count)]
+    emulator.objects[key]["status"] = plan_statefulset(sts, pods)[1]
 
 
 def writes(emulator: kmock.KubernetesEmulator) -> list[str]:

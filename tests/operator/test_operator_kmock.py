@@ -1,7 +1,9 @@
 """The operator against the kmock Kubernetes emulator and a fake coordinator.
 
-kmock runs no controllers, so the tests play the StatefulSet controller (readiness) and
-the chain nodes (registering, being promoted) themselves, and watch what the operator does.
+kmock runs no controllers: the tests say which node pods are ready, the StatefulSet's status is
+what the pod runner's StatefulSet controller computes for them, the fake coordinator plays the
+chain nodes (registering, being promoted), and the tests watch what the operator does. With real
+pods and the real coordinator the same journeys run end to end in tests/kube.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from conftest import (
     NAMESPACE,
     STATEFULSETS,
     UID,
-    act_as_statefulset_controller,
     chain_body,
     eventually,
     live,
     running_operator,
+    statefulset_pods_ready,
     writes,
 )
 from fake_coordinator import FakeCoordinator
@@ -64,10 +66,7 @@ async def set_replicas(emulator: kmock.KubernetesEmulator, replicas: int) -> Non
 
 
 def all_ready(emulator: kmock.KubernetesEmulator, count: int) -> None:
-    act_as_statefulset_controller(
-        emulator, NODES, replicas=count, readyReplicas=count, updatedReplicas=count,
-        currentRevision="r1", updateRevision="r1",
-    )  # fmt: skip
+    statefulset_pods_ready(emulator, NODES, count)
 
 
 async def test_a_new_chain_gets_every_object_owned_by_the_chain(emulator, reconciler):

@@ -7,8 +7,9 @@ from typing import Any
 
 import kmock
 import pytest
-from conftest import CHAINS, NAMESPACE, STATEFULSETS, act_as_statefulset_controller, chain_body, live
+from conftest import CHAINS, NAMESPACE, STATEFULSETS, act_as_statefulset_controller, chain_body, live, writes
 from keychain.operator.reconcile import OwnershipConflict, Reconciler
+from keychain.operator.spec import ChainSpecError
 
 NODES = "mychain-node"
 
@@ -106,3 +107,47 @@ async def test_an_object_owned_by_someone_else_is_never_taken_over(emulator, rec
     with pytest.raises(OwnershipConflict, match="mychain-config exists and is not owned by Chain mychain"):
         await reconcile(emulator, reconciler)
     assert live(emulator, "v1/configmaps", "mychain-config")["data"] == {"mine": "yes"}
+
+
+async def test_an_invalid_spec_is_reported_in_the_status_and_nothing_else_is_written(emulator, reconciler):
+    emulator.objects[CHAINS, NAMESPACE, "mychain"] = chain_body({"replicas": 3})
+    await reconcile(emulator, reconciler)
+    written = writes(emulator)
+
+    patch_chain(emulator, {"storage": {"size": "a lot"}})
+    with pytest.raises(ChainSpecError, match=r"storage\.size"):
+        await reconcile(emulator, reconciler)
+
+    assert writes(emulator)[len(written):] == [f"PATCH /apis/keychain.dev/v1alpha1/namespaces/{NAMESPACE}/chains/mychain/status"]
+    conditions = {c["type"]: c for c in live(emulator, CHAINS, "mychain")["status"]["conditions"]}
+    assert (conditions["Degraded"]["status"], conditions["Degraded"]["reason"]) == ("True", "InvalidSpec")
+    assert "spec.storage.size" in conditions["Degraded"]["message"]
+    assert (conditions["Progressing"]["status"], conditions["Progressing"]["reason"]) == ("False", "InvalidSpec")
+
+    with pytest.raises(ChainSpecError):  # refused again: the same status, no second write
+        await reconcile(emulator, reconciler)
+    assert len(writes(emulator)) == len(written) + 1
+
+
+async def test_scale_in_shrinks_the_statefulset_in_the_same_step_that_unlinks_the_node(
+    emulator, reconciler, coordinator
+):
+    for i in range(4):
+        coordinator.join(f"mychain-node-{i}", active=True)
+    emulator.objects[CHAINS, NAMESPACE, "mychain"] = chain_body({"replicas": 4})
+    await reconcile(emulator, reconciler)
+    act_as_statefulset_controller(emulator, NODES, readyReplicas=4, updatedReplicas=4,
+                                  currentRevision="r1", updateRevision="r1")  # fmt: skip
+
+    patch_chain(emulator, {"replicas": 3})
+    await reconcile(emulator, reconciler)
+    assert coordinator.removals == ["mychain-node-3"]
+    assert node_set(emulator)[1] == 3, "unlinked, so the StatefulSet shrinks at once"
+
+    # The node runs until its pod stops, and a running node registers again: no second removal
+    # is needed before the StatefulSet shrinks (the stray is unlinked once the set is steady).
+    coordinator.join("mychain-node-3")
+    act_as_statefulset_controller(emulator, NODES, readyReplicas=3, updatedReplicas=3,
+                                  currentRevision="r1", updateRevision="r1")  # fmt: skip
+    await reconcile(emulator, reconciler)
+    assert node_set(emulator)[1] == 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from keychain.operator.naming import Names
-from keychain.operator.status import Observation, build_status
+from keychain.operator.status import Observation, build_status, invalid_spec_status
 from keychain.operator.stepping import Activity, ChainView, Member, NodeSetState, Step
 
 NAMES = Names("mychain", "ns1")
@@ -87,3 +87,21 @@ def test_a_pending_step_is_progressing_with_its_reason_and_phase():
 def test_no_available_proxy_means_not_available():
     status = build_status(NAMES, seen(members(True, True, True), proxies=0), {}, T0)
     assert conditions(status)["Available"] == ("False", "NoProxyAvailable")
+
+
+def test_an_invalid_spec_is_degraded_and_not_progressing_and_keeps_the_rest():
+    running = build_status(NAMES, seen(members(True, True, True)), {}, T0)
+    status = invalid_spec_status(running, "invalid spec: spec.storage.size: not a positive quantity", 3, T1)
+    assert conditions(status) == {
+        "Available": ("True", "ChainServing"),
+        "Progressing": ("False", "InvalidSpec"),
+        "Degraded": ("True", "InvalidSpec"),
+    }
+    degraded = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert "spec.storage.size" in degraded["message"] and degraded["lastTransitionTime"] == T1
+    assert degraded["observedGeneration"] == 3
+    available = next(c for c in status["conditions"] if c["type"] == "Available")
+    assert available["lastTransitionTime"] == T0, "the chain still serves: Available did not change"
+    assert {k: v for k, v in status.items() if k != "conditions"} == {
+        k: v for k, v in running.items() if k != "conditions"
+    }

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from keychain.operator.naming import Names
-from keychain.operator.stepping import Activity, ChainView, Member, NodeSetState, Step, plan_node_set
+from keychain.operator.stepping import (
+    Activity,
+    ChainView,
+    Member,
+    NodeSetState,
+    Step,
+    after_unlink,
+    plan_node_set,
+)
 
 NAMES = Names("mychain", "ns1")
 
@@ -119,3 +127,10 @@ def test_the_roll_ends_after_the_last_node_is_updated_and_serves():
 def test_a_roll_finishes_before_the_chain_is_resized():
     step = plan_node_set(5, nodes(3, partition=1, updated=2, converged=False), serving(3), NAMES)
     assert (step.replicas, step.partition, step.activity) == (3, 0, Activity.ROLLING)
+
+
+def test_after_unlinking_the_highest_node_a_scale_in_shrinks_at_once_and_a_stray_changes_nothing():
+    victim = Step(4, 0, Activity.SCALING_IN, remove_member="mychain-node-3", waiting_for="mychain-node-3 to leave")
+    assert after_unlink(victim, NAMES).replicas == 3
+    stray = Step(3, 0, Activity.SCALING_IN, remove_member="mychain-node-4", waiting_for="mychain-node-4 to leave")
+    assert after_unlink(stray, NAMES) == stray
