@@ -30,8 +30,9 @@ DATA_VOLUME = "data"
 DATA_DIR = "/data"
 AUTH_DIR = "/etc/keychain/auth"
 AUTH_TOKEN_FILE = f"{AUTH_DIR}/token"
-# A component's certificate, key and CA bundle: its Secret mounted whole, so the kubelet's updates reach it.
-TLS_DIR = "/etc/keychain/tls"
+# A component's certificate, key and CA bundle: its Secret mounted whole, so the kubelet's updates reach it
+# (under /var/run/secrets, beside the service account's credentials: a path on the pod's own tmpfs).
+TLS_DIR = "/var/run/secrets/keychain.dev/tls"
 TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
 TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
 TLS_CA_FILE = f"{TLS_DIR}/ca.crt"

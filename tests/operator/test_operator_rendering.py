@@ -131,8 +131,8 @@ def test_containers_run_the_keychain_entrypoint_with_the_contract_flags():
         "--advertise", "$(POD_NAME).mychain-node.ns1.svc:7100", "--data-dir", "/data",
         "--chain", "$(KEYCHAIN_CHAIN)", "--coordinator", "$(KEYCHAIN_COORDINATORS)",
         "--metrics-listen", "0.0.0.0:9100",
-        "--tls-cert", "/etc/keychain/tls/tls.crt", "--tls-key", "/etc/keychain/tls/tls.key",
-        "--tls-ca", "/etc/keychain/tls/ca.crt",
+        "--tls-cert", "/var/run/secrets/keychain.dev/tls/tls.crt", "--tls-key", "/var/run/secrets/keychain.dev/tls/tls.key",
+        "--tls-ca", "/var/run/secrets/keychain.dev/tls/ca.crt",
     ]  # fmt: skip
     assert node["readinessProbe"]["tcpSocket"]["port"] == 7100
     coordinator = objects[("StatefulSet", "mychain-coord")]["spec"]["template"]["spec"]["containers"][0]

@@ -147,10 +147,10 @@ def test_tls_is_on_by_default_and_each_pod_mounts_its_kinds_secret_whole():
         (container,) = pod["containers"]
         mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")
         # A subPath mount would never see the kubelet's updates, and renewals would not reach the component.
-        assert "subPath" not in mount and mount["mountPath"] == "/etc/keychain/tls"
+        assert "subPath" not in mount and mount["mountPath"] == "/var/run/secrets/keychain.dev/tls"
         args = container["args"]
-        assert args[args.index("--tls-cert") + 1] == "/etc/keychain/tls/tls.crt"
-        assert args[args.index("--tls-ca") + 1] == "/etc/keychain/tls/ca.crt"
+        assert args[args.index("--tls-cert") + 1] == "/var/run/secrets/keychain.dev/tls/tls.crt"
+        assert args[args.index("--tls-ca") + 1] == "/var/run/secrets/keychain.dev/tls/ca.crt"
     coordinator = objects[("StatefulSet", "mychain-coord")]["spec"]["template"]["spec"]["containers"][0]
     assert coordinator["readinessProbe"]["httpGet"]["scheme"] == "HTTPS" and "--admin-open-reads" in coordinator["args"]
 
