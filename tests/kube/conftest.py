@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +10,9 @@ from kube_cluster import KubeCluster
 
 from keychain.testing.netns import unavailable_reason
 
-NETNS_UNAVAILABLE = unavailable_reason()
+NETNS_UNAVAILABLE = unavailable_reason() or (
+    None if shutil.which("openssl") else "the `openssl` command (the API server's certificate) is not installed"
+)
 
 
 def needs_pods() -> list[pytest.MarkDecorator]:

