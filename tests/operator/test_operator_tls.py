@@ -118,7 +118,8 @@ def test_issued_certificates_name_their_kind_and_hosts_and_chain_to_the_ca():
     spec = spec_of()
     authority = certificates.new_authority(CHAIN, None, T0)
     node_secret = certificates.component_secret(spec, NAMES, authority, wanted_certificates(NAMES)["node"], T0)
-    kubernetes_validate.validate(node_secret, kubernetes_validate.latest_version(), strict=True)
+    for manifest in (node_secret, certificates.authority_secret(spec, NAMES, authority)):
+        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
     assert node_secret["type"] == "kubernetes.io/tls" and set(node_secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
     cert = certificate_in(node_secret)
     cert.verify_directly_issued_by(authority.current.certificate)
