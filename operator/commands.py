@@ -15,6 +15,9 @@ from keychain.operator.naming import (
     NODE_METRICS_PORT,
     PROXY_GRPC_PORT,
     PROXY_HTTP_PORT,
+    TLS_CA_FILE,
+    TLS_CERT_FILE,
+    TLS_KEY_FILE,
     Names,
 )
 
@@ -51,7 +54,12 @@ def initial_coordinators(data: dict[str, str]) -> int | None:
     return len(peers) or None
 
 
-def coordinator_args(names: Names) -> list[str]:
+def tls_args(tls: bool) -> list[str]:
+    """The mutual TLS flags: the files of the component's mounted Secret, which it reloads when they change."""
+    return ["--tls-cert", TLS_CERT_FILE, "--tls-key", TLS_KEY_FILE, "--tls-ca", TLS_CA_FILE] if tls else []
+
+
+def coordinator_args(names: Names, tls: bool = False) -> list[str]:
     return [
         "coordinator",
         "--id", ref(POD_NAME),
@@ -64,10 +72,12 @@ def coordinator_args(names: Names) -> list[str]:
         # A member added by a resize is not among the initial --peers: it joins their cluster.
         "--join-unlisted",
         "--chain", ref(CHAIN),
+        # The kubelet's probes read /healthz over HTTPS without a client certificate.
+        *([*tls_args(True), "--admin-open-reads"] if tls else []),
     ]  # fmt: skip
 
 
-def node_args(names: Names) -> list[str]:
+def node_args(names: Names, tls: bool = False) -> list[str]:
     return [
         "node",
         "--id", ref(POD_NAME),
@@ -77,10 +87,11 @@ def node_args(names: Names) -> list[str]:
         "--chain", ref(CHAIN),
         "--coordinator", ref(COORDINATORS),
         "--metrics-listen", f"0.0.0.0:{NODE_METRICS_PORT}",
+        *tls_args(tls),
     ]  # fmt: skip
 
 
-def proxy_args(auth_token_file: str | None) -> list[str]:
+def proxy_args(auth_token_file: str | None, tls: bool = False) -> list[str]:
     args = [
         "proxy",
         "--listen", f"0.0.0.0:{PROXY_HTTP_PORT}",
@@ -91,4 +102,4 @@ def proxy_args(auth_token_file: str | None) -> list[str]:
     ]  # fmt: skip
     if auth_token_file:
         args += ["--auth-token-file", auth_token_file]
-    return args
+    return args + tls_args(tls)

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # (apiVersion, kind) -> plural, for every kind the operator reads or writes.
 PLURALS: dict[tuple[str, str], str] = {
     ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Secret"): "secrets",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
+    ("cert-manager.io/v1", "Certificate"): "certificates",
     ("v1", "Service"): "services",
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("apps/v1", "StatefulSet"): "statefulsets",

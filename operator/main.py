@@ -19,7 +19,10 @@ from keychain.operator.kube import KubeApi
 from keychain.operator.reconcile import CoordinatorFactory, Reconciler, in_cluster_coordinators
 from keychain.operator.spec import ChainSpec
 
+from keychain.tls_files import TlsFiles
+
 DEFAULT_IMAGE_ENV = "KEYCHAIN_IMAGE"
+OPERATOR_NAMESPACE_ENV = "KEYCHAIN_OPERATOR_NAMESPACE"
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -44,16 +47,43 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--scrape-annotations", action="store_true",
         help="annotate chain node pods for Prometheus' annotation-based discovery (prometheus.io/scrape, port, path)",
     )  # fmt: skip
+    parser.add_argument(
+        "--operator-namespace", default=os.environ.get(OPERATOR_NAMESPACE_ENV, ""),
+        help="the operator pod's namespace: with --operator-label, the Chains' NetworkPolicies let it in "
+        f"(default: ${OPERATOR_NAMESPACE_ENV})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--operator-label", action="append", default=[], metavar="KEY=VALUE",
+        help="a label of the operator's pod (repeatable): the Chains' NetworkPolicies let pods with them in",
+    )  # fmt: skip
     parser.add_argument("--verbose", "-v", action="store_true", help="log every step, not only problems")
     args = parser.parse_args(list(argv))
     if args.interval <= 0 or args.retry_delay <= 0:
         parser.error("--interval and --retry-delay must be positive")
+    try:
+        args.operator_peer = operator_peer(args.operator_namespace, args.operator_label)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args
 
 
+def operator_peer(namespace: str, label_args: Sequence[str]) -> dict[str, Any] | None:
+    """The NetworkPolicy peer that selects the operator's pod, None unless both its namespace and labels are known."""
+    if not label_args:
+        return None
+    pairs = [arg.partition("=") for arg in label_args]
+    if any(not key or not sep for key, sep, _ in pairs):
+        raise ValueError(f"--operator-label: KEY=VALUE expected, got {label_args}")
+    if not namespace:
+        raise ValueError("--operator-label needs --operator-namespace")
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "podSelector": {"matchLabels": {key: value for key, _, value in pairs}}}  # fmt: skip
+
+
 def coordinators_at(urls: Sequence[str]) -> CoordinatorFactory:
-    def factory(_: ChainSpec) -> CoordinatorClient:
-        return CoordinatorClient(urls)
+    """Every Chain's coordinator admin API at `urls` (with the operator's certificate for the Chain, if TLS)."""
+    def factory(_: ChainSpec, tls_files: TlsFiles | None) -> CoordinatorClient:
+        return CoordinatorClient(urls, tls_files=tls_files)
 
     return factory
 
@@ -66,6 +96,7 @@ def main(argv: Sequence[str]) -> int:
         default_image=args.default_image,
         coordinators=coordinators_at(args.coordinator_url) if args.coordinator_url else in_cluster_coordinators,
         scrape_annotations=args.scrape_annotations,
+        operator_peer=args.operator_peer,
     )
     registry = build_registry(HandlerSettings(interval=args.interval, retry_delay=args.retry_delay))
     # A registry of our own starts without kopf's default login handlers: without this one the

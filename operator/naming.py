@@ -30,6 +30,12 @@ DATA_VOLUME = "data"
 DATA_DIR = "/data"
 AUTH_DIR = "/etc/keychain/auth"
 AUTH_TOKEN_FILE = f"{AUTH_DIR}/token"
+# A component's certificate, key and CA bundle: its Secret mounted whole, so the kubelet's updates reach it
+# (under /var/run/secrets, beside the service account's credentials: a path on the pod's own tmpfs).
+TLS_DIR = "/var/run/secrets/keychain.dev/tls"
+TLS_CERT_FILE = f"{TLS_DIR}/tls.crt"
+TLS_KEY_FILE = f"{TLS_DIR}/tls.key"
+TLS_CA_FILE = f"{TLS_DIR}/ca.crt"
 # Pod templates carry a hash of the rendered ConfigMap so a config change rolls the pods.
 CONFIG_HASH_ANNOTATION = "keychain.dev/config-hash"
 
@@ -107,9 +113,10 @@ class Names:
         """`host:port,...` for `--coordinator` of nodes and proxies."""
         return ",".join(f"{self.coordinator_host(i)}:{COORDINATOR_GRPC_PORT}" for i in range(replicas))
 
-    def coordinator_admin_urls(self, replicas: int) -> list[str]:
-        """The HTTP admin API of every coordinator member; any member answers."""
-        return [f"http://{self.coordinator_host(i)}:{COORDINATOR_HTTP_PORT}" for i in range(replicas)]
+    def coordinator_admin_urls(self, replicas: int, *, https: bool = False) -> list[str]:
+        """The admin API of every coordinator member (HTTPS when the Chain runs TLS); any member answers."""
+        scheme = "https" if https else "http"
+        return [f"{scheme}://{self.coordinator_host(i)}:{COORDINATOR_HTTP_PORT}" for i in range(replicas)]
 
     def node_advertise_suffix(self) -> str:
         """What follows a node's pod name in its advertised address."""
@@ -123,6 +130,11 @@ def _ordinal(prefix: str, member_id: str) -> int | None:
 
 def names_of(spec: ChainSpec) -> Names:
     return Names(spec.name, spec.namespace)
+
+
+def chain_selector(chain: str) -> dict[str, str]:
+    """The labels that select every pod of one Chain (each component's selector holds them)."""
+    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/instance": chain}
 
 
 def selector_labels(chain: str, component: str) -> dict[str, str]:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import datetime
 import logging
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
-from keychain.operator import commands
+from keychain.operator import certificates, commands
 from keychain.operator.coordinator_client import (
     CoordinatorClient,
     CoordinatorError,
@@ -29,7 +31,13 @@ from keychain.operator.events import Event, coordinator_step_events, failure, no
 from keychain.operator.kube import KubeApi, KubeError
 from keychain.operator.manifests import Manifest, contains, patch_for
 from keychain.operator.naming import COORDINATOR_GRPC_PORT, Names, names_of
-from keychain.operator.rendering import CoordinatorShape, NodeSetShape, optional_objects, render
+from keychain.operator.rendering import (
+    CoordinatorShape,
+    NodeSetShape,
+    optional_objects,
+    render,
+    render_certificates,
+)
 from keychain.operator.spec import API_VERSION, COORDINATOR_SIZES, KIND, ChainSpec, ChainSpecError
 from keychain.operator.status import Observation, build_status, invalid_spec_status
 from keychain.operator.stepping import (
@@ -42,9 +50,13 @@ from keychain.operator.stepping import (
     plan_node_set,
 )
 
+from keychain.access import OPERATOR
+from keychain.tls import TlsFiles
+
 log = logging.getLogger(__name__)
 
-CoordinatorFactory = Callable[[ChainSpec], CoordinatorClient]
+# The coordinator admin API client of a Chain, given the operator's certificate files for it (None: plaintext).
+CoordinatorFactory = Callable[[ChainSpec, TlsFiles | None], CoordinatorClient]
 
 
 class ChainGone(Exception):
@@ -71,10 +83,16 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def in_cluster_coordinators(spec: ChainSpec) -> CoordinatorClient:
+def in_cluster_coordinators(spec: ChainSpec, tls_files: TlsFiles | None) -> CoordinatorClient:
     """The Chain's own coordinator members, by their stable pod DNS names: every ordinal a member can
-    have (lowest first: those always exist), so one answers during and after a resize."""
-    return CoordinatorClient(names_of(spec).coordinator_admin_urls(max(COORDINATOR_SIZES)))
+    have (lowest first: those always exist), so one answers during and after a resize. Over HTTPS
+    with the operator's certificate when the Chain runs TLS."""
+    urls = names_of(spec).coordinator_admin_urls(max(COORDINATOR_SIZES), https=spec.tls.enabled)
+    return CoordinatorClient(urls, tls_files=tls_files)
+
+
+def utc_datetime() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 class Reconciler:
@@ -86,8 +104,17 @@ class Reconciler:
         coordinators: CoordinatorFactory = in_cluster_coordinators,
         now: Callable[[], str] = utc_now,
         scrape_annotations: bool = False,
+        operator_peer: Mapping[str, Any] | None = None,
+        credentials_dir: Path | None = None,
+        clock: Callable[[], datetime.datetime] = utc_datetime,
     ) -> None:
+        """`operator_peer`: the NetworkPolicy peer selecting the operator's pod; `credentials_dir`: where
+        the operator keeps its client certificate files for each Chain (default: a new temporary
+        directory); `clock`: the time certificates are issued and judged at."""
         self._kube = kube
+        self._operator_peer = operator_peer
+        self._credentials_dir = credentials_dir
+        self._clock = clock
         self._scrape_annotations = scrape_annotations
         self._default_image = default_image
         self._coordinators = coordinators
@@ -134,12 +161,12 @@ class Reconciler:
         initial = self._initial_coordinators(spec, names)
         # The node pods' template as rendered now (its config hash depends on the initial coordinators).
         desired = render(spec, None, CoordinatorShape(spec.coordinator.replicas, initial),
-                         scrape_annotations=self._scrape_annotations)  # fmt: skip
+                         scrape_annotations=self._scrape_annotations, operator_peer=self._operator_peer)  # fmt: skip
         desired_nodes = _find(desired, "StatefulSet", names.nodes)
         node_set = observe_node_set(live_nodes, desired_nodes) if live_nodes else None
 
         events: list[Event] = []
-        with self._coordinators(spec) as coordinator:
+        with self._coordinators(spec, self._operator_credentials(spec, names)) as coordinator:
             view, coordinator_error = _coordinator_status(coordinator)
             chain = view.chains.get(spec.name) if view else None
             step = plan_node_set(spec.replicas, node_set, chain, names)
@@ -160,7 +187,8 @@ class Reconciler:
 
         applied = {}
         shapes = NodeSetShape(step.replicas, step.partition), CoordinatorShape(coordinator_step.replicas, initial)
-        for manifest in render(spec, *shapes, scrape_annotations=self._scrape_annotations):
+        for manifest in render(spec, *shapes, scrape_annotations=self._scrape_annotations,
+                               operator_peer=self._operator_peer):
             applied[(manifest["kind"], manifest["metadata"]["name"])] = self._apply(spec, manifest)
         self._prune(spec, names, set(applied))
         self._grow_claims(spec, names, step.replicas, coordinator_step.replicas)
@@ -190,6 +218,67 @@ class Reconciler:
         if not contains(previous_status, status):
             self._kube.merge_patch(API_VERSION, KIND, spec.namespace, spec.name, {"status": status}, status=True)
         return Outcome(step, status, coordinator_step, tuple(events))
+
+    def _operator_credentials(self, spec: ChainSpec, names: Names) -> TlsFiles | None:
+        """The Chain's certificates brought up to date (issued here, or asked of cert-manager), and the
+        operator's own written to local files for the admin API client; None without TLS, or while
+        cert-manager has not issued it yet."""
+        if not spec.tls.enabled:
+            return None
+        if spec.tls.issuer_ref is None:
+            self._issue_certificates(spec, names)
+        else:
+            for manifest in render_certificates(spec, names):
+                self._apply(spec, manifest)
+        secret = self._kube.get("v1", "Secret", spec.namespace, certificates.secret_name(names, OPERATOR))
+        pems = [certificates.secret_pem(secret, key)
+                for key in (certificates.CERT_KEY, certificates.KEY_KEY, certificates.CA_KEY)]  # fmt: skip
+        if any(pem is None for pem in pems):
+            log.info("waiting for the operator certificate chain=%s/%s", spec.namespace, spec.name)
+            return None
+        if self._credentials_dir is None:
+            self._credentials_dir = Path(tempfile.mkdtemp(prefix="keychain-operator-"))
+        directory = self._credentials_dir / spec.namespace / spec.name
+        files = TlsFiles(directory / "tls.crt", directory / "tls.key", directory / "ca.crt")
+        for path, pem in zip((files.key, files.cert, files.ca), (pems[1], pems[0], pems[2]), strict=True):
+            if not path.exists() or path.read_bytes() != pem:
+                _write_private(path, pem)  # type: ignore[arg-type]
+        return files
+
+    def _issue_certificates(self, spec: ChainSpec, names: Names) -> None:
+        """Issue what `plan_certificates` says is missing or due: the CA first, then the components'."""
+        now = self._clock()
+        live_ca = self._kube.get("v1", "Secret", spec.namespace, certificates.secret_name(names, "ca"))
+        if live_ca is not None:
+            _check_owner(spec, live_ca)
+        authority = certificates.authority_from_secret(live_ca)
+        wanted = certificates.wanted_certificates(names)
+        held = {}
+        for kind in wanted:
+            live = self._kube.get("v1", "Secret", spec.namespace, certificates.secret_name(names, kind))
+            if live is not None:
+                _check_owner(spec, live)
+            held[kind] = certificates.held_from_secret(live)
+        ca_held = certificates.held_of(authority.current.certificate) if authority else None
+        plan = certificates.plan_certificates(wanted, held, ca_held, authority.key_id if authority else None, now)
+        if plan.nothing:
+            return
+        if plan.new_ca or authority is None:
+            authority = certificates.new_authority(spec.name, authority, now)
+            self._write_secret(spec, live_ca, certificates.authority_secret(spec, names, authority))
+            log.info("issued ca chain=%s/%s not_after=%s", spec.namespace, spec.name, authority.current.not_after)
+        for kind in plan.kinds:
+            secret = certificates.component_secret(spec, names, authority, wanted[kind], now)
+            live = self._kube.get("v1", "Secret", spec.namespace, secret["metadata"]["name"])
+            self._write_secret(spec, live, secret)
+            log.info("issued certificate chain=%s/%s kind=%s", spec.namespace, spec.name, kind)
+
+    def _write_secret(self, spec: ChainSpec, live: Mapping[str, Any] | None, secret: Manifest) -> None:
+        if live is None:
+            self._kube.create(secret)
+        else:
+            self._kube.merge_patch("v1", "Secret", spec.namespace, secret["metadata"]["name"], patch_for(secret, live)
+                                   or {"data": secret["data"]})  # fmt: skip
 
     def _initial_coordinators(self, spec: ChainSpec, names: Names) -> int:
         """The Raft cluster's initial size: what the live ConfigMap says, else (a new Chain) the spec's."""
@@ -272,6 +361,15 @@ class Reconciler:
     def _lock(self, key: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(key, threading.Lock())
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a credential file readable by the operator alone, replacing it whole."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_bytes(data)
+    tmp.replace(path)
 
 
 def _coordinator_status(client: CoordinatorClient) -> tuple[CoordinatorStatus | None, str | None]:

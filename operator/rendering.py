@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from keychain.operator import commands
+from keychain.operator.certificates import CERT_VALIDITY, RENEW_AT, secret_name, wanted_certificates
 from keychain.operator.naming import (
     AUTH_DIR,
     AUTH_TOKEN_FILE,
@@ -29,13 +31,17 @@ from keychain.operator.naming import (
     PROXY,
     PROXY_GRPC_PORT,
     PROXY_HTTP_PORT,
+    TLS_DIR,
     Names,
+    chain_selector,
     labels,
     names_of,
     owner_reference,
     selector_labels,
 )
 from keychain.operator.spec import ChainSpec, Storage
+
+from keychain.access import OPERATOR
 
 Manifest = dict[str, Any]
 
@@ -44,6 +50,10 @@ RUN_AS_USER = 10001
 TMP_VOLUME = "tmp"
 METRICS_PORT_NAME = "metrics"
 AUTH_VOLUME = "auth"
+TLS_VOLUME = "tls"
+# Secret files readable by the pod's user and group only (the key among them).
+TLS_FILE_MODE = 0o440
+CERT_MANAGER_API_VERSION = "cert-manager.io/v1"
 
 
 @dataclass(frozen=True)
@@ -68,17 +78,23 @@ def render(
     coordinators: CoordinatorShape | None = None,
     *,
     scrape_annotations: bool = False,
+    operator_peer: Mapping[str, Any] | None = None,
 ) -> list[Manifest]:
     """Every object of the Chain, in apply order (config first, optional objects last).
 
     Without shapes, the spec's sizes (a new Chain). `scrape_annotations` marks the node pods for
-    Prometheus' annotation-based pod discovery (prometheus.io/scrape, port, path)."""
+    Prometheus' annotation-based pod discovery (prometheus.io/scrape, port, path). `operator_peer`
+    is the NetworkPolicy peer that selects the operator's pod (None: the operator reaches the
+    Chain from outside the cluster network, e.g. through a port-forward)."""
     names = names_of(spec)
     shape = node_set or NodeSetShape(spec.replicas)
     coordinator_shape = coordinators or CoordinatorShape(spec.coordinator.replicas, spec.coordinator.replicas)
     config = render_config_map(spec, names, coordinator_shape.initial)
     config_hash = _hash(config["data"])
-    objects = [
+    objects: list[Manifest] = []
+    if spec.tls.issuer_ref is not None:
+        objects += render_certificates(spec, names)
+    objects += [
         config,
         render_coordinator_service(spec, names),
         render_coordinator_statefulset(spec, names, coordinator_shape, config_hash),
@@ -86,6 +102,7 @@ def render(
         render_node_statefulset(spec, names, shape, config_hash, scrape_annotations=scrape_annotations),
         render_proxy_service(spec, names),
         render_proxy_deployment(spec, names, config_hash),
+        *render_network_policies(spec, names, operator_peer),
     ]
     if spec.proxy.ingress.enabled:
         objects.append(render_ingress(spec, names))
@@ -133,17 +150,18 @@ def render_coordinator_statefulset(
     container = _container(
         spec,
         COORDINATOR,
-        commands.coordinator_args(names),
+        commands.coordinator_args(names, spec.tls.enabled),
         ports=[("grpc", COORDINATOR_GRPC_PORT), ("http", COORDINATOR_HTTP_PORT)],
         resources=spec.coordinator.resources,
         probes={
-            "startupProbe": {**_http_probe("/healthz", "http"), "failureThreshold": 30},
-            "livenessProbe": {**_http_probe("/healthz", "http"), "failureThreshold": 3},
-            "readinessProbe": _http_probe("/healthz", "http"),
+            "startupProbe": {**_http_probe("/healthz", "http", https=spec.tls.enabled), "failureThreshold": 30},
+            "livenessProbe": {**_http_probe("/healthz", "http", https=spec.tls.enabled), "failureThreshold": 3},
+            "readinessProbe": _http_probe("/healthz", "http", https=spec.tls.enabled),
         },
-        mounts=[{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
+        mounts=[{"name": DATA_VOLUME, "mountPath": DATA_DIR}, *_tls_mounts(spec)],
     )
-    pod = _pod_spec(spec, names.coordinator, COORDINATOR, [container], [], spreads=None)
+    volumes = _tls_volumes(spec, names, COORDINATOR)
+    pod = _pod_spec(spec, names.coordinator, COORDINATOR, [container], volumes, spreads=None)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -168,18 +186,14 @@ def render_node_statefulset(
     container = _container(
         spec,
         NODE,
-        commands.node_args(names),
+        commands.node_args(names, spec.tls.enabled),
         ports=[("grpc", NODE_GRPC_PORT), (METRICS_PORT_NAME, NODE_METRICS_PORT)],
         resources=spec.resources,
-        probes={
-            # A joining node may spend a while on its state transfer before it serves.
-            "startupProbe": {"grpc": {"port": NODE_GRPC_PORT}, "periodSeconds": 5, "failureThreshold": 120},
-            "livenessProbe": {"grpc": {"port": NODE_GRPC_PORT}, "periodSeconds": 10, "failureThreshold": 3},
-            "readinessProbe": {"grpc": {"port": NODE_GRPC_PORT}, "periodSeconds": 5},
-        },
-        mounts=[{"name": DATA_VOLUME, "mountPath": DATA_DIR}],
+        probes=_node_probes(spec.tls.enabled),
+        mounts=[{"name": DATA_VOLUME, "mountPath": DATA_DIR}, *_tls_mounts(spec)],
     )
-    pod = _pod_spec(spec, names.nodes, NODE, [container], [], spreads=spec.topology_spread_constraints)
+    volumes = _tls_volumes(spec, names, NODE)
+    pod = _pod_spec(spec, names.nodes, NODE, [container], volumes, spreads=spec.topology_spread_constraints)
     if spec.affinity:
         pod["affinity"] = spec.affinity
     return {
@@ -219,15 +233,16 @@ def render_proxy_deployment(spec: ChainSpec, names: Names, config_hash: str) -> 
     container = _container(
         spec,
         PROXY,
-        commands.proxy_args(token_file),
+        commands.proxy_args(token_file, spec.tls.enabled),
         ports=[("http", PROXY_HTTP_PORT), ("grpc", PROXY_GRPC_PORT)],
         resources=spec.proxy.resources,
         probes={
             "livenessProbe": _http_probe("/healthz", "http"),
             "readinessProbe": _http_probe("/readyz", "http"),
         },
-        mounts=mounts,
+        mounts=[*mounts, *_tls_mounts(spec)],
     )
+    volumes += _tls_volumes(spec, names, PROXY)
     pod = _pod_spec(spec, names.proxy, PROXY, [container], volumes, spreads=None)
     return {
         "apiVersion": "apps/v1",
@@ -337,8 +352,95 @@ def _service_port(name: str, port: int) -> dict[str, Any]:
     return {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
 
 
-def _http_probe(path: str, port: str) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": port}, "periodSeconds": 5, "timeoutSeconds": 2}
+def _http_probe(path: str, port: str, *, https: bool = False) -> dict[str, Any]:
+    get: dict[str, Any] = {"path": path, "port": port}
+    if https:
+        get["scheme"] = "HTTPS"
+    return {"httpGet": get, "periodSeconds": 5, "timeoutSeconds": 2}
+
+
+def _node_probes(tls: bool) -> dict[str, Any]:
+    # The kubelet's gRPC probe speaks plaintext only; under mutual TLS it checks the port accepts.
+    check = {"tcpSocket": {"port": NODE_GRPC_PORT}} if tls else {"grpc": {"port": NODE_GRPC_PORT}}
+    return {
+        # A joining node may spend a while on its state transfer before it serves.
+        "startupProbe": {**check, "periodSeconds": 5, "failureThreshold": 120},
+        "livenessProbe": {**check, "periodSeconds": 10, "failureThreshold": 3},
+        "readinessProbe": {**check, "periodSeconds": 5},
+    }
+
+
+def _tls_mounts(spec: ChainSpec) -> list[dict[str, Any]]:
+    return [{"name": TLS_VOLUME, "mountPath": TLS_DIR, "readOnly": True}] if spec.tls.enabled else []
+
+
+def _tls_volumes(spec: ChainSpec, names: Names, component: str) -> list[dict[str, Any]]:
+    """The component's certificate Secret, mounted whole (no subPath): the kubelet then rewrites the
+    files when the Secret changes, and the component reloads them."""
+    if not spec.tls.enabled:
+        return []
+    secret = {"secretName": secret_name(names, component), "defaultMode": TLS_FILE_MODE}
+    return [{"name": TLS_VOLUME, "secret": secret}]
+
+
+def render_certificates(spec: ChainSpec, names: Names) -> list[Manifest]:
+    """cert-manager Certificates, one per component kind, writing the Secrets the pods mount (the same
+    names and keys as when the operator issues them), renewed by cert-manager at two thirds of their life."""
+    issuer = spec.tls.issuer_ref
+    assert issuer is not None
+    lifetime_hours = int(CERT_VALIDITY.total_seconds() // 3600)
+    objects = []
+    for kind, want in wanted_certificates(names).items():
+        body: dict[str, Any] = {
+            "secretName": secret_name(names, kind),
+            "commonName": want.identity.name,
+            "uris": [want.identity.uri],
+            "duration": f"{lifetime_hours}h",
+            "renewBefore": f"{int(lifetime_hours * (1 - RENEW_AT))}h",
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+            "usages": ["digital signature", "key encipherment", "server auth", "client auth"],
+            "issuerRef": {"name": issuer.name, "kind": issuer.kind, "group": issuer.group},
+        }
+        if want.hosts:
+            body["dnsNames"] = list(want.hosts)
+        objects.append({
+            "apiVersion": CERT_MANAGER_API_VERSION,
+            "kind": "Certificate",
+            "metadata": _metadata(spec, secret_name(names, kind), None if kind == OPERATOR else kind),
+            "spec": body,
+        })
+    return objects
+
+
+def render_network_policies(spec: ChainSpec, names: Names, operator_peer: Mapping[str, Any] | None) -> list[Manifest]:
+    """Node and coordinator ports open only to the Chain's own pods and the operator (node metrics to
+    any scraper); the proxy's ports to anyone, or to `spec.proxy.allowFrom`."""
+    chain_pods: dict[str, Any] = {"podSelector": {"matchLabels": chain_selector(spec.name)}}
+    internal = [chain_pods, *([dict(operator_peer)] if operator_peer else [])]
+
+    def policy(name: str, component: str, rules: list[dict[str, Any]]) -> Manifest:
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": _metadata(spec, name, component),
+            "spec": {"podSelector": {"matchLabels": selector_labels(spec.name, component)},
+                     "policyTypes": ["Ingress"], "ingress": rules},
+        }  # fmt: skip
+
+    proxy_rule: dict[str, Any] = {"ports": _policy_ports(PROXY_HTTP_PORT, PROXY_GRPC_PORT)}
+    if spec.proxy.allow_from:
+        proxy_rule["from"] = [dict(peer) for peer in spec.proxy.allow_from]
+    return [
+        policy(names.coordinator, COORDINATOR,
+               [{"from": internal, "ports": _policy_ports(COORDINATOR_GRPC_PORT, COORDINATOR_HTTP_PORT)}]),
+        policy(names.nodes, NODE, [{"from": internal, "ports": _policy_ports(NODE_GRPC_PORT)},
+                                   {"ports": _policy_ports(NODE_METRICS_PORT)}]),
+        policy(names.proxy, PROXY, [proxy_rule]),
+    ]  # fmt: skip
+
+
+def _policy_ports(*ports: int) -> list[dict[str, Any]]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
 
 
 def _container(

@@ -32,6 +32,10 @@ DEFAULT_PROXY_REPLICAS = 2
 DEFAULT_SERVICE_TYPE = "ClusterIP"
 DEFAULT_READ_CONSISTENCY = "strong"
 DEFAULT_TOKEN_KEY = "token"
+CERT_MANAGER_GROUP = "cert-manager.io"
+ISSUER_KINDS = ("Issuer", "ClusterIssuer")
+DEFAULT_ISSUER_KIND = "Issuer"
+PEER_FIELDS = ("podSelector", "namespaceSelector", "ipBlock")
 # Chain names are embedded in StatefulSet names, whose pods carry a
 # `controller-revision-hash` label of `<statefulset>-<10 chars>` that must fit in 63.
 MAX_NAME_LENGTH = 40
@@ -69,6 +73,23 @@ class Proxy:
     resources: dict[str, Any] = field(default_factory=dict)
     service_type: str = DEFAULT_SERVICE_TYPE
     ingress: Ingress = field(default_factory=Ingress)
+    # NetworkPolicy peers that may reach the proxy's ports; empty: any source.
+    allow_from: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class IssuerRef:
+    """A cert-manager issuer that signs the Chain's certificates instead of the operator."""
+
+    name: str
+    kind: str = DEFAULT_ISSUER_KIND
+    group: str = CERT_MANAGER_GROUP
+
+
+@dataclass(frozen=True)
+class Tls:
+    enabled: bool = True
+    issuer_ref: IssuerRef | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,7 @@ class ChainSpec:
     read_consistency: str = DEFAULT_READ_CONSISTENCY
     auth_token: TokenSecretRef | None = None
     pdb_enabled: bool = True
+    tls: Tls = field(default_factory=Tls)
 
     @classmethod
     def from_resource(cls, body: Mapping[str, Any], *, default_image: str) -> ChainSpec:
@@ -120,6 +142,7 @@ class ChainSpec:
         ingress = _mapping(proxy.get("ingress", {}), "spec.proxy.ingress")
         auth = _mapping(spec.get("auth", {}), "spec.auth")
         pdb = _mapping(spec.get("pdb", {}), "spec.pdb")
+        tls = _mapping(spec.get("tls", {}), "spec.tls")
 
         ingress_spec = Ingress(
             enabled=_bool(ingress, "enabled", "spec.proxy.ingress", False),
@@ -170,13 +193,40 @@ class ChainSpec:
                 resources=dict(_mapping(proxy.get("resources", {}), "spec.proxy.resources")),
                 service_type=_choice(proxy, "serviceType", "spec.proxy", SERVICE_TYPES, DEFAULT_SERVICE_TYPE),
                 ingress=ingress_spec,
+                allow_from=_peers(proxy, "allowFrom", "spec.proxy"),
             ),
             read_consistency=_choice(
                 spec, "readConsistency", "spec", READ_CONSISTENCIES, DEFAULT_READ_CONSISTENCY
             ),
             auth_token=token_ref,
             pdb_enabled=_bool(pdb, "enabled", "spec.pdb", True),
+            tls=_tls(tls),
         )
+
+
+def _tls(tls: Mapping[str, Any]) -> Tls:
+    issuer = None
+    if tls.get("issuerRef") is not None:
+        ref = _mapping(tls["issuerRef"], "spec.tls.issuerRef")
+        issuer = IssuerRef(
+            name=_required_str(ref, "name", "spec.tls.issuerRef"),
+            kind=_choice(ref, "kind", "spec.tls.issuerRef", ISSUER_KINDS, DEFAULT_ISSUER_KIND),
+            group=_optional_str(ref, "group", "spec.tls.issuerRef") or CERT_MANAGER_GROUP,
+        )
+    enabled = _bool(tls, "enabled", "spec.tls", True)
+    if issuer is not None and not enabled:
+        raise ChainSpecError("spec.tls.issuerRef: set only when spec.tls.enabled is true")
+    return Tls(enabled=enabled, issuer_ref=issuer)
+
+
+def _peers(data: Mapping[str, Any], key: str, path: str) -> list[dict[str, Any]]:
+    """NetworkPolicy peers: each names at least one of podSelector, namespaceSelector, ipBlock."""
+    peers = _list_of_mappings(data, key, path)
+    for i, peer in enumerate(peers):
+        unknown = set(peer) - set(PEER_FIELDS)
+        if unknown or not peer:
+            raise ChainSpecError(f"{path}.{key}[{i}]: a peer has podSelector, namespaceSelector or ipBlock")
+    return peers
 
 
 def _storage(raw: Any, path: str, default_size: str, *, deletable: bool = False) -> Storage:

@@ -33,6 +33,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -510,7 +511,8 @@ class Kubelet:
         try:
             if "httpGet" in spec:
                 get = spec["httpGet"]
-                return self._http_probe(run, self._port(run, get["port"]), get.get("path", "/"), timeout)
+                return self._http_probe(run, self._port(run, get["port"]), get.get("path", "/"), timeout,
+                                        https=get.get("scheme", "HTTP") == "HTTPS")
             if "tcpSocket" in spec:
                 self.network.connect(self.node_host, (run.address, self._port(run, spec["tcpSocket"]["port"])),
                                      timeout).close()  # fmt: skip
@@ -521,8 +523,13 @@ class Kubelet:
             return False
         return False
 
-    def _http_probe(self, run: PodRun, port: int, path: str, timeout: float) -> bool:
-        with self.network.connect(self.node_host, (run.address, port), timeout) as sock:
+    def _http_probe(self, run: PodRun, port: int, path: str, timeout: float, *, https: bool = False) -> bool:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(self.network.connect(self.node_host, (run.address, port), timeout))
+            if https:  # as the kubelet does: TLS without verifying the server's certificate, and none of its own
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                sock = stack.enter_context(context.wrap_socket(sock))
             sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {run.address}:{port}\r\nUser-Agent: kube-probe\r\n\r\n".encode())
             head = sock.recv(64).decode(errors="replace")
         parts = head.split(" ", 2)

@@ -12,9 +12,11 @@ chain, so a test can say in which order things happened.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import ssl
 import threading
 import time
 import urllib.error
@@ -128,17 +130,28 @@ class KubeCluster:
         return [r for r in self.emulator.requests() if not r.agent.startswith(agents)]
 
     def coordinator_status(self, chain: str, replicas: int = 3) -> dict[str, Any] | None:
-        """The coordinator's /v1/status from the first member pod that answers."""
+        """The coordinator's /v1/status from the first member pod that answers (over HTTPS, trusting the
+        Chain's CA, when the operator issued its certificates: the admin API's reads are open for probes)."""
+        context = self._chain_ca_context(chain)
         for i in range(replicas):
             address = self.http_forward(f"{chain}-coord-{i}", 7080)
             if address is None:
                 continue
+            url = f"{'https' if context else 'http'}://{address}/v1/status"
             try:
-                with urllib.request.urlopen(f"http://{address}/v1/status", timeout=2) as response:
+                with urllib.request.urlopen(url, timeout=2, context=context) as response:
                     return json.loads(response.read())
             except (OSError, urllib.error.URLError, ValueError):
                 continue
         return None
+
+    def _chain_ca_context(self, chain: str) -> ssl.SSLContext | None:
+        secret = self.api.get("v1/secrets", NAMESPACE, f"{chain}-tls-ca")
+        if secret is None:
+            return None
+        context = ssl.create_default_context(cadata=base64.b64decode(secret["data"]["ca.crt"]).decode())
+        context.check_hostname = False  # reached through a forward at 127.0.0.1, not by the pod's name
+        return context
 
     def chain_view(self, chain: str) -> dict[str, Any] | None:
         status = self.coordinator_status(chain)

@@ -9,6 +9,7 @@ and every acknowledged write must be read back.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import os
@@ -122,9 +123,16 @@ def ordinal(member: str) -> int:
 
 
 def node_status(cluster: KubeCluster, pod: str) -> chain_pb2.NodeStatus:
+    """A node's status, asked with the operator's certificate of the Chain (nodes require mutual TLS)."""
     address = cluster.http_forward(pod, 7100)
     assert address is not None, f"{pod} is not running"
-    with grpc.insecure_channel(address) as channel:
+    secret = cluster.api.get("v1/secrets", NAMESPACE, f"{CHAIN}-tls-operator")
+    assert secret is not None, "the operator issues the Chain's certificates"
+    cert, key, ca = (base64.b64decode(secret["data"][k]) for k in ("tls.crt", "tls.key", "ca.crt"))
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    # Reached through a forward at 127.0.0.1: the name the node's certificate is for.
+    name = f"{pod}.{NODES}.{NAMESPACE}.svc"
+    with grpc.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", name)]) as channel:
         return chain_pb2_grpc.ChainNodeStub(channel).GetStatus(chain_pb2.StatusRequest(), timeout=2)
 
 

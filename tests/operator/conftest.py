@@ -19,7 +19,7 @@ from fake_coordinator import FakeCoordinator
 from keychain.operator.handlers import HandlerSettings, build_registry
 from keychain.operator.kube import KubeApi
 from keychain.operator.main import coordinators_at
-from keychain.operator.reconcile import Reconciler
+from keychain.operator.reconcile import CoordinatorFactory, Reconciler
 
 from keychain.testing.helm import render_chart
 from keychain.testing.kube_controllers import PodView, plan_statefulset, template_revision
@@ -43,6 +43,10 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "v1/namespaces": {"kind": "Namespace", "namespaced": False, "verbs": {"list", "watch"}},
     "v1/events": {"kind": "Event", "namespaced": True, "verbs": {"create"}},
     "v1/configmaps": {"kind": "ConfigMap", "namespaced": True, "verbs": {"get", "create", "patch"}},
+    "v1/secrets": {"kind": "Secret", "namespaced": True, "verbs": {"get", "create", "patch"}},
+    "networking.k8s.io/v1/networkpolicies": {"kind": "NetworkPolicy", "namespaced": True,
+                                             "verbs": {"get", "create", "patch"}},
+    "cert-manager.io/v1/certificates": {"kind": "Certificate", "namespaced": True, "verbs": {"get", "create", "patch"}},
     "v1/services": {"kind": "Service", "namespaced": True, "verbs": {"get", "create", "patch"}},
     "v1/persistentvolumeclaims": {"kind": "PersistentVolumeClaim", "namespaced": True, "verbs": {"get", "patch"}},
     STATEFULSETS: {"kind": "StatefulSet", "namespaced": True, "verbs": {"get", "create", "patch"}},
@@ -118,7 +122,8 @@ def api_requests(emulator: kmock.KubernetesEmulator) -> list[ApiRequest]:
 @functools.cache
 def chart_policy(watch_namespaces: tuple[str, ...] = ()) -> Policy:
     """The rules the chart binds to the operator's ServiceAccount (cluster-wide, or for listed namespaces)."""
-    values = {"operator": {"watchNamespaces": list(watch_namespaces)}}
+    # With certManager.enabled: tests/operator/test_operator_tls.py reconciles a Chain with spec.tls.issuerRef.
+    values = {"operator": {"watchNamespaces": list(watch_namespaces)}, "certManager": {"enabled": True}}
     objects = render_chart(CHART, release=RELEASE, namespace=RELEASE_NAMESPACE, values=values)
     account = next(o["metadata"] for o in objects if o["kind"] == "ServiceAccount")
     return Policy.from_objects(objects, ServiceAccount(account["name"], account["namespace"]))
@@ -180,12 +185,20 @@ def coordinator() -> Iterator[FakeCoordinator]:
         yield fake
 
 
+def plaintext_coordinators_at(urls: list[str]) -> CoordinatorFactory:
+    """The fake coordinator speaks plain HTTP: the operator's certificate files are ignored here (tests/operator/
+    test_operator_tls.py checks them, and tests/security the admin API's refusals)."""
+    plain = coordinators_at(urls)
+    return lambda spec, _tls_files: plain(spec, None)
+
+
 @pytest.fixture
-def reconciler(emulator: kmock.KubernetesEmulator, coordinator: FakeCoordinator) -> Reconciler:
+def reconciler(emulator: kmock.KubernetesEmulator, coordinator: FakeCoordinator, tmp_path: Path) -> Reconciler:
     return Reconciler(
         KubeApi.for_host(str(emulator.url).rstrip("/")),
         default_image=IMAGE,
-        coordinators=coordinators_at([coordinator.url]),
+        coordinators=plaintext_coordinators_at([coordinator.url]),
+        credentials_dir=tmp_path / "credentials",
     )
 
 

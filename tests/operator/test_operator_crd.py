@@ -107,6 +107,13 @@ def test_the_crd_defaults_are_the_operators_defaults():
     assert spec["readConsistency"]["default"] == chain_spec.DEFAULT_READ_CONSISTENCY
     assert spec["readConsistency"]["enum"] == list(chain_spec.READ_CONSISTENCIES)
     assert spec["auth"]["properties"]["tokenSecretRef"]["properties"]["key"]["default"] == chain_spec.DEFAULT_TOKEN_KEY
+    tls = spec["tls"]["properties"]
+    assert tls["enabled"]["default"] is chain_spec.Tls().enabled is True
+    assert tls["issuerRef"]["properties"]["kind"]["default"] == chain_spec.DEFAULT_ISSUER_KIND
+    assert tls["issuerRef"]["properties"]["kind"]["enum"] == list(chain_spec.ISSUER_KINDS)
+    assert tls["issuerRef"]["properties"]["group"]["default"] == chain_spec.CERT_MANAGER_GROUP
+    peer = proxy["allowFrom"]["items"]["properties"]
+    assert tuple(peer) == chain_spec.PEER_FIELDS
 
 
 def test_the_crd_carries_the_cel_rules_of_the_spec():

@@ -90,7 +90,8 @@ def test_strict_validation_of_the_render_would_catch_a_misspelt_field():
 
 @pytest.mark.parametrize(
     "path, key",
-    [((), "rbca"), (("image",), "tags"), (("operator",), "watchNamespace"), (("crds",), "instal")],
+    [((), "rbca"), (("image",), "tags"), (("operator",), "watchNamespace"), (("crds",), "instal"),
+     (("certManager",), "enable")],
 )
 def test_the_values_schema_rejects_unknown_keys_at_every_level(path, key):
     schema = json.loads((CHART / "values.schema.json").read_text())

@@ -108,7 +108,7 @@ async def test_reconciling_an_unchanged_chain_again_writes_nothing(emulator, rec
 
     first = await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))
     written = writes(emulator)
-    assert len(written) == 11  # ten objects and the status
+    assert len(written) == 19  # five certificate Secrets, ten objects, three NetworkPolicies and the status
     assert len(set(written)) == len(written), "every object is written once, never retried after a 409"
 
     second = await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))

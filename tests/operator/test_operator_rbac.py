@@ -116,8 +116,11 @@ def test_the_report_names_denied_requests_and_grants_no_request_used():
 
 def test_the_charts_rules_refuse_what_the_operator_never_needs():
     policy = chart_policy(())
+    # Secrets are read one by one by name (the Chains' certificates), never listed, watched or deleted.
     for method, path in [
-        ("GET", "/api/v1/namespaces/ns1/secrets/kv-token"),
+        ("GET", "/api/v1/namespaces/ns1/secrets"),
+        ("GET", "/api/v1/secrets"),
+        ("DELETE", "/api/v1/namespaces/ns1/secrets/kv-token"),
         ("DELETE", "/apis/apps/v1/namespaces/ns1/statefulsets/mychain-node"),
         ("POST", "/api/v1/namespaces/ns1/persistentvolumeclaims"),
         ("PATCH", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/chains.keychain.dev"),

@@ -52,6 +52,9 @@ FULL = {
             "resources": {"limits": {"memory": "256Mi"}},
             "serviceType": "LoadBalancer",
             "ingress": {"enabled": True, "host": "kv.example.test", "className": "nginx", "tlsSecretName": "kv-tls"},
+            "allowFrom": [{"namespaceSelector": {"matchLabels": {"team": "web"}},
+                           "podSelector": {"matchLabels": {"role": "frontend"}}},
+                          {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
         },
         "readConsistency": "eventual",
         "auth": {"tokenSecretRef": {"name": "kv-token", "key": "bearer"}},
@@ -94,6 +97,9 @@ def test_a_minimal_chain_renders_the_core_objects_and_budgets_but_no_ingress():
         ("PodDisruptionBudget", "mychain-coord"),
         ("PodDisruptionBudget", "mychain-node"),
         ("PodDisruptionBudget", "mychain-proxy"),
+        ("NetworkPolicy", "mychain-coord"),
+        ("NetworkPolicy", "mychain-node"),
+        ("NetworkPolicy", "mychain-proxy"),
     }
 
 
@@ -125,13 +131,16 @@ def test_containers_run_the_keychain_entrypoint_with_the_contract_flags():
         "--advertise", "$(POD_NAME).mychain-node.ns1.svc:7100", "--data-dir", "/data",
         "--chain", "$(KEYCHAIN_CHAIN)", "--coordinator", "$(KEYCHAIN_COORDINATORS)",
         "--metrics-listen", "0.0.0.0:9100",
+        "--tls-cert", "/var/run/secrets/keychain.dev/tls/tls.crt", "--tls-key", "/var/run/secrets/keychain.dev/tls/tls.key",
+        "--tls-ca", "/var/run/secrets/keychain.dev/tls/ca.crt",
     ]  # fmt: skip
-    assert node["readinessProbe"]["grpc"]["port"] == 7100
+    assert node["readinessProbe"]["tcpSocket"]["port"] == 7100
     coordinator = objects[("StatefulSet", "mychain-coord")]["spec"]["template"]["spec"]["containers"][0]
     assert coordinator["args"][:2] == ["coordinator", "--id"]
     assert "--peers" in coordinator["args"] and coordinator["livenessProbe"]["httpGet"]["path"] == "/healthz"
     proxy = objects[("Deployment", "mychain-proxy")]["spec"]["template"]["spec"]["containers"][0]
-    assert proxy["args"][-2:] == ["--auth-token-file", "/etc/keychain/auth/token"]
+    token = proxy["args"].index("--auth-token-file")
+    assert proxy["args"][token + 1] == "/etc/keychain/auth/token"
     assert proxy["readinessProbe"]["httpGet"]["path"] == "/readyz"
     config = objects[("ConfigMap", "mychain-config")]["data"]
     assert config["KEYCHAIN_COORDINATOR_PEERS"].split(",")[0] == (
@@ -147,7 +156,8 @@ def test_nodes_serve_metrics_on_a_named_port_and_are_annotated_for_scraping_only
     template = plain["spec"]["template"]
     (container,) = template["spec"]["containers"]
     assert {"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in container["ports"]
-    assert container["args"][-2:] == ["--metrics-listen", "0.0.0.0:9100"]
+    metrics = container["args"].index("--metrics-listen")
+    assert container["args"][metrics + 1] == "0.0.0.0:9100"
     assert not any(k.startswith("prometheus.io/") for k in template["metadata"]["annotations"])
     scraped = {(m["kind"], m["metadata"]["name"]): m for m in render(spec, scrape_annotations=True)}
     annotations = scraped[("StatefulSet", "mychain-node")]["spec"]["template"]["metadata"]["annotations"]

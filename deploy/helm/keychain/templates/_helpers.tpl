@@ -41,7 +41,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["chains/status"]
   verbs: ["patch"]
 - apiGroups: [""]
-  resources: ["configmaps", "services"]
+  resources: ["configmaps", "services", "secrets"]
   verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
@@ -58,4 +58,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: ["networking.k8s.io"]
   resources: ["ingresses"]
   verbs: ["get", "create", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
+{{- if .Values.certManager.enabled }}
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "patch"]
+{{- end }}
 {{- end }}
