@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import shutil
 import ssl
 import threading
 import time
@@ -26,12 +27,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from keychain.testing.helm import render_chart
 from keychain.testing.kube_emulator import EmulatorClient, EmulatorThread, RecordedRequest, crd_resources
+from keychain.testing.netns import unavailable_reason
 from keychain.testing.podrunner import PodRunner
 from keychain.testing.rbac import Policy, ServiceAccount
+
+NETNS_UNAVAILABLE = unavailable_reason() or (
+    None if shutil.which("openssl") else "the `openssl` command (the API server's certificate) is not installed"
+)
+
+
+def needs_pods() -> list[pytest.MarkDecorator]:
+    """Marks for a module that runs pods: real processes in namespaces, so root is needed."""
+    return [
+        pytest.mark.netns,
+        pytest.mark.process,
+        pytest.mark.slow,
+        pytest.mark.skipif(NETNS_UNAVAILABLE is not None, reason=f"pods need network namespaces: {NETNS_UNAVAILABLE}"),
+    ]
+
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "keychain"

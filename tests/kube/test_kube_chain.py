@@ -20,7 +20,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import needs_pods
 from kube_cluster import (
     CHAINS,
     CLAIMS,
@@ -31,6 +30,7 @@ from kube_cluster import (
     STATEFULSETS,
     KubeCluster,
     Sampler,
+    needs_pods,
     wait_until,
 )
 

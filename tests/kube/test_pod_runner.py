@@ -14,8 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import needs_pods
-from kube_cluster import wait_until
+from kube_cluster import needs_pods, wait_until
 
 from keychain.testing.kube_emulator import EmulatorClient, EmulatorThread
 from keychain.testing.podrunner import PodRunner
