@@ -62,8 +62,16 @@ class RecordedClient:
 
     def put(self, key: str, value: str, **conditions: Any) -> int:
         call = self.recorder.invoke(self.name, "put", key, value, at=time.monotonic())
+        return self._recorded_write(call, lambda: self.client.put(key, value.encode(), **conditions))
+
+    def delete(self, key: str, **conditions: Any) -> int:
+        call = self.recorder.invoke(self.name, "delete", key, at=time.monotonic())
+        return self._recorded_write(call, lambda: self.client.delete(key, **conditions))
+
+    def _recorded_write(self, call: int, write: Callable[[], int]) -> int:
+        """Run `write` and record its outcome for `call`: the version it wrote, or why not."""
         try:
-            version = self.client.put(key, value.encode(), **conditions)
+            version = write()
         except OutcomeUnknown:
             self.recorder.unknown(call)
             raise
@@ -80,23 +88,6 @@ class RecordedClient:
     def _note(self, call: int, version: int) -> None:
         if isinstance(self.recorder, VersionedRecorder):
             self.recorder.note_version(call, version)
-
-    def delete(self, key: str, **conditions: Any) -> int:
-        call = self.recorder.invoke(self.name, "delete", key, at=time.monotonic())
-        try:
-            version = self.client.delete(key, **conditions)
-        except OutcomeUnknown:
-            self.recorder.unknown(call)
-            raise
-        except KeychainError:
-            self.recorder.fail(call, at=time.monotonic())
-            raise
-        except BaseException:
-            self.recorder.unknown(call)
-            raise
-        self.recorder.ok(call, at=time.monotonic())
-        self._note(call, version)
-        return version
 
     def get(self, key: str, consistency: str = "strong") -> str | None:
         """The value (None when absent)."""
