@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import deque
 from typing import Protocol
 
@@ -37,6 +38,7 @@ from keychain.coordinator.messages import Message, MessageType
 from keychain.coordinator.raft_wire import WireError, batch_from_proto, message_to_proto
 
 from keychain import tls
+from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import raft_pb2, raft_pb2_grpc
 from keychain.tls import TlsFiles
 
@@ -47,6 +49,8 @@ MAX_BATCH_BYTES = 4 << 20  # a batch is cut after this many bytes (gRPC's defaul
 STEP_TIMEOUT = 0.3  # seconds: a peer slower than this counts as unreachable (election timeout is 0.3-0.6)
 RECONNECT_MIN = 0.02  # seconds before retrying an unreachable peer
 RECONNECT_MAX = 0.2  # backoff ceiling
+# No jitter (floor 1): one peer per stream, and a restarted peer must be found again quickly.
+RECONNECT_BACKOFF = Backoff(base=RECONNECT_MIN, cap=RECONNECT_MAX, floor=1.0)
 # gRPC's own reconnection backoff starts at 1 s and grows to minutes; a call made meanwhile fails
 # at once. Keep it as short as ours, or a restarted peer stays "unreachable" long after it is up.
 CHANNEL_OPTIONS = [
@@ -143,7 +147,7 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
         peer.ready.set()
 
     async def _run_peer(self, peer: _Peer) -> None:
-        backoff = RECONNECT_MIN
+        backoff = FailureStreak(RECONNECT_BACKOFF, random.Random())
         peer.channel = tls.channel(peer.address, self.tls_files, CHANNEL_OPTIONS)
         stub = raft_pb2_grpc.RaftStub(peer.channel)
         try:
@@ -153,7 +157,7 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
                 self._retiring.discard(peer)
                 await peer.channel.close()
 
-    async def _send_loop(self, peer: _Peer, stub: raft_pb2_grpc.RaftStub, backoff: float) -> None:
+    async def _send_loop(self, peer: _Peer, stub: raft_pb2_grpc.RaftStub, backoff: FailureStreak) -> None:
         while not self._closed:
             if not peer.queue:
                 if peer.retired:
@@ -175,10 +179,9 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
                     return
                 if self._receiver is not None:
                     self._receiver.report_unreachable(peer.id)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RECONNECT_MAX)
+                await asyncio.sleep(backoff.delay())
                 continue
-            backoff = RECONNECT_MIN
+            backoff.reset()
             if self._receiver is not None:
                 for m in batch:
                     if m.type is MessageType.SNAPSHOT:

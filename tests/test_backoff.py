@@ -6,6 +6,7 @@ import random
 
 import httpx
 import pytest
+from keychain.coordinator.transport import RECONNECT_BACKOFF as RAFT_BACKOFF
 from keychain.node.server import RECONNECT_BACKOFF
 from keychain.proxy.routing import RETRY_BACKOFF, Retry
 from keychain.proxy.watcher import WATCH_BACKOFF
@@ -51,6 +52,8 @@ def test_each_component_keeps_the_bounds_it_had():
     assert (WATCH_BACKOFF.base, WATCH_BACKOFF.cap, WATCH_BACKOFF.floor) == (0.1, 2.0, 0.0)
     # the client's first retry waits up to 100 ms, never more than a second
     assert (CLIENT_BACKOFF.base, CLIENT_BACKOFF.cap, CLIENT_BACKOFF.floor) == (0.1, 1.0, 0.0)
+    # a coordinator retries an unreachable Raft peer after 20 ms, then 40, 80, 160, 200, 200 ms: no jitter
+    assert (RAFT_BACKOFF.base, RAFT_BACKOFF.cap, RAFT_BACKOFF.floor) == (0.02, 0.2, 1.0)
 
 
 def test_each_component_draws_the_delays_it_drew_before_from_the_same_seed():
@@ -76,6 +79,12 @@ def test_each_component_draws_the_delays_it_drew_before_from_the_same_seed():
     client = _Attempts(_Call("GET", "/v1/kv/k", False), retries=8, rng=new)
     for tried in range(1, 9):  # the client: uniform(0, min(1.0, 0.05 * 2**tried)), tried counting this one
         assert client.after_response(httpx.Response(503)) == old.uniform(0, min(1.0, 0.05 * 2**tried))
+
+    raft = FailureStreak(RAFT_BACKOFF, random.Random(7))
+    bound = 0.02
+    for _ in range(8):  # a coordinator's Raft peer: backoff, then min(backoff * 2, 0.2), no draw at all
+        assert raft.delay() == bound
+        bound = min(0.2, bound * 2)
 
 
 def test_a_client_with_many_retries_keeps_its_pauses_bounded():
