@@ -52,20 +52,28 @@ class LoadFigures:
     seconds: float
     operations: int
     longest_write_gap: float
-    lost: int
+    lost: int | None  # None: not read back, the chain is gone
 
     def __str__(self) -> str:
+        lost = "unread" if self.lost is None else self.lost
         return (f"scenario={self.scenario} duration={self.seconds:.1f}s operations={self.operations} "
-                f"longest_write_gap={self.longest_write_gap:.2f}s acknowledged_writes_lost={self.lost}")  # fmt: skip
+                f"longest_write_gap={self.longest_write_gap:.2f}s acknowledged_writes_lost={lost}")  # fmt: skip
 
 
 FIGURES: list[LoadFigures] = []
 
 
 @contextlib.contextmanager
-def under_load(cluster: KubeCluster, scenario: str, tmp_path: Path) -> Iterator[Load]:
+def under_load(
+    cluster: KubeCluster, scenario: str, tmp_path: Path, *, chain_outlives: bool = True
+) -> Iterator[Load]:
     """Writers with unique values and a reader through the proxy Service while the block runs;
-    then the history is checked and every key read back."""
+    then the history is checked and every key read back.
+
+    A block that deletes the Chain passes `chain_outlives=False`: its writes after the chain is
+    gone fail or stay unknown, the history is still checked, but nothing is left to read back, and
+    the longest write gap is measured while the chain served (up to its last acknowledged write).
+    """
     host, port = cluster.runner.port_forward(NAMESPACE, f"{CHAIN}-proxy", 8080)
     url = f"http://{host}:{port}"
     recorder = Recorder()
@@ -78,15 +86,20 @@ def under_load(cluster: KubeCluster, scenario: str, tmp_path: Path) -> Iterator[
     finally:
         load.stop()
     ended = time.monotonic()
-    final = read_back(url, recorder, load.all_keys)
+    assert load.acked() > 0, f"no write was acknowledged; errors: {load.errors[-5:]}"
+    lost: list[str] | None = None
+    served_until = ended
+    if chain_outlives:
+        lost = lost_writes(recorder.history(), read_back(url, recorder, load.all_keys))
+    else:
+        served_until = max(load.ack_times)
     history = recorder.history()
-    lost = lost_writes(history, final)
-    figures = LoadFigures(scenario, ended - started, len(history), longest_write_gap(history, started, ended), len(lost))
+    figures = LoadFigures(scenario, ended - started, len(history), longest_write_gap(history, started, served_until),
+                          None if lost is None else len(lost))  # fmt: skip
     FIGURES.append(figures)
     print(figures)
     assert_linearizable(recorder, tmp_path / f"{scenario}-history.jsonl")
-    assert lost == [], lost
-    assert load.acked() > 0, f"no write was acknowledged; errors: {load.errors[-5:]}"
+    assert not lost, lost
 
 
 def running(cluster: KubeCluster, replicas: int) -> bool:
@@ -281,45 +294,51 @@ def test_losing_the_coordinator_leader_pod_elects_another_and_the_chain_keeps_se
     wait_running(cluster, 3)
 
 
-def test_an_invalid_spec_is_reported_and_touches_nothing_running(cluster: KubeCluster):
+def test_an_invalid_spec_is_reported_and_touches_nothing_running(cluster: KubeCluster, tmp_path):
     wait_running(cluster, 3)
     pods = {n: p["metadata"]["uid"] for n, p in cluster.pods(CHAIN).items()}
-    seen = len(cluster.emulator.requests())
+    with under_load(cluster, "invalid-spec", tmp_path) as load:
+        wait_until("some writes", lambda: load.acked() >= 20, 30)
+        seen = len(cluster.emulator.requests())
 
-    patch_chain(cluster, {"storage": {"size": "a lot"}})
-    invalid = wait_until(
-        "a condition saying the spec is invalid",
-        lambda: next((c for c in cluster.chain_status(CHAIN).get("conditions", [])
-                      if "storage.size" in c.get("message", "") and c["status"] == "True"), None), 30,
-        report=lambda: cluster.report(CHAIN),
-    )  # fmt: skip
-    assert invalid["reason"] == "InvalidSpec"
-    events = wait_until("an Event about it", lambda: [
-        e for e in cluster.api.list("v1/events", NAMESPACE)
-        if e.get("involvedObject", {}).get("name") == CHAIN and "storage.size" in e.get("message", "")], 30)  # fmt: skip
-    assert events[0]["type"] == "Warning"
-    time.sleep(3)  # three reconcile intervals: still nothing touched
+        patched_at = time.monotonic()
+        patch_chain(cluster, {"storage": {"size": "a lot"}})
+        invalid = wait_until(
+            "a condition saying the spec is invalid",
+            lambda: next((c for c in cluster.chain_status(CHAIN).get("conditions", [])
+                          if "storage.size" in c.get("message", "") and c["status"] == "True"), None), 30,
+            report=lambda: cluster.report(CHAIN),
+        )  # fmt: skip
+        assert invalid["reason"] == "InvalidSpec"
+        events = wait_until("an Event about it", lambda: [
+            e for e in cluster.api.list("v1/events", NAMESPACE)
+            if e.get("involvedObject", {}).get("name") == CHAIN and "storage.size" in e.get("message", "")], 30)  # fmt: skip
+        assert events[0]["type"] == "Warning"
+        time.sleep(3)  # three reconcile intervals: still nothing touched
+        wait_until("writes while the invalid spec stands", lambda: load.acked_after(patched_at) >= 20, 30)
 
-    # What the operator wrote meanwhile: the Chain's status, its own bookkeeping on the Chain, Events.
-    agents = (cluster.runner.api.agent, "kubectl")
-    written = {ApiRequest.parse(r.method, r.path, r.query).kind for r in cluster.emulator.requests()[seen:]
-               if not r.agent.startswith(agents) and r.method not in ("GET", "HEAD")}  # fmt: skip
-    assert written <= {("patch", "keychain.dev", "chains", "status", NAMESPACE),
-                       ("patch", "keychain.dev", "chains", "", NAMESPACE),
-                       ("create", "", "events", "", NAMESPACE)}, written  # fmt: skip
-    assert {n: p["metadata"]["uid"] for n, p in cluster.pods(CHAIN).items()} == pods
+        # What the operator wrote meanwhile: the Chain's status, its own bookkeeping on the Chain, Events.
+        agents = (cluster.runner.api.agent, "kubectl")
+        written = {ApiRequest.parse(r.method, r.path, r.query).kind for r in cluster.emulator.requests()[seen:]
+                   if not r.agent.startswith(agents) and r.method not in ("GET", "HEAD")}  # fmt: skip
+        assert written <= {("patch", "keychain.dev", "chains", "status", NAMESPACE),
+                           ("patch", "keychain.dev", "chains", "", NAMESPACE),
+                           ("create", "", "events", "", NAMESPACE)}, written  # fmt: skip
+        assert {n: p["metadata"]["uid"] for n, p in cluster.pods(CHAIN).items()} == pods
 
-    patch_chain(cluster, {"storage": {"size": "1Gi"}})
-    wait_running(cluster, 3)
+        fixed_at = time.monotonic()
+        patch_chain(cluster, {"storage": {"size": "1Gi"}})
+        wait_running(cluster, 3)
+        wait_until("writes after the fix", lambda: load.acked_after(fixed_at) >= 20, 30)
     assert not any(c.get("reason") == "InvalidSpec" for c in cluster.chain_status(CHAIN)["conditions"])
 
 
-def test_dropping_the_ingress_and_budgets_prunes_them_and_a_larger_disk_grows_the_claims(cluster: KubeCluster):
+def test_dropping_the_ingress_and_budgets_prunes_them_and_a_larger_disk_grows_the_claims(
+    cluster: KubeCluster, tmp_path
+):
     wait_running(cluster, 3)
     pods = {n: p["metadata"]["uid"] for n, p in cluster.pods(CHAIN).items()}
     assert cluster.api.get("networking.k8s.io/v1/ingresses", NAMESPACE, CHAIN) is not None
-    patch_chain(cluster, {"proxy": {"ingress": {"enabled": False}}, "pdb": {"enabled": False},
-                          "storage": {"size": "2Gi"}})  # fmt: skip
 
     def done() -> bool:
         claims = [cluster.api.get(CLAIMS, NAMESPACE, f"data-{NODES}-{i}") for i in range(3)]
@@ -327,19 +346,24 @@ def test_dropping_the_ingress_and_budgets_prunes_them_and_a_larger_disk_grows_th
                 and not cluster.api.list("policy/v1/poddisruptionbudgets", NAMESPACE)
                 and all(c["spec"]["resources"]["requests"]["storage"] == "2Gi" for c in claims))  # fmt: skip
 
-    wait_until("the ingress and budgets gone, the claims grown", done, 60, report=lambda: cluster.report(CHAIN))
-    wait_running(cluster, 3)
+    with under_load(cluster, "prune-and-grow", tmp_path) as load:
+        wait_until("some writes", lambda: load.acked() >= 20, 30)
+        patched_at = time.monotonic()
+        patch_chain(cluster, {"proxy": {"ingress": {"enabled": False}}, "pdb": {"enabled": False},
+                              "storage": {"size": "2Gi"}})  # fmt: skip
+        wait_until("the ingress and budgets gone, the claims grown", done, 60,
+                   report=lambda: cluster.report(CHAIN))  # fmt: skip
+        wait_running(cluster, 3)
+        wait_until("writes after the change", lambda: load.acked_after(patched_at) >= 20, 30)
     assert {n: p["metadata"]["uid"] for n, p in cluster.pods(CHAIN).items()} == pods, "no pod was restarted"
 
 
-def test_deleting_the_chain_removes_every_owned_object_and_keeps_the_volume_claims(cluster: KubeCluster):
+def test_deleting_the_chain_removes_every_owned_object_and_keeps_the_volume_claims(
+    cluster: KubeCluster, tmp_path
+):
+    wait_running(cluster, 3)
     claims = {c["metadata"]["name"] for c in cluster.api.list(CLAIMS, NAMESPACE)}
     assert {f"data-{NODES}-{i}" for i in range(5)} | {f"data-{CHAIN}-coord-{i}" for i in range(3)} <= claims
-    assert cluster.api.delete(CHAINS, NAMESPACE, CHAIN)
-    # kopf learns of the deletion from its watch of Chains; a watch through the emulator can go
-    # quiet, and kopf then reconnects after its 70 s inactivity timeout (the API server would have
-    # sent bookmarks): hence the long wait.
-    wait_until("the Chain gone", lambda: cluster.chain(CHAIN) is None, 100, report=lambda: cluster.report(CHAIN))
     owned = ["v1/configmaps", "v1/services", STATEFULSETS, DEPLOYMENTS, "policy/v1/poddisruptionbudgets",
              "networking.k8s.io/v1/ingresses", PODS]  # fmt: skip
 
@@ -347,7 +371,24 @@ def test_deleting_the_chain_removes_every_owned_object_and_keeps_the_volume_clai
         return [f"{r}/{o['metadata']['name']}" for r in owned for o in cluster.api.list(r, NAMESPACE)
                 if o["metadata"]["name"].startswith(CHAIN)]  # fmt: skip
 
-    wait_until("every owned object gone", lambda: not leftovers(), 90, report=lambda: str(leftovers()))
+    # Clients write until the proxies are gone: the writes after that fail or stay unknown, and
+    # the history up to and across the deletion must still be linearizable.
+    with under_load(cluster, "delete", tmp_path, chain_outlives=False) as load:
+        wait_until("some writes", lambda: load.acked() >= 20, 30)
+        assert cluster.api.delete(CHAINS, NAMESPACE, CHAIN)
+        # kopf learns of the deletion from its watch of Chains; a watch through the emulator can go
+        # quiet, and kopf then reconnects after its 70 s inactivity timeout (the API server would have
+        # sent bookmarks): hence the long wait.
+        wait_until("the Chain gone", lambda: cluster.chain(CHAIN) is None, 100,
+                   report=lambda: cluster.report(CHAIN))  # fmt: skip
+        wait_until("every owned object gone", lambda: not leftovers(), 90, report=lambda: str(leftovers()))
+        # A pod leaves the API once its processes have stopped: nothing serves now.
+        gone_at, errors = time.monotonic(), len(load.errors)
+        wait_until("a writer's error now the chain is gone",
+                   lambda: [e for e in load.errors[errors:] if e.startswith(tuple(load.keys))], 30)  # fmt: skip
+    since_gone = [op for op in load.recorder.history() if op.is_write and op.start >= gone_at]
+    acknowledged = [op.describe() for op in since_gone if op.status == "ok"]
+    assert acknowledged == [], f"writes acknowledged after every pod was gone: {acknowledged}"
     assert {c["metadata"]["name"] for c in cluster.api.list(CLAIMS, NAMESPACE)} == claims
     for claim in claims:
         assert cluster.runner.volume_path(NAMESPACE, claim).is_dir()
