@@ -270,9 +270,15 @@ def test_a_deleted_node_pod_comes_back_on_its_volume_and_a_lost_volume_is_refill
         wait_until(f"{pod} back", lambda: cluster.pods(pod).get(pod, {}).get("metadata", {}).get("uid") not in
                    (None, uid), 60)  # fmt: skip
         wait_running(cluster, 3)
-    tail = node_status(cluster, f"{NODES}-2")
-    refilled = node_status(cluster, pod)
-    assert refilled.keys == tail.keys and refilled.keys >= len(load.all_keys), (refilled, tail)
+    # The refilled node answers once its forward and TLS handshake are up, and is level with the tail
+    # once the last writes of the load have reached it.
+    def level_with_the_tail() -> tuple[chain_pb2.NodeStatus, chain_pb2.NodeStatus] | None:
+        tail, refilled = node_status(cluster, f"{NODES}-2"), node_status(cluster, pod)
+        return (tail, refilled) if refilled.keys == tail.keys else None
+
+    tail, refilled = wait_until(f"{pod} level with the tail", level_with_the_tail, 30,
+                                report=lambda: cluster.report(CHAIN))  # fmt: skip
+    assert refilled.keys >= len(load.all_keys), (refilled, tail)
 
 
 def test_losing_the_coordinator_leader_pod_elects_another_and_the_chain_keeps_serving(
