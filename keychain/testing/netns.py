@@ -365,21 +365,7 @@ class Network:
         self._add_namespace(self.hub)
         _ip_batch(self.hub, ["link set lo up", "link add br0 type bridge", "link set br0 up"])
         for host in self.hosts.values():
-            self._add_namespace(host.namespace)
-            _ip_batch(self.hub, [
-                f"link add {host.port} type veth peer name eth0 netns {host.namespace}",
-                f"link set {host.port} master br0 up",
-            ])
-            _ip_batch(host.namespace, [
-                "link set lo up",
-                "link set eth0 up",
-                f"addr add {host.address}/{self.prefixlen} dev eth0",
-                f"rule add pref {LOCAL_RULE_PREF} lookup local",
-                "rule del pref 0 lookup local",
-            ])
-            in_namespace(host.namespace, lambda: _write_sysctl("net/ipv4/ip_early_demux", "0"))
-            in_namespace(host.namespace, lambda: _write_sysctl("net/ipv4/tcp_early_demux", "0"))
-            in_namespace(host.namespace, lambda: disable_offloads("eth0"))
+            self._wire(host)
         # Permanent neighbour entries: a partition then never leaves an address half-resolved
         # (ARP requests are dropped by the same rules), so healing takes effect at once.
         macs = {name: _mac_address(h.namespace, "eth0") for name, h in self.hosts.items()}
@@ -389,6 +375,25 @@ class Network:
                 for other in self.hosts.values() if other is not host
             ])
         log.info("netns network up prefix=%s hosts=%s", self.prefix, ",".join(self.hosts))
+
+    def _wire(self, host: Host) -> None:
+        """Make `host`'s namespace and join it to the bridge, ready for partition rules: the `local`
+        routing rule behind ours, early demux and offloads off (see the module docstring)."""
+        self._add_namespace(host.namespace)
+        _ip_batch(self.hub, [
+            f"link add {host.port} type veth peer name eth0 netns {host.namespace}",
+            f"link set {host.port} master br0 up",
+        ])
+        _ip_batch(host.namespace, [
+            "link set lo up",
+            "link set eth0 up",
+            f"addr add {host.address}/{self.prefixlen} dev eth0",
+            f"rule add pref {LOCAL_RULE_PREF} lookup local",
+            "rule del pref 0 lookup local",
+        ])
+        in_namespace(host.namespace, lambda: _write_sysctl("net/ipv4/ip_early_demux", "0"))
+        in_namespace(host.namespace, lambda: _write_sysctl("net/ipv4/tcp_early_demux", "0"))
+        in_namespace(host.namespace, lambda: disable_offloads("eth0"))
 
     def close(self) -> None:
         """Stop every process started in the hosts and delete every namespace; idempotent."""
@@ -426,17 +431,8 @@ class Network:
         self._handed_out.add(address)
         host = Host(name, f"{self.prefix}-{name}", address, f"p{self._next_index}", self._next_index)
         self._next_index += 1
-        self._add_namespace(host.namespace)
         self.hosts[name] = host
-        _ip_batch(self.hub, [
-            f"link add {host.port} type veth peer name eth0 netns {host.namespace}",
-            f"link set {host.port} master br0 up",
-        ])
-        _ip_batch(host.namespace, [
-            "link set lo up",
-            "link set eth0 up",
-            f"addr add {host.address}/{self.prefixlen} dev eth0",
-        ])
+        self._wire(host)
         return host
 
     def remove_host(self, name: str) -> None:

@@ -141,8 +141,7 @@ class ProcessCluster:
                                         hosts=["127.0.0.1", "localhost"])
 
     def _client_credentials(self) -> grpc.ChannelCredentials:
-        cert, key, ca = self.client_files.load_checked()
-        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        return keychain_tls.channel_credentials(self.client_files)
 
     def _https_context(self) -> Any:
         return keychain_tls.client_ssl_context(self.operator_files) if self.tls else None

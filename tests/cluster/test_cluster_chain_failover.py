@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from cluster_harness import ChainLoad, ProcessCluster, wait_for
+from cluster_harness import ChainLoad, ProcessCluster, running_cluster, wait_for
 
 from keychain.proto import chain_pb2
 
@@ -25,19 +25,8 @@ SLOW = 0.5  # seconds: a chain operation slower than this counts as interrupted
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = ProcessCluster(tmp_path, coordinators=3, nodes=3)
-    c.start_all()
-    try:
-        wait_for("three active chain members", lambda: sorted(c.roles().values()) == ["head", "middle", "tail"],
-                 timeout=30, interval=0.1)
-        wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")),
-                 timeout=10)
+    with running_cluster(tmp_path, coordinators=3, nodes=3) as c:
         yield c
-    except BaseException:
-        print(c.log_tails())
-        raise
-    finally:
-        c.stop_all()
 
 
 def check_no_acked_write_lost(c: ProcessCluster, load: ChainLoad, nodes: list[str]) -> None:
