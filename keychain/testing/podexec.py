@@ -115,6 +115,11 @@ def build_root(spec: dict[str, Any]) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.touch()
         _bind(volume["source"], str(target), read_only=bool(volume.get("read_only")))
+    # The image's files under a directory the pod gets fresh (a checkout under /tmp, say) are bound
+    # last, over the pod's own /tmp and any volume mounted there, or the pod could not find them.
+    for path in spec.get("expose", []):
+        if Path(path).parts[1:2] and Path(path).parts[1] in _FRESH:
+            _bind(path, str(_mkdirs_on_new_root(root, path)), read_only=True)
     return root
 
 
