@@ -308,6 +308,7 @@ class WatchStream:
         self.queue: asyncio.Queue[tuple[int, list[chain_pb2.WatchEvent]] | OpError] = asyncio.Queue(maxsize=1024)
         self.source = gateway.watch(start, end, after)
         self.task: asyncio.Task[None] | None = None
+        self.first: tuple[int, list[chain_pb2.WatchEvent]] | None = None  # taken by `open`, sent first
 
     async def _pump(self) -> None:
         try:
@@ -324,7 +325,7 @@ class WatchStream:
             if isinstance(first, OpError):
                 await self.close()
                 raise first
-            self.queue.put_nowait(first)  # room: the queue was just emptied
+            self.first = first
 
     async def close(self) -> None:
         if self.task is not None:
@@ -337,11 +338,15 @@ class WatchStream:
         try:
             yield f"retry: 1000\nid: {self.position}\n\n".encode()
             while True:
-                try:
-                    step = await asyncio.wait_for(self.queue.get(), self.heartbeat)
-                except TimeoutError:
-                    yield f": heartbeat\nid: {self.position}\n\n".encode()
-                    continue
+                step: tuple[int, list[chain_pb2.WatchEvent]] | OpError
+                if self.first is not None:
+                    step, self.first = self.first, None
+                else:
+                    try:
+                        step = await asyncio.wait_for(self.queue.get(), self.heartbeat)
+                    except TimeoutError:
+                        yield f": heartbeat\nid: {self.position}\n\n".encode()
+                        continue
                 if isinstance(step, OpError):
                     body = {"error": step.kind.code, "message": step.message}
                     if step.compact_version is not None:
