@@ -4,9 +4,11 @@ Pure parsing and checking, shared by the HTTP and gRPC front ends; every refusal
 (400) before anything reaches the chain.
 
 A continuation token is opaque to clients but not secret: base64url of a format byte, the
-snapshot the first page was read at, a short digest of the range it belongs to, and the last key
-returned. The next page reads the same snapshot from just after that key. A token from another
-range, a truncated or altered one, is refused rather than silently reading something else.
+snapshot the first page was read at, a digest, and the last key returned. The next page reads the
+same snapshot from just after that key. The digest covers the range the token belongs to, the
+snapshot and the key, so a token from another range, a truncated or altered one, is refused
+rather than silently reading something else (it is a checksum, not a secret: any client may read
+any range anyway).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 MAX_VERSION = (1 << 64) - 1
 _TOKEN_FORMAT = 1
-_TOKEN_HEAD = struct.Struct(">BQ4s")  # format, snapshot, digest of the range
+_TOKEN_HEAD = struct.Struct(">BQ8s")  # format, snapshot, digest
 CONSISTENCY = {"strong": chain_pb2.Consistency.STRONG, "eventual": chain_pb2.Consistency.EVENTUAL}
 ENCODINGS = ("base64", "utf8")
 
@@ -77,13 +79,14 @@ def check_limit(limit: int) -> int:
     return limit
 
 
-def _range_digest(start: bytes, end: bytes) -> bytes:
-    return hashlib.blake2b(struct.pack(">I", len(start)) + start + end, digest_size=4).digest()
+def _digest(start: bytes, end: bytes, snapshot: int, last_key: bytes) -> bytes:
+    framed = struct.pack(">IIQ", len(start), len(end), snapshot) + start + end + last_key
+    return hashlib.blake2b(framed, digest_size=8).digest()
 
 
 def encode_token(snapshot: int, start: bytes, end: bytes, last_key: bytes) -> str:
     """The `next` token of a page that stopped after `last_key`, read at `snapshot`."""
-    raw = _TOKEN_HEAD.pack(_TOKEN_FORMAT, snapshot, _range_digest(start, end)) + last_key
+    raw = _TOKEN_HEAD.pack(_TOKEN_FORMAT, snapshot, _digest(start, end, snapshot, last_key)) + last_key
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
@@ -97,7 +100,7 @@ def decode_token(token: str, start: bytes, end: bytes) -> tuple[int, bytes]:
         raise _invalid("the continuation token is not one this API issued")
     fmt, snapshot, digest = _TOKEN_HEAD.unpack_from(raw)
     last_key = raw[_TOKEN_HEAD.size :]
-    if fmt != _TOKEN_FORMAT or snapshot == 0 or digest != _range_digest(start, end):
+    if fmt != _TOKEN_FORMAT or snapshot == 0 or digest != _digest(start, end, snapshot, last_key):
         raise _invalid("the continuation token does not belong to this range")
     if last_key < start or (end and last_key >= end):
         raise _invalid("the continuation token's key lies outside the range")
