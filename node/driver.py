@@ -5,6 +5,7 @@ Ready contract demands (see `keychain.node.core`):
     storage.apply(rd.persist)          # applied, not yet durable
     sync storage if rd.must_sync       # one sync for everything applied so far: group commit
     send rd.messages, start rd.version_queries and rd.transfers, release rd.replies
+    history.catch_up(core)             # the committed stream that watches read (watch_history)
     core.advance()
 
 The gRPC node (`keychain.node.server`), the simulator's node (`keychain.testing.sim_node`) and the
@@ -24,6 +25,7 @@ from typing import Protocol
 from keychain.node.core import ChainCore, Outbound, Ready, TransferStart, VersionQuery
 from keychain.node.messages import Consistency, ReadReply, VersionQueryReply, WriteOp, WriteReply
 from keychain.node.versions import Record
+from keychain.node.watch_history import WatchHistory
 
 
 class Storage(Protocol):
@@ -64,11 +66,16 @@ class NodeDriver:
     """Drives one core: inputs that depend on the time read the clock here, and every Ready goes
     through `step()` (see the module docstring)."""
 
-    def __init__(self, core: ChainCore, storage: Storage, transport: Transport, clock: Clock) -> None:
+    def __init__(self, core: ChainCore, storage: Storage, transport: Transport, clock: Clock,
+                 history: WatchHistory | None = None) -> None:
         self.core = core
         self.storage = storage
         self.transport = transport
         self.clock = clock
+        # The committed changes watches are served from, fed before every advance() (while the
+        # entries above the store's commit point are still in the core's memory); a restarted node
+        # starts with what its store's retained log still holds.
+        self.history = history if history is not None else WatchHistory.rebuilt(core)
 
     # ---- the Ready loop ----
 
@@ -114,6 +121,7 @@ class NodeDriver:
             t.release_reply(ticket, reply)
         if rd.caught_up is not None:
             t.report_caught_up(rd.caught_up, epoch)
+        self.history.catch_up(self.core)
         self.core.advance()
 
     # ---- inputs that read the clock ----

@@ -21,6 +21,7 @@ import sys
 
 from keychain.node.core import CoreOptions
 from keychain.node.storage import DataDirError, RocksVersionStore
+from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES
 
 from keychain.tls_files import add_tls_arguments, tls_files_from_args
 
@@ -62,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
                    help="largest value accepted (default: %(default)s)")
     p.add_argument("--max-batch-bytes", type=_positive, default=defaults.max_batch_bytes,
                    help="payload bytes per message to the next node (default: %(default)s)")
+    p.add_argument("--watch-history-changes", type=_positive, default=DEFAULT_MAX_CHANGES,
+                   help="committed changes kept for watches to resume from; an older from_version gets "
+                        "COMPACTED (default: %(default)s)")
+    p.add_argument("--watch-history-bytes", type=_positive, default=DEFAULT_MAX_BYTES,
+                   help="bytes of keys and values kept for watches, whichever bound is reached first "
+                        "(default: %(default)s)")
     p.add_argument("--metrics-listen", type=_address, help="host:port to serve Prometheus /metrics on")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="default: %(default)s")
@@ -78,7 +85,9 @@ async def run(args: argparse.Namespace) -> int:
     store = RocksVersionStore(args.data_dir, args.id, args.chain)
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
                           max_batch_bytes=args.max_batch_bytes)
-    node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files)
+    node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files,
+                     watch_history_changes=args.watch_history_changes,
+                     watch_history_bytes=args.watch_history_bytes)
     try:
         port = await node.start(args.listen)
     except Exception:

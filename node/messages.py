@@ -21,6 +21,7 @@ class Code(IntEnum):
     UNAVAILABLE = 7
     OUTCOME_UNKNOWN = 8
     NOT_FOUND = 9
+    COMPACTED = 10
 
 
 class MemberState(IntEnum):

@@ -64,6 +64,8 @@ from keychain.node.messages import (
 from keychain.node.metrics import NodeMetrics
 from keychain.node.storage import RocksVersionStore
 from keychain.node.versions import AppendEntries
+from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES, WatchHistory
+from keychain.node.watch_hub import HEARTBEAT, WatchCollector, WatchHub, batch_to_pb
 
 from keychain import timing, tls
 from keychain.backoff import Backoff, FailureStreak
@@ -139,6 +141,9 @@ class ChainNode:
         rng: random.Random | None = None,
         static: bool = False,
         tls_files: TlsFiles | None = None,
+        watch_history_changes: int = DEFAULT_MAX_CHANGES,
+        watch_history_bytes: int = DEFAULT_MAX_BYTES,
+        watch_heartbeat: float = HEARTBEAT,
     ) -> None:
         self.id = node_id
         # Mutual TLS on the node's server and on its channels to other nodes (None: plaintext).
@@ -150,8 +155,11 @@ class ChainNode:
         self.clock = clock
         self.rng = rng or random.Random()
         self.core = ChainCore(node_id, store, options)
-        self.driver = NodeDriver(self.core, store, self, clock)
+        history = WatchHistory.rebuilt(self.core, watch_history_changes, watch_history_bytes)
+        self.driver = NodeDriver(self.core, store, self, clock, history)
         self.metrics = NodeMetrics(self.status, store.wal_syncs)
+        self.watches = WatchHub(self.core, history, clock, watch_heartbeat)
+        self.metrics.registry.register(WatchCollector(self.watches, node_id, store.chain))
         self.health = health.aio.HealthServicer()
         # Room for a ReadBatch reply's results: the message limit less the enclosing fields.
         self._reply_limit = max_message_bytes(self.core.options) - 4096
@@ -201,6 +209,7 @@ class ChainNode:
         self._stopping = True
         log.info("node stopping node=%s", self.id)
         await self.health.enter_graceful_shutdown()
+        self.watches.close()
         for up in self._uplinks.values():  # end our predecessor's stream so the server can stop
             up.queue.put_nowait(None)
         if self._server is not None:
@@ -243,6 +252,7 @@ class ChainNode:
                     for rd in self.driver.step():  # yields once when the Ready's records must be synced
                         await self._sync(rd)
                     self._prune_downlinks()
+                    self.watches.notify()
         except asyncio.CancelledError:
             raise  # stopping: stop() syncs what was applied
         except BaseException as e:  # a broken invariant or a failing disk: stop serving at once
@@ -680,6 +690,12 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
         except _Unavailable as e:
             error, replies = Error(Code.UNAVAILABLE, str(e)), []
         return wire.read_batch_reply_to_pb(error, replies)
+
+    async def Watch(self, request: chain_pb2.WatchRequest,  # type: ignore[override]
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.WatchBatch]:
+        async for batch in self.node.watches.serve(request.epoch, request.start, request.end,
+                                                   request.after_version):
+            yield batch_to_pb(batch)
 
     async def Link(self, request_iterator: AsyncIterator[chain_pb2.LinkDown],  # type: ignore[override]
                    context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.LinkUp]:

@@ -45,6 +45,7 @@ from keychain.node.versions import (
     TrimLog,
     Truncate,
 )
+from keychain.node.watch_history import DEFAULT_MAX_CHANGES, WatchHistory
 
 
 def show_bytes(b: bytes) -> str:
@@ -191,6 +192,7 @@ class Chain:
     next_ticket: int = 1
     caught_up: dict[str, int] = field(default_factory=dict)
     commit_observer: Callable[[str, Entry], None] | None = None  # sees every entry a node commits
+    watch_changes: int = DEFAULT_MAX_CHANGES  # each node's watch history bound
 
     # ---- membership ----
 
@@ -200,7 +202,8 @@ class Chain:
 
     def _driver(self, node_id: str, store: MemoryVersionStore) -> NodeDriver:
         shell = NodeShell(self, node_id, store)
-        return NodeDriver(ChainCore(node_id, store, self.options), shell, shell, lambda: self.now)
+        core = ChainCore(node_id, store, self.options)
+        return NodeDriver(core, shell, shell, lambda: self.now, WatchHistory.rebuilt(core, self.watch_changes))
 
     def driver(self, node_id: str) -> NodeDriver:
         n = self.nodes[node_id]

@@ -13,6 +13,9 @@ Commands (one chain per file):
   get node=N key=K [eventual=1] [epoch=E]
   process N | deliver from=A to=B [count=C] | drop from=A to=B | stabilize [nodes=a,b]
   retry N (link backoff ran out) | crash N | restart N | status N | dump N | vquery node=N keys=a,b [epoch=E]
+  watch W node=N [after=V] [start=K] [end=K] [epoch=E]   open watch W on N: its first batch (empty if nothing)
+  poll W [heartbeat=1]                 what watch W is sent next (nothing new: no batch, unless a heartbeat)
+  (`options watch_changes=N` bounds every node's watch history)
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pathlib import Path
 import pytest
 from chain_harness import Chain, config_of, show_reply
 from keychain.node.core import CoreOptions
-from keychain.node.messages import Consistency, OpKind, WriteOp
+from keychain.node.messages import Consistency, EntryKind, OpKind, WriteOp
+from keychain.node.watch_history import WatchBatch, WatchCursor
 
 from keychain.testing import datadriven
 
@@ -43,6 +47,7 @@ def _op(kind: str, key: str, value: str, args: dict[str, str]) -> WriteOp:
 class Runner:
     def __init__(self) -> None:
         self.chain = Chain()
+        self.watches: dict[str, tuple[str, WatchCursor]] = {}  # name -> (node, cursor)
 
     def __call__(self, case: datadriven.Case) -> str:
         return "\n".join(self.run(case))
@@ -56,7 +61,8 @@ class Runner:
                          "inflight": "max_inflight_entries", "retain": "retain_entries",
                          "dedup": "dedup_window", "chunk": "transfer_chunk_keys", "batch_bytes": "max_batch_bytes",
                          "request_id": "max_request_id_bytes"}
-                c.options = CoreOptions(**{names[k]: int(v) for k, v in a.items()})
+                c.watch_changes = int(a.get("watch_changes", c.watch_changes))
+                c.options = CoreOptions(**{names[k]: int(v) for k, v in a.items() if k != "watch_changes"})
                 return []
             case "nodes":
                 for nid in case.words[0].split(","):
@@ -127,6 +133,22 @@ class Runner:
                 if not r.error.ok:
                     return [f"{r.error.code.name} (epoch {r.error.epoch}): {r.error.message}"]
                 return [" ".join(str(v) for v in r.versions)]
+            case "watch":
+                node, name = a["node"], case.words[0]
+                cursor = WatchCursor(a.get("start", "").encode(), a.get("end", "").encode(), int(a.get("after", 0)))
+                self.watches[name] = (node, cursor)
+                core = c.core(node)
+                batch = cursor.gate(core, c.now, int(a.get("epoch", core.epoch))) or cursor.next(
+                    c.driver(node).history, heartbeat=True)
+                return [_show_batch(name, node, batch)]
+            case "poll":
+                name = case.words[0]
+                node, cursor = self.watches[name]
+                if not c.up(node):
+                    return [f"{name}: {node} is down"]
+                batch = cursor.gate(c.core(node), c.now) or cursor.next(
+                    c.driver(node).history, heartbeat=a.get("heartbeat") == "1")
+                return [_show_batch(name, node, batch)]
         raise datadriven.ScenarioError(f"{case.where}: unknown command {case.command}")
 
     def _bootstrap(self, case: datadriven.Case) -> list[str]:
@@ -150,6 +172,17 @@ class Runner:
     def _write(self, node: str, ops: list[WriteOp], a: dict[str, str]) -> list[str]:
         ticket, reply = self.chain.write(node, ops, int(a["epoch"]) if "epoch" in a else None)
         return [f"t{ticket}: {show_reply(reply)}"]
+
+
+def _show_batch(name: str, node: str, b: WatchBatch | None) -> str:
+    if b is None:
+        return f"{name}: nothing new"
+    if not b.error.ok:
+        extra = f" compact_version={b.compact_version}" if b.compact_version else ""
+        return f"{name} <- {node}: {b.error.code.name}{extra}: {b.error.message}"
+    changes = " ".join(f"{ch.version}:{'put' if ch.kind == EntryKind.PUT else 'del'} {ch.key.decode()}"
+                       + (f"={ch.value.decode()}" if ch.kind == EntryKind.PUT else "") for ch in b.changes)
+    return f"{name} <- {node}: [{changes}] through {b.committed_seq}"
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
