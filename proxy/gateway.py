@@ -466,6 +466,7 @@ class ChainGateway:
         after = after_version
         retry: Retry | None = None
         avoid: frozenset[str] = frozenset()
+        refused: dict[str, int] = {}  # member id -> its compact point, for the current `after`
         while True:
             topology = self.topology
             member = None if topology is None else self.balancer.pick(topology.active, avoid)
@@ -477,11 +478,19 @@ class ChainGateway:
                     async for batch in stream:
                         code = batch.error.code
                         if code == Code.COMPACTED:
-                            raise compacted(batch.compact_version, f"no history after version {after}")
+                            # Members keep histories of their own length (a restarted one keeps
+                            # less): refused only when no active member has it.
+                            refused[member.id] = batch.compact_version
+                            if {m.id for m in topology.active} <= refused.keys():
+                                oldest = min(refused.values())
+                                raise compacted(oldest, f"no history after version {after}")
+                            reason = "compacted"
+                            break
                         if code != Code.OK:
                             reason = Code.Name(code).lower() if code in Code.values() else "unknown"
                             break
                         retry, avoid = None, frozenset()  # the member serves: failures start afresh
+                        refused.clear()
                         for group in group_by_version(batch.events, after):
                             after = group[0].version
                             yield after, group
@@ -499,6 +508,8 @@ class ChainGateway:
                 avoid = avoid | {member.id}
                 log.info("watch moves member=%s after=%d reason=%s", member.id, after, reason)
             self.metrics.retries.labels("watch", reason).inc()
+            if reason == "compacted":
+                continue  # straight to the next member
             if retry is None:
                 retry = Retry(loop.time() + self.config.request_timeout, RETRY_BACKOFF, self.rng)
             delay = retry.failed(loop.time(), reason)
