@@ -116,7 +116,8 @@ def show_reply(reply: WriteReply | ReadReply | RangeReply | None) -> str:
     if reply is None:
         return "pending"
     if not reply.error.ok:
-        compacted = f" compact_version={reply.compact_version}" if isinstance(reply, RangeReply) else ""
+        compacted = f" compact_version={reply.compact_version}" if isinstance(reply, RangeReply) and \
+            reply.error.code == Code.COMPACTED else ""
         return f"{reply.error.code.name} (epoch {reply.error.epoch}): {reply.error.message}{compacted}"
     if isinstance(reply, ReadReply):
         return f"ok v{reply.version} {show_bytes(reply.value)}"
