@@ -68,6 +68,11 @@ def changes_of(entry: Entry) -> list[Change]:
         return [Change(entry.seq, EntryKind.PUT, entry.key, entry.value)]
     if entry.kind == EntryKind.DELETE:
         return [Change(entry.seq, EntryKind.DELETE, entry.key)]
+    if entry.kind == EntryKind.TXN:  # every key the branch wrote, at the transaction's one seq
+        return [
+            Change(entry.seq, EntryKind.DELETE, w.key) if w.tombstone else Change(entry.seq, EntryKind.PUT, w.key, w.value)
+            for w in entry.writes
+        ]
     return []
 
 

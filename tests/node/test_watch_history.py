@@ -4,7 +4,7 @@ a cursor that resumes with no gap and no duplicate."""
 from __future__ import annotations
 
 import pytest
-from keychain.node.messages import Code, Entry, EntryKind
+from keychain.node.messages import Code, Entry, EntryKind, TxnWrite
 from keychain.node.watch_history import CHANGE_OVERHEAD_BYTES, WatchCursor, WatchHistory
 
 
@@ -73,3 +73,11 @@ def test_a_state_transfer_restarts_the_history_at_its_point() -> None:
     assert versions(h, 40) == [41]
     with pytest.raises(ValueError, match="does not follow"):
         h.extend([put(43, "a")])
+
+
+def test_a_transactions_writes_are_changes_at_its_one_seq() -> None:
+    txn = Entry(2, "", b"", EntryKind.TXN, writes=(TxnWrite(b"a", value=b"1"), TxnWrite(b"b", tombstone=True)))
+    h = WatchHistory(0)
+    h.extend([put(1, "a"), txn])
+    got = [(c.version, c.kind, c.key) for c in h.read(1, b"", b"").changes]
+    assert got == [(2, EntryKind.PUT, b"a"), (2, EntryKind.DELETE, b"b")]
