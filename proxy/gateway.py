@@ -413,6 +413,7 @@ class ChainGateway:
         loop = asyncio.get_running_loop()
         retry = Retry(loop.time() + self.config.request_timeout, RETRY_BACKOFF, self.rng)
         avoid: frozenset[str] = frozenset()
+        refused: dict[str, int] = {}  # member id -> the oldest snapshot it still reads
         while True:
             topology = self.topology
             if topology is None:
@@ -435,7 +436,13 @@ class ChainGateway:
                         self.metrics.member_reads.labels(member.id).inc()
                         return reply
                     if code == Code.COMPACTED:
-                        raise compacted(reply.compact_version, "the snapshot is no longer readable")
+                        # Members keep versions of their own reach (a restarted one keeps less):
+                        # refused only when no active member still has the snapshot.
+                        refused[member.id] = reply.compact_version
+                        if {m.id for m in topology.active} <= refused.keys():
+                            raise compacted(min(refused.values()), "the snapshot is no longer readable")
+                        avoid = avoid | {member.id}
+                        continue
                     if classify(code) is Disposition.FINAL:
                         kind = FINAL_CHAIN_ERRORS[code]
                         raise OpError(kind, reply.error.message or kind.code.replace("_", " "))

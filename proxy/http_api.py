@@ -214,7 +214,7 @@ def create_app(
     )
     auth = BearerAuth(config.auth_token)
     kv = KeyValueRoutes(config, gateway, metrics, app, auth)
-    MultiKeyRoutes(config, gateway, auth).install(app)
+    MultiKeyRoutes(config, gateway, auth, metrics).install(app)
 
     @app.get("/v1/cluster", tags=["cluster"], summary="Chains, members and the coordinator")
     async def cluster(request: Request) -> Response:

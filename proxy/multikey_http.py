@@ -33,6 +33,7 @@ from .gateway import ChainGateway
 from .key_ranges import CONSISTENCY, range_query, watch_query
 from .key_ranges import encode_token as next_token
 from .kv_http import JSON, error_parts
+from .metrics import ProxyMetrics
 from .txn_json import encode_value, parse_txn, txn_answer, txn_limits, txn_request_id
 from .validation import check_request_id
 
@@ -173,10 +174,11 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 class MultiKeyRoutes:
     """GET /v1/kv, POST /v1/txn, GET /v1/watch on a FastAPI application."""
 
-    def __init__(self, config: ProxyConfig, gateway: ChainGateway, auth: BearerAuth) -> None:
+    def __init__(self, config: ProxyConfig, gateway: ChainGateway, auth: BearerAuth, metrics: ProxyMetrics) -> None:
         self.config = config
         self.gateway = gateway
         self.auth = auth
+        self.metrics = metrics
         self.default_consistency = CONSISTENCY[config.read_consistency]
         # A body past this cannot hold a transaction within max_txn_bytes (base64 adds a third).
         self.max_txn_body = config.max_txn_bytes * 2 + 64 * 1024
@@ -208,7 +210,11 @@ class MultiKeyRoutes:
             openapi_extra={"parameters": _WATCH_PARAMS},
         )
 
-    def _error(self, error: OpError) -> Response:
+    def _count(self, op: str, outcome: str) -> None:
+        self.metrics.requests.labels("http", op, outcome).inc()
+
+    def _error(self, op: str, error: OpError) -> Response:
+        self._count(op, error.kind.code)
         status, headers, body = error_parts(error)
         return Response(body, status_code=status, media_type=JSON, headers=headers)
 
@@ -222,7 +228,8 @@ class MultiKeyRoutes:
             )
             reply = await self.gateway.range(query.request(0))
         except OpError as error:
-            return self._error(error)
+            return self._error("range", error)
+        self._count("range", "ok")
         items = []
         for item in reply.items:
             entry: dict[str, Any] = {"key": item.key.decode("utf-8", errors="replace"), "version": item.version}
@@ -252,7 +259,8 @@ class MultiKeyRoutes:
             )
             result = await self.gateway.write(op, idempotency_key)
         except OpError as error:
-            return self._error(error)
+            return self._error("txn", error)
+        self._count("txn", "ok")
         return Response(json.dumps(txn_answer(txn, result, encoding)), media_type=JSON)
 
     async def _bounded_body(self, request: Request) -> bytes:
@@ -285,7 +293,8 @@ class MultiKeyRoutes:
                                  self.config.watch_heartbeat)
             await stream.open()
         except OpError as error:
-            return self._error(error)
+            return self._error("watch", error)
+        self._count("watch", "ok")
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream.frames(), media_type=SSE, headers=headers)
 

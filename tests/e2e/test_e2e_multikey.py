@@ -33,7 +33,7 @@ from keychain.testing.history import Compare, TxnOp, WatchEvent
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(180)]
 
-LOAD_SECONDS = 8.0  # of transactions, ranges and watches; the node is killed a third of the way in
+LOAD_SECONDS = 6.0  # of transactions, ranges and watches; the node is killed a third of the way in
 MAX_TXNS = 150  # per transaction client: bounds the history the checker searches
 PACE = 0.04  # seconds between one client's transactions, so they span the whole load
 

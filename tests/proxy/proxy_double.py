@@ -70,6 +70,7 @@ class ChainState:
     hang_seconds: float = 0.5
     changes: list[tuple[int, bytes, Stored]] = field(default_factory=list)  # (seq, key, stored): the log
     compact_version: int = 0  # ranges and watches below this version answer COMPACTED
+    member_compact: dict[str, int] = field(default_factory=dict)  # member id -> its own, higher one
     watch_generation: int = 0  # bumped by cut_watches: open Watch streams end
     watches: Counter[str] = field(default_factory=Counter)  # member id -> Watch streams opened
 
@@ -164,9 +165,10 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
             if request.epoch != state.epoch:
                 return chain_pb2.RangeReply(error=self._error(Code.WRONG_EPOCH))
             snapshot = request.snapshot or state.seq
-            if snapshot < state.compact_version or snapshot > state.seq:
+            compact = self._compact_version()
+            if snapshot < compact or snapshot > state.seq:
                 return chain_pb2.RangeReply(
-                    error=self._error(Code.COMPACTED, "snapshot not kept"), compact_version=state.compact_version
+                    error=self._error(Code.COMPACTED, "snapshot not kept"), compact_version=compact
                 )
             state.reads[self.id] += 1
             newest: dict[bytes, Stored] = {}
@@ -183,6 +185,10 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
             ]
             return chain_pb2.RangeReply(items=items, snapshot=snapshot, more=len(keys) > len(page))
 
+    def _compact_version(self) -> int:
+        state = self.double.state
+        return max(state.compact_version, state.member_compact.get(self.id, 0))
+
     def Watch(self, request: chain_pb2.WatchRequest, context: grpc.ServicerContext):
         double = self.double
         with double.lock:
@@ -192,9 +198,9 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
             if request.epoch != state.epoch:
                 yield chain_pb2.WatchBatch(error=self._error(Code.WRONG_EPOCH))
                 return
-            if request.after_version < state.compact_version:
+            if request.after_version < self._compact_version():
                 yield chain_pb2.WatchBatch(
-                    error=self._error(Code.COMPACTED, "history not kept"), compact_version=state.compact_version
+                    error=self._error(Code.COMPACTED, "history not kept"), compact_version=self._compact_version()
                 )
                 return
         after = request.after_version

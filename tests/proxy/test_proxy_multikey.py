@@ -90,6 +90,24 @@ def test_a_snapshot_no_longer_kept_answers_410_with_the_oldest_kept(
             chain.state.compact_version = 0
 
 
+def test_a_snapshot_or_history_one_member_lost_is_served_by_another(
+    proxy: RunningProxy, chain: ChainDouble, kc: Client
+) -> None:
+    first = kc.put("restarted/a", "1")
+    kc.put("restarted/a", "2")
+    with chain.lock:  # two members kept less (as a restarted node does); node-3 still has it all
+        chain.state.member_compact = {"node-1": chain.state.seq, "node-2": chain.state.seq}
+    try:
+        for _ in range(3):  # whichever member the proxy asks first
+            page = kc.range(prefix="restarted/", version=first)
+            assert [(i.value, i.version) for i in page.items] == [(b"1", first)]
+            event = next(kc.watch("restarted/", from_version=first))
+            assert (event.value, event.version) == (b"1", first)
+    finally:
+        with chain.lock:
+            chain.state.member_compact = {}
+
+
 @pytest.mark.parametrize(
     ("params", "status"),
     [
