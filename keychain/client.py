@@ -405,14 +405,19 @@ def _txn_call(
 
 
 class _Watch:
-    """A watch's state across connections: where to resume, and the Server-Sent Events parser.
+    """A watch's state across connections, without I/O: what to request (resuming after the last
+    event received), the Server-Sent Events parser, and when to give up. Both clients perform it.
 
     The parser is the few lines of the SSE format the proxy writes (`id:`, `data:`, `event:`,
     comments), written here because httpx has none.
     """
 
     def __init__(self, prefix: str | bytes | None, start: str | bytes | None, end: str | bytes | None,
-                 from_version: int | None) -> None:
+                 from_version: int | None, *, retries: int, rng: random.Random, timeout: httpx.Timeout) -> None:
+        self.retries = retries
+        self.pauses = FailureStreak(RETRY_BACKOFF, rng)
+        self.failures = 0
+        self.timeout = timeout
         self.params: dict[str, str] = {}
         if prefix is not None:
             self.params["prefix"] = _text_key(prefix)
@@ -427,11 +432,26 @@ class _Watch:
         self._event = ""
         self._data: list[str] = []
 
-    def headers(self) -> dict[str, str]:
-        return {"Accept": "text/event-stream"} | ({"Last-Event-ID": self.last_id} if self.last_id else {})
+    def request(self) -> dict[str, Any]:
+        """The keyword arguments of the next connection's `stream("GET", "/v1/watch", ...)`."""
+        headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": self.last_id} if self.last_id else {})
+        return {"params": self.params, "headers": headers, "timeout": self.timeout}
+
+    def refused(self, response: httpx.Response) -> None:
+        """A connection answered other than 200 (body read): raises unless worth reconnecting."""
+        if response.status_code not in (502, 503, 504):
+            raise _error_of(response)
+
+    def failed(self) -> float:
+        """The connection ended: seconds to wait before resuming; raises once retries are spent."""
+        self.failures += 1
+        if self.failures > self.retries:
+            raise Unavailable("the watch could not be resumed", code="unavailable")
+        return self.pauses.delay()
 
     def feed(self, line: str) -> WatchEvent | None:
         """One line of the stream; the event it completes, if any. Raises on an error event."""
+        self.failures = 0  # the proxy answers: reconnections start counting afresh
         if line == "":
             if self._id is not None:
                 self.last_id = self._id
@@ -465,13 +485,6 @@ class _StreamBroken(Exception):
     """The proxy ended a watch's stream with a retryable error: reconnect and resume."""
 
 
-def _watch_failure(response: httpx.Response) -> KeychainError | None:
-    """The error to raise for a watch's refused connection; None when worth reconnecting."""
-    if response.status_code == 200:
-        return None
-    if response.status_code in (502, 503, 504):
-        return None
-    return _error_of(response)
 
 
 # What `_exchange` yields: a request to send (answered with its response or transport error) or a
@@ -668,32 +681,22 @@ class Client(_ClientBase[httpx.Client]):
         """Every committed change under `prefix` (or in [start, end)) from `from_version` (default:
         from now on), in version order. A lost connection is resumed after the last event received,
         with no gap and no duplicate; `retries` failed reconnections in a row raise Unavailable."""
-        state = _Watch(prefix, start, end, from_version)
-        pauses = FailureStreak(RETRY_BACKOFF, self._rng)
-        failures = 0
-        timeout = httpx.Timeout(self.timeout, read=idle_timeout)
+        state = _Watch(prefix, start, end, from_version, retries=self.retries, rng=self._rng,
+                       timeout=httpx.Timeout(self.timeout, read=idle_timeout))
         while True:
             try:
-                with self._http.stream(
-                    "GET", "/v1/watch", params=state.params, headers=state.headers(), timeout=timeout
-                ) as response:
+                with self._http.stream("GET", "/v1/watch", **state.request()) as response:
                     if response.status_code != 200:
                         response.read()
-                        error = _watch_failure(response)
-                        if error is not None:
-                            raise error
+                        state.refused(response)
                     else:
                         for line in response.iter_lines():
-                            failures = 0
                             event = state.feed(line)
                             if event is not None:
                                 yield event
             except (httpx.TransportError, _StreamBroken):
                 pass
-            failures += 1
-            if failures > self.retries:
-                raise Unavailable("the watch could not be resumed", code="unavailable")
-            time.sleep(pauses.delay())
+            time.sleep(state.failed())
 
     def close(self) -> None:
         self._http.close()
@@ -805,32 +808,22 @@ class AsyncClient(_ClientBase[httpx.AsyncClient]):
         from_version: int | None = None,
         idle_timeout: float = 60.0,
     ) -> AsyncIterator[WatchEvent]:
-        state = _Watch(prefix, start, end, from_version)
-        pauses = FailureStreak(RETRY_BACKOFF, self._rng)
-        failures = 0
-        timeout = httpx.Timeout(self.timeout, read=idle_timeout)
+        state = _Watch(prefix, start, end, from_version, retries=self.retries, rng=self._rng,
+                       timeout=httpx.Timeout(self.timeout, read=idle_timeout))
         while True:
             try:
-                async with self._http.stream(
-                    "GET", "/v1/watch", params=state.params, headers=state.headers(), timeout=timeout
-                ) as response:
+                async with self._http.stream("GET", "/v1/watch", **state.request()) as response:
                     if response.status_code != 200:
                         await response.aread()
-                        error = _watch_failure(response)
-                        if error is not None:
-                            raise error
+                        state.refused(response)
                     else:
                         async for line in response.aiter_lines():
-                            failures = 0
                             event = state.feed(line)
                             if event is not None:
                                 yield event
             except (httpx.TransportError, _StreamBroken):
                 pass
-            failures += 1
-            if failures > self.retries:
-                raise Unavailable("the watch could not be resumed", code="unavailable")
-            await asyncio.sleep(pauses.delay())
+            await asyncio.sleep(state.failed())
 
     async def aclose(self) -> None:
         await self._http.aclose()

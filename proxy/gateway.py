@@ -64,6 +64,14 @@ def compacted(compact_version: int, message: str) -> OpError:
     return OpError(ErrorKind.COMPACTED, message, compact_version=compact_version)
 
 
+def refused_everywhere(refused: dict[str, int], topology: Topology) -> int | None:
+    """When every active member answered COMPACTED (`refused`: member id -> its compact point),
+    the oldest point any of them still serves; else None (another member may have it)."""
+    if {m.id for m in topology.active} <= refused.keys():
+        return min(refused.values())
+    return None
+
+
 def group_by_version(events: list[chain_pb2.WatchEvent], after: int) -> list[list[chain_pb2.WatchEvent]]:
     """A batch's events in groups of one version each, leaving out versions up to `after` (a
     member resent them): what a watcher gets is every version once, in order."""
@@ -439,8 +447,9 @@ class ChainGateway:
                         # Members keep versions of their own reach (a restarted one keeps less):
                         # refused only when no active member still has the snapshot.
                         refused[member.id] = reply.compact_version
-                        if {m.id for m in topology.active} <= refused.keys():
-                            raise compacted(min(refused.values()), "the snapshot is no longer readable")
+                        oldest = refused_everywhere(refused, topology)
+                        if oldest is not None:
+                            raise compacted(oldest, "the snapshot is no longer readable")
                         avoid = avoid | {member.id}
                         continue
                     if classify(code) is Disposition.FINAL:
@@ -488,8 +497,8 @@ class ChainGateway:
                             # Members keep histories of their own length (a restarted one keeps
                             # less): refused only when no active member has it.
                             refused[member.id] = batch.compact_version
-                            if {m.id for m in topology.active} <= refused.keys():
-                                oldest = min(refused.values())
+                            oldest = refused_everywhere(refused, topology)
+                            if oldest is not None:
                                 raise compacted(oldest, f"no history after version {after}")
                             reason = "compacted"
                             break

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from keychain.client import Client, KeychainError, KeyNotFound, OutcomeUnknown
+from keychain.client import Client, KeychainError, KeyNotFound, OutcomeUnknown, TxnResult
 from keychain.testing.checker import check
 from keychain.testing.history import Compare, Operation, Recorder, TxnOp, WatchEvent, write_history
 
@@ -69,10 +69,13 @@ class RecordedClient:
         call = self.recorder.invoke(self.name, "delete", key, at=time.monotonic())
         return self._recorded_write(call, lambda: self.client.delete(key, **conditions))
 
-    def _recorded_write(self, call: int, write: Callable[[], int]) -> int:
-        """Run `write` and record its outcome for `call`: the version it wrote, or why not."""
+    def _recorded_write[T](
+        self, call: int, write: Callable[[], T], outcome: Callable[[T], dict[str, Any]] | None = None
+    ) -> T:
+        """Run `write` and record its outcome for `call`: ok (with `outcome(result)`, and the version
+        written: the result itself, or outcome's `version`), or why not."""
         try:
-            version = write()
+            result = write()
         except OutcomeUnknown:
             self.recorder.unknown(call)
             raise
@@ -82,9 +85,10 @@ class RecordedClient:
         except BaseException:
             self.recorder.unknown(call)
             raise
-        self.recorder.ok(call, at=time.monotonic())
-        self._note(call, version)
-        return version
+        extra = outcome(result) if outcome is not None else {}
+        self.recorder.ok(call, at=time.monotonic(), **extra)
+        self._note(call, extra.get("version", result))
+        return result
 
     def _note(self, call: int, version: int) -> None:
         if isinstance(self.recorder, VersionedRecorder):
@@ -133,23 +137,16 @@ class RecordedClient:
         ]
         call = self.recorder.invoke(self.name, "txn", "", at=time.monotonic(), compare=tuple(compare),
                                     success=tuple(success), failure=tuple(failure))
-        try:
-            result = self.client.txn(checks, wire(success), wire(failure))
-        except OutcomeUnknown:
-            self.recorder.unknown(call)
-            raise
-        except KeychainError:
-            self.recorder.fail(call, at=time.monotonic())
-            raise
-        except BaseException:
-            self.recorder.unknown(call)
-            raise
-        results = tuple(
-            (r["value"].decode() if r.get("found") else None) if r["op"] == "get" else None for r in result.results
-        )
-        self.recorder.ok(call, at=time.monotonic(), succeeded=result.succeeded, results=results,
-                         version=result.version)
-        return result.succeeded
+
+        def outcome(result: TxnResult) -> dict[str, Any]:
+            results = tuple(
+                (r["value"].decode() if r.get("found") else None) if r["op"] == "get" else None
+                for r in result.results
+            )
+            return {"succeeded": result.succeeded, "results": results, "version": result.version}
+
+        done = self._recorded_write(call, lambda: self.client.txn(checks, wire(success), wire(failure)), outcome)
+        return done.succeeded
 
     def watch(self, prefix: str, after_version: int, until: Callable[[WatchEvent], bool]) -> list[WatchEvent]:
         """Watch `prefix` after `after_version`, recording every event, until `until(event)` holds
