@@ -128,3 +128,18 @@ class EagerAckShell(SimNode):
     """
 
     driver_class = TailSendsBeforeSync
+
+
+class DirtyWatchDriver(NodeDriver):
+    """Feeds its watch history with every entry it holds, dirty ones included (watchers then see
+    changes that a head failure may yet undo)."""
+
+    def release(self, rd: Ready, epoch: int) -> None:
+        core, history = self.core, self.history
+        if core.last_seq > history.last and history.last >= core.log_start:
+            history.extend(core.uncommitted.entries(history.last + 1, core.last_seq))
+        super().release(rd, epoch)
+
+
+class DirtyWatchShell(SimNode):
+    driver_class = DirtyWatchDriver

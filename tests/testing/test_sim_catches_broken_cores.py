@@ -8,7 +8,13 @@ first failing seed moves, but a broken variant must still be caught within the b
 
 from __future__ import annotations
 
-from sim_broken_cores import DirtyReadCore, EagerAckShell, ForgetfulRaft, SendsBeforeSyncShell
+from sim_broken_cores import (
+    DirtyReadCore,
+    DirtyWatchShell,
+    EagerAckShell,
+    ForgetfulRaft,
+    SendsBeforeSyncShell,
+)
 
 from keychain.testing.sim_cluster import RunResult, SimConfig, first_failure, run_seed
 
@@ -64,3 +70,14 @@ def test_the_seed_that_caught_the_driver_sending_before_its_sync_fails_it_and_pa
     broken = run_seed(SENDS_BEFORE_SYNC_SEED, SimConfig(node_shell=SendsBeforeSyncShell, **NODE_CRASHES))
     assert broken.violation is not None and broken.violation.prop == "chain-committed-entry-stable", broken.violation
     assert run_seed(SENDS_BEFORE_SYNC_SEED, SimConfig(**NODE_CRASHES)).ok
+
+
+# ---- watches ----
+
+
+def test_a_node_that_feeds_its_watchers_dirty_entries_is_caught():
+    # A head that fails loses the dirty entries it had sent its watchers: a watcher then holds a
+    # change that never committed, or misses the one committed at that seq in its place.
+    found = caught(SimConfig(node_shell=DirtyWatchShell, watchers=2, **NODE_CRASHES), 40, {"linearizable"})
+    assert found.violation is not None and "watch stream wrong" in found.violation.detail
+    assert run_seed(found.seed, SimConfig(watchers=2, **NODE_CRASHES)).ok
