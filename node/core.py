@@ -6,6 +6,7 @@
     core.configure(config, lease_until=now + lease)      # from the coordinator (or a static config)
     reply = core.client_write(ticket, epoch, ops, now)    # WriteReply now, or None: released later
     reply = core.client_read(ticket, epoch, key, consistency, now)
+    reply = core.client_range(ticket, epoch, range_read, now)     # RangeReply now, or None: later
     core.on_hello / on_welcome / on_batch / on_ack        # link traffic from neighbours
     core.on_version_query(epoch, keys, now) -> VersionQueryReply     (we are the tail)
     core.on_version_reply(query_id, VersionQueryReply)                (answer to our query)
@@ -33,7 +34,9 @@ commit come from).
 Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
 - The head sequences every write (gap-free seq = the key's version). A write whose precondition
   failed is sequenced too, as a NOOP entry, so its outcome (412) is replicated like any other.
-  Compare-and-set and create-only are decided against the latest version, dirty included.
+  Compare-and-set and create-only are decided against the latest version, dirty included, and so
+  are a transaction's compares: all writes of its branch go into ONE entry at one seq
+  (keychain.node.txn), which every node applies, commits and cleans as one.
 - Each node persists entries dirty, then forwards them in seq order, in batches of at most
   `max_batch_entries` entries and `max_batch_bytes` payload bytes (an entry larger than that goes
   alone), with at most `max_inflight_entries` unacknowledged on a link. Transfer chunks are bounded
@@ -42,6 +45,7 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   Write replies are released when the entry is committed at the head.
 - Reads (any active node): clean latest version -> it; dirty -> a version query to the tail and the
   node's own stored copy of the version the tail names. EVENTUAL reads return the latest clean version.
+  Ranges read every key at one snapshot, the tail's commit point when strong (keychain.node.snapshot_range).
 - Every message carries the epoch; a different one is refused with WRONG_EPOCH and our epoch.
   Reads and writes need a valid lease (`now < lease_until`).
 - Links: the predecessor says Hello(epoch, first_seq it can still resend); the successor answers
@@ -79,6 +83,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
+from keychain.node import snapshot_range, txn
 from keychain.node.links import Downstream, LinkState, TransferSession, Upstream, within_bytes
 from keychain.node.messages import (
     OK,
@@ -95,9 +100,12 @@ from keychain.node.messages import (
     MemberState,
     NodeStatus,
     OpKind,
+    RangeRead,
+    RangeReply,
     ReadReply,
     RequestOutcome,
     TransferChunk,
+    Txn,
     VersionQueryReply,
     Welcome,
     WriteOp,
@@ -105,10 +113,12 @@ from keychain.node.messages import (
     WriteResult,
     outcome_of,
 )
+from keychain.node.snapshot_range import WaitingRanges
 from keychain.node.uncommitted_log import UncommittedLog
 from keychain.node.versions import (
     AppendEntries,
     Commit,
+    CompactHistory,
     ForgetOutcomes,
     InstallKeys,
     Record,
@@ -134,13 +144,18 @@ class CoreOptions:
     retain_entries: int = 10_000  # log kept behind the commit point for incremental catch-up
     dedup_window: int = 100_000  # request-id outcomes remembered for this many seqs
     transfer_chunk_keys: int = 256
+    max_txn_ops: int = 128  # compares and ops of both branches, per transaction
+    max_txn_bytes: int = 2 << 20  # keys and values a transaction names, and its entry's writes and reads
+    max_range_items: int = 10_000  # items per range page (a range's limit may not exceed it)
+    max_range_bytes: int = 3 << 20  # keys, values and framing per range page
+    retain_versions: int = 100_000  # superseded versions kept this many seqs: ranges at older snapshots fail
 
     def __post_init__(self) -> None:
         for name in ("max_key_bytes", "max_request_id_bytes", "max_batch_entries", "max_batch_bytes", "max_inflight_entries",
-                     "transfer_chunk_keys"):
+                     "transfer_chunk_keys", "max_txn_ops", "max_txn_bytes", "max_range_items", "max_range_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.max_value_bytes < 0 or self.retain_entries < 0 or self.dedup_window < 0:
+        if self.max_value_bytes < 0 or self.retain_entries < 0 or self.dedup_window < 0 or self.retain_versions < 0:
             raise ValueError("size limits and windows must not be negative")
 
 
@@ -187,7 +202,7 @@ class TransferStart:
 class Ready:
     persist: list[Record] = field(default_factory=list)
     messages: list[Outbound] = field(default_factory=list)
-    replies: list[tuple[int, WriteReply | ReadReply]] = field(default_factory=list)
+    replies: list[tuple[int, WriteReply | ReadReply | RangeReply]] = field(default_factory=list)
     version_queries: list[VersionQuery] = field(default_factory=list)
     transfers: list[TransferStart] = field(default_factory=list)
     caught_up: int | None = None  # a syncing node is level with its predecessor through this seq
@@ -208,7 +223,7 @@ class Ready:
 
 # Records a crash may lose without harm (see Ready.must_sync). The store's write-ahead log keeps records
 # in order, so a later fsync makes them durable together with everything applied before.
-_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes)
+_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes, CompactHistory)
 
 
 # ---- internal bookkeeping ----
@@ -283,13 +298,20 @@ class ChainCore:
         # clients waiting for their outcome
         self.waiting_writes = WaitingWrites()
         self.waiting_reads = WaitingReads()
+        self.waiting_ranges = WaitingRanges()
+        # Range snapshots below this are refused (COMPACTED): the history the store keeps starts here.
+        # Nothing is known of what was compacted before the store was opened (compactions are not
+        # made durable at once), nor of versions older than a state transfer's.
+        self.history_floor = st.committed_seq
+        self._compacted = 0  # the last CompactHistory record's point
+        self._installed_through = 0  # the newest version installed by the state transfer under way
         # counters
         self.reads = 0
         self.writes = 0
         self.version_queries = 0
         # outputs being gathered
         self._persist: list[Record] = []
-        self._replies: list[tuple[int, WriteReply | ReadReply]] = []
+        self._replies: list[tuple[int, WriteReply | ReadReply | RangeReply]] = []
         self._transfers: list[TransferStart] = []
         # A syncing node became level with its predecessor at this seq (its last_seq then): reported
         # in the next Ready, once per configuration (_caught_up_reported).
@@ -424,7 +446,10 @@ class ChainCore:
                 continue
             known = self.uncommitted.find_request(op.request_id) if op.request_id else None
             if known is None:
-                entry = self._sequence(op)
+                entry = self._sequence_txn(op) if op.kind == OpKind.TXN else self._sequence(op)
+                if isinstance(entry, Error):
+                    results[i] = WriteResult(entry)
+                    continue
                 known = outcome_of(entry)
             if known.seq <= self.committed_seq:
                 results[i] = known.result()
@@ -436,9 +461,15 @@ class ChainCore:
         return None
 
     def _check_write(self, op: WriteOp) -> Error | None:
-        bad = self._check_key(op.key)
+        bad = None if op.kind == OpKind.TXN else self._check_key(op.key)
         if bad is not None:
             return bad
+        if op.kind == OpKind.TXN:
+            o = self.options
+            bad = txn.check(op.txn or Txn(), o.max_txn_ops, o.max_txn_bytes, self._check_key, o.max_value_bytes,
+                            self.epoch)
+            if bad is not None:
+                return bad
         rid = len(op.request_id.encode())
         if rid > self.options.max_request_id_bytes:
             return Error(Code.TOO_LARGE, f"request id of {rid} bytes is above the limit of "
@@ -472,6 +503,19 @@ class ChainCore:
         self._append_local([entry])
         return entry
 
+    def _sequence_txn(self, op: WriteOp) -> Entry | Error:
+        """A transaction: its compares decided against the newest state, its branch's writes all under
+        one new seq (see keychain.node.txn). Refused, with nothing sequenced, if what the branch writes
+        and reads is above the bytes limit."""
+        entry = txn.evaluate(op.txn or Txn(), self.last_seq + 1, op.request_id,
+                             lambda key: self._latest(key, clean_only=False))
+        size = txn.entry_bytes(entry)
+        if size > self.options.max_txn_bytes:
+            return Error(Code.TOO_LARGE, f"the transaction writes and reads {size} bytes, above the limit of "
+                                         f"{self.options.max_txn_bytes}", self.epoch)
+        self._append_local([entry])
+        return entry
+
     def _fail_pending_writes(self) -> None:
         self._replies.extend(self.abandon_writes("this node stopped being the head before the write committed"))
 
@@ -502,6 +546,53 @@ class ChainCore:
         lease, in sync): a batch of reads that fails it is refused as a whole."""
         return self._gate(epoch, now, write=False)
 
+    # ------------------------------------------------------------------ range reads
+
+    def client_range(self, ticket: int, epoch: int, r: RangeRead, now: float) -> RangeReply | None:
+        """A range at a snapshot (see keychain.node.snapshot_range). Returns the page at once, or None
+        when the tail's commit point is needed first (the page comes in a later Ready)."""
+        o = self.options
+        err = self._gate(epoch, now, write=False) or snapshot_range.check(r, o.max_range_items, o.max_key_bytes,
+                                                                           self.epoch)
+        if err is not None:
+            return RangeReply(err)
+        if r.snapshot == 0:
+            if r.consistency == Consistency.EVENTUAL or self.is_tail:
+                return self._range_page(r, self.committed_seq)
+        elif r.snapshot <= self.committed_seq:
+            return self._range_page(r, r.snapshot)
+        elif self.is_tail:
+            return RangeReply(Error(Code.INVALID_ARGUMENT, f"snapshot {r.snapshot} is not committed", self.epoch))
+        self.waiting_ranges.hold(ticket, r)
+        return None
+
+    @property
+    def compact_version(self) -> int:
+        """The oldest snapshot a range can be read at here."""
+        return max(self.history_floor, self._compacted)
+
+    def _range_page(self, r: RangeRead, snapshot: int) -> RangeReply:
+        if snapshot < self.compact_version:
+            return RangeReply(Error(Code.COMPACTED, f"snapshot {snapshot} is compacted on this node", self.epoch),
+                              compact_version=self.compact_version)
+        if snapshot > self.last_seq:
+            return RangeReply(Error(Code.UNAVAILABLE, f"snapshot {snapshot} is beyond this node's log", self.epoch))
+        self.reads += 1
+        o = self.options
+        return snapshot_range.read_page(self.store, self.uncommitted, r, snapshot, o.max_range_items,
+                                        o.max_range_bytes)
+
+    def _resolve_range(self, r: RangeRead, tail_committed: int) -> RangeReply:
+        """A range held for the tail's commit point: read at max(it, ours), or at the snapshot asked
+        for if the tail has committed it."""
+        if r.snapshot == 0:
+            return self._range_page(r, max(tail_committed, self.committed_seq))
+        if r.snapshot > max(tail_committed, self.committed_seq):
+            return RangeReply(Error(Code.INVALID_ARGUMENT, f"snapshot {r.snapshot} is not committed", self.epoch))
+        return self._range_page(r, r.snapshot)
+
+    # ------------------------------------------------------------------ serving reads
+
     def _served(self, kv: KeyVersion | None) -> ReadReply:
         self.reads += 1
         if kv is None or kv.tombstone:
@@ -514,14 +605,19 @@ class ChainCore:
         if waiting is None:
             log.debug("version reply for unknown query node=%s query=%d", self.id, query_id)
             return
+        ranges = self.waiting_ranges.answered(query_id)
         keys = list(dict.fromkeys(k for _, k in waiting))
         if not reply.error.ok or len(reply.versions) != len(keys):
             why = reply.error.message or "malformed version reply"
+            failed = Error(Code.UNAVAILABLE, f"version query to the tail failed: {reply.error.code.name}: {why}",
+                           self.epoch)
             for ticket, _ in waiting:
-                self._replies.append((ticket, ReadReply(Error(
-                    Code.UNAVAILABLE, f"version query to the tail failed: {reply.error.code.name}: {why}",
-                    self.epoch))))
+                self._replies.append((ticket, ReadReply(failed)))
+            for ticket, _ in ranges:
+                self._replies.append((ticket, RangeReply(failed)))
             return
+        for ticket, r in ranges:
+            self._replies.append((ticket, self._resolve_range(r, reply.committed_seq)))
         version_of = dict(zip(keys, reply.versions, strict=True))
         for ticket, key in waiting:
             self._replies.append((ticket, self._resolve_read(key, version_of[key])))
@@ -552,7 +648,8 @@ class ChainCore:
         if err is not None:
             return VersionQueryReply(err)
         return VersionQueryReply(versions=tuple(
-            kv.version if (kv := self._latest(k, clean_only=True)) is not None else 0 for k in keys))
+            kv.version if (kv := self._latest(k, clean_only=True)) is not None else 0 for k in keys),
+            committed_seq=self.committed_seq)
 
     # ------------------------------------------------------------------ gates
 
@@ -759,6 +856,7 @@ class ChainCore:
             return
         if chunk.keys or chunk.outcomes:
             self._persist.append(InstallKeys(chunk.keys, chunk.outcomes))
+            self._installed_through = max(self._installed_through, *(kv.version for kv in chunk.keys), 0)
         if not chunk.last:
             return
         if chunk.through_seq < self.committed_seq:
@@ -767,6 +865,9 @@ class ChainCore:
             self._transfers.append(TransferStart(from_id, self.epoch))
             return
         self._persist.append(ResetLog(chunk.through_seq))
+        # The transfer's keys may be newer than its point, and their older versions are not here.
+        self.history_floor = max(self.history_floor, chunk.through_seq, self._installed_through)
+        self._installed_through = 0
         self.uncommitted.restart_at(chunk.through_seq)
         self.last_seq = self.committed_seq = self.log_start = chunk.through_seq
         self.persisted_seq = self.applied_commit = chunk.through_seq
@@ -788,7 +889,8 @@ class ChainCore:
         if self._inflight is not None:
             return False
         return bool(
-            self._persist or self._replies or self.waiting_reads.backlog or self._transfers or self.up.welcomes
+            self._persist or self._replies or self.waiting_reads.backlog or self.waiting_ranges.backlog
+            or self._transfers or self.up.welcomes
             or self._caught_up is not None
             or (self.down.hello_due and self.succ is not None)
             or (self.down.state == LinkState.STREAMING and (self.down.first_batch_due or self.down.can_send(self.last_seq, self.options.max_inflight_entries)))
@@ -825,22 +927,30 @@ class ChainCore:
         if self.pred is not None and self.up.linked and self.committed_seq > self.up.acked:
             rd.messages.append(Outbound(self.pred, Ack(self.epoch, self.committed_seq)))
             self.up.acked = self.committed_seq
-        if self.waiting_reads.backlog:
+        if self.waiting_reads.backlog or self.waiting_ranges.backlog:
             self._flush_reads(rd)
         self._inflight = _Inflight(self.last_seq, self.committed_seq, self.epoch, rd.caught_up is not None)
         return rd
 
     def _flush_reads(self, rd: Ready) -> None:
+        """Dirty reads and strong ranges share one version query to the tail per Ready: the reads ask
+        for their keys' committed versions, the ranges for its commit point (in every reply)."""
         backlog = self.waiting_reads.take_backlog()
+        ranges = self.waiting_ranges.take_backlog()
         if self.is_tail:  # became the tail meanwhile: our commit point is the chain's
             for ticket, key in backlog:
                 rd.replies.append((ticket, self._served(self._latest(key, clean_only=True))))
+            for ticket, r in ranges:
+                rd.replies.append((ticket, self._resolve_range(r, self.committed_seq)))
             return
         if self.tail_id is None:
             for ticket, _ in backlog:
                 rd.replies.append((ticket, ReadReply(Error(Code.UNAVAILABLE, "no tail", self.epoch))))
+            for ticket, _ in ranges:
+                rd.replies.append((ticket, RangeReply(Error(Code.UNAVAILABLE, "no tail", self.epoch))))
             return
         qid = self.waiting_reads.ask(backlog)
+        self.waiting_ranges.attach(qid, ranges)
         self.version_queries += len(backlog)
         keys = tuple(dict.fromkeys(k for _, k in backlog))
         rd.version_queries.append(VersionQuery(qid, self.tail_id, self.epoch, keys))
@@ -872,6 +982,10 @@ class ChainCore:
         if forget > self._outcomes_floor:
             self._persist.append(ForgetOutcomes(forget))
             self._outcomes_floor = forget
+        compact = self.applied_commit - self.options.retain_versions
+        if compact > self._compacted:
+            self._persist.append(CompactHistory(compact))
+            self._compacted = compact
 
     # ------------------------------------------------------------------ status
 

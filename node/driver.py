@@ -23,7 +23,15 @@ from collections.abc import Generator
 from typing import Protocol
 
 from keychain.node.core import ChainCore, Outbound, Ready, TransferStart, VersionQuery
-from keychain.node.messages import Consistency, ReadReply, VersionQueryReply, WriteOp, WriteReply
+from keychain.node.messages import (
+    Consistency,
+    RangeRead,
+    RangeReply,
+    ReadReply,
+    VersionQueryReply,
+    WriteOp,
+    WriteReply,
+)
 from keychain.node.versions import Record
 from keychain.node.watch_history import WatchHistory
 
@@ -49,7 +57,7 @@ class Transport(Protocol):
     def start_transfer(self, start: TransferStart) -> None:
         """Open a Transfer stream and feed its chunks to `on_transfer_chunk` (`transfer_failed` if it breaks)."""
 
-    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply | RangeReply) -> None:
         """Answer the client request the core knows by `ticket`."""
 
     def report_caught_up(self, through: int, epoch: int) -> None:
@@ -133,6 +141,10 @@ class NodeDriver:
     def read(self, ticket: int, epoch: int, key: bytes, consistency: Consistency) -> ReadReply | None:
         """A client's read: the reply now, or None and later through `release_reply(ticket, ...)`."""
         return self.core.client_read(ticket, epoch, key, consistency, self.clock())
+
+    def range(self, ticket: int, epoch: int, r: RangeRead) -> RangeReply | None:
+        """A client's range read: the page now, or None and later through `release_reply(ticket, ...)`."""
+        return self.core.client_range(ticket, epoch, r, self.clock())
 
     def version_query(self, epoch: int, keys: list[bytes]) -> VersionQueryReply:
         """A predecessor asks us, the tail, for the committed versions of `keys`."""

@@ -43,7 +43,7 @@ from keychain.node.core import (
     VersionQuery,
 )
 from keychain.node.driver import NodeDriver
-from keychain.node.links import ENTRY_FRAMING_BYTES
+from keychain.node.links import ENTRY_FRAMING_BYTES, TXN_OP_FRAMING_BYTES
 from keychain.node.messages import (
     OK,
     Ack,
@@ -54,6 +54,8 @@ from keychain.node.messages import (
     Error,
     Hello,
     NodeStatus,
+    RangeRead,
+    RangeReply,
     ReadReply,
     VersionQueryReply,
     Welcome,
@@ -100,9 +102,11 @@ def max_message_bytes(options: CoreOptions) -> int:
     plus the framing of each entry)."""
     items = max(options.max_batch_entries, options.transfer_chunk_keys)
     largest_entry = options.max_key_bytes + options.max_value_bytes + options.max_request_id_bytes
-    link = max(options.max_batch_bytes, largest_entry) + items * ENTRY_FRAMING_BYTES
+    largest_txn = options.max_txn_bytes + options.max_request_id_bytes + options.max_txn_ops * TXN_OP_FRAMING_BYTES
+    link = max(options.max_batch_bytes, largest_entry, largest_txn) + items * ENTRY_FRAMING_BYTES
     outcomes = options.transfer_chunk_keys * (options.max_request_id_bytes + ENTRY_FRAMING_BYTES)
-    return max(WRITE_REQUEST_BYTES, link, outcomes) + 4096  # + the enclosing message's own fields
+    # A range page: the core bounds its keys, values and framing by max_range_bytes.
+    return max(WRITE_REQUEST_BYTES, link, outcomes, options.max_range_bytes) + 4096  # + the enclosing message's own fields
 
 
 def grpc_options(options: CoreOptions) -> list[tuple[str, int]]:
@@ -168,7 +172,7 @@ class ChainNode:
         self._driver: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._tickets = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[WriteReply | ReadReply]] = {}
+        self._waiting: dict[int, asyncio.Future[WriteReply | ReadReply | RangeReply]] = {}
         self._write_ops: dict[int, int] = {}  # waiting write tickets: how many ops each carries
         self._downlinks: dict[str, _DownLink] = {}
         self._uplinks: dict[str, _UpLink] = {}
@@ -278,7 +282,7 @@ class ChainNode:
     def send_version_query(self, query: VersionQuery) -> None:
         self._spawn(self._query_version(query), f"query-{query.query_id}")
 
-    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply | RangeReply) -> None:
         fut = self._waiting.pop(ticket, None)
         if fut is not None and not fut.done():
             fut.set_result(reply)
@@ -359,8 +363,18 @@ class ChainNode:
                     self._waiting.pop(ticket, None)
         return OK, _within_reply_limit(replies, self._reply_limit)  # type: ignore[arg-type]
 
-    async def _await_reply(self, ticket: int) -> WriteReply | ReadReply:
-        fut: asyncio.Future[WriteReply | ReadReply] = asyncio.get_running_loop().create_future()
+    async def range(self, epoch: int, r: RangeRead) -> RangeReply:
+        """A range at a snapshot (see keychain.node.snapshot_range): a strong one with no snapshot, or
+        with one this node has not committed yet, waits for the tail's commit point."""
+        ticket = next(self._tickets)
+        reply = self.driver.range(ticket, epoch, r)
+        if reply is not None:
+            return reply
+        self.wake()
+        return await self._await_reply(ticket)  # type: ignore[return-value]
+
+    async def _await_reply(self, ticket: int) -> WriteReply | ReadReply | RangeReply:
+        fut: asyncio.Future[WriteReply | ReadReply | RangeReply] = asyncio.get_running_loop().create_future()
         self._waiting[ticket] = fut
         try:
             return await fut
@@ -696,6 +710,17 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
         async for batch in self.node.watches.serve(request.epoch, request.start, request.end,
                                                    request.after_version):
             yield batch_to_pb(batch)
+
+    async def Range(self, request: chain_pb2.RangeRequest, context: grpc.aio.ServicerContext) -> chain_pb2.RangeReply:
+        try:
+            epoch, r = wire.range_request_from_pb(request)
+        except wire.WireError as e:
+            return wire.range_reply_to_pb(RangeReply(Error(Code.INVALID_ARGUMENT, f"bad range: {e}")))
+        try:
+            reply = await self.node.range(epoch, r)
+        except _Unavailable as e:
+            reply = RangeReply(Error(Code.UNAVAILABLE, str(e)))
+        return wire.range_reply_to_pb(reply)
 
     async def Link(self, request_iterator: AsyncIterator[chain_pb2.LinkDown],  # type: ignore[override]
                    context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.LinkUp]:

@@ -49,6 +49,7 @@ class SimConfig:
     # regression tests pin keep their schedules (a watcher's messages draw from the run's one random
     # source); the simulator's command line and the watch tests run them.
     watchers: int = 0
+    multikey: float = 0.2  # the share of client operations that are range reads and transactions
     faults: tuple[str, ...] = FAULTS
     fault_gap: float = 0.35  # mean seconds between two faults
     crash: tuple[str, ...] = ("coordinator", "node")  # which kinds of process a crash may hit
@@ -67,6 +68,8 @@ class SimConfig:
             raise ValueError(f"need duration > 1 s and 0 <= heal < duration, got {self.duration}, {self.heal}")
         if self.keys < 1 or self.clients < 1 or self.watchers < 0 or self.fault_gap <= 0:
             raise ValueError("keys, clients and fault_gap must be positive")
+        if not 0 <= self.multikey < 1 or (self.multikey and self.keys < 2):
+            raise ValueError("multikey is a share below 1, and needs at least 2 keys")
         unknown = sorted(set(self.faults) - set(FAULTS))
         if unknown:
             raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")

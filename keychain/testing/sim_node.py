@@ -49,7 +49,16 @@ if TYPE_CHECKING:  # annotations only
     from collections.abc import Generator
 
     from keychain.node.core import ChainCore, CoreOptions, Outbound, Ready, TransferStart, VersionQuery
-    from keychain.node.messages import Ack, Consistency, ReadReply, TransferChunk, WriteOp, WriteReply
+    from keychain.node.messages import (
+        Ack,
+        Consistency,
+        RangeRead,
+        RangeReply,
+        ReadReply,
+        TransferChunk,
+        WriteOp,
+        WriteReply,
+    )
     from keychain.node.versions import Record
     from keychain.node.watch_history import WatchBatch
     from keychain.testing.sim_cluster import Simulation
@@ -227,7 +236,7 @@ class SimNode(Process):
     def start_transfer(self, start: TransferStart) -> None:
         self.timer(self.world.rng.uniform(0.005, 0.05), self._start_transfer, start.from_id, start.epoch)
 
-    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply | RangeReply) -> None:
         dest = self.tickets.pop(ticket, None)
         if dest is not None:
             self._respond(dest, reply)
@@ -415,7 +424,16 @@ class SimNode(Process):
         self.sim.net.stream_send(s, False, "watch-batch", watcher.on_watch_batch, s, self.id,  # type: ignore[attr-defined]
                                  self.core.epoch, batch)
 
-    def _respond(self, dest: tuple[Process, int, int], reply: WriteReply | ReadReply) -> None:
+    def on_range(self, caller: Process, caller_inc: int, rpc_id: int, epoch: int, r: RangeRead) -> None:
+        ticket = self._next_id()
+        reply = self.driver.range(ticket, epoch, r)
+        if reply is None:
+            self.tickets[ticket] = (caller, caller_inc, rpc_id)
+        else:
+            self._respond((caller, caller_inc, rpc_id), reply)
+        self._pump()
+
+    def _respond(self, dest: tuple[Process, int, int], reply: WriteReply | ReadReply | RangeReply) -> None:
         caller, inc, rpc_id = dest
         if caller.alive(inc):
             self.sim.net.send(self, caller, "kv-reply", caller.on_kv_reply, rpc_id, self.id, reply)
