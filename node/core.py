@@ -6,6 +6,7 @@
     core.configure(config, lease_until=now + lease)      # from the coordinator (or a static config)
     reply = core.client_write(ticket, epoch, ops, now)    # WriteReply now, or None: released later
     reply = core.client_read(ticket, epoch, key, consistency, now)
+    reply = core.client_range(ticket, epoch, range_read, now)     # RangeReply now, or None: later
     core.on_hello / on_welcome / on_batch / on_ack        # link traffic from neighbours
     core.on_version_query(epoch, keys, now) -> VersionQueryReply     (we are the tail)
     core.on_version_reply(query_id, VersionQueryReply)                (answer to our query)
@@ -33,7 +34,9 @@ commit come from).
 Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
 - The head sequences every write (gap-free seq = the key's version). A write whose precondition
   failed is sequenced too, as a NOOP entry, so its outcome (412) is replicated like any other.
-  Compare-and-set and create-only are decided against the latest version, dirty included.
+  Compare-and-set and create-only are decided against the latest version, dirty included, and so
+  are a transaction's compares: all writes of its branch go into ONE entry at one seq
+  (keychain.node.txn), which every node applies, commits and cleans as one.
 - Each node persists entries dirty, then forwards them in seq order, in batches of at most
   `max_batch_entries` entries and `max_batch_bytes` payload bytes (an entry larger than that goes
   alone), with at most `max_inflight_entries` unacknowledged on a link. Transfer chunks are bounded
@@ -42,6 +45,7 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   Write replies are released when the entry is committed at the head.
 - Reads (any active node): clean latest version -> it; dirty -> a version query to the tail and the
   node's own stored copy of the version the tail names. EVENTUAL reads return the latest clean version.
+  Ranges read every key at one snapshot, the tail's commit point when strong (keychain.node.snapshot_range).
 - Every message carries the epoch; a different one is refused with WRONG_EPOCH and our epoch.
   Reads and writes need a valid lease (`now < lease_until`).
 - Links: the predecessor says Hello(epoch, first_seq it can still resend); the successor answers

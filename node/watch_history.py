@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from keychain.node.messages import Code, Entry, EntryKind, Error
+from keychain.node.messages import Code, Entry, EntryKind, Error, entry_versions
 
 if TYPE_CHECKING:
     from keychain.node.core import ChainCore
@@ -63,17 +63,10 @@ class Change:
 
 
 def changes_of(entry: Entry) -> list[Change]:
-    """The changes a committed entry made (none for a NOOP)."""
-    if entry.kind == EntryKind.PUT:
-        return [Change(entry.seq, EntryKind.PUT, entry.key, entry.value)]
-    if entry.kind == EntryKind.DELETE:
-        return [Change(entry.seq, EntryKind.DELETE, entry.key)]
-    if entry.kind == EntryKind.TXN:  # every key the branch wrote, at the transaction's one seq
-        return [
-            Change(entry.seq, EntryKind.DELETE, w.key) if w.tombstone else Change(entry.seq, EntryKind.PUT, w.key, w.value)
-            for w in entry.writes
-        ]
-    return []
+    """The changes a committed entry made: a put's or delete's, a transaction's writes (one per key,
+    all at its seq), none for a NOOP."""
+    return [Change(kv.version, EntryKind.DELETE if kv.tombstone else EntryKind.PUT, kv.key,
+                   b"" if kv.tombstone else kv.value) for kv in entry_versions(entry)]
 
 
 def in_range(key: bytes, start: bytes, end: bytes) -> bool:

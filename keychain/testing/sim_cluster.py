@@ -30,6 +30,7 @@ from keychain.testing.sim_coordinator import SimCoordinator
 from keychain.testing.sim_faults import FAULTS, Nemesis
 from keychain.testing.sim_invariants import Invariants, Violation
 from keychain.testing.sim_node import SimNode
+from keychain.testing.sim_watcher import SimWatcher
 from keychain.testing.sim_world import Network, Process, World
 
 CHAIN = "main"
@@ -44,6 +45,11 @@ class SimConfig:
     heal: float = 2.0  # the last seconds are free of faults
     keys: int = 3
     clients: int = 3
+    # Clients that watch (keychain.testing.sim_watcher). None by default here, so that the seeds the
+    # regression tests pin keep their schedules (a watcher's messages draw from the run's one random
+    # source); the simulator's command line and the watch tests run them.
+    watchers: int = 0
+    multikey: float = 0.2  # the share of client operations that are range reads and transactions
     faults: tuple[str, ...] = FAULTS
     fault_gap: float = 0.35  # mean seconds between two faults
     crash: tuple[str, ...] = ("coordinator", "node")  # which kinds of process a crash may hit
@@ -60,8 +66,10 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.duration <= 1.0 or not 0 <= self.heal < self.duration:
             raise ValueError(f"need duration > 1 s and 0 <= heal < duration, got {self.duration}, {self.heal}")
-        if self.keys < 1 or self.clients < 1 or self.fault_gap <= 0:
+        if self.keys < 1 or self.clients < 1 or self.watchers < 0 or self.fault_gap <= 0:
             raise ValueError("keys, clients and fault_gap must be positive")
+        if not 0 <= self.multikey < 1 or (self.multikey and self.keys < 2):
+            raise ValueError("multikey is a share below 1, and needs at least 2 keys")
         unknown = sorted(set(self.faults) - set(FAULTS))
         if unknown:
             raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
@@ -114,6 +122,7 @@ class Simulation:
         self.nodes = {f"n{i}": config.node_shell(self, f"n{i}", config.chain_core, self.options)
                       for i in range(1, MAX_NODES + 1)}
         self.clients = [SimClient(self, f"cl{i}") for i in range(1, config.clients + 1)]
+        self.watchers = [SimWatcher(self, f"w{i}") for i in range(1, config.watchers + 1)]
         # Clock rates: any two differ by at most a factor 1 + MAX_DRIFT.
         half = math.log1p(timing.MAX_DRIFT) / 2
         for p in self.processes():
@@ -126,6 +135,7 @@ class Simulation:
         yield from self.coordinators.values()
         yield from self.nodes.values()
         yield from self.clients
+        yield from self.watchers
 
     def lease_holders(self) -> Iterator[tuple[str, int]]:
         """(id, epoch) of every chain node that is up and holds a valid lease now, by its own clock."""
@@ -153,7 +163,7 @@ class Simulation:
                 c.start()
             for node in list(self.nodes.values())[: self.initial_nodes]:
                 world.at(world.rng.uniform(0, 0.2), node.start)
-            for client in self.clients:
+            for client in [*self.clients, *self.watchers]:
                 client.start()
             self.nemesis.begin()
             world.at(CHECK_EVERY, self._check_prefix)
@@ -230,6 +240,9 @@ class Simulation:
             "chain_seqs": len(self.inv.committed),
             "initial_nodes": self.initial_nodes,
             "settled": self.settled,
+            "watches": sum(1 for op in history if op.op == "watch"),
+            "watch_events": sum(len(op.events or ()) for op in history if op.op == "watch"),
+            "watch_resumes": sum(len(w.resumes) for x in self.watchers for w in x.finished),
         }
 
     def _tail(self, n: int) -> list[str]:

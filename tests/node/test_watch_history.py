@@ -75,9 +75,12 @@ def test_a_state_transfer_restarts_the_history_at_its_point() -> None:
         h.extend([put(43, "a")])
 
 
-def test_a_transactions_writes_are_changes_at_its_one_seq() -> None:
-    txn = Entry(2, "", b"", EntryKind.TXN, writes=(TxnWrite(b"a", value=b"1"), TxnWrite(b"b", tombstone=True)))
-    h = WatchHistory(0)
-    h.extend([put(1, "a"), txn])
-    got = [(c.version, c.kind, c.key) for c in h.read(1, b"", b"").changes]
-    assert got == [(2, EntryKind.PUT, b"a"), (2, EntryKind.DELETE, b"b")]
+def test_a_transactions_changes_share_its_seq_and_are_never_split_between_batches() -> None:
+    h = WatchHistory(0, max_changes=2)
+    txn = Entry(2, "", b"", EntryKind.TXN, writes=(TxnWrite(b"a", False, b"1"), TxnWrite(b"b", True)))
+    h.extend([put(1, "c"), txn])
+    assert (len(h), h.floor) == (2, 1)  # the txn's two changes evicted 1, never each other
+    first = h.read(1, b"", b"", max_changes=1)
+    assert [(c.version, c.key, c.kind) for c in first.changes] == [(2, b"a", EntryKind.PUT), (2, b"b", EntryKind.DELETE)]
+    h.extend([put(3, "d")])  # 3 changes above the bound: the whole txn goes, not half of it
+    assert (len(h), h.floor) == (1, 2)

@@ -2,7 +2,7 @@
 
 Two families:
 - classic mistakes the simulator must catch: a node answering a dirty read with its dirty value
-  (no version query), a Raft member that forgets its vote when it restarts, a tail whose shell
+  (no version query), a node serving a range from its newest versions, dirty ones included, a Raft member that forgets its vote when it restarts, a tail whose shell
   acknowledges before its disk has synced, a node driver that sends before the sync a Ready required;
 - the chain core as it was before each fix the simulator led to (see test_sim_found_bugs.py), so a
   regression test can show that its seed still reaches the bug.
@@ -18,7 +18,7 @@ from keychain.coordinator.log import RaftStorage
 from keychain.coordinator.raft import RaftConfig, RaftCore
 from keychain.node.core import ChainCore, LinkState, Ready, Role
 from keychain.node.driver import NodeDriver
-from keychain.node.messages import Batch, Consistency, ReadReply, TransferChunk
+from keychain.node.messages import Batch, Consistency, RangeRead, RangeReply, ReadReply, TransferChunk
 
 from keychain.testing.sim_node import SimNode
 
@@ -128,3 +128,28 @@ class EagerAckShell(SimNode):
     """
 
     driver_class = TailSendsBeforeSync
+
+
+class DirtyWatchDriver(NodeDriver):
+    """Feeds its watch history with every entry it holds, dirty ones included (watchers then see
+    changes that a head failure may yet undo)."""
+
+    def release(self, rd: Ready, epoch: int) -> None:
+        core, history = self.core, self.history
+        if core.last_seq > history.last and history.last >= core.log_start:
+            history.extend(core.uncommitted.entries(history.last + 1, core.last_seq))
+        super().release(rd, epoch)
+
+
+class DirtyWatchShell(SimNode):
+    driver_class = DirtyWatchDriver
+
+
+class DirtyRangeCore(ChainCore):
+    """Serves a range from its newest versions, dirty ones included: at its last seq, no tail query."""
+
+    def client_range(self, ticket: int, epoch: int, r: RangeRead, now: float) -> RangeReply | None:
+        err = self._gate(epoch, now, write=False)
+        if err is not None:
+            return RangeReply(err)
+        return self._range_page(r, self.last_seq)

@@ -8,7 +8,14 @@ first failing seed moves, but a broken variant must still be caught within the b
 
 from __future__ import annotations
 
-from sim_broken_cores import DirtyReadCore, EagerAckShell, ForgetfulRaft, SendsBeforeSyncShell
+from sim_broken_cores import (
+    DirtyRangeCore,
+    DirtyReadCore,
+    DirtyWatchShell,
+    EagerAckShell,
+    ForgetfulRaft,
+    SendsBeforeSyncShell,
+)
 
 from keychain.testing.sim_cluster import RunResult, SimConfig, first_failure, run_seed
 
@@ -33,6 +40,22 @@ def caught(config: SimConfig, bound: int, props: set[str]) -> RunResult:
 def test_a_node_answering_a_dirty_read_with_its_dirty_value_is_caught():
     found = caught(SimConfig(chain_core=DirtyReadCore), 20, {"read-committed"})
     assert run_seed(found.seed).ok
+
+
+# The first seed at which the search below caught `DirtyRangeCore`: a strong range returned a version
+# still in flight down the chain (a range item is checked like a strong read: a committed version).
+DIRTY_RANGE_SEED = 0
+
+
+def test_a_node_serving_a_range_from_its_dirty_versions_is_caught():
+    found = caught(SimConfig(chain_core=DirtyRangeCore), 10, {"read-committed", "linearizable"})
+    assert run_seed(found.seed).ok
+
+
+def test_the_seed_that_caught_a_dirty_range_fails_it_and_passes_the_real_one():
+    broken = run_seed(DIRTY_RANGE_SEED, SimConfig(chain_core=DirtyRangeCore))
+    assert broken.violation is not None and broken.violation.prop == "read-committed", broken.violation
+    assert run_seed(DIRTY_RANGE_SEED).ok
 
 
 def test_a_raft_member_that_forgets_its_vote_on_restart_is_caught():
@@ -64,3 +87,14 @@ def test_the_seed_that_caught_the_driver_sending_before_its_sync_fails_it_and_pa
     broken = run_seed(SENDS_BEFORE_SYNC_SEED, SimConfig(node_shell=SendsBeforeSyncShell, **NODE_CRASHES))
     assert broken.violation is not None and broken.violation.prop == "chain-committed-entry-stable", broken.violation
     assert run_seed(SENDS_BEFORE_SYNC_SEED, SimConfig(**NODE_CRASHES)).ok
+
+
+# ---- watches ----
+
+
+def test_a_node_that_feeds_its_watchers_dirty_entries_is_caught():
+    # A head that fails loses the dirty entries it had sent its watchers: a watcher then holds a
+    # change that never committed, or misses the one committed at that seq in its place.
+    found = caught(SimConfig(node_shell=DirtyWatchShell, watchers=2, **NODE_CRASHES), 40, {"linearizable"})
+    assert found.violation is not None and "watch stream wrong" in found.violation.detail
+    assert run_seed(found.seed, SimConfig(watchers=2, **NODE_CRASHES)).ok
