@@ -490,6 +490,7 @@ class ChainGateway:
             if topology is not None and member is not None:
                 request = chain_pb2.WatchRequest(epoch=topology.epoch, start=start, end=end, after_version=after)
                 stream = self._node(member.address).Watch(request)
+                self.balancer.started(member)  # a long-lived load: watches spread like reads
                 try:
                     async for batch in stream:
                         code = batch.error.code
@@ -521,6 +522,7 @@ class ChainGateway:
                     reason = f"transport_{exc.code().name.lower()}"
                 finally:
                     stream.cancel()
+                    self.balancer.finished(member)
                 avoid = avoid | {member.id}
                 log.info("watch moves member=%s after=%d reason=%s", member.id, after, reason)
             self.metrics.retries.labels("watch", reason).inc()

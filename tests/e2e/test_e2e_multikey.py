@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from e2e_cluster import (
     LocalCluster,
@@ -105,10 +106,15 @@ def test_transactions_ranges_and_watches_survive_kill_9_of_a_node(cluster: Local
         finally:
             client.close()
 
-    threads = [threading.Thread(target=watcher, args=(f"w{i}",), daemon=True) for i in range(2)]
-    threads += [threading.Thread(target=transfers, args=(f"t{i}", i), daemon=True) for i in range(2)]
-    for thread in threads:
+    # Three watchers: the proxy spreads open watches over the members, so the kill cuts one.
+    watchers = [threading.Thread(target=watcher, args=(f"w{i}",), daemon=True) for i in range(3)]
+    for thread in watchers:
         thread.start()
+    time.sleep(1.0)  # every watch open before the transactions start
+    writers = [threading.Thread(target=transfers, args=(f"t{i}", i), daemon=True) for i in range(2)]
+    for thread in writers:
+        thread.start()
+    threads = writers + watchers
     with cluster.client() as admin:
         victim = next(m["id"] for m in active_members(wait_active(admin)) if m["role"] == "tail")
         time.sleep(LOAD_SECONDS / 3)
@@ -117,11 +123,12 @@ def test_transactions_ranges_and_watches_survive_kill_9_of_a_node(cluster: Local
         cluster.wait_restarted(victim, old_pid)
         time.sleep(LOAD_SECONDS * 2 / 3)
         stop.set()
-        for thread in threads[2:]:
+        for thread in writers:
             thread.join(30)
         setup.put("mk/end", "end")  # the watchers stop at it
-        for thread in threads[:2]:
+        for thread in watchers:
             thread.join(30)
+        moved = httpx.get(f"{cluster.url}/metrics").text
     setup.close()
     assert not any(thread.is_alive() for thread in threads), "a client did not finish"
     history = recorder.history()
@@ -129,4 +136,5 @@ def test_transactions_ranges_and_watches_survive_kill_9_of_a_node(cluster: Local
     watched = [op.events for op in history if op.op == "watch"]
     assert sum(1 for op in txns if op.succeeded and op.start > killed_at + 1) >= 5, (len(txns), errors[:5])
     assert all(w and w[-1] == WatchEvent(w[-1].version, "put", "mk/end", "end") for w in watched), errors[:5]
+    assert 'keychain_proxy_retries_total{op="watch"' in moved, "a watch was served by the killed node and moved"
     assert_linearizable(recorder, tmp_path / "history.jsonl")

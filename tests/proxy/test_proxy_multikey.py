@@ -6,6 +6,7 @@ One chain double and one proxy serve the module; each scenario works under its o
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -297,6 +298,16 @@ def test_a_watch_resumes_on_another_member_without_gap_or_duplicate(
     assert done.wait(10)
     assert seen == written
     assert sum(chain.state.watches.values()) >= 4  # it did move
+
+
+def test_open_watches_are_spread_over_the_members(proxy: RunningProxy, chain: ChainDouble, kc: Client) -> None:
+    before = dict(chain.state.watches)
+    with contextlib.ExitStack() as streams:
+        for _ in range(3):
+            response = streams.enter_context(httpx.stream("GET", f"{proxy.url}/v1/watch", params={"prefix": "spread/"}))
+            next(response.iter_lines())  # the stream is open
+        opened = {m: chain.state.watches[m] - before.get(m, 0) for m in ("node-1", "node-2", "node-3")}
+    assert opened == {"node-1": 1, "node-2": 1, "node-3": 1}
 
 
 def test_a_compacted_from_version_is_refused(proxy: RunningProxy, chain: ChainDouble, kc: Client) -> None:
