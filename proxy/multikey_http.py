@@ -302,6 +302,7 @@ class MultiKeyRoutes:
 # How long a new watch waits for its member's first answer before its stream starts: a refusal
 # (410 compacted) that comes this early is answered as an HTTP status, not inside the stream.
 FIRST_ANSWER_WAIT = 0.5
+STALLED_READER = 60.0  # seconds a watch's queue may stay full before its stream is dropped
 
 
 class WatchStream:
@@ -322,9 +323,14 @@ class WatchStream:
     async def _pump(self) -> None:
         try:
             async for step in self.source:
-                await self.queue.put(step)
+                # A client that reads nothing for this long (gone before its stream started, or
+                # stalled) is cut off; it resumes with Last-Event-ID when it comes back.
+                await asyncio.wait_for(self.queue.put(step), STALLED_READER)
         except OpError as error:
-            await self.queue.put(error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.put(error), STALLED_READER)
+        except TimeoutError:
+            await self.source.aclose()  # its member stream closes now, not when collected
 
     async def open(self) -> None:
         """Start watching; raises the watch's refusal when it comes at once (COMPACTED)."""
