@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from node_bench import IDS, percentile, start_node
+from node_bench import IDS, percentile, static_nodes
 
 from keychain.proto import chain_pb2, chain_pb2_grpc
 
@@ -132,22 +129,8 @@ def main() -> None:
     args = p.parse_args()
     if not 0 < args.seconds <= 120 or not 1 <= args.watchers <= 1000:
         raise SystemExit("--seconds must be in (0, 120] and --watchers in [1, 1000]")
-    with tempfile.TemporaryDirectory(prefix="keychain-bench-") as tmp:
-        procs = []
-        try:
-            addresses = {}
-            for i in IDS:
-                proc, addresses[i] = start_node(i, Path(tmp))
-                procs.append(proc)
-            asyncio.run(run(args, addresses))
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    with static_nodes() as addresses:
+        asyncio.run(run(args, addresses))
     print("reproduce: PYTHONSAFEPATH=1 .venv/bin/python bench/watch_fanout_node.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]))
 
