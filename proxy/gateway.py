@@ -417,7 +417,8 @@ class ChainGateway:
 
     async def range(self, request: chain_pb2.RangeRequest) -> chain_pb2.RangeReply:
         """One page of a range from an active member, picked as for reads; retried elsewhere on a
-        member's failure. A snapshot the member no longer keeps is final (410 COMPACTED)."""
+        member's failure or its COMPACTED (members keep versions of their own reach); 410 COMPACTED
+        only when every active member refuses the snapshot."""
         loop = asyncio.get_running_loop()
         retry = Retry(loop.time() + self.config.request_timeout, RETRY_BACKOFF, self.rng)
         avoid: frozenset[str] = frozenset()
