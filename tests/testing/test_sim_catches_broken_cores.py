@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sim_broken_cores import DirtyRangeCore, DirtyReadCore, EagerAckShell, ForgetfulRaft, SendsBeforeSyncShell
 
-from keychain.testing.sim_cluster import RunResult, SimConfig, first_failure, run_seed
+from keychain.testing.sim_cluster import MULTIKEY, RunResult, SimConfig, first_failure, run_seed
 
 # Elections under fire: coordinators crash often (one right after it grants a vote, most of the
 # time) and restart within milliseconds, while messages take up to 80 ms.
@@ -41,14 +41,14 @@ DIRTY_RANGE_SEED = 0
 
 
 def test_a_node_serving_a_range_from_its_dirty_versions_is_caught():
-    found = caught(SimConfig(chain_core=DirtyRangeCore), 10, {"read-committed", "linearizable"})
-    assert run_seed(found.seed).ok
+    found = caught(SimConfig(chain_core=DirtyRangeCore, multikey=MULTIKEY), 10, {"read-committed", "linearizable"})
+    assert run_seed(found.seed, SimConfig(multikey=MULTIKEY)).ok
 
 
 def test_the_seed_that_caught_a_dirty_range_fails_it_and_passes_the_real_one():
-    broken = run_seed(DIRTY_RANGE_SEED, SimConfig(chain_core=DirtyRangeCore))
+    broken = run_seed(DIRTY_RANGE_SEED, SimConfig(chain_core=DirtyRangeCore, multikey=MULTIKEY))
     assert broken.violation is not None and broken.violation.prop == "read-committed", broken.violation
-    assert run_seed(DIRTY_RANGE_SEED).ok
+    assert run_seed(DIRTY_RANGE_SEED, SimConfig(multikey=MULTIKEY)).ok
 
 
 def test_a_raft_member_that_forgets_its_vote_on_restart_is_caught():
