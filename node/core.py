@@ -561,10 +561,19 @@ class ChainCore:
                 return self._range_page(r, self.committed_seq)
         elif r.snapshot <= self.committed_seq:
             return self._range_page(r, r.snapshot)
-        elif self.is_tail:
-            return RangeReply(Error(Code.INVALID_ARGUMENT, f"snapshot {r.snapshot} is not committed", self.epoch))
+        elif r.snapshot > self.last_seq or self.is_tail:
+            return self._uncommitted_snapshot(r.snapshot)
         self.waiting_ranges.hold(ticket, r)
         return None
+
+    def _uncommitted_snapshot(self, snapshot: int) -> RangeReply:
+        # Beyond every seq this node holds: no chain committed it (every in-sync node holds what the
+        # tail committed). Held but not known committed: a tail that took over may not have synced it
+        # yet, so the caller retries (a page must never read versions that are not committed).
+        if snapshot > self.last_seq:
+            return RangeReply(Error(Code.INVALID_ARGUMENT, f"snapshot {snapshot} is not a committed seq of this chain",
+                                    self.epoch))
+        return RangeReply(Error(Code.UNAVAILABLE, f"snapshot {snapshot} is not known committed yet", self.epoch))
 
     @property
     def compact_version(self) -> int:
@@ -576,7 +585,7 @@ class ChainCore:
             return RangeReply(Error(Code.COMPACTED, f"snapshot {snapshot} is compacted on this node", self.epoch),
                               compact_version=self.compact_version)
         if snapshot > self.last_seq:
-            return RangeReply(Error(Code.UNAVAILABLE, f"snapshot {snapshot} is beyond this node's log", self.epoch))
+            return self._uncommitted_snapshot(snapshot)
         self.reads += 1
         o = self.options
         return snapshot_range.read_page(self.store, self.uncommitted, r, snapshot, o.max_range_items,
@@ -588,7 +597,7 @@ class ChainCore:
         if r.snapshot == 0:
             return self._range_page(r, max(tail_committed, self.committed_seq))
         if r.snapshot > max(tail_committed, self.committed_seq):
-            return RangeReply(Error(Code.INVALID_ARGUMENT, f"snapshot {r.snapshot} is not committed", self.epoch))
+            return self._uncommitted_snapshot(r.snapshot)
         return self._range_page(r, r.snapshot)
 
     # ------------------------------------------------------------------ serving reads
