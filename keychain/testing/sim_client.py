@@ -13,7 +13,7 @@ recorded as a put of its value when it applied and as `fail` when its preconditi
 (the history model has no conditional write; the invariants check the version it replaced).
 Every acknowledged write and every read is also shown to the invariants.
 
-Multi-key operations (a `multikey` share of them, see SimConfig): a strong range over part or all
+Multi-key operations (a `multikey` share of them, see SimConfig; none by default): a strong range over part or all
 of the small key space, sometimes limited or keys-only, routed like a get; and a transaction on
 two keys, routed like a write: "if the first key still holds the value this client last saw
 (or is absent), then get the second, put the first, put or delete the second; else get both".
