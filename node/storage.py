@@ -25,6 +25,7 @@ Layout (one key space; the first byte names the kind of record):
     b"M"                            identity: JSON {format, node_id, chain}, written at creation
     b"S"                            counters: last_seq, committed_seq, log_start, live key count
     b"G"                            the saved ChainConfig (protobuf)
+    b"I"                            the newest version a state transfer installed (absent: 0)
     b"l" + seq                      log entry (protobuf Entry)
     b"c" + key                      the key's clean version (protobuf KeyVersion)
     b"d" + len(key) + key + seq     a dirty version (protobuf KeyVersion)
@@ -89,6 +90,7 @@ FORMAT_VERSION = 1
 _IDENTITY = b"M"
 _COUNTERS = b"S"
 _CONFIG = b"G"
+_INSTALLED = b"I"
 _LOG = b"l"
 _CLEAN = b"c"
 _DIRTY = b"d"
@@ -437,6 +439,10 @@ class RocksVersionStore:
     def key_count(self) -> int:
         return self._live_keys
 
+    def installed_through(self) -> int:
+        raw = self._db.get(_INSTALLED)
+        return 0 if raw is None else _U64.unpack(raw)[0]
+
     def history_versions(self) -> dict[bytes, list[int]]:
         """For tests: the superseded versions kept per key, ascending."""
         out: dict[bytes, list[int]] = {}
@@ -570,6 +576,10 @@ class RocksVersionStore:
             case InstallKeys(keys, outcomes):
                 for kv in keys:
                     live = self._install(w, kv, live)
+                newest = max((kv.version for kv in keys), default=0)
+                raw = w.get(_INSTALLED)
+                if newest > (0 if raw is None else _U64.unpack(raw)[0]):
+                    w.put(_INSTALLED, _seq(newest))
                 for o in outcomes:
                     by_id, by_seq = _outcome_keys(o)
                     if w.get(by_id) is None:
