@@ -18,10 +18,7 @@ import argparse
 import asyncio
 import random
 import shlex
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +26,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from node_bench import IDS, percentile, start_node
+from node_bench import IDS, percentile, static_nodes
 
 from keychain.proto import chain_pb2 as pb
 from keychain.proto import chain_pb2_grpc
@@ -139,22 +136,8 @@ def main() -> None:
     args = p.parse_args()
     if not 0 < args.seconds <= 120 or args.keys < 1:
         raise SystemExit("--seconds must be in (0, 120] and --keys positive")
-    with tempfile.TemporaryDirectory(prefix="keychain-bench-") as tmp:
-        procs = []
-        try:
-            addresses = {}
-            for i in IDS:
-                proc, addresses[i] = start_node(i, Path(tmp))
-                procs.append(proc)
-            asyncio.run(run(args, addresses))
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    with static_nodes() as addresses:
+        asyncio.run(run(args, addresses))
     print("reproduce: PYTHONSAFEPATH=1 .venv/bin/python bench/range_txn_bench.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]))
 

@@ -302,7 +302,7 @@ class ChainCore:
         # Range snapshots below this are refused (COMPACTED): the history the store keeps starts here.
         # Nothing is known of what was compacted before the store was opened (compactions are not
         # made durable at once), nor of versions older than a state transfer's.
-        self.history_floor = st.committed_seq
+        self.history_floor = max(st.committed_seq, store.installed_through())
         self._compacted = 0  # the last CompactHistory record's point
         self._installed_through = 0  # the newest version installed by the state transfer under way
         # counters

@@ -61,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
                    help="largest key accepted (default: %(default)s)")
     p.add_argument("--max-value-bytes", type=_positive, default=defaults.max_value_bytes,
                    help="largest value accepted (default: %(default)s)")
+    p.add_argument("--max-txn-ops", type=_positive, default=defaults.max_txn_ops,
+                   help="compares and ops of both branches a transaction may hold (default: %(default)s)")
+    p.add_argument("--max-txn-bytes", type=_positive, default=defaults.max_txn_bytes,
+                   help="bytes of keys and values a transaction may name, write and read (default: %(default)s)")
+    p.add_argument("--retain-versions", type=_positive, default=defaults.retain_versions,
+                   help="seqs for which superseded versions are kept, so the following pages of a range read "
+                        "the same snapshot; an older snapshot gets COMPACTED (default: %(default)s)")
     p.add_argument("--max-batch-bytes", type=_positive, default=defaults.max_batch_bytes,
                    help="payload bytes per message to the next node (default: %(default)s)")
     p.add_argument("--watch-history-changes", type=_positive, default=DEFAULT_MAX_CHANGES,
@@ -83,8 +90,10 @@ async def run(args: argparse.Namespace) -> int:
 
     coordinators = parse_addresses(args.coordinator) if args.coordinator else []
     store = RocksVersionStore(args.data_dir, args.id, args.chain)
+    api_limits = {"max_txn_ops": args.max_txn_ops, "max_txn_bytes": args.max_txn_bytes,
+                  "retain_versions": args.retain_versions}
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
-                          max_batch_bytes=args.max_batch_bytes)
+                          max_batch_bytes=args.max_batch_bytes, **api_limits)
     node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files,
                      watch_history_changes=args.watch_history_changes,
                      watch_history_bytes=args.watch_history_bytes)

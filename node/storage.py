@@ -25,6 +25,7 @@ Layout (one key space; the first byte names the kind of record):
     b"M"                            identity: JSON {format, node_id, chain}, written at creation
     b"S"                            counters: last_seq, committed_seq, log_start, live key count
     b"G"                            the saved ChainConfig (protobuf)
+    b"I"                            the newest version a state transfer installed (absent: 0)
     b"l" + seq                      log entry (protobuf Entry)
     b"c" + key                      the key's clean version (protobuf KeyVersion)
     b"d" + len(key) + key + seq     a dirty version (protobuf KeyVersion)
@@ -89,6 +90,7 @@ FORMAT_VERSION = 1
 _IDENTITY = b"M"
 _COUNTERS = b"S"
 _CONFIG = b"G"
+_INSTALLED = b"I"
 _LOG = b"l"
 _CLEAN = b"c"
 _DIRTY = b"d"
@@ -240,6 +242,7 @@ class _DirtyKey:
 
     clean_live: bool  # the clean version exists and is not a tombstone
     versions: list[tuple[int, bool, bytes]]  # (seq, tombstone, encoded KeyVersion)
+    clean: tuple[int, bytes] | None = None  # the clean version's seq and encoding: the history's next entry
 
 
 class RocksVersionStore:
@@ -328,8 +331,10 @@ class RocksVersionStore:
             (seq,) = _U64.unpack_from(k, 5 + n)
             d = self._dirty.get(key)
             if d is None:
-                clean = self.clean(key)
-                d = self._dirty[key] = _DirtyKey(clean is not None and not clean.tombstone, [])
+                raw_clean = self._db.get(_CLEAN + key)
+                clean = None if raw_clean is None else _decode_version(raw_clean)
+                d = self._dirty[key] = _DirtyKey(clean is not None and not clean.tombstone, [],
+                                                 None if clean is None else (clean.version, raw_clean))
             d.versions.append((seq, _decode_version(raw).tombstone, raw))
             found.append((seq, key))
         found.sort()
@@ -433,6 +438,10 @@ class RocksVersionStore:
 
     def key_count(self) -> int:
         return self._live_keys
+
+    def installed_through(self) -> int:
+        raw = self._db.get(_INSTALLED)
+        return 0 if raw is None else _U64.unpack(raw)[0]
 
     def history_versions(self) -> dict[bytes, list[int]]:
         """For tests: the superseded versions kept per key, ascending."""
@@ -567,6 +576,10 @@ class RocksVersionStore:
             case InstallKeys(keys, outcomes):
                 for kv in keys:
                     live = self._install(w, kv, live)
+                newest = max((kv.version for kv in keys), default=0)
+                raw = w.get(_INSTALLED)
+                if newest > (0 if raw is None else _U64.unpack(raw)[0]):
+                    w.put(_INSTALLED, _seq(newest))
                 for o in outcomes:
                     by_id, by_seq = _outcome_keys(o)
                     if w.get(by_id) is None:
@@ -611,7 +624,8 @@ class RocksVersionStore:
                     raw = w.get(_CLEAN + kv.key)
                     clean = None if raw is None else _decode_version(raw)
                     if clean is None or clean.version < e.seq:
-                        d = dirty[kv.key] = _DirtyKey(clean is not None and not clean.tombstone, [])
+                        d = dirty[kv.key] = _DirtyKey(clean is not None and not clean.tombstone, [],
+                                                      None if clean is None else (clean.version, raw))
                 if d is not None:
                     encoded = _encode_version(kv)
                     w.put(_dirty_prefix(kv.key) + seq, encoded)
@@ -651,8 +665,7 @@ class RocksVersionStore:
             _, tombstone, encoded = versions[n - 1]
             # The dirty versions are all newer than the clean one: the newest of them replaces it,
             # and the ones it supersedes go to the history (see scan_at).
-            old = w.get(_CLEAN + key)
-            previous = None if old is None else (_decode_version(old).version, old)
+            previous = d.clean
             for seq, _, raw in versions[:n]:
                 if previous is not None:
                     by_key, by_superseded = _history_keys(key, previous[0], seq)
@@ -667,6 +680,7 @@ class RocksVersionStore:
             del versions[:n]
             if versions:
                 d.clean_live = not tombstone
+                d.clean = previous
             else:
                 del self._dirty[key]
         return live
@@ -677,7 +691,8 @@ class RocksVersionStore:
         clean = None if raw is None else _decode_version(raw)
         if clean is not None and clean.version >= kv.version:
             return live
-        w.put(_CLEAN + kv.key, _encode_version(kv))
+        encoded = _encode_version(kv)
+        w.put(_CLEAN + kv.key, encoded)
         live += (0 if kv.tombstone else 1) - (0 if clean is None or clean.tombstone else 1)
         d = self._dirty.get(kv.key)
         if d is not None:
@@ -691,6 +706,7 @@ class RocksVersionStore:
             if kept:
                 d.versions = kept
                 d.clean_live = not kv.tombstone
+                d.clean = (kv.version, encoded)
             else:
                 del self._dirty[kv.key]
         return live

@@ -46,7 +46,7 @@ Records (applied in list order; each is all-or-nothing in a durable store):
 - `ForgetOutcomes(through_seq)`: outcomes with seq <= through_seq dropped.
 - `InstallKeys(keys, outcomes)`: a state-transfer chunk. Each key's version becomes its clean
   version if newer than the clean one it has (older versions dropped, none kept in the history);
-  outcomes are added.
+  outcomes are added. `installed_through()` becomes the newest version ever installed, if newer.
 - `ResetLog(through_seq)`: the last record of a state transfer. The whole log and every dirty version
   are dropped (the history is kept); log_start = committed_seq = last_seq = through_seq.
 - `SaveConfig(config)`: the chain configuration (and so the epoch) the node now follows.
@@ -172,6 +172,11 @@ class VersionStore(Protocol):
         """Keys whose clean version is a value (not a tombstone)."""
         ...
 
+    def installed_through(self) -> int:
+        """The newest version a state transfer ever installed (0: none): the history holds nothing
+        older of the keys it installed, so no snapshot below it is readable."""
+        ...
+
     def apply(self, records: Iterable[Record]) -> None: ...
 
     def sync(self) -> None: ...
@@ -191,6 +196,7 @@ class MemoryVersionStore:
     _config: ChainConfig | None = None
     # key -> [(version, superseded at)], ascending by version
     _history: dict[bytes, list[tuple[KeyVersion, int]]] = field(default_factory=dict)
+    _installed_through: int = 0
 
     # ---- reads ----
 
@@ -235,6 +241,9 @@ class MemoryVersionStore:
 
     def key_count(self) -> int:
         return sum(1 for v in self._clean.values() if not v.tombstone)
+
+    def installed_through(self) -> int:
+        return self._installed_through
 
     def history_versions(self) -> dict[bytes, list[int]]:
         """For tests: the superseded versions kept per key."""
@@ -281,6 +290,7 @@ class MemoryVersionStore:
             case InstallKeys(keys, outcomes):
                 for kv in keys:
                     self._make_clean(kv)
+                    self._installed_through = max(self._installed_through, kv.version)
                 for o in outcomes:
                     self._outcomes.setdefault(o.request_id, o)
             case ResetLog(through):

@@ -302,13 +302,18 @@ def version_reply_from_pb(m: pb.VersionQueryReply) -> VersionQueryReply:
 
 
 def outcome_to_pb(o: RequestOutcome) -> pb.RequestOutcome:
-    return pb.RequestOutcome(request_id=o.request_id, seq=o.seq, kind=int(o.kind), current_version=o.current_version,
-                             succeeded=o.succeeded, results=_results_to_pb(o.results))
+    m = pb.RequestOutcome(request_id=o.request_id, seq=o.seq, kind=int(o.kind), current_version=o.current_version)
+    if o.kind == EntryKind.TXN:  # the common kinds skip the transaction's fields: this is on the write path
+        m.succeeded = o.succeeded
+        m.results.extend(_results_to_pb(o.results))
+    return m
 
 
 def outcome_from_pb(m: pb.RequestOutcome) -> RequestOutcome:
-    return RequestOutcome(m.request_id, m.seq, _enum(EntryKind, m.kind), m.current_version, m.succeeded,
-                          _results_from_pb(m.results))
+    kind = _enum(EntryKind, m.kind)
+    if kind == EntryKind.TXN:
+        return RequestOutcome(m.request_id, m.seq, kind, m.current_version, m.succeeded, _results_from_pb(m.results))
+    return RequestOutcome(m.request_id, m.seq, kind, m.current_version)
 
 
 def transfer_chunk_to_pb(c: TransferChunk) -> pb.TransferChunk:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from keychain.node.messages import ChainConfig, Member
+from keychain.node.core import ChainCore
+from keychain.node.messages import ChainConfig, KeyVersion, Member
 from keychain.node.server import ChainNode
 from keychain.node.storage import RocksVersionStore
+from keychain.node.versions import InstallKeys, MemoryVersionStore
 
 from keychain.proto import chain_pb2 as pb
 from keychain.proto import chain_pb2_grpc
@@ -114,3 +116,12 @@ async def test_pages_of_one_snapshot_read_the_same_versions_after_later_writes_a
         (b"k0", b"b", later.version), (b"k1", b"a", first.version), (b"k2", b"b", later.version)]
     old = await node.range(b"k", snapshot=first.version)
     assert old.error.code == pb.COMPACTED and old.compact_version == later.version
+
+
+def test_a_node_restarted_in_the_middle_of_a_state_transfer_reads_no_snapshot_below_what_it_installed() -> None:
+    # The keys installed may be newer than anything committed here, and their older versions were
+    # never held: a snapshot between the commit point and them would read a key as absent.
+    store = MemoryVersionStore()
+    store.apply([InstallKeys((KeyVersion(b"k", 10, False, b"v"),))])
+    core = ChainCore("n1", store)
+    assert core.committed_seq == 0 and core.compact_version == 10

@@ -156,6 +156,7 @@ class StoresAgree(RuleBasedStateMachine):
             assert m.scan_clean(after, 2) == r.scan_clean(after, 2)
         assert m.scan_outcomes(None, 100) == r.scan_outcomes(None, 100)
         assert m.history_versions() == r.history_versions()
+        assert m.installed_through() == r.installed_through()
         for snapshot in range(m.state().last_seq + 1):
             for start, end in ((b"", b""), (b"a", b"b"), (b"a\x00", b"")):
                 assert list(m.scan_at(start, end, snapshot)) == list(r.scan_at(start, end, snapshot))
