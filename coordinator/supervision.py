@@ -46,7 +46,9 @@ The rules, in the order a request meets them:
   lease 0 and asked to surrender its lease; it is removed as soon as it says it did, or once its
   lease has certainly expired), so it has stopped serving before the new configuration can commit
   a write without it. Its re-registration is then held back with an exponential backoff
-  (readmission.py); a drained node's, for a while, as its process is stopping.
+  (readmission.py); a drained node's, for a while, as its process is stopping. While such a
+  removal is under way in a chain, no node joins it and no joiner is promoted: a new epoch would
+  call the removal off.
 """
 
 from __future__ import annotations
@@ -232,11 +234,15 @@ class Supervisor:
         """The entries to propose for `req` (`current`: its chain now), or UNCONFIRMED."""
         if not self.leadership_fresh(confirmed_at, now):
             return UNCONFIRMED
+        joining = current is None or current.member(req.node) is None
         hold = self.readmission.hold(req.chain, req.node, now)
-        if hold is not None and (current is None or current.member(req.node) is None):
+        if hold is not None and joining:
             return Refusal("FAILED_PRECONDITION",
                            f"node {req.node!r} was removed from chain {req.chain!r} ({hold.reason}); its registration "
                            f"is held back for {hold.remaining(now):.1f}s more")
+        if joining and self._removing(req.chain):
+            return Refusal("FAILED_PRECONDITION", f"chain {req.chain!r} is removing a member for a gray failure; "
+                                                  f"register again once it is done")
         commands = [register_node(req.chain, req.node, req.address)]
         if req.chain in self.auto_chains and current is None:
             commands.insert(0, create_chain(req.chain))  # a configured chain: create it first
@@ -277,7 +283,7 @@ class Supervisor:
             self.leases.surrender(req.chain, req.node, req.surrendered_below)
         key = (req.chain, req.node)
         if (granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch
-                and key not in self.promoting):
+                and key not in self.promoting and not self._removing(req.chain)):
             self.promoting.add(key)
             return Proposal((promote_node(req.chain, req.node),))
         return Grant(state, self.lease if granted else 0.0)
@@ -313,6 +319,11 @@ class Supervisor:
     def held(self, chain: str, now: float) -> list[Hold]:
         """Removed nodes of `chain` whose registration is held back now."""
         return self.readmission.held(chain, now)
+
+    def _removing(self, chain: str) -> bool:
+        """Whether a member of `chain` is being removed for a gray failure: no joiner is registered or
+        promoted meanwhile, as a new epoch would call that removal off (it is tied to its epoch)."""
+        return any(c == chain for c, _ in self.verdicts)
 
     def _judge(self, now: float, chains: list[ChainState]) -> None:
         """Note the removals of revoked and drained members that applied; revoke the next culprit."""

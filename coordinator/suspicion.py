@@ -37,10 +37,13 @@ Whom to remove, in this order:
    unreachable, or that everyone reports, is itself the fault.
 3. Otherwise a dead link P -> S removes S, the later of its two ends: P holds every entry S holds
    (entries flow down the chain), so S is always the safer one to lose. A proxy's claim removes
-   the node it names. This rule waits until the claim has counted for `settle` (two heartbeat
-   intervals): the claims a single fault causes reach the coordinator over a heartbeat interval or
-   so, and a middle cut off on both links must be seen as the culprit of rule 2, not cost its
-   successor first because the claims about that link happened to arrive first.
+   the node it names.
+Rules 2 and 3 wait until no new claim about the chain has appeared for `settle` (two heartbeat
+intervals): the claims a single fault causes reach the coordinator over a heartbeat interval or so,
+in any order.
+A middle cut off on both links must be seen as the culprit, not cost its successor first because
+the claims about one link came first; and a tail cut off must not make its predecessor a culprit
+because the "not acking" above it came before the predecessor's report that explains it.
 Every candidate must pass `removable` (the supervisor's rule that the chain keeps a member in sync
 holding every acknowledged write, and never loses its last active member); a dead link whose
 later end may not go removes its earlier end if that one may. Where several candidates qualify
@@ -107,8 +110,9 @@ class Suspicion:
     proxies: dict[tuple[str, str, str], tuple[int, float]] = field(default_factory=dict)  # (chain, proxy, node)
     lost: dict[tuple[str, str], list[tuple[str, float]]] = field(default_factory=dict)  # neighbours a node lost
     heard: dict[tuple[str, str], float] = field(default_factory=dict)  # each node's last heartbeat
-    # When each claim (chain, epoch, accuser, accused) that counts was first seen counting.
-    counting_since: dict[tuple[str, int, str, str], float] = field(default_factory=dict)
+    # Each claim (chain, accuser, accused) that counts: since when, and when it last counted. A claim
+    # missing for a moment (its reporter's first heartbeat in a new epoch) keeps its age.
+    counting: dict[tuple[str, str, str], tuple[float, float]] = field(default_factory=dict)
 
     # ---- inputs ----
 
@@ -157,11 +161,14 @@ class Suspicion:
         counted = [c for c in claims if not c.disputed or any(
             (o.accused == c.accused and o.accuser not in (c.accuser, c.accused)) or o.accuser == o.accused == c.accused
             for o in claims if o is not c)]
-        since = {(state.name, state.epoch, c.accuser, c.accused): self.counting_since.get(
-            (state.name, state.epoch, c.accuser, c.accused), now) for c in counted}
-        self.counting_since = {k: t for k, t in self.counting_since.items() if k[0] != state.name} | since
+        for c in counted:
+            key = (state.name, c.accuser, c.accused)
+            began, last = self.counting.get(key, (now, now))
+            self.counting[key] = (began if now - last <= self.report_ttl else now, now)
+        self.counting = {k: v for k, v in self.counting.items() if now - v[1] <= self.report_ttl}
         if not counted:
             return None
+        newest = max(self.counting[(state.name, c.accuser, c.accused)][0] for c in counted)
         order = [m.id for m in state.members]
         nearest_tail = sorted(order, key=order.index, reverse=True)
 
@@ -172,9 +179,10 @@ class Suspicion:
         for node in nearest_tail:
             if any(c.accuser == c.accused == node for c in counted) and removable(node):
                 return verdict(node, "stalled: work pending without progress")
+        settled = counted if now - newest >= self.settle else []
         # 2. Implicated with two different peers (now, or a neighbour lost to a dead link lately).
         peers: dict[str, set[str]] = {node: {p for p, _ in self.lost.get((state.name, node), [])} for node in order}
-        for c in counted:
+        for c in settled:
             if c.accuser != c.accused:
                 for a, b in ((c.accuser, c.accused), (c.accused, c.accuser)):
                     if a in peers:
@@ -185,9 +193,9 @@ class Suspicion:
             if removable(node):
                 return verdict(node, f"its links to {', '.join(sorted(peers[node]))} are dead")
         # 3. One dead link: its later end (a proxy's claim: the node it names).
-        for c in sorted(counted, key=lambda c: max(order.index(n) for n in (c.accuser, c.accused) if n in order),
+        for c in sorted(settled, key=lambda c: max(order.index(n) for n in (c.accuser, c.accused) if n in order),
                         reverse=True):
-            if c.accuser == c.accused or now - since[(state.name, state.epoch, c.accuser, c.accused)] < self.settle:
+            if c.accuser == c.accused:
                 continue
             if c.accuser.startswith(PROXY):
                 if removable(c.accused):

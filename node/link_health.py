@@ -16,8 +16,9 @@ end of every sync, and every Batch it sends. It answers two questions:
       state transfer being installed) for longer than `link_timeout`;
     - stalled: a sync has been pending, or entries have waited to become durable without the
       durable seq moving, for longer than `sync_stall` (a stuck fsync, a starved driver).
-  Every timer starts over when the epoch or the peer it speaks of changes: a report speaks of one
-  configuration, and the coordinator ignores one of another epoch.
+  A timer starts over when the peer it speaks of changes, not when only the epoch does: a link to
+  the same peer that was dead stays dead across a reconfiguration (say a removed node rejoining
+  after the tail), and its report carries the current epoch, which is all the coordinator weighs.
 - `keepalive_due(now)`: whether the streaming downlink has carried no Batch for `keepalive_interval`.
   The driver then has the core send an empty Batch, so that an idle link is not mistaken for a dead
   one by the successor's "predecessor silent".
@@ -109,7 +110,7 @@ class LinkHealth:
     def observe(self, now: float, s: LinkSample) -> None:
         """The core's link state at `now`."""
         last = self._last
-        if last is None or (s.epoch, s.successor) != (last.epoch, last.successor):
+        if last is None or s.successor != last.successor:
             self._streaming_at = self._acked_at = self._batch_at = now
         elif s.sent_through > s.acked and (s.acked != last.acked or last.sent_through <= last.acked):
             self._acked_at = now
@@ -117,7 +118,7 @@ class LinkHealth:
             self._streaming_at = now
         if s.sent_through <= s.acked or s.downlink is not LinkState.STREAMING:
             self._acked_at = now
-        if (last is None or (s.epoch, s.predecessor) != (last.epoch, last.predecessor) or s.received != last.received
+        if (last is None or s.predecessor != last.predecessor or s.received != last.received
                 or s.installing or s.predecessor is None):
             self._heard_at = now
         if last is None or s.persisted_seq != last.persisted_seq or s.last_seq <= s.persisted_seq:

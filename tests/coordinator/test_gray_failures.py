@@ -142,6 +142,16 @@ def test_a_tail_cut_off_costs_only_the_tail_though_acks_stop_all_the_way_up():
     assert c.members() == ["h", "m"] and [n for n, _ in c.removed] == ["t"]
 
 
+def test_a_tail_cut_off_costs_only_the_tail_whatever_order_the_claims_arrive_in():
+    c = Cluster("h", "m", "t")
+    c.nodes["m"].committed_seq = 3
+    # t's and h's claims come a round before m's own report, which explains h's "not acking".
+    c.round({"h": {"successor_not_acking": True, "successor_acked": 3}, "t": {"predecessor_silent": True}})
+    c.run(1.0, {"h": {"successor_not_acking": True, "successor_acked": 3}, "m": {"successor_unreachable": True},
+                "t": {"predecessor_silent": True}})
+    assert c.members() == ["h", "m"] and [n for n, _ in c.removed] == ["t"]
+
+
 def test_a_head_whose_outgoing_traffic_is_dropped_loses_its_successor_then_goes_itself():
     c = Cluster("h", "m", "t")
     # Only h -> m shows at first: the later end goes (h holds everything m holds).
@@ -370,3 +380,15 @@ def test_a_surrender_must_also_cover_a_registration_granted_after_the_last_numbe
     late = Heartbeat("c", "m", c.state.epoch, seq=stale_below, surrendered_below=stale_below)
     c.s.heartbeat(late, c.state, c.now, c.now)
     assert c.s.removals(c.now, [c.state]) == []  # the registration's lease may still run
+
+
+def test_no_node_joins_while_a_member_is_being_removed_for_a_gray_failure():
+    c = Cluster("h", "m", "t")
+    c.nodes["m"].surrenders = False  # its removal waits for its lease: a joiner would call it off
+    c.run(0.9, {"h": {"successor_unreachable": True}, "m": {"predecessor_silent": True}})
+    assert c.s.suspected("c", "m")
+    refused = c.s.register(Registration("c", "j", "h:9"), c.state, c.now, c.now)
+    assert isinstance(refused, Refusal) and "removing" in refused.message
+    c.run(1.5, {"h": {"successor_unreachable": True}, "m": {"predecessor_silent": True}})
+    assert c.members() == ["h", "t"]
+    assert c.s.register(Registration("c", "j", "h:9"), c.state, c.now, c.now).commands

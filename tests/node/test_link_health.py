@@ -69,15 +69,20 @@ def test_a_link_cut_one_way_is_reported_at_both_ends_once_it_lasted_the_bound():
     assert not report(c, "m").failing
 
 
-def test_a_successor_that_never_welcomes_is_unreachable_and_a_new_epoch_starts_the_timers_over():
+def test_a_successor_that_never_welcomes_is_unreachable_across_epochs_until_the_successor_changes():
     c = running("h", "m")
     c.add("t")
     c.configure(config_of("c", 2, ["h", "t"]), ["h", "t"], lease_until=None)
     advance(c, timing.LINK_TIMEOUT + 0.1, cut={("t", "h")})  # the Welcome never comes back
     assert report(c, "h").successor_unreachable and report(c, "h").successor == "t"
-    c.configure(config_of("c", 3, ["h", "t"]), ["h", "t"], lease_until=None)
+    # A new epoch with the same successor: the link is as dead as before, and reported in it.
+    c.configure(config_of("c", 3, ["h", "t", "m"]), ["h", "t"], lease_until=None)
     advance(c, STEP, cut={("t", "h")})
-    assert not report(c, "h").successor_unreachable  # a new configuration: timed afresh
+    assert report(c, "h").successor_unreachable and report(c, "h").epoch == 3
+    # Another successor: timed afresh.
+    c.configure(config_of("c", 4, ["h", "m"]), ["h", "m"], lease_until=None)
+    advance(c, STEP, cut={("t", "h")})
+    assert not report(c, "h").successor_unreachable and report(c, "h").successor == "m"
 
 
 def test_a_node_whose_sync_does_not_return_reports_itself_stalled():
