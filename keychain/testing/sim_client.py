@@ -192,6 +192,7 @@ class SimClient(Process):
         if code == Code.OK:
             kind = EntryKind.DELETE if op.kind == "delete" else EntryKind.PUT
             self.sim.inv.write_acked(self.id, op.request_id, op.key.encode(), result.version, kind, op.expected)
+            self.sim.acked_at.append(self.world.now)
             self.versions[op.key] = 0 if op.kind == "delete" else result.version
             self._done(op, "ok")
         else:  # PRECONDITION_FAILED: certainly no effect

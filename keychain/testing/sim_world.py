@@ -6,9 +6,12 @@ delivered. Nothing here reads the wall clock, sleeps or touches a socket, so a s
 
 - `Process`: a coordinator, chain node or client. It can be up or down; each restart is a new
   *incarnation*, and a timer or message meant for an older incarnation is silently dropped (the
-  process that would have handled it is gone). Each process has its own clock, running at its own
+  process that would have handled it is gone). It can also be *paused* (as by SIGSTOP): its timers
+  and the messages delivered to it wait, in order, until it resumes, and it sends nothing meanwhile
+  (it runs nothing); its streams stay open, as TCP connections to a stopped process do. Each process has its own clock, running at its own
   rate (`rate` local seconds per true second: clock drift) from its own offset, and its own disk,
-  whose sync takes `disk_latency` true seconds (a slow disk raises it).
+  whose sync takes `disk_latency` true seconds (a slow disk raises it; a stalled one holds every
+  sync begun before `stalled_until` until then).
 - `Network`: datagrams (unary RPCs, Raft messages) may be dropped, duplicated, delayed and so
   reordered; *streams* (the chain links, state transfers) are FIFO and never lose a message
   unless they break, as a gRPC stream over TCP: a partition, a crash or a send into a cut path
@@ -95,6 +98,9 @@ class Process:
         self.offset = world.rng.uniform(0.0, 1000.0)  # clocks agree on nothing but their rate bound
         self.disk_latency = 0.0005  # true seconds per sync
         self.retired = False  # stopped for good (a node that left the chain)
+        self.paused = False  # stopped in place: what it would run waits in `_held` until it resumes
+        self._held: list[tuple[Callback, tuple[Any, ...]]] = []
+        self.stalled_until = 0.0  # a sync begun before this true time ends no earlier than it
 
     def local(self) -> float:
         """This process's clock reading now."""
@@ -106,11 +112,30 @@ class Process:
 
     def _fire(self, incarnation: int, fn: Callback, args: tuple[Any, ...]) -> None:
         if self.up and self.incarnation == incarnation:
-            fn(*args)
+            if self.paused:
+                self.hold(self._fire, incarnation, fn, args)
+            else:
+                fn(*args)
+
+    def hold(self, fn: Callback, *args: Any) -> None:
+        """Keep `fn(*args)`, due while this process is paused, until it resumes."""
+        self._held.append((fn, args))
+
+    def pause(self) -> None:
+        """Stop in place: no timer fires and no message is handled until `resume()`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Carry on: everything that fell due while paused runs now, in the order it fell due (a
+        timer that came due several times fired once: each fire schedules the next)."""
+        self.paused = False
+        held, self._held = self._held, []
+        for fn, args in held:
+            self.world.at(self.world.now, fn, *args)
 
     def sync_delay(self) -> float:
         """True seconds one fsync takes on this process's disk now."""
-        return self.disk_latency * self.world.rng.uniform(0.5, 1.5)
+        return max(self.disk_latency * self.world.rng.uniform(0.5, 1.5), self.stalled_until - self.world.now)
 
     def alive(self, incarnation: int) -> bool:
         return self.up and self.incarnation == incarnation
@@ -187,6 +212,9 @@ class Network:
 
     def _deliver(self, src: str, dst: Process, inc: int, label: str, fn: Callback, args: tuple[Any, ...]) -> None:
         if dst.up and dst.incarnation == inc:
+            if dst.paused:
+                dst.hold(self._deliver, src, dst, inc, label, fn, args)
+                return
             self.world.trace.append((self.world.now, label, src, dst.id))
             fn(*args)
 
@@ -229,6 +257,9 @@ class Network:
             return
         if not dst.alive(inc):
             self.break_stream(s)
+            return
+        if dst.paused:  # the bytes wait in its socket buffer
+            dst.hold(self._deliver_stream, s, src, dst, inc, label, fn, args)
             return
         self.world.trace.append((self.world.now, label, src, dst.id))
         fn(*args)
