@@ -31,7 +31,7 @@ from keychain.testing.sim_client import SimClient
 from keychain.testing.sim_coordinator import SimCoordinator
 from keychain.testing.sim_faults import ALL_FAULTS, FAULTS, Nemesis
 from keychain.testing.sim_invariants import Invariants, Violation
-from keychain.testing.sim_liveness import ROLES, RUN_LENGTH, SINGLE_FAULTS, SingleFault
+from keychain.testing.sim_liveness import NODE_ONLY, NODE_ROLES, ROLES, RUN_LENGTH, SINGLE_FAULTS, SingleFault
 from keychain.testing.sim_node import SimNode
 from keychain.testing.sim_world import Network, Process, World
 
@@ -76,6 +76,8 @@ class SimConfig:
         if unknown or not self.roles:
             raise ValueError(f"unknown single fault kind(s) or role(s) {', '.join(unknown) or '(no roles)'}; known: "
                              f"{', '.join(SINGLE_FAULTS)} and {', '.join(ROLES)}")
+        if self.liveness and set(self.liveness) <= NODE_ONLY and not set(self.roles) & set(NODE_ROLES):
+            raise ValueError(f"fault kind(s) {', '.join(self.liveness)} strike chain nodes only; give a node role")
         for name in ("restart_after", "latency"):
             low, high = getattr(self, name)
             if not 0 < low <= high:

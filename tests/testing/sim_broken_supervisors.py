@@ -1,11 +1,12 @@
 """Deliberately broken supervision cores (keychain.coordinator.supervision), substituted into the
-simulator's coordinators by tests only: each drops one rule that keeps acknowledged writes safe."""
+simulator's coordinators by tests only: each drops one rule that keeps acknowledged writes safe,
+or that keeps the chain moving."""
 
 from __future__ import annotations
 
 import math
 
-from keychain.coordinator.lease import LeaseTracker
+from keychain.coordinator.lease import LeaseTracker, Removal
 from keychain.coordinator.registry import ChainState
 from keychain.coordinator.supervision import Refusal, Supervisor
 
@@ -39,3 +40,10 @@ class RemovesLastInSync(Supervisor):
     def __init__(self, **figures: float) -> None:
         super().__init__(**figures)
         self.leases = _TrustingTracker(lease=self.leases.lease, margin=self.leases.margin)
+
+
+class NeverRemoves(Supervisor):
+    """Never removes a member, however long it has been silent: a crashed head stalls the chain."""
+
+    def removals(self, now: float, chains: list[ChainState]) -> list[Removal]:
+        return []
