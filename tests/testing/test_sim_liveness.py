@@ -120,3 +120,10 @@ def test_the_longest_gap_counts_from_the_start_and_to_the_end():
     assert _longest_gap([0.5, 1.0, 1.2], 0.0, 2.0) == pytest.approx(0.8)
     assert _longest_gap([0.5, 2.5], 1.0, 2.0) == pytest.approx(1.0)
     assert _longest_gap([], 1.0, 1.5) == pytest.approx(0.5)
+
+
+def test_a_liveness_campaign_sums_up_the_longest_write_gap_of_each_fault(capsys):
+    assert sim.main(["--liveness", "crash", "--roles", "head", "--seeds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 seeds, 0 failed" in out
+    assert "longest write gap while each lasted" in out and "crash head " in out
