@@ -46,3 +46,44 @@ LEADER_EVIDENCE = ELECTION_TICKS * TICK
 # been renewing leases (CheckQuorum notices a lost quorum within two election timeouts).
 NEW_LEADER_GRACE = 2 * 2 * ELECTION_TICKS * TICK
 PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply
+
+# ---- Gray failures: a node alive to the coordinator but failing its links or stalled ----
+# (keychain.node.link_health reports them with each heartbeat; keychain.coordinator.suspicion decides.)
+#
+# The goal: during a single gray fault, acknowledged writes stop for at most 2 s. The write gap is
+#     LINK_TIMEOUT                     a condition must last this long before it is reported
+#   + HEARTBEAT_INTERVAL               until the next heartbeat carries the report (<= 0.1 s)
+#   + 2 * HEARTBEAT_INTERVAL           the lease surrender: the suspect's next heartbeat is answered
+#                                      with lease 0, the one after says it dropped its lease
+#   + a Raft commit                    the removal (tens of ms on loopback)
+#   + HEARTBEAT_INTERVAL               until the survivors' heartbeat replies carry the new epoch
+#   + a link handshake                 Hello / Welcome (a round trip)
+# = 0.5 + 0.1 + 0.2 + ~0.05 + 0.1 + ~0.01 ~ 1.0 s, or ~1.45 s when the suspect never answers the
+# surrender (a lapsed lease: LINK_TIMEOUT + 0.1 + REMOVAL_AFTER - the wait overlaps the heartbeat
+# that was answered with 0). A fault only the culprit's second link reveals (say a head whose own
+# outgoing traffic is dropped: its first dead link removes its successor, the second it) takes two
+# rounds, ~2 s; a proxy's report (a head that accepts no writes) implicates the head in the first.
+#
+# Why not shorter: every bound must outlast what a healthy node can show. A link carries a
+# keepalive every KEEPALIVE_INTERVAL, so LINK_TIMEOUT is five keepalives missed: an event loop
+# stalled by a burst of load or a GC pause of a few hundred ms does not look like a dead link.
+# A healthy fsync takes milliseconds, a slow disk under load a few hundred; SYNC_STALL lets one
+# take 6x the heartbeat interval before the node counts itself stalled.
+KEEPALIVE_INTERVAL = HEARTBEAT_INTERVAL  # an idle downlink carries an empty Batch this often
+LINK_TIMEOUT = 0.5  # a link without traffic (or a Hello without a Welcome, entries without an ack) this long is dead
+SYNC_STALL = 0.6  # a sync pending (or entries not yet durable) this long without progress: the node is stalled
+# A link report counts at the coordinator only while it is this fresh (the node reports every
+# HEARTBEAT_INTERVAL; a node that stopped reporting is the lease's business).
+REPORT_TTL = 3 * HEARTBEAT_INTERVAL
+# A proxy's report that it cannot use a node counts this long (proxies report when a request fails).
+PROXY_REPORT_TTL = 1.0
+# Re-admission of a node removed for link failures: its registration is refused for
+# READMIT_BASE * 2^(n-1) seconds after its n-th such removal (capped at READMIT_CAP); the count
+# starts over once it stayed READMIT_FORGET without such a removal. The first hold is short, so a
+# healed node rejoins within about a second; a node that keeps failing its links waits longer.
+READMIT_BASE = 1.0
+READMIT_CAP = 30.0
+READMIT_FORGET = 60.0
+# A node drained on purpose (RemoveMember, an operator's scale-in) is refused registration this
+# long: its process is stopping, and re-admitted it would briefly become tail and stall writes.
+DRAIN_HOLD = 15.0
