@@ -32,8 +32,9 @@ only when asked for by name, so that the seeds of the default set keep their sch
   heartbeats go on;
 - `one-way-out`: nothing one coordinator or chain node sends arrives anywhere; it still receives;
 - `one-way-in`: nothing sent to one coordinator or chain node arrives; what it sends does;
-- `unreachable`: no other chain node and no client can reach one chain node, nor it them (its
-  listening port is blocked), while it and the coordinators still talk.
+- `unreachable`: nobody can connect to one chain node (its listening port is blocked): its
+  predecessor's link, the clients' requests and other nodes' version queries do not reach it,
+  while what it opens itself works: its link to its successor, its calls and heartbeats.
 `keychain.testing.sim_liveness` injects one such fault, or a crash or an isolation, at a time to
 check that the chain recovers within a bound.
 
@@ -77,13 +78,6 @@ def silence(victim: str, ids: list[str]) -> list[tuple[str, str]]:
 def deafness(victim: str, ids: list[str]) -> list[tuple[str, str]]:
     """The blocked paths that stop whatever the others of `ids` send to `victim`."""
     return [(o, victim) for o in ids if o != victim]
-
-
-def unreachability(victim: str, sim: Simulation) -> list[tuple[str, str]]:
-    """The blocked paths between node `victim` and every other chain node and client, both ways:
-    its listening port is blocked, and the coordinators are reached on connections it opened."""
-    peers = [n for n in sim.nodes if n != victim] + [c.id for c in sim.clients]
-    return isolation(victim, [victim, *peers])
 
 
 class Nemesis(Process):
@@ -187,7 +181,18 @@ class Nemesis(Process):
 
     def _unreachable(self) -> bool:
         victim = self._victim(nodes_only=True)
-        return victim is not None and self._cut(unreachability(victim.id, self.sim), self._until(0.2, 2.0))
+        if victim is None or self.partitioned:
+            return False
+        self.partitioned = True
+        self.close_port(victim)
+        self.world.after(self._until(0.2, 2.0), self._heal_partition)
+        return True
+
+    def close_port(self, victim: Process) -> None:
+        """Nobody can connect to `victim` from now on (see sim_world.Network.closed)."""
+        net = self.sim.net
+        net.closed.add(victim.id)
+        net.cut_streams()
 
     # ---- processes ----
 

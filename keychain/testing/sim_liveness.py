@@ -16,8 +16,8 @@ coordinators, at least three nodes), so every run of this mode must meet both.
 
 Kinds (`SINGLE_FAULTS`): `crash` (restarted when the fault heals), `pause` (stopped in place, as by
 SIGSTOP), `isolate` (cut off both ways), `one-way-out` (nothing it sends arrives), `one-way-in`
-(nothing sent to it arrives), `unreachable` (a node no other node or client can reach, nor it them,
-while it still talks to the coordinators) and `sync-stall` (its syncs hang). Roles (`ROLES`): the
+(nothing sent to it arrives), `unreachable` (nobody can connect to a node, whose own connections
+work: its listening port is blocked) and `sync-stall` (its syncs hang). Roles (`ROLES`): the
 chain's `head`, a `middle` node, its `tail`, the coordinators' `leader`, a `follower`.
 
 The bounds, from keychain.timing and the simulated shells' own figures:
@@ -56,7 +56,7 @@ from keychain.coordinator.raft import Role
 from keychain.coordinator.registry import MemberState
 from keychain.proxy.routing import RETRY_BACKOFF
 from keychain.testing.sim_client import ATTEMPT_TIMEOUT
-from keychain.testing.sim_faults import deafness, isolation, silence, unreachability
+from keychain.testing.sim_faults import deafness, isolation, silence
 from keychain.testing.sim_invariants import Violation
 from keychain.testing.sim_node import HEARTBEAT_TIMEOUT
 
@@ -132,12 +132,13 @@ class SingleFault:
             victim.pause()
         elif kind == "sync-stall":
             victim.stalled_until = self.heal_at
+        elif kind == "unreachable":
+            sim.nemesis.close_port(victim)
         else:
             self.blocked = {
                 "isolate": lambda: isolation(victim.id, ids),
                 "one-way-out": lambda: silence(victim.id, ids),
                 "one-way-in": lambda: deafness(victim.id, ids),
-                "unreachable": lambda: unreachability(victim.id, sim),
             }[kind]()
             for a, b in self.blocked:
                 sim.net.block(a, b)
@@ -168,6 +169,7 @@ class SingleFault:
             victim.resume()
         elif kind == "sync-stall":
             victim.stalled_until = 0.0
+        self.sim.net.closed.discard(victim.id)
         for a, b in self.blocked:
             self.sim.net.unblock(a, b)
         self.sim.world.note("healed", kind, victim.id)

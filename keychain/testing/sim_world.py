@@ -16,7 +16,10 @@ delivered. Nothing here reads the wall clock, sleeps or touches a socket, so a s
   reordered; *streams* (the chain links, state transfers) are FIFO and never lose a message
   unless they break, as a gRPC stream over TCP: a partition, a crash or a send into a cut path
   breaks the stream, and each surviving end learns it after a detection delay. Partitions are
-  one-way blocks between ordered pairs of processes; a symmetric partition blocks both ways.
+  one-way blocks between ordered pairs of processes; a symmetric partition blocks both ways. A
+  process can also have its *port closed*: nobody can connect to it (no stream opened to it, no
+  request delivered to it), while what it opens itself (its streams, its calls and their answers)
+  still works, as when a firewall drops what arrives at its listening port.
 
 Written by hand rather than on a discrete-event library: the loop is a dozen lines, and the
 simulator's value lies in owning every source of nondeterminism (event order, timers, message
@@ -33,6 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 
 Callback = Callable[..., None]
+# Datagrams that answer a call: they travel back on the caller's own connection, so a closed port
+# at the caller does not stop them.
+REPLIES = frozenset({"coord-reply", "kv-reply", "vreply"})
 
 
 class World:
@@ -169,6 +175,7 @@ class Network:
         self.spike_delay = 0.0
         self.detect = (0.02, 0.2)  # how long an end takes to notice its stream broke
         self.blocked: set[tuple[str, str]] = set()  # (from, to) pairs that cannot talk
+        self.closed: set[str] = set()  # processes nobody can connect to (their listening port is blocked)
         self._streams: dict[int, Stream] = {}
         self._stream_ids = 0
         self.sent = 0
@@ -183,6 +190,7 @@ class Network:
 
     def heal(self) -> None:
         self.blocked.clear()
+        self.closed.clear()
 
     def unblock(self, src: str, dst: str) -> None:
         self.blocked.discard((src, dst))
@@ -200,7 +208,8 @@ class Network:
         """A datagram from `src` to `dst`: `fn(*args)` runs at `dst` if it arrives. False if lost."""
         self.sent += 1
         rng = self.world.rng
-        if (src.id, dst.id) in self.blocked or (self.drop and rng.random() < self.drop):
+        if ((src.id, dst.id) in self.blocked or (dst.id in self.closed and label not in REPLIES)
+                or (self.drop and rng.random() < self.drop)):
             self.dropped += 1
             return False
         inc = dst.incarnation
@@ -225,7 +234,7 @@ class Network:
         self._stream_ids += 1
         s = Stream(self._stream_ids, a, b, a.incarnation, b.incarnation, on_break_a, on_break_b)
         self._streams[s.id] = s
-        if not b.up or (a.id, b.id) in self.blocked or (b.id, a.id) in self.blocked:
+        if not b.up or self._cut(s):
             self.break_stream(s)
         return s
 
@@ -239,7 +248,7 @@ class Network:
             return False
         src, dst = (s.a, s.b) if from_a else (s.b, s.a)
         dst_inc = s.b_inc if from_a else s.a_inc
-        if not dst.alive(dst_inc) or (src.id, dst.id) in self.blocked:
+        if not dst.alive(dst_inc) or (src.id, dst.id) in self.blocked or s.b.id in self.closed:
             self.break_stream(s)
             return False
         self.sent += 1
@@ -281,8 +290,12 @@ class Network:
             if s.a is p or s.b is p:
                 self.break_stream(s)
 
+    def _cut(self, s: Stream) -> bool:
+        """Whether `s` crosses a blocked path (a stream needs both ways) or was opened to a closed port."""
+        return (s.a.id, s.b.id) in self.blocked or (s.b.id, s.a.id) in self.blocked or s.b.id in self.closed
+
     def cut_streams(self) -> None:
-        """Break every open stream that now crosses a blocked path."""
+        """Break every open stream that now crosses a blocked path or leads to a closed port."""
         for s in list(self._streams.values()):
-            if (s.a.id, s.b.id) in self.blocked or (s.b.id, s.a.id) in self.blocked:
+            if self._cut(s):
                 self.break_stream(s)
