@@ -6,9 +6,9 @@ for, lets it last a while, heals it, and checks two properties while the clients
 write load:
 
 - `liveness-writes-resume`: from the moment the fault begins until the chain must be whole again,
-  acknowledged writes never stop for longer than `WRITES_RESUME`;
+  acknowledged writes never stop for longer than `writes_resume(kind, role)`;
 - `liveness-full-length`: the chain has every node active before the fault and again within
-  `FULL_LENGTH` after the fault healed.
+  `full_length(kind, role)` after the fault healed.
 
 Both hold only where progress is possible: a majority of coordinators and at least one chain node
 that can all reach each other. A single fault of one process always leaves that (three
@@ -20,31 +20,49 @@ SIGSTOP), `isolate` (cut off both ways), `one-way-out` (nothing it sends arrives
 work: its listening port is blocked) and `sync-stall` (its syncs hang). Roles (`ROLES`): the
 chain's `head`, a `middle` node, its `tail`, the coordinators' `leader`, a `follower`.
 
-The bounds, from keychain.timing and the simulated shells' own figures:
+The bounds come from keychain.timing and the simulated shells' own figures. First, how long the
+coordinator leader may take to remove the victim (its *detection*), by the kind of fault:
 
-    detection     = HEARTBEAT_INTERVAL + REMOVAL_AFTER * (1 + MAX_DRIFT) + TICK
-                  = 0.1 + 1.51 * 1.05 + 0.05                           = 1.736 s
-        the leader last heard the victim at most one heartbeat before the fault, removes it once
-        silent for REMOVAL_AFTER of its own clock (which may run MAX_DRIFT slow), at its next tick;
-    reconfigure   = PROPOSAL_COMMIT + HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT = 0.05 + 0.1 + 0.3 = 0.45 s
+    silent   = HEARTBEAT_INTERVAL + REMOVAL_AFTER * (1 + MAX_DRIFT) + TICK = 0.1 + 1.51 * 1.05 + 0.05
+             = 1.736 s                        (crash, pause, isolate, one-way-out; any coordinator fault)
+        the node stopped heartbeating: the leader last heard it at most one heartbeat before the
+        fault and removes it once silent for REMOVAL_AFTER of its own clock (which may run
+        MAX_DRIFT slow), at its next tick. A coordinator fault should not stop writes at all (an
+        election takes well under a lease); it gets the same bound;
+    gray     = 2 * (LINK_TIMEOUT + 3 * HEARTBEAT_INTERVAL + PROPOSAL_COMMIT) = 2 * (0.5 + 0.3 + 0.05)
+             = 1.7 s                          (unreachable)
+        the node heartbeats but its links fail: a dead link is reported once it lasted
+        LINK_TIMEOUT, with the next heartbeat; the suspect's lease is revoked by the answer to the
+        one after and surrendered by the next; the removal commits. A fault that the culprit's
+        second link reveals takes two such rounds;
+    unheard  = LINK_TIMEOUT + silent = 2.236 s (one-way-in)
+        the suspect cannot hear the revocation, so cannot surrender its lease: once its dead links
+        are reported the leader stops renewing it, and removes it once that lease has lapsed;
+    stalled  = SYNC_STALL + 3 * HEARTBEAT_INTERVAL + PROPOSAL_COMMIT = SYNC_STALL + 0.35 s (sync-stall)
+        the node says it is stalled once a sync has waited SYNC_STALL, then as for `gray`.
+
+Then, for a fault of detection D:
+
+    reconfigure        = PROPOSAL_COMMIT + HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT = 0.05 + 0.1 + 0.3 = 0.45 s
         the removal commits (one Raft round and a sync), and each survivor learns the new epoch
         from its next heartbeat's answer, one coordinator later if the one it asked is the victim;
-    client        = ATTEMPT_TIMEOUT + RETRY_BACKOFF.cap = 0.5 + 0.25 = 0.75 s
+    client             = ATTEMPT_TIMEOUT + RETRY_BACKOFF.cap = 0.5 + 0.25 = 0.75 s
         a write sent to the old head just before the change is given up after one attempt's
         timeout and sent again, to the new head, after at most the proxy's longest backoff;
-    WRITES_RESUME = detection + reconfigure + client = 2.936 s
+    writes_resume      = D + reconfigure + client      (2.936 s for a crash, 3.436 s for one-way-in)
 
-    rejoin        = HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT + 2 * HEARTBEAT_INTERVAL + TRANSFER
-                  = 0.1 + 0.3 + 0.2 + 0.2 = 0.8 s
+    rejoin             = HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT + 2 * HEARTBEAT_INTERVAL + TRANSFER
+                       = 0.1 + 0.3 + 0.2 + 0.2 = 0.8 s
         a removed node hears it left on its next heartbeat's answer (one coordinator later if that
         one does not answer), registers with the next heartbeat, is sent the chain's state, and
         reports it caught up with the one after, which promotes it;
-    FULL_LENGTH   = detection + rejoin = 2.536 s
-        a fault that heals just before the leader acts on it still costs one removal: the victim
-        rejoins once it is gone.
+    full_length        = D + READMIT_BASE + rejoin     (1.736 + 1.0 + 0.8 = 3.536 s for a crash)
+        a fault that heals just before the leader acts on it still costs one removal, and a node
+        removed for failing its links is refused re-admission for READMIT_BASE after its first
+        such removal; then it rejoins.
 
-Faults last FAULT_LASTS seconds, most of them longer than WRITES_RESUME, so that a fault nobody
-acts on shows as a violation rather than healing in time.
+Faults last FAULT_LASTS seconds, most of them longer than the bounds, so that a fault nobody acts
+on shows as a violation rather than healing in time.
 """
 
 from __future__ import annotations
@@ -72,18 +90,37 @@ NODE_ONLY = frozenset({"unreachable"})  # kinds that make sense for a chain node
 
 PROPOSAL_COMMIT = 0.05  # a registry change's Raft round and sync, with room for a lossy network
 TRANSFER = 0.2  # a state transfer of the simulated key space, and its start
-DETECTION = timing.HEARTBEAT_INTERVAL + timing.REMOVAL_AFTER * (1 + timing.MAX_DRIFT) + timing.TICK
+SILENT = timing.HEARTBEAT_INTERVAL + timing.REMOVAL_AFTER * (1 + timing.MAX_DRIFT) + timing.TICK
+GRAY = 2 * (timing.LINK_TIMEOUT + 3 * timing.HEARTBEAT_INTERVAL + PROPOSAL_COMMIT)
+UNHEARD = timing.LINK_TIMEOUT + SILENT
+STALLED = timing.SYNC_STALL + 3 * timing.HEARTBEAT_INTERVAL + PROPOSAL_COMMIT
+DETECTION = {"crash": SILENT, "pause": SILENT, "isolate": SILENT, "one-way-out": SILENT, "one-way-in": UNHEARD,
+             "unreachable": GRAY, "sync-stall": STALLED}  # a chain node's, by the kind of its fault
 RECONFIGURE = PROPOSAL_COMMIT + timing.HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT
 CLIENT_RETRY = ATTEMPT_TIMEOUT + RETRY_BACKOFF.cap
-WRITES_RESUME = DETECTION + RECONFIGURE + CLIENT_RETRY
 REJOIN = timing.HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT + 2 * timing.HEARTBEAT_INTERVAL + TRANSFER
-FULL_LENGTH = DETECTION + REJOIN
+
+
+def detection(kind: str, role: str) -> float:
+    """The longest the leader may take to remove the victim of a `kind` fault of a `role` process."""
+    return DETECTION[kind] if role in NODE_ROLES else SILENT
+
+
+def writes_resume(kind: str, role: str) -> float:
+    """The longest acknowledged writes may stop while (or after) such a fault lasts."""
+    return detection(kind, role) + RECONFIGURE + CLIENT_RETRY
+
+
+def full_length(kind: str, role: str) -> float:
+    """The longest the chain may take to be whole again after such a fault healed."""
+    return detection(kind, role) + timing.READMIT_BASE + REJOIN
+
 
 FAULT_AT = (1.5, 2.0)  # when the fault begins: the chain formed long before (it takes well under 1 s)
 FAULT_LASTS = (1.0, 5.0)
 WATCH_EVERY = 0.02  # seconds between two looks at the acknowledged writes and the chain
 SETTLE = 1.0  # quiet seconds after the last check, before the end-of-run safety checks
-RUN_LENGTH = FAULT_AT[1] + FAULT_LASTS[1] + FULL_LENGTH + SETTLE  # virtual seconds of every run
+RUN_LENGTH = FAULT_AT[1] + FAULT_LASTS[1] + max(full_length(k, r) for k in SINGLE_FAULTS for r in ROLES) + SETTLE
 
 
 class SingleFault:
@@ -104,7 +141,9 @@ class SingleFault:
         self.role = rng.choice(fitting)
         self.start_at = rng.uniform(*FAULT_AT)
         self.heal_at = self.start_at + rng.uniform(*FAULT_LASTS)
-        self.check_until = self.heal_at + FULL_LENGTH
+        self.resume_bound = writes_resume(self.kind, self.role)
+        self.full_bound = full_length(self.kind, self.role)
+        self.check_until = self.heal_at + self.full_bound
         self.victim: Process | None = None
         self.blocked: list[tuple[str, str]] = []
         self.full_at: float | None = None  # when the chain was whole again after the fault healed
@@ -181,16 +220,16 @@ class SingleFault:
         now = sim.world.now
         acked = sim.acked_at
         since = max(acked[-1] if acked else 0.0, self.start_at)
-        if now - since > WRITES_RESUME:
+        if now - since > self.resume_bound:
             raise Violation("liveness-writes-resume",
                             f"{self._what()}: no write acknowledged from {since:.3f} to {now:.3f} "
-                            f"({now - since:.2f} s), beyond the bound of {WRITES_RESUME:.2f} s")
+                            f"({now - since:.2f} s), beyond the bound of {self.resume_bound:.2f} s")
         if now >= self.heal_at and self.full_at is None and self._full_length():
             self.full_at = now
         if now >= self.check_until:
             if self.full_at is None:
                 raise Violation("liveness-full-length",
-                                f"{self._what()}: the chain was not whole again {FULL_LENGTH:.2f} s after the "
+                                f"{self._what()}: the chain was not whole again {self.full_bound:.2f} s after the "
                                 f"fault healed; {self._chain()}")
             return
         sim.world.after(WATCH_EVERY, self._watch)
