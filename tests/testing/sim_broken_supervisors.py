@@ -5,10 +5,11 @@ or that keeps the chain moving."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from keychain.coordinator.lease import LeaseTracker, Removal
 from keychain.coordinator.registry import ChainState
-from keychain.coordinator.supervision import Refusal, Supervisor
+from keychain.coordinator.supervision import Grant, Heartbeat, Proposal, Refusal, Supervisor
 
 
 class GrantsWithoutEvidence(Supervisor):
@@ -47,3 +48,11 @@ class NeverRemoves(Supervisor):
 
     def removals(self, now: float, chains: list[ChainState]) -> list[Removal]:
         return []
+
+
+class IgnoresLinkReports(Supervisor):
+    """Reads every heartbeat as if it carried no link-health report: only silence removes a node."""
+
+    def heartbeat(self, req: Heartbeat, state: ChainState | None, now: float, confirmed_at: float | None
+                  ) -> Grant | Refusal | Proposal:
+        return super().heartbeat(replace(req, links=None), state, now, confirmed_at)

@@ -9,8 +9,11 @@ each case asserts it). A run costs well under a second.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
-from sim_broken_supervisors import NeverRemoves
+from sim_broken_cores import NoLinkReportsShell
+from sim_broken_supervisors import IgnoresLinkReports, NeverRemoves
 
 from keychain.testing import sim
 from keychain.testing.sim_cluster import SimConfig, first_failure, run_seed
@@ -67,6 +70,26 @@ def test_a_supervisor_that_never_removes_a_silent_node_is_caught():
     assert found is not None and found.violation is not None, "no seed in 0..4 caught it"
     assert found.violation.prop == "liveness-writes-resume", found.violation
     assert run_seed(found.seed, SimConfig(liveness=("crash",), roles=NODE_ROLES)).ok
+
+
+# A node's syncs hang while it keeps heartbeating: only its own link-health report ("stalled") can
+# get it removed. Both variants were first caught at seed 1 (a 4.9 s stall of a middle node).
+STALLS = SimConfig(liveness=("sync-stall",), roles=NODE_ROLES)
+WITHOUT_LINK_REPORTS = [
+    pytest.param({"node_shell": NoLinkReportsShell}, id="node-reports-no-links"),
+    pytest.param({"supervisor": IgnoresLinkReports}, id="supervisor-ignores-link-reports"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="no rule yet removes a node that reports itself stalled (the progress rule)")
+@pytest.mark.parametrize("broken", WITHOUT_LINK_REPORTS)
+def test_the_chain_without_link_reports_is_caught_and_the_real_one_passes_the_same_seed(broken):
+    found = first_failure(replace(STALLS, **broken), range(8))
+    assert found is not None and found.violation is not None, "no seed in 0..7 caught it"
+    assert found.violation.prop == "liveness-writes-resume", found.violation
+    print(f"caught by seed {found.seed}: {found.violation}")
+    result = run_seed(found.seed, STALLS)
+    assert result.ok, sim.report_failure(result, STALLS, trace_lines=20)
 
 
 def test_a_liveness_failure_names_the_fault_and_the_command_that_replays_it(capsys, monkeypatch):
