@@ -42,8 +42,7 @@ HANDLED = [
     # A chain node that goes silent to the coordinators: removed once its lease has certainly lapsed.
     ("crash", "head"), ("pause", "tail"), ("isolate", "middle"), ("one-way-out", "head"),
     # The coordinators elect another leader well within the nodes' leases.
-    ("crash", "leader"), ("pause", "leader"), ("isolate", "leader"), ("one-way-out", "leader"),
-    ("one-way-in", "leader"), ("sync-stall", "leader"),
+    ("crash", "leader"), ("isolate", "leader"), ("one-way-in", "leader"), ("sync-stall", "leader"),
 ]
 
 
