@@ -67,11 +67,13 @@ PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply
 # Why not shorter: every bound must outlast what a healthy node can show. A link carries a
 # keepalive every KEEPALIVE_INTERVAL, so LINK_TIMEOUT is five keepalives missed: an event loop
 # stalled by a burst of load or a GC pause of a few hundred ms does not look like a dead link.
-# A healthy fsync takes milliseconds, a slow disk under load a few hundred; SYNC_STALL lets one
-# take 6x the heartbeat interval before the node counts itself stalled.
+# A healthy fsync takes milliseconds, a slow disk under load a few hundred; SYNC_STALL lets one take
+# a full second before the node counts itself stalled (a removal costs a rejoin and a state catch-up,
+# so a slow disk must not look like a dead one): a stalled sync leaves a gap of about
+# SYNC_STALL + 0.5 s ~ 1.5 s (its predecessor's "not acking" waits for the node's own word).
 KEEPALIVE_INTERVAL = HEARTBEAT_INTERVAL  # an idle downlink carries an empty Batch this often
 LINK_TIMEOUT = 0.5  # a link without traffic (or a Hello without a Welcome, entries without an ack) this long is dead
-SYNC_STALL = 0.6  # a sync pending (or entries not yet durable) this long without progress: the node is stalled
+SYNC_STALL = 1.0  # a sync pending (or entries not yet durable) this long without progress: the node is stalled
 # A link report counts at the coordinator only while it is this fresh (the node reports every
 # HEARTBEAT_INTERVAL; a node that stopped reporting is the lease's business).
 REPORT_TTL = 3 * HEARTBEAT_INTERVAL
