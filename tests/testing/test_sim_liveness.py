@@ -1,11 +1,10 @@
 """Liveness under a single fault (keychain.testing.sim_liveness): after one fault strikes one node or
 coordinator, acknowledged writes resume within a bound, and once it heals the chain is whole again
-within a bound; a supervision core that cannot get the chain moving again is caught.
+within a bound; a chain whose coordinator cannot learn of a gray failure (no link reports) is caught.
 
-Every case runs seed 0 with one fault kind and one role: its fault lasts 4.97 s, well past the
-bound on the write gap (at least 0.5 s past it), so a fault nobody acts on cannot heal in time (found by trying seeds from 0;
-each case asserts it). A run costs well under a second.
-"""
+Every case runs seed 0 with one fault kind and one role: its fault lasts 4.97 s, at least 0.5 s
+past the bound on the write gap, so a fault nobody acts on cannot heal in time (found by trying
+seeds from 0; each case asserts it). A run costs well under a second."""
 
 from __future__ import annotations
 
@@ -52,14 +51,31 @@ def test_writes_resume_and_the_chain_heals_after_a_single_fault(kind, role):
 
 
 GRAY = [
-    ("one-way-in", "middle"), ("unreachable", "tail"), ("sync-stall", "head"),
+    # A node that heartbeats but whose links fail, or whose syncs hang: removed on the link reports.
+    ("one-way-in", "middle"), ("unreachable", "middle"), ("unreachable", "tail"), ("sync-stall", "head"),
+    ("sync-stall", "tail"),
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="no rule removes a node that heartbeats but whose links fail or whose "
-                                       "syncs hang (link-health reports and the progress rule)")
 @pytest.mark.parametrize(("kind", "role"), GRAY, ids=[f"{k}-{r}" for k, r in GRAY])
 def test_writes_resume_after_a_gray_failure_of_a_node(kind, role):
+    _assert_live(kind, role)
+
+
+NOT_YET = [
+    # Nothing reaches the head or the tail, which cannot hear its lease revoked either: the leader
+    # removes its innocent neighbour instead, and writes stay stuck on the deaf node.
+    pytest.param("one-way-in", "head", id="one-way-in-head"),
+    pytest.param("one-way-in", "tail", id="one-way-in-tail"),
+    # Nobody can connect to the head, whose own links work: only a proxy could tell (a head that
+    # accepts no writes), and the simulated clients report nothing yet.
+    pytest.param("unreachable", "head", id="unreachable-head"),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="the gray failure of an end of the chain is not resolved yet (see NOT_YET)")
+@pytest.mark.parametrize(("kind", "role"), NOT_YET)
+def test_writes_resume_after_a_gray_failure_of_an_end_of_the_chain(kind, role):
     _assert_live(kind, role)
 
 
@@ -80,7 +96,6 @@ WITHOUT_LINK_REPORTS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="no rule yet removes a node that reports itself stalled (the progress rule)")
 @pytest.mark.parametrize("broken", WITHOUT_LINK_REPORTS)
 def test_the_chain_without_link_reports_is_caught_and_the_real_one_passes_the_same_seed(broken):
     found = first_failure(replace(STALLS, **broken), range(8))
