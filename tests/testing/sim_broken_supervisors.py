@@ -56,3 +56,18 @@ class IgnoresLinkReports(Supervisor):
     def heartbeat(self, req: Heartbeat, state: ChainState | None, now: float, confirmed_at: float | None
                   ) -> Grant | Refusal | Proposal:
         return super().heartbeat(replace(req, links=None), state, now, confirmed_at)
+
+
+class _SurrenderAssumed(LeaseTracker):
+    def revoke(self, chain: str, node: str, epoch: int, reason: str) -> None:
+        super().revoke(chain, node, epoch, reason)
+        self.surrendered.add((chain, node))
+
+
+class RemovesRevokedAtOnce(Supervisor):
+    """Removes a node suspected of a gray failure as if it had surrendered its lease the moment the
+    lease was revoked: a node that heartbeats still holds the lease it was granted last."""
+
+    def __init__(self, **figures: float) -> None:
+        super().__init__(**figures)
+        self.leases = _SurrenderAssumed(lease=self.leases.lease, margin=self.leases.margin)
