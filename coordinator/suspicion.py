@@ -23,6 +23,9 @@ Which reports count:
   and counts only with a second, independent claim against the same node (from another peer, a
   proxy, or its own report that it is stalled). So one stale or lying report alone never removes
   a node whose own report disagrees.
+- "My successor does not ack" is set aside while that successor reports its own downlink failing:
+  acks flow back up the chain, so a link dead further down stops every ack above it, and only the
+  lowest failing link says where the fault is.
 - A proxy that claims two or more members of a chain at once is itself the likely culprit (cut
   off from the chain, not the chain from it): its claims about that chain are set aside.
 
@@ -34,7 +37,10 @@ Whom to remove, in this order:
    unreachable, or that everyone reports, is itself the fault.
 3. Otherwise a dead link P -> S removes S, the later of its two ends: P holds every entry S holds
    (entries flow down the chain), so S is always the safer one to lose. A proxy's claim removes
-   the node it names.
+   the node it names. This rule waits until the claim has counted for `settle` (two heartbeat
+   intervals): the claims a single fault causes reach the coordinator over a heartbeat interval or
+   so, and a middle cut off on both links must be seen as the culprit of rule 2, not cost its
+   successor first because the claims about that link happened to arrive first.
 Every candidate must pass `removable` (the supervisor's rule that the chain keeps a member in sync
 holding every acknowledged write, and never loses its last active member); a dead link whose
 later end may not go removes its earlier end if that one may. Where several candidates qualify
@@ -96,10 +102,13 @@ class Suspicion:
     report_ttl: float = timing.REPORT_TTL
     proxy_report_ttl: float = timing.PROXY_REPORT_TTL
     history: float = 5 * timing.LINK_TIMEOUT + timing.REMOVAL_AFTER
+    settle: float = 2 * timing.HEARTBEAT_INTERVAL
     reports: dict[tuple[str, str], _NodeReport] = field(default_factory=dict)
     proxies: dict[tuple[str, str, str], tuple[int, float]] = field(default_factory=dict)  # (chain, proxy, node)
     lost: dict[tuple[str, str], list[tuple[str, float]]] = field(default_factory=dict)  # neighbours a node lost
     heard: dict[tuple[str, str], float] = field(default_factory=dict)  # each node's last heartbeat
+    # When each claim (chain, epoch, accuser, accused) that counts was first seen counting.
+    counting_since: dict[tuple[str, int, str, str], float] = field(default_factory=dict)
 
     # ---- inputs ----
 
@@ -148,6 +157,9 @@ class Suspicion:
         counted = [c for c in claims if not c.disputed or any(
             (o.accused == c.accused and o.accuser not in (c.accuser, c.accused)) or o.accuser == o.accused == c.accused
             for o in claims if o is not c)]
+        since = {(state.name, state.epoch, c.accuser, c.accused): self.counting_since.get(
+            (state.name, state.epoch, c.accuser, c.accused), now) for c in counted}
+        self.counting_since = {k: t for k, t in self.counting_since.items() if k[0] != state.name} | since
         if not counted:
             return None
         order = [m.id for m in state.members]
@@ -175,7 +187,7 @@ class Suspicion:
         # 3. One dead link: its later end (a proxy's claim: the node it names).
         for c in sorted(counted, key=lambda c: max(order.index(n) for n in (c.accuser, c.accused) if n in order),
                         reverse=True):
-            if c.accuser == c.accused:
+            if c.accuser == c.accused or now - since[(state.name, state.epoch, c.accuser, c.accused)] < self.settle:
                 continue
             if c.accuser.startswith(PROXY):
                 if removable(c.accused):
@@ -210,9 +222,11 @@ class Suspicion:
             if rep.stalled:
                 claims.append(_Claim(node, node, f"{node} stalled"))
             s = rep.successor
-            if s and alive(s) and (rep.successor_unreachable or rep.successor_not_acking):
+            other = fresh.get(s)
+            blocked_below = other is not None and (other.report.successor_unreachable
+                                                   or other.report.successor_not_acking)
+            if s and alive(s) and (rep.successor_unreachable or (rep.successor_not_acking and not blocked_below)):
                 what = f"successor {s} {'unreachable' if rep.successor_unreachable else 'not acking'}"
-                other = fresh.get(s)
                 disputed = (other is not None and not other.report.predecessor_silent
                             and not (rep.successor_not_acking and other.committed_seq > rep.successor_acked))
                 claims.append(_Claim(node, s, what, disputed))

@@ -107,8 +107,8 @@ def test_a_middle_cut_off_from_its_predecessor_is_removed_at_once_after_surrende
     assert c.members() == ["h", "t"]
     (removed, at), = c.removed
     assert removed == "m"
-    # Revoked, surrendered, removed: three heartbeat rounds, far sooner than its last lease would lapse.
-    assert at <= START + 0.5 + 3 * TICK + 1e-9
+    # Settled (two rounds), revoked, surrendered, removed: far sooner than its last lease would lapse.
+    assert at <= START + 0.5 + 5 * TICK + 1e-9 < START + 0.4 + REMOVAL_AFTER
     assert c.nodes["m"].leases[-1] == 0.0
 
 
@@ -124,6 +124,22 @@ def test_a_middle_dead_on_both_links_is_the_culprit_not_its_neighbours():
                 "m": {"predecessor_silent": True, "successor_unreachable": True},
                 "t": {"predecessor_silent": True}})
     assert c.members() == ["h", "t"]
+
+
+def test_a_middle_cut_off_on_both_links_goes_though_the_claims_about_one_link_arrive_first():
+    c = Cluster("h", "m", "t")
+    c.round({"m": {"successor_unreachable": True}, "t": {"predecessor_silent": True}})
+    c.run(1.0, {"h": {"successor_unreachable": True}, "m": {"predecessor_silent": True, "successor_unreachable": True},
+                "t": {"predecessor_silent": True}})
+    assert c.members() == ["h", "t"] and [n for n, _ in c.removed] == ["m"]
+
+
+def test_a_tail_cut_off_costs_only_the_tail_though_acks_stop_all_the_way_up():
+    c = Cluster("h", "m", "t")
+    c.nodes["m"].committed_seq = 3
+    c.run(1.0, {"h": {"successor_not_acking": True, "successor_acked": 3}, "m": {"successor_unreachable": True},
+                "t": {"predecessor_silent": True}})
+    assert c.members() == ["h", "m"] and [n for n, _ in c.removed] == ["t"]
 
 
 def test_a_head_whose_outgoing_traffic_is_dropped_loses_its_successor_then_goes_itself():
