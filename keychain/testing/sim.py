@@ -6,11 +6,14 @@
     python -P -m keychain.testing.sim --replay 1234            # one seed, its trace and figures
     python -P -m keychain.testing.sim --seeds 200 --multikey 0.2   # with range reads and transactions
     python -P -m keychain.testing.sim --seeds 100 --watchers 2      # with watching clients, streams checked
+    python -P -m keychain.testing.sim --liveness all --seeds 100   # one single fault per seed
 
 Each seed builds and runs one cluster (see keychain.testing.sim_cluster): the real Raft and CRAQ
 cores under a nemesis of partitions, crashes, slow disks, lossy networks, clock drift and
 membership changes, with invariants checked as it goes and the client history checked for
-linearizability at the end. A failing seed prints the violated property, the last events of its
+linearizability at the end. With --liveness each seed instead injects one single fault (a crash,
+pause, partition or sync stall of one node or coordinator) and also checks that writes resume and
+the chain heals within bounds (keychain.testing.sim_liveness). A failing seed prints the violated property, the last events of its
 trace and the command that replays it; the exit status is 1 if any seed failed.
 """
 
@@ -27,7 +30,8 @@ from dataclasses import replace
 
 from keychain.testing.history import write_history
 from keychain.testing.sim_cluster import MULTIKEY, RunResult, SimConfig, run_seed
-from keychain.testing.sim_faults import FAULTS
+from keychain.testing.sim_faults import ALL_FAULTS
+from keychain.testing.sim_liveness import ROLES, SINGLE_FAULTS
 
 DEFAULTS = SimConfig()
 
@@ -35,6 +39,11 @@ DEFAULTS = SimConfig()
 def replay_command(seed: int, config: SimConfig) -> str:
     """The one command that runs `seed` again exactly as it ran (same options)."""
     parts = ["python -P -m keychain.testing.sim", f"--replay {seed}"]
+    if config.liveness:
+        parts.append(f"--liveness {'all' if config.liveness == SINGLE_FAULTS else ','.join(config.liveness)}")
+        if config.roles != DEFAULTS.roles:
+            parts.append(f"--roles {','.join(config.roles)}")
+        return " ".join(parts)
     if config.duration != DEFAULTS.duration:
         parts.append(f"--duration {config.duration:g}")
     if config.heal != DEFAULTS.heal:
@@ -83,7 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heal", type=float, default=DEFAULTS.heal, help="fault-free virtual seconds at the end")
     p.add_argument("--fault-gap", type=float, default=DEFAULTS.fault_gap, help="mean virtual seconds between faults")
     p.add_argument("--faults", default=",".join(DEFAULTS.faults),
-                   help=f"comma-separated fault kinds, or 'none' (default: all of {','.join(FAULTS)})")
+                   help=f"comma-separated fault kinds, or 'none' (default: {','.join(DEFAULTS.faults)}; "
+                        f"known: {','.join(ALL_FAULTS)})")
+    p.add_argument("--liveness", metavar="KINDS",
+                   help=f"liveness mode: one single fault per seed, of these comma-separated kinds or 'all' "
+                        f"({','.join(SINGLE_FAULTS)})")
+    p.add_argument("--roles", default=",".join(ROLES),
+                   help=f"with --liveness: the roles a fault may strike (default: {','.join(ROLES)})")
     p.add_argument("--multikey", type=float, default=DEFAULTS.multikey,
                    help=f"share of client operations that are range reads and transactions (e.g. {MULTIKEY:g}; "
                         "default 0: single-key operations only)")
@@ -101,9 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     faults = () if args.faults == "none" else tuple(f for f in args.faults.split(",") if f)
+    liveness = () if args.liveness is None else (
+        SINGLE_FAULTS if args.liveness == "all" else tuple(f for f in args.liveness.split(",") if f))
+    roles = tuple(r for r in args.roles.split(",") if r)
     try:
+        if args.liveness is not None and not liveness:
+            raise ValueError("--liveness needs fault kinds, or 'all'")
         config = replace(DEFAULTS, duration=args.duration, heal=args.heal, fault_gap=args.fault_gap, faults=faults,
-                         multikey=args.multikey, watchers=args.watchers)
+                         multikey=args.multikey, watchers=args.watchers, liveness=liveness, roles=roles)
         if args.jobs < 1 or args.trace < 0:
             raise ValueError("--jobs must be at least 1 and --trace not negative")
         if args.seeds is not None and args.seeds < 0:
@@ -152,19 +172,27 @@ def _campaign(seeds: Iterator[int], config: SimConfig, jobs: int, trace_lines: i
     virtual = 0.0
     faults: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
+    gaps: dict[str, list[float]] = {}  # liveness: fault kind and role -> longest write gaps while it lasted
     results = (_run((s, config)) for s in seeds) if jobs == 1 else _parallel(seeds, config, jobs)
     for result in results:
         runs += 1
         virtual += result.stats.get("virtual_seconds", 0.0)
         faults.update(result.stats.get("faults", {}))
         verdicts[result.stats.get("history_verdict", "not checked")] += 1
+        if "fault" in result.stats:
+            kind, role, _victim = result.stats["fault"].split()
+            gaps.setdefault(f"{kind} {role}", []).append(result.stats["write_gap_during"])
         if not result.ok:
             failures += 1
             print(report_failure(result, config, trace_lines), flush=True)
     elapsed = time.perf_counter() - wall
     print(f"{runs} seeds, {failures} failed; {virtual:.0f} simulated seconds ({virtual / 3600:.2f} h) "
           f"in {elapsed:.1f} s of wall-clock time")
-    print("faults injected: " + (", ".join(f"{k} {faults[k]}" for k in FAULTS if faults[k]) or "none"))
+    if gaps:
+        print("single faults, longest write gap while each lasted (seconds, max over its seeds): " + ", ".join(
+            f"{k} {max(v):.2f} ({len(v)})" for k, v in sorted(gaps.items())))
+    else:
+        print("faults injected: " + (", ".join(f"{k} {faults[k]}" for k in ALL_FAULTS if faults[k]) or "none"))
     print("histories: " + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items())))
     return 1 if failures else 0
 

@@ -308,6 +308,7 @@ class SimClient(Process):
         elif code == Code.OK:
             kind = EntryKind.DELETE if op.kind == "delete" else EntryKind.PUT
             self.sim.inv.write_acked(self.id, op.request_id, op.key.encode(), result.version, kind, op.expected)
+            self.sim.acked_at.append(self.world.now)
             self.versions[op.key] = 0 if op.kind == "delete" else result.version
             self.values[op.key] = op.value
             self._done(op, "ok")

@@ -3,7 +3,9 @@ world, a nemesis injecting faults, and every property checked.
 
 `run_seed(seed, config)` builds the cluster from the seed (how many nodes start, their core options,
 clock rates, disks), runs it for `config.duration` virtual seconds (faults until the last
-`config.heal` seconds, client operations until shortly before the end), checks the invariants
+`config.heal` seconds, client operations until shortly before the end), or, in liveness mode
+(`config.liveness`), for the fixed length of one single fault and its healing, checked for
+liveness by keychain.testing.sim_liveness; it checks the invariants
 continuously (see sim_invariants), and at the end checks that the tail holds every acknowledged
 write and that the client history is linearizable. The first violation stops the run; the result
 carries it, the trace's hash (equal seeds give equal hashes) and the trace's last events.
@@ -27,8 +29,9 @@ from keychain.testing.checker import check
 from keychain.testing.history import Operation, Recorder
 from keychain.testing.sim_client import SimClient
 from keychain.testing.sim_coordinator import SimCoordinator
-from keychain.testing.sim_faults import FAULTS, Nemesis
+from keychain.testing.sim_faults import ALL_FAULTS, FAULTS, Nemesis
 from keychain.testing.sim_invariants import Invariants, Violation
+from keychain.testing.sim_liveness import NODE_ONLY, NODE_ROLES, ROLES, RUN_LENGTH, SINGLE_FAULTS, SingleFault
 from keychain.testing.sim_node import SimNode
 from keychain.testing.sim_watcher import SimWatcher
 from keychain.testing.sim_world import Network, Process, World
@@ -65,6 +68,10 @@ class SimConfig:
     raft_core: type[RaftCore] = RaftCore
     node_shell: type[SimNode] = SimNode  # how a node drives its core (tests substitute broken ones)
     supervisor: type[Supervisor] = Supervisor  # the coordinators' supervision core (tests substitute broken ones)
+    # Liveness mode: no random faults (`faults`, `duration` and `heal` do not apply); ONE fault of one
+    # of these kinds strikes a process of one of `roles` (see sim_liveness).
+    liveness: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ROLES
 
     def __post_init__(self) -> None:
         if self.duration <= 1.0 or not 0 <= self.heal < self.duration:
@@ -73,9 +80,15 @@ class SimConfig:
             raise ValueError("keys, clients and fault_gap must be positive")
         if not 0 <= self.multikey < 1 or (self.multikey and self.keys < 2):
             raise ValueError("multikey is a share below 1, and needs at least 2 keys")
-        unknown = sorted(set(self.faults) - set(FAULTS))
+        unknown = sorted(set(self.faults) - set(ALL_FAULTS))
         if unknown:
-            raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+            raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(ALL_FAULTS)}")
+        unknown = sorted(set(self.liveness) - set(SINGLE_FAULTS)) + sorted(set(self.roles) - set(ROLES))
+        if unknown or not self.roles:
+            raise ValueError(f"unknown single fault kind(s) or role(s) {', '.join(unknown) or '(no roles)'}; known: "
+                             f"{', '.join(SINGLE_FAULTS)} and {', '.join(ROLES)}")
+        if self.liveness and set(self.liveness) <= NODE_ONLY and not set(self.roles) & set(NODE_ROLES):
+            raise ValueError(f"fault kind(s) {', '.join(self.liveness)} strike chain nodes only; give a node role")
         for name in ("restart_after", "latency"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
@@ -108,7 +121,9 @@ class Simulation:
         self.inv = Invariants()
         self.recorder = Recorder()
         self.chain = CHAIN
-        self.ops_until = config.duration - 0.5
+        self.duration = RUN_LENGTH if config.liveness else config.duration
+        self.ops_until = self.duration - 0.5
+        self.acked_at: list[float] = []  # when each acknowledged write was acknowledged, ascending
         self.settled = False  # the end-of-run durability check found a tail to look at
         self.coordinator_ids = ("c1", "c2", "c3")
         self.coordinators = {
@@ -131,8 +146,9 @@ class Simulation:
         for p in self.processes():
             p.rate = math.exp(rng.uniform(-half, half))
             p.disk_latency = rng.uniform(0.0002, 0.002)
-        self.nemesis = Nemesis(self, rng.uniform(0.3, 1.5), config.duration - config.heal, config.faults,
-                               config.fault_gap)
+        self.nemesis = Nemesis(self, rng.uniform(0.3, 1.5), config.duration - config.heal,
+                               () if config.liveness else config.faults, config.fault_gap)
+        self.single_fault = SingleFault(self, config.liveness, config.roles) if config.liveness else None
 
     def processes(self) -> Iterator[Process]:
         yield from self.coordinators.values()
@@ -168,9 +184,12 @@ class Simulation:
                 world.at(world.rng.uniform(0, 0.2), node.start)
             for client in [*self.clients, *self.watchers]:
                 client.start()
-            self.nemesis.begin()
+            if self.single_fault is not None:
+                self.single_fault.begin()
+            else:
+                self.nemesis.begin()
             world.at(CHECK_EVERY, self._check_prefix)
-            world.run(self.config.duration)
+            world.run(self.duration)
             self._check_end()
         except Violation as v:
             violation = v
@@ -246,6 +265,7 @@ class Simulation:
             "watches": sum(1 for op in history if op.op == "watch"),
             "watch_events": sum(len(op.events or ()) for op in history if op.op == "watch"),
             "watch_resumes": sum(len(w.resumes) for x in self.watchers for w in x.finished),
+            **(self.single_fault.stats() if self.single_fault is not None else {}),
         }
 
     def _tail(self, n: int) -> list[str]:

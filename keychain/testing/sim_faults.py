@@ -21,6 +21,23 @@ Faults (the names `FAULTS` lists, each counted in `counts`):
   lease no more and removes it once the lease has certainly lapsed) and, once told it left, stops
   it for good a moment later (a process takes a while to terminate); one at a time, keeping two
   active members, once every active member is in sync in the current epoch (its health gate).
+
+Gray faults, where a process stays up but stops doing its part (`GRAY_FAULTS`; a run injects them
+only when asked for by name, so that the seeds of the default set keep their schedules):
+- `pause`: a coordinator or chain node stops in place for a while, as under SIGSTOP or a long
+  pause of its runtime: it handles nothing and sends nothing, its streams stay open, and once
+  resumed it handles what fell due meanwhile;
+- `sync-stall`: a coordinator's or chain node's syncs hang for a while (a dying disk): a sync begun
+  meanwhile ends when the stall does. The process keeps handling what needs no sync: a node's
+  heartbeats go on;
+- `one-way-out`: nothing one coordinator or chain node sends arrives anywhere; it still receives;
+- `one-way-in`: nothing sent to one coordinator or chain node arrives; what it sends does;
+- `unreachable`: nobody can connect to one chain node (its listening port is blocked): its
+  predecessor's link, the clients' requests and other nodes' version queries do not reach it,
+  while what it opens itself works: its link to its successor, its calls and heartbeats.
+`keychain.testing.sim_liveness` injects one such fault, or a crash or an isolation, at a time to
+check that the chain recovers within a bound.
+
 Crashes can also strike at chosen moments (`SimConfig.crash_at`): e.g. right after a coordinator
 grants a vote, where a member that forgot its vote would do the most harm.
 Clock-rate drift is not an event: each process runs at its own rate for the whole run
@@ -44,6 +61,23 @@ if TYPE_CHECKING:
 
 FAULTS: tuple[str, ...] = ("partition", "one-way", "isolate", "crash", "slow-disk", "lossy", "join", "leave",
                            "stall")
+GRAY_FAULTS: tuple[str, ...] = ("pause", "sync-stall", "one-way-out", "one-way-in", "unreachable")
+ALL_FAULTS = FAULTS + GRAY_FAULTS
+
+
+def isolation(victim: str, ids: list[str]) -> list[tuple[str, str]]:
+    """The blocked paths that cut `victim` off from every other of `ids`, both ways."""
+    return [(victim, o) for o in ids if o != victim] + [(o, victim) for o in ids if o != victim]
+
+
+def silence(victim: str, ids: list[str]) -> list[tuple[str, str]]:
+    """The blocked paths that stop whatever `victim` sends to the others of `ids`."""
+    return [(victim, o) for o in ids if o != victim]
+
+
+def deafness(victim: str, ids: list[str]) -> list[tuple[str, str]]:
+    """The blocked paths that stop whatever the others of `ids` send to `victim`."""
+    return [(o, victim) for o in ids if o != victim]
 
 
 class Nemesis(Process):
@@ -53,15 +87,15 @@ class Nemesis(Process):
 
     def __init__(self, sim: Simulation, start: float, stop: float, kinds: tuple[str, ...], mean_gap: float) -> None:
         super().__init__(sim.world, "operator")
-        unknown = sorted(set(kinds) - set(FAULTS))
+        unknown = sorted(set(kinds) - set(ALL_FAULTS))
         if unknown:
-            raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+            raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(ALL_FAULTS)}")
         self.sim = sim
         self.start_at = start
         self.stop_at = stop
         self.kinds = kinds
         self.mean_gap = mean_gap
-        self.counts: dict[str, int] = dict.fromkeys(FAULTS, 0)
+        self.counts: dict[str, int] = dict.fromkeys(ALL_FAULTS, 0)
         self.partitioned = False
         self.base = (sim.net.drop, sim.net.duplicate, sim.net.spike, sim.net.spike_delay)
         self.disk = {p.id: p.disk_latency for p in sim.processes()}
@@ -130,7 +164,67 @@ class Nemesis(Process):
         others = [i for i in ids if i != victim]
         return self._cut([(victim, o) for o in others] + [(o, victim) for o in others], self._until(0.2, 2.0))
 
+    def _victim(self, nodes_only: bool = False) -> SimCoordinator | SimNode | None:
+        """A coordinator or chain node that is up, not paused and not leaving, at random."""
+        sim = self.sim
+        kinds = (sim.nodes,) if nodes_only else (sim.coordinators, sim.nodes)
+        up = [p for group in kinds for p in group.values() if p.up and not p.paused and not p.retired]
+        return self.world.rng.choice(up) if up else None
+
+    def _one_way_out(self) -> bool:
+        victim = self._victim()
+        return victim is not None and self._cut(silence(victim.id, self._ids_all()), self._until(0.2, 2.0))
+
+    def _one_way_in(self) -> bool:
+        victim = self._victim()
+        return victim is not None and self._cut(deafness(victim.id, self._ids_all()), self._until(0.2, 2.0))
+
+    def _unreachable(self) -> bool:
+        victim = self._victim(nodes_only=True)
+        if victim is None or self.partitioned:
+            return False
+        self.partitioned = True
+        self.close_port(victim)
+        self.world.after(self._until(0.2, 2.0), self._heal_partition)
+        return True
+
+    def close_port(self, victim: Process) -> None:
+        """Nobody can connect to `victim` from now on (see sim_world.Network.closed)."""
+        net = self.sim.net
+        net.closed.add(victim.id)
+        net.cut_streams()
+
     # ---- processes ----
+
+    def _pause(self) -> bool:
+        victim = self._victim()
+        if victim is None:
+            return False
+        self.pause(victim, self._until(0.2, 2.0))
+        return True
+
+    def pause(self, victim: Process, duration: float) -> None:
+        """Stop `victim` in place for `duration` seconds."""
+        victim.pause()
+        self.world.note("pause", victim.id)
+        self.world.after(duration, self._resume, victim)
+
+    def _resume(self, victim: Process) -> None:
+        if victim.paused:
+            victim.resume()
+            self.world.note("resume", victim.id)
+
+    def _sync_stall(self) -> bool:
+        victim = self._victim()
+        if victim is None:
+            return False
+        self.stall_syncs(victim, self._until(0.2, 2.0))
+        return True
+
+    def stall_syncs(self, victim: Process, duration: float) -> None:
+        """Hold every sync `victim` begins in the next `duration` seconds until they have passed."""
+        victim.stalled_until = max(victim.stalled_until, self.world.now + duration)
+        self.world.note("sync-stall", victim.id, round(duration, 3))
 
     def _crash(self) -> bool:
         sim = self.sim
@@ -149,6 +243,8 @@ class Nemesis(Process):
     def crash(self, victim: SimCoordinator | SimNode) -> None:
         if not victim.up:
             return
+        if victim.paused:  # a stopped process can be killed: what it held dies with it
+            victim.resume()
         victim.crash()
         self.counts["crash"] += 1
         self.world.note("crash", victim.id)
@@ -248,6 +344,8 @@ class Nemesis(Process):
         self._network_back()
         for p in self.sim.processes():
             p.disk_latency = self.disk[p.id]
+            p.stalled_until = 0.0
+            self._resume(p)
         for p in (*self.sim.coordinators.values(), *self.sim.nodes.values()):
             if not p.up and p.incarnation > 0 and not p.retired:
                 p.start()

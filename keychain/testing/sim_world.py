@@ -6,14 +6,20 @@ delivered. Nothing here reads the wall clock, sleeps or touches a socket, so a s
 
 - `Process`: a coordinator, chain node or client. It can be up or down; each restart is a new
   *incarnation*, and a timer or message meant for an older incarnation is silently dropped (the
-  process that would have handled it is gone). Each process has its own clock, running at its own
+  process that would have handled it is gone). It can also be *paused* (as by SIGSTOP): its timers
+  and the messages delivered to it wait, in order, until it resumes, and it sends nothing meanwhile
+  (it runs nothing); its streams stay open, as TCP connections to a stopped process do. Each process has its own clock, running at its own
   rate (`rate` local seconds per true second: clock drift) from its own offset, and its own disk,
-  whose sync takes `disk_latency` true seconds (a slow disk raises it).
+  whose sync takes `disk_latency` true seconds (a slow disk raises it; a stalled one holds every
+  sync begun before `stalled_until` until then).
 - `Network`: datagrams (unary RPCs, Raft messages) may be dropped, duplicated, delayed and so
   reordered; *streams* (the chain links, state transfers) are FIFO and never lose a message
   unless they break, as a gRPC stream over TCP: a partition, a crash or a send into a cut path
   breaks the stream, and each surviving end learns it after a detection delay. Partitions are
-  one-way blocks between ordered pairs of processes; a symmetric partition blocks both ways.
+  one-way blocks between ordered pairs of processes; a symmetric partition blocks both ways. A
+  process can also have its *port closed*: nobody can connect to it (no stream opened to it, no
+  request delivered to it), while what it opens itself (its streams, its calls and their answers)
+  still works, as when a firewall drops what arrives at its listening port.
 
 Written by hand rather than on a discrete-event library: the loop is a dozen lines, and the
 simulator's value lies in owning every source of nondeterminism (event order, timers, message
@@ -30,6 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 
 Callback = Callable[..., None]
+# Datagrams that answer a call: they travel back on the caller's own connection, so a closed port
+# at the caller does not stop them.
+REPLIES = frozenset({"coord-reply", "kv-reply", "vreply"})
 
 
 class World:
@@ -95,6 +104,9 @@ class Process:
         self.offset = world.rng.uniform(0.0, 1000.0)  # clocks agree on nothing but their rate bound
         self.disk_latency = 0.0005  # true seconds per sync
         self.retired = False  # stopped for good (a node that left the chain)
+        self.paused = False  # stopped in place: what it would run waits in `_held` until it resumes
+        self._held: list[tuple[Callback, tuple[Any, ...]]] = []
+        self.stalled_until = 0.0  # a sync begun before this true time ends no earlier than it
 
     def local(self) -> float:
         """This process's clock reading now."""
@@ -106,11 +118,30 @@ class Process:
 
     def _fire(self, incarnation: int, fn: Callback, args: tuple[Any, ...]) -> None:
         if self.up and self.incarnation == incarnation:
-            fn(*args)
+            if self.paused:
+                self.hold(self._fire, incarnation, fn, args)
+            else:
+                fn(*args)
+
+    def hold(self, fn: Callback, *args: Any) -> None:
+        """Keep `fn(*args)`, due while this process is paused, until it resumes."""
+        self._held.append((fn, args))
+
+    def pause(self) -> None:
+        """Stop in place: no timer fires and no message is handled until `resume()`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Carry on: everything that fell due while paused runs now, in the order it fell due (a
+        timer that came due several times fired once: each fire schedules the next)."""
+        self.paused = False
+        held, self._held = self._held, []
+        for fn, args in held:
+            self.world.at(self.world.now, fn, *args)
 
     def sync_delay(self) -> float:
         """True seconds one fsync takes on this process's disk now."""
-        return self.disk_latency * self.world.rng.uniform(0.5, 1.5)
+        return max(self.disk_latency * self.world.rng.uniform(0.5, 1.5), self.stalled_until - self.world.now)
 
     def alive(self, incarnation: int) -> bool:
         return self.up and self.incarnation == incarnation
@@ -144,6 +175,7 @@ class Network:
         self.spike_delay = 0.0
         self.detect = (0.02, 0.2)  # how long an end takes to notice its stream broke
         self.blocked: set[tuple[str, str]] = set()  # (from, to) pairs that cannot talk
+        self.closed: set[str] = set()  # processes nobody can connect to (their listening port is blocked)
         self._streams: dict[int, Stream] = {}
         self._stream_ids = 0
         self.sent = 0
@@ -158,6 +190,7 @@ class Network:
 
     def heal(self) -> None:
         self.blocked.clear()
+        self.closed.clear()
 
     def unblock(self, src: str, dst: str) -> None:
         self.blocked.discard((src, dst))
@@ -175,7 +208,8 @@ class Network:
         """A datagram from `src` to `dst`: `fn(*args)` runs at `dst` if it arrives. False if lost."""
         self.sent += 1
         rng = self.world.rng
-        if (src.id, dst.id) in self.blocked or (self.drop and rng.random() < self.drop):
+        if ((src.id, dst.id) in self.blocked or (dst.id in self.closed and label not in REPLIES)
+                or (self.drop and rng.random() < self.drop)):
             self.dropped += 1
             return False
         inc = dst.incarnation
@@ -187,6 +221,9 @@ class Network:
 
     def _deliver(self, src: str, dst: Process, inc: int, label: str, fn: Callback, args: tuple[Any, ...]) -> None:
         if dst.up and dst.incarnation == inc:
+            if dst.paused:
+                dst.hold(self._deliver, src, dst, inc, label, fn, args)
+                return
             self.world.trace.append((self.world.now, label, src, dst.id))
             fn(*args)
 
@@ -197,7 +234,7 @@ class Network:
         self._stream_ids += 1
         s = Stream(self._stream_ids, a, b, a.incarnation, b.incarnation, on_break_a, on_break_b)
         self._streams[s.id] = s
-        if not b.up or (a.id, b.id) in self.blocked or (b.id, a.id) in self.blocked:
+        if not b.up or self._cut(s):
             self.break_stream(s)
         return s
 
@@ -211,7 +248,7 @@ class Network:
             return False
         src, dst = (s.a, s.b) if from_a else (s.b, s.a)
         dst_inc = s.b_inc if from_a else s.a_inc
-        if not dst.alive(dst_inc) or (src.id, dst.id) in self.blocked:
+        if not dst.alive(dst_inc) or (src.id, dst.id) in self.blocked or s.b.id in self.closed:
             self.break_stream(s)
             return False
         self.sent += 1
@@ -229,6 +266,9 @@ class Network:
             return
         if not dst.alive(inc):
             self.break_stream(s)
+            return
+        if dst.paused:  # the bytes wait in its socket buffer
+            dst.hold(self._deliver_stream, s, src, dst, inc, label, fn, args)
             return
         self.world.trace.append((self.world.now, label, src, dst.id))
         fn(*args)
@@ -250,8 +290,12 @@ class Network:
             if s.a is p or s.b is p:
                 self.break_stream(s)
 
+    def _cut(self, s: Stream) -> bool:
+        """Whether `s` crosses a blocked path (a stream needs both ways) or was opened to a closed port."""
+        return (s.a.id, s.b.id) in self.blocked or (s.b.id, s.a.id) in self.blocked or s.b.id in self.closed
+
     def cut_streams(self) -> None:
-        """Break every open stream that now crosses a blocked path."""
+        """Break every open stream that now crosses a blocked path or leads to a closed port."""
         for s in list(self._streams.values()):
-            if (s.a.id, s.b.id) in self.blocked or (s.b.id, s.a.id) in self.blocked:
+            if self._cut(s):
                 self.break_stream(s)

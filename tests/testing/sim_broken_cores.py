@@ -3,8 +3,9 @@
 Two families:
 - classic mistakes the simulator must catch: a node answering a dirty read with its dirty value
   (no version query), a node serving a range from its newest versions, dirty ones included, a head
-  splitting a transaction's writes over several seqs, a Raft member that forgets its vote when it restarts, a tail whose shell
-  acknowledges before its disk has synced, a node driver that sends before the sync a Ready required;
+  splitting a transaction's writes over several seqs, a Raft member that forgets its vote when it restarts, a tail
+  whose shell acknowledges before its disk has synced, a node driver that sends before the sync a Ready required,
+  a node driver that never reports its links' health (liveness);
 - the chain core as it was before each fix the simulator led to (see test_sim_found_bugs.py), so a
   regression test can show that its seed still reaches the bug.
 """
@@ -20,6 +21,7 @@ from keychain.coordinator.raft import RaftConfig, RaftCore
 from keychain.node import txn
 from keychain.node.core import ChainCore, LinkState, Ready, Role
 from keychain.node.driver import NodeDriver
+from keychain.node.link_health import LinkReport
 from keychain.node.messages import (
     Batch,
     Consistency,
@@ -181,3 +183,17 @@ class SplitTxnCore(ChainCore):
         entry = replace(decided, seq=self.last_seq + 1, writes=())
         self._append_local([entry])
         return entry
+
+
+class ReportsNoLinks(NodeDriver):
+    """Keeps its links alive (keepalives) but reports them healthy, whatever they do: the coordinator
+    learns of no dead link and no stalled sync from this node."""
+
+    def link_report(self) -> LinkReport:
+        return LinkReport(epoch=self.core.epoch, successor=self.core.succ or "", predecessor=self.core.pred or "")
+
+
+class NoLinkReportsShell(SimNode):
+    """A simulated node driven by `ReportsNoLinks`."""
+
+    driver_class = ReportsNoLinks

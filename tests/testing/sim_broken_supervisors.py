@@ -1,13 +1,15 @@
 """Deliberately broken supervision cores (keychain.coordinator.supervision), substituted into the
-simulator's coordinators by tests only: each drops one rule that keeps acknowledged writes safe."""
+simulator's coordinators by tests only: each drops one rule that keeps acknowledged writes safe,
+or that keeps the chain moving."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
-from keychain.coordinator.lease import LeaseTracker
+from keychain.coordinator.lease import LeaseTracker, Removal
 from keychain.coordinator.registry import ChainState
-from keychain.coordinator.supervision import Refusal, Supervisor
+from keychain.coordinator.supervision import Grant, Heartbeat, Proposal, Refusal, Supervisor
 
 
 class GrantsWithoutEvidence(Supervisor):
@@ -39,3 +41,33 @@ class RemovesLastInSync(Supervisor):
     def __init__(self, **figures: float) -> None:
         super().__init__(**figures)
         self.leases = _TrustingTracker(lease=self.leases.lease, margin=self.leases.margin)
+
+
+class NeverRemoves(Supervisor):
+    """Never removes a member, however long it has been silent: a crashed head stalls the chain."""
+
+    def removals(self, now: float, chains: list[ChainState]) -> list[Removal]:
+        return []
+
+
+class IgnoresLinkReports(Supervisor):
+    """Reads every heartbeat as if it carried no link-health report: only silence removes a node."""
+
+    def heartbeat(self, req: Heartbeat, state: ChainState | None, now: float, confirmed_at: float | None
+                  ) -> Grant | Refusal | Proposal:
+        return super().heartbeat(replace(req, links=None), state, now, confirmed_at)
+
+
+class _SurrenderAssumed(LeaseTracker):
+    def revoke(self, chain: str, node: str, epoch: int, reason: str) -> None:
+        super().revoke(chain, node, epoch, reason)
+        self.surrendered.add((chain, node))
+
+
+class RemovesRevokedAtOnce(Supervisor):
+    """Removes a node suspected of a gray failure as if it had surrendered its lease the moment the
+    lease was revoked: a node that heartbeats still holds the lease it was granted last."""
+
+    def __init__(self, **figures: float) -> None:
+        super().__init__(**figures)
+        self.leases = _SurrenderAssumed(lease=self.leases.lease, margin=self.leases.margin)

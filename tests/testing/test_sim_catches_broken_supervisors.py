@@ -9,9 +9,15 @@ that first caught each variant are kept below as "the real core passes this seed
 from __future__ import annotations
 
 import pytest
-from sim_broken_supervisors import GrantsWithoutEvidence, RemovesDrainedAtOnce, RemovesLastInSync
+from sim_broken_supervisors import (
+    GrantsWithoutEvidence,
+    RemovesDrainedAtOnce,
+    RemovesLastInSync,
+    RemovesRevokedAtOnce,
+)
 
 from keychain.testing.sim_cluster import SimConfig, first_failure, run_seed
+from keychain.testing.sim_liveness import NODE_ROLES
 
 # Chain nodes crash often, some for long enough to be removed, and disks are slow: a promotion
 # is often followed by its head's crash before the new tail caught up.
@@ -20,6 +26,8 @@ NODE_CRASHES = {"faults": ("crash", "slow-disk"), "crash": ("node",), "restart_a
 # brings a promoted tail level within one interval, so the window for that crash is short unless
 # messages take their time.
 SLOW_NODE_CRASHES = {**NODE_CRASHES, "latency": (0.01, 0.08)}
+# One gray failure of a chain node per run (keychain.testing.sim_liveness).
+GRAY_NODE_FAULTS = {"liveness": ("sync-stall", "unreachable"), "roles": NODE_ROLES}
 LOST_WRITES = {"chain-committed-entry-stable", "acked-write-committed", "acked-write-durable", "linearizable"}
 
 CAUGHT = [
@@ -31,6 +39,9 @@ CAUGHT = [
     # The head crashes before a just promoted tail caught up with it; removing it loses the writes
     # it alone acknowledged.
     pytest.param(RemovesLastInSync, SLOW_NODE_CRASHES, 70, LOST_WRITES, id="removes-last-in-sync"),
+    # A node whose syncs hang, or whose port is blocked, keeps heartbeating: removed the moment its
+    # lease is revoked, it still serves on the lease it was granted last.
+    pytest.param(RemovesRevokedAtOnce, GRAY_NODE_FAULTS, 8, {"removed-node-unleased"}, id="removes-revoked-at-once"),
 ]
 
 
@@ -50,6 +61,7 @@ FOUND = [
     pytest.param(31, {}, id="removes-drained-at-once"),
     pytest.param(35, NODE_CRASHES, id="removes-last-in-sync"),
     pytest.param(38, SLOW_NODE_CRASHES, id="removes-last-in-sync-with-keepalives"),
+    pytest.param(1, GRAY_NODE_FAULTS, id="removes-revoked-at-once"),
 ]
 
 
