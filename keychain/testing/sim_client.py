@@ -297,6 +297,7 @@ class SimClient(Process):
             return
         if code == Code.OK and op.txn is not None:
             self.sim.inv.txn_acked(self.id, op.request_id, result.version, result.succeeded)
+            self.sim.acked_at.append(self.world.now)
             branch = op.branches[0] if result.succeeded else op.branches[1]
             results = tuple(r.value.decode() if o.op == "get" and r.found else None
                             for o, r in zip(branch, result.results, strict=True))
