@@ -67,6 +67,12 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   same request id at the new head: if the entry reached it, the retry waits for its commit and gets
   the original outcome; if not, the write is applied then, once. While a node stays head across
   epochs its pending writes keep waiting for their commit.
+- Full disks (etcd's NOSPACE alarm; `keychain.node.disk_alarm` decides when a disk counts as full): the
+  shell tells the core which members of the chain have their storage alarm raised (its own, and the
+  others' as the coordinator relays them). While any has, the head refuses every PUT op before it is
+  sequenced, with INSUFFICIENT_STORAGE naming those nodes: nothing of it is applied anywhere. Deletes
+  are still sequenced (they are how space is freed), and so are retries of known request ids (their
+  outcome is already decided). Reads are served as always.
 - Request ids: the outcome of every sequenced entry is remembered (store outcomes, replicated with
   the entries and in state transfers) for `dedup_window` seqs behind the commit point. A retry of a
   committed id is answered at once; of an uncommitted one, when it commits.
@@ -283,6 +289,8 @@ class ChainCore:
         # clients waiting for their outcome
         self.waiting_writes = WaitingWrites()
         self.waiting_reads = WaitingReads()
+        # Members of the chain whose disk is over its high-water mark (set by the shell, see set_storage_alarms).
+        self.storage_alarms: frozenset[str] = frozenset()
         # counters
         self.reads = 0
         self.writes = 0
@@ -355,6 +363,17 @@ class ChainCore:
             self._commit_to(self.persisted_seq)
         return OK
 
+    def set_storage_alarms(self, nodes: frozenset[str] | set[str]) -> None:
+        """The nodes whose storage alarm is raised: this node's own and the chain's, as the coordinator
+        relays them. Replaces the previous set (an alarm clears when its node stops reporting it)."""
+        self.storage_alarms = frozenset(nodes)
+
+    def full_members(self) -> tuple[str, ...]:
+        """The members of the current configuration whose storage alarm is raised, in chain order."""
+        if self.config is None or not self.storage_alarms:
+            return ()
+        return tuple(i for i in self.config.ids() if i in self.storage_alarms)
+
     def renew_lease(self, until: float | None) -> None:
         self.lease_until = math.inf if until is None else until
 
@@ -417,12 +436,16 @@ class ChainCore:
             return WriteReply(err)
         results: list[WriteResult | None] = [None] * len(ops)
         waits: list[tuple[int, int, RequestOutcome]] = []
+        full = self.full_members()
         for i, op in enumerate(ops):
             bad = self._check_write(op)
             if bad is not None:
                 results[i] = WriteResult(bad)
                 continue
             known = self.uncommitted.find_request(op.request_id) if op.request_id else None
+            if known is None and full and op.kind == OpKind.PUT:
+                results[i] = WriteResult(self._storage_full(full))
+                continue
             if known is None:
                 entry = self._sequence(op)
                 known = outcome_of(entry)
@@ -434,6 +457,13 @@ class ChainCore:
             return WriteReply(results=tuple(r for r in results if r is not None))
         self.waiting_writes.wait(ticket, results, waits)
         return None
+
+    def _storage_full(self, full: tuple[str, ...]) -> Error:
+        names = ", ".join(full)
+        noun = "node" if len(full) == 1 else "nodes"
+        return Error(Code.INSUFFICIENT_STORAGE,
+                     f"the disk of {noun} {names} is full (over its high-water mark): writes are refused until "
+                     f"space is freed (deletes are still accepted)", self.epoch)
 
     def _check_write(self, op: WriteOp) -> Error | None:
         bad = self._check_key(op.key)
@@ -901,4 +931,6 @@ class ChainCore:
             lease_valid=self.lease_valid(now),
             keys=self.store.key_count(),
             in_sync=self.in_sync,
+            storage_alarm=self.id in self.storage_alarms,
+            storage_alarms=self.full_members(),
         )

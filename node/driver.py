@@ -14,6 +14,12 @@ test delivers by hand). What differs between them is only how long a sync takes:
 shell awaits an fsync in a thread, the simulator a disk latency of virtual time, a test nothing. So
 `step()` is a generator that yields the Ready at the moment its sync is due and resumes once the
 caller has made storage durable; `step_now()` does the same with a synchronous `storage.sync()`.
+
+A storage that cannot take a Ready's records now (its disk is full) raises `StorageFull` from `apply`
+having written none of them. The Ready is then held, not lost and not half-applied: `step()` raises
+`StorageFull` to the caller, and every later `step()` tries the held Ready's records again before the
+core is asked for anything new (`core.ready()` is not called again before `advance()`, so the core
+keeps gathering inputs meanwhile, and reads of committed data are still answered).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from typing import Protocol
 
 from keychain.node.core import ChainCore, Outbound, Ready, TransferStart, VersionQuery
 from keychain.node.messages import Consistency, ReadReply, VersionQueryReply, WriteOp, WriteReply
-from keychain.node.versions import Record
+from keychain.node.versions import Record, StorageFull
+
+__all__ = ["Clock", "NodeDriver", "Storage", "StorageFull", "Transport"]
 
 
 class Storage(Protocol):
@@ -69,24 +77,32 @@ class NodeDriver:
         self.storage = storage
         self.transport = transport
         self.clock = clock
+        # A Ready the storage refused (StorageFull) with the core's epoch when it was taken: retried first.
+        self.held: tuple[Ready, int] | None = None
 
     # ---- the Ready loop ----
 
     def has_ready(self) -> bool:
-        """Whether `step()` has a Ready to handle."""
-        return self.core.has_ready()
+        """Whether `step()` has a Ready to handle (a held one included)."""
+        return self.held is not None or self.core.has_ready()
 
     def step(self) -> Generator[Ready, None, None]:
         """Handle the core's next Ready, if it has one: persist it, yield it once if it must be synced
         (the caller makes `storage` durable, then resumes this generator), then release its outputs
         and advance the core. A Ready that needs no sync (commits and trims alone, `Ready.must_sync`)
-        is released at once: the next sync covers its records."""
-        if not self.core.has_ready():
+        is released at once: the next sync covers its records. Raises `StorageFull` if the storage
+        refused the records (the Ready is held and retried by the next `step()`)."""
+        if self.held is not None:
+            rd, epoch = self.held
+        elif self.core.has_ready():
+            rd = self.core.ready()
+            epoch = self.core.epoch  # a configure may land while the sync runs: the Ready's own epoch
+        else:
             return
-        rd = self.core.ready()
-        epoch = self.core.epoch  # a configure may land while the sync runs: the Ready's own epoch
         if rd.persist:
-            self.storage.apply(rd.persist)
+            self.held = (rd, epoch)
+            self.storage.apply(rd.persist)  # StorageFull: nothing written, the Ready stays held
+        self.held = None
         if rd.must_sync:
             yield rd
         self.release(rd, epoch)
@@ -94,7 +110,7 @@ class NodeDriver:
     def step_now(self) -> bool:
         """`step()` with a synchronous `storage.sync()`: one Ready handled completely. False if the core
         had none."""
-        if not self.core.has_ready():
+        if not self.has_ready():
             return False
         for _ in self.step():
             self.storage.sync()

@@ -21,6 +21,7 @@ class Code(IntEnum):
     UNAVAILABLE = 7
     OUTCOME_UNKNOWN = 8
     NOT_FOUND = 9
+    INSUFFICIENT_STORAGE = 11
 
 
 class MemberState(IntEnum):
@@ -244,6 +245,9 @@ class NodeStatus:
     lease_valid: bool = False
     keys: int = 0
     in_sync: bool = False  # not on the wire: False while the node may still lack committed entries
+    storage_alarm: bool = False  # this node's disk is over its high-water mark
+    disk_free_bytes: int = 0
+    storage_alarms: tuple[str, ...] = ()  # the chain's members whose disk is full, as this node knows them
 
 
 def outcome_of(entry: Entry) -> RequestOutcome:

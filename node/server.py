@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,7 +44,8 @@ from keychain.node.core import (
     TransferStart,
     VersionQuery,
 )
-from keychain.node.driver import NodeDriver
+from keychain.node.disk_alarm import DEFAULT_HIGH_WATER, DiskAlarm, DiskSample, HighWater, records_bytes
+from keychain.node.driver import NodeDriver, StorageFull
 from keychain.node.links import ENTRY_FRAMING_BYTES
 from keychain.node.messages import (
     OK,
@@ -63,7 +66,7 @@ from keychain.node.messages import (
 )
 from keychain.node.metrics import NodeMetrics
 from keychain.node.storage import RocksVersionStore
-from keychain.node.versions import AppendEntries
+from keychain.node.versions import AppendEntries, Record
 
 from keychain import timing, tls
 from keychain.backoff import Backoff, FailureStreak
@@ -87,6 +90,37 @@ CHANNEL_OPTIONS = [*_KEEPALIVE, *_RECONNECT]
 # Reopening a broken link or transfer stream: at least half of a bound that doubles per failure in
 # a row, so a peer that just refused us is not asked again at once.
 RECONNECT_BACKOFF = Backoff(base=0.05, cap=1.0, floor=0.5)
+
+# How often the free space of the data volume is sampled (one statvfs call), and how soon a Ready held
+# for want of space is tried again: writes resume within about this much of space coming back.
+DISK_SAMPLE_INTERVAL = 0.1
+
+
+def volume_sample(path: str) -> DiskSample:
+    """Free (available to this process) and total bytes of the volume holding `path`."""
+    st = os.statvfs(path)
+    return DiskSample(free=st.f_bavail * st.f_frsize, total=st.f_blocks * st.f_frsize)
+
+
+class _RoomyStore:
+    """The store as the driver sees it: a Ready is applied only while the volume has room for it
+    (`DiskAlarm.may_persist`, on a fresh sample); otherwise `StorageFull` with nothing written."""
+
+    def __init__(self, store: RocksVersionStore, alarm: DiskAlarm, sample: Callable[[], DiskSample]) -> None:
+        self.store = store
+        self.alarm = alarm
+        self.sample = sample
+
+    def apply(self, records: list[Record]) -> None:
+        self.alarm.observe(self.sample())
+        needed = records_bytes(records)
+        if not self.alarm.may_persist(needed):
+            raise StorageFull(f"{needed} bytes to write, {self.alarm.last.free if self.alarm.last else 0} free")
+        self.store.apply(records)
+
+    def sync(self) -> None:
+        self.store.sync()
+
 
 # gRPC's default message limit, which proxies size their batched write requests for.
 WRITE_REQUEST_BYTES = 4 << 20
@@ -139,6 +173,8 @@ class ChainNode:
         rng: random.Random | None = None,
         static: bool = False,
         tls_files: TlsFiles | None = None,
+        disk_high_water: HighWater | None = None,
+        disk_sample: Callable[[], DiskSample] | None = None,
     ) -> None:
         self.id = node_id
         # Mutual TLS on the node's server and on its channels to other nodes (None: plaintext).
@@ -150,7 +186,13 @@ class ChainNode:
         self.clock = clock
         self.rng = rng or random.Random()
         self.core = ChainCore(node_id, store, options)
-        self.driver = NodeDriver(self.core, store, self, clock)
+        # The storage alarm (keychain.node.disk_alarm): our own, from samples of the data volume, and the
+        # chain's, as the coordinator relays them; the core refuses writes at the head while any is raised.
+        self.disk_alarm = DiskAlarm(disk_high_water or HighWater.parse(DEFAULT_HIGH_WATER))
+        self.disk_sample = disk_sample or (lambda: volume_sample(str(store.path)))
+        self._chain_alarms: frozenset[str] = frozenset()
+        self._persist_held = False  # the driver holds a Ready the disk had no room for
+        self.driver = NodeDriver(self.core, _RoomyStore(store, self.disk_alarm, self.disk_sample), self, clock)
         self.metrics = NodeMetrics(self.status, store.wal_syncs)
         self.health = health.aio.HealthServicer()
         # Room for a ReadBatch reply's results: the message limit less the enclosing fields.
@@ -188,6 +230,8 @@ class ChainNode:
         self._server = server
         self._driver = asyncio.create_task(self._drive(), name=f"node-{self.id}-driver")
         self._spawn(self._watch_health(), "health")
+        self._sample_disk()
+        self._spawn(self._watch_disk(), "disk")
         await self._update_health()
         self._wake.set()  # a restarted node may have work at once (a tail commits what it holds)
         log.info("node serving node=%s listen=%s port=%d", self.id, listen, port)
@@ -218,7 +262,10 @@ class ChainNode:
             await ch.close()
         self._channels.clear()
         self.metrics.close()
-        self.store.sync()
+        try:
+            self.store.sync()
+        except Exception as e:  # a store wedged by a full disk: what was written is in its log already
+            log.warning("final sync failed node=%s error=%r", self.id, str(e))
         self.store.close()
         self.stopped.set()
         log.info("node stopped node=%s", self.id)
@@ -240,8 +287,15 @@ class ChainNode:
                 await self._wake.wait()
                 self._wake.clear()
                 while self.driver.has_ready():
-                    for rd in self.driver.step():  # yields once when the Ready's records must be synced
-                        await self._sync(rd)
+                    try:
+                        for rd in self.driver.step():  # yields once when the Ready's records must be synced
+                            await self._sync(rd)
+                    except StorageFull as e:
+                        await self._persist_refused(e)
+                        continue
+                    if self._persist_held:
+                        self._persist_held = False
+                        log.warning("disk has room again: persisting resumed node=%s", self.id)
                     self._prune_downlinks()
         except asyncio.CancelledError:
             raise  # stopping: stop() syncs what was applied
@@ -251,6 +305,54 @@ class ChainNode:
             self._fail_waiting("node failed")
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
             raise
+
+    async def _persist_refused(self, e: StorageFull) -> None:
+        """The disk had no room for the Ready: the driver holds it and the next step tries it again.
+        The alarm is raised meanwhile (the head refuses new writes), reads keep being served."""
+        if not self._persist_held:
+            self._persist_held = True
+            self.metrics.persist_held.inc()
+            log.error("disk full: holding writes until space is back node=%s reason=%s", self.id, e)
+        if not self.disk_alarm.raised:
+            self.disk_alarm.raised = True
+        self._refresh_alarms()
+        await asyncio.sleep(DISK_SAMPLE_INTERVAL)
+
+    # ------------------------------------------------------------------ the storage alarm
+
+    def _sample_disk(self) -> None:
+        was = self.disk_alarm.raised
+        try:
+            sample = self.disk_sample()
+        except OSError as e:
+            log.warning("cannot sample the data volume node=%s error=%r", self.id, str(e))
+            return
+        raised = self.disk_alarm.observe(sample)
+        if raised != was:
+            if raised:
+                log.error("storage alarm raised: disk over its high-water mark node=%s free=%d total=%d",
+                          self.id, sample.free, sample.total)
+            else:
+                log.warning("storage alarm cleared node=%s free=%d total=%d", self.id, sample.free, sample.total)
+            self._refresh_alarms()
+
+    async def _watch_disk(self) -> None:
+        while True:
+            await asyncio.sleep(DISK_SAMPLE_INTERVAL)
+            self._sample_disk()
+
+    def set_chain_alarms(self, nodes: frozenset[str]) -> None:
+        """The chain's members whose storage alarm is raised, as the coordinator relays them."""
+        if nodes != self._chain_alarms:
+            self._chain_alarms = nodes
+            self._refresh_alarms()
+
+    def _refresh_alarms(self) -> None:
+        # Our own alarm is known here first-hand; the coordinator's copy of it may be a heartbeat old.
+        nodes = set(self._chain_alarms - {self.id})
+        if self.disk_alarm.raised:
+            nodes.add(self.id)
+        self.core.set_storage_alarms(frozenset(nodes))
 
     async def _sync(self, rd: Ready) -> None:
         """Make everything applied durable: one fsync in a thread, while the loop keeps stepping the core."""
@@ -374,7 +476,9 @@ class ChainNode:
         self.core.renew_lease(lease_until)
 
     def status(self) -> NodeStatus:
-        return self.core.status(self.clock())
+        s = self.core.status(self.clock())
+        free = self.disk_alarm.last.free if self.disk_alarm.last else 0
+        return dataclasses.replace(s, storage_alarm=self.disk_alarm.raised, disk_free_bytes=free)
 
     # ------------------------------------------------------------------ links
 

@@ -68,6 +68,7 @@ from keychain.node.versions import (
     Record,
     ResetLog,
     SaveConfig,
+    StorageFull,
     StoreError,
     StoreState,
     TrimLog,
@@ -95,6 +96,11 @@ _COUNTERS_FORMAT = struct.Struct(">QQQQ")
 
 # Files a freshly formatted volume may hold before the node ever ran (ext4 creates lost+found).
 _IGNORED_IN_EMPTY_DIR = {"lost+found"}
+
+
+def _no_space(e: BaseException) -> bool:
+    """Whether RocksDB failed for want of disk space (rocksdict raises a plain Exception with its status)."""
+    return "No space left on device" in str(e) or (isinstance(e, OSError) and e.errno == 28)
 
 
 class DataDirError(Exception):
@@ -190,6 +196,7 @@ class _Writes:
 
     def __init__(self, db: rocksdict.Rdict) -> None:
         self._db = db
+        self.flushes = 0  # batches written to the database so far
         self.done: dict[bytes, bytes | None] = {}  # writes of the records that succeeded
         self.current: dict[bytes, bytes | None] = {}  # writes of the record being applied
 
@@ -240,6 +247,7 @@ class RocksVersionStore:
         self.node_id = node_id
         self.chain = chain
         self._db = self._open()
+        self._wedged = False  # a write failed for want of space: reopen before the next one
         self._unsynced = rocksdict.WriteOptions()
         self._unsynced.sync = False
         self._dirty: dict[bytes, _DirtyKey] = {}
@@ -468,19 +476,31 @@ class RocksVersionStore:
     # ---- writes ----
 
     def apply(self, records: Iterable[Record]) -> None:
+        """Write `records` (not yet durable: see `sync`). Raises `StorageFull`, having written none of
+        them, when the volume is full; the next call reopens the database first (RocksDB accepts no
+        write after a failed append to its write-ahead log until it is reopened)."""
+        if self._wedged:
+            self._reopen()
         w = _Writes(self._db)
         try:
             for record in records:
                 self._apply(w, record)
                 w.record_done()
             self._flush(w)
-        except BaseException:
+        except BaseException as e:
             # Write the records that succeeded; the in-memory state is then read back from the store,
             # which holds exactly those (or, if even that write failed, none of this call's).
             try:
                 self._flush(w)
+            except Exception as again:
+                if not _no_space(again):
+                    raise
             finally:
                 self._reload()
+            if _no_space(e):
+                self._wedged = True
+                if w.flushes == 0:
+                    raise StorageFull(str(e)) from e
             raise
 
     def sync(self) -> None:
@@ -490,6 +510,24 @@ class RocksVersionStore:
     def _flush(self, w: _Writes) -> None:
         if w.done:
             self._db.write(w.batch(), self._unsynced)
+            w.flushes += 1
+
+    def _reopen(self) -> None:
+        """Reopen the database after a write failed for want of space: `StorageFull` while that fails.
+        Everything written before the failure is in the write-ahead log and is replayed."""
+        try:
+            self._db.close()
+        except Exception as e:  # the writer's error is reported again on close; the files are released
+            log.debug("closing the wedged store path=%s error=%r", self.path, str(e))
+        try:
+            self._db = rocksdict.Rdict(str(self.path), self._options(create=False))
+        except Exception as e:
+            if _no_space(e):
+                raise StorageFull(str(e)) from e
+            raise
+        self._wedged = False
+        self._reload()
+        log.info("store reopened after the disk was full path=%s", self.path)
 
     def _reload(self) -> None:
         counters = self._db.get(_COUNTERS)

@@ -59,6 +59,11 @@ class StoreError(Exception):
     """A record cannot be applied as asked (a gap, a trimmed range, a broken invariant)."""
 
 
+class StorageFull(Exception):
+    """`apply` wrote none of the records it was given and cannot now (no space left): try again later.
+    The node holds the Ready meanwhile (`keychain.node.driver`)."""
+
+
 # ---- persist records ----
 
 

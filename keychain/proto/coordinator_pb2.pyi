@@ -52,7 +52,7 @@ class RegisterReply(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("chain", "node_id", "epoch", "last_seq", "committed_seq", "caught_up", "reads", "writes", "in_sync")
+    __slots__ = ("chain", "node_id", "epoch", "last_seq", "committed_seq", "caught_up", "reads", "writes", "in_sync", "storage_alarm", "disk_free_bytes")
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,8 @@ class HeartbeatRequest(_message.Message):
     READS_FIELD_NUMBER: _ClassVar[int]
     WRITES_FIELD_NUMBER: _ClassVar[int]
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ALARM_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     chain: str
     node_id: str
     epoch: int
@@ -71,17 +73,21 @@ class HeartbeatRequest(_message.Message):
     reads: int
     writes: int
     in_sync: bool
-    def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
+    storage_alarm: bool
+    disk_free_bytes: int
+    def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ..., storage_alarm: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("error", "config", "lease_ms")
+    __slots__ = ("error", "config", "lease_ms", "storage_alarms")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ALARMS_FIELD_NUMBER: _ClassVar[int]
     error: Error
     config: _chain_pb2.ChainConfig
     lease_ms: int
-    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+    storage_alarms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ..., storage_alarms: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateChainRequest(_message.Message):
     __slots__ = ("chain",)
@@ -124,20 +130,24 @@ class WatchRequest(_message.Message):
     def __init__(self, chain: _Optional[str] = ...) -> None: ...
 
 class MemberHealth(_message.Message):
-    __slots__ = ("id", "healthy", "reads", "writes", "last_seq", "committed_seq")
+    __slots__ = ("id", "healthy", "reads", "writes", "last_seq", "committed_seq", "storage_alarm", "disk_free_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     READS_FIELD_NUMBER: _ClassVar[int]
     WRITES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ALARM_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: str
     healthy: bool
     reads: int
     writes: int
     last_seq: int
     committed_seq: int
-    def __init__(self, id: _Optional[str] = ..., healthy: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ...) -> None: ...
+    storage_alarm: bool
+    disk_free_bytes: int
+    def __init__(self, id: _Optional[str] = ..., healthy: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., storage_alarm: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
 
 class ChainStatus(_message.Message):
     __slots__ = ("config", "health")
