@@ -169,6 +169,8 @@ class NodeHealth:
     writes: int = 0
     last_seq: int = 0
     committed_seq: int = 0
+    storage_alarm: bool = False
+    disk_free_bytes: int = 0
 
 
 class CoordinatorService:
@@ -351,7 +353,7 @@ class CoordinatorService:
 
     async def heartbeat(self, req: coordinator_pb2.HeartbeatRequest, forwarded: bool = False
                         ) -> coordinator_pb2.HeartbeatReply:
-        beat = Heartbeat(req.chain, req.node_id, req.epoch, req.caught_up, req.in_sync)
+        beat = Heartbeat(req.chain, req.node_id, req.epoch, req.caught_up, req.in_sync, req.storage_alarm)
 
         async def local() -> coordinator_pb2.HeartbeatReply:
             decision = await self._confirmed(
@@ -360,7 +362,8 @@ class CoordinatorService:
             if isinstance(decision, Refusal):
                 return _heartbeat_refused(decision)
             self.health[(req.chain, req.node_id)] = NodeHealth(req.reads, req.writes, req.last_seq,
-                                                               req.committed_seq)
+                                                               req.committed_seq, req.storage_alarm,
+                                                               req.disk_free_bytes)
             if isinstance(decision, Proposal):
                 answer: Grant | Refusal = Refusal("UNAVAILABLE", "the promotion did not settle")
                 try:
@@ -370,7 +373,8 @@ class CoordinatorService:
                 if isinstance(answer, Refusal):
                     return _heartbeat_refused(answer)
                 decision = answer
-            return coordinator_pb2.HeartbeatReply(config=decision.config.to_proto(), lease_ms=_ms(decision.lease))
+            return coordinator_pb2.HeartbeatReply(config=decision.config.to_proto(), lease_ms=_ms(decision.lease),
+                                                  storage_alarms=self.supervisor.storage_alarms(decision.config))
 
         return await self._at_leader(
             "Heartbeat", req, local,
@@ -505,6 +509,7 @@ class CoordinatorService:
         now = self._now()
         chains = []
         for state in sorted(self.registry.chains.values(), key=lambda c: c.name):
+            alarms = set(self.supervisor.storage_alarms(state))
             health = []
             for m in state.members:
                 h = self.health.get((state.name, m.id))
@@ -515,6 +520,8 @@ class CoordinatorService:
                     writes=h.writes if h else 0,
                     last_seq=h.last_seq if h else 0,
                     committed_seq=h.committed_seq if h else 0,
+                    storage_alarm=m.id in alarms,
+                    disk_free_bytes=h.disk_free_bytes if h else 0,
                 ))
             chains.append(coordinator_pb2.ChainStatus(config=state.to_proto(), health=health))
         return coordinator_pb2.ClusterStatus(leader=raft.leader, members=members, chains=chains)

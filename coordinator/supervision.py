@@ -36,6 +36,14 @@ The rules, in the order a request meets them:
   member is removed only while another active member reported in sync in the current epoch (it
   holds every acknowledged write): a chain whose only up-to-date members failed stays stuck rather
   than losing acknowledged writes.
+- Storage alarms (a node's disk over its high-water mark, etcd's NOSPACE): each heartbeat carries
+  the node's alarm, and the leader keeps the latest per member as soft state, not as registry
+  entries. The node is the only source of truth for its disk and re-asserts the alarm every
+  heartbeat, so a new leader knows it again within one heartbeat interval; a Raft entry per change
+  would add writes to the coordinators' disks exactly when disks fill, and keep an alarm of a node
+  that no longer reports it. `storage_alarms` names the chain's members with the alarm raised: the
+  shell hands it to every node in its heartbeat reply, and the head refuses writes while any member
+  is full, before sequencing them. A member that leaves the chain leaves its alarm with it.
 - A new leader removes nobody before `new_leader_grace` plus the removal silence have passed: a
   deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts
   of losing its quorum) may have renewed leases until then, and those must have lapsed first.
@@ -43,6 +51,7 @@ The rules, in the order a request meets them:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,6 +67,8 @@ from keychain.coordinator.registry import (
 )
 
 from keychain import timing
+
+log = logging.getLogger(__name__)
 
 NOT_CONFIRMED = "this leader has not heard from a quorum lately (stalled or cut off?); try another coordinator"
 EVIDENCE_WAIT_TICKS = 3  # how long a request may wait for a leadership round to complete, in ticks
@@ -77,6 +88,7 @@ class Heartbeat:
     epoch: int = 0  # the epoch the node runs
     caught_up: bool = False  # a syncing node holds everything its predecessor had
     in_sync: bool = False  # the node holds every committed write in `epoch`
+    storage_alarm: bool = False  # the node's disk is over its high-water mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +198,7 @@ class Supervisor:
                              if removal_wait is None else removal_wait)
         self.auto_chains: set[str] = set()  # chains the leader creates when missing
         self.promoting: set[tuple[str, str]] = set()  # promotions proposed, not yet answered
+        self.full: set[tuple[str, str]] = set()  # (chain, node) whose last heartbeat reported its storage alarm
 
     # ---- leadership ----
 
@@ -195,6 +208,7 @@ class Supervisor:
 
     def step_down(self) -> None:
         self.leases.step_down()
+        self.full.clear()
 
     def leadership_fresh(self, confirmed_at: float | None, now: float) -> bool:
         """Whether this leader may grant a lease at `now` (see `leadership_fresh`)."""
@@ -239,12 +253,28 @@ class Supervisor:
         granted = self.leases.observe(req.chain, req.node, now, state.epoch)
         if req.in_sync:
             self.leases.record_in_sync(req.chain, req.node, req.epoch)
+        self._record_alarm(req)
         key = (req.chain, req.node)
         if (granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch
                 and key not in self.promoting):
             self.promoting.add(key)
             return Proposal((promote_node(req.chain, req.node),))
         return Grant(state, self.lease if granted else 0.0)
+
+    def _record_alarm(self, req: Heartbeat) -> None:
+        key = (req.chain, req.node)
+        if req.storage_alarm and key not in self.full:
+            self.full.add(key)
+            log.warning("storage alarm raised chain=%s node=%s", req.chain, req.node)
+        elif not req.storage_alarm and key in self.full:
+            self.full.discard(key)
+            log.info("storage alarm cleared chain=%s node=%s", req.chain, req.node)
+
+    def storage_alarms(self, state: ChainState | None) -> tuple[str, ...]:
+        """The members of `state`'s chain whose storage alarm is raised, in chain order."""
+        if state is None:
+            return ()
+        return tuple(m.id for m in state.members if (state.name, m.id) in self.full)
 
     def promoted(self, req: Heartbeat, state: ChainState | None) -> Grant | Refusal:
         """The answer once the promotion settled (applied, refused or lost): other changes may have

@@ -119,7 +119,8 @@ class CoordinatorLink:
         request = coordinator_pb2.HeartbeatRequest(
             chain=self.chain, node_id=self.node.id, epoch=status.epoch, last_seq=status.last_seq,
             committed_seq=status.committed_seq, caught_up=self.node.core.caught_up, reads=status.reads,
-            writes=status.writes, in_sync=status.in_sync,
+            writes=status.writes, in_sync=status.in_sync, storage_alarm=status.storage_alarm,
+            disk_free_bytes=status.disk_free_bytes,
         )
         sent = self.clock()
         try:
@@ -140,6 +141,7 @@ class CoordinatorLink:
                      coordinator_pb2.Code.Name(reply.error.code), reply.error.message)
             self._next_coordinator()
             return False
+        self.node.set_chain_alarms(frozenset(reply.storage_alarms))
         return self._adopt(reply.config, sent, reply.lease_ms)
 
     def _removed(self, reply: coordinator_pb2.HeartbeatReply, sent: float) -> None:

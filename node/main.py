@@ -20,6 +20,7 @@ import signal
 import sys
 
 from keychain.node.core import CoreOptions
+from keychain.node.disk_alarm import DEFAULT_HIGH_WATER, HighWater
 from keychain.node.storage import DataDirError, RocksVersionStore
 
 from keychain.tls_files import add_tls_arguments, tls_files_from_args
@@ -44,6 +45,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _high_water(text: str) -> HighWater:
+    try:
+        return HighWater.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="keychain node", description="Run one CRAQ chain node.")
     p.add_argument("--id", required=True, help="this node's id, unique in its chain")
@@ -62,6 +70,11 @@ def parser() -> argparse.ArgumentParser:
                    help="largest value accepted (default: %(default)s)")
     p.add_argument("--max-batch-bytes", type=_positive, default=defaults.max_batch_bytes,
                    help="payload bytes per message to the next node (default: %(default)s)")
+    p.add_argument("--disk-high-water", type=_high_water, default=HighWater.parse(DEFAULT_HIGH_WATER),
+                   metavar="FREE",
+                   help="free space on the data volume below which the storage alarm is raised and the chain "
+                        "refuses writes (reads and deletes are still served): bytes (256MiB), a percentage of "
+                        f"the volume (5%%), or both, the larger applying (default: {DEFAULT_HIGH_WATER})")
     p.add_argument("--metrics-listen", type=_address, help="host:port to serve Prometheus /metrics on")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="default: %(default)s")
@@ -78,7 +91,8 @@ async def run(args: argparse.Namespace) -> int:
     store = RocksVersionStore(args.data_dir, args.id, args.chain)
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
                           max_batch_bytes=args.max_batch_bytes)
-    node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files)
+    node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files,
+                     disk_high_water=args.disk_high_water)
     try:
         port = await node.start(args.listen)
     except Exception:
