@@ -62,6 +62,7 @@ class ChainState:
     read_faults: dict[str, str] = field(default_factory=dict)
     sticky_fault: str | None = None
     write_abort: tuple[grpc.StatusCode, str] | None = None  # every Write fails so, nothing applied
+    full: set[str] = field(default_factory=set)  # members whose disk is full: the head refuses PUTs
     hang_seconds: float = 0.5
 
     def config(self) -> chain_pb2.ChainConfig:
@@ -104,10 +105,17 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
                     for _ in request.ops
                 ]
                 return chain_pb2.WriteReply(results=results)
-            results = [double.apply(op) for op in request.ops]
+            results = [self._refuse_full(op) or double.apply(op) for op in request.ops]
         if fault == "drop_reply":
             context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset after the write was applied")
         return chain_pb2.WriteReply(results=results)
+
+    def _refuse_full(self, op: chain_pb2.WriteOp) -> chain_pb2.WriteResult | None:
+        """A PUT while a member's disk is full, refused before sequencing as the chain's head does."""
+        full = sorted(self.double.state.full)
+        if not full or op.kind != chain_pb2.OpKind.PUT:
+            return None
+        return chain_pb2.WriteResult(error=self._error(Code.INSUFFICIENT_STORAGE, f"the disk of node {full[0]} is full"))
 
     def Read(self, request: chain_pb2.ReadRequest, context: grpc.ServicerContext) -> chain_pb2.ReadReply:
         with self.double.lock:
@@ -168,6 +176,7 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
                 writes=state.writes[self.id],
                 lease_valid=True,
                 keys=len(state.data),
+                storage_alarm=self.id in state.full,
             )
 
 
@@ -208,6 +217,7 @@ class CoordinatorDouble(coordinator_pb2_grpc.CoordinatorServicer):
                     reads=state.reads[m.id],
                     writes=state.writes[m.id],
                     last_seq=state.seq,
+                    storage_alarm=m.id in state.full,
                 )
                 for m in state.members
             ]
