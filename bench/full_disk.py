@@ -1,0 +1,65 @@
+"""Full disk: how long after space is back the chain accepts writes again, with no restart.
+
+Each run starts three coordinators, three nodes whose data directories share one small tmpfs volume
+(mounted for the run, root only) and a proxy; writes fresh 32 KiB values through the proxy until the
+chain refuses one with 507 insufficient_storage; then removes the filler file that took most of the
+volume and writes every 20 ms until one is accepted. Reported per run and as median / max:
+
+    resume   seconds from the filler's removal to the first acknowledged write
+    filled   writes acknowledged before the first 507
+
+    python bench/full_disk.py --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "cluster"))
+
+from full_disk_harness import can_mount, full_disk_cluster, write_until_refused
+
+
+def one_run(root: Path) -> tuple[float, int]:
+    with full_disk_cluster(root) as fd:
+        acked: dict[str, bytes] = {}
+        status, body = write_until_refused(fd, acked)
+        if status != 507:
+            raise SystemExit(f"expected 507 once the volume filled, got {status}: {body}")
+        fd.free_space()
+        freed = time.monotonic()
+        deadline = freed + 30
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            if fd.proxy.put(f"resume-{n}", b"space is back", f"w-resume-{n}")[0] == 200:
+                return time.monotonic() - freed, len(acked)
+            time.sleep(0.02)
+        raise SystemExit("writes did not resume within 30 s of space coming back")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=3)
+    args = p.parse_args(argv)
+    if not can_mount():
+        print("full_disk: needs root on Linux to mount a tmpfs volume", file=sys.stderr)
+        return 2
+    resumes = []
+    for run in range(1, args.runs + 1):
+        with tempfile.TemporaryDirectory(prefix="keychain-full-disk-") as tmp:
+            resume, filled = one_run(Path(tmp))
+        resumes.append(resume)
+        print(f"run {run}: resume {resume:.3f} s after space is back  ({filled} writes filled the volume)", flush=True)
+    print(f"resume after space is back: median {statistics.median(resumes):.3f} s, max {max(resumes):.3f} s "
+          f"over {len(resumes)} runs (goal: <= 2 s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
