@@ -353,7 +353,8 @@ class CoordinatorService:
 
     async def heartbeat(self, req: coordinator_pb2.HeartbeatRequest, forwarded: bool = False
                         ) -> coordinator_pb2.HeartbeatReply:
-        beat = Heartbeat(req.chain, req.node_id, req.epoch, req.caught_up, req.in_sync, req.storage_alarm)
+        beat = Heartbeat(req.chain, req.node_id, req.epoch, req.caught_up, req.in_sync, req.storage_alarm,
+                         req.committed_seq)
 
         async def local() -> coordinator_pb2.HeartbeatReply:
             decision = await self._confirmed(
@@ -374,7 +375,8 @@ class CoordinatorService:
                     return _heartbeat_refused(answer)
                 decision = answer
             return coordinator_pb2.HeartbeatReply(config=decision.config.to_proto(), lease_ms=_ms(decision.lease),
-                                                  storage_alarms=self.supervisor.storage_alarms(decision.config))
+                                                  storage_alarms=self.supervisor.storage_alarms(decision.config),
+                                                  clean_seq=self.supervisor.clean_point(decision.config))
 
         return await self._at_leader(
             "Heartbeat", req, local,

@@ -44,6 +44,8 @@ The rules, in the order a request meets them:
   that no longer reports it. `storage_alarms` names the chain's members with the alarm raised: the
   shell hands it to every node in its heartbeat reply, and the head refuses writes while any member
   is full, before sequencing them. A member that leaves the chain leaves its alarm with it.
+  The same soft state gives the chain's clean point (`clean_point`): the lowest commit point its
+  members reported, through which nodes may garbage-collect deletes (keychain.node.core).
 - A new leader removes nobody before `new_leader_grace` plus the removal silence have passed: a
   deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts
   of losing its quorum) may have renewed leases until then, and those must have lapsed first.
@@ -89,6 +91,7 @@ class Heartbeat:
     caught_up: bool = False  # a syncing node holds everything its predecessor had
     in_sync: bool = False  # the node holds every committed write in `epoch`
     storage_alarm: bool = False  # the node's disk is over its high-water mark
+    committed_seq: int = 0  # the node's commit point
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +202,7 @@ class Supervisor:
         self.auto_chains: set[str] = set()  # chains the leader creates when missing
         self.promoting: set[tuple[str, str]] = set()  # promotions proposed, not yet answered
         self.full: set[tuple[str, str]] = set()  # (chain, node) whose last heartbeat reported its storage alarm
+        self.committed: dict[tuple[str, str], int] = {}  # (chain, node) -> the commit point it last reported
 
     # ---- leadership ----
 
@@ -209,6 +213,7 @@ class Supervisor:
     def step_down(self) -> None:
         self.leases.step_down()
         self.full.clear()
+        self.committed.clear()
 
     def leadership_fresh(self, confirmed_at: float | None, now: float) -> bool:
         """Whether this leader may grant a lease at `now` (see `leadership_fresh`)."""
@@ -254,6 +259,7 @@ class Supervisor:
         if req.in_sync:
             self.leases.record_in_sync(req.chain, req.node, req.epoch)
         self._record_alarm(req)
+        self.committed[(req.chain, req.node)] = req.committed_seq
         key = (req.chain, req.node)
         if (granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch
                 and key not in self.promoting):
@@ -275,6 +281,13 @@ class Supervisor:
         if state is None:
             return ()
         return tuple(m.id for m in state.members if (state.name, m.id) in self.full)
+
+    def clean_point(self, state: ChainState | None) -> int:
+        """The lowest commit point any member of the chain reported (0 while one has not): every member
+        holds the chain's writes through it committed, so nodes may collect the deletes up to it."""
+        if state is None or not state.members:
+            return 0
+        return min(self.committed.get((state.name, m.id), 0) for m in state.members)
 
     def promoted(self, req: Heartbeat, state: ChainState | None) -> Grant | Refusal:
         """The answer once the promotion settled (applied, refused or lost): other changes may have

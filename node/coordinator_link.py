@@ -142,6 +142,7 @@ class CoordinatorLink:
             self._next_coordinator()
             return False
         self.node.set_chain_alarms(frozenset(reply.storage_alarms))
+        self.node.set_chain_clean_point(reply.clean_seq)
         return self._adopt(reply.config, sent, reply.lease_ms)
 
     def _removed(self, reply: coordinator_pb2.HeartbeatReply, sent: float) -> None:

@@ -73,6 +73,16 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   sequenced, with INSUFFICIENT_STORAGE naming those nodes: nothing of it is applied anywhere. Deletes
   are still sequenced (they are how space is freed), and so are retries of known request ids (their
   outcome is already decided). Reads are served as always.
+- Garbage collection, in one place (`_collect`): a tombstone (a deleted key's clean version) at seq S is
+  dropped once S <= min(this node's durable commit point, the chain's clean point). The chain's clean
+  point is the lowest commit point any member of the chain reported to the coordinator (relayed by the
+  shell, `set_chain_clean_point`; 0, collecting nothing, until one is known): every member has then
+  committed the delete, so no member's reads, version queries or transfers still need the tombstone.
+  A superseded version is dropped already when a newer one commits (the store's Commit). Whatever must
+  outlive this rule (versions kept for snapshot reads, a watch history) lowers the bound here. A
+  transfer no longer carries collected deletes, so its receiver sweeps every key range a chunk
+  covers (InstallKeys.sweep): a key it holds that the sender does not is dropped. A read whose tail
+  names a version this node collected reads as not found.
 - Request ids: the outcome of every sequenced entry is remembered (store outcomes, replicated with
   the entries and in state transfers) for `dedup_window` seqs behind the commit point. A retry of a
   committed id is answered at once; of an uncommitted one, when it commits.
@@ -114,6 +124,7 @@ from keychain.node.messages import (
 from keychain.node.uncommitted_log import UncommittedLog
 from keychain.node.versions import (
     AppendEntries,
+    CollectGarbage,
     Commit,
     ForgetOutcomes,
     InstallKeys,
@@ -214,7 +225,7 @@ class Ready:
 
 # Records a crash may lose without harm (see Ready.must_sync). The store's write-ahead log keeps records
 # in order, so a later fsync makes them durable together with everything applied before.
-_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes)
+_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes, CollectGarbage)
 
 
 # ---- internal bookkeeping ----
@@ -291,6 +302,14 @@ class ChainCore:
         self.waiting_reads = WaitingReads()
         # Members of the chain whose disk is over its high-water mark (set by the shell, see set_storage_alarms).
         self.storage_alarms: frozenset[str] = frozenset()
+        # The lowest commit point of any member of the chain (set by the shell) and the point through
+        # which tombstones were collected here (see _collect; 0 after a restart: collected again, cheaply).
+        self.chain_clean_point = 0
+        self._collected = 0
+        # The transfer we receive: the last key of its last chunk of keys (its sweep resumes after it)
+        # and whether the chunks of keys are done (the rest of the key space was swept).
+        self._sweep_after: bytes | None = None
+        self._swept_all = False
         # counters
         self.reads = 0
         self.writes = 0
@@ -367,6 +386,12 @@ class ChainCore:
         """The nodes whose storage alarm is raised: this node's own and the chain's, as the coordinator
         relays them. Replaces the previous set (an alarm clears when its node stops reporting it)."""
         self.storage_alarms = frozenset(nodes)
+
+    def set_chain_clean_point(self, seq: int) -> None:
+        """The lowest commit point any member of the chain reported: every member holds the chain's
+        writes through it committed (see `_collect`). It only moves up."""
+        self.chain_clean_point = max(self.chain_clean_point, seq)
+        self._collect()
 
     def full_members(self) -> tuple[str, ...]:
         """The members of the current configuration whose storage alarm is raised, in chain order."""
@@ -566,6 +591,8 @@ class ChainCore:
             clean = self._latest(key, clean_only=True)
             if clean is not None and clean.version > version:
                 kv = clean
+            elif clean is None and version <= self._collected:
+                return self._served(None)  # a delete every member had committed, collected here since
         if kv is None:
             return ReadReply(Error(Code.UNAVAILABLE, f"version {version} of the key is not held here", self.epoch))
         return self._served(kv)
@@ -659,7 +686,7 @@ class ChainCore:
         needs_transfer = self.last_seq + 1 < hello.first_seq
         if needs_transfer:
             self.up.transfer_from = from_id
-            self._transfers.append(TransferStart(from_id, self.epoch))
+            self._request_transfer(from_id)
         else:
             self.up.transfer_from = None
         self.up.welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, needs_transfer, self.epoch)))
@@ -787,14 +814,23 @@ class ChainCore:
         if from_id != self.up.transfer_from:
             log.debug("stray transfer chunk node=%s from=%s", self.id, from_id)
             return
-        if chunk.keys or chunk.outcomes:
-            self._persist.append(InstallKeys(chunk.keys, chunk.outcomes))
+        # The chunks of keys cover the key space in order, each (the previous one's last key, its own
+        # last key]; the first chunk without keys means the sender has no more, up to the end.
+        sweep: tuple[bytes | None, bytes | None] | None = None
+        if chunk.keys:
+            sweep = (self._sweep_after, chunk.keys[-1].key)
+            self._sweep_after = chunk.keys[-1].key
+        elif not self._swept_all:
+            sweep = (self._sweep_after, None)
+            self._swept_all = True
+        if chunk.keys or chunk.outcomes or sweep is not None:
+            self._persist.append(InstallKeys(chunk.keys, chunk.outcomes, sweep))
         if not chunk.last:
             return
         if chunk.through_seq < self.committed_seq:
             log.error("transfer behind our commit point node=%s through=%d committed=%d", self.id,
                       chunk.through_seq, self.committed_seq)
-            self._transfers.append(TransferStart(from_id, self.epoch))
+            self._request_transfer(from_id)
             return
         self._persist.append(ResetLog(chunk.through_seq))
         self.uncommitted.restart_at(chunk.through_seq)
@@ -810,7 +846,12 @@ class ChainCore:
     def transfer_failed(self, from_id: str) -> None:
         """The Transfer stream broke before its last chunk: ask again (the shell backs off)."""
         if from_id == self.up.transfer_from:
-            self._transfers.append(TransferStart(from_id, self.epoch))
+            self._request_transfer(from_id)
+
+    def _request_transfer(self, from_id: str) -> None:
+        # Every transfer is read from the start of the key space: so is its sweep.
+        self._sweep_after, self._swept_all = None, False
+        self._transfers.append(TransferStart(from_id, self.epoch))
 
     # ------------------------------------------------------------------ Ready
 
@@ -890,6 +931,15 @@ class ChainCore:
         if self._commits_on_persist():
             self._commit_to(self.persisted_seq)
         self._trim()
+        self._collect()
+
+    def _collect(self) -> None:
+        """The one garbage-collection rule (module docstring): tombstones at or below both this node's
+        durable commit point and the chain's clean point are dropped."""
+        through = min(self.applied_commit, self.chain_clean_point)
+        if through > self._collected:
+            self._persist.append(CollectGarbage(through))
+            self._collected = through
 
     def _trim(self) -> None:
         target = self.applied_commit - self.options.retain_entries

@@ -347,6 +347,12 @@ class ChainNode:
             self._chain_alarms = nodes
             self._refresh_alarms()
 
+    def set_chain_clean_point(self, seq: int) -> None:
+        """The lowest commit point of the chain's members, as the coordinator relays it (garbage collection)."""
+        if seq > self.core.chain_clean_point:
+            self.core.set_chain_clean_point(seq)
+            self.wake()
+
     def _refresh_alarms(self) -> None:
         # Our own alarm is known here first-hand; the coordinator's copy of it may be a heartbeat old.
         nodes = set(self._chain_alarms - {self.id})

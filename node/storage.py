@@ -30,6 +30,8 @@ Layout (one key space; the first byte names the kind of record):
     b"d" + len(key) + key + seq     a dirty version (protobuf KeyVersion)
     b"r" + request id               outcome of a request id (protobuf RequestOutcome)
     b"s" + seq + request id         the same outcomes ordered by seq, to forget or truncate by seq
+    b"t" + seq + key                a clean tombstone of that version, to collect by seq (an entry
+                                    whose key has a newer clean version since is stale, dropped when met)
 Integers are big-endian so byte order is numeric order; request ids are UTF-8, whose byte order
 is code-point order, the order of Python strings.
 
@@ -62,6 +64,7 @@ from keychain.node.messages import (
 )
 from keychain.node.versions import (
     AppendEntries,
+    CollectGarbage,
     Commit,
     ForgetOutcomes,
     InstallKeys,
@@ -73,6 +76,7 @@ from keychain.node.versions import (
     StoreState,
     TrimLog,
     Truncate,
+    in_sweep,
 )
 
 from keychain.proto import chain_pb2
@@ -89,6 +93,7 @@ _CLEAN = b"c"
 _DIRTY = b"d"
 _OUTCOME = b"r"
 _OUTCOME_BY_SEQ = b"s"
+_TOMBSTONE_BY_SEQ = b"t"
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -562,7 +567,9 @@ class RocksVersionStore:
                 for k, _ in self._scan(_OUTCOME_BY_SEQ, _OUTCOME_BY_SEQ + _seq(max(through + 1, 0))):
                     w.delete(k)
                     w.delete(_OUTCOME + k[9:])
-            case InstallKeys(keys, outcomes):
+            case InstallKeys(keys, outcomes, sweep):
+                if sweep is not None:
+                    live = self._sweep(w, sweep, {kv.key for kv in keys}, live)
                 for kv in keys:
                     live = self._install(w, kv, live)
                 for o in outcomes:
@@ -584,6 +591,10 @@ class RocksVersionStore:
             case SaveConfig(new_config):
                 w.put(_CONFIG, _encode_config(new_config))
                 config = new_config
+            case CollectGarbage(through):
+                if through > committed:
+                    raise StoreError(f"cannot collect through {through} above the commit point {committed}")
+                self._collect(w, through)
             case _:
                 raise StoreError(f"unknown record {record!r}")
         w.put(_COUNTERS, _COUNTERS_FORMAT.pack(last, committed, log_start, live))
@@ -647,9 +658,11 @@ class RocksVersionStore:
                 n += 1
             if n == 0:
                 continue
-            _, tombstone, encoded = versions[n - 1]
+            newest, tombstone, encoded = versions[n - 1]
             # The dirty versions are all newer than the clean one: the newest of them replaces it.
             w.put(_CLEAN + key, encoded)
+            if tombstone:
+                w.put(_TOMBSTONE_BY_SEQ + _seq(newest) + key, b"")
             live += (0 if tombstone else 1) - (1 if d.clean_live else 0)
             prefix = _dirty_prefix(key)
             for seq, _, _ in versions[:n]:
@@ -668,6 +681,8 @@ class RocksVersionStore:
         if clean is not None and clean.version >= kv.version:
             return live
         w.put(_CLEAN + kv.key, _encode_version(kv))
+        if kv.tombstone:
+            w.put(_TOMBSTONE_BY_SEQ + _seq(kv.version) + kv.key, b"")
         live += (0 if kv.tombstone else 1) - (0 if clean is None or clean.tombstone else 1)
         d = self._dirty.get(kv.key)
         if d is not None:
@@ -684,6 +699,36 @@ class RocksVersionStore:
             else:
                 del self._dirty[kv.key]
         return live
+
+    def _sweep(self, w: _Writes, sweep: tuple[bytes | None, bytes | None], sent: set[bytes], live: int) -> int:
+        """Drop the clean versions of keys in the sweep range that a transfer chunk does not carry."""
+        self._flush(w)
+        lo, hi = sweep
+        start = _CLEAN if lo is None else _CLEAN + lo + b"\0"
+        end = _prefix_end(_CLEAN) if hi is None else _CLEAN + hi + b"\0"
+        for k, raw in self._scan(start, end):
+            key = k[1:]
+            if key in sent or not in_sweep(key, sweep):
+                continue
+            w.delete(k)
+            if not _decode_version(raw).tombstone:
+                live -= 1
+            d = self._dirty.get(key)
+            if d is not None:
+                d.clean_live = False
+        return live
+
+    def _collect(self, w: _Writes, through: int) -> None:
+        """Drop the clean tombstones with version <= through, and their index entries."""
+        self._flush(w)
+        for k, _ in self._scan(_TOMBSTONE_BY_SEQ, _TOMBSTONE_BY_SEQ + _seq(through + 1)):
+            version, key = _U64.unpack(k[1:9])[0], k[9:]
+            w.delete(k)
+            raw = w.get(_CLEAN + key)
+            if raw is not None:
+                clean = _decode_version(raw)
+                if clean.tombstone and clean.version == version:
+                    w.delete(_CLEAN + key)
 
     def _truncate(self, w: _Writes, after: int) -> None:
         if after < self._committed:

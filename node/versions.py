@@ -17,8 +17,8 @@ What a store holds
 - Versions: per key, at most one *clean* version (committed, the newest committed one this node
   holds) and any number of *dirty* versions (seq > the clean one, not yet known committed). A
   version is (seq, tombstone, value); a tombstone is a delete and reads as absent. Tombstones are
-  kept as clean versions (never garbage-collected), so a version query never mistakes a deleted key
-  for one that was never written.
+  kept as clean versions until `CollectGarbage` drops them (the core's rule says when: once every
+  member of the chain has committed them), so until then a read of a deleted key names the delete.
 - Outcomes: request id -> RequestOutcome(seq, kind, current_version) for every entry with a
   non-empty request id, until forgotten (the deduplication window).
 - The chain configuration last given to the node (its epoch), or None.
@@ -36,8 +36,13 @@ Records (applied in list order; each is all-or-nothing in a durable store):
   were never committed, so its history is again a prefix of the chain's.)
 - `TrimLog(through_seq)`: log_start <= through_seq <= committed_seq; entries <= through_seq dropped.
 - `ForgetOutcomes(through_seq)`: outcomes with seq <= through_seq dropped.
-- `InstallKeys(keys, outcomes)`: a state-transfer chunk. Each key's version becomes its clean
-  version if newer than the clean one it has (older versions dropped); outcomes are added.
+- `InstallKeys(keys, outcomes, sweep)`: a state-transfer chunk. Each key's version becomes its clean
+  version if newer than the clean one it has (older versions dropped); outcomes are added. With
+  `sweep = (lo, hi)`, the clean versions of keys in (lo, hi] (None: unbounded) that are not among
+  `keys` are dropped first: the sender holds nothing for them (never written, or a delete it already
+  collected), so a receiver with older data does not keep a key the chain deleted.
+- `CollectGarbage(through_seq)`: through_seq <= committed_seq. Every clean tombstone with version
+  <= through_seq is dropped (the key then reads as never written).
 - `ResetLog(through_seq)`: the last record of a state transfer. The whole log and every dirty version
   are dropped; log_start = committed_seq = last_seq = through_seq.
 - `SaveConfig(config)`: the chain configuration (and so the epoch) the node now follows.
@@ -96,6 +101,12 @@ class ForgetOutcomes:
 class InstallKeys:
     keys: tuple[KeyVersion, ...]
     outcomes: tuple[RequestOutcome, ...] = ()
+    sweep: tuple[bytes | None, bytes | None] | None = None  # (lo, hi]: drop clean keys there not in `keys`
+
+
+@dataclass(frozen=True, slots=True)
+class CollectGarbage:
+    through_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +119,14 @@ class SaveConfig:
     config: ChainConfig
 
 
-Record = AppendEntries | Commit | Truncate | TrimLog | ForgetOutcomes | InstallKeys | ResetLog | SaveConfig
+Record = (AppendEntries | Commit | Truncate | TrimLog | ForgetOutcomes | InstallKeys | ResetLog | SaveConfig
+          | CollectGarbage)
+
+
+def in_sweep(key: bytes, sweep: tuple[bytes | None, bytes | None]) -> bool:
+    """Whether `key` lies in the sweep range (lo, hi] of an InstallKeys record (None: unbounded)."""
+    lo, hi = sweep
+    return (lo is None or key > lo) and (hi is None or key <= hi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +250,11 @@ class MemoryVersionStore:
             case ForgetOutcomes(through):
                 for rid in [r for r, o in self._outcomes.items() if o.seq <= through]:
                     del self._outcomes[rid]
-            case InstallKeys(keys, outcomes):
+            case InstallKeys(keys, outcomes, sweep):
+                if sweep is not None:
+                    sent = {kv.key for kv in keys}
+                    for key in [k for k in self._clean if in_sweep(k, sweep) and k not in sent]:
+                        del self._clean[key]
                 for kv in keys:
                     self._make_clean(kv)
                 for o in outcomes:
@@ -245,6 +267,11 @@ class MemoryVersionStore:
                 self._log_start = self._committed = self._last = through
             case SaveConfig(config):
                 self._config = config
+            case CollectGarbage(through):
+                if through > self._committed:
+                    raise StoreError(f"cannot collect through {through} above the commit point {self._committed}")
+                for key in [k for k, v in self._clean.items() if v.tombstone and v.version <= through]:
+                    del self._clean[key]
             case _:
                 raise StoreError(f"unknown record {record!r}")
 

@@ -78,16 +78,18 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ..., storage_alarm: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("error", "config", "lease_ms", "storage_alarms")
+    __slots__ = ("error", "config", "lease_ms", "storage_alarms", "clean_seq")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_ALARMS_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_SEQ_FIELD_NUMBER: _ClassVar[int]
     error: Error
     config: _chain_pb2.ChainConfig
     lease_ms: int
     storage_alarms: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ..., storage_alarms: _Optional[_Iterable[str]] = ...) -> None: ...
+    clean_seq: int
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ..., storage_alarms: _Optional[_Iterable[str]] = ..., clean_seq: _Optional[int] = ...) -> None: ...
 
 class CreateChainRequest(_message.Message):
     __slots__ = ("chain",)

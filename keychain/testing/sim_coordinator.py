@@ -24,6 +24,7 @@ staleness there costs only liveness, since every chain message is fenced by its 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,7 @@ class CoordRequest:
     epoch: int = 0
     caught_up: bool = False
     in_sync: bool = False  # the node holds every committed write in `epoch`
+    committed_seq: int = 0  # the node's commit point
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class CoordReply:
     error: str = ""  # "" = OK; UNAVAILABLE, NOT_FOUND or a registry error code
     chain: ChainState | None = None
     lease: float = 0.0
+    clean_seq: int = 0  # the chain's clean point (Supervisor.clean_point): deletes through it may be collected
 
 
 UNAVAILABLE = CoordReply("UNAVAILABLE")
@@ -373,7 +376,8 @@ class SimCoordinator(Process):
         if req.op == "register":
             self._register(Registration(req.chain, req.node, req.address), reply)
         elif req.op == "heartbeat":
-            self._heartbeat(Heartbeat(req.chain, req.node, req.epoch, req.caught_up, req.in_sync), reply)
+            self._heartbeat(Heartbeat(req.chain, req.node, req.epoch, req.caught_up, req.in_sync,
+                                      committed_seq=req.committed_seq), reply)
         elif req.op == "get_chain":
             state = self.registry.get(req.chain)
             reply(CoordReply(chain=state) if state is not None else CoordReply("NOT_FOUND"))
@@ -423,7 +427,10 @@ class SimCoordinator(Process):
     def _heartbeat(self, beat: Heartbeat, reply: Reply) -> None:
         def decided(decision: Grant | Refusal | Proposal) -> None:
             if not isinstance(decision, Proposal):
-                reply(_answer(decision))
+                answer = _answer(decision)
+                if isinstance(decision, Grant):
+                    answer = dataclasses.replace(answer, clean_seq=self.supervisor.clean_point(decision.config))
+                reply(answer)
                 return
 
             def settled(_outcome: Outcome | None) -> None:

@@ -375,7 +375,8 @@ class SimNode(Process):
         chain = self.sim.chain
         if self.registered:
             req = CoordRequest("heartbeat", chain, self.id, epoch=core.epoch,
-                               caught_up=self.caught_up_epoch == core.epoch, in_sync=core.in_sync)
+                               caught_up=self.caught_up_epoch == core.epoch, in_sync=core.in_sync,
+                               committed_seq=core.committed_seq)
         else:
             req = CoordRequest("register", chain, self.id, address=self.address)
         rid = self._next_id()
@@ -395,6 +396,7 @@ class SimNode(Process):
         if not reply.error and reply.chain is not None:
             self.registered = True
             self._adopt(reply.chain, sent + reply.lease)
+            self.core.set_chain_clean_point(reply.clean_seq)
         elif reply.error == "NOT_FOUND":
             self.registered = False
             if reply.chain is not None and self.core.config is not None:
