@@ -28,7 +28,7 @@ from full_disk_harness import can_mount, full_disk_cluster, write_until_refused
 def one_run(root: Path) -> tuple[float, int]:
     with full_disk_cluster(root) as fd:
         acked: dict[str, bytes] = {}
-        status, body = write_until_refused(fd, acked)
+        status, body, _ = write_until_refused(fd, acked)
         if status != 507:
             raise SystemExit(f"expected 507 once the volume filled, got {status}: {body}")
         fd.free_space()

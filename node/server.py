@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import os
 import random
 import time
@@ -94,6 +95,9 @@ RECONNECT_BACKOFF = Backoff(base=0.05, cap=1.0, floor=0.5)
 # How often the free space of the data volume is sampled (one statvfs call), and how soon a Ready held
 # for want of space is tried again: writes resume within about this much of space coming back.
 DISK_SAMPLE_INTERVAL = 0.1
+# While the alarm is raised the store is compacted at most this often, so that deletes and collected
+# garbage give their space back (RocksDB would get to it by itself, but later).
+COMPACT_INTERVAL = 2.0
 
 
 def volume_sample(path: str) -> DiskSample:
@@ -110,8 +114,11 @@ class _RoomyStore:
         self.store = store
         self.alarm = alarm
         self.sample = sample
+        self.compacting = False  # a compaction runs in a thread: a wedged store is not reopened under it
 
     def apply(self, records: list[Record]) -> None:
+        if self.compacting and self.store.wedged:
+            raise StorageFull("the store is compacting")
         self.alarm.observe(self.sample())
         needed = records_bytes(records)
         if not self.alarm.may_persist(needed):
@@ -192,7 +199,10 @@ class ChainNode:
         self.disk_sample = disk_sample or (lambda: volume_sample(str(store.path)))
         self._chain_alarms: frozenset[str] = frozenset()
         self._persist_held = False  # the driver holds a Ready the disk had no room for
-        self.driver = NodeDriver(self.core, _RoomyStore(store, self.disk_alarm, self.disk_sample), self, clock)
+        self._roomy = _RoomyStore(store, self.disk_alarm, self.disk_sample)
+        self._compacted_at = -math.inf
+        self._compaction: asyncio.Future[None] | None = None  # the compaction running in a thread, if any
+        self.driver = NodeDriver(self.core, self._roomy, self, clock)
         self.metrics = NodeMetrics(self.status, store.wal_syncs)
         self.health = health.aio.HealthServicer()
         # Room for a ReadBatch reply's results: the message limit less the enclosing fields.
@@ -255,6 +265,8 @@ class ChainNode:
                 await self._driver
         if self._syncing is not None:  # the store must not close under an fsync still running
             await asyncio.wait([self._syncing])
+        if self._compaction is not None:  # nor under a compaction
+            await asyncio.wait([self._compaction])
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -340,6 +352,28 @@ class ChainNode:
         while True:
             await asyncio.sleep(DISK_SAMPLE_INTERVAL)
             self._sample_disk()
+            last = self.disk_alarm.last
+            # Compaction writes new files before it deletes old ones: not without some room. If it fails
+            # for want of space anyway, the store's next write fails too, and it is reopened (see apply).
+            room = last is not None and self.disk_alarm.may_persist(self.disk_alarm.reserve(last.total))
+            if self.disk_alarm.raised and room and not self.store.wedged and not self._roomy.compacting:
+                now = self.clock()
+                if now - self._compacted_at >= COMPACT_INTERVAL:
+                    self._compacted_at = now
+                    self._spawn(self._compact(), "compact")
+
+    async def _compact(self) -> None:
+        """Compact the store in a thread while the disk is full: deletes and collected garbage free space."""
+        self._roomy.compacting = True
+        try:
+            self._compaction = asyncio.ensure_future(asyncio.to_thread(self.store.compact))
+            await asyncio.shield(self._compaction)
+        except Exception as e:  # no room even for that: the next round tries again
+            log.warning("compaction failed node=%s error=%r", self.id, str(e))
+        finally:
+            self._roomy.compacting = False
+        self._sample_disk()
+        self.wake()
 
     def set_chain_alarms(self, nodes: frozenset[str]) -> None:
         """The chain's members whose storage alarm is raised, as the coordinator relays them."""

@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -94,6 +95,10 @@ _DIRTY = b"d"
 _OUTCOME = b"r"
 _OUTCOME_BY_SEQ = b"s"
 _TOMBSTONE_BY_SEQ = b"t"
+
+# A wedged store (a write failed for want of space) is reopened at most this often: replaying its
+# write-ahead log writes a table file, which may fail again while the disk is still full.
+REOPEN_INTERVAL = 0.5
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -253,6 +258,7 @@ class RocksVersionStore:
         self.chain = chain
         self._db = self._open()
         self._wedged = False  # a write failed for want of space: reopen before the next one
+        self._reopen_after = 0.0  # monotonic time before which no reopen is tried again
         self._unsynced = rocksdict.WriteOptions()
         self._unsynced.sync = False
         self._dirty: dict[bytes, _DirtyKey] = {}
@@ -485,6 +491,9 @@ class RocksVersionStore:
         them, when the volume is full; the next call reopens the database first (RocksDB accepts no
         write after a failed append to its write-ahead log until it is reopened)."""
         if self._wedged:
+            if time.monotonic() < self._reopen_after:
+                raise StorageFull("the store waits to be reopened")
+            self._reopen_after = time.monotonic() + REOPEN_INTERVAL
             self._reopen()
         w = _Writes(self._db)
         try:
@@ -512,6 +521,18 @@ class RocksVersionStore:
         """Make every applied record durable: one fsync of the write-ahead log."""
         self._db.flush_wal(True)
 
+    @property
+    def wedged(self) -> bool:
+        """A write failed for want of space: the next `apply` reopens the database."""
+        return self._wedged
+
+    def compact(self) -> None:
+        """Give space back: write the memtables out (their write-ahead logs are then deleted) and compact
+        the whole key space, dropping what deletes and garbage collection left behind. Safe to run in a
+        thread while the node writes; not while the store is wedged (see `apply`)."""
+        self._db.flush()
+        self._db.compact_range(None, None)
+
     def _flush(self, w: _Writes) -> None:
         if w.done:
             self._db.write(w.batch(), self._unsynced)
@@ -519,7 +540,9 @@ class RocksVersionStore:
 
     def _reopen(self) -> None:
         """Reopen the database after a write failed for want of space: `StorageFull` while that fails.
-        Everything written before the failure is in the write-ahead log and is replayed."""
+        Everything written before the failure is in the write-ahead log and is replayed; replaying it
+        writes a table file, so it needs room. Until it succeeds the database stays open read-only, so
+        the node keeps serving reads."""
         try:
             self._db.close()
         except Exception as e:  # the writer's error is reported again on close; the files are released
@@ -527,6 +550,8 @@ class RocksVersionStore:
         try:
             self._db = rocksdict.Rdict(str(self.path), self._options(create=False))
         except Exception as e:
+            self._db = rocksdict.Rdict(str(self.path), self._options(create=False),
+                                       access_type=rocksdict.AccessType.read_only())
             if _no_space(e):
                 raise StorageFull(str(e)) from e
             raise

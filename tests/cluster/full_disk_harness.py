@@ -134,18 +134,19 @@ def full_disk_cluster(root: Path) -> Iterator[FullDiskCluster]:
 
 
 def write_until_refused(fd: FullDiskCluster, acked: dict[str, bytes], limit: int = 2000,
-                        seconds: float = 20.0) -> tuple[int, dict]:
+                        seconds: float = 20.0) -> tuple[int, dict, str]:
     """Write fresh keys through the proxy until one is refused with anything but 200; returns that
-    answer. Acknowledged writes are recorded in `acked`."""
+    answer and the key refused. Acknowledged writes are recorded in `acked`."""
     deadline = time.monotonic() + seconds
+    run = os.urandom(4).hex()  # fresh keys and idempotency keys in every call
     for i in range(limit):
         if time.monotonic() > deadline:
             break
-        key = f"fill-{len(acked)}-{i}"
+        key = f"fill-{run}-{i}"
         value = os.urandom(VALUE_BYTES // 2).hex().encode()
         status, body = fd.proxy.put(key, value, f"w-{key}")
         if status == 200:
             acked[key] = value
             continue
-        return status, body
+        return status, body, key
     raise AssertionError(f"the volume never filled: {len(acked)} writes acknowledged, {fd.free_bytes()} bytes free")
