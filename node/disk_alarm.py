@@ -102,9 +102,10 @@ class DiskAlarm:
         """Free bytes the store keeps untouched (see the module docstring)."""
         return max(MIN_RESERVE, self.high_water.mark(total) // 8)
 
-    def may_persist(self, needed: int) -> bool:
-        """Whether `needed` more bytes may be written now, per the last sample (True before any)."""
-        s = self.last
+    def may_persist(self, needed: int, sample: DiskSample | None = None) -> bool:
+        """Whether `needed` more bytes may be written, per `sample` (default: the last one observed;
+        True before any). It does not change the alarm."""
+        s = sample or self.last
         if s is None:
             return True
         return s.free - needed >= self.reserve(s.total)

@@ -119,10 +119,10 @@ class _RoomyStore:
     def apply(self, records: list[Record]) -> None:
         if self.compacting and self.store.wedged:
             raise StorageFull("the store is compacting")
-        self.alarm.observe(self.sample())
+        sample = self.sample()  # fresh: the watcher's may be 100 ms old (the alarm itself is the watcher's)
         needed = records_bytes(records)
-        if not self.alarm.may_persist(needed):
-            raise StorageFull(f"{needed} bytes to write, {self.alarm.last.free if self.alarm.last else 0} free")
+        if not self.alarm.may_persist(needed, sample):
+            raise StorageFull(f"{needed} bytes to write, {sample.free} free")
         self.store.apply(records)
 
     def sync(self) -> None:
@@ -346,6 +346,7 @@ class ChainNode:
                           self.id, sample.free, sample.total)
             else:
                 log.warning("storage alarm cleared node=%s free=%d total=%d", self.id, sample.free, sample.total)
+        if raised != (self.id in self.core.storage_alarms):
             self._refresh_alarms()
 
     async def _watch_disk(self) -> None:
