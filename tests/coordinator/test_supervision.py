@@ -205,3 +205,14 @@ def test_storage_alarms_are_kept_from_heartbeats_handed_to_the_chain_and_cleared
     assert s.storage_alarms(chain("a", "c").get("c")) == (), "an alarm leaves with its member"
     s.step_down()
     assert s.storage_alarms(state) == (), "soft state: a new leader hears it again within a heartbeat"
+
+
+def test_the_chain_clean_point_is_the_lowest_commit_point_its_members_reported():
+    s, reg = supervisor(), chain("a", "b", syncing=("c",))
+    state = reg.get("c")
+    s.heartbeat(Heartbeat("c", "a", state.epoch, committed_seq=40), state, now=10.0, confirmed_at=9.9)
+    s.heartbeat(Heartbeat("c", "b", state.epoch, committed_seq=50), state, now=10.0, confirmed_at=9.9)
+    assert s.clean_point(state) == 0, "c has not reported: nothing may be collected"
+    s.heartbeat(Heartbeat("c", "c", state.epoch, committed_seq=45), state, now=10.0, confirmed_at=9.9)
+    assert s.clean_point(state) == 40
+    assert s.clean_point(chain("b", "c").get("c")) == 45, "only the chain's members count"

@@ -11,8 +11,10 @@ import pytest
 from chain_harness import Chain, NodeShell, config_of
 from keychain.node.disk_alarm import DiskAlarm, DiskSample, HighWater
 from keychain.node.driver import StorageFull
-from keychain.node.messages import Code, Consistency, OpKind, WriteOp
+from keychain.node.messages import Code, Consistency, NodeStatus, OpKind, WriteOp
+from keychain.node.metrics import NodeMetrics
 from keychain.node.versions import MemoryVersionStore, Record
+from prometheus_client import generate_latest
 
 MiB = 1 << 20
 
@@ -158,3 +160,12 @@ def test_a_ready_is_written_only_while_it_leaves_the_reserve_free():
     alarm.observe(DiskSample(10 * MiB, 1000 * MiB))
     assert alarm.may_persist(1 * MiB)
     assert not alarm.may_persist(3 * MiB)
+
+
+def test_the_node_metrics_show_its_alarm_the_chains_and_its_free_space():
+    status = NodeStatus("n2", "c", storage_alarm=True, disk_free_bytes=5 * MiB, storage_alarms=("n2", "n3"))
+    metrics = NodeMetrics(lambda: status, lambda: 0)
+    text = generate_latest(metrics.registry).decode()
+    assert 'keychain_node_storage_alarm{chain="c",node="n2"} 1.0' in text
+    assert 'keychain_node_chain_storage_alarms{chain="c",node="n2"} 2.0' in text
+    assert 'keychain_node_disk_free_bytes{chain="c",node="n2"} 5.24288e+06' in text
