@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shlex
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -41,6 +43,28 @@ def start_node(node_id: str, root: Path) -> tuple[subprocess.Popen[bytes], str]:
     if "listening on" not in line:
         raise SystemExit(f"node {node_id} did not start; see {root / f'{node_id}.log'}")
     return proc, line.rsplit(" ", 1)[1].strip()
+
+
+@contextlib.contextmanager
+def static_nodes() -> Iterator[dict[str, str]]:
+    """The three nodes of IDS as `keychain node --static` processes over a temporary directory, by
+    address; stopped (SIGTERM, then SIGKILL after 10 s) and removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="keychain-bench-") as tmp:
+        procs = []
+        try:
+            addresses = {}
+            for i in IDS:
+                proc, addresses[i] = start_node(i, Path(tmp))
+                procs.append(proc)
+            yield addresses
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -136,22 +160,8 @@ def main() -> None:
     args = p.parse_args()
     if args.seconds <= 0 or args.seconds > 120:
         raise SystemExit("--seconds must be in (0, 120]")
-    with tempfile.TemporaryDirectory(prefix="keychain-bench-") as tmp:
-        procs = []
-        try:
-            addresses = {}
-            for i in IDS:
-                proc, addresses[i] = start_node(i, Path(tmp))
-                procs.append(proc)
-            asyncio.run(run(args, addresses))
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    with static_nodes() as addresses:
+        asyncio.run(run(args, addresses))
     print("reproduce: PYTHONSAFEPATH=1 .venv/bin/python bench/node_bench.py " + " ".join(
         shlex.quote(a) for a in sys.argv[1:]))
 

@@ -72,6 +72,8 @@ POLICY: dict[str, frozenset[str]] = {
     "/keychain.chain.ChainNode/Write": frozenset({PROXY}),
     "/keychain.chain.ChainNode/Read": frozenset({PROXY}),
     "/keychain.chain.ChainNode/ReadBatch": frozenset({PROXY}),
+    "/keychain.chain.ChainNode/Range": frozenset({PROXY}),
+    "/keychain.chain.ChainNode/Watch": frozenset({PROXY}),
     "/keychain.chain.ChainNode/Link": frozenset({NODE}),
     "/keychain.chain.ChainNode/QueryVersion": frozenset({NODE}),
     "/keychain.chain.ChainNode/Transfer": frozenset({NODE}),

@@ -7,6 +7,12 @@
         value, version = kc.get("greeting")
         kc.put("greeting", b"hi", if_version=version)   # compare-and-set
         kc.delete("greeting")
+        for item in kc.list("users/"):                # every key under a prefix, page by page,
+            print(item.key, item.value, item.version)  # all pages at one snapshot
+        kc.txn(compare=[{"key": "a", "version": 3}],   # atomic: both or neither
+               success=[{"op": "put", "key": "a", "value": b"1"}, {"op": "put", "key": "b", "value": b"2"}])
+        for event in kc.watch("users/"):              # committed changes, resumed across failures
+            print(event.type, event.key, event.version)
 
 Each logical write carries one idempotency key, generated once and reused on every retry, so
 a retry after a timeout or a 503 is applied at most once. An idempotency key belongs to the key
@@ -21,13 +27,15 @@ that yields what to send or how long to wait, so `Client` and `AsyncClient` only
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import random
 import ssl
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -39,13 +47,18 @@ from keychain.backoff import Backoff, FailureStreak
 __all__ = [
     "AsyncClient",
     "Client",
+    "Compacted",
     "InvalidRequest",
+    "Item",
     "KeyNotFound",
     "KeychainError",
     "OutcomeUnknown",
+    "Page",
     "PreconditionFailed",
+    "TxnResult",
     "Unauthorized",
     "Unavailable",
+    "WatchEvent",
     "key_path",
     "tls_context",
 ]
@@ -99,6 +112,53 @@ class Unauthorized(KeychainError):
     pass
 
 
+class Compacted(KeychainError):
+    """A range's snapshot or a watch's start is older than the history kept (410);
+    `compact_version` is the oldest one still served."""
+
+    def __init__(self, message: str, *, compact_version: int, status: int = 410, code: str = "compacted") -> None:
+        super().__init__(message, status=status, code=code)
+        self.compact_version = compact_version
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One key of a range: its value (None with keys_only) and version."""
+
+    key: str
+    value: bytes | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a range, read at snapshot `version`; `next` continues it (None: the last page)."""
+
+    items: list[Item]
+    next: str | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """A transaction's outcome: which branch ran, its version, one result per op of that branch
+    (`{"op", "key", "version"}`, and for a get also `"found"` and `"value"` as bytes)."""
+
+    succeeded: bool
+    version: int
+    results: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One committed change: `type` put or delete; a transaction's changes share a version."""
+
+    type: str
+    key: str
+    value: bytes | None
+    version: int
+
+
 def key_path(key: str | bytes) -> str:
     """The URL path of a key: `/v1/kv/` and the key as one percent-encoded segment."""
     text = key.decode("utf-8") if isinstance(key, bytes) else key
@@ -127,6 +187,8 @@ def _error_of(response: httpx.Response) -> KeychainError:
         )
     if status == 401:
         return Unauthorized(message, status=status, code=code)
+    if status == 410:
+        return Compacted(message, compact_version=int(body.get("compact_version", 0)), status=status, code=code)
     if status in (503, 502):
         return Unavailable(message, status=status, code=code)
     if 400 <= status < 500:
@@ -258,6 +320,173 @@ def _cluster_call() -> _Call[dict[str, Any]]:
     return _Call("GET", "/v1/cluster", False, answer=_cluster)
 
 
+def _b64(value: bytes | str) -> str:
+    return base64.b64encode(_body(value)).decode("ascii")
+
+
+def _text_key(key: str | bytes) -> str:
+    return key.decode("utf-8") if isinstance(key, bytes) else key
+
+
+def _page(response: httpx.Response) -> Page:
+    body = response.json()
+    items = [
+        Item(item["key"], None if item.get("value") is None else base64.b64decode(item["value"]), int(item["version"]))
+        for item in body["items"]
+    ]
+    return Page(items, body.get("next"), int(body["version"]))
+
+
+def _range_call(
+    prefix: str | bytes | None,
+    start: str | bytes | None,
+    end: str | bytes | None,
+    limit: int | None,
+    keys_only: bool,
+    consistency: str | None,
+    version: int | None,
+    next: str | None,
+) -> _Call[Page]:
+    params: dict[str, str] = {}
+    if prefix is not None:
+        params["prefix"] = _text_key(prefix)
+    if start is not None:
+        params["start"] = _text_key(start)
+    if end is not None:
+        params["end"] = _text_key(end)
+    if limit is not None:
+        params["limit"] = str(int(limit))
+    if keys_only:
+        params["keys_only"] = "true"
+    if consistency is not None:
+        if consistency not in CONSISTENCIES:
+            raise ValueError(f"consistency is one of {CONSISTENCIES}, not {consistency!r}")
+        params["consistency"] = consistency
+    if version is not None:
+        params["version"] = str(int(version))
+    if next is not None:
+        params["next"] = next
+    return _Call("GET", "/v1/kv", False, params=params, answer=_page)
+
+
+def _txn_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    out = dict(entry)
+    if "key" in out:
+        out["key"] = _text_key(out["key"])
+    if out.get("value") is not None:
+        out["value"] = _b64(out["value"])
+    return out
+
+
+def _txn_result(response: httpx.Response) -> TxnResult:
+    body = response.json()
+    results = []
+    for result in body["results"]:
+        result = dict(result)
+        if result.get("value") is not None:
+            result["value"] = base64.b64decode(result["value"])
+        results.append(result)
+    return TxnResult(bool(body["succeeded"]), int(body["version"]), results)
+
+
+def _txn_call(
+    compare: Iterable[dict[str, Any]],
+    success: Iterable[dict[str, Any]],
+    failure: Iterable[dict[str, Any]],
+    idempotency_key: str | None,
+) -> _Call[TxnResult]:
+    document = {
+        "compare": [_txn_entry(c) for c in compare],
+        "success": [_txn_entry(o) for o in success],
+        "failure": [_txn_entry(o) for o in failure],
+    }
+    headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex, "Content-Type": "application/json"}
+    return _Call("POST", "/v1/txn", True, headers, json.dumps(document).encode(), answer=_txn_result)
+
+
+class _Watch:
+    """A watch's state across connections, without I/O: what to request (resuming after the last
+    event received), the Server-Sent Events parser, and when to give up. Both clients perform it.
+
+    The parser is the few lines of the SSE format the proxy writes (`id:`, `data:`, `event:`,
+    comments), written here because httpx has none.
+    """
+
+    def __init__(self, prefix: str | bytes | None, start: str | bytes | None, end: str | bytes | None,
+                 from_version: int | None, *, retries: int, rng: random.Random, timeout: httpx.Timeout) -> None:
+        self.retries = retries
+        self.pauses = FailureStreak(RETRY_BACKOFF, rng)
+        self.failures = 0
+        self.timeout = timeout
+        self.params: dict[str, str] = {}
+        if prefix is not None:
+            self.params["prefix"] = _text_key(prefix)
+        if start is not None:
+            self.params["start"] = _text_key(start)
+        if end is not None:
+            self.params["end"] = _text_key(end)
+        if from_version is not None:
+            self.params["from_version"] = str(int(from_version))
+        self.last_id: str | None = None
+        self._id: str | None = None
+        self._event = ""
+        self._data: list[str] = []
+
+    def request(self) -> dict[str, Any]:
+        """The keyword arguments of the next connection's `stream("GET", "/v1/watch", ...)`."""
+        headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": self.last_id} if self.last_id else {})
+        return {"params": self.params, "headers": headers, "timeout": self.timeout}
+
+    def refused(self, response: httpx.Response) -> None:
+        """A connection answered other than 200 (body read): raises unless worth reconnecting."""
+        if response.status_code not in (502, 503, 504):
+            raise _error_of(response)
+
+    def failed(self) -> float:
+        """The connection ended: seconds to wait before resuming; raises once retries are spent."""
+        self.failures += 1
+        if self.failures > self.retries:
+            raise Unavailable("the watch could not be resumed", code="unavailable")
+        return self.pauses.delay()
+
+    def feed(self, line: str) -> WatchEvent | None:
+        """One line of the stream; the event it completes, if any. Raises on an error event."""
+        self.failures = 0  # the proxy answers: reconnections start counting afresh
+        if line == "":
+            if self._id is not None:
+                self.last_id = self._id
+            self._id = None
+            data, event = "\n".join(self._data), self._event
+            self._data, self._event = [], ""
+            if not data:
+                return None
+            body = json.loads(data)
+            if event == "error":
+                if body.get("error") == "compacted":
+                    raise Compacted(body.get("message", ""), compact_version=int(body.get("compact_version", 0)))
+                raise _StreamBroken(body.get("message", "the watch failed"))
+            value = body.get("value")
+            return WatchEvent(body["type"], body["key"], None if value is None else base64.b64decode(value),
+                              int(body["version"]))
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "id":
+            self._id = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        return None
+
+
+class _StreamBroken(Exception):
+    """The proxy ended a watch's stream with a retryable error: reconnect and resume."""
+
+
+
+
 # What `_exchange` yields: a request to send (answered with its response or transport error) or a
 # pause in seconds (answered with None).
 _Step = _Call[Any] | float
@@ -330,6 +559,7 @@ class _ClientBase[H: (httpx.Client, httpx.AsyncClient)](ABC):
         """`cacert`: the CA (PEM) an https:// proxy's certificate is checked against (default: the
         system's); `cert` and `key`: a client certificate (PEM) for a proxy that asks for one."""
         self.retries = retries
+        self.timeout = timeout
         self._rng = random.Random()
         tls = tls_context(cacert, cert, key)
         self._http: H = self._open_http(_http_options(url, timeout, token, max_connections, tls))
@@ -393,6 +623,81 @@ class Client(_ClientBase[httpx.Client]):
         """The `GET /v1/cluster` report: chains, members with role/health/counts, coordinator."""
         return self._run(_cluster_call())
 
+    def range(
+        self,
+        start: str | bytes | None = None,
+        end: str | bytes | None = None,
+        *,
+        prefix: str | bytes | None = None,
+        limit: int | None = None,
+        keys_only: bool = False,
+        consistency: str | None = None,
+        version: int | None = None,
+        next: str | None = None,
+    ) -> Page:
+        """One page of keys in [start, end) (or under `prefix`) at one snapshot; pass the page's
+        `next` to continue at the same snapshot. Raises Compacted when it is no longer readable."""
+        return self._run(_range_call(prefix, start, end, limit, keys_only, consistency, version, next))
+
+    def list(
+        self,
+        prefix: str | bytes = "",
+        *,
+        limit: int | None = None,
+        keys_only: bool = False,
+        consistency: str | None = None,
+    ) -> Iterator[Item]:
+        """Every key under `prefix`, in key order, page after page, all at the first page's snapshot."""
+        token: str | None = None
+        while True:
+            page = self.range(prefix=prefix, limit=limit, keys_only=keys_only, consistency=consistency, next=token)
+            yield from page.items
+            if page.next is None:
+                return
+            token = page.next
+
+    def txn(
+        self,
+        compare: Iterable[dict[str, Any]] = (),
+        success: Iterable[dict[str, Any]] = (),
+        failure: Iterable[dict[str, Any]] = (),
+        *,
+        idempotency_key: str | None = None,
+    ) -> TxnResult:
+        """An atomic transaction: if every compare holds, the success ops run, else the failure ops,
+        all under one version. Compares `{"key", "version"|"exists"|"value", "result": "=="}`, ops
+        `{"op": "put"|"delete"|"get", "key", "value"}`; values are bytes or text."""
+        return self._run(_txn_call(compare, success, failure, idempotency_key))
+
+    def watch(
+        self,
+        prefix: str | bytes | None = None,
+        *,
+        start: str | bytes | None = None,
+        end: str | bytes | None = None,
+        from_version: int | None = None,
+        idle_timeout: float = 60.0,
+    ) -> Iterator[WatchEvent]:
+        """Every committed change under `prefix` (or in [start, end)) from `from_version` (default:
+        from now on), in version order. A lost connection is resumed after the last event received,
+        with no gap and no duplicate; `retries` failed reconnections in a row raise Unavailable."""
+        state = _Watch(prefix, start, end, from_version, retries=self.retries, rng=self._rng,
+                       timeout=httpx.Timeout(self.timeout, read=idle_timeout))
+        while True:
+            try:
+                with self._http.stream("GET", "/v1/watch", **state.request()) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        state.refused(response)
+                    else:
+                        for line in response.iter_lines():
+                            event = state.feed(line)
+                            if event is not None:
+                                yield event
+            except (httpx.TransportError, _StreamBroken):
+                pass
+            time.sleep(state.failed())
+
     def close(self) -> None:
         self._http.close()
 
@@ -450,6 +755,75 @@ class AsyncClient(_ClientBase[httpx.AsyncClient]):
 
     async def cluster(self) -> dict[str, Any]:
         return await self._run(_cluster_call())
+
+    async def range(
+        self,
+        start: str | bytes | None = None,
+        end: str | bytes | None = None,
+        *,
+        prefix: str | bytes | None = None,
+        limit: int | None = None,
+        keys_only: bool = False,
+        consistency: str | None = None,
+        version: int | None = None,
+        next: str | None = None,
+    ) -> Page:
+        return await self._run(_range_call(prefix, start, end, limit, keys_only, consistency, version, next))
+
+    async def list(
+        self,
+        prefix: str | bytes = "",
+        *,
+        limit: int | None = None,
+        keys_only: bool = False,
+        consistency: str | None = None,
+    ) -> AsyncIterator[Item]:
+        token: str | None = None
+        while True:
+            page = await self.range(
+                prefix=prefix, limit=limit, keys_only=keys_only, consistency=consistency, next=token
+            )
+            for item in page.items:
+                yield item
+            if page.next is None:
+                return
+            token = page.next
+
+    async def txn(
+        self,
+        compare: Iterable[dict[str, Any]] = (),
+        success: Iterable[dict[str, Any]] = (),
+        failure: Iterable[dict[str, Any]] = (),
+        *,
+        idempotency_key: str | None = None,
+    ) -> TxnResult:
+        return await self._run(_txn_call(compare, success, failure, idempotency_key))
+
+    async def watch(
+        self,
+        prefix: str | bytes | None = None,
+        *,
+        start: str | bytes | None = None,
+        end: str | bytes | None = None,
+        from_version: int | None = None,
+        idle_timeout: float = 60.0,
+    ) -> AsyncIterator[WatchEvent]:
+        state = _Watch(prefix, start, end, from_version, retries=self.retries, rng=self._rng,
+                       timeout=httpx.Timeout(self.timeout, read=idle_timeout))
+        while True:
+            try:
+                async with self._http.stream("GET", "/v1/watch", **state.request()) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        state.refused(response)
+                    else:
+                        async for line in response.aiter_lines():
+                            event = state.feed(line)
+                            if event is not None:
+                                yield event
+            except (httpx.TransportError, _StreamBroken):
+                pass
+            await asyncio.sleep(state.failed())
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,15 +1,19 @@
-"""Client commands of the `keychain` CLI: put, get, delete, status, bench.
+"""Client commands of the `keychain` CLI: put, get, delete, list, txn, watch, status, bench.
 
     keychain put KEY [VALUE]        VALUE or stdin; prints the new version
     keychain get KEY                the raw value on stdout
     keychain delete KEY
+    keychain list PREFIX            every key under PREFIX at one snapshot: key, version, value
+    keychain txn FILE|-             an etcd-shaped JSON transaction (values as text); prints the reply
+    keychain watch PREFIX           committed changes as they come (--json: one JSON object a line)
     keychain status                 the chain head -> tail, the coordinator
     keychain bench --mix mixed      load with a progress bar; throughput, p50, p99
 
 All take --url (env KEYCHAIN_URL, default http://127.0.0.1:8080) and --token (env
 KEYCHAIN_AUTH_TOKEN); for an https:// URL, --cacert (env KEYCHAIN_CACERT) and a client
-certificate --cert/--key (env KEYCHAIN_CERT, KEYCHAIN_KEY). Exit codes: 0 done, 1 refused or failed, 2 usage, 3 a write whose
-outcome is unknown, 4 key not found.
+certificate --cert/--key (env KEYCHAIN_CERT, KEYCHAIN_KEY). Exit codes: 0 done, 1 refused or failed
+(for txn: also when its compares did not hold), 2 usage, 3 a write whose outcome is unknown, 4 key
+not found, 5 a watch's or range's version is compacted.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from rich.table import Table
 from keychain.client import (
     DEFAULT_URL,
     Client,
+    Compacted,
     KeychainError,
     KeyNotFound,
     OutcomeUnknown,
@@ -43,7 +48,8 @@ from keychain.client import (
     tls_context,
 )
 
-EXIT_FAILED, EXIT_USAGE, EXIT_UNKNOWN, EXIT_NOT_FOUND = 1, 2, 3, 4
+EXIT_FAILED, EXIT_USAGE, EXIT_UNKNOWN, EXIT_NOT_FOUND, EXIT_COMPACTED = 1, 2, 3, 4, 5
+COMMANDS = ("put", "get", "delete", "list", "txn", "watch", "status", "bench")
 MAX_BENCH_SECONDS = 600
 MAX_CONCURRENCY = 1024
 
@@ -78,6 +84,27 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.description = "Delete a key."
         p.add_argument("key")
         p.add_argument("--if-version", type=int, help="only if the version is this")
+    elif command == "list":
+        p.description = "List the keys under PREFIX (all pages, one snapshot): key, version, value."
+        p.add_argument("prefix", nargs="?", default="")
+        p.add_argument("--keys-only", action="store_true", help="leave the values out")
+        p.add_argument("--limit", type=int, default=None, help="keys per page (1..10000)")
+        p.add_argument(
+            "--consistency", choices=("strong", "eventual"), default=None, help="default: the proxy's setting"
+        )
+        p.add_argument("--json", action="store_true", help="one JSON object a line (values as text)")
+    elif command == "txn":
+        p.description = (
+            'Run a transaction: {"compare": [...], "success": [...], "failure": [...]} from FILE or stdin (-); '
+            "values are text. Prints the reply as JSON; exit 1 when the compares did not hold."
+        )
+        p.add_argument("file")
+        p.add_argument("--idempotency-key", default=None, help="to learn the outcome of an earlier attempt")
+    elif command == "watch":
+        p.description = "Print every committed change under PREFIX as it comes, until interrupted."
+        p.add_argument("prefix", nargs="?", default="")
+        p.add_argument("--from-version", type=int, default=None, help="the first version wanted (default: now)")
+        p.add_argument("--json", action="store_true", help="one JSON object a line")
     elif command == "status":
         p.description = "Show the chain head -> tail and the coordinator."
         p.add_argument("--json", action="store_true", help="print the raw /v1/cluster report")
@@ -97,8 +124,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("put", "get", "delete", "status", "bench"):
-        print("usage: keychain put|get|delete|status|bench ...", file=sys.stderr)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: keychain {'|'.join(COMMANDS)} ...", file=sys.stderr)
         return EXIT_USAGE
     command = argv[0]
     parser = _parser(command)
@@ -112,7 +139,9 @@ def main(argv: list[str]) -> int:
             return _bench(args)
         tls_files = {"cacert": args.cacert, "cert": args.client_cert, "key": args.client_key}
         with Client(args.url, timeout=args.timeout, token=args.token, **tls_files) as client:
-            return {"put": _put, "get": _get, "delete": _delete, "status": _status}[command](client, args)
+            run = {"put": _put, "get": _get, "delete": _delete, "list": _list, "txn": _txn, "watch": _watch,
+                   "status": _status}[command]
+            return run(client, args)
     except OutcomeUnknown as exc:
         print(
             f"keychain: outcome unknown: {exc.message} (idempotency key {exc.idempotency_key})",
@@ -122,6 +151,11 @@ def main(argv: list[str]) -> int:
     except KeyNotFound:
         print(f"keychain: key not found: {args.key}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except Compacted as exc:
+        print(f"keychain: compacted: {exc.message} (oldest version kept {exc.compact_version})", file=sys.stderr)
+        return EXIT_COMPACTED
+    except KeyboardInterrupt:
+        return 0
     except PreconditionFailed as exc:
         print(f"keychain: precondition failed (current version {exc.current_version})", file=sys.stderr)
         return EXIT_FAILED
@@ -150,6 +184,53 @@ def _get(client: Client, args: argparse.Namespace) -> int:
 
 def _delete(client: Client, args: argparse.Namespace) -> int:
     print(client.delete(args.key, if_version=args.if_version))
+    return 0
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", errors="replace")
+
+
+def _list(client: Client, args: argparse.Namespace) -> int:
+    items = client.list(args.prefix, limit=args.limit, keys_only=args.keys_only, consistency=args.consistency)
+    if args.json:
+        for item in items:
+            print(json.dumps({"key": item.key, "value": _text(item.value), "version": item.version}), flush=True)
+        return 0
+    table = Table("key", "version", *(() if args.keys_only else ("value",)))
+    for item in items:
+        table.add_row(item.key, str(item.version), *(() if args.keys_only else (_text(item.value) or "",)))
+    Console().print(table)
+    return 0
+
+
+def _txn(client: Client, args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()  # noqa: SIM115
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        print(f"keychain: the transaction is not JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(document, dict):
+        print("keychain: the transaction is a JSON object", file=sys.stderr)
+        return EXIT_USAGE
+    result = client.txn(
+        document.get("compare", []), document.get("success", []), document.get("failure", []),
+        idempotency_key=args.idempotency_key,
+    )
+    results = [r | ({"value": _text(r["value"])} if "value" in r else {}) for r in result.results]
+    print(json.dumps({"succeeded": result.succeeded, "version": result.version, "results": results}))
+    return 0 if result.succeeded else EXIT_FAILED
+
+
+def _watch(client: Client, args: argparse.Namespace) -> int:
+    for event in client.watch(args.prefix, from_version=args.from_version):
+        if args.json:
+            data = {"type": event.type, "key": event.key, "value": _text(event.value), "version": event.version}
+            print(json.dumps(data), flush=True)
+        else:
+            shown = "" if event.value is None else f" {_text(event.value)}"
+            print(f"{event.version} {event.type.upper()} {event.key}{shown}", flush=True)
     return 0
 
 

@@ -6,6 +6,7 @@
     core.configure(config, lease_until=now + lease)      # from the coordinator (or a static config)
     reply = core.client_write(ticket, epoch, ops, now)    # WriteReply now, or None: released later
     reply = core.client_read(ticket, epoch, key, consistency, now)
+    reply = core.client_range(ticket, epoch, range_read, now)     # RangeReply now, or None: later
     core.on_hello / on_welcome / on_batch / on_ack        # link traffic from neighbours
     core.on_version_query(epoch, keys, now) -> VersionQueryReply     (we are the tail)
     core.on_version_reply(query_id, VersionQueryReply)                (answer to our query)
@@ -33,7 +34,9 @@ commit come from).
 Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
 - The head sequences every write (gap-free seq = the key's version). A write whose precondition
   failed is sequenced too, as a NOOP entry, so its outcome (412) is replicated like any other.
-  Compare-and-set and create-only are decided against the latest version, dirty included.
+  Compare-and-set and create-only are decided against the latest version, dirty included, and so
+  are a transaction's compares: all writes of its branch go into ONE entry at one seq
+  (keychain.node.txn), which every node applies, commits and cleans as one.
 - Each node persists entries dirty, then forwards them in seq order, in batches of at most
   `max_batch_entries` entries and `max_batch_bytes` payload bytes (an entry larger than that goes
   alone), with at most `max_inflight_entries` unacknowledged on a link. Transfer chunks are bounded
@@ -42,6 +45,7 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   Write replies are released when the entry is committed at the head.
 - Reads (any active node): clean latest version -> it; dirty -> a version query to the tail and the
   node's own stored copy of the version the tail names. EVENTUAL reads return the latest clean version.
+  Ranges read every key at one snapshot, the tail's commit point when strong (keychain.node.snapshot_range).
 - Every message carries the epoch; a different one is refused with WRONG_EPOCH and our epoch.
   Reads and writes need a valid lease (`now < lease_until`).
 - Links: the predecessor says Hello(epoch, first_seq it can still resend); the successor answers
@@ -73,16 +77,25 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   sequenced, with INSUFFICIENT_STORAGE naming those nodes: nothing of it is applied anywhere. Deletes
   are still sequenced (they are how space is freed), and so are retries of known request ids (their
   outcome is already decided). Reads are served as always.
-- Garbage collection, in one place (`_collect`): a tombstone (a deleted key's clean version) at seq S is
-  dropped once S <= min(this node's durable commit point, the chain's clean point). The chain's clean
-  point is the lowest commit point any member of the chain reported to the coordinator (relayed by the
-  shell, `set_chain_clean_point`; 0, collecting nothing, until one is known): every member has then
-  committed the delete, so no member's reads, version queries or transfers still need the tombstone.
-  A superseded version is dropped already when a newer one commits (the store's Commit). Whatever must
-  outlive this rule (versions kept for snapshot reads, a watch history) lowers the bound here. A
-  transfer no longer carries collected deletes, so its receiver sweeps every key range a chunk
-  covers (InstallKeys.sweep): a key it holds that the sender does not is dropped. A read whose tail
-  names a version this node collected reads as not found.
+- Garbage collection, one rule in one place (`_collect`), for superseded versions and tombstones
+  alike. The horizon H = this node's durable commit point - `retain_versions` is the oldest snapshot
+  a range can still read here (older ones answer COMPACTED, `compact_version`):
+  - a superseded version is kept in the history until the seq that superseded it is <= H
+    (`CompactHistory(H)`): every snapshot >= H still reads exactly;
+  - a tombstone (a deleted key's clean version) at seq T is dropped once T <= min(H, the chain's
+    clean point) (`CollectGarbage`). The chain's clean point is the lowest commit point any member
+    of the chain reported to the coordinator (relayed by the shell, `set_chain_clean_point`; 0,
+    collecting nothing, until one is known): every member has then committed the delete, so no
+    member's reads, version queries or transfers still need the tombstone. T <= H means the versions
+    the delete superseded were compacted first (same Ready, in order), so no snapshot >= H can read an
+    older value of the key through its history once the tombstone is gone, and snapshots < H are
+    refused. Collecting at a seq above H instead would let a range at a snapshot >= T (after the key
+    is written again) see the value the delete superseded.
+  The watch history (`keychain.node.watch_history`) is kept in memory from the committed log, not
+  from the store's versions, so neither drop affects a watch's resume. A transfer no longer carries
+  collected deletes, so its receiver sweeps every key range a chunk covers (InstallKeys.sweep): a key
+  it holds that the sender does not is dropped, with its history. A read whose tail names a version
+  this node collected reads as not found.
 - Request ids: the outcome of every sequenced entry is remembered (store outcomes, replicated with
   the entries and in state transfers) for `dedup_window` seqs behind the commit point. A retry of a
   committed id is answered at once; of an uncommitted one, when it commits.
@@ -95,6 +108,7 @@ import math
 from dataclasses import dataclass, field
 from enum import Enum
 
+from keychain.node import snapshot_range, txn
 from keychain.node.links import Downstream, LinkState, TransferSession, Upstream, within_bytes
 from keychain.node.messages import (
     OK,
@@ -111,9 +125,13 @@ from keychain.node.messages import (
     MemberState,
     NodeStatus,
     OpKind,
+    RangeRead,
+    RangeReply,
     ReadReply,
     RequestOutcome,
     TransferChunk,
+    Txn,
+    TxnOpKind,
     VersionQueryReply,
     Welcome,
     WriteOp,
@@ -121,11 +139,13 @@ from keychain.node.messages import (
     WriteResult,
     outcome_of,
 )
+from keychain.node.snapshot_range import WaitingRanges
 from keychain.node.uncommitted_log import UncommittedLog
 from keychain.node.versions import (
     AppendEntries,
     CollectGarbage,
     Commit,
+    CompactHistory,
     ForgetOutcomes,
     InstallKeys,
     Record,
@@ -151,13 +171,18 @@ class CoreOptions:
     retain_entries: int = 10_000  # log kept behind the commit point for incremental catch-up
     dedup_window: int = 100_000  # request-id outcomes remembered for this many seqs
     transfer_chunk_keys: int = 256
+    max_txn_ops: int = 128  # compares and ops of both branches, per transaction
+    max_txn_bytes: int = 2 << 20  # keys and values a transaction names, and its entry's writes and reads
+    max_range_items: int = 10_000  # items per range page (a range's limit may not exceed it)
+    max_range_bytes: int = 3 << 20  # keys, values and framing per range page
+    retain_versions: int = 100_000  # superseded versions kept this many seqs: ranges at older snapshots fail
 
     def __post_init__(self) -> None:
         for name in ("max_key_bytes", "max_request_id_bytes", "max_batch_entries", "max_batch_bytes", "max_inflight_entries",
-                     "transfer_chunk_keys"):
+                     "transfer_chunk_keys", "max_txn_ops", "max_txn_bytes", "max_range_items", "max_range_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.max_value_bytes < 0 or self.retain_entries < 0 or self.dedup_window < 0:
+        if self.max_value_bytes < 0 or self.retain_entries < 0 or self.dedup_window < 0 or self.retain_versions < 0:
             raise ValueError("size limits and windows must not be negative")
 
 
@@ -204,7 +229,7 @@ class TransferStart:
 class Ready:
     persist: list[Record] = field(default_factory=list)
     messages: list[Outbound] = field(default_factory=list)
-    replies: list[tuple[int, WriteReply | ReadReply]] = field(default_factory=list)
+    replies: list[tuple[int, WriteReply | ReadReply | RangeReply]] = field(default_factory=list)
     version_queries: list[VersionQuery] = field(default_factory=list)
     transfers: list[TransferStart] = field(default_factory=list)
     caught_up: int | None = None  # a syncing node is level with its predecessor through this seq
@@ -225,7 +250,17 @@ class Ready:
 
 # Records a crash may lose without harm (see Ready.must_sync). The store's write-ahead log keeps records
 # in order, so a later fsync makes them durable together with everything applied before.
-_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes, CollectGarbage)
+_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes, CompactHistory, CollectGarbage)
+
+
+def may_put(op: WriteOp) -> bool:
+    """Whether `op` may write a value (a PUT, or a transaction with a put in either branch): what a
+    storage alarm refuses. Deletes and gets free or keep space, whichever branch runs."""
+    if op.kind == OpKind.PUT:
+        return True
+    if op.kind == OpKind.TXN and op.txn is not None:
+        return any(t.kind == TxnOpKind.PUT for t in (*op.txn.success, *op.txn.failure))
+    return False
 
 
 # ---- internal bookkeeping ----
@@ -300,12 +335,19 @@ class ChainCore:
         # clients waiting for their outcome
         self.waiting_writes = WaitingWrites()
         self.waiting_reads = WaitingReads()
+        self.waiting_ranges = WaitingRanges()
+        # Range snapshots below this are refused (COMPACTED): the history the store keeps starts here.
+        # Nothing is known of what was compacted before the store was opened (compactions are not
+        # made durable at once), nor of versions older than a state transfer's.
+        self.history_floor = max(st.committed_seq, store.installed_through())
+        self._compacted = 0  # the last CompactHistory record's point
+        self._installed_through = 0  # the newest version installed by the state transfer under way
         # Members of the chain whose disk is over its high-water mark (set by the shell, see set_storage_alarms).
         self.storage_alarms: frozenset[str] = frozenset()
         # The lowest commit point of any member of the chain (set by the shell) and the point through
         # which tombstones were collected here (see _collect; 0 after a restart: collected again, cheaply).
         self.chain_clean_point = 0
-        self._collected = 0
+        self.collected_seq = 0
         # The transfer we receive: the last key of its last chunk of keys (its sweep resumes after it)
         # and whether the chunks of keys are done (the rest of the key space was swept).
         self._sweep_after: bytes | None = None
@@ -316,7 +358,7 @@ class ChainCore:
         self.version_queries = 0
         # outputs being gathered
         self._persist: list[Record] = []
-        self._replies: list[tuple[int, WriteReply | ReadReply]] = []
+        self._replies: list[tuple[int, WriteReply | ReadReply | RangeReply]] = []
         self._transfers: list[TransferStart] = []
         # A syncing node became level with its predecessor at this seq (its last_seq then): reported
         # in the next Ready, once per configuration (_caught_up_reported).
@@ -468,11 +510,14 @@ class ChainCore:
                 results[i] = WriteResult(bad)
                 continue
             known = self.uncommitted.find_request(op.request_id) if op.request_id else None
-            if known is None and full and op.kind == OpKind.PUT:
+            if known is None and full and may_put(op):
                 results[i] = WriteResult(self._storage_full(full))
                 continue
             if known is None:
-                entry = self._sequence(op)
+                entry = self._sequence_txn(op) if op.kind == OpKind.TXN else self._sequence(op)
+                if isinstance(entry, Error):
+                    results[i] = WriteResult(entry)
+                    continue
                 known = outcome_of(entry)
             if known.seq <= self.committed_seq:
                 results[i] = known.result()
@@ -484,6 +529,7 @@ class ChainCore:
         return None
 
     def _storage_full(self, full: tuple[str, ...]) -> Error:
+        # Refused before the compares are read: whichever branch they chose, a put could be written.
         names = ", ".join(full)
         noun = "node" if len(full) == 1 else "nodes"
         return Error(Code.INSUFFICIENT_STORAGE,
@@ -491,9 +537,15 @@ class ChainCore:
                      f"space is freed (deletes are still accepted)", self.epoch)
 
     def _check_write(self, op: WriteOp) -> Error | None:
-        bad = self._check_key(op.key)
+        bad = None if op.kind == OpKind.TXN else self._check_key(op.key)
         if bad is not None:
             return bad
+        if op.kind == OpKind.TXN:
+            o = self.options
+            bad = txn.check(op.txn or Txn(), o.max_txn_ops, o.max_txn_bytes, self._check_key, o.max_value_bytes,
+                            self.epoch)
+            if bad is not None:
+                return bad
         rid = len(op.request_id.encode())
         if rid > self.options.max_request_id_bytes:
             return Error(Code.TOO_LARGE, f"request id of {rid} bytes is above the limit of "
@@ -527,6 +579,19 @@ class ChainCore:
         self._append_local([entry])
         return entry
 
+    def _sequence_txn(self, op: WriteOp) -> Entry | Error:
+        """A transaction: its compares decided against the newest state, its branch's writes all under
+        one new seq (see keychain.node.txn). Refused, with nothing sequenced, if what the branch writes
+        and reads is above the bytes limit."""
+        entry = txn.evaluate(op.txn or Txn(), self.last_seq + 1, op.request_id,
+                             lambda key: self._latest(key, clean_only=False))
+        size = txn.entry_bytes(entry)
+        if size > self.options.max_txn_bytes:
+            return Error(Code.TOO_LARGE, f"the transaction writes and reads {size} bytes, above the limit of "
+                                         f"{self.options.max_txn_bytes}", self.epoch)
+        self._append_local([entry])
+        return entry
+
     def _fail_pending_writes(self) -> None:
         self._replies.extend(self.abandon_writes("this node stopped being the head before the write committed"))
 
@@ -557,6 +622,62 @@ class ChainCore:
         lease, in sync): a batch of reads that fails it is refused as a whole."""
         return self._gate(epoch, now, write=False)
 
+    # ------------------------------------------------------------------ range reads
+
+    def client_range(self, ticket: int, epoch: int, r: RangeRead, now: float) -> RangeReply | None:
+        """A range at a snapshot (see keychain.node.snapshot_range). Returns the page at once, or None
+        when the tail's commit point is needed first (the page comes in a later Ready)."""
+        o = self.options
+        err = self._gate(epoch, now, write=False) or snapshot_range.check(r, o.max_range_items, o.max_key_bytes,
+                                                                           self.epoch)
+        if err is not None:
+            return RangeReply(err)
+        if r.snapshot == 0:
+            if r.consistency == Consistency.EVENTUAL or self.is_tail:
+                return self._range_page(r, self.committed_seq)
+        elif r.snapshot <= self.committed_seq:
+            return self._range_page(r, r.snapshot)
+        elif r.snapshot > self.last_seq or self.is_tail:
+            return self._uncommitted_snapshot(r.snapshot)
+        self.waiting_ranges.hold(ticket, r)
+        return None
+
+    def _uncommitted_snapshot(self, snapshot: int) -> RangeReply:
+        # Beyond every seq this node holds: no chain committed it (every in-sync node holds what the
+        # tail committed). Held but not known committed: a tail that took over may not have synced it
+        # yet, so the caller retries (a page must never read versions that are not committed).
+        if snapshot > self.last_seq:
+            return RangeReply(Error(Code.INVALID_ARGUMENT, f"snapshot {snapshot} is not a committed seq of this chain",
+                                    self.epoch))
+        return RangeReply(Error(Code.UNAVAILABLE, f"snapshot {snapshot} is not known committed yet", self.epoch))
+
+    @property
+    def compact_version(self) -> int:
+        """The oldest snapshot a range can be read at here (tombstones are collected only below it)."""
+        return max(self.history_floor, self._compacted)
+
+    def _range_page(self, r: RangeRead, snapshot: int) -> RangeReply:
+        if snapshot < self.compact_version:
+            return RangeReply(Error(Code.COMPACTED, f"snapshot {snapshot} is compacted on this node", self.epoch),
+                              compact_version=self.compact_version)
+        if snapshot > self.last_seq:
+            return self._uncommitted_snapshot(snapshot)
+        self.reads += 1
+        o = self.options
+        return snapshot_range.read_page(self.store, self.uncommitted, r, snapshot, o.max_range_items,
+                                        o.max_range_bytes)
+
+    def _resolve_range(self, r: RangeRead, tail_committed: int) -> RangeReply:
+        """A range held for the tail's commit point: read at max(it, ours), or at the snapshot asked
+        for if the tail has committed it."""
+        if r.snapshot == 0:
+            return self._range_page(r, max(tail_committed, self.committed_seq))
+        if r.snapshot > max(tail_committed, self.committed_seq):
+            return self._uncommitted_snapshot(r.snapshot)
+        return self._range_page(r, r.snapshot)
+
+    # ------------------------------------------------------------------ serving reads
+
     def _served(self, kv: KeyVersion | None) -> ReadReply:
         self.reads += 1
         if kv is None or kv.tombstone:
@@ -569,14 +690,19 @@ class ChainCore:
         if waiting is None:
             log.debug("version reply for unknown query node=%s query=%d", self.id, query_id)
             return
+        ranges = self.waiting_ranges.answered(query_id)
         keys = list(dict.fromkeys(k for _, k in waiting))
         if not reply.error.ok or len(reply.versions) != len(keys):
             why = reply.error.message or "malformed version reply"
+            failed = Error(Code.UNAVAILABLE, f"version query to the tail failed: {reply.error.code.name}: {why}",
+                           self.epoch)
             for ticket, _ in waiting:
-                self._replies.append((ticket, ReadReply(Error(
-                    Code.UNAVAILABLE, f"version query to the tail failed: {reply.error.code.name}: {why}",
-                    self.epoch))))
+                self._replies.append((ticket, ReadReply(failed)))
+            for ticket, _ in ranges:
+                self._replies.append((ticket, RangeReply(failed)))
             return
+        for ticket, r in ranges:
+            self._replies.append((ticket, self._resolve_range(r, reply.committed_seq)))
         version_of = dict(zip(keys, reply.versions, strict=True))
         for ticket, key in waiting:
             self._replies.append((ticket, self._resolve_read(key, version_of[key])))
@@ -591,7 +717,7 @@ class ChainCore:
             clean = self._latest(key, clean_only=True)
             if clean is not None and clean.version > version:
                 kv = clean
-            elif clean is None and version <= self._collected:
+            elif clean is None and version <= self.collected_seq:
                 return self._served(None)  # a delete every member had committed, collected here since
         if kv is None:
             return ReadReply(Error(Code.UNAVAILABLE, f"version {version} of the key is not held here", self.epoch))
@@ -609,7 +735,8 @@ class ChainCore:
         if err is not None:
             return VersionQueryReply(err)
         return VersionQueryReply(versions=tuple(
-            kv.version if (kv := self._latest(k, clean_only=True)) is not None else 0 for k in keys))
+            kv.version if (kv := self._latest(k, clean_only=True)) is not None else 0 for k in keys),
+            committed_seq=self.committed_seq)
 
     # ------------------------------------------------------------------ gates
 
@@ -825,6 +952,7 @@ class ChainCore:
             self._swept_all = True
         if chunk.keys or chunk.outcomes or sweep is not None:
             self._persist.append(InstallKeys(chunk.keys, chunk.outcomes, sweep))
+            self._installed_through = max(self._installed_through, *(kv.version for kv in chunk.keys), 0)
         if not chunk.last:
             return
         if chunk.through_seq < self.committed_seq:
@@ -833,6 +961,9 @@ class ChainCore:
             self._request_transfer(from_id)
             return
         self._persist.append(ResetLog(chunk.through_seq))
+        # The transfer's keys may be newer than its point, and their older versions are not here.
+        self.history_floor = max(self.history_floor, chunk.through_seq, self._installed_through)
+        self._installed_through = 0
         self.uncommitted.restart_at(chunk.through_seq)
         self.last_seq = self.committed_seq = self.log_start = chunk.through_seq
         self.persisted_seq = self.applied_commit = chunk.through_seq
@@ -859,7 +990,8 @@ class ChainCore:
         if self._inflight is not None:
             return False
         return bool(
-            self._persist or self._replies or self.waiting_reads.backlog or self._transfers or self.up.welcomes
+            self._persist or self._replies or self.waiting_reads.backlog or self.waiting_ranges.backlog
+            or self._transfers or self.up.welcomes
             or self._caught_up is not None
             or (self.down.hello_due and self.succ is not None)
             or (self.down.state == LinkState.STREAMING and (self.down.first_batch_due or self.down.can_send(self.last_seq, self.options.max_inflight_entries)))
@@ -896,22 +1028,30 @@ class ChainCore:
         if self.pred is not None and self.up.linked and self.committed_seq > self.up.acked:
             rd.messages.append(Outbound(self.pred, Ack(self.epoch, self.committed_seq)))
             self.up.acked = self.committed_seq
-        if self.waiting_reads.backlog:
+        if self.waiting_reads.backlog or self.waiting_ranges.backlog:
             self._flush_reads(rd)
         self._inflight = _Inflight(self.last_seq, self.committed_seq, self.epoch, rd.caught_up is not None)
         return rd
 
     def _flush_reads(self, rd: Ready) -> None:
+        """Dirty reads and strong ranges share one version query to the tail per Ready: the reads ask
+        for their keys' committed versions, the ranges for its commit point (in every reply)."""
         backlog = self.waiting_reads.take_backlog()
+        ranges = self.waiting_ranges.take_backlog()
         if self.is_tail:  # became the tail meanwhile: our commit point is the chain's
             for ticket, key in backlog:
                 rd.replies.append((ticket, self._served(self._latest(key, clean_only=True))))
+            for ticket, r in ranges:
+                rd.replies.append((ticket, self._resolve_range(r, self.committed_seq)))
             return
         if self.tail_id is None:
             for ticket, _ in backlog:
                 rd.replies.append((ticket, ReadReply(Error(Code.UNAVAILABLE, "no tail", self.epoch))))
+            for ticket, _ in ranges:
+                rd.replies.append((ticket, RangeReply(Error(Code.UNAVAILABLE, "no tail", self.epoch))))
             return
         qid = self.waiting_reads.ask(backlog)
+        self.waiting_ranges.attach(qid, ranges)
         self.version_queries += len(backlog)
         keys = tuple(dict.fromkeys(k for _, k in backlog))
         rd.version_queries.append(VersionQuery(qid, self.tail_id, self.epoch, keys))
@@ -934,12 +1074,17 @@ class ChainCore:
         self._collect()
 
     def _collect(self) -> None:
-        """The one garbage-collection rule (module docstring): tombstones at or below both this node's
-        durable commit point and the chain's clean point are dropped."""
-        through = min(self.applied_commit, self.chain_clean_point)
-        if through > self._collected:
+        """The one garbage-collection rule (module docstring): superseded versions are compacted through
+        the horizon H (durable commit point - retain_versions), then tombstones through min(H, the
+        chain's clean point) are collected, never above what was compacted."""
+        horizon = self.applied_commit - self.options.retain_versions
+        if horizon > self._compacted:
+            self._persist.append(CompactHistory(horizon))
+            self._compacted = horizon
+        through = min(self._compacted, self.chain_clean_point)
+        if through > self.collected_seq:
             self._persist.append(CollectGarbage(through))
-            self._collected = through
+            self.collected_seq = through
 
     def _trim(self) -> None:
         target = self.applied_commit - self.options.retain_entries

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from keychain.node.messages import Entry
 from keychain.node.versions import AppendEntries, InstallKeys, Record
 
 DEFAULT_HIGH_WATER = "2%,256MiB"
@@ -118,13 +119,20 @@ def records_bytes(records: list[Record]) -> int:
     total = 0
     for r in records:
         if isinstance(r, AppendEntries):
-            total += sum(3 * (len(e.key) + len(e.value) + len(e.request_id) + _RECORD_OVERHEAD) for e in r.entries)
+            total += sum(3 * _entry_bytes(e) for e in r.entries)
         elif isinstance(r, InstallKeys):
             total += sum(2 * (len(kv.key) + len(kv.value) + _RECORD_OVERHEAD) for kv in r.keys)
             total += sum(2 * (len(o.request_id) + _RECORD_OVERHEAD) for o in r.outcomes)
         else:
             total += _RECORD_OVERHEAD
     return total
+
+
+def _entry_bytes(e: Entry) -> int:
+    # A transaction's entry holds its writes and the results of its gets (kept with its outcome).
+    writes = sum(len(w.key) + len(w.value) + _RECORD_OVERHEAD for w in e.writes)
+    results = sum(len(t.value) for t in e.results)
+    return len(e.key) + len(e.value) + len(e.request_id) + _RECORD_OVERHEAD + writes + results
 
 
 _RECORD_OVERHEAD = 64

@@ -5,6 +5,7 @@ Ready contract demands (see `keychain.node.core`):
     storage.apply(rd.persist)          # applied, not yet durable
     sync storage if rd.must_sync       # one sync for everything applied so far: group commit
     send rd.messages, start rd.version_queries and rd.transfers, release rd.replies
+    history.catch_up(core)             # the committed stream that watches read (watch_history)
     core.advance()
 
 The gRPC node (`keychain.node.server`), the simulator's node (`keychain.testing.sim_node`) and the
@@ -28,8 +29,17 @@ from collections.abc import Generator
 from typing import Protocol
 
 from keychain.node.core import ChainCore, Outbound, Ready, TransferStart, VersionQuery
-from keychain.node.messages import Consistency, ReadReply, VersionQueryReply, WriteOp, WriteReply
+from keychain.node.messages import (
+    Consistency,
+    RangeRead,
+    RangeReply,
+    ReadReply,
+    VersionQueryReply,
+    WriteOp,
+    WriteReply,
+)
 from keychain.node.versions import Record, StorageFull
+from keychain.node.watch_history import WatchHistory
 
 __all__ = ["Clock", "NodeDriver", "Storage", "StorageFull", "Transport"]
 
@@ -55,7 +65,7 @@ class Transport(Protocol):
     def start_transfer(self, start: TransferStart) -> None:
         """Open a Transfer stream and feed its chunks to `on_transfer_chunk` (`transfer_failed` if it breaks)."""
 
-    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply | RangeReply) -> None:
         """Answer the client request the core knows by `ticket`."""
 
     def report_caught_up(self, through: int, epoch: int) -> None:
@@ -72,13 +82,18 @@ class NodeDriver:
     """Drives one core: inputs that depend on the time read the clock here, and every Ready goes
     through `step()` (see the module docstring)."""
 
-    def __init__(self, core: ChainCore, storage: Storage, transport: Transport, clock: Clock) -> None:
+    def __init__(self, core: ChainCore, storage: Storage, transport: Transport, clock: Clock,
+                 history: WatchHistory | None = None) -> None:
         self.core = core
         self.storage = storage
         self.transport = transport
         self.clock = clock
         # A Ready the storage refused (StorageFull) with the core's epoch when it was taken: retried first.
         self.held: tuple[Ready, int] | None = None
+        # The committed changes watches are served from, fed before every advance() (while the
+        # entries above the store's commit point are still in the core's memory); a restarted node
+        # starts with what its store's retained log still holds.
+        self.history = history if history is not None else WatchHistory.rebuilt(core)
 
     # ---- the Ready loop ----
 
@@ -130,6 +145,7 @@ class NodeDriver:
             t.release_reply(ticket, reply)
         if rd.caught_up is not None:
             t.report_caught_up(rd.caught_up, epoch)
+        self.history.catch_up(self.core)
         self.core.advance()
 
     # ---- inputs that read the clock ----
@@ -141,6 +157,10 @@ class NodeDriver:
     def read(self, ticket: int, epoch: int, key: bytes, consistency: Consistency) -> ReadReply | None:
         """A client's read: the reply now, or None and later through `release_reply(ticket, ...)`."""
         return self.core.client_read(ticket, epoch, key, consistency, self.clock())
+
+    def range(self, ticket: int, epoch: int, r: RangeRead) -> RangeReply | None:
+        """A client's range read: the page now, or None and later through `release_reply(ticket, ...)`."""
+        return self.core.client_range(ticket, epoch, r, self.clock())
 
     def version_query(self, epoch: int, keys: list[bytes]) -> VersionQueryReply:
         """A predecessor asks us, the tail, for the committed versions of `keys`."""

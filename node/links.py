@@ -103,13 +103,17 @@ class TransferSession:
 def payload_bytes(item: Entry | KeyVersion) -> int:
     """What an entry or a transferred key weighs against `max_batch_bytes`: its key, value and request
     id. Protobuf framing adds a bounded amount per item (ENTRY_FRAMING_BYTES), which the shell allows for."""
-    rid = len(item.request_id.encode()) if isinstance(item, Entry) else 0
-    return len(item.key) + len(item.value) + rid
+    if not isinstance(item, Entry):
+        return len(item.key) + len(item.value)
+    txn = sum(len(w.key) + len(w.value) for w in item.writes) + sum(len(r.value) for r in item.results)
+    return len(item.key) + len(item.value) + len(item.request_id.encode()) + txn
 
 
 # Protobuf framing of one Entry or KeyVersion inside its message: field tags, length prefixes and
-# varints (at most 10 bytes each). A generous upper bound.
+# varints (at most 10 bytes each). A generous upper bound. A TXN entry adds as much per write and
+# per result (see TXN_OP_FRAMING_BYTES).
 ENTRY_FRAMING_BYTES = 64
+TXN_OP_FRAMING_BYTES = 32
 
 
 def within_bytes[T: (Entry, KeyVersion)](items: list[T], limit: int) -> tuple[T, ...]:

@@ -22,6 +22,7 @@ import sys
 from keychain.node.core import CoreOptions
 from keychain.node.disk_alarm import DEFAULT_HIGH_WATER, HighWater
 from keychain.node.storage import DataDirError, RocksVersionStore
+from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES
 
 from keychain.tls_files import add_tls_arguments, tls_files_from_args
 
@@ -68,6 +69,13 @@ def parser() -> argparse.ArgumentParser:
                    help="largest key accepted (default: %(default)s)")
     p.add_argument("--max-value-bytes", type=_positive, default=defaults.max_value_bytes,
                    help="largest value accepted (default: %(default)s)")
+    p.add_argument("--max-txn-ops", type=_positive, default=defaults.max_txn_ops,
+                   help="compares and ops of both branches a transaction may hold (default: %(default)s)")
+    p.add_argument("--max-txn-bytes", type=_positive, default=defaults.max_txn_bytes,
+                   help="bytes of keys and values a transaction may name, write and read (default: %(default)s)")
+    p.add_argument("--retain-versions", type=_positive, default=defaults.retain_versions,
+                   help="seqs for which superseded versions are kept, so the following pages of a range read "
+                        "the same snapshot; an older snapshot gets COMPACTED (default: %(default)s)")
     p.add_argument("--max-batch-bytes", type=_positive, default=defaults.max_batch_bytes,
                    help="payload bytes per message to the next node (default: %(default)s)")
     p.add_argument("--disk-high-water", type=_high_water, default=HighWater.parse(DEFAULT_HIGH_WATER),
@@ -75,6 +83,12 @@ def parser() -> argparse.ArgumentParser:
                    help="free space on the data volume below which the storage alarm is raised and the chain "
                         "refuses writes (reads and deletes are still served): bytes (256MiB), a percentage of "
                         f"the volume (5%%), or both, the larger applying (default: {DEFAULT_HIGH_WATER})")
+    p.add_argument("--watch-history-changes", type=_positive, default=DEFAULT_MAX_CHANGES,
+                   help="committed changes kept for watches to resume from; an older from_version gets "
+                        "COMPACTED (default: %(default)s)")
+    p.add_argument("--watch-history-bytes", type=_positive, default=DEFAULT_MAX_BYTES,
+                   help="bytes of keys and values kept for watches, whichever bound is reached first "
+                        "(default: %(default)s)")
     p.add_argument("--metrics-listen", type=_address, help="host:port to serve Prometheus /metrics on")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                    help="default: %(default)s")
@@ -89,10 +103,14 @@ async def run(args: argparse.Namespace) -> int:
 
     coordinators = parse_addresses(args.coordinator) if args.coordinator else []
     store = RocksVersionStore(args.data_dir, args.id, args.chain)
+    api_limits = {"max_txn_ops": args.max_txn_ops, "max_txn_bytes": args.max_txn_bytes,
+                  "retain_versions": args.retain_versions}
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
-                          max_batch_bytes=args.max_batch_bytes)
+                          max_batch_bytes=args.max_batch_bytes, **api_limits)
     node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files,
-                     disk_high_water=args.disk_high_water)
+                     disk_high_water=args.disk_high_water,
+                     watch_history_changes=args.watch_history_changes,
+                     watch_history_bytes=args.watch_history_bytes)
     try:
         port = await node.start(args.listen)
     except Exception:

@@ -21,6 +21,7 @@ class Code(IntEnum):
     UNAVAILABLE = 7
     OUTCOME_UNKNOWN = 8
     NOT_FOUND = 9
+    COMPACTED = 10  # a range's snapshot is older than the versions this node keeps
     INSUFFICIENT_STORAGE = 11
 
 
@@ -32,12 +33,14 @@ class MemberState(IntEnum):
 class OpKind(IntEnum):
     PUT = 0
     DELETE = 1
+    TXN = 2  # `txn` holds the compares and both branches; `key` is unused
 
 
 class EntryKind(IntEnum):
     PUT = 0
     DELETE = 1  # a tombstone: the key reads as absent from this version on
     NOOP = 2  # a write whose precondition failed, sequenced so its outcome is replicated
+    TXN = 3  # a transaction: its branch's writes (maybe none), all at this one seq
 
 
 class Consistency(IntEnum):
@@ -101,6 +104,71 @@ class ChainConfig:
 # ---- writes and reads (client -> node) ----
 
 
+class CompareResult(IntEnum):
+    EQUAL = 0
+    NOT_EQUAL = 1
+    GREATER = 2  # version targets only
+    LESS = 3
+
+
+class CompareTarget(IntEnum):
+    VERSION = 0  # the key's version (0: absent or deleted)
+    VALUE = 1  # the key's value (never equal when absent)
+    EXISTS = 2  # whether the key is present
+
+
+class TxnOpKind(IntEnum):
+    PUT = 0
+    DELETE = 1
+    GET = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One comparison of a transaction: the key's `target` compared with the operand by `result`."""
+
+    key: bytes
+    result: CompareResult = CompareResult.EQUAL
+    target: CompareTarget = CompareTarget.VERSION
+    version: int = 0
+    value: bytes = b""
+    exists: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOp:
+    kind: TxnOpKind
+    key: bytes
+    value: bytes = b""  # PUT only
+
+
+@dataclass(frozen=True, slots=True)
+class Txn:
+    """etcd's shape: if every compare holds, `success` runs, else `failure`, at one seq."""
+
+    compare: tuple[Compare, ...] = ()
+    success: tuple[TxnOp, ...] = ()
+    failure: tuple[TxnOp, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOpResult:
+    """One per op of the chosen branch: a get's finding, or a write's version (the txn's seq)."""
+
+    found: bool = False
+    value: bytes = b""
+    version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TxnWrite:
+    """A put or delete of a transaction's entry."""
+
+    key: bytes
+    tombstone: bool = False
+    value: bytes = b""
+
+
 @dataclass(frozen=True, slots=True)
 class WriteOp:
     request_id: str
@@ -109,13 +177,16 @@ class WriteOp:
     value: bytes = b""
     if_version: int | None = None  # compare-and-set: current version must equal this (0 = absent)
     if_absent: bool = False  # create-only
+    txn: Txn | None = None  # TXN only
 
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     error: Error = OK
-    version: int = 0
+    version: int = 0  # TXN: the transaction's seq
     current_version: int = 0  # PRECONDITION_FAILED: the version that was there (0 = absent)
+    succeeded: bool = False  # TXN: every compare held and the success branch ran
+    results: tuple[TxnOpResult, ...] = ()  # TXN: the chosen branch's results
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +202,34 @@ class ReadReply:
     version: int = 0  # NOT_FOUND: the tombstone's version, 0 if the key was never written
 
 
+@dataclass(frozen=True, slots=True)
+class RangeRead:
+    """A range at one snapshot: the keys in [start, end) (end empty: to the end of the key space)."""
+
+    start: bytes
+    end: bytes = b""
+    limit: int = 0  # 0: the node's maximum
+    keys_only: bool = False
+    consistency: Consistency = Consistency.STRONG
+    snapshot: int = 0  # 0: the node picks one; else exactly this one, or COMPACTED
+
+
+@dataclass(frozen=True, slots=True)
+class RangeItem:
+    key: bytes
+    value: bytes
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RangeReply:
+    error: Error = OK
+    items: tuple[RangeItem, ...] = ()  # ascending by key, tombstones left out
+    snapshot: int = 0  # the seq the page was read at
+    more: bool = False  # keys remain after the last item
+    compact_version: int = 0  # COMPACTED: the oldest snapshot still readable here
+
+
 # ---- replication ----
 
 
@@ -144,6 +243,9 @@ class Entry:
     kind: EntryKind
     value: bytes = b""
     current_version: int = 0  # NOOP: the version that made the precondition fail
+    writes: tuple[TxnWrite, ...] = ()  # TXN: one per key written, its last write in the branch
+    succeeded: bool = False  # TXN: the outcome, replicated so a retry on any node gets it
+    results: tuple[TxnOpResult, ...] = ()  # TXN: as answered to the client
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +294,7 @@ class Ack:
 class VersionQueryReply:
     error: Error = OK
     versions: tuple[int, ...] = ()  # committed version per key; 0 = never written
+    committed_seq: int = 0  # the tail's commit point (a range's snapshot asks with no keys)
 
 
 # ---- state transfer ----
@@ -213,6 +316,8 @@ class RequestOutcome:
     seq: int  # the seq of the entry sequenced for the request (its version, for a PUT or DELETE)
     kind: EntryKind
     current_version: int = 0
+    succeeded: bool = False  # TXN
+    results: tuple[TxnOpResult, ...] = ()  # TXN
 
     def result(self) -> WriteResult:
         if self.kind == EntryKind.NOOP:
@@ -220,6 +325,8 @@ class RequestOutcome:
                 error=Error(Code.PRECONDITION_FAILED, "precondition failed"),
                 current_version=self.current_version,
             )
+        if self.kind == EntryKind.TXN:
+            return WriteResult(version=self.seq, succeeded=self.succeeded, results=self.results)
         return WriteResult(version=self.seq)
 
 
@@ -251,4 +358,23 @@ class NodeStatus:
 
 
 def outcome_of(entry: Entry) -> RequestOutcome:
-    return RequestOutcome(entry.request_id, entry.seq, entry.kind, entry.current_version)
+    return RequestOutcome(entry.request_id, entry.seq, entry.kind, entry.current_version, entry.succeeded,
+                          entry.results)
+
+
+def entry_versions(entry: Entry) -> tuple[KeyVersion, ...]:
+    """The versions an entry makes, one per key: a PUT's or DELETE's, a TXN's writes; a NOOP none."""
+    if entry.kind == EntryKind.PUT or entry.kind == EntryKind.DELETE:
+        return (KeyVersion(entry.key, entry.seq, entry.kind == EntryKind.DELETE, entry.value),)
+    if entry.kind == EntryKind.TXN:
+        return tuple(KeyVersion(w.key, entry.seq, w.tombstone, w.value) for w in entry.writes)
+    return ()
+
+
+def entry_keys(entry: Entry) -> tuple[bytes, ...]:
+    """The keys an entry writes."""
+    if entry.kind == EntryKind.PUT or entry.kind == EntryKind.DELETE:
+        return (entry.key,)
+    if entry.kind == EntryKind.TXN:
+        return tuple(w.key for w in entry.writes)
+    return ()

@@ -47,7 +47,7 @@ from keychain.node.core import (
 )
 from keychain.node.disk_alarm import DEFAULT_HIGH_WATER, DiskAlarm, DiskSample, HighWater, records_bytes
 from keychain.node.driver import NodeDriver, StorageFull
-from keychain.node.links import ENTRY_FRAMING_BYTES
+from keychain.node.links import ENTRY_FRAMING_BYTES, TXN_OP_FRAMING_BYTES
 from keychain.node.messages import (
     OK,
     Ack,
@@ -58,6 +58,8 @@ from keychain.node.messages import (
     Error,
     Hello,
     NodeStatus,
+    RangeRead,
+    RangeReply,
     ReadReply,
     VersionQueryReply,
     Welcome,
@@ -68,6 +70,8 @@ from keychain.node.messages import (
 from keychain.node.metrics import NodeMetrics
 from keychain.node.storage import RocksVersionStore
 from keychain.node.versions import AppendEntries, Record
+from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES, WatchHistory
+from keychain.node.watch_hub import HEARTBEAT, WatchCollector, WatchHub, batch_to_pb
 
 from keychain import timing, tls
 from keychain.backoff import Backoff, FailureStreak
@@ -139,9 +143,11 @@ def max_message_bytes(options: CoreOptions) -> int:
     plus the framing of each entry)."""
     items = max(options.max_batch_entries, options.transfer_chunk_keys)
     largest_entry = options.max_key_bytes + options.max_value_bytes + options.max_request_id_bytes
-    link = max(options.max_batch_bytes, largest_entry) + items * ENTRY_FRAMING_BYTES
+    largest_txn = options.max_txn_bytes + options.max_request_id_bytes + options.max_txn_ops * TXN_OP_FRAMING_BYTES
+    link = max(options.max_batch_bytes, largest_entry, largest_txn) + items * ENTRY_FRAMING_BYTES
     outcomes = options.transfer_chunk_keys * (options.max_request_id_bytes + ENTRY_FRAMING_BYTES)
-    return max(WRITE_REQUEST_BYTES, link, outcomes) + 4096  # + the enclosing message's own fields
+    # A range page: the core bounds its keys, values and framing by max_range_bytes.
+    return max(WRITE_REQUEST_BYTES, link, outcomes, options.max_range_bytes) + 4096  # + the enclosing message's own fields
 
 
 def grpc_options(options: CoreOptions) -> list[tuple[str, int]]:
@@ -182,6 +188,9 @@ class ChainNode:
         tls_files: TlsFiles | None = None,
         disk_high_water: HighWater | None = None,
         disk_sample: Callable[[], DiskSample] | None = None,
+        watch_history_changes: int = DEFAULT_MAX_CHANGES,
+        watch_history_bytes: int = DEFAULT_MAX_BYTES,
+        watch_heartbeat: float = HEARTBEAT,
     ) -> None:
         self.id = node_id
         # Mutual TLS on the node's server and on its channels to other nodes (None: plaintext).
@@ -202,8 +211,11 @@ class ChainNode:
         self._roomy = _RoomyStore(store, self.disk_alarm, self.disk_sample)
         self._compacted_at = -math.inf
         self._compaction: asyncio.Future[None] | None = None  # the compaction running in a thread, if any
-        self.driver = NodeDriver(self.core, self._roomy, self, clock)
+        history = WatchHistory.rebuilt(self.core, watch_history_changes, watch_history_bytes)
+        self.driver = NodeDriver(self.core, self._roomy, self, clock, history)
         self.metrics = NodeMetrics(self.status, store.wal_syncs)
+        self.watches = WatchHub(self.core, history, clock, watch_heartbeat)
+        self.metrics.registry.register(WatchCollector(self.watches, node_id, store.chain))
         self.health = health.aio.HealthServicer()
         # Room for a ReadBatch reply's results: the message limit less the enclosing fields.
         self._reply_limit = max_message_bytes(self.core.options) - 4096
@@ -212,7 +224,7 @@ class ChainNode:
         self._driver: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._tickets = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[WriteReply | ReadReply]] = {}
+        self._waiting: dict[int, asyncio.Future[WriteReply | ReadReply | RangeReply]] = {}
         self._write_ops: dict[int, int] = {}  # waiting write tickets: how many ops each carries
         self._downlinks: dict[str, _DownLink] = {}
         self._uplinks: dict[str, _UpLink] = {}
@@ -255,6 +267,7 @@ class ChainNode:
         self._stopping = True
         log.info("node stopping node=%s", self.id)
         await self.health.enter_graceful_shutdown()
+        self.watches.close()
         for up in self._uplinks.values():  # end our predecessor's stream so the server can stop
             up.queue.put_nowait(None)
         if self._server is not None:
@@ -309,6 +322,7 @@ class ChainNode:
                         self._persist_held = False
                         log.warning("disk has room again: persisting resumed node=%s", self.id)
                     self._prune_downlinks()
+                    self.watches.notify()
         except asyncio.CancelledError:
             raise  # stopping: stop() syncs what was applied
         except BaseException as e:  # a broken invariant or a failing disk: stop serving at once
@@ -411,7 +425,7 @@ class ChainNode:
     def send_version_query(self, query: VersionQuery) -> None:
         self._spawn(self._query_version(query), f"query-{query.query_id}")
 
-    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply | RangeReply) -> None:
         fut = self._waiting.pop(ticket, None)
         if fut is not None and not fut.done():
             fut.set_result(reply)
@@ -492,8 +506,18 @@ class ChainNode:
                     self._waiting.pop(ticket, None)
         return OK, _within_reply_limit(replies, self._reply_limit)  # type: ignore[arg-type]
 
-    async def _await_reply(self, ticket: int) -> WriteReply | ReadReply:
-        fut: asyncio.Future[WriteReply | ReadReply] = asyncio.get_running_loop().create_future()
+    async def range(self, epoch: int, r: RangeRead) -> RangeReply:
+        """A range at a snapshot (see keychain.node.snapshot_range): a strong one with no snapshot, or
+        with one this node has not committed yet, waits for the tail's commit point."""
+        ticket = next(self._tickets)
+        reply = self.driver.range(ticket, epoch, r)
+        if reply is not None:
+            return reply
+        self.wake()
+        return await self._await_reply(ticket)  # type: ignore[return-value]
+
+    async def _await_reply(self, ticket: int) -> WriteReply | ReadReply | RangeReply:
+        fut: asyncio.Future[WriteReply | ReadReply | RangeReply] = asyncio.get_running_loop().create_future()
         self._waiting[ticket] = fut
         try:
             return await fut
@@ -825,6 +849,23 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
         except _Unavailable as e:
             error, replies = Error(Code.UNAVAILABLE, str(e)), []
         return wire.read_batch_reply_to_pb(error, replies)
+
+    async def Watch(self, request: chain_pb2.WatchRequest,  # type: ignore[override]
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.WatchBatch]:
+        async for batch in self.node.watches.serve(request.epoch, request.start, request.end,
+                                                   request.after_version):
+            yield batch_to_pb(batch)
+
+    async def Range(self, request: chain_pb2.RangeRequest, context: grpc.aio.ServicerContext) -> chain_pb2.RangeReply:
+        try:
+            epoch, r = wire.range_request_from_pb(request)
+        except wire.WireError as e:
+            return wire.range_reply_to_pb(RangeReply(Error(Code.INVALID_ARGUMENT, f"bad range: {e}")))
+        try:
+            reply = await self.node.range(epoch, r)
+        except _Unavailable as e:
+            reply = RangeReply(Error(Code.UNAVAILABLE, str(e)))
+        return wire.range_reply_to_pb(reply)
 
     async def Link(self, request_iterator: AsyncIterator[chain_pb2.LinkDown],  # type: ignore[override]
                    context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.LinkUp]:

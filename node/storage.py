@@ -25,11 +25,16 @@ Layout (one key space; the first byte names the kind of record):
     b"M"                            identity: JSON {format, node_id, chain}, written at creation
     b"S"                            counters: last_seq, committed_seq, log_start, live key count
     b"G"                            the saved ChainConfig (protobuf)
+    b"I"                            the newest version a state transfer installed (absent: 0)
     b"l" + seq                      log entry (protobuf Entry)
     b"c" + key                      the key's clean version (protobuf KeyVersion)
     b"d" + len(key) + key + seq     a dirty version (protobuf KeyVersion)
     b"r" + request id               outcome of a request id (protobuf RequestOutcome)
     b"s" + seq + request id         the same outcomes ordered by seq, to forget or truncate by seq
+    b"h" + len(key) + key + ~seq    a superseded version (protobuf KeyVersion); ~seq = 2**64-1-seq,
+                                    so a forward seek finds the newest version <= a snapshot
+    b"x" + superseded-at seq + len(key) + key + seq
+                                    the same versions ordered by when they were superseded, to compact
     b"t" + seq + key                a clean tombstone of that version, to collect by seq (an entry
                                     whose key has a newer clean version since is stale, dropped when met)
 Integers are big-endian so byte order is numeric order; request ids are UTF-8, whose byte order
@@ -53,20 +58,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import rocksdict
+from keychain.node import wire
 from keychain.node.messages import (
     ChainConfig,
     Entry,
-    EntryKind,
     KeyVersion,
     Member,
     MemberState,
     RequestOutcome,
+    entry_versions,
     outcome_of,
 )
 from keychain.node.versions import (
     AppendEntries,
     CollectGarbage,
     Commit,
+    CompactHistory,
     ForgetOutcomes,
     InstallKeys,
     Record,
@@ -89,11 +96,15 @@ FORMAT_VERSION = 1
 _IDENTITY = b"M"
 _COUNTERS = b"S"
 _CONFIG = b"G"
+_INSTALLED = b"I"
 _LOG = b"l"
 _CLEAN = b"c"
 _DIRTY = b"d"
 _OUTCOME = b"r"
 _OUTCOME_BY_SEQ = b"s"
+_HISTORY = b"h"
+_HISTORY_BY_SUPERSEDED = b"x"
+_MAX_U64 = (1 << 64) - 1
 _TOMBSTONE_BY_SEQ = b"t"
 
 # A wedged store (a write failed for want of space) is reopened at most this often: replaying its
@@ -136,16 +147,22 @@ def _dirty_prefix(key: bytes) -> bytes:
     return _DIRTY + _U32.pack(len(key)) + key
 
 
+def _history_prefix(key: bytes) -> bytes:
+    return _HISTORY + _U32.pack(len(key)) + key
+
+
+def _history_keys(key: bytes, version: int, superseded_at: int) -> tuple[bytes, bytes]:
+    by_key = _history_prefix(key) + _seq(_MAX_U64 - version)
+    by_superseded = _HISTORY_BY_SUPERSEDED + _seq(superseded_at) + _U32.pack(len(key)) + key + _seq(version)
+    return by_key, by_superseded
+
+
 def _encode_entry(e: Entry) -> bytes:
-    return chain_pb2.Entry(
-        seq=e.seq, request_id=e.request_id, key=e.key, kind=int(e.kind), value=e.value,
-        current_version=e.current_version,
-    ).SerializeToString()
+    return wire.entry_to_pb(e).SerializeToString()
 
 
 def _decode_entry(data: bytes) -> Entry:
-    m = chain_pb2.Entry.FromString(data)
-    return Entry(m.seq, m.request_id, m.key, EntryKind(m.kind), m.value, m.current_version)
+    return wire.entry_from_pb(chain_pb2.Entry.FromString(data))
 
 
 def _encode_version(kv: KeyVersion) -> bytes:
@@ -160,14 +177,11 @@ def _decode_version(data: bytes) -> KeyVersion:
 
 
 def _encode_outcome(o: RequestOutcome) -> bytes:
-    return chain_pb2.RequestOutcome(
-        request_id=o.request_id, seq=o.seq, kind=int(o.kind), current_version=o.current_version
-    ).SerializeToString()
+    return wire.outcome_to_pb(o).SerializeToString()
 
 
 def _decode_outcome(data: bytes) -> RequestOutcome:
-    m = chain_pb2.RequestOutcome.FromString(data)
-    return RequestOutcome(m.request_id, m.seq, EntryKind(m.kind), m.current_version)
+    return wire.outcome_from_pb(chain_pb2.RequestOutcome.FromString(data))
 
 
 def _encode_config(c: ChainConfig) -> bytes:
@@ -245,6 +259,7 @@ class _DirtyKey:
 
     clean_live: bool  # the clean version exists and is not a tombstone
     versions: list[tuple[int, bool, bytes]]  # (seq, tombstone, encoded KeyVersion)
+    clean: tuple[int, bytes] | None = None  # the clean version's seq and encoding: the history's next entry
 
 
 class RocksVersionStore:
@@ -335,8 +350,10 @@ class RocksVersionStore:
             (seq,) = _U64.unpack_from(k, 5 + n)
             d = self._dirty.get(key)
             if d is None:
-                clean = self.clean(key)
-                d = self._dirty[key] = _DirtyKey(clean is not None and not clean.tombstone, [])
+                raw_clean = self._db.get(_CLEAN + key)
+                clean = None if raw_clean is None else _decode_version(raw_clean)
+                d = self._dirty[key] = _DirtyKey(clean is not None and not clean.tombstone, [],
+                                                 None if clean is None else (clean.version, raw_clean))
             d.versions.append((seq, _decode_version(raw).tombstone, raw))
             found.append((seq, key))
         found.sort()
@@ -427,8 +444,31 @@ class RocksVersionStore:
         start = _OUTCOME if after is None else _OUTCOME + after.encode() + b"\x00"
         return [_decode_outcome(v) for _, v in self._scan(start, _prefix_end(_OUTCOME), limit)]
 
+    def scan_at(self, start: bytes, end: bytes, snapshot: int) -> Iterator[tuple[bytes, KeyVersion | None]]:
+        upper = _CLEAN + end if end else _prefix_end(_CLEAN)
+        for k, raw in self._scan(_CLEAN + start, upper):
+            clean = _decode_version(raw)
+            if clean.version <= snapshot:
+                yield k[1:], clean
+                continue
+            prefix = _history_prefix(k[1:])
+            older = next(self._scan(prefix + _seq(_MAX_U64 - snapshot), _prefix_end(prefix), 1), None)
+            yield k[1:], None if older is None else _decode_version(older[1])
+
     def key_count(self) -> int:
         return self._live_keys
+
+    def installed_through(self) -> int:
+        raw = self._db.get(_INSTALLED)
+        return 0 if raw is None else _U64.unpack(raw)[0]
+
+    def history_versions(self) -> dict[bytes, list[int]]:
+        """For tests: the superseded versions kept per key, ascending."""
+        out: dict[bytes, list[int]] = {}
+        for k, _ in self._scan(_HISTORY, _prefix_end(_HISTORY)):
+            (n,) = _U32.unpack_from(k, 1)
+            out.setdefault(k[5 : 5 + n], []).insert(0, _MAX_U64 - _U64.unpack_from(k, 5 + n)[0])
+        return out
 
     def wal_syncs(self) -> int:
         """How many times RocksDB has synced the write-ahead log since the store was opened."""
@@ -592,11 +632,24 @@ class RocksVersionStore:
                 for k, _ in self._scan(_OUTCOME_BY_SEQ, _OUTCOME_BY_SEQ + _seq(max(through + 1, 0))):
                     w.delete(k)
                     w.delete(_OUTCOME + k[9:])
+            case CompactHistory(through):
+                self._flush(w)
+                end = _HISTORY_BY_SUPERSEDED + _seq(max(through + 1, 0))
+                for k, _ in self._scan(_HISTORY_BY_SUPERSEDED, end):
+                    w.delete(k)
+                    (n,) = _U32.unpack_from(k, 9)
+                    key = k[13 : 13 + n]
+                    (version,) = _U64.unpack_from(k, 13 + n)
+                    w.delete(_history_prefix(key) + _seq(_MAX_U64 - version))
             case InstallKeys(keys, outcomes, sweep):
                 if sweep is not None:
                     live = self._sweep(w, sweep, {kv.key for kv in keys}, live)
                 for kv in keys:
                     live = self._install(w, kv, live)
+                newest = max((kv.version for kv in keys), default=0)
+                raw = w.get(_INSTALLED)
+                if newest > (0 if raw is None else _U64.unpack(raw)[0]):
+                    w.put(_INSTALLED, _seq(newest))
                 for o in outcomes:
                     by_id, by_seq = _outcome_keys(o)
                     if w.get(by_id) is None:
@@ -638,20 +691,20 @@ class RocksVersionStore:
         for e in entries:
             seq = _seq(e.seq)
             w.put(_LOG + seq, _encode_entry(e))
-            if e.kind != EntryKind.NOOP:
-                d = dirty.get(e.key)
+            for kv in entry_versions(e):
+                d = dirty.get(kv.key)
                 if d is None:
                     # A key with dirty versions has its clean one below them, so below this entry.
-                    raw = w.get(_CLEAN + e.key)
+                    raw = w.get(_CLEAN + kv.key)
                     clean = None if raw is None else _decode_version(raw)
                     if clean is None or clean.version < e.seq:
-                        d = dirty[e.key] = _DirtyKey(clean is not None and not clean.tombstone, [])
+                        d = dirty[kv.key] = _DirtyKey(clean is not None and not clean.tombstone, [],
+                                                      None if clean is None else (clean.version, raw))
                 if d is not None:
-                    tombstone = e.kind == EntryKind.DELETE
-                    encoded = _encode_version(KeyVersion(e.key, e.seq, tombstone, e.value))
-                    w.put(_dirty_prefix(e.key) + seq, encoded)
-                    d.versions.append((e.seq, tombstone, encoded))
-                    uncommitted.append((e.seq, e.key))
+                    encoded = _encode_version(kv)
+                    w.put(_dirty_prefix(kv.key) + seq, encoded)
+                    d.versions.append((e.seq, kv.tombstone, encoded))
+                    uncommitted.append((e.seq, kv.key))
             if e.request_id:
                 o = outcome_of(e)
                 by_id, by_seq = _outcome_keys(o)
@@ -684,7 +737,15 @@ class RocksVersionStore:
             if n == 0:
                 continue
             newest, tombstone, encoded = versions[n - 1]
-            # The dirty versions are all newer than the clean one: the newest of them replaces it.
+            # The dirty versions are all newer than the clean one: the newest of them replaces it,
+            # and the ones it supersedes go to the history (see scan_at).
+            previous = d.clean
+            for seq, _, raw in versions[:n]:
+                if previous is not None:
+                    by_key, by_superseded = _history_keys(key, previous[0], seq)
+                    w.put(by_key, previous[1])
+                    w.put(by_superseded, b"")
+                previous = (seq, raw)
             w.put(_CLEAN + key, encoded)
             if tombstone:
                 w.put(_TOMBSTONE_BY_SEQ + _seq(newest) + key, b"")
@@ -695,6 +756,7 @@ class RocksVersionStore:
             del versions[:n]
             if versions:
                 d.clean_live = not tombstone
+                d.clean = previous
             else:
                 del self._dirty[key]
         return live
@@ -705,7 +767,8 @@ class RocksVersionStore:
         clean = None if raw is None else _decode_version(raw)
         if clean is not None and clean.version >= kv.version:
             return live
-        w.put(_CLEAN + kv.key, _encode_version(kv))
+        encoded = _encode_version(kv)
+        w.put(_CLEAN + kv.key, encoded)
         if kv.tombstone:
             w.put(_TOMBSTONE_BY_SEQ + _seq(kv.version) + kv.key, b"")
         live += (0 if kv.tombstone else 1) - (0 if clean is None or clean.tombstone else 1)
@@ -721,12 +784,15 @@ class RocksVersionStore:
             if kept:
                 d.versions = kept
                 d.clean_live = not kv.tombstone
+                d.clean = (kv.version, encoded)
             else:
                 del self._dirty[kv.key]
         return live
 
     def _sweep(self, w: _Writes, sweep: tuple[bytes | None, bytes | None], sent: set[bytes], live: int) -> int:
-        """Drop the clean versions of keys in the sweep range that a transfer chunk does not carry."""
+        """Drop the clean versions of keys in the sweep range that a transfer chunk does not carry, and their
+        history (a snapshot must not read a version the chain's delete superseded; their entries in the
+        superseded-at index are left to `CompactHistory`, which deletes what is already gone)."""
         self._flush(w)
         lo, hi = sweep
         start = _CLEAN if lo is None else _CLEAN + lo + b"\0"
@@ -738,9 +804,13 @@ class RocksVersionStore:
             w.delete(k)
             if not _decode_version(raw).tombstone:
                 live -= 1
+            prefix = _history_prefix(key)
+            for h, _ in self._scan(prefix, _prefix_end(prefix)):
+                w.delete(h)
             d = self._dirty.get(key)
             if d is not None:
                 d.clean_live = False
+                d.clean = None
         return live
 
     def _collect(self, w: _Writes, through: int) -> None:
@@ -762,8 +832,8 @@ class RocksVersionStore:
         for k, raw in self._scan(_LOG + _seq(after + 1), _prefix_end(_LOG)):
             e = _decode_entry(raw)
             w.delete(k)
-            if e.kind != EntryKind.NOOP:
-                w.delete(_dirty_prefix(e.key) + _seq(e.seq))
+            for kv in entry_versions(e):
+                w.delete(_dirty_prefix(kv.key) + _seq(e.seq))
         for k, _ in self._scan(_OUTCOME_BY_SEQ + _seq(after + 1), _prefix_end(_OUTCOME_BY_SEQ)):
             w.delete(k)
             w.delete(_OUTCOME + k[9:])

@@ -10,7 +10,15 @@ log (`keychain.coordinator.raft_log`) does for the coordinator.
 
 from __future__ import annotations
 
-from keychain.node.messages import Entry, EntryKind, KeyVersion, RequestOutcome, outcome_of
+from keychain.node.messages import (
+    Entry,
+    EntryKind,
+    KeyVersion,
+    RequestOutcome,
+    entry_keys,
+    entry_versions,
+    outcome_of,
+)
 from keychain.node.versions import VersionStore
 
 
@@ -31,8 +39,8 @@ class UncommittedLog:
     def add(self, e: Entry) -> None:
         """Hold `e`, the entry after the last one held."""
         self._entries[e.seq] = e
-        if e.kind != EntryKind.NOOP:
-            self._by_key.setdefault(e.key, []).append(e.seq)
+        for key in entry_keys(e):
+            self._by_key.setdefault(key, []).append(e.seq)
         if e.request_id:
             self._by_request[e.request_id] = e.seq
 
@@ -58,11 +66,12 @@ class UncommittedLog:
         self.low = through + 1
 
     def _unindex(self, e: Entry) -> None:
-        seqs = self._by_key.get(e.key)
-        if seqs and e.seq in seqs:
-            seqs.remove(e.seq)
-            if not seqs:
-                del self._by_key[e.key]
+        for key in entry_keys(e):
+            seqs = self._by_key.get(key)
+            if seqs and e.seq in seqs:
+                seqs.remove(e.seq)
+                if not seqs:
+                    del self._by_key[key]
         if self._by_request.get(e.request_id) == e.seq:
             del self._by_request[e.request_id]
 
@@ -96,10 +105,20 @@ class UncommittedLog:
             if committed_seq is not None and s > committed_seq:
                 continue
             if stored is None or s > stored.version:
-                e = self._entries[s]
-                return KeyVersion(key, s, e.kind == EntryKind.DELETE, e.value)
+                return _version_in(self._entries[s], key)
             break
         return stored
+
+    def at(self, key: bytes, snapshot: int) -> KeyVersion | None:
+        """The key's newest version held here at or below `snapshot`, or None."""
+        for s in reversed(self._by_key.get(key, ())):
+            if s <= snapshot:
+                return _version_in(self._entries[s], key)
+        return None
+
+    def keys_between(self, start: bytes, end: bytes) -> list[bytes]:
+        """The keys written by the entries held, in [start, end) (end empty: unbounded), sorted."""
+        return sorted(k for k in self._by_key if k >= start and (not end or k < end))
 
     def is_dirty(self, key: bytes, committed_seq: int) -> bool:
         """Whether the key's newest version is above `committed_seq`."""
@@ -109,6 +128,17 @@ class UncommittedLog:
     def version(self, key: bytes, seq: int) -> KeyVersion | None:
         """The key's version `seq`, if this node holds it (in memory or in the store)."""
         e = self._entries.get(seq)
-        if e is not None and e.key == key and e.kind != EntryKind.NOOP:
-            return KeyVersion(key, seq, e.kind == EntryKind.DELETE, e.value)
+        if e is not None:
+            kv = _version_in(e, key)
+            if kv is not None:
+                return kv
         return self.store.version(key, seq)
+
+
+def _version_in(e: Entry, key: bytes) -> KeyVersion | None:
+    """The version entry `e` makes of `key`, if it writes the key."""
+    if e.kind == EntryKind.TXN:
+        return next((kv for kv in entry_versions(e) if kv.key == key), None)
+    if e.kind == EntryKind.NOOP or e.key != key:
+        return None
+    return KeyVersion(key, e.seq, e.kind == EntryKind.DELETE, e.value)

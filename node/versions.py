@@ -17,34 +17,45 @@ What a store holds
 - Versions: per key, at most one *clean* version (committed, the newest committed one this node
   holds) and any number of *dirty* versions (seq > the clean one, not yet known committed). A
   version is (seq, tombstone, value); a tombstone is a delete and reads as absent. Tombstones are
-  kept as clean versions until `CollectGarbage` drops them (the core's rule says when: once every
-  member of the chain has committed them), so until then a read of a deleted key names the delete.
+  kept as clean versions until `CollectGarbage` drops them (the core's rule says when), so until then
+  a read of a deleted key names the delete.
+- History: the versions a commit superseded, each with the seq of the version that superseded it,
+  until compacted. A range read at snapshot S needs, per key, the newest version <= S: the clean
+  one if it is <= S, else the history's; a version superseded at c is needed by the snapshots
+  below c only, so once `CompactHistory(through)` dropped those with c <= through, every snapshot
+  S >= through still reads exactly. A tombstone is collected only at or below that point (the
+  core's one garbage-collection rule), when the versions it superseded are gone already.
 - Outcomes: request id -> RequestOutcome(seq, kind, current_version) for every entry with a
   non-empty request id, until forgotten (the deduplication window).
 - The chain configuration last given to the node (its epoch), or None.
 
 Records (applied in list order; each is all-or-nothing in a durable store):
 - `AppendEntries(entries)`: entries[0].seq == last_seq + 1, consecutive. Each goes into the log; a PUT
-  or DELETE entry also becomes a dirty version of its key unless the key's clean version is already
-  at or above that seq (possible after a state transfer, whose keys may be newer than its point);
-  a NOOP makes no version. Each non-empty request id records its outcome. last_seq advances.
+  or DELETE entry also becomes a dirty version of its key, a TXN entry one of each key it writes
+  (`messages.entry_versions`), unless the key's clean version is already at or above that seq
+  (possible after a state transfer, whose keys may be newer than its point); a NOOP makes no
+  version. Each non-empty request id records its outcome. last_seq advances.
 - `Commit(through_seq)`: committed_seq <= through_seq <= last_seq. For every key written by a log
   entry in (committed_seq, through_seq], its newest stored version <= through_seq becomes clean if
-  newer than the clean one, and every older version of the key is dropped. committed_seq advances.
+  newer than the clean one; the clean one and the dirty ones it replaces go to the history, each
+  superseded at the seq of the next of them. committed_seq advances.
+- `CompactHistory(through_seq)`: history versions superseded at a seq <= through_seq dropped.
 - `Truncate(after_seq)`: committed_seq <= after_seq. Log entries, dirty versions and outcomes with
   seq > after_seq are dropped; last_seq = after_seq. (A node rejoining as syncing drops writes that
   were never committed, so its history is again a prefix of the chain's.)
 - `TrimLog(through_seq)`: log_start <= through_seq <= committed_seq; entries <= through_seq dropped.
 - `ForgetOutcomes(through_seq)`: outcomes with seq <= through_seq dropped.
 - `InstallKeys(keys, outcomes, sweep)`: a state-transfer chunk. Each key's version becomes its clean
-  version if newer than the clean one it has (older versions dropped); outcomes are added. With
-  `sweep = (lo, hi)`, the clean versions of keys in (lo, hi] (None: unbounded) that are not among
-  `keys` are dropped first: the sender holds nothing for them (never written, or a delete it already
-  collected), so a receiver with older data does not keep a key the chain deleted.
+  version if newer than the clean one it has (older versions dropped, none kept in the history);
+  outcomes are added. `installed_through()` becomes the newest version ever installed, if newer.
+  With `sweep = (lo, hi)`, the clean versions and the history of keys in (lo, hi] (None: unbounded)
+  that are not among `keys` are dropped first: the sender holds nothing for them (never written, or
+  a delete it already collected), so a receiver with older data does not keep a key the chain
+  deleted, nor serve a snapshot from versions superseded by that delete.
 - `CollectGarbage(through_seq)`: through_seq <= committed_seq. Every clean tombstone with version
   <= through_seq is dropped (the key then reads as never written).
 - `ResetLog(through_seq)`: the last record of a state transfer. The whole log and every dirty version
-  are dropped; log_start = committed_seq = last_seq = through_seq.
+  are dropped (the history is kept); log_start = committed_seq = last_seq = through_seq.
 - `SaveConfig(config)`: the chain configuration (and so the epoch) the node now follows.
 
 Read methods (see `VersionStore`) reflect every record applied so far, durable or not.
@@ -52,12 +63,21 @@ Read methods (see `VersionStore`) reflect every record applied so far, durable o
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from keychain.node.messages import ChainConfig, Entry, EntryKind, KeyVersion, RequestOutcome, outcome_of
+from keychain.node.messages import (
+    ChainConfig,
+    Entry,
+    KeyVersion,
+    RequestOutcome,
+    entry_keys,
+    entry_versions,
+    outcome_of,
+)
 
 
 class StoreError(Exception):
@@ -98,6 +118,11 @@ class ForgetOutcomes:
 
 
 @dataclass(frozen=True, slots=True)
+class CompactHistory:
+    through_seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class InstallKeys:
     keys: tuple[KeyVersion, ...]
     outcomes: tuple[RequestOutcome, ...] = ()
@@ -119,8 +144,8 @@ class SaveConfig:
     config: ChainConfig
 
 
-Record = (AppendEntries | Commit | Truncate | TrimLog | ForgetOutcomes | InstallKeys | ResetLog | SaveConfig
-          | CollectGarbage)
+Record = (AppendEntries | Commit | Truncate | TrimLog | ForgetOutcomes | CompactHistory | InstallKeys | ResetLog
+          | SaveConfig | CollectGarbage)
 
 
 def in_sweep(key: bytes, sweep: tuple[bytes | None, bytes | None]) -> bool:
@@ -162,8 +187,18 @@ class VersionStore(Protocol):
         """Remembered outcomes with request id > `after` in string order, at most `limit`."""
         ...
 
+    def scan_at(self, start: bytes, end: bytes, snapshot: int) -> Iterator[tuple[bytes, KeyVersion | None]]:
+        """Every key in [start, end) (end empty: unbounded) with a clean version, in byte order, with its
+        newest version <= `snapshot` from the clean one and the history (None: none held)."""
+        ...
+
     def key_count(self) -> int:
         """Keys whose clean version is a value (not a tombstone)."""
+        ...
+
+    def installed_through(self) -> int:
+        """The newest version a state transfer ever installed (0: none): the history holds nothing
+        older of the keys it installed, so no snapshot below it is readable."""
         ...
 
     def apply(self, records: Iterable[Record]) -> None: ...
@@ -183,6 +218,9 @@ class MemoryVersionStore:
     _dirty: dict[bytes, dict[int, KeyVersion]] = field(default_factory=dict)
     _outcomes: dict[str, RequestOutcome] = field(default_factory=dict)
     _config: ChainConfig | None = None
+    # key -> [(version, superseded at)], ascending by version
+    _history: dict[bytes, list[tuple[KeyVersion, int]]] = field(default_factory=dict)
+    _installed_through: int = 0
 
     # ---- reads ----
 
@@ -216,8 +254,24 @@ class MemoryVersionStore:
         ids = sorted(r for r in self._outcomes if after is None or r > after)
         return [self._outcomes[r] for r in ids[:limit]]
 
+    def scan_at(self, start: bytes, end: bytes, snapshot: int) -> Iterator[tuple[bytes, KeyVersion | None]]:
+        for key in sorted(k for k in self._clean if k >= start and (not end or k < end)):
+            clean = self._clean[key]
+            if clean.version <= snapshot:
+                yield key, clean
+                continue
+            older = [kv for kv, _ in self._history.get(key, ()) if kv.version <= snapshot]
+            yield key, (older[-1] if older else None)
+
     def key_count(self) -> int:
         return sum(1 for v in self._clean.values() if not v.tombstone)
+
+    def installed_through(self) -> int:
+        return self._installed_through
+
+    def history_versions(self) -> dict[bytes, list[int]]:
+        """For tests: the superseded versions kept per key."""
+        return {k: [kv.version for kv, _ in v] for k, v in self._history.items() if v}
 
     def dirty_versions(self) -> dict[bytes, list[int]]:
         """For tests: the dirty seqs held per key."""
@@ -250,13 +304,23 @@ class MemoryVersionStore:
             case ForgetOutcomes(through):
                 for rid in [r for r, o in self._outcomes.items() if o.seq <= through]:
                     del self._outcomes[rid]
+            case CompactHistory(through):
+                for key in list(self._history):
+                    kept = [(kv, c) for kv, c in self._history[key] if c > through]
+                    if kept:
+                        self._history[key] = kept
+                    else:
+                        del self._history[key]
             case InstallKeys(keys, outcomes, sweep):
                 if sweep is not None:
                     sent = {kv.key for kv in keys}
                     for key in [k for k in self._clean if in_sweep(k, sweep) and k not in sent]:
                         del self._clean[key]
+                    for key in [k for k in self._history if in_sweep(k, sweep) and k not in sent]:
+                        del self._history[key]
                 for kv in keys:
                     self._make_clean(kv)
+                    self._installed_through = max(self._installed_through, kv.version)
                 for o in outcomes:
                     self._outcomes.setdefault(o.request_id, o)
             case ResetLog(through):
@@ -285,12 +349,10 @@ class MemoryVersionStore:
                 raise StoreError("appended entries are not consecutive")
         for e in entries:
             self._log[e.seq] = e
-            if e.kind != EntryKind.NOOP:
-                clean = self._clean.get(e.key)
+            for kv in entry_versions(e):
+                clean = self._clean.get(kv.key)
                 if clean is None or clean.version < e.seq:
-                    self._dirty.setdefault(e.key, {})[e.seq] = KeyVersion(
-                        e.key, e.seq, e.kind == EntryKind.DELETE, e.value
-                    )
+                    self._dirty.setdefault(kv.key, {})[e.seq] = kv
             if e.request_id:
                 self._outcomes[e.request_id] = outcome_of(e)
         self._last = entries[-1].seq
@@ -298,14 +360,23 @@ class MemoryVersionStore:
     def _commit(self, through: int) -> None:
         if not self._committed <= through <= self._last:
             raise StoreError(f"cannot commit through {through}: committed {self._committed}, last {self._last}")
-        touched = {self._log[s].key for s in range(self._committed + 1, through + 1)
-                   if self._log[s].kind != EntryKind.NOOP}
+        touched = {key for s in range(self._committed + 1, through + 1) for key in entry_keys(self._log[s])}
         for key in touched:
             dirty = self._dirty.get(key, {})
-            newest = max((s for s in dirty if s <= through), default=None)
-            if newest is not None:
-                self._make_clean(dirty[newest])
+            committed = sorted(s for s in dirty if s <= through)
+            if not committed:
+                continue
+            previous = self._clean.get(key)
+            for s in committed:
+                if previous is not None:
+                    self._remember(previous, s)
+                previous = dirty[s]
+            self._make_clean(dirty[committed[-1]])
         self._committed = through
+
+    def _remember(self, kv: KeyVersion, superseded_at: int) -> None:
+        versions = self._history.setdefault(kv.key, [])
+        bisect.insort(versions, (kv, superseded_at), key=lambda item: item[0].version)
 
     def _make_clean(self, kv: KeyVersion) -> None:
         clean = self._clean.get(kv.key)

@@ -13,6 +13,9 @@ from keychain.node.messages import (
     Batch,
     ChainConfig,
     Code,
+    Compare,
+    CompareResult,
+    CompareTarget,
     Consistency,
     Entry,
     EntryKind,
@@ -23,9 +26,17 @@ from keychain.node.messages import (
     MemberState,
     NodeStatus,
     OpKind,
+    RangeItem,
+    RangeRead,
+    RangeReply,
     ReadReply,
     RequestOutcome,
     TransferChunk,
+    Txn,
+    TxnOp,
+    TxnOpKind,
+    TxnOpResult,
+    TxnWrite,
     VersionQueryReply,
     Welcome,
     WriteOp,
@@ -40,7 +51,8 @@ class WireError(ValueError):
     """A protobuf message the core cannot take (an unknown enum value, a missing body)."""
 
 
-def _enum[E: (Code, MemberState, OpKind, EntryKind, Consistency)](cls: type[E], value: int) -> E:
+def _enum[E: (Code, MemberState, OpKind, EntryKind, Consistency, CompareResult, TxnOpKind)](
+        cls: type[E], value: int) -> E:
     try:
         return cls(value)
     except ValueError:
@@ -74,21 +86,68 @@ def config_from_pb(m: pb.ChainConfig) -> ChainConfig:
 # ---- writes and reads ----
 
 
+def compare_to_pb(c: Compare) -> pb.Compare:
+    m = pb.Compare(key=c.key, result=int(c.result))
+    if c.target == CompareTarget.VERSION:
+        m.version = c.version
+    elif c.target == CompareTarget.VALUE:
+        m.value = c.value
+    else:
+        m.exists = c.exists
+    return m
+
+
+def compare_from_pb(m: pb.Compare) -> Compare:
+    which = m.WhichOneof("target")
+    result = _enum(CompareResult, m.result)
+    if which == "value":
+        return Compare(m.key, result, CompareTarget.VALUE, value=m.value)
+    if which == "exists":
+        return Compare(m.key, result, CompareTarget.EXISTS, exists=m.exists)
+    return Compare(m.key, result, CompareTarget.VERSION, version=m.version)  # unset: version 0
+
+
+def txn_to_pb(t: Txn) -> pb.Txn:
+    def ops(xs: tuple[TxnOp, ...]) -> list[pb.TxnOp]:
+        return [pb.TxnOp(kind=int(o.kind), key=o.key, value=o.value) for o in xs]
+
+    return pb.Txn(compare=[compare_to_pb(c) for c in t.compare], success=ops(t.success), failure=ops(t.failure))
+
+
+def txn_from_pb(m: pb.Txn) -> Txn:
+    def ops(xs: object) -> tuple[TxnOp, ...]:
+        return tuple(TxnOp(_enum(TxnOpKind, o.kind), o.key, o.value) for o in xs)  # type: ignore[attr-defined]
+
+    return Txn(tuple(compare_from_pb(c) for c in m.compare), ops(m.success), ops(m.failure))
+
+
+def _results_to_pb(results: tuple[TxnOpResult, ...]) -> list[pb.TxnOpResult]:
+    return [pb.TxnOpResult(found=r.found, value=r.value, version=r.version) for r in results]
+
+
+def _results_from_pb(results: object) -> tuple[TxnOpResult, ...]:
+    return tuple(TxnOpResult(r.found, r.value, r.version) for r in results)  # type: ignore[attr-defined]
+
+
 def write_op_to_pb(op: WriteOp) -> pb.WriteOp:
     m = pb.WriteOp(request_id=op.request_id, key=op.key, kind=int(op.kind), value=op.value, if_absent=op.if_absent)
     if op.if_version is not None:
         m.if_version = op.if_version
+    if op.txn is not None:
+        m.txn.CopyFrom(txn_to_pb(op.txn))
     return m
 
 
 def write_op_from_pb(m: pb.WriteOp) -> WriteOp:
+    kind = _enum(OpKind, m.kind)
     return WriteOp(
         request_id=m.request_id,
         key=m.key,
-        kind=_enum(OpKind, m.kind),
+        kind=kind,
         value=m.value,
         if_version=m.if_version if m.HasField("if_version") else None,
         if_absent=m.if_absent,
+        txn=txn_from_pb(m.txn) if kind == OpKind.TXN else None,
     )
 
 
@@ -102,13 +161,15 @@ def write_request_from_pb(m: pb.WriteRequest) -> tuple[int, list[WriteOp]]:
 
 def write_reply_to_pb(r: WriteReply) -> pb.WriteReply:
     return pb.WriteReply(error=error_to_pb(r.error), results=[
-        pb.WriteResult(error=error_to_pb(x.error), version=x.version, current_version=x.current_version)
+        pb.WriteResult(error=error_to_pb(x.error), version=x.version, current_version=x.current_version,
+                       succeeded=x.succeeded, results=_results_to_pb(x.results))
         for x in r.results])
 
 
 def write_reply_from_pb(m: pb.WriteReply) -> WriteReply:
     return WriteReply(error_from_pb(m.error), tuple(
-        WriteResult(error_from_pb(x.error), x.version, x.current_version) for x in m.results))
+        WriteResult(error_from_pb(x.error), x.version, x.current_version, x.succeeded, _results_from_pb(x.results))
+        for x in m.results))
 
 
 def read_request_from_pb(m: pb.ReadRequest) -> tuple[int, bytes, Consistency]:
@@ -146,16 +207,49 @@ def read_batch_reply_from_pb(m: pb.ReadBatchReply) -> tuple[Error, list[ReadRepl
     return error_from_pb(m.error), [read_reply_from_pb(r) for r in m.results]
 
 
+def range_request_to_pb(epoch: int, r: RangeRead) -> pb.RangeRequest:
+    return pb.RangeRequest(epoch=epoch, start=r.start, end=r.end, limit=r.limit, keys_only=r.keys_only,
+                           consistency=int(r.consistency), snapshot=r.snapshot)
+
+
+def range_request_from_pb(m: pb.RangeRequest) -> tuple[int, RangeRead]:
+    return m.epoch, RangeRead(m.start, m.end, m.limit, m.keys_only, _enum(Consistency, m.consistency), m.snapshot)
+
+
+def range_reply_to_pb(r: RangeReply) -> pb.RangeReply:
+    m = pb.RangeReply(error=error_to_pb(r.error), snapshot=r.snapshot, more=r.more,
+                      compact_version=r.compact_version)
+    add = m.items.add
+    for item in r.items:
+        add(key=item.key, value=item.value, version=item.version)
+    return m
+
+
+def range_reply_from_pb(m: pb.RangeReply) -> RangeReply:
+    return RangeReply(error_from_pb(m.error), tuple(RangeItem(i.key, i.value, i.version) for i in m.items),
+                      m.snapshot, m.more, m.compact_version)
+
+
 # ---- replication ----
 
 
 def entry_to_pb(e: Entry) -> pb.Entry:
-    return pb.Entry(seq=e.seq, request_id=e.request_id, key=e.key, kind=int(e.kind), value=e.value,
-                    current_version=e.current_version)
+    m = pb.Entry(seq=e.seq, request_id=e.request_id, key=e.key, kind=int(e.kind), value=e.value,
+                 current_version=e.current_version)
+    if e.kind == EntryKind.TXN:
+        m.writes.extend(pb.TxnWrite(key=w.key, tombstone=w.tombstone, value=w.value) for w in e.writes)
+        m.succeeded = e.succeeded
+        m.results.extend(_results_to_pb(e.results))
+    return m
 
 
 def entry_from_pb(m: pb.Entry) -> Entry:
-    return Entry(m.seq, m.request_id, m.key, _enum(EntryKind, m.kind), m.value, m.current_version)
+    kind = _enum(EntryKind, m.kind)
+    if kind == EntryKind.TXN:
+        return Entry(m.seq, m.request_id, m.key, kind, m.value, m.current_version,
+                     tuple(TxnWrite(w.key, w.tombstone, w.value) for w in m.writes), m.succeeded,
+                     _results_from_pb(m.results))
+    return Entry(m.seq, m.request_id, m.key, kind, m.value, m.current_version)
 
 
 def link_down_to_pb(body: Hello | Batch) -> pb.LinkDown:
@@ -197,21 +291,35 @@ def version_query_to_pb(epoch: int, keys: tuple[bytes, ...] | list[bytes]) -> pb
 
 
 def version_reply_to_pb(r: VersionQueryReply) -> pb.VersionQueryReply:
-    return pb.VersionQueryReply(error=error_to_pb(r.error), versions=list(r.versions))
+    return pb.VersionQueryReply(error=error_to_pb(r.error), versions=list(r.versions), committed_seq=r.committed_seq)
 
 
 def version_reply_from_pb(m: pb.VersionQueryReply) -> VersionQueryReply:
-    return VersionQueryReply(error_from_pb(m.error), tuple(m.versions))
+    return VersionQueryReply(error_from_pb(m.error), tuple(m.versions), m.committed_seq)
 
 
 # ---- state transfer ----
 
 
+def outcome_to_pb(o: RequestOutcome) -> pb.RequestOutcome:
+    m = pb.RequestOutcome(request_id=o.request_id, seq=o.seq, kind=int(o.kind), current_version=o.current_version)
+    if o.kind == EntryKind.TXN:  # the common kinds skip the transaction's fields: this is on the write path
+        m.succeeded = o.succeeded
+        m.results.extend(_results_to_pb(o.results))
+    return m
+
+
+def outcome_from_pb(m: pb.RequestOutcome) -> RequestOutcome:
+    kind = _enum(EntryKind, m.kind)
+    if kind == EntryKind.TXN:
+        return RequestOutcome(m.request_id, m.seq, kind, m.current_version, m.succeeded, _results_from_pb(m.results))
+    return RequestOutcome(m.request_id, m.seq, kind, m.current_version)
+
+
 def transfer_chunk_to_pb(c: TransferChunk) -> pb.TransferChunk:
     return pb.TransferChunk(
         keys=[pb.KeyVersion(key=k.key, version=k.version, tombstone=k.tombstone, value=k.value) for k in c.keys],
-        outcomes=[pb.RequestOutcome(request_id=o.request_id, seq=o.seq, kind=int(o.kind),
-                                    current_version=o.current_version) for o in c.outcomes],
+        outcomes=[outcome_to_pb(o) for o in c.outcomes],
         through_seq=c.through_seq,
         last=c.last,
     )
@@ -220,8 +328,7 @@ def transfer_chunk_to_pb(c: TransferChunk) -> pb.TransferChunk:
 def transfer_chunk_from_pb(m: pb.TransferChunk) -> TransferChunk:
     return TransferChunk(
         keys=tuple(KeyVersion(k.key, k.version, k.tombstone, k.value) for k in m.keys),
-        outcomes=tuple(RequestOutcome(o.request_id, o.seq, _enum(EntryKind, o.kind), o.current_version)
-                       for o in m.outcomes),
+        outcomes=tuple(outcome_from_pb(o) for o in m.outcomes),
         through_seq=m.through_seq,
         last=m.last,
     )

@@ -46,6 +46,9 @@ class ProxyConfig:
     max_pending_writes: int = 10_000
     max_read_batch_ops: int = 256  # reads per ReadBatch to one member
     max_pending_reads: int = 10_000  # per member
+    max_txn_ops: int = 128  # compares plus the ops of both branches of one transaction
+    max_txn_bytes: int = 1 << 20  # the keys and values of one transaction, decoded
+    watch_heartbeat: float = 10.0  # seconds of silence before a watch stream gets a heartbeat
     retry_after_seconds: int = 1
     topology_poll_interval: float = 5.0  # GetChain besides the watch stream, in case it goes silent
     log_level: str = "warning"
@@ -64,6 +67,10 @@ class ProxyConfig:
         if min(self.max_batch_ops, self.max_batch_bytes, self.max_pending_writes, self.max_read_batch_ops,
                self.max_pending_reads) < 1:
             raise ValueError("batch and queue limits must be positive")
+        if self.max_txn_ops < 1 or self.max_txn_bytes < 1:
+            raise ValueError("transaction limits must be positive")
+        if self.watch_heartbeat <= 0:
+            raise ValueError("the watch heartbeat must be positive")
         if self.request_timeout <= 0 or self.attempt_timeout <= 0:
             raise ValueError("timeouts must be positive")
 
@@ -116,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attempt-timeout", type=float, default=2.0, help="seconds per RPC to a node")
     p.add_argument("--max-batch-ops", type=int, default=256, help="writes per WriteRequest to the head")
     p.add_argument("--max-read-batch-ops", type=int, default=256, help="reads per ReadBatch to one member")
+    p.add_argument("--max-txn-ops", type=int, default=128, help="compares and ops in one transaction")
+    p.add_argument("--max-txn-bytes", type=int, default=1 << 20, help="keys and values of one transaction")
+    p.add_argument(
+        "--watch-heartbeat", type=float, default=10.0, help="seconds of silence before a watch heartbeat"
+    )
     p.add_argument("--https-cert", type=Path, help="serve HTTPS (and gRPC over TLS) with this PEM certificate")
     p.add_argument("--https-key", type=Path, help="the PEM private key of --https-cert")
     p.add_argument(
@@ -171,6 +183,9 @@ def config_from_args(argv: list[str], environ: dict[str, str] | None = None) -> 
             attempt_timeout=args.attempt_timeout,
             max_batch_ops=args.max_batch_ops,
             max_read_batch_ops=args.max_read_batch_ops,
+            max_txn_ops=args.max_txn_ops,
+            max_txn_bytes=args.max_txn_bytes,
+            watch_heartbeat=args.watch_heartbeat,
             log_level=args.log_level,
             tls_files=tls_files_from_args(args, parser),
             public_tls=_public_tls(args, parser),

@@ -20,6 +20,7 @@ class ErrorKind(enum.Enum):
     UNAUTHORIZED = (401, "unauthorized", Code.INVALID_ARGUMENT)
     NOT_FOUND = (404, "not_found", Code.NOT_FOUND)
     METHOD_NOT_ALLOWED = (405, "method_not_allowed", Code.INVALID_ARGUMENT)
+    COMPACTED = (410, "compacted", Code.COMPACTED)
     PRECONDITION_FAILED = (412, "precondition_failed", Code.PRECONDITION_FAILED)
     TOO_LARGE = (413, "too_large", Code.TOO_LARGE)
     INSUFFICIENT_STORAGE = (507, "insufficient_storage", Code.INSUFFICIENT_STORAGE)  # a member's disk is full
@@ -49,12 +50,14 @@ class OpError(Exception):
         *,
         current_version: int | None = None,
         retry_after: int | None = None,
+        compact_version: int | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.current_version = current_version
         self.retry_after = retry_after
+        self.compact_version = compact_version  # COMPACTED: the oldest version still readable
 
 
 # In-band chain answers that end an operation with an error, and what the client sees.

@@ -19,6 +19,7 @@ import itertools
 import logging
 import random
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -57,6 +58,32 @@ _EXPIRED = object()  # an attempt's outcome when the operation's deadline came f
 # orders the writes of both and request ids dedup a retry, so nothing else changes. More than two
 # only splits the same writes into smaller batches (more Readys and messages on every node).
 WRITE_BATCHES_IN_FLIGHT = 2
+
+
+def compacted(compact_version: int, message: str) -> OpError:
+    return OpError(ErrorKind.COMPACTED, message, compact_version=compact_version)
+
+
+def refused_everywhere(refused: dict[str, int], topology: Topology) -> int | None:
+    """When every active member answered COMPACTED (`refused`: member id -> its compact point),
+    the oldest point any of them still serves; else None (another member may have it)."""
+    if {m.id for m in topology.active} <= refused.keys():
+        return min(refused.values())
+    return None
+
+
+def group_by_version(events: list[chain_pb2.WatchEvent], after: int) -> list[list[chain_pb2.WatchEvent]]:
+    """A batch's events in groups of one version each, leaving out versions up to `after` (a
+    member resent them): what a watcher gets is every version once, in order."""
+    groups: list[list[chain_pb2.WatchEvent]] = []
+    for event in events:
+        if event.version <= after:
+            continue
+        if groups and groups[-1][0].version == event.version:
+            groups[-1].append(event)
+        elif not groups or event.version > groups[-1][0].version:
+            groups.append([event])
+    return groups
 
 
 def _expire(done: asyncio.Future[object]) -> None:
@@ -237,7 +264,8 @@ class ChainGateway:
 
     def _submit(self, address: str, op: chain_pb2.WriteOp) -> _Attempt:
         attempt = _Attempt(op, asyncio.get_running_loop().create_future())
-        if not self._writes.submit(address, attempt, len(op.key) + len(op.value) + 64):
+        size = op.ByteSize() if op.kind == chain_pb2.OpKind.TXN else len(op.key) + len(op.value) + 64
+        if not self._writes.submit(address, attempt, size):
             raise self._unavailable("too many writes waiting for the head")
         return attempt
 
@@ -384,6 +412,129 @@ class ChainGateway:
             attempt.reply = result
         for attempt in batch[answered:]:
             attempt.resend = True
+
+    # ---- ranges ----
+
+    async def range(self, request: chain_pb2.RangeRequest) -> chain_pb2.RangeReply:
+        """One page of a range from an active member, picked as for reads; retried elsewhere on a
+        member's failure or its COMPACTED (members keep versions of their own reach); 410 COMPACTED
+        only when every active member refuses the snapshot."""
+        loop = asyncio.get_running_loop()
+        retry = Retry(loop.time() + self.config.request_timeout, RETRY_BACKOFF, self.rng)
+        avoid: frozenset[str] = frozenset()
+        refused: dict[str, int] = {}  # member id -> the oldest snapshot it still reads
+        while True:
+            topology = self.topology
+            if topology is None:
+                raise self._unavailable("the proxy has not learned the chain's topology yet")
+            member = self.balancer.pick(topology.active, avoid)
+            if member is None:
+                reason = "no active member"
+            else:
+                request.epoch = topology.epoch
+                self.balancer.started(member)
+                try:
+                    reply = await self._node(member.address).Range(request, timeout=self.config.attempt_timeout)
+                except grpc.aio.AioRpcError as exc:
+                    reply, reason = None, f"transport_{exc.code().name.lower()}"
+                finally:
+                    self.balancer.finished(member)
+                if reply is not None:
+                    code = reply.error.code
+                    if code == Code.OK:
+                        self.metrics.member_reads.labels(member.id).inc()
+                        return reply
+                    if code == Code.COMPACTED:
+                        # Members keep versions of their own reach (a restarted one keeps less):
+                        # refused only when no active member still has the snapshot.
+                        refused[member.id] = reply.compact_version
+                        oldest = refused_everywhere(refused, topology)
+                        if oldest is not None:
+                            raise compacted(oldest, "the snapshot is no longer readable")
+                        avoid = avoid | {member.id}
+                        continue
+                    if classify(code) is Disposition.FINAL:
+                        kind = FINAL_CHAIN_ERRORS[code]
+                        raise OpError(kind, reply.error.message or kind.code.replace("_", " "))
+                    reason = Code.Name(code).lower() if code in Code.values() else "unknown"
+                avoid = avoid | {member.id}
+            self.metrics.retries.labels("range", reason).inc()
+            delay = retry.failed(loop.time(), reason)
+            if delay is None:
+                raise self._unavailable(f"no chain member could serve the range ({reason})")
+            await self._pause(delay)
+
+    # ---- watches ----
+
+    async def watch(
+        self, start: bytes, end: bytes, after_version: int
+    ) -> AsyncIterator[tuple[int, list[chain_pb2.WatchEvent]]]:
+        """Every committed change to [start, end) after `after_version`: (position, events) with the
+        events of one version each, and `position` the version a resumed watch starts after.
+
+        Served from one active member's committed stream; when that member fails or leaves, the
+        watch resumes from another just after the last version delivered, so the caller sees no
+        gap and no duplicate. Yields no events on each heartbeat of the member (the position may
+        advance: nothing in the range changed up to the member's commit point). Raises
+        OpError(COMPACTED) when the member no longer keeps the history after `after_version`,
+        and UNAVAILABLE when no member serves it for a whole request timeout.
+        """
+        loop = asyncio.get_running_loop()
+        after = after_version
+        retry: Retry | None = None
+        avoid: frozenset[str] = frozenset()
+        refused: dict[str, int] = {}  # member id -> its compact point, for the current `after`
+        while True:
+            topology = self.topology
+            member = None if topology is None else self.balancer.pick(topology.active, avoid)
+            reason = "no active member"
+            if topology is not None and member is not None:
+                request = chain_pb2.WatchRequest(epoch=topology.epoch, start=start, end=end, after_version=after)
+                stream = self._node(member.address).Watch(request)
+                self.balancer.started(member)  # a long-lived load: watches spread like reads
+                try:
+                    async for batch in stream:
+                        code = batch.error.code
+                        if code == Code.COMPACTED:
+                            # Members keep histories of their own length (a restarted one keeps
+                            # less): refused only when no active member has it.
+                            refused[member.id] = batch.compact_version
+                            oldest = refused_everywhere(refused, topology)
+                            if oldest is not None:
+                                raise compacted(oldest, f"no history after version {after}")
+                            reason = "compacted"
+                            break
+                        if code != Code.OK:
+                            reason = Code.Name(code).lower() if code in Code.values() else "unknown"
+                            break
+                        retry, avoid = None, frozenset()  # the member serves: failures start afresh
+                        refused.clear()
+                        for group in group_by_version(batch.events, after):
+                            after = group[0].version
+                            yield after, group
+                        if batch.committed_seq > after:
+                            after = batch.committed_seq
+                            yield after, []
+                        elif not batch.events:
+                            yield after, []
+                    else:
+                        reason = "stream_ended"
+                except grpc.aio.AioRpcError as exc:
+                    reason = f"transport_{exc.code().name.lower()}"
+                finally:
+                    stream.cancel()
+                    self.balancer.finished(member)
+                avoid = avoid | {member.id}
+                log.info("watch moves member=%s after=%d reason=%s", member.id, after, reason)
+            self.metrics.retries.labels("watch", reason).inc()
+            if reason == "compacted":
+                continue  # straight to the next member
+            if retry is None:
+                retry = Retry(loop.time() + self.config.request_timeout, RETRY_BACKOFF, self.rng)
+            delay = retry.failed(loop.time(), reason)
+            if delay is None:
+                raise self._unavailable(f"no chain member could serve the watch ({reason})")
+            await self._pause(delay)
 
     # ---- status ----
 

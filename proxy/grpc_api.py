@@ -11,7 +11,7 @@ first outcome; the same request_id on another key is another write.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -19,9 +19,12 @@ from keychain.proto import chain_pb2, kv_pb2, kv_pb2_grpc
 
 from .auth import BearerAuth
 from .config import ProxyConfig
-from .errors import OpError
+from .errors import ErrorKind, OpError
 from .gateway import ChainGateway
+from .key_ranges import encode_token as next_token
+from .key_ranges import key_range, range_query
 from .metrics import ProxyMetrics
+from .txn_json import check_txn, txn_limits, txn_request_id
 from .validation import (
     check_consistency,
     check_key,
@@ -33,6 +36,24 @@ from .validation import (
 
 def _error(error: OpError) -> chain_pb2.Error:
     return chain_pb2.Error(code=error.kind.chain_code, message=error.message)
+
+
+def _range_params(request: kv_pb2.RangeRequest) -> dict[str, bytes]:
+    """The gRPC range as the HTTP query parameters `range_query` checks."""
+    params: dict[str, bytes] = {}
+    if request.prefix or not (request.start or request.end):
+        params["prefix"] = request.prefix
+    else:
+        params["start"], params["end"] = request.start, request.end
+    if request.limit:
+        params["limit"] = str(request.limit).encode()
+    if request.next:
+        params["next"] = request.next.encode()
+    if request.version:
+        params["version"] = str(request.version).encode()
+    if request.keys_only:
+        params["keys_only"] = b"true"
+    return params
 
 
 class KVService(kv_pb2_grpc.KVServicer):
@@ -118,3 +139,70 @@ class KVService(kv_pb2_grpc.KVServicer):
             return kv_pb2.GetReply(error=_error(error))
         self.metrics.requests.labels("grpc", "get", "ok").inc()
         return kv_pb2.GetReply(value=reply.value, version=reply.version)
+
+    async def Range(self, request: kv_pb2.RangeRequest, context: grpc.aio.ServicerContext) -> kv_pb2.RangeReply:
+        await self._authorize(context)
+        try:
+            if request.prefix and (request.start or request.end):
+                raise OpError(ErrorKind.INVALID_REQUEST, "give prefix, or start and end, not both")
+            consistency = (
+                check_consistency(request.consistency)
+                if request.HasField("consistency")
+                else self._default_consistency
+            )
+            query, start, end = range_query(_range_params(request), consistency, self.config.max_key_bytes)
+            reply = await self.gateway.range(query.request(0))
+        except OpError as error:
+            self.metrics.requests.labels("grpc", "range", error.kind.code).inc()
+            return kv_pb2.RangeReply(error=_error(error), compact_version=error.compact_version or 0)
+        self.metrics.requests.labels("grpc", "range", "ok").inc()
+        items = reply.items
+        if query.keys_only:
+            for item in items:
+                item.value = b""
+        token = next_token(reply.snapshot, start, end, items[-1].key) if reply.more and items else ""
+        return kv_pb2.RangeReply(items=items, next=token, version=reply.snapshot)
+
+    async def Txn(self, request: kv_pb2.TxnRequest, context: grpc.aio.ServicerContext) -> kv_pb2.TxnReply:
+        await self._authorize(context)
+        try:
+            txn = check_txn(request.txn, txn_limits(self.config))
+            idempotency_key = self._idempotency_key(request.request_id)
+            op = chain_pb2.WriteOp(
+                request_id=txn_request_id(idempotency_key, txn), kind=chain_pb2.OpKind.TXN, txn=txn
+            )
+            result = await self.gateway.write(op, idempotency_key)
+        except OpError as error:
+            self.metrics.requests.labels("grpc", "txn", error.kind.code).inc()
+            return kv_pb2.TxnReply(error=_error(error))
+        self.metrics.requests.labels("grpc", "txn", "ok").inc()
+        return kv_pb2.TxnReply(succeeded=result.succeeded, version=result.version, results=result.results)
+
+    async def Watch(
+        self, request: kv_pb2.WatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[kv_pb2.WatchResponse]:
+        await self._authorize(context)
+        try:
+            if request.prefix and (request.start or request.end):
+                raise OpError(ErrorKind.INVALID_REQUEST, "give prefix, or start and end, not both")
+            prefix = request.prefix if request.prefix or not (request.start or request.end) else None
+            start, end = key_range(
+                prefix, None if prefix is not None else request.start,
+                None if prefix is not None else request.end, self.config.max_key_bytes,
+            )
+            if request.HasField("after_version"):
+                after = request.after_version
+            else:
+                now = await self.gateway.range(
+                    chain_pb2.RangeRequest(start=start, end=end, limit=1, keys_only=True)
+                )
+                after = now.snapshot
+        except OpError as error:
+            yield kv_pb2.WatchResponse(error=_error(error))
+            return
+        yield kv_pb2.WatchResponse(version=after)  # the start: a resume token before any event
+        try:
+            async for position, events in self.gateway.watch(start, end, after):
+                yield kv_pb2.WatchResponse(events=events, version=position)
+        except OpError as error:
+            yield kv_pb2.WatchResponse(error=_error(error), compact_version=error.compact_version or 0)

@@ -6,6 +6,9 @@
 | GET /v1/kv/{key}        | the raw value with ETag: "<v>"; ?consistency=strong or eventual       |
 | HEAD /v1/kv/{key}       | as GET, without the body                                             |
 | DELETE /v1/kv/{key}     | delete; If-Match supported                                           |
+| GET /v1/kv?prefix=P     | a page of keys at one snapshot (multikey_http)                       |
+| POST /v1/txn            | an atomic etcd-shaped transaction (multikey_http)                    |
+| GET /v1/watch?prefix=P  | Server-Sent Events of committed changes (multikey_http)              |
 | GET /v1/cluster         | chains, members, roles, health, served counts; coordinator leader   |
 | /healthz /readyz /metrics | liveness, readiness (a known topology), Prometheus                 |
 
@@ -34,6 +37,7 @@ from .errors import ErrorKind, OpError
 from .gateway import ChainGateway
 from .kv_http import JSON, KeyValueRoutes, error_parts
 from .metrics import CONTENT_TYPE, ProxyMetrics
+from .multikey_http import TXN_OP_SCHEMA, MultiKeyRoutes
 from .watcher import CoordinatorWatcher
 
 _STATUS_KINDS = {
@@ -210,6 +214,7 @@ def create_app(
     )
     auth = BearerAuth(config.auth_token)
     kv = KeyValueRoutes(config, gateway, metrics, app, auth)
+    MultiKeyRoutes(config, gateway, auth, metrics).install(app)
 
     @app.get("/v1/cluster", tags=["cluster"], summary="Chains, members and the coordinator")
     async def cluster(request: Request) -> Response:
@@ -266,7 +271,9 @@ def _document_key_value_routes(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = generate()
             schema["paths"] = {KV_ROUTE: KV_OPERATIONS, **schema.get("paths", {})}
-            schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["Error"] = _ERROR_SCHEMA
+            schemas["TxnOp"] = TXN_OP_SCHEMA
             app.openapi_schema = schema
         return app.openapi_schema
 

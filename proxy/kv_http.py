@@ -58,6 +58,8 @@ def error_parts(error: OpError, headers: dict[str, str] | None = None) -> tuple[
     body: dict[str, Any] = {"error": error.kind.code, "message": error.message}
     if error.current_version is not None:
         body["current_version"] = error.current_version
+    if error.compact_version is not None:
+        body["compact_version"] = error.compact_version
     out = dict(headers or {})
     if error.retry_after is not None:
         out["Retry-After"] = str(error.retry_after)

@@ -19,6 +19,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNAVAILABLE: _ClassVar[Code]
     OUTCOME_UNKNOWN: _ClassVar[Code]
     NOT_FOUND: _ClassVar[Code]
+    COMPACTED: _ClassVar[Code]
     INSUFFICIENT_STORAGE: _ClassVar[Code]
 
 class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
@@ -30,6 +31,20 @@ class OpKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PUT: _ClassVar[OpKind]
     DELETE: _ClassVar[OpKind]
+    TXN: _ClassVar[OpKind]
+
+class CompareResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EQUAL: _ClassVar[CompareResult]
+    NOT_EQUAL: _ClassVar[CompareResult]
+    GREATER: _ClassVar[CompareResult]
+    LESS: _ClassVar[CompareResult]
+
+class TxnOpKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TXN_PUT: _ClassVar[TxnOpKind]
+    TXN_DELETE: _ClassVar[TxnOpKind]
+    TXN_GET: _ClassVar[TxnOpKind]
 
 class Consistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +56,7 @@ class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENTRY_PUT: _ClassVar[EntryKind]
     ENTRY_DELETE: _ClassVar[EntryKind]
     ENTRY_NOOP: _ClassVar[EntryKind]
+    ENTRY_TXN: _ClassVar[EntryKind]
 OK: Code
 WRONG_EPOCH: Code
 NOT_HEAD: Code
@@ -51,16 +67,26 @@ PRECONDITION_FAILED: Code
 UNAVAILABLE: Code
 OUTCOME_UNKNOWN: Code
 NOT_FOUND: Code
+COMPACTED: Code
 INSUFFICIENT_STORAGE: Code
 ACTIVE: MemberState
 SYNCING: MemberState
 PUT: OpKind
 DELETE: OpKind
+TXN: OpKind
+EQUAL: CompareResult
+NOT_EQUAL: CompareResult
+GREATER: CompareResult
+LESS: CompareResult
+TXN_PUT: TxnOpKind
+TXN_DELETE: TxnOpKind
+TXN_GET: TxnOpKind
 STRONG: Consistency
 EVENTUAL: Consistency
 ENTRY_PUT: EntryKind
 ENTRY_DELETE: EntryKind
 ENTRY_NOOP: EntryKind
+ENTRY_TXN: EntryKind
 
 class Error(_message.Message):
     __slots__ = ("code", "message", "epoch")
@@ -93,30 +119,80 @@ class ChainConfig(_message.Message):
     def __init__(self, chain: _Optional[str] = ..., epoch: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
 
 class WriteOp(_message.Message):
-    __slots__ = ("request_id", "key", "kind", "value", "if_version", "if_absent")
+    __slots__ = ("request_id", "key", "kind", "value", "if_version", "if_absent", "txn")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     IF_VERSION_FIELD_NUMBER: _ClassVar[int]
     IF_ABSENT_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     key: bytes
     kind: OpKind
     value: bytes
     if_version: int
     if_absent: bool
-    def __init__(self, request_id: _Optional[str] = ..., key: _Optional[bytes] = ..., kind: _Optional[_Union[OpKind, str]] = ..., value: _Optional[bytes] = ..., if_version: _Optional[int] = ..., if_absent: _Optional[bool] = ...) -> None: ...
+    txn: Txn
+    def __init__(self, request_id: _Optional[str] = ..., key: _Optional[bytes] = ..., kind: _Optional[_Union[OpKind, str]] = ..., value: _Optional[bytes] = ..., if_version: _Optional[int] = ..., if_absent: _Optional[bool] = ..., txn: _Optional[_Union[Txn, _Mapping]] = ...) -> None: ...
+
+class Txn(_message.Message):
+    __slots__ = ("compare", "success", "failure")
+    COMPARE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
+    compare: _containers.RepeatedCompositeFieldContainer[Compare]
+    success: _containers.RepeatedCompositeFieldContainer[TxnOp]
+    failure: _containers.RepeatedCompositeFieldContainer[TxnOp]
+    def __init__(self, compare: _Optional[_Iterable[_Union[Compare, _Mapping]]] = ..., success: _Optional[_Iterable[_Union[TxnOp, _Mapping]]] = ..., failure: _Optional[_Iterable[_Union[TxnOp, _Mapping]]] = ...) -> None: ...
+
+class Compare(_message.Message):
+    __slots__ = ("key", "result", "version", "value", "exists")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    result: CompareResult
+    version: int
+    value: bytes
+    exists: bool
+    def __init__(self, key: _Optional[bytes] = ..., result: _Optional[_Union[CompareResult, str]] = ..., version: _Optional[int] = ..., value: _Optional[bytes] = ..., exists: _Optional[bool] = ...) -> None: ...
+
+class TxnOp(_message.Message):
+    __slots__ = ("kind", "key", "value")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    kind: TxnOpKind
+    key: bytes
+    value: bytes
+    def __init__(self, kind: _Optional[_Union[TxnOpKind, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class TxnOpResult(_message.Message):
+    __slots__ = ("found", "value", "version")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    value: bytes
+    version: int
+    def __init__(self, found: _Optional[bool] = ..., value: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
 
 class WriteResult(_message.Message):
-    __slots__ = ("error", "version", "current_version")
+    __slots__ = ("error", "version", "current_version", "succeeded", "results")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     error: Error
     version: int
     current_version: int
-    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., version: _Optional[int] = ..., current_version: _Optional[int] = ...) -> None: ...
+    succeeded: bool
+    results: _containers.RepeatedCompositeFieldContainer[TxnOpResult]
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., version: _Optional[int] = ..., current_version: _Optional[int] = ..., succeeded: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[TxnOpResult, _Mapping]]] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
     __slots__ = ("epoch", "ops")
@@ -170,6 +246,84 @@ class ReadBatchRequest(_message.Message):
     ops: _containers.RepeatedCompositeFieldContainer[ReadOp]
     def __init__(self, epoch: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[ReadOp, _Mapping]]] = ...) -> None: ...
 
+class RangeRequest(_message.Message):
+    __slots__ = ("epoch", "start", "end", "limit", "keys_only", "consistency", "snapshot")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    KEYS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    start: bytes
+    end: bytes
+    limit: int
+    keys_only: bool
+    consistency: Consistency
+    snapshot: int
+    def __init__(self, epoch: _Optional[int] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., limit: _Optional[int] = ..., keys_only: _Optional[bool] = ..., consistency: _Optional[_Union[Consistency, str]] = ..., snapshot: _Optional[int] = ...) -> None: ...
+
+class RangeItem(_message.Message):
+    __slots__ = ("key", "value", "version")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    value: bytes
+    version: int
+    def __init__(self, key: _Optional[bytes] = ..., value: _Optional[bytes] = ..., version: _Optional[int] = ...) -> None: ...
+
+class RangeReply(_message.Message):
+    __slots__ = ("error", "items", "snapshot", "more", "compact_version")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    error: Error
+    items: _containers.RepeatedCompositeFieldContainer[RangeItem]
+    snapshot: int
+    more: bool
+    compact_version: int
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., items: _Optional[_Iterable[_Union[RangeItem, _Mapping]]] = ..., snapshot: _Optional[int] = ..., more: _Optional[bool] = ..., compact_version: _Optional[int] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("epoch", "start", "end", "after_version")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    start: bytes
+    end: bytes
+    after_version: int
+    def __init__(self, epoch: _Optional[int] = ..., start: _Optional[bytes] = ..., end: _Optional[bytes] = ..., after_version: _Optional[int] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("version", "kind", "key", "value")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    kind: EntryKind
+    key: bytes
+    value: bytes
+    def __init__(self, version: _Optional[int] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., key: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class WatchBatch(_message.Message):
+    __slots__ = ("error", "events", "committed_seq", "compact_version")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    error: Error
+    events: _containers.RepeatedCompositeFieldContainer[WatchEvent]
+    committed_seq: int
+    compact_version: int
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., committed_seq: _Optional[int] = ..., compact_version: _Optional[int] = ...) -> None: ...
+
 class ReadBatchReply(_message.Message):
     __slots__ = ("error", "results")
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -179,20 +333,36 @@ class ReadBatchReply(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., results: _Optional[_Iterable[_Union[ReadReply, _Mapping]]] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("seq", "request_id", "key", "kind", "value", "current_version")
+    __slots__ = ("seq", "request_id", "key", "kind", "value", "current_version", "writes", "succeeded", "results")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     request_id: str
     key: bytes
     kind: EntryKind
     value: bytes
     current_version: int
-    def __init__(self, seq: _Optional[int] = ..., request_id: _Optional[str] = ..., key: _Optional[bytes] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., value: _Optional[bytes] = ..., current_version: _Optional[int] = ...) -> None: ...
+    writes: _containers.RepeatedCompositeFieldContainer[TxnWrite]
+    succeeded: bool
+    results: _containers.RepeatedCompositeFieldContainer[TxnOpResult]
+    def __init__(self, seq: _Optional[int] = ..., request_id: _Optional[str] = ..., key: _Optional[bytes] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., value: _Optional[bytes] = ..., current_version: _Optional[int] = ..., writes: _Optional[_Iterable[_Union[TxnWrite, _Mapping]]] = ..., succeeded: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[TxnOpResult, _Mapping]]] = ...) -> None: ...
+
+class TxnWrite(_message.Message):
+    __slots__ = ("key", "tombstone", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    tombstone: bool
+    value: bytes
+    def __init__(self, key: _Optional[bytes] = ..., tombstone: _Optional[bool] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class LinkDown(_message.Message):
     __slots__ = ("hello", "batch")
@@ -261,12 +431,14 @@ class VersionQueryRequest(_message.Message):
     def __init__(self, epoch: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class VersionQueryReply(_message.Message):
-    __slots__ = ("error", "versions")
+    __slots__ = ("error", "versions", "committed_seq")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     error: Error
     versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+    committed_seq: int
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., versions: _Optional[_Iterable[int]] = ..., committed_seq: _Optional[int] = ...) -> None: ...
 
 class TransferRequest(_message.Message):
     __slots__ = ("epoch", "from_id")
@@ -289,16 +461,20 @@ class KeyVersion(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., version: _Optional[int] = ..., tombstone: _Optional[bool] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class RequestOutcome(_message.Message):
-    __slots__ = ("request_id", "seq", "kind", "current_version")
+    __slots__ = ("request_id", "seq", "kind", "current_version", "succeeded", "results")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     seq: int
     kind: EntryKind
     current_version: int
-    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., current_version: _Optional[int] = ...) -> None: ...
+    succeeded: bool
+    results: _containers.RepeatedCompositeFieldContainer[TxnOpResult]
+    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., kind: _Optional[_Union[EntryKind, str]] = ..., current_version: _Optional[int] = ..., succeeded: _Optional[bool] = ..., results: _Optional[_Iterable[_Union[TxnOpResult, _Mapping]]] = ...) -> None: ...
 
 class TransferChunk(_message.Message):
     __slots__ = ("keys", "outcomes", "through_seq", "last")

@@ -49,6 +49,16 @@ class ChainNodeStub:
                 request_serializer=keychain_dot_proto_dot_chain__pb2.ReadBatchRequest.SerializeToString,
                 response_deserializer=keychain_dot_proto_dot_chain__pb2.ReadBatchReply.FromString,
                 _registered_method=True)
+        self.Range = channel.unary_unary(
+                '/keychain.chain.ChainNode/Range',
+                request_serializer=keychain_dot_proto_dot_chain__pb2.RangeRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_chain__pb2.RangeReply.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/keychain.chain.ChainNode/Watch',
+                request_serializer=keychain_dot_proto_dot_chain__pb2.WatchRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_chain__pb2.WatchBatch.FromString,
+                _registered_method=True)
         self.Link = channel.stream_stream(
                 '/keychain.chain.ChainNode/Link',
                 request_serializer=keychain_dot_proto_dot_chain__pb2.LinkDown.SerializeToString,
@@ -92,6 +102,18 @@ class ChainNodeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReadBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Range(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,6 +166,16 @@ def add_ChainNodeServicer_to_server(servicer, server):
                     servicer.ReadBatch,
                     request_deserializer=keychain_dot_proto_dot_chain__pb2.ReadBatchRequest.FromString,
                     response_serializer=keychain_dot_proto_dot_chain__pb2.ReadBatchReply.SerializeToString,
+            ),
+            'Range': grpc.unary_unary_rpc_method_handler(
+                    servicer.Range,
+                    request_deserializer=keychain_dot_proto_dot_chain__pb2.RangeRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_chain__pb2.RangeReply.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=keychain_dot_proto_dot_chain__pb2.WatchRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_chain__pb2.WatchBatch.SerializeToString,
             ),
             'Link': grpc.stream_stream_rpc_method_handler(
                     servicer.Link,
@@ -252,6 +284,60 @@ class ChainNode:
             '/keychain.chain.ChainNode/ReadBatch',
             keychain_dot_proto_dot_chain__pb2.ReadBatchRequest.SerializeToString,
             keychain_dot_proto_dot_chain__pb2.ReadBatchReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Range(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keychain.chain.ChainNode/Range',
+            keychain_dot_proto_dot_chain__pb2.RangeRequest.SerializeToString,
+            keychain_dot_proto_dot_chain__pb2.RangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/keychain.chain.ChainNode/Watch',
+            keychain_dot_proto_dot_chain__pb2.WatchRequest.SerializeToString,
+            keychain_dot_proto_dot_chain__pb2.WatchBatch.FromString,
             options,
             channel_credentials,
             insecure,

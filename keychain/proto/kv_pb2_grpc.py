@@ -49,6 +49,21 @@ class KVStub:
                 request_serializer=keychain_dot_proto_dot_kv__pb2.GetRequest.SerializeToString,
                 response_deserializer=keychain_dot_proto_dot_kv__pb2.GetReply.FromString,
                 _registered_method=True)
+        self.Range = channel.unary_unary(
+                '/keychain.kv.KV/Range',
+                request_serializer=keychain_dot_proto_dot_kv__pb2.RangeRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_kv__pb2.RangeReply.FromString,
+                _registered_method=True)
+        self.Txn = channel.unary_unary(
+                '/keychain.kv.KV/Txn',
+                request_serializer=keychain_dot_proto_dot_kv__pb2.TxnRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_kv__pb2.TxnReply.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/keychain.kv.KV/Watch',
+                request_serializer=keychain_dot_proto_dot_kv__pb2.WatchRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_kv__pb2.WatchResponse.FromString,
+                _registered_method=True)
 
 
 class KVServicer:
@@ -72,6 +87,24 @@ class KVServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Range(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Txn(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KVServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +122,21 @@ def add_KVServicer_to_server(servicer, server):
                     servicer.Get,
                     request_deserializer=keychain_dot_proto_dot_kv__pb2.GetRequest.FromString,
                     response_serializer=keychain_dot_proto_dot_kv__pb2.GetReply.SerializeToString,
+            ),
+            'Range': grpc.unary_unary_rpc_method_handler(
+                    servicer.Range,
+                    request_deserializer=keychain_dot_proto_dot_kv__pb2.RangeRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_kv__pb2.RangeReply.SerializeToString,
+            ),
+            'Txn': grpc.unary_unary_rpc_method_handler(
+                    servicer.Txn,
+                    request_deserializer=keychain_dot_proto_dot_kv__pb2.TxnRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_kv__pb2.TxnReply.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=keychain_dot_proto_dot_kv__pb2.WatchRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_kv__pb2.WatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +220,87 @@ class KV:
             '/keychain.kv.KV/Get',
             keychain_dot_proto_dot_kv__pb2.GetRequest.SerializeToString,
             keychain_dot_proto_dot_kv__pb2.GetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Range(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keychain.kv.KV/Range',
+            keychain_dot_proto_dot_kv__pb2.RangeRequest.SerializeToString,
+            keychain_dot_proto_dot_kv__pb2.RangeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Txn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keychain.kv.KV/Txn',
+            keychain_dot_proto_dot_kv__pb2.TxnRequest.SerializeToString,
+            keychain_dot_proto_dot_kv__pb2.TxnReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/keychain.kv.KV/Watch',
+            keychain_dot_proto_dot_kv__pb2.WatchRequest.SerializeToString,
+            keychain_dot_proto_dot_kv__pb2.WatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,8 @@
 """Client load for end-to-end tests: recorded operations, a bounded background load, the checks.
 
-- `RecordedClient`: put/get/delete through `keychain.client.Client`, each recorded in a shared
-  `keychain.testing.history.Recorder` (and `VersionedRecorder` also keeps the versions seen).
+- `RecordedClient`: put/get/delete, range, txn and watch through `keychain.client.Client`, each
+  recorded in a shared `keychain.testing.history.Recorder` (and `VersionedRecorder` also keeps
+  the versions seen).
 - `Load`: writer threads, each the only writer of its own keys (unique values), and readers;
   bounded in operations and in time.
 - `assert_linearizable` (the history through `keychain.testing.checker`), `lost_writes` (a
@@ -20,9 +21,9 @@ from typing import Any
 
 import httpx
 
-from keychain.client import Client, KeychainError, KeyNotFound, OutcomeUnknown
+from keychain.client import Client, KeychainError, KeyNotFound, OutcomeUnknown, TxnResult
 from keychain.testing.checker import check
-from keychain.testing.history import Operation, Recorder, write_history
+from keychain.testing.history import Compare, Operation, Recorder, TxnOp, WatchEvent, write_history
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
@@ -68,10 +69,13 @@ class RecordedClient:
         call = self.recorder.invoke(self.name, "delete", key, at=time.monotonic())
         return self._recorded_write(call, lambda: self.client.delete(key, **conditions))
 
-    def _recorded_write(self, call: int, write: Callable[[], int]) -> int:
-        """Run `write` and record its outcome for `call`: the version it wrote, or why not."""
+    def _recorded_write[T](
+        self, call: int, write: Callable[[], T], outcome: Callable[[T], dict[str, Any]] | None = None
+    ) -> T:
+        """Run `write` and record its outcome for `call`: ok (with `outcome(result)`, and the version
+        written: the result itself, or outcome's `version`), or why not."""
         try:
-            version = write()
+            result = write()
         except OutcomeUnknown:
             self.recorder.unknown(call)
             raise
@@ -81,9 +85,10 @@ class RecordedClient:
         except BaseException:
             self.recorder.unknown(call)
             raise
-        self.recorder.ok(call, at=time.monotonic())
-        self._note(call, version)
-        return version
+        extra = outcome(result) if outcome is not None else {}
+        self.recorder.ok(call, at=time.monotonic(), **extra)
+        self._note(call, extra.get("version", result))
+        return result
 
     def _note(self, call: int, version: int) -> None:
         if isinstance(self.recorder, VersionedRecorder):
@@ -105,8 +110,73 @@ class RecordedClient:
         self._note(call, version)
         return text
 
+    def range(self, start: str, end: str | None) -> list[tuple[str, str | None]]:
+        """Every key in [start, end) with its value, read as one page (one snapshot)."""
+        call = self.recorder.invoke(self.name, "range", start, at=time.monotonic(), range_end=end, keys_only=False)
+        try:
+            page = self.client.range(start, end)
+        except BaseException:
+            self.recorder.fail(call, at=time.monotonic())
+            raise
+        assert page.next is None, "a recorded range is read as one page"
+        items = tuple((item.key, None if item.value is None else item.value.decode()) for item in page.items)
+        self.recorder.ok(call, at=time.monotonic(), items=items, version=page.version)
+        return list(items)
+
+    def txn(self, compare: list[Compare], success: list[TxnOp], failure: list[TxnOp]) -> bool:
+        """Run a transaction of value/exists compares; returns whether the success branch ran."""
+
+        def wire(ops: list[TxnOp]) -> list[dict[str, Any]]:
+            return [{"op": op.op, "key": op.key} | ({"value": op.value} if op.op == "put" else {}) for op in ops]
+
+        checks = [
+            {"key": c.key, "exists": c.exists} if c.exists is not None
+            else {"key": c.key, "value": c.value} if c.value is not None
+            else {"key": c.key, "exists": False}
+            for c in compare
+        ]
+        call = self.recorder.invoke(self.name, "txn", "", at=time.monotonic(), compare=tuple(compare),
+                                    success=tuple(success), failure=tuple(failure))
+
+        def outcome(result: TxnResult) -> dict[str, Any]:
+            results = tuple(
+                (r["value"].decode() if r.get("found") else None) if r["op"] == "get" else None
+                for r in result.results
+            )
+            return {"succeeded": result.succeeded, "results": results, "version": result.version}
+
+        done = self._recorded_write(call, lambda: self.client.txn(checks, wire(success), wire(failure)), outcome)
+        return done.succeeded
+
+    def watch(self, prefix: str, after_version: int, until: Callable[[WatchEvent], bool]) -> list[WatchEvent]:
+        """Watch `prefix` after `after_version`, recording every event, until `until(event)` holds
+        (then `ok`); a failure that ends the watch records it `unknown` and is raised."""
+        end = _prefix_end(prefix)
+        call = self.recorder.invoke(self.name, "watch", prefix, at=time.monotonic(), range_end=end,
+                                    from_version=after_version)
+        seen: list[WatchEvent] = []
+        try:
+            for got in self.client.watch(prefix, from_version=after_version + 1):
+                event = WatchEvent(got.version, got.type, got.key,  # type: ignore[arg-type]
+                                   None if got.value is None else got.value.decode())
+                self.recorder.event(call, event, at=time.monotonic())
+                seen.append(event)
+                if until(event):
+                    break
+        except BaseException:
+            self.recorder.unknown(call)
+            raise
+        self.recorder.ok(call, at=time.monotonic())
+        return seen
+
     def close(self) -> None:
         self.client.close()
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The end of a text prefix's range (None: to the end of the key space)."""
+    stripped = prefix.rstrip("\U0010ffff")
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1) if stripped else None
 
 
 class VersionedRecorder(Recorder):

@@ -4,6 +4,8 @@
     python -P -m keychain.testing.sim --seeds 500 --start 1000 --jobs 2
     python -P -m keychain.testing.sim --minutes 10             # a campaign: as many seeds as fit
     python -P -m keychain.testing.sim --replay 1234            # one seed, its trace and figures
+    python -P -m keychain.testing.sim --seeds 200 --multikey 0.2   # with range reads and transactions
+    python -P -m keychain.testing.sim --seeds 100 --watchers 2      # with watching clients, streams checked
 
 Each seed builds and runs one cluster (see keychain.testing.sim_cluster): the real Raft and CRAQ
 cores under a nemesis of partitions, crashes, slow disks, lossy networks, clock drift and
@@ -24,7 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 
 from keychain.testing.history import write_history
-from keychain.testing.sim_cluster import RunResult, SimConfig, run_seed
+from keychain.testing.sim_cluster import MULTIKEY, RunResult, SimConfig, run_seed
 from keychain.testing.sim_faults import FAULTS
 
 DEFAULTS = SimConfig()
@@ -39,6 +41,10 @@ def replay_command(seed: int, config: SimConfig) -> str:
         parts.append(f"--heal {config.heal:g}")
     if config.fault_gap != DEFAULTS.fault_gap:
         parts.append(f"--fault-gap {config.fault_gap:g}")
+    if config.multikey != DEFAULTS.multikey:
+        parts.append(f"--multikey {config.multikey:g}")
+    if config.watchers != DEFAULTS.watchers:
+        parts.append(f"--watchers {config.watchers}")
     if config.faults != DEFAULTS.faults:
         parts.append(f"--faults {','.join(config.faults) or 'none'}")
     return " ".join(parts)
@@ -78,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-gap", type=float, default=DEFAULTS.fault_gap, help="mean virtual seconds between faults")
     p.add_argument("--faults", default=",".join(DEFAULTS.faults),
                    help=f"comma-separated fault kinds, or 'none' (default: all of {','.join(FAULTS)})")
+    p.add_argument("--multikey", type=float, default=DEFAULTS.multikey,
+                   help=f"share of client operations that are range reads and transactions (e.g. {MULTIKEY:g}; "
+                        "default 0: single-key operations only)")
+    p.add_argument("--watchers", type=int, default=DEFAULTS.watchers,
+                   help="clients that watch, resuming across failures; their streams are checked against "
+                        "the committed order (default %(default)s)")
     p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)")
     p.add_argument("--trace", type=int, default=30, metavar="N", help="trace events shown for a failure")
     p.add_argument("--history", metavar="FILE", help="with --replay: write the client history (JSON lines)")
@@ -90,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
     faults = () if args.faults == "none" else tuple(f for f in args.faults.split(",") if f)
     try:
-        config = replace(DEFAULTS, duration=args.duration, heal=args.heal, fault_gap=args.fault_gap, faults=faults)
+        config = replace(DEFAULTS, duration=args.duration, heal=args.heal, fault_gap=args.fault_gap, faults=faults,
+                         multikey=args.multikey, watchers=args.watchers)
         if args.jobs < 1 or args.trace < 0:
             raise ValueError("--jobs must be at least 1 and --trace not negative")
         if args.seeds is not None and args.seeds < 0:

@@ -1,5 +1,6 @@
-"""A client in the simulator: issues put, get, delete and compare-and-set through a routing layer
-that decides like the proxy's (`keychain.proxy.routing`), and records what it saw.
+"""A client in the simulator: issues put, get, delete, compare-and-set, range reads and two-key
+transactions through a routing layer that decides like the proxy's (`keychain.proxy.routing`), and
+records what it saw.
 
 Routing: writes go to the head of the client's topology, reads to an active member picked by the
 proxy's `ReadBalancer`; a refused or timed-out attempt is retried (a write with the same request
@@ -11,6 +12,12 @@ History: each operation goes into the shared `Recorder` on the true clock. A com
 recorded as a put of its value when it applied and as `fail` when its precondition did not hold
 (the history model has no conditional write; the invariants check the version it replaced).
 Every acknowledged write and every read is also shown to the invariants.
+
+Multi-key operations (a `multikey` share of them, see SimConfig; none by default): a strong range over part or all
+of the small key space, sometimes limited or keys-only, routed like a get; and a transaction on
+two keys, routed like a write: "if the first key still holds the value this client last saw
+(or is absent), then get the second, put the first, put or delete the second; else get both".
+The checker verifies both against a model of the whole key space.
 """
 
 from __future__ import annotations
@@ -20,7 +27,23 @@ from typing import TYPE_CHECKING
 
 from keychain.coordinator.registry import ChainState
 from keychain.coordinator.registry import MemberState as RegistryState
-from keychain.node.messages import Code, Consistency, EntryKind, OpKind, ReadReply, WriteOp, WriteReply
+from keychain.node.messages import (
+    Code,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    Consistency,
+    EntryKind,
+    OpKind,
+    RangeRead,
+    RangeReply,
+    ReadReply,
+    Txn,
+    TxnOp,
+    TxnOpKind,
+    WriteOp,
+    WriteReply,
+)
 from keychain.proxy.routing import (
     RETRY_BACKOFF,
     Disposition,
@@ -30,6 +53,7 @@ from keychain.proxy.routing import (
     write_may_have_applied,
 )
 from keychain.proxy.topology import Member
+from keychain.testing import history
 from keychain.testing.sim_coordinator import CoordReply, CoordRequest
 from keychain.testing.sim_world import Process
 
@@ -44,7 +68,7 @@ THINK = 0.03  # at most this long between a client's operations
 
 @dataclass
 class _Op:
-    kind: str  # put | delete | cas | get
+    kind: str  # put | delete | cas | get | range | txn
     key: str
     value: str | None
     call: int
@@ -54,6 +78,13 @@ class _Op:
     avoid: set[str] = field(default_factory=set)
     member: Member | None = None
     served_by: str = ""
+    range: RangeRead | None = None
+    txn: Txn | None = None
+    branches: tuple[tuple[history.TxnOp, ...], tuple[history.TxnOp, ...]] = ((), ())  # txn: success, failure
+
+    @property
+    def reads(self) -> bool:
+        return self.kind in ("get", "range")
 
 
 class SimClient(Process):
@@ -66,6 +97,7 @@ class SimClient(Process):
         self.balancer = ReadBalancer()
         self.backoff = RETRY_BACKOFF
         self.versions: dict[str, int] = {}  # last version this client saw per key
+        self.values: dict[str, str | None] = {}  # last value this client saw per key (None: absent)
         self.pending: dict[int, _Op] = {}  # rpc id -> operation
         self.op: _Op | None = None
         self._ids = 0
@@ -110,6 +142,12 @@ class SimClient(Process):
         roll = rng.random()
         retry = Retry(self.world.now + REQUEST_TIMEOUT, self.backoff, rng)
         rec = self.sim.recorder
+        multikey = self.sim.config.multikey
+        if roll < multikey:
+            self.op = self._range_op(retry) if roll < multikey / 2 else self._txn_op(retry)
+            self._attempt(self.op)
+            return
+        roll = (roll - multikey) / (1 - multikey)
         if roll < 0.45:
             self.op = _Op("get", key, None, rec.invoke(self.id, "get", key, at=self.world.now), retry)
         else:
@@ -126,6 +164,48 @@ class SimClient(Process):
             self.op = op
         self._attempt(self.op)
 
+    def _range_op(self, retry: Retry) -> _Op:
+        rng = self.world.rng
+        keys = self.sim.config.keys
+        first = rng.randrange(keys)
+        start = f"k{first}" if rng.random() < 0.6 else "k"
+        end = f"k{rng.randrange(first + 1, keys + 1)}" if rng.random() < 0.5 else None
+        limit = rng.choice((None, None, 1, 2))
+        keys_only = rng.random() < 0.2
+        call = self.sim.recorder.invoke(self.id, "range", start, at=self.world.now, range_end=end, limit=limit,
+                                        keys_only=keys_only)
+        r = RangeRead(start.encode(), (end or "").encode(), limit or 0, keys_only, Consistency.STRONG)
+        return _Op("range", start, None, call, retry, range=r)
+
+    def _txn_op(self, retry: Retry) -> _Op:
+        rng = self.world.rng
+        a, b = rng.sample(range(self.sim.config.keys), 2)
+        first, second = f"k{a}", f"k{b}"
+        self._writes += 1
+        rid = f"{self.id}-{self._writes}"
+        seen = self.values.get(first)
+        if rng.random() < 0.3:
+            compare = history.Compare(first, exists=seen is not None)
+            node_compare = Compare(first.encode(), CompareResult.EQUAL, CompareTarget.EXISTS, exists=seen is not None)
+        else:
+            compare = history.Compare(first, value=seen)
+            node_compare = (Compare(first.encode(), CompareResult.EQUAL, CompareTarget.EXISTS, exists=False)
+                            if seen is None else
+                            Compare(first.encode(), CompareResult.EQUAL, CompareTarget.VALUE, value=seen.encode()))
+        second_write = (history.TxnOp("delete", second) if rng.random() < 0.25
+                        else history.TxnOp("put", second, f"{self.id}.{self._writes}b"))
+        success = (history.TxnOp("get", second), history.TxnOp("put", first, f"{self.id}.{self._writes}a"), second_write)
+        failure = (history.TxnOp("get", first), history.TxnOp("get", second))
+        call = self.sim.recorder.invoke(self.id, "txn", "", at=self.world.now, compare=(compare,), success=success,
+                                        failure=failure)
+        kinds = {"put": TxnOpKind.PUT, "delete": TxnOpKind.DELETE, "get": TxnOpKind.GET}
+
+        def node_ops(ops: tuple[history.TxnOp, ...]) -> tuple[TxnOp, ...]:
+            return tuple(TxnOp(kinds[o.op], o.key.encode(), (o.value or "").encode()) for o in ops)
+
+        txn = Txn((node_compare,), node_ops(success), node_ops(failure))
+        return _Op("txn", "", None, call, retry, rid, txn=txn, branches=(success, failure))
+
     def _attempt(self, op: _Op) -> None:
         topo = self.topology
         active = [m for m in topo.members if m.state is RegistryState.ACTIVE] if topo is not None else []
@@ -134,15 +214,23 @@ class SimClient(Process):
             return
         assert topo is not None
         rpc = self._next_id()
-        if op.kind == "get":
+        if op.reads:
             member = self.balancer.pick([Member(m.id, m.address) for m in active], frozenset(op.avoid))
             assert member is not None
             self.balancer.started(member)
             op.member = member
             node = self.sim.nodes[member.id]
             self.pending[rpc] = op
-            self.sim.net.send(self, node, "read", node.on_read, self, self.incarnation, rpc, topo.epoch,
-                              op.key.encode(), Consistency.STRONG)
+            if op.range is not None:
+                self.sim.net.send(self, node, "range", node.on_range, self, self.incarnation, rpc, topo.epoch, op.range)
+            else:
+                self.sim.net.send(self, node, "read", node.on_read, self, self.incarnation, rpc, topo.epoch,
+                                  op.key.encode(), Consistency.STRONG)
+        elif op.txn is not None:
+            node = self.sim.nodes[active[0].id]
+            wop = WriteOp(op.request_id, b"", OpKind.TXN, txn=op.txn)
+            self.pending[rpc] = op
+            self.sim.net.send(self, node, "write", node.on_write, self, self.incarnation, rpc, topo.epoch, (wop,))
         else:
             node = self.sim.nodes[active[0].id]
             value = op.value.encode() if op.value is not None else b""
@@ -160,13 +248,30 @@ class SimClient(Process):
             self.balancer.finished(op.member)
             op.avoid.add(op.member.id)
             op.member = None
-        self._failed(op, "timeout", op.kind != "get")
+        self._failed(op, "timeout", not op.reads)
 
-    def on_kv_reply(self, rpc: int, node: str, reply: WriteReply | ReadReply) -> None:
+    def on_kv_reply(self, rpc: int, node: str, reply: WriteReply | ReadReply | RangeReply) -> None:
         op = self.pending.pop(rpc, None)
         if op is None:
             return  # a late or duplicated answer to an attempt already given up
         op.served_by = node
+        if isinstance(reply, RangeReply):
+            if op.member is not None:
+                self.balancer.finished(op.member)
+                op.member = None
+            if not reply.error.ok:
+                op.avoid.add(node)
+                self._failed(op, reply.error.code.name, False)
+                return
+            keys_only = op.range is not None and op.range.keys_only
+            items = []
+            for item in reply.items:
+                if not keys_only:
+                    self.sim.inv.read_served(self.id, item.key, item.value, item.version)
+                    self.values[item.key.decode()] = item.value.decode()
+                items.append((item.key.decode(), None if keys_only else item.value.decode()))
+            self._done(op, "ok", items=tuple(items), version=reply.snapshot)
+            return
         if isinstance(reply, ReadReply):
             if op.member is not None:
                 self.balancer.finished(op.member)
@@ -176,6 +281,7 @@ class SimClient(Process):
                 value = reply.value if code == Code.OK else None
                 self.sim.inv.read_served(self.id, op.key.encode(), value, reply.version)
                 self.versions[op.key] = reply.version if value is not None else 0
+                self.values[op.key] = None if value is None else value.decode()
                 self._done(op, "ok", None if value is None else value.decode())
                 return
             op.avoid.add(node)
@@ -189,10 +295,21 @@ class SimClient(Process):
         if classify(code) is not Disposition.FINAL:
             self._failed(op, code.name, write_may_have_applied(code))
             return
-        if code == Code.OK:
+        if code == Code.OK and op.txn is not None:
+            self.sim.inv.txn_acked(self.id, op.request_id, result.version, result.succeeded)
+            branch = op.branches[0] if result.succeeded else op.branches[1]
+            results = tuple(r.value.decode() if o.op == "get" and r.found else None
+                            for o, r in zip(branch, result.results, strict=True))
+            for o, value in zip(branch, results, strict=True):
+                if o.op != "get":
+                    value = o.value
+                self.values[o.key] = value
+            self._done(op, "ok", succeeded=result.succeeded, results=results, version=result.version)
+        elif code == Code.OK:
             kind = EntryKind.DELETE if op.kind == "delete" else EntryKind.PUT
             self.sim.inv.write_acked(self.id, op.request_id, op.key.encode(), result.version, kind, op.expected)
             self.versions[op.key] = 0 if op.kind == "delete" else result.version
+            self.values[op.key] = op.value
             self._done(op, "ok")
         else:  # PRECONDITION_FAILED: certainly no effect
             if code == Code.PRECONDITION_FAILED:
@@ -202,16 +319,16 @@ class SimClient(Process):
     def _failed(self, op: _Op, reason: str, maybe_applied: bool) -> None:
         delay = op.retry.failed(self.world.now, reason, maybe_applied=maybe_applied)
         if delay is None:
-            self._done(op, "unknown" if op.kind != "get" and op.retry.outcome_unknown else "fail")
+            self._done(op, "unknown" if not op.reads and op.retry.outcome_unknown else "fail")
             return
         self._refresh()
         self.timer(delay, self._attempt, op)
 
-    def _done(self, op: _Op, status: str, output: str | None = None) -> None:
+    def _done(self, op: _Op, status: str, output: str | None = None, **outcome: object) -> None:
         rec = self.sim.recorder
         self.world.note("done", self.id, op.kind, op.key, op.value, status, output, op.served_by)
         if status == "ok":
-            rec.ok(op.call, at=self.world.now, output=output)
+            rec.ok(op.call, at=self.world.now, output=output, **outcome)
         elif status == "fail":
             rec.fail(op.call, at=self.world.now)
         else:

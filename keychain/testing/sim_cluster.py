@@ -15,7 +15,7 @@ import math
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from keychain import timing
@@ -30,12 +30,14 @@ from keychain.testing.sim_coordinator import SimCoordinator
 from keychain.testing.sim_faults import FAULTS, Nemesis
 from keychain.testing.sim_invariants import Invariants, Violation
 from keychain.testing.sim_node import SimNode
+from keychain.testing.sim_watcher import SimWatcher
 from keychain.testing.sim_world import Network, Process, World
 
 CHAIN = "main"
 MAX_NODES = 5
 CHECK_EVERY = 0.05  # seconds between checks of the chain prefix property
-HISTORY_MAX_STEPS = 200_000  # the checker's budget per key; beyond it the verdict is "undecided"
+HISTORY_MAX_STEPS = 200_000
+MULTIKEY = 0.2  # SimConfig.multikey of runs with range reads and transactions  # the checker's budget per key; beyond it the verdict is "undecided"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,17 @@ class SimConfig:
     heal: float = 2.0  # the last seconds are free of faults
     keys: int = 3
     clients: int = 3
+    # Clients that watch (keychain.testing.sim_watcher). None by default here, so that the seeds the
+    # regression tests pin keep their schedules (a watcher's messages draw from the run's one random
+    # source); the simulator's command line and the watch tests run them.
+    watchers: int = 0
+    # The share of client operations that are range reads and transactions. 0 keeps the schedules of
+    # single-key runs (and the seeds pinned against them) as they were; MULTIKEY is the usual share.
+    multikey: float = 0.0
+    # Seqs superseded versions are kept for range snapshots (CoreOptions.retain_versions); None keeps the
+    # node's default, so long that no run reaches it: set it low to have deletes garbage-collected
+    # (a tombstone is collected only below this horizon, see keychain.node.core).
+    retain_versions: int | None = None
     faults: tuple[str, ...] = FAULTS
     fault_gap: float = 0.35  # mean seconds between two faults
     crash: tuple[str, ...] = ("coordinator", "node")  # which kinds of process a crash may hit
@@ -60,8 +73,10 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.duration <= 1.0 or not 0 <= self.heal < self.duration:
             raise ValueError(f"need duration > 1 s and 0 <= heal < duration, got {self.duration}, {self.heal}")
-        if self.keys < 1 or self.clients < 1 or self.fault_gap <= 0:
+        if self.keys < 1 or self.clients < 1 or self.watchers < 0 or self.fault_gap <= 0:
             raise ValueError("keys, clients and fault_gap must be positive")
+        if not 0 <= self.multikey < 1 or (self.multikey and self.keys < 2):
+            raise ValueError("multikey is a share below 1, and needs at least 2 keys")
         unknown = sorted(set(self.faults) - set(FAULTS))
         if unknown:
             raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
@@ -110,10 +125,13 @@ class Simulation:
             retain_entries=rng.choice((2, 20, 10_000)),
             transfer_chunk_keys=rng.choice((1, 2, 256)),
         )
+        if config.retain_versions is not None:
+            self.options = replace(self.options, retain_versions=config.retain_versions)
         self.initial_nodes = rng.randint(3, MAX_NODES)
         self.nodes = {f"n{i}": config.node_shell(self, f"n{i}", config.chain_core, self.options)
                       for i in range(1, MAX_NODES + 1)}
         self.clients = [SimClient(self, f"cl{i}") for i in range(1, config.clients + 1)]
+        self.watchers = [SimWatcher(self, f"w{i}") for i in range(1, config.watchers + 1)]
         # Clock rates: any two differ by at most a factor 1 + MAX_DRIFT.
         half = math.log1p(timing.MAX_DRIFT) / 2
         for p in self.processes():
@@ -126,6 +144,7 @@ class Simulation:
         yield from self.coordinators.values()
         yield from self.nodes.values()
         yield from self.clients
+        yield from self.watchers
 
     def lease_holders(self) -> Iterator[tuple[str, int]]:
         """(id, epoch) of every chain node that is up and holds a valid lease now, by its own clock."""
@@ -153,7 +172,7 @@ class Simulation:
                 c.start()
             for node in list(self.nodes.values())[: self.initial_nodes]:
                 world.at(world.rng.uniform(0, 0.2), node.start)
-            for client in self.clients:
+            for client in [*self.clients, *self.watchers]:
                 client.start()
             self.nemesis.begin()
             world.at(CHECK_EVERY, self._check_prefix)
@@ -230,6 +249,11 @@ class Simulation:
             "chain_seqs": len(self.inv.committed),
             "initial_nodes": self.initial_nodes,
             "settled": self.settled,
+            "watches": sum(1 for op in history if op.op == "watch"),
+            "watch_events": sum(len(op.events or ()) for op in history if op.op == "watch"),
+            "watch_resumes": sum(len(w.resumes) for x in self.watchers for w in x.finished),
+            # the highest point through which a live node garbage-collected tombstones
+            "collected_seq": max((n.core.collected_seq for n in self.nodes.values() if n.up and n.core), default=0),
         }
 
     def _tail(self, n: int) -> list[str]:

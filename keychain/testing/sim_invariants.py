@@ -31,7 +31,7 @@ from collections.abc import Iterable
 
 from keychain.coordinator.log import Entry as RaftEntry
 from keychain.coordinator.log import Snapshot
-from keychain.node.messages import Entry, EntryKind, KeyVersion
+from keychain.node.messages import Entry, EntryKind, KeyVersion, entry_keys, entry_versions
 from keychain.node.versions import StoreError, VersionStore
 
 
@@ -45,8 +45,13 @@ class Violation(Exception):
 
 
 def _same_write(a: Entry, b: Entry) -> bool:
-    return (a.request_id, a.key, a.kind, a.value, a.current_version) == (
-        b.request_id, b.key, b.kind, b.value, b.current_version)
+    return (a.request_id, a.key, a.kind, a.value, a.current_version, a.writes, a.succeeded, a.results) == (
+        b.request_id, b.key, b.kind, b.value, b.current_version, b.writes, b.succeeded, b.results)
+
+
+def _version_of(e: Entry | None, key: bytes) -> KeyVersion | None:
+    """The version committed entry `e` made of `key`, if it wrote the key."""
+    return None if e is None else next((kv for kv in entry_versions(e) if kv.key == key), None)
 
 
 class Invariants:
@@ -108,8 +113,8 @@ class Invariants:
         known = self.committed.get(e.seq)
         if known is None:
             self.committed[e.seq] = e
-            if e.kind != EntryKind.NOOP:
-                seqs = self.key_seqs.setdefault(e.key, [])
+            for key in entry_keys(e):
+                seqs = self.key_seqs.setdefault(key, [])
                 if not seqs or seqs[-1] < e.seq:
                     seqs.append(e.seq)
                 else:
@@ -121,8 +126,8 @@ class Invariants:
     def installed(self, node: str, kv: KeyVersion) -> None:
         """A state transfer gave `node` this clean version: it must be a committed one."""
         e = self.committed.get(kv.version)
-        ok = (e is not None and e.key == kv.key and (e.kind == EntryKind.DELETE) == kv.tombstone
-              and (kv.tombstone or e.value == kv.value))
+        made = _version_of(e, kv.key)
+        ok = made is not None and made.tombstone == kv.tombstone and (kv.tombstone or made.value == kv.value)
         if not ok:
             raise Violation("chain-committed-entry-stable",
                             f"{node} installed version {kv.version} of {kv.key!r} by state transfer, "
@@ -165,12 +170,26 @@ class Invariants:
             return
         seqs = self.key_seqs.get(key, [])
         i = bisect.bisect_left(seqs, version)
-        before = self.committed[seqs[i - 1]] if i > 0 else None
-        found = 0 if before is None or before.kind == EntryKind.DELETE else before.seq
+        before = _version_of(self.committed[seqs[i - 1]], key) if i > 0 else None
+        found = 0 if before is None or before.tombstone else before.version
         if found != expected:
             raise Violation("acked-write-committed",
                             f"{client}'s compare-and-set {request_id} on {key!r} expected version {expected} "
                             f"and was applied as {version}, but the version it replaced is {found}")
+
+    def txn_acked(self, client: str, request_id: str, version: int, succeeded: bool) -> None:
+        """`client` was told its transaction `request_id` committed at `version`, taking the success
+        branch if `succeeded`."""
+        self.acks += 1
+        e = self.committed.get(version)
+        if e is None or e.request_id != request_id or e.kind != EntryKind.TXN or e.succeeded != succeeded:
+            raise Violation("acked-write-committed",
+                            f"{client}'s transaction {request_id} was acknowledged as version {version} "
+                            f"({'success' if succeeded else 'failure'}), but the committed write there is "
+                            f"{_show(e) if e else 'none'}")
+        for w in e.writes:
+            if version > self.acked.get(w.key, 0):
+                self.acked[w.key] = version
 
     def read_served(self, client: str, key: bytes, value: bytes | None, version: int) -> None:
         """A strong read of `key` returned `value` (None: absent) at `version`."""
@@ -180,10 +199,11 @@ class Invariants:
                 raise Violation("read-committed", f"{client} read {key!r} = {value!r} at version 0")
             return
         e = self.committed.get(version)
+        made = _version_of(e, key)
         if value is None:
-            ok = e is not None and e.key == key and e.kind == EntryKind.DELETE
+            ok = made is not None and made.tombstone
         else:
-            ok = e is not None and e.key == key and e.kind == EntryKind.PUT and e.value == value
+            ok = made is not None and not made.tombstone and made.value == value
         if not ok:
             got = "absent" if value is None else repr(value)
             raise Violation("read-committed", f"{client} read {key!r} -> {got} at version {version}, but the "
@@ -202,6 +222,9 @@ class Invariants:
 
 
 def _show(e: Entry) -> str:
+    if e.kind == EntryKind.TXN:
+        writes = ", ".join(f"{w.key!r} " + ("delete" if w.tombstone else f"put {w.value!r}") for w in e.writes)
+        return f"{e.request_id or '-'} txn {'success' if e.succeeded else 'failure'} [{writes}]"
     what = {EntryKind.PUT: f"put {e.value!r}", EntryKind.DELETE: "delete",
             EntryKind.NOOP: f"noop (current {e.current_version})"}[e.kind]
     return f"{e.request_id or '-'} {e.key!r} {what}"

@@ -10,6 +10,10 @@ contract in `keychain.node.core`'s docstring, over virtual time and the simulate
   `downlink_lost` / `uplink_lost`, and the node calls `retry_link()` on a steady backoff.
 - Version queries are unary calls to the tail, answered exactly once: by the tail's reply or by an
   error when the call times out. State transfers are a stream of chunks from the predecessor.
+- Watches: a watcher opens a stream and names its range and position; what it is sent is decided
+  by the production `WatchCursor` over the driver's `WatchHistory` after every step that grew the
+  history, and as a heartbeat every `WATCH_HEARTBEAT` (which also ends the streams of a node that
+  stopped serving). A crash breaks them; the watcher resumes elsewhere.
 - Coordinator: the node registers, then heartbeats every `HEARTBEAT_INTERVAL`, moving to the next
   coordinator when one fails to answer. A reply's configuration and lease go to `configure`; the
   lease runs from when the heartbeat was sent, on this node's clock. A node that learns it is no
@@ -36,6 +40,7 @@ from keychain.node.messages import (
     Welcome,
 )
 from keychain.node.versions import InstallKeys, MemoryVersionStore, StoreError
+from keychain.node.watch_history import WatchCursor
 from keychain.testing.sim_coordinator import CoordReply, CoordRequest
 from keychain.testing.sim_invariants import Violation
 from keychain.testing.sim_world import Process, Stream
@@ -44,13 +49,24 @@ if TYPE_CHECKING:  # annotations only
     from collections.abc import Generator
 
     from keychain.node.core import ChainCore, CoreOptions, Outbound, Ready, TransferStart, VersionQuery
-    from keychain.node.messages import Ack, Consistency, ReadReply, TransferChunk, WriteOp, WriteReply
+    from keychain.node.messages import (
+        Ack,
+        Consistency,
+        RangeRead,
+        RangeReply,
+        ReadReply,
+        TransferChunk,
+        WriteOp,
+        WriteReply,
+    )
     from keychain.node.versions import Record
+    from keychain.node.watch_history import WatchBatch
     from keychain.testing.sim_cluster import Simulation
 
 HEARTBEAT_TIMEOUT = 0.3  # seconds before a heartbeat counts as unanswered
 VERSION_QUERY_TIMEOUT = 0.3
 LINK_RETRY = 0.1  # the backoff between attempts to reopen a link
+WATCH_HEARTBEAT = 0.2
 
 
 def node_config(state: ChainState) -> ChainConfig:
@@ -126,6 +142,9 @@ class SimNode(Process):
         self.registered = False
         self.heartbeats: dict[int, float] = {}  # rpc id -> local time sent
         self.commit_seen = self.store.state().committed_seq
+        self.watches: dict[int, tuple[Stream, WatchCursor]] = {}  # by stream id
+        self.watch_seen = self.driver.history.last
+        self.watch_heartbeats = False  # the heartbeat timer runs once a watch has been opened
         self.timer(self.world.rng.uniform(0, timing.HEARTBEAT_INTERVAL), self._heartbeat)
         self.timer(LINK_RETRY, self._retry_link)
         self._pump()
@@ -141,6 +160,12 @@ class SimNode(Process):
     # ---- Ready handling: the node driver over the simulated disk ----
 
     def _pump(self) -> None:
+        self._step_driver()
+        if self.up and self.driver.history.last != self.watch_seen:
+            self.watch_seen = self.driver.history.last
+            self._push_watches(heartbeat=False)
+
+    def _step_driver(self) -> None:
         while not self.busy and self.up:
             self._observe_commit()
             if not self.driver.has_ready():
@@ -211,7 +236,7 @@ class SimNode(Process):
     def start_transfer(self, start: TransferStart) -> None:
         self.timer(self.world.rng.uniform(0.005, 0.05), self._start_transfer, start.from_id, start.epoch)
 
-    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply | RangeReply) -> None:
         dest = self.tickets.pop(ticket, None)
         if dest is not None:
             self._respond(dest, reply)
@@ -362,7 +387,53 @@ class SimNode(Process):
             self._respond((caller, caller_inc, rpc_id), reply)
         self._pump()
 
-    def _respond(self, dest: tuple[Process, int, int], reply: WriteReply | ReadReply) -> None:
+    # ---- watches ----
+
+    def on_watch(self, s: Stream, watcher: str, epoch: int, start: bytes, end: bytes, after: int) -> None:
+        cursor = WatchCursor(start, end, after)
+        refused = cursor.gate(self.core, self.local(), epoch)
+        if refused is not None:
+            self._send_watch(s, refused)
+            return
+        self.watches[s.id] = (s, cursor)
+        self._push_watches(heartbeat=True, only=s.id)
+        if not self.watch_heartbeats:
+            self.watch_heartbeats = True
+            self.timer(WATCH_HEARTBEAT, self._watch_heartbeat)
+
+    def _watch_heartbeat(self) -> None:
+        self.timer(WATCH_HEARTBEAT, self._watch_heartbeat)
+        self._push_watches(heartbeat=True)
+
+    def _push_watches(self, heartbeat: bool, only: int | None = None) -> None:
+        now = self.local()
+        for sid in [only] if only is not None else list(self.watches):
+            s, cursor = self.watches[sid]
+            while not s.broken:
+                batch = cursor.gate(self.core, now) or cursor.next(self.driver.history, heartbeat)
+                if batch is None:
+                    break
+                self._send_watch(s, batch)
+                if cursor.done or not batch.changes:
+                    break
+            if s.broken or cursor.done:
+                del self.watches[sid]
+
+    def _send_watch(self, s: Stream, batch: WatchBatch) -> None:
+        watcher = s.a
+        self.sim.net.stream_send(s, False, "watch-batch", watcher.on_watch_batch, s, self.id,  # type: ignore[attr-defined]
+                                 self.core.epoch, batch)
+
+    def on_range(self, caller: Process, caller_inc: int, rpc_id: int, epoch: int, r: RangeRead) -> None:
+        ticket = self._next_id()
+        reply = self.driver.range(ticket, epoch, r)
+        if reply is None:
+            self.tickets[ticket] = (caller, caller_inc, rpc_id)
+        else:
+            self._respond((caller, caller_inc, rpc_id), reply)
+        self._pump()
+
+    def _respond(self, dest: tuple[Process, int, int], reply: WriteReply | ReadReply | RangeReply) -> None:
         caller, inc, rpc_id = dest
         if caller.alive(inc):
             self.sim.net.send(self, caller, "kv-reply", caller.on_kv_reply, rpc_id, self.id, reply)

@@ -16,16 +16,19 @@ from proxy_harness import RunningProxy, running_proxy
 from keychain.client import (
     AsyncClient,
     Client,
+    Compacted,
     InvalidRequest,
     KeyNotFound,
     OutcomeUnknown,
     PreconditionFailed,
     Unauthorized,
     Unavailable,
+    WatchEvent,
     _Attempts,
     _Call,
     _exchange,
     _put_call,
+    _Watch,
 )
 
 
@@ -153,13 +156,32 @@ def test_one_exchange_drives_both_clients_sends_retries_and_answers():
 
 
 def test_both_clients_offer_the_same_methods_with_the_same_signatures():
-    def api(cls: type) -> dict[str, inspect.Signature]:
+    def api(cls: type) -> dict[str, list[inspect.Parameter]]:
+        # Parameters, not return annotations: list and watch are iterators in one, async ones in the other.
         return {
-            name: inspect.signature(member)
+            name: list(inspect.signature(member).parameters.values())
             for name, member in vars(cls).items()
             if callable(member) and not name.startswith("_") and name not in ("close", "aclose")
         }
 
     assert api(Client) == api(AsyncClient)
-    assert set(api(Client)) == {"put", "get", "delete", "cluster"}
+    assert set(api(Client)) == {"put", "get", "delete", "cluster", "range", "list", "txn", "watch"}
     assert inspect.signature(Client.__init__) == inspect.signature(AsyncClient.__init__)
+
+
+def test_a_watch_resumes_after_the_last_complete_event_and_gives_up_after_its_retries():
+    state = _Watch("p/", None, None, 5, retries=1, rng=random.Random(1), timeout=httpx.Timeout(1.0))
+    assert state.request()["params"] == {"prefix": "p/", "from_version": "5"}
+    assert "Last-Event-ID" not in state.request()["headers"]
+    lines = ["retry: 1000", "id: 4", "", ": heartbeat", "id: 7", 'data: {"type": "put", "key": "p/a", "value": "eA==", "version": 7}']
+    assert [state.feed(line) for line in lines] == [None] * 6
+    assert state.request()["headers"].get("Last-Event-ID") == "4", "an event is not received until its blank line"
+    assert state.feed("") == WatchEvent("put", "p/a", b"x", 7)
+    assert state.request()["headers"]["Last-Event-ID"] == "7"
+    state.refused(httpx.Response(503, json={"error": "unavailable", "message": "later"}))  # worth reconnecting
+    with pytest.raises(Compacted) as gone:
+        state.refused(httpx.Response(410, json={"error": "compacted", "message": "old", "compact_version": 9}))
+    assert gone.value.compact_version == 9
+    assert state.failed() >= 0
+    with pytest.raises(Unavailable):
+        state.failed()

@@ -26,6 +26,8 @@ from keychain.node.messages import (
     Hello,
     Member,
     MemberState,
+    RangeRead,
+    RangeReply,
     ReadReply,
     TransferChunk,
     VersionQueryReply,
@@ -37,6 +39,7 @@ from keychain.node.versions import (
     AppendEntries,
     CollectGarbage,
     Commit,
+    CompactHistory,
     ForgetOutcomes,
     InstallKeys,
     MemoryVersionStore,
@@ -46,6 +49,7 @@ from keychain.node.versions import (
     TrimLog,
     Truncate,
 )
+from keychain.node.watch_history import DEFAULT_MAX_CHANGES, WatchHistory
 
 
 def show_bytes(b: bytes) -> str:
@@ -58,6 +62,10 @@ def show_entry(e: Entry) -> str:
         return f"{e.seq}:put {show_bytes(e.key)}={show_bytes(e.value)}{rid}"
     if e.kind == EntryKind.DELETE:
         return f"{e.seq}:del {show_bytes(e.key)}{rid}"
+    if e.kind == EntryKind.TXN:
+        writes = " ".join(f"del {show_bytes(w.key)}" if w.tombstone else f"{show_bytes(w.key)}={show_bytes(w.value)}"
+                          for w in e.writes)
+        return f"{e.seq}:txn {'success' if e.succeeded else 'failure'} {{{writes}}}{rid}"
     return f"{e.seq}:noop {show_bytes(e.key)} cur={e.current_version}{rid}"
 
 
@@ -79,6 +87,8 @@ def show_record(r: Record) -> str:
             return f"trim log through {through}"
         case ForgetOutcomes(through):
             return f"forget outcomes through {through}"
+        case CompactHistory(through):
+            return f"compact history through {through}"
         case InstallKeys(keys, outcomes):
             return f"install {len(keys)} keys {len(outcomes)} outcomes"
         case ResetLog(through):
@@ -106,16 +116,24 @@ def show_body(body: object) -> str:
     raise AssertionError(body)
 
 
-def show_reply(reply: WriteReply | ReadReply | None) -> str:
+def show_reply(reply: WriteReply | ReadReply | RangeReply | None) -> str:
     if reply is None:
         return "pending"
     if not reply.error.ok:
-        return f"{reply.error.code.name} (epoch {reply.error.epoch}): {reply.error.message}"
+        compacted = f" compact_version={reply.compact_version}" if isinstance(reply, RangeReply) and \
+            reply.error.code == Code.COMPACTED else ""
+        return f"{reply.error.code.name} (epoch {reply.error.epoch}): {reply.error.message}{compacted}"
     if isinstance(reply, ReadReply):
         return f"ok v{reply.version} {show_bytes(reply.value)}"
+    if isinstance(reply, RangeReply):
+        items = " ".join(f"{show_bytes(i.key)}@{i.version}={show_bytes(i.value)}" for i in reply.items)
+        return f"snapshot={reply.snapshot} [{items}]" + (" more" if reply.more else "")
     parts = []
     for r in reply.results:
-        if r.error.ok:
+        if r.error.ok and (r.succeeded or r.results):
+            shown = " ".join(f"{show_bytes(x.value)}@{x.version}" if x.found else f"-@{x.version}" for x in r.results)
+            parts.append(f"ok v{r.version} {'success' if r.succeeded else 'failure'} [{shown}]")
+        elif r.error.ok:
             parts.append(f"ok v{r.version}")
         else:
             parts.append(f"{r.error.code.name}" + (f" cur={r.current_version}" if r.current_version else "")
@@ -164,7 +182,7 @@ class NodeShell:
     def start_transfer(self, start: TransferStart) -> None:
         self.chain._queue(Envelope(self.id, start.from_id, "transfer-start", start))
 
-    def release_reply(self, ticket: int, reply: WriteReply | ReadReply) -> None:
+    def release_reply(self, ticket: int, reply: WriteReply | ReadReply | RangeReply) -> None:
         self.chain.replies[ticket] = reply
         self.lines.append(f"{self.id} reply t{ticket}: {show_reply(reply)}")
 
@@ -190,10 +208,11 @@ class Chain:
     now: float = 0
     nodes: dict[str, Node] = field(default_factory=dict)
     queues: dict[tuple[str, str], deque[Envelope]] = field(default_factory=dict)
-    replies: dict[int, WriteReply | ReadReply] = field(default_factory=dict)
+    replies: dict[int, WriteReply | ReadReply | RangeReply] = field(default_factory=dict)
     next_ticket: int = 1
     caught_up: dict[str, int] = field(default_factory=dict)
     commit_observer: Callable[[str, Entry], None] | None = None  # sees every entry a node commits
+    watch_changes: int = DEFAULT_MAX_CHANGES  # each node's watch history bound
 
     # ---- membership ----
 
@@ -203,7 +222,8 @@ class Chain:
 
     def _driver(self, node_id: str, store: MemoryVersionStore) -> NodeDriver:
         shell = NodeShell(self, node_id, store)
-        return NodeDriver(ChainCore(node_id, store, self.options), shell, shell, lambda: self.now)
+        core = ChainCore(node_id, store, self.options)
+        return NodeDriver(core, shell, shell, lambda: self.now, WatchHistory.rebuilt(core, self.watch_changes))
 
     def driver(self, node_id: str) -> NodeDriver:
         n = self.nodes[node_id]
@@ -265,6 +285,15 @@ class Chain:
         ticket = self.next_ticket
         self.next_ticket += 1
         reply = driver.read(ticket, driver.core.epoch if epoch is None else epoch, key, consistency)
+        if reply is not None:
+            self.replies[ticket] = reply
+        return ticket, reply
+
+    def range(self, node_id: str, r: RangeRead, epoch: int | None = None) -> tuple[int, RangeReply | None]:
+        driver = self.driver(node_id)
+        ticket = self.next_ticket
+        self.next_ticket += 1
+        reply = driver.range(ticket, driver.core.epoch if epoch is None else epoch, r)
         if reply is not None:
             self.replies[ticket] = reply
         return ticket, reply
@@ -355,6 +384,8 @@ class Chain:
             assert isinstance(r, VersionQueryReply)
             if not r.error.ok:
                 return f"version reply {r.error.code.name}: {r.error.message}"
+            if not r.versions:  # a range's question: the tail's commit point
+                return f"version reply committed={r.committed_seq}"
             return f"version reply [{' '.join(str(v) for v in r.versions)}]"
         if env.kind == "transfer-start":
             return "transfer request"

@@ -1,6 +1,7 @@
 """Deletes really free space: a tombstone is collected once every member of the chain has committed it
-(the chain's clean point, which the coordinator relays), and a state transfer does not bring a
-collected key back on a node that held it before."""
+(the chain's clean point, which the coordinator relays) and the range history no longer keeps what it
+superseded (the horizon, `retain_versions` behind the commit point), and a state transfer does not
+bring a collected key back on a node that held it before."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from chain_harness import Chain, config_of
 from keychain.node.core import CoreOptions
-from keychain.node.messages import Code, Entry, EntryKind, KeyVersion, OpKind, WriteOp
+from keychain.node.messages import Code, Entry, EntryKind, KeyVersion, OpKind, RangeRead, RangeReply, WriteOp
 from keychain.node.storage import RocksVersionStore
 from keychain.node.versions import (
     AppendEntries,
@@ -37,8 +38,17 @@ def clean_point(chain: Chain, nodes: list[str]) -> None:
         chain.core(n).set_chain_clean_point(point)
 
 
-def test_a_delete_is_collected_only_once_every_member_has_committed_it():
-    chain = Chain()
+def page_at(chain: Chain, node: str, snapshot: int) -> RangeReply:
+    """A strong range over the whole key space at `snapshot`, answered at `node`."""
+    ticket, reply = chain.range(node, RangeRead(b"", snapshot=snapshot))
+    chain.stabilize()
+    reply = reply or chain.replies.pop(ticket)
+    assert isinstance(reply, RangeReply)
+    return reply
+
+
+def test_a_delete_is_collected_only_once_every_member_has_committed_it_and_no_snapshot_needs_it():
+    chain = Chain(options=CoreOptions(retain_versions=2))
     for n in ("n1", "n2", "n3"):
         chain.add(n)
     chain.configure(config_of("c", 1, ["n1", "n2", "n3"]), ["n1", "n2", "n3"], None)
@@ -53,7 +63,12 @@ def test_a_delete_is_collected_only_once_every_member_has_committed_it():
     chain.stabilize()
     assert chain.nodes["n3"].store.clean(b"gone") is not None
 
+    # Every member committed it (seq 3), but snapshots down to 1 are still readable: kept.
     clean_point(chain, ["n1", "n2", "n3"])
+    chain.stabilize()
+    assert chain.nodes["n2"].store.clean(b"gone") is not None
+
+    chain.write("n1", [put(b"x", b"v", "w3"), put(b"y", b"v", "w4")])  # the horizon moves to 3
     chain.stabilize()
     for n in ("n1", "n2", "n3"):
         assert chain.nodes[n].store.clean(b"gone") is None, n
@@ -62,8 +77,39 @@ def test_a_delete_is_collected_only_once_every_member_has_committed_it():
     assert read is not None and read.error.code == Code.NOT_FOUND
 
 
+def test_a_collected_delete_never_shows_a_snapshot_the_value_it_superseded():
+    chain = Chain(options=CoreOptions(retain_versions=3))
+    for n in ("n1", "n2", "n3"):
+        chain.add(n)
+    chain.configure(config_of("c", 1, ["n1", "n2", "n3"]), ["n1", "n2", "n3"], None)
+    chain.write("n1", [put(b"k", b"a", "w1")])  # seq 1
+    chain.write("n1", [delete(b"k", "d1")])  # seq 2
+    chain.stabilize()
+    clean_point(chain, ["n1", "n2", "n3"])  # every member committed the delete
+    chain.stabilize()
+
+    assert [(i.key, i.value) for i in page_at(chain, "n2", 1).items] == [(b"k", b"a")], "k=a at 1"
+    chain.write("n1", [put(b"k", b"b", "w2")])  # seq 3
+    chain.stabilize()
+    assert page_at(chain, "n2", 2).items == (), "at 2 the key is deleted, not k=a"
+    assert [i.value for i in page_at(chain, "n2", 3).items] == [b"b"]
+
+    for i in range(3):  # seqs 4-6: the horizon passes the delete; snapshots below it are refused
+        chain.write("n1", [put(b"x%d" % i, b"v", f"x{i}")])
+    chain.stabilize()
+    clean_point(chain, ["n1", "n2", "n3"])
+    chain.stabilize()
+    refused = page_at(chain, "n2", 2)
+    assert refused.error.code == Code.COMPACTED and refused.compact_version == 3
+    assert chain.nodes["n2"].store.history_versions().get(b"k") is None  # type: ignore[attr-defined]
+
+    # Watches read the committed changes the node keeps in memory: the delete is still there to resume from.
+    changes = chain.driver("n2").history.read(0, b"k", b"l").changes
+    assert [(c.version, c.value) for c in changes] == [(1, b"a"), (2, b""), (3, b"b")]
+
+
 def test_a_state_transfer_does_not_bring_back_a_key_whose_delete_was_collected():
-    chain = Chain(options=CoreOptions(retain_entries=1))
+    chain = Chain(options=CoreOptions(retain_entries=1, retain_versions=1))
     for n in ("n1", "n2", "n3"):
         chain.add(n)
     chain.configure(config_of("c", 1, ["n1", "n2", "n3"]), ["n1", "n2", "n3"], None)

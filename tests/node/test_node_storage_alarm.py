@@ -11,7 +11,17 @@ import pytest
 from chain_harness import Chain, NodeShell, config_of
 from keychain.node.disk_alarm import DiskAlarm, DiskSample, HighWater
 from keychain.node.driver import StorageFull
-from keychain.node.messages import Code, Consistency, NodeStatus, OpKind, WriteOp
+from keychain.node.messages import (
+    Code,
+    Compare,
+    Consistency,
+    NodeStatus,
+    OpKind,
+    Txn,
+    TxnOp,
+    TxnOpKind,
+    WriteOp,
+)
 from keychain.node.metrics import NodeMetrics
 from keychain.node.versions import MemoryVersionStore, Record
 from prometheus_client import generate_latest
@@ -92,6 +102,35 @@ def test_a_full_member_makes_the_head_refuse_puts_naming_it_and_nothing_is_seque
     assert chain.replies[ticket].results[0].error.code == Code.OK
     _, read = chain.read("n3", b"k")
     assert read is not None and read.value == b"v3"
+
+
+def txn(rid: str, success: tuple[TxnOp, ...], failure: tuple[TxnOp, ...] = ()) -> WriteOp:
+    """A transaction whose compare fails unless `k` is absent."""
+    return WriteOp(rid, b"", OpKind.TXN, txn=Txn((Compare(b"k"),), success, failure))
+
+
+def test_a_full_member_makes_the_head_refuse_a_transaction_that_could_put_but_not_one_that_only_deletes():
+    chain = three_nodes()
+    chain.write("n1", [put(b"k", b"v1", "w1")])
+    chain.stabilize()
+    before = chain.core("n1").last_seq
+    chain.core("n1").set_storage_alarms({"n2"})
+
+    # The compare fails (k exists), so only the failure branch's delete would run: refused all the same,
+    # since the head refuses before it reads the compares.
+    could_put = txn("t1", (TxnOp(TxnOpKind.PUT, b"a", b"x"),), (TxnOp(TxnOpKind.DELETE, b"k"),))
+    _, refused = chain.write("n1", [could_put])
+    assert refused is not None and refused.results[0].error.code == Code.INSUFFICIENT_STORAGE
+    assert "n2" in refused.results[0].error.message
+    assert chain.core("n1").last_seq == before, "nothing sequenced"
+
+    deletes = txn("t2", (TxnOp(TxnOpKind.DELETE, b"a"),), (TxnOp(TxnOpKind.DELETE, b"k"), TxnOp(TxnOpKind.GET, b"k")))
+    reads = txn("t3", (TxnOp(TxnOpKind.GET, b"a"),), (TxnOp(TxnOpKind.GET, b"k"),))
+    ticket, _ = chain.write("n1", [reads, deletes])
+    chain.stabilize()
+    assert [r.error.code for r in chain.replies[ticket].results] == [Code.OK, Code.OK]
+    _, read = chain.read("n3", b"k")
+    assert read is not None and read.error.code == Code.NOT_FOUND, "the delete-only transaction ran"
 
 
 def test_an_alarm_of_a_node_no_longer_in_the_chain_refuses_nothing():

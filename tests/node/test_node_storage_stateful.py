@@ -1,5 +1,6 @@
-"""The RocksDB store behaves exactly as the in-memory store: random record sequences, refused records
-and restarts, with every read method compared after each step."""
+"""The RocksDB store behaves exactly as the in-memory store: random record sequences (transactions'
+entries of several keys among them), refused records and restarts, with every read method compared
+after each step (the versions a range reads at a snapshot included)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-from keychain.node.messages import ChainConfig, Entry, EntryKind, KeyVersion, Member, RequestOutcome
+from keychain.node.messages import ChainConfig, Entry, EntryKind, KeyVersion, Member, RequestOutcome, TxnWrite
 from keychain.node.storage import RocksVersionStore
 from keychain.node.versions import (
     AppendEntries,
     Commit,
+    CompactHistory,
     ForgetOutcomes,
     InstallKeys,
     MemoryVersionStore,
@@ -63,6 +65,14 @@ class StoresAgree(RuleBasedStateMachine):
         entries = []
         for seq in range(first, first + count):
             kind = data.draw(kinds)
+            if kind == EntryKind.TXN:  # one write per key, as the head builds it
+                written = data.draw(st.lists(keys.filter(bool), max_size=3, unique=True))
+                writes = tuple(TxnWrite(k, t, b"" if t else b"t%d" % seq)
+                               for k, t in zip(written, data.draw(st.lists(st.booleans(), min_size=len(written),
+                                                                           max_size=len(written))), strict=True))
+                entries.append(Entry(seq, data.draw(request_ids), b"", kind, writes=writes,
+                                     succeeded=data.draw(st.booleans())))
+                continue
             entries.append(Entry(
                 seq, data.draw(request_ids), data.draw(keys), kind,
                 data.draw(st.binary(max_size=3)) if kind == EntryKind.PUT else b"",
@@ -81,6 +91,10 @@ class StoresAgree(RuleBasedStateMachine):
     @rule(offset=offsets)
     def trim(self, offset: int) -> None:
         self.both([TrimLog(self.memory.state().committed_seq - offset)])
+
+    @rule(offset=offsets)
+    def compact(self, offset: int) -> None:
+        self.both([CompactHistory(self.memory.state().committed_seq - offset)])
 
     @rule(offset=offsets)
     def forget(self, offset: int) -> None:
@@ -141,6 +155,11 @@ class StoresAgree(RuleBasedStateMachine):
         for after in KEYS:
             assert m.scan_clean(after, 2) == r.scan_clean(after, 2)
         assert m.scan_outcomes(None, 100) == r.scan_outcomes(None, 100)
+        assert m.history_versions() == r.history_versions()
+        assert m.installed_through() == r.installed_through()
+        for snapshot in range(m.state().last_seq + 1):
+            for start, end in ((b"", b""), (b"a", b"b"), (b"a\x00", b"")):
+                assert list(m.scan_at(start, end, snapshot)) == list(r.scan_at(start, end, snapshot))
         for rid in REQUEST_IDS:
             assert m.scan_outcomes(rid, 1) == r.scan_outcomes(rid, 1)
         state = m.state()

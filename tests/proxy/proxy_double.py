@@ -15,6 +15,11 @@ GetClusterStatus. Scripted faults let a test break exactly one thing:
 `write_abort` (status, message) makes every member fail every Write with that gRPC status and
 message before looking at it: status and wording can then disagree, as they may in the wild.
 
+Range reads serve any snapshot from the first kept version (`compact_version`) on; Txn writes
+evaluate their compares at the head and apply the chosen branch under one seq; Watch streams
+the change log after a version (a heartbeat when idle) and ends a stream when `cut_watches`
+is called, as a member that fails does.
+
 Reads (`read_faults`, per member): "hang", "unavailable", "lease_expired", "invalid_argument" (the
 whole batch refused as malformed), "one_per_reply" (a reply that stops short, as a node's does at
 its message size limit). As a real node does, a batch with an unknown consistency is refused whole.
@@ -29,6 +34,8 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+from keychain.node.core import may_put
+from keychain.node.wire import write_op_from_pb
 
 from keychain.proto import chain_pb2, chain_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc
 
@@ -64,6 +71,11 @@ class ChainState:
     write_abort: tuple[grpc.StatusCode, str] | None = None  # every Write fails so, nothing applied
     full: set[str] = field(default_factory=set)  # members whose disk is full: the head refuses PUTs
     hang_seconds: float = 0.5
+    changes: list[tuple[int, bytes, Stored]] = field(default_factory=list)  # (seq, key, stored): the log
+    compact_version: int = 0  # ranges and watches below this version answer COMPACTED
+    member_compact: dict[str, int] = field(default_factory=dict)  # member id -> its own, higher one
+    watch_generation: int = 0  # bumped by cut_watches: open Watch streams end
+    watches: Counter[str] = field(default_factory=Counter)  # member id -> Watch streams opened
 
     def config(self) -> chain_pb2.ChainConfig:
         return chain_pb2.ChainConfig(chain=self.chain, epoch=self.epoch, members=self.members)
@@ -111,9 +123,10 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
         return chain_pb2.WriteReply(results=results)
 
     def _refuse_full(self, op: chain_pb2.WriteOp) -> chain_pb2.WriteResult | None:
-        """A PUT while a member's disk is full, refused before sequencing as the chain's head does."""
+        """A PUT (or a transaction that may put) while a member's disk is full, refused before sequencing
+        by the head's own rule."""
         full = sorted(self.double.state.full)
-        if not full or op.kind != chain_pb2.OpKind.PUT:
+        if not full or not may_put(write_op_from_pb(op)):
             return None
         return chain_pb2.WriteResult(error=self._error(Code.INSUFFICIENT_STORAGE, f"the disk of node {full[0]} is full"))
 
@@ -156,6 +169,71 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
                 return chain_pb2.ReadBatchReply(error=self._error(Code.INVALID_ARGUMENT, "bad read op"))
             ops = request.ops[:1] if fault == "one_per_reply" else request.ops
             return chain_pb2.ReadBatchReply(results=[self._read(op.key) for op in ops])
+
+    def Range(self, request: chain_pb2.RangeRequest, context: grpc.ServicerContext) -> chain_pb2.RangeReply:
+        with self.double.lock:
+            state = self.double.state
+            if request.epoch != state.epoch:
+                return chain_pb2.RangeReply(error=self._error(Code.WRONG_EPOCH))
+            snapshot = request.snapshot or state.seq
+            compact = self._compact_version()
+            if snapshot < compact or snapshot > state.seq:
+                return chain_pb2.RangeReply(
+                    error=self._error(Code.COMPACTED, "snapshot not kept"), compact_version=compact
+                )
+            state.reads[self.id] += 1
+            newest: dict[bytes, Stored] = {}
+            for seq, key, stored in state.changes:
+                if seq <= snapshot and request.start <= key and (not request.end or key < request.end):
+                    newest[key] = stored
+            keys = sorted(k for k, v in newest.items() if not v.deleted)
+            page = keys[: request.limit]
+            items = [
+                chain_pb2.RangeItem(
+                    key=k, value=b"" if request.keys_only else newest[k].value, version=newest[k].version
+                )
+                for k in page
+            ]
+            return chain_pb2.RangeReply(items=items, snapshot=snapshot, more=len(keys) > len(page))
+
+    def _compact_version(self) -> int:
+        state = self.double.state
+        return max(state.compact_version, state.member_compact.get(self.id, 0))
+
+    def Watch(self, request: chain_pb2.WatchRequest, context: grpc.ServicerContext):
+        double = self.double
+        with double.lock:
+            state = double.state
+            state.watches[self.id] += 1
+            generation = state.watch_generation
+            if request.epoch != state.epoch:
+                yield chain_pb2.WatchBatch(error=self._error(Code.WRONG_EPOCH))
+                return
+            if request.after_version < self._compact_version():
+                yield chain_pb2.WatchBatch(
+                    error=self._error(Code.COMPACTED, "history not kept"), compact_version=self._compact_version()
+                )
+                return
+        after = request.after_version
+        while context.is_active() and not double.closing:
+            with double.changed:
+                if double.state.watch_generation != generation:
+                    return  # the member failed: the stream breaks
+                events = [
+                    chain_pb2.WatchEvent(
+                        version=seq,
+                        kind=chain_pb2.EntryKind.ENTRY_DELETE if stored.deleted else chain_pb2.EntryKind.ENTRY_PUT,
+                        key=key,
+                        value=stored.value,
+                    )
+                    for seq, key, stored in double.state.changes
+                    if seq > after and request.start <= key and (not request.end or key < request.end)
+                ]
+                committed = double.state.seq
+                if not events and committed == after:
+                    double.changed.wait(0.2)
+            after = committed
+            yield chain_pb2.WatchBatch(events=events, committed_seq=committed)
 
     def GetStatus(
         self, request: chain_pb2.StatusRequest, context: grpc.ServicerContext
@@ -298,6 +376,12 @@ class ChainDouble:
             self.state.epoch += 1
             self.changed.notify_all()
 
+    def cut_watches(self) -> None:
+        """Every open Watch stream ends, as when its member fails."""
+        with self.changed:
+            self.state.watch_generation += 1
+            self.changed.notify_all()
+
     def inject(self, *faults: str) -> None:
         with self.lock:
             self.state.faults.extend(faults)
@@ -310,6 +394,11 @@ class ChainDouble:
         state = self.state
         if op.request_id in state.outcomes:
             return state.outcomes[op.request_id]
+        if op.kind == chain_pb2.OpKind.TXN:
+            result = self._apply_txn(op.txn)
+            state.outcomes[op.request_id] = result
+            state.applied[op.request_id] += 1
+            return result
         stored = state.data.get(op.key)
         current = 0 if stored is None or stored.deleted else stored.version
         if (op.HasField("if_version") and op.if_version != current) or (op.if_absent and current != 0):
@@ -321,9 +410,60 @@ class ChainDouble:
             state.seq += 1
             deleted = op.kind == chain_pb2.OpKind.DELETE
             state.data[op.key] = Stored(b"" if deleted else op.value, state.seq, deleted)
+            state.changes.append((state.seq, op.key, state.data[op.key]))
+            self.changed.notify_all()
             state.applied[op.request_id] += 1
             for member in state.members:
                 state.writes[member.id] += 1
             result = chain_pb2.WriteResult(version=state.seq)
         state.outcomes[op.request_id] = result
         return result
+
+    def _current(self, key: bytes) -> Stored | None:
+        stored = self.state.data.get(key)
+        return None if stored is None or stored.deleted else stored
+
+    def _holds(self, compare: chain_pb2.Compare) -> bool:
+        stored = self._current(compare.key)
+        target = compare.WhichOneof("target")
+        if target == "version":
+            have, want = (0 if stored is None else stored.version), compare.version
+        elif target == "exists":
+            have, want = int(stored is not None), int(compare.exists)
+        else:
+            if stored is None:
+                return compare.result == chain_pb2.CompareResult.NOT_EQUAL
+            have, want = stored.value, compare.value  # type: ignore[assignment]
+        return {
+            chain_pb2.CompareResult.EQUAL: have == want,
+            chain_pb2.CompareResult.NOT_EQUAL: have != want,
+            chain_pb2.CompareResult.GREATER: have > want,
+            chain_pb2.CompareResult.LESS: have < want,
+        }[compare.result]
+
+    def _apply_txn(self, txn: chain_pb2.Txn) -> chain_pb2.WriteResult:
+        """The head's transaction: compares, then the branch's ops under one seq."""
+        state = self.state
+        succeeded = all(self._holds(c) for c in txn.compare)
+        branch = txn.success if succeeded else txn.failure
+        writes = any(op.kind != chain_pb2.TxnOpKind.TXN_GET for op in branch)
+        version = state.seq + 1 if writes else state.seq
+        results = []
+        for op in branch:
+            if op.kind == chain_pb2.TxnOpKind.TXN_GET:
+                stored = self._current(op.key)
+                results.append(
+                    chain_pb2.TxnOpResult(found=stored is not None, value=b"" if stored is None else stored.value,
+                                          version=0 if stored is None else stored.version)
+                )
+                continue
+            deleted = op.kind == chain_pb2.TxnOpKind.TXN_DELETE
+            state.data[op.key] = Stored(b"" if deleted else op.value, version, deleted)
+            state.changes.append((version, op.key, state.data[op.key]))
+            results.append(chain_pb2.TxnOpResult(version=version))
+        if writes:
+            state.seq = version
+            for member in state.members:
+                state.writes[member.id] += 1
+            self.changed.notify_all()
+        return chain_pb2.WriteResult(version=version, succeeded=succeeded, results=results)

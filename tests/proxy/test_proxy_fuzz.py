@@ -24,8 +24,9 @@ KEY_VALUE_OPERATIONS = {"PUT /v1/kv/{key}", "GET /v1/kv/{key}", "HEAD /v1/kv/{ke
 def test_no_request_gets_a_server_error():
     with ChainDouble(members=3) as chain, running_proxy(chain) as proxy, requests.Session() as session:
         schema = schemathesis.openapi.from_url(f"{proxy.url}/openapi.json")
-        operations = [result.ok() for result in schema.get_all_operations()]
-        assert {op.label for op in operations} >= KEY_VALUE_OPERATIONS | {"GET /v1/cluster"}
+        # A watch is a stream that never ends by itself: its bad inputs have scenarios of their own.
+        operations = [result.ok() for result in schema.get_all_operations() if result.ok().label != "GET /v1/watch"]
+        assert {op.label for op in operations} >= KEY_VALUE_OPERATIONS | {"GET /v1/cluster", "GET /v1/kv", "POST /v1/txn"}
         statuses: set[int] = set()
         for operation in operations:
             examples = KEY_VALUE_EXAMPLES if operation.label in KEY_VALUE_OPERATIONS else OTHER_EXAMPLES

@@ -79,7 +79,7 @@ def test_the_key_value_routes_are_described_in_openapi_but_served_only_by_the_fa
     config = ProxyConfig(coordinators=("127.0.0.1:1",), chain="main")
     routes = create_app(config, _Chain(), None, ProxyMetrics())  # type: ignore[arg-type]
     app = routes.fallback
-    assert not [r.path for r in app.routes if r.path.startswith("/v1/kv")], "no second implementation"
+    assert not [r.path for r in app.routes if r.path.startswith("/v1/kv/")], "no second implementation"
     described = app.openapi()["paths"]["/v1/kv/{key}"]
     assert {"get", "put", "delete"} <= set(described)
     assert described["put"]["responses"]["412"]["content"]["application/json"]["schema"] == {

@@ -39,6 +39,14 @@ def test_a_full_disk_is_a_507_naming_the_node_and_nothing_is_applied(proxy: Runn
             put = kv_pb2_grpc.KVStub(channel).Put(kv_pb2.PutRequest(key=b"g", value=b"1"))
         assert put.error.code == Code.INSUFFICIENT_STORAGE and "node-2" in put.error.message
 
+        txn = {"compare": [], "success": [{"op": "put", "key": "t", "value": "1"}],
+               "failure": [{"op": "delete", "key": "t"}]}
+        refused = http.post("/v1/txn", params={"encoding": "utf8"}, json=txn)
+        assert refused.status_code == 507 and refused.json()["error"] == "insufficient_storage"
+        assert "node-2" in refused.json()["message"]
+        deletes = {"compare": [], "success": [{"op": "delete", "key": "t"}, {"op": "get", "key": "a"}]}
+        assert http.post("/v1/txn", params={"encoding": "utf8"}, json=deletes).status_code == 200
+
         chain.state.full.clear()
         assert http.put("/v1/kv/a", content=b"3").status_code == 200
         assert http.get("/v1/cluster").json()["chains"][0]["storage_alarms"] == []

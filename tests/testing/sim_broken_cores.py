@@ -2,7 +2,8 @@
 
 Two families:
 - classic mistakes the simulator must catch: a node answering a dirty read with its dirty value
-  (no version query), a Raft member that forgets its vote when it restarts, a tail whose shell
+  (no version query), a node serving a range from its newest versions, dirty ones included, a head
+  splitting a transaction's writes over several seqs, a Raft member that forgets its vote when it restarts, a tail whose shell
   acknowledges before its disk has synced, a node driver that sends before the sync a Ready required;
 - the chain core as it was before each fix the simulator led to (see test_sim_found_bugs.py), so a
   regression test can show that its seed still reaches the bug.
@@ -16,9 +17,22 @@ from dataclasses import replace
 
 from keychain.coordinator.log import RaftStorage
 from keychain.coordinator.raft import RaftConfig, RaftCore
+from keychain.node import txn
 from keychain.node.core import ChainCore, LinkState, Ready, Role
 from keychain.node.driver import NodeDriver
-from keychain.node.messages import Batch, Consistency, ReadReply, TransferChunk
+from keychain.node.messages import (
+    Batch,
+    Consistency,
+    Entry,
+    EntryKind,
+    Error,
+    RangeRead,
+    RangeReply,
+    ReadReply,
+    TransferChunk,
+    Txn,
+    WriteOp,
+)
 
 from keychain.testing.sim_node import SimNode
 
@@ -128,3 +142,42 @@ class EagerAckShell(SimNode):
     """
 
     driver_class = TailSendsBeforeSync
+
+
+class DirtyWatchDriver(NodeDriver):
+    """Feeds its watch history with every entry it holds, dirty ones included (watchers then see
+    changes that a head failure may yet undo)."""
+
+    def release(self, rd: Ready, epoch: int) -> None:
+        core, history = self.core, self.history
+        if core.last_seq > history.last and history.last >= core.log_start:
+            history.extend(core.uncommitted.entries(history.last + 1, core.last_seq))
+        super().release(rd, epoch)
+
+
+class DirtyWatchShell(SimNode):
+    driver_class = DirtyWatchDriver
+
+
+class DirtyRangeCore(ChainCore):
+    """Serves a range from its newest versions, dirty ones included: at its last seq, no tail query."""
+
+    def client_range(self, ticket: int, epoch: int, r: RangeRead, now: float) -> RangeReply | None:
+        err = self._gate(epoch, now, write=False)
+        if err is not None:
+            return RangeReply(err)
+        return self._range_page(r, self.last_seq)
+
+
+class SplitTxnCore(ChainCore):
+    """Sequences a transaction's writes one seq each (then its outcome): they commit one by one."""
+
+    def _sequence_txn(self, op: WriteOp) -> Entry | Error:
+        decided = txn.evaluate(op.txn or Txn(), self.last_seq + 1, op.request_id,
+                               lambda key: self._latest(key, clean_only=False))
+        for w in decided.writes:
+            kind = EntryKind.DELETE if w.tombstone else EntryKind.PUT
+            self._append_local([Entry(self.last_seq + 1, "", w.key, kind, w.value)])
+        entry = replace(decided, seq=self.last_seq + 1, writes=())
+        self._append_local([entry])
+        return entry

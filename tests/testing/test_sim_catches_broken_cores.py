@@ -8,9 +8,17 @@ first failing seed moves, but a broken variant must still be caught within the b
 
 from __future__ import annotations
 
-from sim_broken_cores import DirtyReadCore, EagerAckShell, ForgetfulRaft, SendsBeforeSyncShell
+from sim_broken_cores import (
+    DirtyRangeCore,
+    DirtyReadCore,
+    DirtyWatchShell,
+    EagerAckShell,
+    ForgetfulRaft,
+    SendsBeforeSyncShell,
+    SplitTxnCore,
+)
 
-from keychain.testing.sim_cluster import RunResult, SimConfig, first_failure, run_seed
+from keychain.testing.sim_cluster import MULTIKEY, RunResult, SimConfig, first_failure, run_seed
 
 # Elections under fire: coordinators crash often (one right after it grants a vote, most of the
 # time) and restart within milliseconds, while messages take up to 80 ms.
@@ -33,6 +41,35 @@ def caught(config: SimConfig, bound: int, props: set[str]) -> RunResult:
 def test_a_node_answering_a_dirty_read_with_its_dirty_value_is_caught():
     found = caught(SimConfig(chain_core=DirtyReadCore), 20, {"read-committed"})
     assert run_seed(found.seed).ok
+
+
+# The first seed at which the search below caught `DirtyRangeCore`: a strong range returned a version
+# still in flight down the chain (a range item is checked like a strong read: a committed version).
+DIRTY_RANGE_SEED = 0
+
+
+def test_a_node_serving_a_range_from_its_dirty_versions_is_caught():
+    found = caught(SimConfig(chain_core=DirtyRangeCore, multikey=MULTIKEY), 10, {"read-committed", "linearizable"})
+    assert run_seed(found.seed, SimConfig(multikey=MULTIKEY)).ok
+
+
+def test_the_seed_that_caught_a_dirty_range_fails_it_and_passes_the_real_one():
+    broken = run_seed(DIRTY_RANGE_SEED, SimConfig(chain_core=DirtyRangeCore, multikey=MULTIKEY))
+    assert broken.violation is not None and broken.violation.prop == "read-committed", broken.violation
+    assert run_seed(DIRTY_RANGE_SEED, SimConfig(multikey=MULTIKEY)).ok
+
+
+# A head that sequences a transaction's writes one seq each lets a reader see half of it. A search of
+# seeds 0..11 with MULTIKEY caught it first at this seed: no order of the history over the whole key
+# space explains what the clients saw (the checker caught it, not an invariant: every version read
+# was committed).
+SPLIT_TXN_SEED = 8
+
+
+def test_the_seed_that_caught_a_transaction_split_over_several_seqs_fails_it_and_passes_the_real_one():
+    broken = run_seed(SPLIT_TXN_SEED, SimConfig(chain_core=SplitTxnCore, multikey=MULTIKEY))
+    assert broken.violation is not None and broken.violation.prop == "linearizable", broken.violation
+    assert run_seed(SPLIT_TXN_SEED, SimConfig(multikey=MULTIKEY)).ok
 
 
 def test_a_raft_member_that_forgets_its_vote_on_restart_is_caught():
@@ -64,3 +101,14 @@ def test_the_seed_that_caught_the_driver_sending_before_its_sync_fails_it_and_pa
     broken = run_seed(SENDS_BEFORE_SYNC_SEED, SimConfig(node_shell=SendsBeforeSyncShell, **NODE_CRASHES))
     assert broken.violation is not None and broken.violation.prop == "chain-committed-entry-stable", broken.violation
     assert run_seed(SENDS_BEFORE_SYNC_SEED, SimConfig(**NODE_CRASHES)).ok
+
+
+# ---- watches ----
+
+
+def test_a_node_that_feeds_its_watchers_dirty_entries_is_caught():
+    # A head that fails loses the dirty entries it had sent its watchers: a watcher then holds a
+    # change that never committed, or misses the one committed at that seq in its place.
+    found = caught(SimConfig(node_shell=DirtyWatchShell, watchers=2, **NODE_CRASHES), 40, {"linearizable"})
+    assert found.violation is not None and "watch stream wrong" in found.violation.detail
+    assert run_seed(found.seed, SimConfig(watchers=2, **NODE_CRASHES)).ok
