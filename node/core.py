@@ -78,8 +78,10 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   are still sequenced (they are how space is freed), and so are retries of known request ids (their
   outcome is already decided). Reads are served as always.
 - Garbage collection, one rule in one place (`_collect`), for superseded versions and tombstones
-  alike. The horizon H = this node's durable commit point - `retain_versions` is the oldest snapshot
-  a range can still read here (older ones answer COMPACTED, `compact_version`):
+  alike. The horizon H = this node's durable commit point - `retain_versions` (0 while this node's
+  own storage alarm is raised: on a full disk a delete must free its key's space at once, so no
+  superseded version is kept) is the oldest snapshot a range can still read here (older ones answer
+  COMPACTED, `compact_version`, and the proxy reads them from another member):
   - a superseded version is kept in the history until the seq that superseded it is <= H
     (`CompactHistory(H)`): every snapshot >= H still reads exactly;
   - a tombstone (a deleted key's clean version) at seq T is dropped once T <= min(H, the chain's
@@ -426,8 +428,10 @@ class ChainCore:
 
     def set_storage_alarms(self, nodes: frozenset[str] | set[str]) -> None:
         """The nodes whose storage alarm is raised: this node's own and the chain's, as the coordinator
-        relays them. Replaces the previous set (an alarm clears when its node stops reporting it)."""
+        relays them. Replaces the previous set (an alarm clears when its node stops reporting it). While
+        this node's own is raised it keeps no superseded versions (see `_collect`)."""
         self.storage_alarms = frozenset(nodes)
+        self._collect()
 
     def set_chain_clean_point(self, seq: int) -> None:
         """The lowest commit point any member of the chain reported: every member holds the chain's
@@ -1075,9 +1079,13 @@ class ChainCore:
 
     def _collect(self) -> None:
         """The one garbage-collection rule (module docstring): superseded versions are compacted through
-        the horizon H (durable commit point - retain_versions), then tombstones through min(H, the
-        chain's clean point) are collected, never above what was compacted."""
-        horizon = self.applied_commit - self.options.retain_versions
+        the horizon H (durable commit point - retain_versions, or the commit point itself while this
+        node's storage alarm is raised), then tombstones through min(H, the chain's clean point) are
+        collected, never above what was compacted."""
+        # A node whose own disk is full keeps no history: its deletes must free space now (its ranges
+        # at older snapshots are COMPACTED, and the proxy reads them from another member).
+        kept = 0 if self.id in self.storage_alarms else self.options.retain_versions
+        horizon = self.applied_commit - kept
         if horizon > self._compacted:
             self._persist.append(CompactHistory(horizon))
             self._compacted = horizon

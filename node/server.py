@@ -408,6 +408,8 @@ class ChainNode:
         if self.disk_alarm.raised:
             nodes.add(self.id)
         self.core.set_storage_alarms(frozenset(nodes))
+        if self.core.has_ready():  # our own alarm compacts the history at once (ChainCore._collect)
+            self.wake()
 
     async def _sync(self, rd: Ready) -> None:
         """Make everything applied durable: one fsync in a thread, while the loop keeps stepping the core."""

@@ -172,3 +172,24 @@ def test_a_transfer_chunk_sweeps_the_keys_of_its_range_it_does_not_carry(store: 
     store.apply([InstallKeys((), sweep=(b"m", None))])
     assert store.clean(b"z") is None and store.clean(b"b") is not None
     assert store.key_count() == 1
+
+
+def test_a_node_whose_disk_is_full_keeps_no_history_so_its_deletes_free_space_at_once():
+    chain = Chain(options=CoreOptions(retain_versions=1000))
+    for n in ("n1", "n2", "n3"):
+        chain.add(n)
+    chain.configure(config_of("c", 1, ["n1", "n2", "n3"]), ["n1", "n2", "n3"], None)
+    chain.write("n1", [put(b"big", b"v" * 1000, "w1")])
+    chain.write("n1", [delete(b"big", "d1")])
+    chain.stabilize()
+    clean_point(chain, ["n1", "n2", "n3"])
+    chain.stabilize()
+    assert chain.nodes["n2"].store.history_versions() == {b"big": [1]}  # type: ignore[attr-defined]
+
+    chain.core("n2").set_storage_alarms({"n2"})
+    chain.stabilize()
+    assert chain.nodes["n2"].store.history_versions() == {}  # type: ignore[attr-defined]
+    assert chain.nodes["n2"].store.clean(b"big") is None, "the delete is collected"
+    assert page_at(chain, "n2", 1).error.code == Code.COMPACTED
+    assert chain.nodes["n3"].store.history_versions() == {b"big": [1]}, "another member still serves it"  # type: ignore[attr-defined]
+    assert [i.value for i in page_at(chain, "n3", 1).items] == [b"v" * 1000]
