@@ -73,13 +73,14 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   epochs its pending writes keep waiting for their commit.
 - Full disks (etcd's NOSPACE alarm; `keychain.node.disk_alarm` decides when a disk counts as full): the
   shell tells the core which members of the chain have their storage alarm raised (its own, and the
-  others' as the coordinator relays them). While any has, the head refuses every PUT op before it is
+  others' as the coordinator relays them). While any has, the head refuses every PUT op, and every
+  transaction with a put in either branch (`may_put`, before its compares are read), before it is
   sequenced, with INSUFFICIENT_STORAGE naming those nodes: nothing of it is applied anywhere. Deletes
-  are still sequenced (they are how space is freed), and so are retries of known request ids (their
-  outcome is already decided). Reads are served as always.
+  and transactions that only delete or get are still sequenced (deletes are how space is freed), and
+  so are retries of known request ids (their outcome is already decided). Reads are served as always.
 - Garbage collection, one rule in one place (`_collect`), for superseded versions and tombstones
-  alike. The horizon H = this node's durable commit point - `retain_versions` (0 while this node's
-  own storage alarm is raised: on a full disk a delete must free its key's space at once, so no
+  alike. The horizon H = this node's durable commit point - `retain_versions` (which counts as 0
+  while this node's own storage alarm is raised: on a full disk a delete must free its key's space at once, so no
   superseded version is kept) is the oldest snapshot a range can still read here (older ones answer
   COMPACTED, `compact_version`, and the proxy reads them from another member):
   - a superseded version is kept in the history until the seq that superseded it is <= H
