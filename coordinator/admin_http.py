@@ -77,6 +77,7 @@ def chain_json(config: chain_pb2.ChainConfig, health: dict[str, coordinator_pb2.
                 "state": "syncing" if m.state == chain_pb2.SYNCING else "active",
                 "role": member_role(config, m.id),
                 "healthy": bool(h and h.healthy),
+                "storage_alarm": bool(h and h.storage_alarm),
                 "reads": h.reads if h else 0,
                 "writes": h.writes if h else 0,
                 **({"suspected": h.suspected} if h and h.suspected else {}),

@@ -179,6 +179,8 @@ class NodeHealth:
     last_seq: int = 0
     committed_seq: int = 0
     links: LinkReport | None = None
+    storage_alarm: bool = False
+    disk_free_bytes: int = 0
 
 
 def link_report_from_pb(pb: coordinator_pb2.LinkHealth) -> LinkReport:
@@ -380,7 +382,8 @@ class CoordinatorService:
                         ) -> coordinator_pb2.HeartbeatReply:
         links = link_report_from_pb(req.link_health) if req.HasField("link_health") else None
         beat = Heartbeat(req.chain, req.node_id, req.epoch, req.caught_up, req.in_sync, links=links,
-                         committed_seq=req.committed_seq, seq=req.seq, surrendered_below=req.surrendered_below)
+                         committed_seq=req.committed_seq, seq=req.seq, surrendered_below=req.surrendered_below,
+                         storage_alarm=req.storage_alarm)
 
         async def local() -> coordinator_pb2.HeartbeatReply:
             decision = await self._confirmed(
@@ -389,7 +392,8 @@ class CoordinatorService:
             if isinstance(decision, Refusal):
                 return _heartbeat_refused(decision)
             self.health[(req.chain, req.node_id)] = NodeHealth(req.reads, req.writes, req.last_seq,
-                                                               req.committed_seq, links)
+                                                               req.committed_seq, links, req.storage_alarm,
+                                                               req.disk_free_bytes)
             if isinstance(decision, Proposal):
                 answer: Grant | Refusal = Refusal("UNAVAILABLE", "the promotion did not settle")
                 try:
@@ -399,7 +403,9 @@ class CoordinatorService:
                 if isinstance(answer, Refusal):
                     return _heartbeat_refused(answer)
                 decision = answer
-            return coordinator_pb2.HeartbeatReply(config=decision.config.to_proto(), lease_ms=_ms(decision.lease))
+            return coordinator_pb2.HeartbeatReply(config=decision.config.to_proto(), lease_ms=_ms(decision.lease),
+                                                  storage_alarms=self.supervisor.storage_alarms(decision.config),
+                                                  clean_seq=self.supervisor.clean_point(decision.config))
 
         return await self._at_leader(
             "Heartbeat", req, local,
@@ -556,6 +562,7 @@ class CoordinatorService:
         now = self._now()
         chains = []
         for state in sorted(self.registry.chains.values(), key=lambda c: c.name):
+            alarms = set(self.supervisor.storage_alarms(state))
             health = []
             for m in state.members:
                 h = self.health.get((state.name, m.id))
@@ -568,6 +575,8 @@ class CoordinatorService:
                     committed_seq=h.committed_seq if h else 0,
                     link_health=link_report_to_pb(h.links) if h and h.links else None,
                     suspected=self.supervisor.suspected(state.name, m.id),
+                    storage_alarm=m.id in alarms,
+                    disk_free_bytes=h.disk_free_bytes if h else 0,
                 ))
             held = [coordinator_pb2.ReadmissionHold(node_id=hold.node, remaining_ms=_ms(hold.remaining(now)),
                                                     removals=hold.removals, reason=hold.reason)

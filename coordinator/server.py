@@ -269,3 +269,10 @@ class MemberCollector(Collector):
             c = CounterMetricFamily(name, doc, labels=labels)
             c.add_metric([st.id], count)
             yield c
+        # Kept by the leader only (soft state from heartbeats): a follower reports none.
+        alarms = GaugeMetricFamily("keychain_coordinator_storage_alarms",
+                                   "chain members whose disk is over its high-water mark (the chain refuses writes)",
+                                   labels=["member", "chain"])
+        for chain in sorted(self.service.registry.chains.values(), key=lambda c: c.name):
+            alarms.add_metric([st.id, chain.name], len(self.service.supervisor.storage_alarms(chain)))
+        yield alarms

@@ -36,6 +36,16 @@ The rules, in the order a request meets them:
   member is removed only while another active member reported in sync in the current epoch (it
   holds every acknowledged write): a chain whose only up-to-date members failed stays stuck rather
   than losing acknowledged writes.
+- Storage alarms (a node's disk over its high-water mark, etcd's NOSPACE): each heartbeat carries
+  the node's alarm, and the leader keeps the latest per member as soft state, not as registry
+  entries. The node is the only source of truth for its disk and re-asserts the alarm every
+  heartbeat, so a new leader knows it again within one heartbeat interval; a Raft entry per change
+  would add writes to the coordinators' disks exactly when disks fill, and keep an alarm of a node
+  that no longer reports it. `storage_alarms` names the chain's members with the alarm raised: the
+  shell hands it to every node in its heartbeat reply, and the head refuses writes while any member
+  is full, before sequencing them. A member that leaves the chain leaves its alarm with it.
+  The same soft state gives the chain's clean point (`clean_point`): the lowest commit point its
+  members reported, through which nodes may garbage-collect deletes (keychain.node.core).
 - A new leader removes nobody before `new_leader_grace` plus the removal silence have passed: a
   deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts
   of losing its quorum) may have renewed leases until then, and those must have lapsed first.
@@ -53,6 +63,7 @@ The rules, in the order a request meets them:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -71,6 +82,8 @@ from keychain.coordinator.suspicion import ProxyReport, Suspicion, Verdict
 from keychain.node.link_health import LinkReport
 
 from keychain import timing
+
+log = logging.getLogger(__name__)
 
 NOT_CONFIRMED = "this leader has not heard from a quorum lately (stalled or cut off?); try another coordinator"
 EVIDENCE_WAIT_TICKS = 3  # how long a request may wait for a leadership round to complete, in ticks
@@ -94,6 +107,7 @@ class Heartbeat:
     committed_seq: int = 0  # its commit point (weighed against its predecessor's `successor_acked`)
     seq: int = 0  # numbers the node process's heartbeats, in the order sent
     surrendered_below: int = 0  # it holds no lease, ignoring every grant to a request before heartbeat n
+    storage_alarm: bool = False  # the node's disk is over its high-water mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +225,8 @@ class Supervisor:
         self.readmission = readmission or Readmission()
         self.verdicts: dict[tuple[str, str], Verdict] = {}  # revoked for a gray failure, not yet removed
         self.gray_removals = 0  # members removed for gray failures (a metric)
+        self.full: set[tuple[str, str]] = set()  # (chain, node) whose last heartbeat reported its storage alarm
+        self.committed: dict[tuple[str, str], int] = {}  # (chain, node) -> the commit point it last reported
 
     # ---- leadership ----
 
@@ -222,6 +238,8 @@ class Supervisor:
     def step_down(self) -> None:
         self.leases.step_down()
         self.verdicts.clear()
+        self.full.clear()
+        self.committed.clear()
 
     def leadership_fresh(self, confirmed_at: float | None, now: float) -> bool:
         """Whether this leader may grant a lease at `now` (see `leadership_fresh`)."""
@@ -281,12 +299,36 @@ class Supervisor:
             self.suspicion.heartbeat(req.chain, req.node, now)
         if req.surrendered_below:
             self.leases.surrender(req.chain, req.node, req.surrendered_below)
+        self._record_alarm(req)
+        self.committed[(req.chain, req.node)] = req.committed_seq
         key = (req.chain, req.node)
         if (granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch
                 and key not in self.promoting and not self._removing(req.chain)):
             self.promoting.add(key)
             return Proposal((promote_node(req.chain, req.node),))
         return Grant(state, self.lease if granted else 0.0)
+
+    def _record_alarm(self, req: Heartbeat) -> None:
+        key = (req.chain, req.node)
+        if req.storage_alarm and key not in self.full:
+            self.full.add(key)
+            log.warning("storage alarm raised chain=%s node=%s", req.chain, req.node)
+        elif not req.storage_alarm and key in self.full:
+            self.full.discard(key)
+            log.info("storage alarm cleared chain=%s node=%s", req.chain, req.node)
+
+    def storage_alarms(self, state: ChainState | None) -> tuple[str, ...]:
+        """The members of `state`'s chain whose storage alarm is raised, in chain order."""
+        if state is None:
+            return ()
+        return tuple(m.id for m in state.members if (state.name, m.id) in self.full)
+
+    def clean_point(self, state: ChainState | None) -> int:
+        """The lowest commit point any member of the chain reported (0 while one has not): every member
+        holds the chain's writes through it committed, so nodes may collect the deletes up to it."""
+        if state is None or not state.members:
+            return 0
+        return min(self.committed.get((state.name, m.id), 0) for m in state.members)
 
     def promoted(self, req: Heartbeat, state: ChainState | None) -> Grant | Refusal:
         """The answer once the promotion settled (applied, refused or lost): other changes may have

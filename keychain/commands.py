@@ -251,13 +251,18 @@ def status_tables(report: dict[str, Any]) -> list[Table]:
     for chain in report.get("chains", []):
         members = chain.get("members", [])
         path = " -> ".join(m["id"] for m in members if m.get("role") != "syncing") or "(no active member)"
-        table = Table(title=f"chain {chain['name']}  epoch {chain['epoch']}  {path}", title_justify="left")
-        for column in ("#", "member", "address", "role", "health", "reads", "writes"):
+        title = f"chain {chain['name']}  epoch {chain['epoch']}  {path}"
+        full = chain.get("storage_alarms") or []
+        if full:
+            title += f"  [red]DISK FULL on {', '.join(full)}: writes refused[/red]"
+        table = Table(title=title, title_justify="left")
+        for column in ("#", "member", "address", "role", "health", "disk", "reads", "writes"):
             table.add_column(column, justify="right" if column in ("#", "reads", "writes") else "left")
         for index, m in enumerate(members, 1):
             health = "[green]healthy[/green]" if m.get("healthy") else "[red]unhealthy[/red]"
+            disk = "[red]full[/red]" if m.get("storage_alarm") else "ok"
             table.add_row(
-                str(index), m["id"], m["address"], m["role"], health, f"{m['reads']:,}", f"{m['writes']:,}"
+                str(index), m["id"], m["address"], m["role"], health, disk, f"{m['reads']:,}", f"{m['writes']:,}"
             )
         tables.append(table)
     coordinator = report.get("coordinator", {})

@@ -134,6 +134,7 @@ class CoordinatorLink:
             committed_seq=status.committed_seq, caught_up=self.node.core.caught_up, reads=status.reads,
             writes=status.writes, in_sync=status.in_sync, link_health=link_health_pb(self.node.driver.link_report()),
             seq=self.seq, surrendered_below=self.surrendered_below,
+            storage_alarm=status.storage_alarm, disk_free_bytes=status.disk_free_bytes,
         )
         sent = self.clock()
         try:
@@ -154,6 +155,8 @@ class CoordinatorLink:
                      coordinator_pb2.Code.Name(reply.error.code), reply.error.message)
             self._next_coordinator()
             return False
+        self.node.set_chain_alarms(frozenset(reply.storage_alarms))
+        self.node.set_chain_clean_point(reply.clean_seq)
         return self._adopt(reply.config, sent, reply.lease_ms)
 
     def _removed(self, reply: coordinator_pb2.HeartbeatReply, sent: float) -> None:

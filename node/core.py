@@ -71,6 +71,34 @@ Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
   same request id at the new head: if the entry reached it, the retry waits for its commit and gets
   the original outcome; if not, the write is applied then, once. While a node stays head across
   epochs its pending writes keep waiting for their commit.
+- Full disks (etcd's NOSPACE alarm; `keychain.node.disk_alarm` decides when a disk counts as full): the
+  shell tells the core which members of the chain have their storage alarm raised (its own, and the
+  others' as the coordinator relays them). While any has, the head refuses every PUT op, and every
+  transaction with a put in either branch (`may_put`, before its compares are read), before it is
+  sequenced, with INSUFFICIENT_STORAGE naming those nodes: nothing of it is applied anywhere. Deletes
+  and transactions that only delete or get are still sequenced (deletes are how space is freed), and
+  so are retries of known request ids (their outcome is already decided). Reads are served as always.
+- Garbage collection, one rule in one place (`_collect`), for superseded versions and tombstones
+  alike. The horizon H = this node's durable commit point - `retain_versions` (which counts as 0
+  while this node's own storage alarm is raised: on a full disk a delete must free its key's space at once, so no
+  superseded version is kept) is the oldest snapshot a range can still read here (older ones answer
+  COMPACTED, `compact_version`, and the proxy reads them from another member):
+  - a superseded version is kept in the history until the seq that superseded it is <= H
+    (`CompactHistory(H)`): every snapshot >= H still reads exactly;
+  - a tombstone (a deleted key's clean version) at seq T is dropped once T <= min(H, the chain's
+    clean point) (`CollectGarbage`). The chain's clean point is the lowest commit point any member
+    of the chain reported to the coordinator (relayed by the shell, `set_chain_clean_point`; 0,
+    collecting nothing, until one is known): every member has then committed the delete, so no
+    member's reads, version queries or transfers still need the tombstone. T <= H means the versions
+    the delete superseded were compacted first (same Ready, in order), so no snapshot >= H can read an
+    older value of the key through its history once the tombstone is gone, and snapshots < H are
+    refused. Collecting at a seq above H instead would let a range at a snapshot >= T (after the key
+    is written again) see the value the delete superseded.
+  The watch history (`keychain.node.watch_history`) is kept in memory from the committed log, not
+  from the store's versions, so neither drop affects a watch's resume. A transfer no longer carries
+  collected deletes, so its receiver sweeps every key range a chunk covers (InstallKeys.sweep): a key
+  it holds that the sender does not is dropped, with its history. A read whose tail names a version
+  this node collected reads as not found.
 - Request ids: the outcome of every sequenced entry is remembered (store outcomes, replicated with
   the entries and in state transfers) for `dedup_window` seqs behind the commit point. A retry of a
   committed id is answered at once; of an uncommitted one, when it commits.
@@ -106,6 +134,7 @@ from keychain.node.messages import (
     RequestOutcome,
     TransferChunk,
     Txn,
+    TxnOpKind,
     VersionQueryReply,
     Welcome,
     WriteOp,
@@ -117,6 +146,7 @@ from keychain.node.snapshot_range import WaitingRanges
 from keychain.node.uncommitted_log import UncommittedLog
 from keychain.node.versions import (
     AppendEntries,
+    CollectGarbage,
     Commit,
     CompactHistory,
     ForgetOutcomes,
@@ -223,7 +253,17 @@ class Ready:
 
 # Records a crash may lose without harm (see Ready.must_sync). The store's write-ahead log keeps records
 # in order, so a later fsync makes them durable together with everything applied before.
-_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes, CompactHistory)
+_LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes, CompactHistory, CollectGarbage)
+
+
+def may_put(op: WriteOp) -> bool:
+    """Whether `op` may write a value (a PUT, or a transaction with a put in either branch): what a
+    storage alarm refuses. Deletes and gets free or keep space, whichever branch runs."""
+    if op.kind == OpKind.PUT:
+        return True
+    if op.kind == OpKind.TXN and op.txn is not None:
+        return any(t.kind == TxnOpKind.PUT for t in (*op.txn.success, *op.txn.failure))
+    return False
 
 
 # ---- internal bookkeeping ----
@@ -305,6 +345,16 @@ class ChainCore:
         self.history_floor = max(st.committed_seq, store.installed_through())
         self._compacted = 0  # the last CompactHistory record's point
         self._installed_through = 0  # the newest version installed by the state transfer under way
+        # Members of the chain whose disk is over its high-water mark (set by the shell, see set_storage_alarms).
+        self.storage_alarms: frozenset[str] = frozenset()
+        # The lowest commit point of any member of the chain (set by the shell) and the point through
+        # which tombstones were collected here (see _collect; 0 after a restart: collected again, cheaply).
+        self.chain_clean_point = 0
+        self.collected_seq = 0
+        # The transfer we receive: the last key of its last chunk of keys (its sweep resumes after it)
+        # and whether the chunks of keys are done (the rest of the key space was swept).
+        self._sweep_after: bytes | None = None
+        self._swept_all = False
         # counters
         self.reads = 0
         self.writes = 0
@@ -377,6 +427,25 @@ class ChainCore:
             self._commit_to(self.persisted_seq)
         return OK
 
+    def set_storage_alarms(self, nodes: frozenset[str] | set[str]) -> None:
+        """The nodes whose storage alarm is raised: this node's own and the chain's, as the coordinator
+        relays them. Replaces the previous set (an alarm clears when its node stops reporting it). While
+        this node's own is raised it keeps no superseded versions (see `_collect`)."""
+        self.storage_alarms = frozenset(nodes)
+        self._collect()
+
+    def set_chain_clean_point(self, seq: int) -> None:
+        """The lowest commit point any member of the chain reported: every member holds the chain's
+        writes through it committed (see `_collect`). It only moves up."""
+        self.chain_clean_point = max(self.chain_clean_point, seq)
+        self._collect()
+
+    def full_members(self) -> tuple[str, ...]:
+        """The members of the current configuration whose storage alarm is raised, in chain order."""
+        if self.config is None or not self.storage_alarms:
+            return ()
+        return tuple(i for i in self.config.ids() if i in self.storage_alarms)
+
     def renew_lease(self, until: float | None) -> None:
         self.lease_until = math.inf if until is None else until
 
@@ -439,12 +508,16 @@ class ChainCore:
             return WriteReply(err)
         results: list[WriteResult | None] = [None] * len(ops)
         waits: list[tuple[int, int, RequestOutcome]] = []
+        full = self.full_members()
         for i, op in enumerate(ops):
             bad = self._check_write(op)
             if bad is not None:
                 results[i] = WriteResult(bad)
                 continue
             known = self.uncommitted.find_request(op.request_id) if op.request_id else None
+            if known is None and full and may_put(op):
+                results[i] = WriteResult(self._storage_full(full))
+                continue
             if known is None:
                 entry = self._sequence_txn(op) if op.kind == OpKind.TXN else self._sequence(op)
                 if isinstance(entry, Error):
@@ -459,6 +532,14 @@ class ChainCore:
             return WriteReply(results=tuple(r for r in results if r is not None))
         self.waiting_writes.wait(ticket, results, waits)
         return None
+
+    def _storage_full(self, full: tuple[str, ...]) -> Error:
+        # Refused before the compares are read: whichever branch they chose, a put could be written.
+        names = ", ".join(full)
+        noun = "node" if len(full) == 1 else "nodes"
+        return Error(Code.INSUFFICIENT_STORAGE,
+                     f"the disk of {noun} {names} is full (over its high-water mark): writes are refused until "
+                     f"space is freed (deletes are still accepted)", self.epoch)
 
     def _check_write(self, op: WriteOp) -> Error | None:
         bad = None if op.kind == OpKind.TXN else self._check_key(op.key)
@@ -577,7 +658,7 @@ class ChainCore:
 
     @property
     def compact_version(self) -> int:
-        """The oldest snapshot a range can be read at here."""
+        """The oldest snapshot a range can be read at here (tombstones are collected only below it)."""
         return max(self.history_floor, self._compacted)
 
     def _range_page(self, r: RangeRead, snapshot: int) -> RangeReply:
@@ -641,6 +722,8 @@ class ChainCore:
             clean = self._latest(key, clean_only=True)
             if clean is not None and clean.version > version:
                 kv = clean
+            elif clean is None and version <= self.collected_seq:
+                return self._served(None)  # a delete every member had committed, collected here since
         if kv is None:
             return ReadReply(Error(Code.UNAVAILABLE, f"version {version} of the key is not held here", self.epoch))
         return self._served(kv)
@@ -736,7 +819,7 @@ class ChainCore:
         needs_transfer = self.last_seq + 1 < hello.first_seq
         if needs_transfer:
             self.up.transfer_from = from_id
-            self._transfers.append(TransferStart(from_id, self.epoch))
+            self._request_transfer(from_id)
         else:
             self.up.transfer_from = None
         self.up.welcomes.append((from_id, Welcome(OK, self.last_seq, self.committed_seq, needs_transfer, self.epoch)))
@@ -871,15 +954,24 @@ class ChainCore:
         if from_id != self.up.transfer_from:
             log.debug("stray transfer chunk node=%s from=%s", self.id, from_id)
             return
-        if chunk.keys or chunk.outcomes:
-            self._persist.append(InstallKeys(chunk.keys, chunk.outcomes))
+        # The chunks of keys cover the key space in order, each (the previous one's last key, its own
+        # last key]; the first chunk without keys means the sender has no more, up to the end.
+        sweep: tuple[bytes | None, bytes | None] | None = None
+        if chunk.keys:
+            sweep = (self._sweep_after, chunk.keys[-1].key)
+            self._sweep_after = chunk.keys[-1].key
+        elif not self._swept_all:
+            sweep = (self._sweep_after, None)
+            self._swept_all = True
+        if chunk.keys or chunk.outcomes or sweep is not None:
+            self._persist.append(InstallKeys(chunk.keys, chunk.outcomes, sweep))
             self._installed_through = max(self._installed_through, *(kv.version for kv in chunk.keys), 0)
         if not chunk.last:
             return
         if chunk.through_seq < self.committed_seq:
             log.error("transfer behind our commit point node=%s through=%d committed=%d", self.id,
                       chunk.through_seq, self.committed_seq)
-            self._transfers.append(TransferStart(from_id, self.epoch))
+            self._request_transfer(from_id)
             return
         self._persist.append(ResetLog(chunk.through_seq))
         # The transfer's keys may be newer than its point, and their older versions are not here.
@@ -898,7 +990,12 @@ class ChainCore:
     def transfer_failed(self, from_id: str) -> None:
         """The Transfer stream broke before its last chunk: ask again (the shell backs off)."""
         if from_id == self.up.transfer_from:
-            self._transfers.append(TransferStart(from_id, self.epoch))
+            self._request_transfer(from_id)
+
+    def _request_transfer(self, from_id: str) -> None:
+        # Every transfer is read from the start of the key space: so is its sweep.
+        self._sweep_after, self._swept_all = None, False
+        self._transfers.append(TransferStart(from_id, self.epoch))
 
     # ------------------------------------------------------------------ Ready
 
@@ -987,6 +1084,24 @@ class ChainCore:
         if self._commits_on_persist():
             self._commit_to(self.persisted_seq)
         self._trim()
+        self._collect()
+
+    def _collect(self) -> None:
+        """The one garbage-collection rule (module docstring): superseded versions are compacted through
+        the horizon H (durable commit point - retain_versions, or the commit point itself while this
+        node's storage alarm is raised), then tombstones through min(H, the chain's clean point) are
+        collected, never above what was compacted."""
+        # A node whose own disk is full keeps no history: its deletes must free space now (its ranges
+        # at older snapshots are COMPACTED, and the proxy reads them from another member).
+        kept = 0 if self.id in self.storage_alarms else self.options.retain_versions
+        horizon = self.applied_commit - kept
+        if horizon > self._compacted:
+            self._persist.append(CompactHistory(horizon))
+            self._compacted = horizon
+        through = min(self._compacted, self.chain_clean_point)
+        if through > self.collected_seq:
+            self._persist.append(CollectGarbage(through))
+            self.collected_seq = through
 
     def _trim(self) -> None:
         target = self.applied_commit - self.options.retain_entries
@@ -999,10 +1114,6 @@ class ChainCore:
         if forget > self._outcomes_floor:
             self._persist.append(ForgetOutcomes(forget))
             self._outcomes_floor = forget
-        compact = self.applied_commit - self.options.retain_versions
-        if compact > self._compacted:
-            self._persist.append(CompactHistory(compact))
-            self._compacted = compact
 
     # ------------------------------------------------------------------ status
 
@@ -1032,4 +1143,6 @@ class ChainCore:
             lease_valid=self.lease_valid(now),
             keys=self.store.key_count(),
             in_sync=self.in_sync,
+            storage_alarm=self.id in self.storage_alarms,
+            storage_alarms=self.full_members(),
         )

@@ -20,6 +20,12 @@ The driver also keeps the node's link health (`keychain.node.link_health`): it t
 every Batch sent, and `tick()` (the shell calls it every `timing.KEEPALIVE_INTERVAL`) samples the
 core's links and has the core send a keepalive on an idle downlink. `link_report()` is what the
 node's heartbeat tells the coordinator.
+
+A storage that cannot take a Ready's records now (its disk is full) raises `StorageFull` from `apply`
+having written none of them. The Ready is then held, not lost and not half-applied: `step()` raises
+`StorageFull` to the caller, and every later `step()` tries the held Ready's records again before the
+core is asked for anything new (`core.ready()` is not called again before `advance()`, so the core
+keeps gathering inputs meanwhile, and reads of committed data are still answered).
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ from keychain.node.messages import (
     WriteOp,
     WriteReply,
 )
-from keychain.node.versions import Record
+from keychain.node.versions import Record, StorageFull
 from keychain.node.watch_history import WatchHistory
+
+__all__ = ["Clock", "NodeDriver", "Storage", "StorageFull", "Transport"]
 
 
 class Storage(Protocol):
@@ -87,6 +95,8 @@ class NodeDriver:
         self.storage = storage
         self.transport = transport
         self.clock = clock
+        # A Ready the storage refused (StorageFull) with the core's epoch when it was taken: retried first.
+        self.held: tuple[Ready, int] | None = None
         # The committed changes watches are served from, fed before every advance() (while the
         # entries above the store's commit point are still in the core's memory); a restarted node
         # starts with what its store's retained log still holds.
@@ -96,20 +106,26 @@ class NodeDriver:
     # ---- the Ready loop ----
 
     def has_ready(self) -> bool:
-        """Whether `step()` has a Ready to handle."""
-        return self.core.has_ready()
+        """Whether `step()` has a Ready to handle (a held one included)."""
+        return self.held is not None or self.core.has_ready()
 
     def step(self) -> Generator[Ready, None, None]:
         """Handle the core's next Ready, if it has one: persist it, yield it once if it must be synced
         (the caller makes `storage` durable, then resumes this generator), then release its outputs
         and advance the core. A Ready that needs no sync (commits and trims alone, `Ready.must_sync`)
-        is released at once: the next sync covers its records."""
-        if not self.core.has_ready():
+        is released at once: the next sync covers its records. Raises `StorageFull` if the storage
+        refused the records (the Ready is held and retried by the next `step()`)."""
+        if self.held is not None:
+            rd, epoch = self.held
+        elif self.core.has_ready():
+            rd = self.core.ready()
+            epoch = self.core.epoch  # a configure may land while the sync runs: the Ready's own epoch
+        else:
             return
-        rd = self.core.ready()
-        epoch = self.core.epoch  # a configure may land while the sync runs: the Ready's own epoch
         if rd.persist:
-            self.storage.apply(rd.persist)
+            self.held = (rd, epoch)
+            self.storage.apply(rd.persist)  # StorageFull: nothing written, the Ready stays held
+        self.held = None
         if rd.must_sync:
             self.health.sync_begun(self.clock())
             yield rd
@@ -119,7 +135,7 @@ class NodeDriver:
     def step_now(self) -> bool:
         """`step()` with a synchronous `storage.sync()`: one Ready handled completely. False if the core
         had none."""
-        if not self.core.has_ready():
+        if not self.has_ready():
             return False
         for _ in self.step():
             self.storage.sync()

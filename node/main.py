@@ -20,6 +20,7 @@ import signal
 import sys
 
 from keychain.node.core import CoreOptions
+from keychain.node.disk_alarm import DEFAULT_HIGH_WATER, HighWater
 from keychain.node.storage import DataDirError, RocksVersionStore
 from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES
 
@@ -43,6 +44,13 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
     return value
+
+
+def _high_water(text: str) -> HighWater:
+    try:
+        return HighWater.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +78,11 @@ def parser() -> argparse.ArgumentParser:
                         "the same snapshot; an older snapshot gets COMPACTED (default: %(default)s)")
     p.add_argument("--max-batch-bytes", type=_positive, default=defaults.max_batch_bytes,
                    help="payload bytes per message to the next node (default: %(default)s)")
+    p.add_argument("--disk-high-water", type=_high_water, default=HighWater.parse(DEFAULT_HIGH_WATER),
+                   metavar="FREE",
+                   help="free space on the data volume below which the storage alarm is raised and the chain "
+                        "refuses writes (reads and deletes are still served): bytes (256MiB), a percentage of "
+                        f"the volume (5%%), or both, the larger applying (default: {DEFAULT_HIGH_WATER})")
     p.add_argument("--watch-history-changes", type=_positive, default=DEFAULT_MAX_CHANGES,
                    help="committed changes kept for watches to resume from; an older from_version gets "
                         "COMPACTED (default: %(default)s)")
@@ -95,6 +108,7 @@ async def run(args: argparse.Namespace) -> int:
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
                           max_batch_bytes=args.max_batch_bytes, **api_limits)
     node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files,
+                     disk_high_water=args.disk_high_water,
                      watch_history_changes=args.watch_history_changes,
                      watch_history_bytes=args.watch_history_bytes)
     try:

@@ -22,6 +22,7 @@ class Code(IntEnum):
     OUTCOME_UNKNOWN = 8
     NOT_FOUND = 9
     COMPACTED = 10  # a range's snapshot is older than the versions this node keeps
+    INSUFFICIENT_STORAGE = 11
 
 
 class MemberState(IntEnum):
@@ -351,6 +352,9 @@ class NodeStatus:
     lease_valid: bool = False
     keys: int = 0
     in_sync: bool = False  # not on the wire: False while the node may still lack committed entries
+    storage_alarm: bool = False  # this node's disk is over its high-water mark
+    disk_free_bytes: int = 0
+    storage_alarms: tuple[str, ...] = ()  # the chain's members whose disk is full, as this node knows them
 
 
 def outcome_of(entry: Entry) -> RequestOutcome:

@@ -56,6 +56,12 @@ class _StatusCollector(Collector):
         yield gauge("keychain_node_committed_seq", "Highest seq the node knows committed", s.committed_seq)
         yield gauge("keychain_node_keys", "Keys with a live committed value", s.keys)
         yield gauge("keychain_node_lease_valid", "1 while the coordinator lease is valid", int(s.lease_valid))
+        yield gauge("keychain_node_storage_alarm",
+                    "1 while the node's disk is over its high-water mark (the chain refuses writes)", int(s.storage_alarm))
+        yield gauge("keychain_node_chain_storage_alarms",
+                    "Members of the chain whose storage alarm this node knows raised", len(s.storage_alarms))
+        yield gauge("keychain_node_disk_free_bytes", "Free bytes on the volume of the node's data directory",
+                    s.disk_free_bytes)
         role = GaugeMetricFamily("keychain_node_role", "1 for the node's current role", labels=[*names, "role"])
         for r in ROLES:
             role.add_metric([*values, r], int(s.role == r))
@@ -82,6 +88,10 @@ class NodeMetrics:
         )
         self.transfer_failures = Counter(
             "keychain_node_transfer_failures", "State transfers received that broke before their last chunk",
+            registry=self.registry,
+        )
+        self.persist_held = Counter(
+            "keychain_node_persist_held", "Times a Ready was held because the disk had no room for it",
             registry=self.registry,
         )
         self._server: _Stoppable | None = None

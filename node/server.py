@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
+import math
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,7 +45,8 @@ from keychain.node.core import (
     TransferStart,
     VersionQuery,
 )
-from keychain.node.driver import NodeDriver
+from keychain.node.disk_alarm import DEFAULT_HIGH_WATER, DiskAlarm, DiskSample, HighWater, records_bytes
+from keychain.node.driver import NodeDriver, StorageFull
 from keychain.node.links import ENTRY_FRAMING_BYTES, TXN_OP_FRAMING_BYTES
 from keychain.node.messages import (
     OK,
@@ -65,7 +69,7 @@ from keychain.node.messages import (
 )
 from keychain.node.metrics import NodeMetrics
 from keychain.node.storage import RocksVersionStore
-from keychain.node.versions import AppendEntries
+from keychain.node.versions import AppendEntries, Record
 from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES, WatchHistory
 from keychain.node.watch_hub import HEARTBEAT, WatchCollector, WatchHub, batch_to_pb
 
@@ -91,6 +95,43 @@ CHANNEL_OPTIONS = [*_KEEPALIVE, *_RECONNECT]
 # Reopening a broken link or transfer stream: at least half of a bound that doubles per failure in
 # a row, so a peer that just refused us is not asked again at once.
 RECONNECT_BACKOFF = Backoff(base=0.05, cap=1.0, floor=0.5)
+
+# How often the free space of the data volume is sampled (one statvfs call), and how soon a Ready held
+# for want of space is tried again: writes resume within about this much of space coming back.
+DISK_SAMPLE_INTERVAL = 0.1
+# While the alarm is raised the store is compacted at most this often, so that deletes and collected
+# garbage give their space back (RocksDB would get to it by itself, but later).
+COMPACT_INTERVAL = 2.0
+
+
+def volume_sample(path: str) -> DiskSample:
+    """Free (available to this process) and total bytes of the volume holding `path`."""
+    st = os.statvfs(path)
+    return DiskSample(free=st.f_bavail * st.f_frsize, total=st.f_blocks * st.f_frsize)
+
+
+class _RoomyStore:
+    """The store as the driver sees it: a Ready is applied only while the volume has room for it
+    (`DiskAlarm.may_persist`, on a fresh sample); otherwise `StorageFull` with nothing written."""
+
+    def __init__(self, store: RocksVersionStore, alarm: DiskAlarm, sample: Callable[[], DiskSample]) -> None:
+        self.store = store
+        self.alarm = alarm
+        self.sample = sample
+        self.compacting = False  # a compaction runs in a thread: a wedged store is not reopened under it
+
+    def apply(self, records: list[Record]) -> None:
+        if self.compacting and self.store.wedged:
+            raise StorageFull("the store is compacting")
+        sample = self.sample()  # fresh: the watcher's may be 100 ms old (the alarm itself is the watcher's)
+        needed = records_bytes(records)
+        if not self.alarm.may_persist(needed, sample):
+            raise StorageFull(f"{needed} bytes to write, {sample.free} free")
+        self.store.apply(records)
+
+    def sync(self) -> None:
+        self.store.sync()
+
 
 # gRPC's default message limit, which proxies size their batched write requests for.
 WRITE_REQUEST_BYTES = 4 << 20
@@ -145,6 +186,8 @@ class ChainNode:
         rng: random.Random | None = None,
         static: bool = False,
         tls_files: TlsFiles | None = None,
+        disk_high_water: HighWater | None = None,
+        disk_sample: Callable[[], DiskSample] | None = None,
         watch_history_changes: int = DEFAULT_MAX_CHANGES,
         watch_history_bytes: int = DEFAULT_MAX_BYTES,
         watch_heartbeat: float = HEARTBEAT,
@@ -159,8 +202,17 @@ class ChainNode:
         self.clock = clock
         self.rng = rng or random.Random()
         self.core = ChainCore(node_id, store, options)
+        # The storage alarm (keychain.node.disk_alarm): our own, from samples of the data volume, and the
+        # chain's, as the coordinator relays them; the core refuses writes at the head while any is raised.
+        self.disk_alarm = DiskAlarm(disk_high_water or HighWater.parse(DEFAULT_HIGH_WATER))
+        self.disk_sample = disk_sample or (lambda: volume_sample(str(store.path)))
+        self._chain_alarms: frozenset[str] = frozenset()
+        self._persist_held = False  # the driver holds a Ready the disk had no room for
+        self._roomy = _RoomyStore(store, self.disk_alarm, self.disk_sample)
+        self._compacted_at = -math.inf
+        self._compaction: asyncio.Future[None] | None = None  # the compaction running in a thread, if any
         history = WatchHistory.rebuilt(self.core, watch_history_changes, watch_history_bytes)
-        self.driver = NodeDriver(self.core, store, self, clock, history)
+        self.driver = NodeDriver(self.core, self._roomy, self, clock, history)
         self.metrics = NodeMetrics(self.status, store.wal_syncs)
         self.watches = WatchHub(self.core, history, clock, watch_heartbeat)
         self.metrics.registry.register(WatchCollector(self.watches, node_id, store.chain))
@@ -201,6 +253,8 @@ class ChainNode:
         self._driver = asyncio.create_task(self._drive(), name=f"node-{self.id}-driver")
         self._spawn(self._watch_health(), "health")
         self._spawn(self._tick(), "tick")
+        self._sample_disk()
+        self._spawn(self._watch_disk(), "disk")
         await self._update_health()
         self._wake.set()  # a restarted node may have work at once (a tail commits what it holds)
         log.info("node serving node=%s listen=%s port=%d", self.id, listen, port)
@@ -225,6 +279,8 @@ class ChainNode:
                 await self._driver
         if self._syncing is not None:  # the store must not close under an fsync still running
             await asyncio.wait([self._syncing])
+        if self._compaction is not None:  # nor under a compaction
+            await asyncio.wait([self._compaction])
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -232,7 +288,10 @@ class ChainNode:
             await ch.close()
         self._channels.clear()
         self.metrics.close()
-        self.store.sync()
+        try:
+            self.store.sync()
+        except Exception as e:  # a store wedged by a full disk: what was written is in its log already
+            log.warning("final sync failed node=%s error=%r", self.id, str(e))
         self.store.close()
         self.stopped.set()
         log.info("node stopped node=%s", self.id)
@@ -254,8 +313,15 @@ class ChainNode:
                 await self._wake.wait()
                 self._wake.clear()
                 while self.driver.has_ready():
-                    for rd in self.driver.step():  # yields once when the Ready's records must be synced
-                        await self._sync(rd)
+                    try:
+                        for rd in self.driver.step():  # yields once when the Ready's records must be synced
+                            await self._sync(rd)
+                    except StorageFull as e:
+                        await self._persist_refused(e)
+                        continue
+                    if self._persist_held:
+                        self._persist_held = False
+                        log.warning("disk has room again: persisting resumed node=%s", self.id)
                     self._prune_downlinks()
                     self.watches.notify()
         except asyncio.CancelledError:
@@ -266,6 +332,85 @@ class ChainNode:
             self._fail_waiting("node failed")
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
             raise
+
+    async def _persist_refused(self, e: StorageFull) -> None:
+        """The disk had no room for the Ready: the driver holds it and the next step tries it again.
+        The alarm is raised meanwhile (the head refuses new writes), reads keep being served."""
+        if not self._persist_held:
+            self._persist_held = True
+            self.metrics.persist_held.inc()
+            log.error("disk full: holding writes until space is back node=%s reason=%s", self.id, e)
+        if not self.disk_alarm.raised:
+            self.disk_alarm.raised = True
+        self._refresh_alarms()
+        await asyncio.sleep(DISK_SAMPLE_INTERVAL)
+
+    # ------------------------------------------------------------------ the storage alarm
+
+    def _sample_disk(self) -> None:
+        was = self.disk_alarm.raised
+        try:
+            sample = self.disk_sample()
+        except OSError as e:
+            log.warning("cannot sample the data volume node=%s error=%r", self.id, str(e))
+            return
+        raised = self.disk_alarm.observe(sample)
+        if raised != was:
+            if raised:
+                log.error("storage alarm raised: disk over its high-water mark node=%s free=%d total=%d",
+                          self.id, sample.free, sample.total)
+            else:
+                log.warning("storage alarm cleared node=%s free=%d total=%d", self.id, sample.free, sample.total)
+        if raised != (self.id in self.core.storage_alarms):
+            self._refresh_alarms()
+
+    async def _watch_disk(self) -> None:
+        while True:
+            await asyncio.sleep(DISK_SAMPLE_INTERVAL)
+            self._sample_disk()
+            last = self.disk_alarm.last
+            # Compaction writes new files before it deletes old ones: not without some room. If it fails
+            # for want of space anyway, the store's next write fails too, and it is reopened (see apply).
+            room = last is not None and self.disk_alarm.may_persist(self.disk_alarm.reserve(last.total))
+            if self.disk_alarm.raised and room and not self.store.wedged and not self._roomy.compacting:
+                now = self.clock()
+                if now - self._compacted_at >= COMPACT_INTERVAL:
+                    self._compacted_at = now
+                    self._spawn(self._compact(), "compact")
+
+    async def _compact(self) -> None:
+        """Compact the store in a thread while the disk is full: deletes and collected garbage free space."""
+        self._roomy.compacting = True
+        try:
+            self._compaction = asyncio.ensure_future(asyncio.to_thread(self.store.compact))
+            await asyncio.shield(self._compaction)
+        except Exception as e:  # no room even for that: the next round tries again
+            log.warning("compaction failed node=%s error=%r", self.id, str(e))
+        finally:
+            self._roomy.compacting = False
+        self._sample_disk()
+        self.wake()
+
+    def set_chain_alarms(self, nodes: frozenset[str]) -> None:
+        """The chain's members whose storage alarm is raised, as the coordinator relays them."""
+        if nodes != self._chain_alarms:
+            self._chain_alarms = nodes
+            self._refresh_alarms()
+
+    def set_chain_clean_point(self, seq: int) -> None:
+        """The lowest commit point of the chain's members, as the coordinator relays it (garbage collection)."""
+        if seq > self.core.chain_clean_point:
+            self.core.set_chain_clean_point(seq)
+            self.wake()
+
+    def _refresh_alarms(self) -> None:
+        # Our own alarm is known here first-hand; the coordinator's copy of it may be a heartbeat old.
+        nodes = set(self._chain_alarms - {self.id})
+        if self.disk_alarm.raised:
+            nodes.add(self.id)
+        self.core.set_storage_alarms(frozenset(nodes))
+        if self.core.has_ready():  # our own alarm compacts the history at once (ChainCore._collect)
+            self.wake()
 
     async def _sync(self, rd: Ready) -> None:
         """Make everything applied durable: one fsync in a thread, while the loop keeps stepping the core."""
@@ -399,7 +544,9 @@ class ChainNode:
         self.core.renew_lease(lease_until)
 
     def status(self) -> NodeStatus:
-        return self.core.status(self.clock())
+        s = self.core.status(self.clock())
+        free = self.disk_alarm.last.free if self.disk_alarm.last else 0
+        return dataclasses.replace(s, storage_alarm=self.disk_alarm.raised, disk_free_bytes=free)
 
     # ------------------------------------------------------------------ links
 

@@ -35,6 +35,8 @@ Layout (one key space; the first byte names the kind of record):
                                     so a forward seek finds the newest version <= a snapshot
     b"x" + superseded-at seq + len(key) + key + seq
                                     the same versions ordered by when they were superseded, to compact
+    b"t" + seq + key                a clean tombstone of that version, to collect by seq (an entry
+                                    whose key has a newer clean version since is stale, dropped when met)
 Integers are big-endian so byte order is numeric order; request ids are UTF-8, whose byte order
 is code-point order, the order of Python strings.
 
@@ -49,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -68,6 +71,7 @@ from keychain.node.messages import (
 )
 from keychain.node.versions import (
     AppendEntries,
+    CollectGarbage,
     Commit,
     CompactHistory,
     ForgetOutcomes,
@@ -75,10 +79,12 @@ from keychain.node.versions import (
     Record,
     ResetLog,
     SaveConfig,
+    StorageFull,
     StoreError,
     StoreState,
     TrimLog,
     Truncate,
+    in_sweep,
 )
 
 from keychain.proto import chain_pb2
@@ -99,6 +105,11 @@ _OUTCOME_BY_SEQ = b"s"
 _HISTORY = b"h"
 _HISTORY_BY_SUPERSEDED = b"x"
 _MAX_U64 = (1 << 64) - 1
+_TOMBSTONE_BY_SEQ = b"t"
+
+# A wedged store (a write failed for want of space) is reopened at most this often: replaying its
+# write-ahead log writes a table file, which may fail again while the disk is still full.
+REOPEN_INTERVAL = 0.5
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -106,6 +117,11 @@ _COUNTERS_FORMAT = struct.Struct(">QQQQ")
 
 # Files a freshly formatted volume may hold before the node ever ran (ext4 creates lost+found).
 _IGNORED_IN_EMPTY_DIR = {"lost+found"}
+
+
+def _no_space(e: BaseException) -> bool:
+    """Whether RocksDB failed for want of disk space (rocksdict raises a plain Exception with its status)."""
+    return "No space left on device" in str(e) or (isinstance(e, OSError) and e.errno == 28)
 
 
 class DataDirError(Exception):
@@ -204,6 +220,7 @@ class _Writes:
 
     def __init__(self, db: rocksdict.Rdict) -> None:
         self._db = db
+        self.flushes = 0  # batches written to the database so far
         self.done: dict[bytes, bytes | None] = {}  # writes of the records that succeeded
         self.current: dict[bytes, bytes | None] = {}  # writes of the record being applied
 
@@ -255,6 +272,8 @@ class RocksVersionStore:
         self.node_id = node_id
         self.chain = chain
         self._db = self._open()
+        self._wedged = False  # a write failed for want of space: reopen before the next one
+        self._reopen_after = 0.0  # monotonic time before which no reopen is tried again
         self._unsynced = rocksdict.WriteOptions()
         self._unsynced.sync = False
         self._dirty: dict[bytes, _DirtyKey] = {}
@@ -508,28 +527,77 @@ class RocksVersionStore:
     # ---- writes ----
 
     def apply(self, records: Iterable[Record]) -> None:
+        """Write `records` (not yet durable: see `sync`). Raises `StorageFull`, having written none of
+        them, when the volume is full; the next call reopens the database first (RocksDB accepts no
+        write after a failed append to its write-ahead log until it is reopened)."""
+        if self._wedged:
+            if time.monotonic() < self._reopen_after:
+                raise StorageFull("the store waits to be reopened")
+            self._reopen_after = time.monotonic() + REOPEN_INTERVAL
+            self._reopen()
         w = _Writes(self._db)
         try:
             for record in records:
                 self._apply(w, record)
                 w.record_done()
             self._flush(w)
-        except BaseException:
+        except BaseException as e:
             # Write the records that succeeded; the in-memory state is then read back from the store,
             # which holds exactly those (or, if even that write failed, none of this call's).
             try:
                 self._flush(w)
+            except Exception as again:
+                if not _no_space(again):
+                    raise
             finally:
                 self._reload()
+            if _no_space(e):
+                self._wedged = True
+                if w.flushes == 0:
+                    raise StorageFull(str(e)) from e
             raise
 
     def sync(self) -> None:
         """Make every applied record durable: one fsync of the write-ahead log."""
         self._db.flush_wal(True)
 
+    @property
+    def wedged(self) -> bool:
+        """A write failed for want of space: the next `apply` reopens the database."""
+        return self._wedged
+
+    def compact(self) -> None:
+        """Give space back: write the memtables out (their write-ahead logs are then deleted) and compact
+        the whole key space, dropping what deletes and garbage collection left behind. Safe to run in a
+        thread while the node writes; not while the store is wedged (see `apply`)."""
+        self._db.flush()
+        self._db.compact_range(None, None)
+
     def _flush(self, w: _Writes) -> None:
         if w.done:
             self._db.write(w.batch(), self._unsynced)
+            w.flushes += 1
+
+    def _reopen(self) -> None:
+        """Reopen the database after a write failed for want of space: `StorageFull` while that fails.
+        Everything written before the failure is in the write-ahead log and is replayed; replaying it
+        writes a table file, so it needs room. Until it succeeds the database stays open read-only, so
+        the node keeps serving reads."""
+        try:
+            self._db.close()
+        except Exception as e:  # the writer's error is reported again on close; the files are released
+            log.debug("closing the wedged store path=%s error=%r", self.path, str(e))
+        try:
+            self._db = rocksdict.Rdict(str(self.path), self._options(create=False))
+        except Exception as e:
+            self._db = rocksdict.Rdict(str(self.path), self._options(create=False),
+                                       access_type=rocksdict.AccessType.read_only())
+            if _no_space(e):
+                raise StorageFull(str(e)) from e
+            raise
+        self._wedged = False
+        self._reload()
+        log.info("store reopened after the disk was full path=%s", self.path)
 
     def _reload(self) -> None:
         counters = self._db.get(_COUNTERS)
@@ -573,7 +641,9 @@ class RocksVersionStore:
                     key = k[13 : 13 + n]
                     (version,) = _U64.unpack_from(k, 13 + n)
                     w.delete(_history_prefix(key) + _seq(_MAX_U64 - version))
-            case InstallKeys(keys, outcomes):
+            case InstallKeys(keys, outcomes, sweep):
+                if sweep is not None:
+                    live = self._sweep(w, sweep, {kv.key for kv in keys}, live)
                 for kv in keys:
                     live = self._install(w, kv, live)
                 newest = max((kv.version for kv in keys), default=0)
@@ -599,6 +669,10 @@ class RocksVersionStore:
             case SaveConfig(new_config):
                 w.put(_CONFIG, _encode_config(new_config))
                 config = new_config
+            case CollectGarbage(through):
+                if through > committed:
+                    raise StoreError(f"cannot collect through {through} above the commit point {committed}")
+                self._collect(w, through)
             case _:
                 raise StoreError(f"unknown record {record!r}")
         w.put(_COUNTERS, _COUNTERS_FORMAT.pack(last, committed, log_start, live))
@@ -662,7 +736,7 @@ class RocksVersionStore:
                 n += 1
             if n == 0:
                 continue
-            _, tombstone, encoded = versions[n - 1]
+            newest, tombstone, encoded = versions[n - 1]
             # The dirty versions are all newer than the clean one: the newest of them replaces it,
             # and the ones it supersedes go to the history (see scan_at).
             previous = d.clean
@@ -673,6 +747,8 @@ class RocksVersionStore:
                     w.put(by_superseded, b"")
                 previous = (seq, raw)
             w.put(_CLEAN + key, encoded)
+            if tombstone:
+                w.put(_TOMBSTONE_BY_SEQ + _seq(newest) + key, b"")
             live += (0 if tombstone else 1) - (1 if d.clean_live else 0)
             prefix = _dirty_prefix(key)
             for seq, _, _ in versions[:n]:
@@ -693,6 +769,8 @@ class RocksVersionStore:
             return live
         encoded = _encode_version(kv)
         w.put(_CLEAN + kv.key, encoded)
+        if kv.tombstone:
+            w.put(_TOMBSTONE_BY_SEQ + _seq(kv.version) + kv.key, b"")
         live += (0 if kv.tombstone else 1) - (0 if clean is None or clean.tombstone else 1)
         d = self._dirty.get(kv.key)
         if d is not None:
@@ -710,6 +788,42 @@ class RocksVersionStore:
             else:
                 del self._dirty[kv.key]
         return live
+
+    def _sweep(self, w: _Writes, sweep: tuple[bytes | None, bytes | None], sent: set[bytes], live: int) -> int:
+        """Drop the clean versions of keys in the sweep range that a transfer chunk does not carry, and their
+        history (a snapshot must not read a version the chain's delete superseded; their entries in the
+        superseded-at index are left to `CompactHistory`, which deletes what is already gone)."""
+        self._flush(w)
+        lo, hi = sweep
+        start = _CLEAN if lo is None else _CLEAN + lo + b"\0"
+        end = _prefix_end(_CLEAN) if hi is None else _CLEAN + hi + b"\0"
+        for k, raw in self._scan(start, end):
+            key = k[1:]
+            if key in sent or not in_sweep(key, sweep):
+                continue
+            w.delete(k)
+            if not _decode_version(raw).tombstone:
+                live -= 1
+            prefix = _history_prefix(key)
+            for h, _ in self._scan(prefix, _prefix_end(prefix)):
+                w.delete(h)
+            d = self._dirty.get(key)
+            if d is not None:
+                d.clean_live = False
+                d.clean = None
+        return live
+
+    def _collect(self, w: _Writes, through: int) -> None:
+        """Drop the clean tombstones with version <= through, and their index entries."""
+        self._flush(w)
+        for k, _ in self._scan(_TOMBSTONE_BY_SEQ, _TOMBSTONE_BY_SEQ + _seq(through + 1)):
+            version, key = _U64.unpack(k[1:9])[0], k[9:]
+            w.delete(k)
+            raw = w.get(_CLEAN + key)
+            if raw is not None:
+                clean = _decode_version(raw)
+                if clean.tombstone and clean.version == version:
+                    w.delete(_CLEAN + key)
 
     def _truncate(self, w: _Writes, after: int) -> None:
         if after < self._committed:

@@ -17,13 +17,14 @@ What a store holds
 - Versions: per key, at most one *clean* version (committed, the newest committed one this node
   holds) and any number of *dirty* versions (seq > the clean one, not yet known committed). A
   version is (seq, tombstone, value); a tombstone is a delete and reads as absent. Tombstones are
-  kept as clean versions (never garbage-collected), so a version query never mistakes a deleted key
-  for one that was never written.
+  kept as clean versions until `CollectGarbage` drops them (the core's rule says when), so until then
+  a read of a deleted key names the delete.
 - History: the versions a commit superseded, each with the seq of the version that superseded it,
   until compacted. A range read at snapshot S needs, per key, the newest version <= S: the clean
   one if it is <= S, else the history's; a version superseded at c is needed by the snapshots
   below c only, so once `CompactHistory(through)` dropped those with c <= through, every snapshot
-  S >= through still reads exactly.
+  S >= through still reads exactly. A tombstone is collected only at or below that point (the
+  core's one garbage-collection rule), when the versions it superseded are gone already.
 - Outcomes: request id -> RequestOutcome(seq, kind, current_version) for every entry with a
   non-empty request id, until forgotten (the deduplication window).
 - The chain configuration last given to the node (its epoch), or None.
@@ -44,9 +45,15 @@ Records (applied in list order; each is all-or-nothing in a durable store):
   were never committed, so its history is again a prefix of the chain's.)
 - `TrimLog(through_seq)`: log_start <= through_seq <= committed_seq; entries <= through_seq dropped.
 - `ForgetOutcomes(through_seq)`: outcomes with seq <= through_seq dropped.
-- `InstallKeys(keys, outcomes)`: a state-transfer chunk. Each key's version becomes its clean
+- `InstallKeys(keys, outcomes, sweep)`: a state-transfer chunk. Each key's version becomes its clean
   version if newer than the clean one it has (older versions dropped, none kept in the history);
   outcomes are added. `installed_through()` becomes the newest version ever installed, if newer.
+  With `sweep = (lo, hi)`, the clean versions and the history of keys in (lo, hi] (None: unbounded)
+  that are not among `keys` are dropped first: the sender holds nothing for them (never written, or
+  a delete it already collected), so a receiver with older data does not keep a key the chain
+  deleted, nor serve a snapshot from versions superseded by that delete.
+- `CollectGarbage(through_seq)`: through_seq <= committed_seq. Every clean tombstone with version
+  <= through_seq is dropped (the key then reads as never written).
 - `ResetLog(through_seq)`: the last record of a state transfer. The whole log and every dirty version
   are dropped (the history is kept); log_start = committed_seq = last_seq = through_seq.
 - `SaveConfig(config)`: the chain configuration (and so the epoch) the node now follows.
@@ -75,6 +82,11 @@ from keychain.node.messages import (
 
 class StoreError(Exception):
     """A record cannot be applied as asked (a gap, a trimmed range, a broken invariant)."""
+
+
+class StorageFull(Exception):
+    """`apply` wrote none of the records it was given and cannot now (no space left): try again later.
+    The node holds the Ready meanwhile (`keychain.node.driver`)."""
 
 
 # ---- persist records ----
@@ -114,6 +126,12 @@ class CompactHistory:
 class InstallKeys:
     keys: tuple[KeyVersion, ...]
     outcomes: tuple[RequestOutcome, ...] = ()
+    sweep: tuple[bytes | None, bytes | None] | None = None  # (lo, hi]: drop clean keys there not in `keys`
+
+
+@dataclass(frozen=True, slots=True)
+class CollectGarbage:
+    through_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +145,13 @@ class SaveConfig:
 
 
 Record = (AppendEntries | Commit | Truncate | TrimLog | ForgetOutcomes | CompactHistory | InstallKeys | ResetLog
-          | SaveConfig)
+          | SaveConfig | CollectGarbage)
+
+
+def in_sweep(key: bytes, sweep: tuple[bytes | None, bytes | None]) -> bool:
+    """Whether `key` lies in the sweep range (lo, hi] of an InstallKeys record (None: unbounded)."""
+    lo, hi = sweep
+    return (lo is None or key > lo) and (hi is None or key <= hi)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +311,13 @@ class MemoryVersionStore:
                         self._history[key] = kept
                     else:
                         del self._history[key]
-            case InstallKeys(keys, outcomes):
+            case InstallKeys(keys, outcomes, sweep):
+                if sweep is not None:
+                    sent = {kv.key for kv in keys}
+                    for key in [k for k in self._clean if in_sweep(k, sweep) and k not in sent]:
+                        del self._clean[key]
+                    for key in [k for k in self._history if in_sweep(k, sweep) and k not in sent]:
+                        del self._history[key]
                 for kv in keys:
                     self._make_clean(kv)
                     self._installed_through = max(self._installed_through, kv.version)
@@ -301,6 +331,11 @@ class MemoryVersionStore:
                 self._log_start = self._committed = self._last = through
             case SaveConfig(config):
                 self._config = config
+            case CollectGarbage(through):
+                if through > self._committed:
+                    raise StoreError(f"cannot collect through {through} above the commit point {self._committed}")
+                for key in [k for k, v in self._clean.items() if v.tombstone and v.version <= through]:
+                    del self._clean[key]
             case _:
                 raise StoreError(f"unknown record {record!r}")
 

@@ -340,4 +340,6 @@ def transfer_chunk_from_pb(m: pb.TransferChunk) -> TransferChunk:
 def status_to_pb(s: NodeStatus) -> pb.NodeStatus:
     return pb.NodeStatus(id=s.id, chain=s.chain, epoch=s.epoch, role=s.role, last_seq=s.last_seq,
                          committed_seq=s.committed_seq, reads=s.reads, writes=s.writes,
-                         version_queries=s.version_queries, lease_valid=s.lease_valid, keys=s.keys)
+                         version_queries=s.version_queries, lease_valid=s.lease_valid, keys=s.keys,
+                         storage_alarm=s.storage_alarm, disk_free_bytes=s.disk_free_bytes,
+                         storage_alarms=list(s.storage_alarms))

@@ -179,6 +179,7 @@ def parse_status(payload: Any) -> CoordinatorStatus:
                     state=str(m["state"]),
                     role=str(m["role"]),
                     healthy=bool(m.get("healthy", False)),
+                    storage_full=bool(m.get("storage_alarm", False)),
                 )
                 for m in chain.get("members", [])
             )

@@ -3,7 +3,9 @@
 The coordinator's view of the chain gives the members, epoch and leader; the node
 StatefulSet and the proxy Deployment give the replica counts; the planned step tells
 whether the operator is still at work. When the coordinator does not answer, the last
-known members are kept and the Degraded condition says why. Conditions follow the
+known members are kept and the Degraded condition says why. A member whose disk is full (its storage
+alarm: the chain refuses writes, serves reads) sets the StorageFull condition, naming the members,
+until the alarm clears. Conditions follow the
 `metav1.Condition` shape; a condition's `lastTransitionTime` moves only when its status does.
 """
 
@@ -109,12 +111,30 @@ def build_status(names: Names, seen: Observation, previous: Mapping[str, Any] | 
     else:
         degraded = (False, "AllNodesServing", f"{ready} nodes serving")
 
+    storage_full = _storage_full(seen, previous)
+
     old = {c.get("type"): c for c in previous.get("conditions", []) if isinstance(c, Mapping)}
     status["conditions"] = [
         _condition(kind, value, old.get(kind), seen.generation, now)
-        for kind, value in (("Available", available), ("Progressing", progressing), ("Degraded", degraded))
+        for kind, value in (("Available", available), ("Progressing", progressing), ("Degraded", degraded),
+                            ("StorageFull", storage_full))
     ]
     return status
+
+
+def _storage_full(seen: Observation, previous: Mapping[str, Any]) -> tuple[bool, str, str]:
+    """StorageFull: True while a member's disk is over its high-water mark (kept as it was when the
+    coordinator does not answer)."""
+    if seen.chain is None:
+        old = next((c for c in previous.get("conditions", []) if isinstance(c, Mapping) and c.get("type") == "StorageFull"), None)
+        if old is not None:
+            return (old.get("status") == "True", str(old.get("reason", "")), str(old.get("message", "")))
+        return (False, "Unknown", seen.coordinator_error or "the coordinator did not answer")
+    full = [m.id for m in seen.chain.members if m.storage_full]
+    if full:
+        return (True, "NoSpace", f"the disk of {', '.join(full)} is over its high-water mark: the chain refuses "
+                                 "writes (reads and deletes are served) until space is freed or the volume grows")
+    return (False, "SpaceAvailable", "every member's disk is below its high-water mark")
 
 
 def invalid_spec_status(previous: Mapping[str, Any] | None, message: str, generation: int | None,

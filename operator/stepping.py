@@ -43,6 +43,7 @@ class Member:
     state: str  # "active" | "syncing"
     role: str  # "head" | "middle" | "tail" | "syncing"
     healthy: bool
+    storage_full: bool = False  # its disk is over its high-water mark: the chain refuses writes
 
     @property
     def in_service(self) -> bool:

@@ -45,6 +45,7 @@ def _render_chain(
     nodes: dict[str, chain_pb2.NodeStatus | None],
 ) -> dict[str, Any]:
     members = []
+    storage_alarms: list[str] = []
     for member in topology.members():
         reported = health.get(member.id) if health is not None else None
         own = nodes.get(member.id)
@@ -56,6 +57,10 @@ def _render_chain(
             reads, writes = 0, 0
         # Healthy: the node answers and holds a lease, and the coordinator (if asked) agrees.
         healthy = own is not None and own.lease_valid and (reported is None or reported.healthy)
+        # Its disk is full: by its own word if it answers, else as it last told the coordinator.
+        full = own.storage_alarm if own is not None else bool(reported is not None and reported.storage_alarm)
+        if full:
+            storage_alarms.append(member.id)
         members.append(
             {
                 "id": member.id,
@@ -64,9 +69,13 @@ def _render_chain(
                 "healthy": healthy,
                 "reads": reads,
                 "writes": writes,
+                "storage_alarm": full,
+                "disk_free_bytes": own.disk_free_bytes if own is not None else
+                (reported.disk_free_bytes if reported is not None else 0),
             }
         )
-    return {"name": topology.chain, "epoch": topology.epoch, "members": members}
+    # The chain refuses writes (507 insufficient_storage) while this list is not empty.
+    return {"name": topology.chain, "epoch": topology.epoch, "members": members, "storage_alarms": storage_alarms}
 
 
 async def cluster_report(

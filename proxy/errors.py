@@ -23,6 +23,7 @@ class ErrorKind(enum.Enum):
     COMPACTED = (410, "compacted", Code.COMPACTED)
     PRECONDITION_FAILED = (412, "precondition_failed", Code.PRECONDITION_FAILED)
     TOO_LARGE = (413, "too_large", Code.TOO_LARGE)
+    INSUFFICIENT_STORAGE = (507, "insufficient_storage", Code.INSUFFICIENT_STORAGE)  # a member's disk is full
     UNAVAILABLE = (503, "unavailable", Code.UNAVAILABLE)
     OUTCOME_UNKNOWN = (504, "outcome_unknown", Code.OUTCOME_UNKNOWN)
 
@@ -65,4 +66,5 @@ FINAL_CHAIN_ERRORS: dict[int, ErrorKind] = {
     Code.TOO_LARGE: ErrorKind.TOO_LARGE,
     Code.PRECONDITION_FAILED: ErrorKind.PRECONDITION_FAILED,
     Code.NOT_FOUND: ErrorKind.NOT_FOUND,
+    Code.INSUFFICIENT_STORAGE: ErrorKind.INSUFFICIENT_STORAGE,
 }

@@ -42,6 +42,9 @@ _FINAL_CODES = frozenset(
         Code.TOO_LARGE,
         Code.PRECONDITION_FAILED,
         Code.NOT_FOUND,
+        # Refused at the head before sequencing (a member's disk is full): nothing applied, and retrying
+        # within the request's deadline would not free space. The client sees 507 at once.
+        Code.INSUFFICIENT_STORAGE,
     }
 )
 

@@ -20,6 +20,7 @@ class Code(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_UNKNOWN: _ClassVar[Code]
     NOT_FOUND: _ClassVar[Code]
     COMPACTED: _ClassVar[Code]
+    INSUFFICIENT_STORAGE: _ClassVar[Code]
 
 class MemberState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -67,6 +68,7 @@ UNAVAILABLE: Code
 OUTCOME_UNKNOWN: Code
 NOT_FOUND: Code
 COMPACTED: Code
+INSUFFICIENT_STORAGE: Code
 ACTIVE: MemberState
 SYNCING: MemberState
 PUT: OpKind
@@ -505,7 +507,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("id", "chain", "epoch", "role", "last_seq", "committed_seq", "reads", "writes", "version_queries", "lease_valid", "keys")
+    __slots__ = ("id", "chain", "epoch", "role", "last_seq", "committed_seq", "reads", "writes", "version_queries", "lease_valid", "keys", "storage_alarm", "disk_free_bytes", "storage_alarms")
     ID_FIELD_NUMBER: _ClassVar[int]
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -517,6 +519,9 @@ class NodeStatus(_message.Message):
     VERSION_QUERIES_FIELD_NUMBER: _ClassVar[int]
     LEASE_VALID_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ALARM_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ALARMS_FIELD_NUMBER: _ClassVar[int]
     id: str
     chain: str
     epoch: int
@@ -528,4 +533,7 @@ class NodeStatus(_message.Message):
     version_queries: int
     lease_valid: bool
     keys: int
-    def __init__(self, id: _Optional[str] = ..., chain: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., version_queries: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., keys: _Optional[int] = ...) -> None: ...
+    storage_alarm: bool
+    disk_free_bytes: int
+    storage_alarms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., chain: _Optional[str] = ..., epoch: _Optional[int] = ..., role: _Optional[str] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., version_queries: _Optional[int] = ..., lease_valid: _Optional[bool] = ..., keys: _Optional[int] = ..., storage_alarm: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ..., storage_alarms: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -52,7 +52,7 @@ class RegisterReply(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("chain", "node_id", "epoch", "last_seq", "committed_seq", "caught_up", "reads", "writes", "in_sync", "link_health", "seq", "surrendered_below")
+    __slots__ = ("chain", "node_id", "epoch", "last_seq", "committed_seq", "caught_up", "reads", "writes", "in_sync", "link_health", "seq", "surrendered_below", "storage_alarm", "disk_free_bytes")
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,8 @@ class HeartbeatRequest(_message.Message):
     LINK_HEALTH_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     SURRENDERED_BELOW_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ALARM_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     chain: str
     node_id: str
     epoch: int
@@ -77,7 +79,9 @@ class HeartbeatRequest(_message.Message):
     link_health: LinkHealth
     seq: int
     surrendered_below: int
-    def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ..., link_health: _Optional[_Union[LinkHealth, _Mapping]] = ..., seq: _Optional[int] = ..., surrendered_below: _Optional[int] = ...) -> None: ...
+    storage_alarm: bool
+    disk_free_bytes: int
+    def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ..., link_health: _Optional[_Union[LinkHealth, _Mapping]] = ..., seq: _Optional[int] = ..., surrendered_below: _Optional[int] = ..., storage_alarm: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
 
 class LinkHealth(_message.Message):
     __slots__ = ("epoch", "successor", "successor_unreachable", "successor_not_acking", "successor_acked", "predecessor", "predecessor_silent", "stalled")
@@ -122,14 +126,18 @@ class ReportReply(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., accepted: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("error", "config", "lease_ms")
+    __slots__ = ("error", "config", "lease_ms", "storage_alarms", "clean_seq")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ALARMS_FIELD_NUMBER: _ClassVar[int]
+    CLEAN_SEQ_FIELD_NUMBER: _ClassVar[int]
     error: Error
     config: _chain_pb2.ChainConfig
     lease_ms: int
-    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
+    storage_alarms: _containers.RepeatedScalarFieldContainer[str]
+    clean_seq: int
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ..., storage_alarms: _Optional[_Iterable[str]] = ..., clean_seq: _Optional[int] = ...) -> None: ...
 
 class CreateChainRequest(_message.Message):
     __slots__ = ("chain",)
@@ -172,7 +180,7 @@ class WatchRequest(_message.Message):
     def __init__(self, chain: _Optional[str] = ...) -> None: ...
 
 class MemberHealth(_message.Message):
-    __slots__ = ("id", "healthy", "reads", "writes", "last_seq", "committed_seq", "link_health", "suspected")
+    __slots__ = ("id", "healthy", "reads", "writes", "last_seq", "committed_seq", "link_health", "suspected", "storage_alarm", "disk_free_bytes")
     ID_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     READS_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +189,8 @@ class MemberHealth(_message.Message):
     COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
     LINK_HEALTH_FIELD_NUMBER: _ClassVar[int]
     SUSPECTED_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_ALARM_FIELD_NUMBER: _ClassVar[int]
+    DISK_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
     id: str
     healthy: bool
     reads: int
@@ -189,7 +199,9 @@ class MemberHealth(_message.Message):
     committed_seq: int
     link_health: LinkHealth
     suspected: str
-    def __init__(self, id: _Optional[str] = ..., healthy: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., link_health: _Optional[_Union[LinkHealth, _Mapping]] = ..., suspected: _Optional[str] = ...) -> None: ...
+    storage_alarm: bool
+    disk_free_bytes: int
+    def __init__(self, id: _Optional[str] = ..., healthy: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., link_health: _Optional[_Union[LinkHealth, _Mapping]] = ..., suspected: _Optional[str] = ..., storage_alarm: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
 
 class ReadmissionHold(_message.Message):
     __slots__ = ("node_id", "remaining_ms", "removals", "reason")

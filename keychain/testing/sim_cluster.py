@@ -17,7 +17,7 @@ import math
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from keychain import timing
@@ -56,6 +56,10 @@ class SimConfig:
     # The share of client operations that are range reads and transactions. 0 keeps the schedules of
     # single-key runs (and the seeds pinned against them) as they were; MULTIKEY is the usual share.
     multikey: float = 0.0
+    # Seqs superseded versions are kept for range snapshots (CoreOptions.retain_versions); None keeps the
+    # node's default, so long that no run reaches it: set it low to have deletes garbage-collected
+    # (a tombstone is collected only below this horizon, see keychain.node.core).
+    retain_versions: int | None = None
     faults: tuple[str, ...] = FAULTS
     fault_gap: float = 0.35  # mean seconds between two faults
     crash: tuple[str, ...] = ("coordinator", "node")  # which kinds of process a crash may hit
@@ -136,6 +140,8 @@ class Simulation:
             retain_entries=rng.choice((2, 20, 10_000)),
             transfer_chunk_keys=rng.choice((1, 2, 256)),
         )
+        if config.retain_versions is not None:
+            self.options = replace(self.options, retain_versions=config.retain_versions)
         self.initial_nodes = rng.randint(3, MAX_NODES)
         self.nodes = {f"n{i}": config.node_shell(self, f"n{i}", config.chain_core, self.options)
                       for i in range(1, MAX_NODES + 1)}
@@ -266,6 +272,8 @@ class Simulation:
             "watch_events": sum(len(op.events or ()) for op in history if op.op == "watch"),
             "watch_resumes": sum(len(w.resumes) for x in self.watchers for w in x.finished),
             **(self.single_fault.stats() if self.single_fault is not None else {}),
+            # the highest point through which a live node garbage-collected tombstones
+            "collected_seq": max((n.core.collected_seq for n in self.nodes.values() if n.up and n.core), default=0),
         }
 
     def _tail(self, n: int) -> list[str]:

@@ -24,6 +24,7 @@ staleness there costs only liveness, since every chain message is fenced by its 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,7 @@ class CoordReply:
     error: str = ""  # "" = OK; UNAVAILABLE, NOT_FOUND or a registry error code
     chain: ChainState | None = None
     lease: float = 0.0
+    clean_seq: int = 0  # the chain's clean point (Supervisor.clean_point): deletes through it may be collected
 
 
 UNAVAILABLE = CoordReply("UNAVAILABLE")
@@ -438,7 +440,10 @@ class SimCoordinator(Process):
     def _heartbeat(self, beat: Heartbeat, reply: Reply) -> None:
         def decided(decision: Grant | Refusal | Proposal) -> None:
             if not isinstance(decision, Proposal):
-                reply(_answer(decision))
+                answer = _answer(decision)
+                if isinstance(decision, Grant):
+                    answer = dataclasses.replace(answer, clean_seq=self.supervisor.clean_point(decision.config))
+                reply(answer)
                 return
 
             def settled(_outcome: Outcome | None) -> None:

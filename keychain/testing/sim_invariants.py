@@ -20,7 +20,8 @@ Properties:
   version it named (no other write to the key committed in between).
 - `read-committed`: a strong read returns a committed version of the key, with its value.
 - `acked-write-durable`: at the end of a run, the chain's tail holds every acknowledged write of a
-  key or something newer.
+  key or something newer (nothing, if the key's newest committed write is a delete the tail has
+  garbage-collected).
 """
 
 from __future__ import annotations
@@ -212,7 +213,9 @@ class Invariants:
         """End of run: the tail's clean version of every key is at least its last acknowledged one."""
         for key, version in sorted(self.acked.items()):
             kv = store.clean(key)
-            if kv is None or kv.version < version:
+            newest = self.key_seqs.get(key, [0])[-1]
+            collected = kv is None and newest >= version and self.committed[newest].kind == EntryKind.DELETE
+            if not collected and (kv is None or kv.version < version):
                 raise Violation("acked-write-durable",
                                 f"version {version} of {key!r} was acknowledged, but the tail {tail} holds "
                                 f"{kv.version if kv else 'nothing'}")

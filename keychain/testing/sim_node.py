@@ -489,6 +489,7 @@ class SimNode(Process):
                 self.surrendered_below = self.seq + 1
             elif lease > 0:
                 self.surrendered_below = 0  # holding a lease again: a new revocation asks anew
+            self.core.set_chain_clean_point(reply.clean_seq)
         elif reply.error == "NOT_FOUND":
             self.registered = False
             if reply.chain is not None and self.core.config is not None:

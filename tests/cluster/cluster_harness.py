@@ -87,6 +87,8 @@ class ProcessCluster:
     chain: str = "main"
     log_level: str = "info"
     tls: bool = False
+    node_data: Path | None = None  # where the nodes' data directories go (default: root)
+    node_args: tuple[str, ...] = ()  # more arguments for every `keychain node`
     procs: dict[str, Proc] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,8 +109,8 @@ class ProcessCluster:
             addr = f"127.0.0.1:{ports[2 * self.coordinators + i - 1]}"
             self.procs[name] = Proc(name, "node", addr, [
                 *self.python, "node", "--id", name, "--listen", addr, "--advertise", addr,
-                "--data-dir", str(self.root / name), "--chain", self.chain,
-                "--coordinator", self.coordinator_list, "--log-level", self.log_level,
+                "--data-dir", str((self.node_data or self.root) / name), "--chain", self.chain,
+                "--coordinator", self.coordinator_list, "--log-level", self.log_level, *self.node_args,
             ], self.root / "logs" / f"{name}.log")
         self._channels: dict[str, grpc.Channel] = {}
         self._retired_channels: list[grpc.Channel] = []

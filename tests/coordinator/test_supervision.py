@@ -190,3 +190,29 @@ def test_the_core_loads_without_grpc_protobuf_or_asyncio():
     out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True, timeout=60,
                          env={**os.environ, "PYTHONSAFEPATH": "1"}).stdout
     assert out.strip() == "[]"
+
+
+def test_storage_alarms_are_kept_from_heartbeats_handed_to_the_chain_and_cleared_when_no_longer_reported():
+    s, reg = supervisor(), chain("a", "b", "c")
+    state = reg.get("c")
+    s.heartbeat(beat("a", reg), state, now=10.0, confirmed_at=9.9)
+    s.heartbeat(beat("c", reg, storage_alarm=True), state, now=10.0, confirmed_at=9.9)
+    assert s.storage_alarms(state) == ("c",)
+    s.heartbeat(beat("b", reg, storage_alarm=True), state, now=10.1, confirmed_at=9.9)
+    assert s.storage_alarms(state) == ("b", "c"), "in chain order"
+    s.heartbeat(beat("c", reg), state, now=10.2, confirmed_at=9.9)
+    assert s.storage_alarms(state) == ("b",), "space is back on c"
+    assert s.storage_alarms(chain("a", "c").get("c")) == (), "an alarm leaves with its member"
+    s.step_down()
+    assert s.storage_alarms(state) == (), "soft state: a new leader hears it again within a heartbeat"
+
+
+def test_the_chain_clean_point_is_the_lowest_commit_point_its_members_reported():
+    s, reg = supervisor(), chain("a", "b", syncing=("c",))
+    state = reg.get("c")
+    s.heartbeat(Heartbeat("c", "a", state.epoch, committed_seq=40), state, now=10.0, confirmed_at=9.9)
+    s.heartbeat(Heartbeat("c", "b", state.epoch, committed_seq=50), state, now=10.0, confirmed_at=9.9)
+    assert s.clean_point(state) == 0, "c has not reported: nothing may be collected"
+    s.heartbeat(Heartbeat("c", "c", state.epoch, committed_seq=45), state, now=10.0, confirmed_at=9.9)
+    assert s.clean_point(state) == 40
+    assert s.clean_point(chain("b", "c").get("c")) == 45, "only the chain's members count"

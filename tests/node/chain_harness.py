@@ -37,6 +37,7 @@ from keychain.node.messages import (
 )
 from keychain.node.versions import (
     AppendEntries,
+    CollectGarbage,
     Commit,
     CompactHistory,
     ForgetOutcomes,
@@ -94,6 +95,8 @@ def show_record(r: Record) -> str:
             return f"reset log at {through}"
         case SaveConfig(config):
             return f"save config epoch {config.epoch}"
+        case CollectGarbage(through):
+            return f"collect deletes through {through}"
     raise AssertionError(r)
 
 

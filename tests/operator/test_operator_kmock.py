@@ -241,7 +241,7 @@ async def test_status_carries_the_members_and_the_conditions(emulator, reconcile
         assert status["coordinatorLeader"] == "mychain-coord-0"
         assert status["observedGeneration"] == 1
         assert {c["type"]: c["status"] for c in status["conditions"]} == {
-            "Available": "True", "Progressing": "False", "Degraded": "False",
+            "Available": "True", "Progressing": "False", "Degraded": "False", "StorageFull": "False",
         }  # fmt: skip
 
         coordinator.set_healthy("mychain-node-1", False)

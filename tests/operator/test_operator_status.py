@@ -40,6 +40,7 @@ def test_a_whole_chain_is_running_available_and_not_degraded():
         "Available": ("True", "ChainServing"),
         "Progressing": ("False", "Reconciled"),
         "Degraded": ("False", "AllNodesServing"),
+        "StorageFull": ("False", "SpaceAvailable"),
     }
     assert all(c["observedGeneration"] == 2 and c["lastTransitionTime"] == T0 for c in status["conditions"])
 
@@ -62,7 +63,24 @@ def test_a_transition_time_moves_only_when_the_condition_changes():
     assert same == first
     changed = build_status(NAMES, seen(members(True, False, True)), first, T1)
     times = {c["type"]: c["lastTransitionTime"] for c in changed["conditions"]}
-    assert times == {"Available": T0, "Progressing": T0, "Degraded": T1}
+    assert times == {"Available": T0, "Progressing": T0, "Degraded": T1, "StorageFull": T0}
+
+
+def test_a_member_with_a_full_disk_sets_storage_full_naming_it_until_its_alarm_clears():
+    running = build_status(NAMES, seen(members(True, True, True)), {}, T0)
+    chain = members(True, True, True)
+    full_view = ChainView(chain.name, chain.epoch, tuple(
+        Member(m.id, m.address, m.state, m.role, m.healthy, storage_full=(m.id == "mychain-node-1")) for m in chain.members
+    ))  # fmt: skip
+    full = build_status(NAMES, seen(full_view), running, T1)
+    storage = next(c for c in full["conditions"] if c["type"] == "StorageFull")
+    assert (storage["status"], storage["reason"], storage["lastTransitionTime"]) == ("True", "NoSpace", T1)
+    assert "mychain-node-1" in storage["message"] and "mychain-node-0" not in storage["message"]
+    assert conditions(full)["Available"] == ("True", "ChainServing")  # reads are still served
+    silent = build_status(NAMES, seen(None), full, T1)
+    assert conditions(silent)["StorageFull"] == ("True", "NoSpace")  # the last word is kept
+    cleared = build_status(NAMES, seen(members(True, True, True)), full, T0)
+    assert conditions(cleared)["StorageFull"] == ("False", "SpaceAvailable")
 
 
 def test_a_silent_coordinator_keeps_the_last_known_members_and_says_why():

@@ -34,6 +34,8 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
+from keychain.node.core import may_put
+from keychain.node.wire import write_op_from_pb
 
 from keychain.proto import chain_pb2, chain_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc
 
@@ -67,6 +69,7 @@ class ChainState:
     read_faults: dict[str, str] = field(default_factory=dict)
     sticky_fault: str | None = None
     write_abort: tuple[grpc.StatusCode, str] | None = None  # every Write fails so, nothing applied
+    full: set[str] = field(default_factory=set)  # members whose disk is full: the head refuses PUTs
     hang_seconds: float = 0.5
     changes: list[tuple[int, bytes, Stored]] = field(default_factory=list)  # (seq, key, stored): the log
     compact_version: int = 0  # ranges and watches below this version answer COMPACTED
@@ -114,10 +117,18 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
                     for _ in request.ops
                 ]
                 return chain_pb2.WriteReply(results=results)
-            results = [double.apply(op) for op in request.ops]
+            results = [self._refuse_full(op) or double.apply(op) for op in request.ops]
         if fault == "drop_reply":
             context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset after the write was applied")
         return chain_pb2.WriteReply(results=results)
+
+    def _refuse_full(self, op: chain_pb2.WriteOp) -> chain_pb2.WriteResult | None:
+        """A PUT (or a transaction that may put) while a member's disk is full, refused before sequencing
+        by the head's own rule."""
+        full = sorted(self.double.state.full)
+        if not full or not may_put(write_op_from_pb(op)):
+            return None
+        return chain_pb2.WriteResult(error=self._error(Code.INSUFFICIENT_STORAGE, f"the disk of node {full[0]} is full"))
 
     def Read(self, request: chain_pb2.ReadRequest, context: grpc.ServicerContext) -> chain_pb2.ReadReply:
         with self.double.lock:
@@ -243,6 +254,7 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
                 writes=state.writes[self.id],
                 lease_valid=True,
                 keys=len(state.data),
+                storage_alarm=self.id in state.full,
             )
 
 
@@ -283,6 +295,7 @@ class CoordinatorDouble(coordinator_pb2_grpc.CoordinatorServicer):
                     reads=state.reads[m.id],
                     writes=state.writes[m.id],
                     last_seq=state.seq,
+                    storage_alarm=m.id in state.full,
                 )
                 for m in state.members
             ]
