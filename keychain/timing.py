@@ -46,3 +46,21 @@ LEADER_EVIDENCE = ELECTION_TICKS * TICK
 # been renewing leases (CheckQuorum notices a lost quorum within two election timeouts).
 NEW_LEADER_GRACE = 2 * 2 * ELECTION_TICKS * TICK
 PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply
+
+# Internal gRPC channels (node links, node -> coordinator, proxy -> node and -> coordinator), see
+# keychain.channel_policy. A path that heals must be used again within about a second:
+# - a connection attempt gives up after CONNECT_TIMEOUT (gRPC's min_reconnect_backoff_ms; its
+#   default of 20 s lets one SYN lost to a partition hold the channel for 20 s after the heal);
+#   a second is still far above a TLS handshake on a loaded machine, so a slow peer is not cut off;
+# - between attempts gRPC waits at most RECONNECT_MAX (its default grows to 120 s);
+# - an established connection through which nothing comes back for KEEPALIVE_TIME +
+#   KEEPALIVE_TIMEOUT is closed and dialled again: TCP on its own keeps retransmitting into a
+#   healed path with an exponentially growing timeout (seconds after a fault of a few seconds).
+CONNECT_TIMEOUT = 1.0
+RECONNECT_INITIAL = 0.1  # gRPC's floor for both reconnect settings is 100 ms
+RECONNECT_MAX = 0.5
+KEEPALIVE_TIME = 1.0
+KEEPALIVE_TIMEOUT = 1.0
+# Application-level retries of a broken stream (a node's link or state transfer): the bound a
+# FailureStreak's delay never exceeds.
+STREAM_RETRY_MAX = 0.5

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import grpc
 from keychain.node import wire
-from keychain.node.server import CHANNEL_OPTIONS, ChainNode
+from keychain.node.server import ChainNode
 
 from keychain import timing, tls
 from keychain.backoff import Backoff, FailureStreak
@@ -71,7 +71,7 @@ class CoordinatorLink:
         address = self.addresses[self._current]
         ch = self._channels.get(address)
         if ch is None:
-            ch = tls.channel(address, self.tls_files, CHANNEL_OPTIONS)
+            ch = tls.channel(address, self.tls_files)  # its messages are small: gRPC's size limit holds
             self._channels[address] = ch
         return coordinator_pb2_grpc.CoordinatorStub(ch)
 
@@ -80,8 +80,10 @@ class CoordinatorLink:
 
     async def run(self) -> None:
         """Register, then heartbeat until cancelled."""
-        # Registration retries: from one heartbeat interval, doubling, up to a second.
-        backoff = FailureStreak(Backoff(base=self.interval, cap=max(1.0, self.interval), floor=0.5), self.node.rng)
+        # Registration retries: from one heartbeat interval, doubling, up to STREAM_RETRY_MAX (a node
+        # that comes back after a partition registers again within about a second).
+        cap = max(timing.STREAM_RETRY_MAX, self.interval)
+        backoff = FailureStreak(Backoff(base=self.interval, cap=cap, floor=0.5), self.node.rng)
         try:
             while True:
                 ok = await (self.heartbeat() if self.registered else self.register())
