@@ -20,7 +20,7 @@ import signal
 import sys
 
 from keychain.node.core import CoreOptions
-from keychain.node.storage import DataDirError, RocksVersionStore
+from keychain.node.storage import DataDirError
 
 from keychain.tls_files import add_tls_arguments, tls_files_from_args
 
@@ -72,10 +72,11 @@ def parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> int:
     # Imported here so `keychain node --help` and a bad data dir answer without loading grpc.
     from keychain.node.coordinator_link import CoordinatorLink, parse_addresses
+    from keychain.node.fault_injection import open_store
     from keychain.node.server import ChainNode
 
     coordinators = parse_addresses(args.coordinator) if args.coordinator else []
-    store = RocksVersionStore(args.data_dir, args.id, args.chain)
+    store = open_store(args.data_dir, args.id, args.chain)  # a test-only fault may wrap it
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,
                           max_batch_bytes=args.max_batch_bytes)
     node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files)
