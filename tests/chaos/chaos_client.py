@@ -207,6 +207,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--chain", default="main")
     p.add_argument("--members", type=int, default=3, help="active members to wait for before starting")
     p.add_argument("--keys", type=int, default=4)
+    p.add_argument("--key-prefix", default="k", help="keys are <prefix>0, <prefix>1, ...: a fresh prefix "
+                   "gives a fresh history on a cluster that already holds another run's keys")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--pause", type=float, default=0.03, help="seconds between one worker's operations")
     p.add_argument("--max-ops", type=int, default=4000)
@@ -218,7 +220,8 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     cluster = Cluster(args.coordinators.split(","), args.chain, args.timeout)
-    workload = Workload(cluster, [f"k{i}" for i in range(args.keys)], args.seed, args.pause, args.max_ops)
+    keys = [f"{args.key_prefix}{i}" for i in range(args.keys)]
+    workload = Workload(cluster, keys, args.seed, args.pause, args.max_ops)
 
     def say(obj: object) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
@@ -226,7 +229,7 @@ def main(argv: list[str]) -> int:
 
     deadline = time.monotonic() + args.ready_timeout
     while time.monotonic() < deadline:
-        if len(active(cluster.refresh(force=True))) >= args.members and workload.put("setup", "k0", "setup"):
+        if len(active(cluster.refresh(force=True))) >= args.members and workload.put("setup", keys[0], "setup"):
             break
         time.sleep(0.2)
     else:
