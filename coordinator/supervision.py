@@ -56,6 +56,7 @@ from keychain.coordinator.registry import (
     promote_node,
     register_node,
 )
+from keychain.node.link_health import LinkReport
 
 from keychain import timing
 
@@ -77,6 +78,21 @@ class Heartbeat:
     epoch: int = 0  # the epoch the node runs
     caught_up: bool = False  # a syncing node holds everything its predecessor had
     in_sync: bool = False  # the node holds every committed write in `epoch`
+    links: LinkReport | None = None  # what it sees of its links and its own progress
+    committed_seq: int = 0  # its commit point (weighed against its predecessor's `successor_acked`)
+    seq: int = 0  # numbers the node process's heartbeats, in the order sent
+    surrendered_below: int = 0  # it holds no lease, ignoring every grant to a request before heartbeat n
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyReport:
+    """A proxy (`reporter`) could not use `node` (no answer; for a head, no write accepted) for
+    longer than its bound, while using `chain` at `epoch`."""
+
+    chain: str
+    reporter: str
+    node: str
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)

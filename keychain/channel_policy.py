@@ -26,15 +26,15 @@ RECONNECT = {
     "grpc.max_reconnect_backoff_ms": _ms(timing.RECONNECT_MAX),
 }
 KEEPALIVE = {
-    "grpc.keepalive_time_ms": _ms(timing.KEEPALIVE_TIME),
-    "grpc.keepalive_timeout_ms": _ms(timing.KEEPALIVE_TIMEOUT),
+    "grpc.keepalive_time_ms": _ms(timing.CHANNEL_KEEPALIVE_TIME),
+    "grpc.keepalive_timeout_ms": _ms(timing.CHANNEL_KEEPALIVE_TIMEOUT),
     "grpc.keepalive_permit_without_calls": 1,
     "grpc.http2.max_pings_without_data": 0,
 }
 # A server with gRPC's default policy counts a ping more often than every 5 minutes without data as
 # abuse and closes the connection after two: accept our clients' pings at their pace.
 PING_ACCEPTANCE = {
-    "grpc.http2.min_recv_ping_interval_without_data_ms": _ms(timing.KEEPALIVE_TIME) // 2,
+    "grpc.http2.min_recv_ping_interval_without_data_ms": _ms(timing.CHANNEL_KEEPALIVE_TIME) // 2,
     "grpc.http2.max_ping_strikes": 0,
 }
 

@@ -53,14 +53,55 @@ PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply
 #   default of 20 s lets one SYN lost to a partition hold the channel for 20 s after the heal);
 #   a second is still far above a TLS handshake on a loaded machine, so a slow peer is not cut off;
 # - between attempts gRPC waits at most RECONNECT_MAX (its default grows to 120 s);
-# - an established connection through which nothing comes back for KEEPALIVE_TIME +
-#   KEEPALIVE_TIMEOUT is closed and dialled again: TCP on its own keeps retransmitting into a
+# - an established connection through which nothing comes back for CHANNEL_KEEPALIVE_TIME +
+#   CHANNEL_KEEPALIVE_TIMEOUT is closed and dialled again: TCP on its own keeps retransmitting into a
 #   healed path with an exponentially growing timeout (seconds after a fault of a few seconds).
 CONNECT_TIMEOUT = 1.0
 RECONNECT_INITIAL = 0.1  # gRPC's floor for both reconnect settings is 100 ms
 RECONNECT_MAX = 0.5
-KEEPALIVE_TIME = 1.0
-KEEPALIVE_TIMEOUT = 1.0
+CHANNEL_KEEPALIVE_TIME = 1.0  # gRPC keepalive pings (the link's own keepalive is KEEPALIVE_INTERVAL)
+CHANNEL_KEEPALIVE_TIMEOUT = 1.0
 # Application-level retries of a broken stream (a node's link or state transfer): the bound a
 # FailureStreak's delay never exceeds.
 STREAM_RETRY_MAX = 0.5
+
+# ---- Gray failures: a node alive to the coordinator but failing its links or stalled ----
+# (keychain.node.link_health reports them with each heartbeat; keychain.coordinator.suspicion decides.)
+#
+# The goal: during a single gray fault, acknowledged writes stop for at most 2 s. The write gap is
+#     LINK_TIMEOUT                     a condition must last this long before it is reported
+#   + HEARTBEAT_INTERVAL               until the next heartbeat carries the report (<= 0.1 s)
+#   + 2 * HEARTBEAT_INTERVAL           the lease surrender: the suspect's next heartbeat is answered
+#                                      with lease 0, the one after says it dropped its lease
+#   + a Raft commit                    the removal (tens of ms on loopback)
+#   + HEARTBEAT_INTERVAL               until the survivors' heartbeat replies carry the new epoch
+#   + a link handshake                 Hello / Welcome (a round trip)
+# = 0.5 + 0.1 + 0.2 + ~0.05 + 0.1 + ~0.01 ~ 1.0 s, or ~1.45 s when the suspect never answers the
+# surrender (a lapsed lease: LINK_TIMEOUT + 0.1 + REMOVAL_AFTER - the wait overlaps the heartbeat
+# that was answered with 0). A fault only the culprit's second link reveals (say a head whose own
+# outgoing traffic is dropped: its first dead link removes its successor, the second it) takes two
+# rounds, ~2 s; a proxy's report (a head that accepts no writes) implicates the head in the first.
+#
+# Why not shorter: every bound must outlast what a healthy node can show. A link carries a
+# keepalive every KEEPALIVE_INTERVAL, so LINK_TIMEOUT is five keepalives missed: an event loop
+# stalled by a burst of load or a GC pause of a few hundred ms does not look like a dead link.
+# A healthy fsync takes milliseconds, a slow disk under load a few hundred; SYNC_STALL lets one
+# take 6x the heartbeat interval before the node counts itself stalled.
+KEEPALIVE_INTERVAL = HEARTBEAT_INTERVAL  # an idle downlink carries an empty Batch this often
+LINK_TIMEOUT = 0.5  # a link without traffic (or a Hello without a Welcome, entries without an ack) this long is dead
+SYNC_STALL = 0.6  # a sync pending (or entries not yet durable) this long without progress: the node is stalled
+# A link report counts at the coordinator only while it is this fresh (the node reports every
+# HEARTBEAT_INTERVAL; a node that stopped reporting is the lease's business).
+REPORT_TTL = 3 * HEARTBEAT_INTERVAL
+# A proxy's report that it cannot use a node counts this long (proxies report when a request fails).
+PROXY_REPORT_TTL = 1.0
+# Re-admission of a node removed for link failures: its registration is refused for
+# READMIT_BASE * 2^(n-1) seconds after its n-th such removal (capped at READMIT_CAP); the count
+# starts over once it stayed READMIT_FORGET without such a removal. The first hold is short, so a
+# healed node rejoins within about a second; a node that keeps failing its links waits longer.
+READMIT_BASE = 1.0
+READMIT_CAP = 30.0
+READMIT_FORGET = 60.0
+# A node drained on purpose (RemoveMember, an operator's scale-in) is refused registration this
+# long: its process is stopping, and re-admitted it would briefly become tail and stall writes.
+DRAIN_HOLD = 15.0

@@ -625,6 +625,7 @@ class ChainCore:
             self.up.welcomes.append((from_id, Welcome(err, epoch=hello.epoch)))
             return
         self.up.linked = True
+        self.up.received += 1
         self.up.acked = self.committed_seq
         needs_transfer = self.last_seq + 1 < hello.first_seq
         if needs_transfer:
@@ -665,6 +666,12 @@ class ChainCore:
         if self.down.state == LinkState.IDLE and self.succ is not None:
             self.down.hello_due = True
 
+    def keepalive(self) -> None:
+        """The downlink has been idle a while: send an empty Batch (it carries our commit point) in the
+        next Ready, so that the successor can tell an idle predecessor from a dead link."""
+        if self.down.state == LinkState.STREAMING and self.succ is not None:
+            self.down.first_batch_due = True
+
     def downlink_lost(self, peer: str) -> None:
         """Our link stream to `peer` broke (or could not be opened). The shell calls `retry_link()`
         after its backoff to reopen it."""
@@ -689,6 +696,7 @@ class ChainCore:
             err = self._epoch_error(batch.epoch) or Error(Code.UNAVAILABLE, "no link from this node", self.epoch)
             self.up.welcomes.append((from_id, Welcome(err, epoch=batch.epoch)))
             return
+        self.up.received += 1
         if self.up.transfer_from is not None:
             return  # installing a state transfer; the stream resumes after our next Welcome
         new = [e for e in batch.entries if e.seq > self.last_seq]

@@ -14,6 +14,11 @@ test delivers by hand). What differs between them is only how long a sync takes:
 shell awaits an fsync in a thread, the simulator a disk latency of virtual time, a test nothing. So
 `step()` is a generator that yields the Ready at the moment its sync is due and resumes once the
 caller has made storage durable; `step_now()` does the same with a synchronous `storage.sync()`.
+
+The driver also keeps the node's link health (`keychain.node.link_health`): it times every sync and
+every Batch sent, and `tick()` (the shell calls it every `timing.KEEPALIVE_INTERVAL`) samples the
+core's links and has the core send a keepalive on an idle downlink. `link_report()` is what the
+node's heartbeat tells the coordinator.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from collections.abc import Generator
 from typing import Protocol
 
 from keychain.node.core import ChainCore, Outbound, Ready, TransferStart, VersionQuery
-from keychain.node.messages import Consistency, ReadReply, VersionQueryReply, WriteOp, WriteReply
+from keychain.node.link_health import LinkHealth, LinkReport, LinkSample
+from keychain.node.messages import Batch, Consistency, ReadReply, VersionQueryReply, WriteOp, WriteReply
 from keychain.node.versions import Record
 
 
@@ -64,11 +70,13 @@ class NodeDriver:
     """Drives one core: inputs that depend on the time read the clock here, and every Ready goes
     through `step()` (see the module docstring)."""
 
-    def __init__(self, core: ChainCore, storage: Storage, transport: Transport, clock: Clock) -> None:
+    def __init__(self, core: ChainCore, storage: Storage, transport: Transport, clock: Clock,
+                 health: LinkHealth | None = None) -> None:
         self.core = core
         self.storage = storage
         self.transport = transport
         self.clock = clock
+        self.health = health or LinkHealth()
 
     # ---- the Ready loop ----
 
@@ -88,7 +96,9 @@ class NodeDriver:
         if rd.persist:
             self.storage.apply(rd.persist)
         if rd.must_sync:
+            self.health.sync_begun(self.clock())
             yield rd
+            self.health.sync_done(self.clock())
         self.release(rd, epoch)
 
     def step_now(self) -> bool:
@@ -104,8 +114,12 @@ class NodeDriver:
         """The Ready's records are durable (or need not be): its outputs leave, and the core learns it
         with `advance()`. `epoch` is the core's epoch when the Ready was taken."""
         t = self.transport
+        batch_sent = False
         for out in rd.messages:
             t.send_link(out)
+            batch_sent = batch_sent or isinstance(out.body, Batch)
+        if batch_sent:
+            self.health.batch_sent(self.clock())
         for q in rd.version_queries:
             t.send_version_query(q)
         for start in rd.transfers:
@@ -129,3 +143,28 @@ class NodeDriver:
     def version_query(self, epoch: int, keys: list[bytes]) -> VersionQueryReply:
         """A predecessor asks us, the tail, for the committed versions of `keys`."""
         return self.core.on_version_query(epoch, keys, self.clock())
+
+    # ---- link health ----
+
+    def tick(self) -> None:
+        """Every `timing.KEEPALIVE_INTERVAL`: sample the links, and send a keepalive down an idle
+        downlink (the caller then handles the Ready it makes)."""
+        now = self.clock()
+        self.health.observe(now, self.link_sample())
+        if self.health.keepalive_due(now):
+            self.core.keepalive()
+            self.health.batch_sent(now)  # asked for: one keepalive per interval, even while a sync runs
+
+    def link_report(self) -> LinkReport:
+        """The link-health report for a heartbeat, as of now."""
+        now = self.clock()
+        self.health.observe(now, self.link_sample())
+        return self.health.report(now)
+
+    def link_sample(self) -> LinkSample:
+        core = self.core
+        return LinkSample(
+            epoch=core.epoch, successor=core.succ, downlink=core.down.state, sent_through=core.down.sent_through,
+            acked=core.down.acked, predecessor=core.pred, received=core.up.received,
+            installing=core.up.transfer_from is not None, last_seq=core.last_seq, persisted_seq=core.persisted_seq,
+        )

@@ -71,6 +71,7 @@ class Upstream:
     acked: int = 0
     welcomes: list[tuple[str, Welcome]] = field(default_factory=list)  # decided, go out in the next Ready
     transfer_from: str | None = None  # installing a state transfer from this node: no batches meanwhile
+    received: int = 0  # Hellos and Batches taken from the predecessor: its liveness, as link health sees it
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ class RegisterReply(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("chain", "node_id", "epoch", "last_seq", "committed_seq", "caught_up", "reads", "writes", "in_sync")
+    __slots__ = ("chain", "node_id", "epoch", "last_seq", "committed_seq", "caught_up", "reads", "writes", "in_sync", "link_health", "seq", "surrendered_below")
     CHAIN_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,9 @@ class HeartbeatRequest(_message.Message):
     READS_FIELD_NUMBER: _ClassVar[int]
     WRITES_FIELD_NUMBER: _ClassVar[int]
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    LINK_HEALTH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SURRENDERED_BELOW_FIELD_NUMBER: _ClassVar[int]
     chain: str
     node_id: str
     epoch: int
@@ -71,7 +74,52 @@ class HeartbeatRequest(_message.Message):
     reads: int
     writes: int
     in_sync: bool
-    def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ...) -> None: ...
+    link_health: LinkHealth
+    seq: int
+    surrendered_below: int
+    def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ..., link_health: _Optional[_Union[LinkHealth, _Mapping]] = ..., seq: _Optional[int] = ..., surrendered_below: _Optional[int] = ...) -> None: ...
+
+class LinkHealth(_message.Message):
+    __slots__ = ("epoch", "successor", "successor_unreachable", "successor_not_acking", "successor_acked", "predecessor", "predecessor_silent", "stalled")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_NOT_ACKING_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_ACKED_FIELD_NUMBER: _ClassVar[int]
+    PREDECESSOR_FIELD_NUMBER: _ClassVar[int]
+    PREDECESSOR_SILENT_FIELD_NUMBER: _ClassVar[int]
+    STALLED_FIELD_NUMBER: _ClassVar[int]
+    epoch: int
+    successor: str
+    successor_unreachable: bool
+    successor_not_acking: bool
+    successor_acked: int
+    predecessor: str
+    predecessor_silent: bool
+    stalled: bool
+    def __init__(self, epoch: _Optional[int] = ..., successor: _Optional[str] = ..., successor_unreachable: _Optional[bool] = ..., successor_not_acking: _Optional[bool] = ..., successor_acked: _Optional[int] = ..., predecessor: _Optional[str] = ..., predecessor_silent: _Optional[bool] = ..., stalled: _Optional[bool] = ...) -> None: ...
+
+class ReportUnreachableRequest(_message.Message):
+    __slots__ = ("chain", "reporter", "node_id", "epoch", "unreachable_ms")
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_MS_FIELD_NUMBER: _ClassVar[int]
+    chain: str
+    reporter: str
+    node_id: str
+    epoch: int
+    unreachable_ms: int
+    def __init__(self, chain: _Optional[str] = ..., reporter: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., unreachable_ms: _Optional[int] = ...) -> None: ...
+
+class ReportReply(_message.Message):
+    __slots__ = ("error", "accepted")
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    error: Error
+    accepted: bool
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., accepted: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("error", "config", "lease_ms")
@@ -124,28 +172,46 @@ class WatchRequest(_message.Message):
     def __init__(self, chain: _Optional[str] = ...) -> None: ...
 
 class MemberHealth(_message.Message):
-    __slots__ = ("id", "healthy", "reads", "writes", "last_seq", "committed_seq")
+    __slots__ = ("id", "healthy", "reads", "writes", "last_seq", "committed_seq", "link_health", "suspected")
     ID_FIELD_NUMBER: _ClassVar[int]
     HEALTHY_FIELD_NUMBER: _ClassVar[int]
     READS_FIELD_NUMBER: _ClassVar[int]
     WRITES_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LINK_HEALTH_FIELD_NUMBER: _ClassVar[int]
+    SUSPECTED_FIELD_NUMBER: _ClassVar[int]
     id: str
     healthy: bool
     reads: int
     writes: int
     last_seq: int
     committed_seq: int
-    def __init__(self, id: _Optional[str] = ..., healthy: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ...) -> None: ...
+    link_health: LinkHealth
+    suspected: str
+    def __init__(self, id: _Optional[str] = ..., healthy: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., link_health: _Optional[_Union[LinkHealth, _Mapping]] = ..., suspected: _Optional[str] = ...) -> None: ...
+
+class ReadmissionHold(_message.Message):
+    __slots__ = ("node_id", "remaining_ms", "removals", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_MS_FIELD_NUMBER: _ClassVar[int]
+    REMOVALS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    remaining_ms: int
+    removals: int
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., remaining_ms: _Optional[int] = ..., removals: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ChainStatus(_message.Message):
-    __slots__ = ("config", "health")
+    __slots__ = ("config", "health", "held")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
     config: _chain_pb2.ChainConfig
     health: _containers.RepeatedCompositeFieldContainer[MemberHealth]
-    def __init__(self, config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., health: _Optional[_Iterable[_Union[MemberHealth, _Mapping]]] = ...) -> None: ...
+    held: _containers.RepeatedCompositeFieldContainer[ReadmissionHold]
+    def __init__(self, config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., health: _Optional[_Iterable[_Union[MemberHealth, _Mapping]]] = ..., held: _Optional[_Iterable[_Union[ReadmissionHold, _Mapping]]] = ...) -> None: ...
 
 class CoordinatorMember(_message.Message):
     __slots__ = ("id", "address", "role", "suffrage")

@@ -75,6 +75,11 @@ class CoordinatorStub:
                 request_serializer=keychain_dot_proto_dot_coordinator__pb2.ClusterStatusRequest.SerializeToString,
                 response_deserializer=keychain_dot_proto_dot_coordinator__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.ReportUnreachable = channel.unary_unary(
+                '/keychain.coordinator.Coordinator/ReportUnreachable',
+                request_serializer=keychain_dot_proto_dot_coordinator__pb2.ReportUnreachableRequest.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_coordinator__pb2.ReportReply.FromString,
+                _registered_method=True)
         self.AddCoordinatorMember = channel.unary_unary(
                 '/keychain.coordinator.Coordinator/AddCoordinatorMember',
                 request_serializer=keychain_dot_proto_dot_coordinator__pb2.AddCoordinatorMemberRequest.SerializeToString,
@@ -139,6 +144,13 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportUnreachable(self, request, context):
+        """A proxy reports a node it cannot use; the leader weighs it with the nodes' link reports.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddCoordinatorMember(self, request, context):
         """Add a coordinator as a learner, wait until it has caught up, promote it to voter.
         """
@@ -195,6 +207,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=keychain_dot_proto_dot_coordinator__pb2.ClusterStatusRequest.FromString,
                     response_serializer=keychain_dot_proto_dot_coordinator__pb2.ClusterStatus.SerializeToString,
+            ),
+            'ReportUnreachable': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportUnreachable,
+                    request_deserializer=keychain_dot_proto_dot_coordinator__pb2.ReportUnreachableRequest.FromString,
+                    response_serializer=keychain_dot_proto_dot_coordinator__pb2.ReportReply.SerializeToString,
             ),
             'AddCoordinatorMember': grpc.unary_unary_rpc_method_handler(
                     servicer.AddCoordinatorMember,
@@ -423,6 +440,33 @@ class Coordinator:
             '/keychain.coordinator.Coordinator/GetClusterStatus',
             keychain_dot_proto_dot_coordinator__pb2.ClusterStatusRequest.SerializeToString,
             keychain_dot_proto_dot_coordinator__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportUnreachable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/keychain.coordinator.Coordinator/ReportUnreachable',
+            keychain_dot_proto_dot_coordinator__pb2.ReportUnreachableRequest.SerializeToString,
+            keychain_dot_proto_dot_coordinator__pb2.ReportReply.FromString,
             options,
             channel_credentials,
             insecure,
