@@ -37,6 +37,11 @@ REMOVAL_MARGIN = 0.25  # extra silence, beyond the lease, before the leader remo
 REMOVAL_AFTER = LEASE * (1 + MAX_DRIFT) + REMOVAL_MARGIN
 
 RPC_TIMEOUT = 1.0  # default deadline of one internal RPC
+# A node's heartbeat gives up on a coordinator after this long and tries the next one. A heartbeat is
+# answered in milliseconds; one sent to a leader that is paused or cut off one way gets no answer,
+# and the lease must be renewed elsewhere before it lapses: HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT +
+# a new leader (<= 650 ms, above) = 1.15 s < LEASE. With RPC_TIMEOUT the node lost its lease first.
+HEARTBEAT_TIMEOUT = 0.4
 
 # The coordinator leader's supervision of nodes (keychain.coordinator.supervision):
 # A leader grants a lease only while a quorum acknowledged it at most this long ago (one election

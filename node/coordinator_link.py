@@ -50,6 +50,7 @@ class CoordinatorLink:
         *,
         interval: float = timing.HEARTBEAT_INTERVAL,
         rpc_timeout: float = timing.RPC_TIMEOUT,
+        heartbeat_timeout: float = timing.HEARTBEAT_TIMEOUT,
         clock: Callable[[], float] | None = None,
         tls_files: TlsFiles | None = None,
     ) -> None:
@@ -60,7 +61,8 @@ class CoordinatorLink:
         self.advertise = advertise
         self.addresses = addresses
         self.interval = interval
-        self.rpc_timeout = rpc_timeout
+        self.rpc_timeout = rpc_timeout  # registration (the coordinator commits it first)
+        self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock or node.clock
         self._current = 0
         self.tls_files = tls_files
@@ -125,7 +127,7 @@ class CoordinatorLink:
         )
         sent = self.clock()
         try:
-            reply = await self._stub().Heartbeat(request, timeout=self.rpc_timeout)
+            reply = await self._stub().Heartbeat(request, timeout=self.heartbeat_timeout)
         except grpc.aio.AioRpcError as e:
             log.info("heartbeat failed node=%s coordinator=%s code=%s", self.node.id,
                      self.addresses[self._current], e.code().name)

@@ -157,3 +157,15 @@ async def test_a_channel_whose_connection_attempt_got_no_answer_connects_soon_af
         await pool.close()
         await path.close()
         await server.stop(0)
+
+
+async def test_a_heartbeat_to_a_silent_coordinator_gives_up_in_time_for_another_to_renew_the_lease(tmp_path: Path):
+    # A leader that is paused or cut off one way answers nothing: the node must move on to the next
+    # coordinator, and a new leader there must renew the lease, before the lease lapses.
+    node = ChainNode("n1", RocksVersionStore(tmp_path / "n1", "n1", "main"))
+    try:
+        link = CoordinatorLink(node, "main", "127.0.0.1:7101", [ADDRESS])
+        worst_election = 2 * timing.ELECTION_TICKS * timing.TICK + timing.TICK
+        assert link.interval + link.heartbeat_timeout + worst_election < timing.LEASE
+    finally:
+        node.store.close()
