@@ -55,6 +55,7 @@ class Cluster:
         self.config: chain_pb2.ChainConfig | None = None
         self._fetched_at = 0.0
         self._answered = ""  # the coordinator that answered the last GetChain
+        self._refreshing = threading.Lock()  # held by the one worker asking for the configuration
 
     def channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -72,20 +73,27 @@ class Cluster:
         """The chain's configuration from any coordinator that answers (at most every 0.2 s)."""
         if not force and self.config is not None and time.monotonic() - self._fetched_at < 0.2:
             return self.config
-        # The coordinator that answered last goes first: one that is paused or cut off would hold
-        # every worker's next write for a whole timeout, a gap of the client's own making.
-        others = [a for a in self.coordinators if a != self._answered]
-        order = ([self._answered] if self._answered else []) + random.sample(others, len(others))
-        for address in order:
-            try:
-                reply = self.coordinator(address).GetChain(
-                    coordinator_pb2.GetChainRequest(chain=self.chain), timeout=self.timeout)
-            except grpc.RpcError:
-                continue
-            if reply.error.code == coordinator_pb2.OK:
-                self.config, self._fetched_at, self._answered = reply.config, time.monotonic(), address
-                return self.config
-        return self.config
+        # One worker asks while the others go on with the configuration they have: a coordinator
+        # that is paused or cut off would otherwise hold every worker's next write for a whole
+        # timeout, a write gap of the client's own making. The one that answered last goes first.
+        if not self._refreshing.acquire(blocking=force or self.config is None):
+            return self.config
+        try:
+            others = [a for a in self.coordinators if a != self._answered]
+            order = ([self._answered] if self._answered else []) + random.sample(others, len(others))
+            for address in order:
+                try:
+                    reply = self.coordinator(address).GetChain(
+                        coordinator_pb2.GetChainRequest(chain=self.chain), timeout=self.timeout)
+                except grpc.RpcError:
+                    self._answered = "" if address == self._answered else self._answered
+                    continue
+                if reply.error.code == coordinator_pb2.OK:
+                    self.config, self._fetched_at, self._answered = reply.config, time.monotonic(), address
+                    return self.config
+            return self.config
+        finally:
+            self._refreshing.release()
 
     def leader(self) -> str:
         votes: Counter[str] = Counter()
