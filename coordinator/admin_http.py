@@ -79,16 +79,24 @@ def chain_json(config: chain_pb2.ChainConfig, health: dict[str, coordinator_pb2.
                 "healthy": bool(h and h.healthy),
                 "reads": h.reads if h else 0,
                 "writes": h.writes if h else 0,
+                **({"suspected": h.suspected} if h and h.suspected else {}),
             }
         )
     return {"name": config.chain, "epoch": config.epoch, "members": members}
+
+
+def held_json(held: Iterable[coordinator_pb2.ReadmissionHold]) -> list[dict[str, Any]]:
+    """Removed nodes whose registration is held back (re-admission backoff)."""
+    return [{"id": h.node_id, "remaining_ms": h.remaining_ms, "removals": h.removals, "reason": h.reason}
+            for h in held]
 
 
 def status_json(status: coordinator_pb2.ClusterStatus) -> dict[str, Any]:
     return {
         "leader": status.leader,
         "members": members_json(status.members),
-        "chains": [chain_json(c.config, {h.id: h for h in c.health}) for c in status.chains],
+        "chains": [{**chain_json(c.config, {h.id: h for h in c.health}), **({"held": held_json(c.held)} if c.held else {})}
+                   for c in status.chains],
     }
 
 

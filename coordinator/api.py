@@ -29,6 +29,13 @@ detector runs every tick at the leader and proposes the core's removals; a remov
 that never entered the log, is reported back (the node is renewed again), one whose outcome is
 unknown stays in flight.
 
+Gray failures: each heartbeat's link report and each proxy's ReportUnreachable go to the same core
+(supervision.py, suspicion.py); the member it revokes is answered lease 0 until it surrenders its
+lease or the lease has expired, then removed by the failure detector like a drained node. Cluster
+status shows each member's last link report and any revocation, and per chain the removed nodes
+whose registration is held back (re-admission backoff); the holds imposed and the members removed
+for gray failures are counted in metrics (server.py).
+
 Membership of the coordinator cluster (AddCoordinatorMember, RemoveCoordinatorMember), at the
 leader, one server at a time:
 - add: the server joins as a learner (with its address, so every member's transport learns it),
@@ -68,7 +75,9 @@ from keychain.coordinator.supervision import (
     Registration,
     Supervisor,
 )
+from keychain.coordinator.suspicion import ProxyReport
 from keychain.coordinator.transport import CHANNEL_OPTIONS
+from keychain.node.link_health import LinkReport
 
 from keychain import timing, tls
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
@@ -169,6 +178,24 @@ class NodeHealth:
     writes: int = 0
     last_seq: int = 0
     committed_seq: int = 0
+    links: LinkReport | None = None
+
+
+def link_report_from_pb(pb: coordinator_pb2.LinkHealth) -> LinkReport:
+    """A heartbeat's link-health message as the supervision core's report."""
+    return LinkReport(
+        epoch=pb.epoch, successor=pb.successor, successor_unreachable=pb.successor_unreachable,
+        successor_not_acking=pb.successor_not_acking, successor_acked=pb.successor_acked,
+        predecessor=pb.predecessor, predecessor_silent=pb.predecessor_silent, stalled=pb.stalled,
+    )
+
+
+def link_report_to_pb(report: LinkReport) -> coordinator_pb2.LinkHealth:
+    return coordinator_pb2.LinkHealth(
+        epoch=report.epoch, successor=report.successor, successor_unreachable=report.successor_unreachable,
+        successor_not_acking=report.successor_not_acking, successor_acked=report.successor_acked,
+        predecessor=report.predecessor, predecessor_silent=report.predecessor_silent, stalled=report.stalled,
+    )
 
 
 class CoordinatorService:
@@ -351,7 +378,9 @@ class CoordinatorService:
 
     async def heartbeat(self, req: coordinator_pb2.HeartbeatRequest, forwarded: bool = False
                         ) -> coordinator_pb2.HeartbeatReply:
-        beat = Heartbeat(req.chain, req.node_id, req.epoch, req.caught_up, req.in_sync)
+        links = link_report_from_pb(req.link_health) if req.HasField("link_health") else None
+        beat = Heartbeat(req.chain, req.node_id, req.epoch, req.caught_up, req.in_sync, links=links,
+                         committed_seq=req.committed_seq, seq=req.seq, surrendered_below=req.surrendered_below)
 
         async def local() -> coordinator_pb2.HeartbeatReply:
             decision = await self._confirmed(
@@ -360,7 +389,7 @@ class CoordinatorService:
             if isinstance(decision, Refusal):
                 return _heartbeat_refused(decision)
             self.health[(req.chain, req.node_id)] = NodeHealth(req.reads, req.writes, req.last_seq,
-                                                               req.committed_seq)
+                                                               req.committed_seq, links)
             if isinstance(decision, Proposal):
                 answer: Grant | Refusal = Refusal("UNAVAILABLE", "the promotion did not settle")
                 try:
@@ -375,6 +404,28 @@ class CoordinatorService:
         return await self._at_leader(
             "Heartbeat", req, local,
             lambda msg: coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
+        )
+
+    async def report_unreachable(self, req: coordinator_pb2.ReportUnreachableRequest, forwarded: bool = False
+                                 ) -> coordinator_pb2.ReportReply:
+        """A proxy cannot use a node: weighed, at the leader, with the nodes' link reports."""
+        report = ProxyReport(req.chain, req.reporter, req.node_id, req.epoch, req.unreachable_ms / 1000)
+        if not req.reporter:
+            return coordinator_pb2.ReportReply(
+                error=_error(coordinator_pb2.INVALID_ARGUMENT, "a report names its reporter"))
+
+        async def local() -> coordinator_pb2.ReportReply:
+            decision = self.supervisor.report_unreachable(report, self.registry.get(req.chain), self._now())
+            if isinstance(decision, Refusal):
+                return coordinator_pb2.ReportReply(error=_refused(decision))
+            if decision:
+                log.info("proxy reports a node unusable chain=%s node=%s reporter=%s for_ms=%d", req.chain,
+                         req.node_id, req.reporter, req.unreachable_ms)
+            return coordinator_pb2.ReportReply(accepted=decision)
+
+        return await self._at_leader(
+            "ReportUnreachable", req, local,
+            lambda msg: coordinator_pb2.ReportReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
         )
 
     async def _promote(self, chain: str, node: str, command: bytes) -> None:
@@ -515,8 +566,13 @@ class CoordinatorService:
                     writes=h.writes if h else 0,
                     last_seq=h.last_seq if h else 0,
                     committed_seq=h.committed_seq if h else 0,
+                    link_health=link_report_to_pb(h.links) if h and h.links else None,
+                    suspected=self.supervisor.suspected(state.name, m.id),
                 ))
-            chains.append(coordinator_pb2.ChainStatus(config=state.to_proto(), health=health))
+            held = [coordinator_pb2.ReadmissionHold(node_id=hold.node, remaining_ms=_ms(hold.remaining(now)),
+                                                    removals=hold.removals, reason=hold.reason)
+                    for hold in self.supervisor.held(state.name, now)]
+            chains.append(coordinator_pb2.ChainStatus(config=state.to_proto(), health=health, held=held))
         return coordinator_pb2.ClusterStatus(leader=raft.leader, members=members, chains=chains)
 
     # ---- the coordinator cluster's own membership ----
@@ -668,13 +724,24 @@ class CoordinatorService:
             await asyncio.sleep(interval)
             if not (self.member.is_leader and self.member.leader_committed):
                 continue
+            known = set(self.supervisor.verdicts)
             for removal in self.supervisor.removals(self._now(), list(self.registry.chains.values())):
-                log.warning("node silent past its lease, removing chain=%s node=%s epoch=%d",
-                            removal.chain, removal.node, removal.epoch)
+                why = self.supervisor.suspected(removal.chain, removal.node) or "silent past its lease, or drained"
+                log.warning("removing node chain=%s node=%s epoch=%d reason=%r",
+                            removal.chain, removal.node, removal.epoch, why)
                 task = asyncio.create_task(self._propose_removal(removal))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
+            for key, verdict in self.supervisor.verdicts.items():
+                if key not in known:
+                    log.warning("gray failure: revoking the lease of chain=%s node=%s epoch=%d reason=%r",
+                                verdict.chain, verdict.node, verdict.epoch, verdict.reason)
             self._forget_departed()
+
+    def holds_now(self) -> int:
+        """Removed nodes whose registration is held back now, over every chain (a metric)."""
+        now = self._now()
+        return sum(len(self.supervisor.held(chain, now)) for chain in list(self.registry.chains))
 
     def _forget_departed(self) -> None:
         """Drop the heartbeat figures of nodes no longer in a chain (removed, or the chain deleted)."""
@@ -750,6 +817,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):
 
     async def GetChain(self, request, context):
         return await self.service.get_chain(request, self._forwarded(context))
+
+    async def ReportUnreachable(self, request, context):
+        return await self.service.report_unreachable(request, self._forwarded(context))
 
     async def GetClusterStatus(self, request, context):
         return await self.service.cluster_status(request, self._forwarded(context))

@@ -255,7 +255,19 @@ class MemberCollector(Collector):
             ("keychain_coordinator_applied_index", "last index applied to the registry", self.member.applied),
             ("keychain_coordinator_is_leader", "1 if this member is the Raft leader", int(st.role is Role.LEADER)),
             ("keychain_coordinator_chains", "chains in the registry", len(self.service.registry.chains)),
+            ("keychain_coordinator_readmission_holds", "removed nodes whose registration is held back now",
+             self.service.holds_now()),
         ):
             g = GaugeMetricFamily(name, doc, labels=labels)
             g.add_metric([st.id], value)
             yield g
+        supervisor = self.service.supervisor
+        for name, doc, count in (
+            ("keychain_coordinator_gray_removals", "members this leader removed for gray failures (dead links, "
+             "no progress)", supervisor.gray_removals),
+            ("keychain_coordinator_readmission_holds_imposed", "re-registrations held back after a removal for "
+             "link failures (exponential backoff)", supervisor.readmission.imposed),
+        ):
+            c = CounterMetricFamily(name, doc, labels=labels)
+            c.add_metric([st.id], count)
+            yield c

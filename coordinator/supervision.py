@@ -39,6 +39,14 @@ The rules, in the order a request meets them:
 - A new leader removes nobody before `new_leader_grace` plus the removal silence have passed: a
   deposed leader that has not yet noticed (CheckQuorum steps it down within two election timeouts
   of losing its quorum) may have renewed leases until then, and those must have lapsed first.
+- Gray failures (a node that heartbeats but its neighbours cannot use, or that makes no progress):
+  each heartbeat's link report, and each proxy's report (`report_unreachable`), goes to the
+  suspicion core (suspicion.py), which names at most one member per chain to remove, never one the
+  removal rule above would keep. That member's lease is revoked (lease.py: it is answered with
+  lease 0 and asked to surrender its lease; it is removed as soon as it says it did, or once its
+  lease has certainly expired), so it has stopped serving before the new configuration can commit
+  a write without it. Its re-registration is then held back with an exponential backoff
+  (readmission.py); a drained node's, for a while, as its process is stopping.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from dataclasses import dataclass, field
 
 from keychain.coordinator.lease import LeaseTracker, Removal
 from keychain.coordinator.raft import ProposalDropped
+from keychain.coordinator.readmission import Hold, Readmission
 from keychain.coordinator.registry import (
     ChainState,
     MemberState,
@@ -56,6 +65,7 @@ from keychain.coordinator.registry import (
     promote_node,
     register_node,
 )
+from keychain.coordinator.suspicion import ProxyReport, Suspicion, Verdict
 from keychain.node.link_health import LinkReport
 
 from keychain import timing
@@ -82,17 +92,6 @@ class Heartbeat:
     committed_seq: int = 0  # its commit point (weighed against its predecessor's `successor_acked`)
     seq: int = 0  # numbers the node process's heartbeats, in the order sent
     surrendered_below: int = 0  # it holds no lease, ignoring every grant to a request before heartbeat n
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyReport:
-    """A proxy (`reporter`) could not use `node` (no answer; for a head, no write accepted) for
-    longer than its bound, while using `chain` at `epoch`."""
-
-    chain: str
-    reporter: str
-    node: str
-    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +186,9 @@ class Supervisor:
         leader_evidence: float = timing.LEADER_EVIDENCE,
         proposal_timeout: float = timing.PROPOSAL_TIMEOUT,
         removal_wait: float | None = None,
+        link_timeout: float = timing.LINK_TIMEOUT,
+        suspicion: Suspicion | None = None,
+        readmission: Readmission | None = None,
     ) -> None:
         # The longest a quorum's acknowledgement counts as proof of leadership when granting a
         # lease; shorter than new_leader_grace, which relies on it.
@@ -202,15 +204,22 @@ class Supervisor:
                              if removal_wait is None else removal_wait)
         self.auto_chains: set[str] = set()  # chains the leader creates when missing
         self.promoting: set[tuple[str, str]] = set()  # promotions proposed, not yet answered
+        self.link_timeout = link_timeout  # a proxy's report counts once it could not use a node this long
+        self.suspicion = suspicion or Suspicion()
+        self.readmission = readmission or Readmission()
+        self.verdicts: dict[tuple[str, str], Verdict] = {}  # revoked for a gray failure, not yet removed
+        self.gray_removals = 0  # members removed for gray failures (a metric)
 
     # ---- leadership ----
 
     def become_leader(self, now: float) -> None:
         """This member was elected at `now`: it knows nothing of its predecessor's grants."""
         self.leases.become_leader(now + self.new_leader_grace)
+        self.verdicts.clear()
 
     def step_down(self) -> None:
         self.leases.step_down()
+        self.verdicts.clear()
 
     def leadership_fresh(self, confirmed_at: float | None, now: float) -> bool:
         """Whether this leader may grant a lease at `now` (see `leadership_fresh`)."""
@@ -223,6 +232,11 @@ class Supervisor:
         """The entries to propose for `req` (`current`: its chain now), or UNCONFIRMED."""
         if not self.leadership_fresh(confirmed_at, now):
             return UNCONFIRMED
+        hold = self.readmission.hold(req.chain, req.node, now)
+        if hold is not None and (current is None or current.member(req.node) is None):
+            return Refusal("FAILED_PRECONDITION",
+                           f"node {req.node!r} was removed from chain {req.chain!r} ({hold.reason}); its registration "
+                           f"is held back for {hold.remaining(now):.1f}s more")
         commands = [register_node(req.chain, req.node, req.address)]
         if req.chain in self.auto_chains and current is None:
             commands.insert(0, create_chain(req.chain))  # a configured chain: create it first
@@ -251,10 +265,16 @@ class Supervisor:
         assert me is not None
         if not self.leadership_fresh(confirmed_at, now):
             return UNCONFIRMED
-        # No lease while the node is drained or its removal is in flight.
-        granted = self.leases.observe(req.chain, req.node, now, state.epoch)
+        # No lease while the node is drained, revoked or its removal is in flight.
+        granted = self.leases.observe(req.chain, req.node, now, state.epoch, req.seq)
         if req.in_sync:
             self.leases.record_in_sync(req.chain, req.node, req.epoch)
+        if req.links is not None:
+            self.suspicion.node_reported(req.chain, req.node, req.links, req.committed_seq, now)
+        else:
+            self.suspicion.heartbeat(req.chain, req.node, now)
+        if req.surrendered_below:
+            self.leases.surrender(req.chain, req.node, req.surrendered_below)
         key = (req.chain, req.node)
         if (granted and req.caught_up and me.state is MemberState.SYNCING and req.epoch == state.epoch
                 and key not in self.promoting):
@@ -271,6 +291,58 @@ class Supervisor:
             return refusal
         assert state is not None
         return Grant(state, self.lease)
+
+    # ---- gray failures ----
+
+    def report_unreachable(self, report: ProxyReport, state: ChainState | None, now: float) -> Refusal | bool:
+        """A proxy cannot use `report.node`: True if the report counts (a member, the current epoch),
+        False if it is stale; a Refusal if the chain or node is unknown."""
+        refusal = _not_a_member(report.chain, report.node, state)
+        if refusal is not None:
+            return Refusal(refusal.code, refusal.message)
+        assert state is not None
+        if report.epoch != state.epoch or report.unreachable_for < self.link_timeout:
+            return False
+        self.suspicion.proxy_reported(report, now)
+        return True
+
+    def suspected(self, chain: str, node: str) -> str:
+        """Why `node` is being removed for a gray failure ("" if it is not)."""
+        return self.leases.revocation(chain, node) or ""
+
+    def held(self, chain: str, now: float) -> list[Hold]:
+        """Removed nodes of `chain` whose registration is held back now."""
+        return self.readmission.held(chain, now)
+
+    def _judge(self, now: float, chains: list[ChainState]) -> None:
+        """Note the removals of revoked and drained members that applied; revoke the next culprit."""
+        members = {(c.name, m.id) for c in chains for m in c.members}
+        for key, verdict in list(self.verdicts.items()):
+            if key not in members:
+                del self.verdicts[key]
+                self.suspicion.removed(verdict, now)
+                self.readmission.removed_for_links(verdict.chain, verdict.node, now, verdict.reason)
+                self.gray_removals += 1
+            elif self.leases.revocation(*key) is None:  # the chain moved on first: judged afresh
+                del self.verdicts[key]
+        for key in self.leases.draining - members:
+            self.readmission.drained(*key, now)
+        self.suspicion.forget(chains, now)
+        self.readmission.forget_old(now)
+        if not self.leases.may_remove(now):
+            return  # a new leader's grace: no lease it may rely on yet, no revocation either
+        for chain in chains:
+            busy = any(k[0] == chain.name for k in [*self.verdicts, *self.leases.draining, *self.leases.proposed])
+            if busy:
+                continue  # one removal per chain at a time
+
+            def removable(node: str, chain: ChainState = chain) -> bool:
+                return self.leases.keeps_every_write(chain, node) and [m.id for m in chain.active] != [node]
+
+            verdict = self.suspicion.verdict(chain, now, removable)
+            if verdict is not None:
+                self.verdicts[(chain.name, verdict.node)] = verdict
+                self.leases.revoke(chain.name, verdict.node, chain.epoch, verdict.reason)
 
     # ---- drains: removal on request ----
 
@@ -311,7 +383,9 @@ class Supervisor:
     # ---- failure detection ----
 
     def removals(self, now: float, chains: list[ChainState]) -> list[Removal]:
-        """The removals to propose now: silent or drained members whose lease has certainly expired."""
+        """The removals to propose now: silent, drained or revoked members whose lease has certainly
+        expired (or, revoked, that surrendered it); first the gray failures are judged."""
+        self._judge(now, chains)
         return self.leases.expired(now, chains)
 
     def removal_failed(self, removal: Removal) -> None:

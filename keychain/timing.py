@@ -76,25 +76,31 @@ STREAM_RETRY_MAX = 0.5
 # The goal: during a single gray fault, acknowledged writes stop for at most 2 s. The write gap is
 #     LINK_TIMEOUT                     a condition must last this long before it is reported
 #   + HEARTBEAT_INTERVAL               until the next heartbeat carries the report (<= 0.1 s)
+#   + 2 * HEARTBEAT_INTERVAL           a single dead link's claim settles (the claims one fault causes
+#                                      arrive over about a heartbeat interval; suspicion.py), unless
+#                                      the culprit is plain at once (implicated with two peers)
 #   + 2 * HEARTBEAT_INTERVAL           the lease surrender: the suspect's next heartbeat is answered
 #                                      with lease 0, the one after says it dropped its lease
 #   + a Raft commit                    the removal (tens of ms on loopback)
 #   + HEARTBEAT_INTERVAL               until the survivors' heartbeat replies carry the new epoch
 #   + a link handshake                 Hello / Welcome (a round trip)
-# = 0.5 + 0.1 + 0.2 + ~0.05 + 0.1 + ~0.01 ~ 1.0 s, or ~1.45 s when the suspect never answers the
-# surrender (a lapsed lease: LINK_TIMEOUT + 0.1 + REMOVAL_AFTER - the wait overlaps the heartbeat
-# that was answered with 0). A fault only the culprit's second link reveals (say a head whose own
-# outgoing traffic is dropped: its first dead link removes its successor, the second it) takes two
-# rounds, ~2 s; a proxy's report (a head that accepts no writes) implicates the head in the first.
+# = 0.5 + 0.1 + 0.2 + 0.2 + ~0.05 + 0.1 + ~0.01 ~ 1.2 s at worst (the simulator measures 0.8-0.9 s
+# for a middle or tail cut off from its neighbours: the waits overlap), or ~1.65 s when the suspect
+# never answers the surrender (its lease must lapse: REMOVAL_AFTER after its last grant). A fault
+# only the culprit's second link reveals (a head whose own outgoing traffic is dropped: its first
+# dead link removes its successor, the second it) takes two rounds, ~2.3 s; a proxy's report (a head
+# that accepts no writes) implicates the head in the first.
 #
 # Why not shorter: every bound must outlast what a healthy node can show. A link carries a
 # keepalive every KEEPALIVE_INTERVAL, so LINK_TIMEOUT is five keepalives missed: an event loop
 # stalled by a burst of load or a GC pause of a few hundred ms does not look like a dead link.
-# A healthy fsync takes milliseconds, a slow disk under load a few hundred; SYNC_STALL lets one
-# take 6x the heartbeat interval before the node counts itself stalled.
+# A healthy fsync takes milliseconds, a slow disk under load a few hundred; SYNC_STALL lets one take
+# a full second before the node counts itself stalled (a removal costs a rejoin and a state catch-up,
+# so a slow disk must not look like a dead one): a stalled sync leaves a gap of about
+# SYNC_STALL + 0.5 s ~ 1.5 s (its predecessor's "not acking" waits for the node's own word).
 KEEPALIVE_INTERVAL = HEARTBEAT_INTERVAL  # an idle downlink carries an empty Batch this often
 LINK_TIMEOUT = 0.5  # a link without traffic (or a Hello without a Welcome, entries without an ack) this long is dead
-SYNC_STALL = 0.6  # a sync pending (or entries not yet durable) this long without progress: the node is stalled
+SYNC_STALL = 1.0  # a sync pending (or entries not yet durable) this long without progress: the node is stalled
 # A link report counts at the coordinator only while it is this fresh (the node reports every
 # HEARTBEAT_INTERVAL; a node that stopped reporting is the lease's business).
 REPORT_TTL = 3 * HEARTBEAT_INTERVAL

@@ -8,6 +8,13 @@ node's lease always ends first) and carries the chain configuration: a newer epo
 Any coordinator member answers (followers forward to the leader); on a failure the node tries the
 next address. A reply saying the node is not a member carries the chain's configuration: the node
 adopts it, with no lease (it has no role in it, so it serves nothing at once), then registers again.
+
+Each heartbeat also carries the node's link-health report (`NodeDriver.link_report`, gray failures)
+and its number `seq`. A reply that keeps the node a member but grants lease 0 revokes its lease
+(the coordinator is removing it, or draining it): the node drops its lease at once, ignores from
+then on any lease granted to a request it sent before, and tells the coordinator so with
+`surrendered_below` (the number of its next heartbeat), which lets the removal proceed without
+waiting for the lease to expire (keychain.coordinator.lease explains why that is safe).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections.abc import Callable
 
 import grpc
 from keychain.node import wire
+from keychain.node.link_health import LinkReport
 from keychain.node.server import ChainNode
 
 from keychain import timing, tls
@@ -68,6 +76,10 @@ class CoordinatorLink:
         self.tls_files = tls_files
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.registered = False
+        self.seq = 0  # heartbeats sent by this process
+        self.revoked_at: float | None = None  # when a reply last revoked the lease (our clock)
+        self.surrendered_below = 0  # every grant to a request before this heartbeat is ignored
+        self.revoking = False  # the last reply revoked the lease
 
     def _stub(self) -> coordinator_pb2_grpc.CoordinatorStub:
         address = self.addresses[self._current]
@@ -120,10 +132,12 @@ class CoordinatorLink:
 
     async def heartbeat(self) -> bool:
         status = self.node.status()
+        self.seq += 1
         request = coordinator_pb2.HeartbeatRequest(
             chain=self.chain, node_id=self.node.id, epoch=status.epoch, last_seq=status.last_seq,
             committed_seq=status.committed_seq, caught_up=self.node.core.caught_up, reads=status.reads,
-            writes=status.writes, in_sync=status.in_sync,
+            writes=status.writes, in_sync=status.in_sync, link_health=link_health_pb(self.node.driver.link_report()),
+            seq=self.seq, surrendered_below=self.surrendered_below,
         )
         sent = self.clock()
         try:
@@ -157,6 +171,8 @@ class CoordinatorLink:
 
     def _adopt(self, pb_config: chain_pb2.ChainConfig, sent: float, lease_ms: int) -> bool:
         """Follow a reply's configuration and lease; False (nothing renewed) if it is unusable."""
+        if self.revoked_at is not None and sent < self.revoked_at:
+            lease_ms = 0  # granted before we surrendered our lease: we said we would ignore it
         lease_until = sent + lease_ms / 1000
         try:
             config = wire.config_from_pb(pb_config)
@@ -177,4 +193,29 @@ class CoordinatorLink:
         if config.member(self.node.id) is None:
             log.warning("removed from the chain; registering again node=%s epoch=%d", self.node.id, config.epoch)
             self.registered = False
+        elif lease_ms == 0:
+            self._surrender()
+        else:
+            self.revoking = False
+            self.surrendered_below = 0  # holding a lease again: a new revocation asks anew
         return True
+
+    def _surrender(self) -> None:
+        """The coordinator revoked our lease: it is already dropped (the reply renewed it to when the
+        heartbeat was sent); from now on ignore any grant to an earlier request, and say so."""
+        now = self.clock()
+        self.node.renew_lease(min(now, self.node.core.lease_until))
+        if not self.revoking:
+            log.warning("lease revoked by the coordinator; surrendered node=%s", self.node.id)
+        self.revoking = True
+        self.revoked_at = now
+        self.surrendered_below = self.seq + 1
+
+
+def link_health_pb(report: LinkReport) -> coordinator_pb2.LinkHealth:
+    """A link-health report as its protobuf message."""
+    return coordinator_pb2.LinkHealth(
+        epoch=report.epoch, successor=report.successor, successor_unreachable=report.successor_unreachable,
+        successor_not_acking=report.successor_not_acking, successor_acked=report.successor_acked,
+        predecessor=report.predecessor, predecessor_silent=report.predecessor_silent, stalled=report.stalled,
+    )

@@ -192,6 +192,7 @@ class ChainNode:
         self._server = server
         self._driver = asyncio.create_task(self._drive(), name=f"node-{self.id}-driver")
         self._spawn(self._watch_health(), "health")
+        self._spawn(self._tick(), "tick")
         await self._update_health()
         self._wake.set()  # a restarted node may have work at once (a tail commits what it holds)
         log.info("node serving node=%s listen=%s port=%d", self.id, listen, port)
@@ -613,6 +614,13 @@ class ChainNode:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.health.set(SERVICE_NAME, status)
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    async def _tick(self) -> None:
+        """Link health: sample the links, and keep an idle downlink alive (keychain.node.link_health)."""
+        while True:
+            await asyncio.sleep(timing.KEEPALIVE_INTERVAL)
+            self.driver.tick()
+            self.wake()
 
     async def _watch_health(self) -> None:
         while True:

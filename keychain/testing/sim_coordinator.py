@@ -45,6 +45,8 @@ from keychain.coordinator.supervision import (
     Registration,
     Supervisor,
 )
+from keychain.coordinator.suspicion import ProxyReport
+from keychain.node.link_health import LinkReport
 from keychain.testing.sim_invariants import Violation
 from keychain.testing.sim_world import Process
 
@@ -59,13 +61,19 @@ CREATE_RETRY = 0.5  # seconds between two attempts of the leader to create its m
 
 @dataclass(frozen=True, slots=True)
 class CoordRequest:
-    op: str  # register | heartbeat | get_chain | remove (a drain: answered once the node left)
+    op: str  # register | heartbeat | get_chain | remove (a drain: answered once the node left) | report
     chain: str
     node: str = ""
     address: str = ""
     epoch: int = 0
     caught_up: bool = False
     in_sync: bool = False  # the node holds every committed write in `epoch`
+    links: LinkReport | None = None  # the node's link-health report
+    committed_seq: int = 0
+    seq: int = 0  # the heartbeat's number
+    surrendered_below: int = 0  # the node gave up every lease granted to a request before heartbeat n
+    reporter: str = ""  # report: the proxy that cannot use `node`
+    unreachable_for: float = 0.0  # report: for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,7 +381,14 @@ class SimCoordinator(Process):
         if req.op == "register":
             self._register(Registration(req.chain, req.node, req.address), reply)
         elif req.op == "heartbeat":
-            self._heartbeat(Heartbeat(req.chain, req.node, req.epoch, req.caught_up, req.in_sync), reply)
+            self._heartbeat(Heartbeat(req.chain, req.node, req.epoch, req.caught_up, req.in_sync, links=req.links,
+                                      committed_seq=req.committed_seq, seq=req.seq,
+                                      surrendered_below=req.surrendered_below), reply)
+        elif req.op == "report":
+            decision = self.supervisor.report_unreachable(
+                ProxyReport(req.chain, req.reporter, req.node, req.epoch, req.unreachable_for),
+                self.registry.get(req.chain), self.local())
+            reply(_refused(decision) if isinstance(decision, Refusal) else CoordReply())
         elif req.op == "get_chain":
             state = self.registry.get(req.chain)
             reply(CoordReply(chain=state) if state is not None else CoordReply("NOT_FOUND"))

@@ -14,6 +14,10 @@ contract in `keychain.node.core`'s docstring, over virtual time and the simulate
   coordinator when one fails to answer. A reply's configuration and lease go to `configure`; the
   lease runs from when the heartbeat was sent, on this node's clock. A node that learns it is no
   longer a member registers again (it rejoins as syncing).
+- Gray failures, as the production node: every `KEEPALIVE_INTERVAL` the driver samples the links and
+  keeps an idle downlink alive; each heartbeat carries the link report and its number; a reply that
+  revokes the lease (lease 0, still a member) makes the node surrender it
+  (`keychain.node.coordinator_link`).
 """
 
 from __future__ import annotations
@@ -125,6 +129,10 @@ class SimNode(Process):
         self.caught_up_epoch = -1
         self.registered = False
         self.heartbeats: dict[int, float] = {}  # rpc id -> local time sent
+        self.seq = 0  # heartbeats sent by this incarnation
+        self.revoked_at: float | None = None  # a reply revoked the lease then: earlier grants are ignored
+        self.surrendered_below = 0
+        self.timer(timing.KEEPALIVE_INTERVAL, self._tick)
         self.commit_seen = self.store.state().committed_seq
         self.timer(self.world.rng.uniform(0, timing.HEARTBEAT_INTERVAL), self._heartbeat)
         self.timer(LINK_RETRY, self._retry_link)
@@ -234,6 +242,11 @@ class SimNode(Process):
             del self.up_links[peer]
             self.core.uplink_lost(peer)
             self._pump()
+
+    def _tick(self) -> None:
+        self.timer(timing.KEEPALIVE_INTERVAL, self._tick)
+        self.driver.tick()
+        self._pump()
 
     def _retry_link(self) -> None:
         self.timer(LINK_RETRY * self.world.rng.uniform(0.8, 1.2), self._retry_link)
@@ -374,8 +387,11 @@ class SimNode(Process):
         core = self.core
         chain = self.sim.chain
         if self.registered:
+            self.seq += 1
             req = CoordRequest("heartbeat", chain, self.id, epoch=core.epoch,
-                               caught_up=self.caught_up_epoch == core.epoch, in_sync=core.in_sync)
+                               caught_up=self.caught_up_epoch == core.epoch, in_sync=core.in_sync,
+                               links=self.driver.link_report(), committed_seq=core.committed_seq, seq=self.seq,
+                               surrendered_below=self.surrendered_below)
         else:
             req = CoordRequest("register", chain, self.id, address=self.address)
         rid = self._next_id()
@@ -394,7 +410,14 @@ class SimNode(Process):
             return
         if not reply.error and reply.chain is not None:
             self.registered = True
-            self._adopt(reply.chain, sent + reply.lease)
+            lease = reply.lease if self.revoked_at is None or sent >= self.revoked_at else 0.0
+            self._adopt(reply.chain, sent + lease)
+            if lease == 0 and reply.chain.member(self.id) is not None:  # revoked: surrender it
+                self.core.renew_lease(min(self.local(), self.core.lease_until))
+                self.revoked_at = self.local()
+                self.surrendered_below = self.seq + 1
+            elif lease > 0:
+                self.surrendered_below = 0  # holding a lease again: a new revocation asks anew
         elif reply.error == "NOT_FOUND":
             self.registered = False
             if reply.chain is not None and self.core.config is not None:

@@ -37,6 +37,7 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         self.heartbeats: list[coordinator_pb2.HeartbeatRequest] = []
         self.silent = False
         self.refuse_register: set[str] = set()
+        self.revoked: set[str] = set()  # answered OK with lease 0: the lease is revoked
 
     def remove(self, node_id: str) -> None:
         self._bump(tuple(m for m in self.config.members if m.id != node_id))
@@ -63,7 +64,8 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
                                                   config=config_to_pb(self.config))
         if request.caught_up and me.state == MemberState.SYNCING and request.epoch == self.config.epoch:
             self._bump(tuple(Member(m.id, m.address) for m in self.config.members))
-        return coordinator_pb2.HeartbeatReply(config=config_to_pb(self.config), lease_ms=self.lease_ms)
+        lease_ms = 0 if request.node_id in self.revoked else self.lease_ms
+        return coordinator_pb2.HeartbeatReply(config=config_to_pb(self.config), lease_ms=lease_ms)
 
 
 def free_port() -> int:
@@ -220,3 +222,25 @@ async def test_heartbeats_say_whether_the_node_is_in_sync_in_the_epoch_it_runs(
         await eventually("a heartbeat in sync in epoch 3",
                          lambda: any(h.epoch == 3 and h.in_sync for h in servicer.heartbeats))
         assert r.node.status().role == "head"
+
+
+async def test_a_revoked_lease_is_surrendered_and_the_next_heartbeats_say_so(
+    tmp_path: Path, coordinator: tuple[TestCoordinator, str]
+) -> None:
+    servicer, address = coordinator
+    servicer.lease_ms = 60_000
+    async with running_node(tmp_path, "n1", address) as r:
+        await eventually("registration", lambda: r.link.registered)
+        assert await put(r.node, b"k", b"v") == Code.OK
+        beats = servicer.heartbeats
+        await eventually("a heartbeat", lambda: bool(beats))
+        assert beats[-1].link_health.epoch == 1 and beats[-1].surrendered_below == 0
+        servicer.revoked.add("n1")
+        revoked_after = beats[-1].seq  # every heartbeat answered so far was granted a minute's lease
+        await eventually("a surrender", lambda: beats[-1].surrendered_below > revoked_after)
+        assert not r.node.status().lease_valid  # dropped at once, not a minute later
+        assert await put(r.node, b"k", b"w") == Code.LEASE_EXPIRED
+        seqs = [h.seq for h in beats]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        servicer.revoked.discard("n1")  # the coordinator renews it again (the removal was called off)
+        await eventually("the lease to be renewed", lambda: r.node.status().lease_valid)

@@ -51,7 +51,7 @@ def test_a_tail_that_acknowledges_before_its_disk_synced_is_caught():
 
 # The first seed at which the search below caught `SendsBeforeSync`: a head forwarded entries its disk
 # had not synced, crashed, and sequenced other writes at the same seqs after its restart.
-SENDS_BEFORE_SYNC_SEED = 6
+SENDS_BEFORE_SYNC_SEED = 10
 
 
 def test_a_driver_that_sends_before_the_sync_a_ready_required_is_caught():
