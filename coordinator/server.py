@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from keychain import timing, tls
+from keychain import channel_policy, timing, tls
 from keychain.proto import coordinator_pb2, coordinator_pb2_grpc
 from keychain.tls import TlsFiles
 
@@ -112,7 +112,9 @@ class CoordinatorServer:
         self._addresses_changed()
         self.metrics.register(MemberCollector(self.member, self.service))
 
-        self.grpc_server = grpc.aio.server(interceptors=tls.server_interceptors(o.tls_files))
+        # Nodes and proxies ping their channels to notice a dead connection (keychain.channel_policy).
+        self.grpc_server = grpc.aio.server(options=channel_policy.server_options(),
+                                           interceptors=tls.server_interceptors(o.tls_files))
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorServicer(self.service), self.grpc_server)
         self.transport.add_to_server(self.grpc_server)
         if tls.add_port(self.grpc_server, o.listen, o.tls_files) == 0:

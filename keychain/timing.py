@@ -37,6 +37,11 @@ REMOVAL_MARGIN = 0.25  # extra silence, beyond the lease, before the leader remo
 REMOVAL_AFTER = LEASE * (1 + MAX_DRIFT) + REMOVAL_MARGIN
 
 RPC_TIMEOUT = 1.0  # default deadline of one internal RPC
+# A node's heartbeat gives up on a coordinator after this long and tries the next one. A heartbeat is
+# answered in milliseconds; one sent to a leader that is paused or cut off one way gets no answer,
+# and the lease must be renewed elsewhere before it lapses: HEARTBEAT_INTERVAL + HEARTBEAT_TIMEOUT +
+# a new leader (<= 650 ms, above) = 1.15 s < LEASE. With RPC_TIMEOUT the node lost its lease first.
+HEARTBEAT_TIMEOUT = 0.4
 
 # The coordinator leader's supervision of nodes (keychain.coordinator.supervision):
 # A leader grants a lease only while a quorum acknowledged it at most this long ago (one election
@@ -46,6 +51,24 @@ LEADER_EVIDENCE = ELECTION_TICKS * TICK
 # been renewing leases (CheckQuorum notices a lost quorum within two election timeouts).
 NEW_LEADER_GRACE = 2 * 2 * ELECTION_TICKS * TICK
 PROPOSAL_TIMEOUT = 2.0  # seconds a registry change may take to commit and apply
+
+# Internal gRPC channels (node links, node -> coordinator, proxy -> node and -> coordinator), see
+# keychain.channel_policy. A path that heals must be used again within about a second:
+# - a connection attempt gives up after CONNECT_TIMEOUT (gRPC's min_reconnect_backoff_ms; its
+#   default of 20 s lets one SYN lost to a partition hold the channel for 20 s after the heal);
+#   a second is still far above a TLS handshake on a loaded machine, so a slow peer is not cut off;
+# - between attempts gRPC waits at most RECONNECT_MAX (its default grows to 120 s);
+# - an established connection through which nothing comes back for CHANNEL_KEEPALIVE_TIME +
+#   CHANNEL_KEEPALIVE_TIMEOUT is closed and dialled again: TCP on its own keeps retransmitting into a
+#   healed path with an exponentially growing timeout (seconds after a fault of a few seconds).
+CONNECT_TIMEOUT = 1.0
+RECONNECT_INITIAL = 0.1  # gRPC's floor for both reconnect settings is 100 ms
+RECONNECT_MAX = 0.5
+CHANNEL_KEEPALIVE_TIME = 1.0  # gRPC keepalive pings (the link's own keepalive is KEEPALIVE_INTERVAL)
+CHANNEL_KEEPALIVE_TIMEOUT = 1.0
+# Application-level retries of a broken stream (a node's link or state transfer): the bound a
+# FailureStreak's delay never exceeds.
+STREAM_RETRY_MAX = 0.5
 
 # ---- Gray failures: a node alive to the coordinator but failing its links or stalled ----
 # (keychain.node.link_health reports them with each heartbeat; keychain.coordinator.suspicion decides.)
@@ -93,3 +116,13 @@ READMIT_FORGET = 60.0
 # A node drained on purpose (RemoveMember, an operator's scale-in) is refused registration this
 # long: its process is stopping, and re-admitted it would briefly become tail and stall writes.
 DRAIN_HOLD = 15.0
+
+# The proxy's view of a node (keychain.proxy.reachability): a node that has left a request of this
+# proxy unanswered for PROXY_SILENCE (no reply, no connection, a call that failed in transit) is
+# reported to the coordinator (ReportUnreachable), again every PROXY_REPORT_EVERY while that lasts.
+# Longer than LINK_TIMEOUT: the nodes' own link reports, which name the broken link, come first;
+# the proxy's catches what no link shows (a head whose replies to clients are lost, a head that
+# takes no writes), still inside the 2 s goal. Re-sent well within PROXY_REPORT_TTL so that a
+# report that counts never lapses while the node stays silent.
+PROXY_SILENCE = 1.0
+PROXY_REPORT_EVERY = 0.25

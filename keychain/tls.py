@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from keychain import channel_policy
 from keychain.access import KINDS, Decision, Identity, authorize
 from keychain.tls_files import TlsFiles, add_tls_arguments, tls_files_from_args
 
@@ -491,9 +492,11 @@ class _RotatingMultiCallable:
 
 
 def channel(target: str, files: TlsFiles | None, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-    """An internal channel to `target`: mutual TLS following `files`, or plaintext without them."""
+    """An internal channel to `target`: mutual TLS following `files`, or plaintext without them; it
+    reconnects and notices a dead connection as `keychain.channel_policy` says (`options` add to that)."""
+    options = channel_policy.channel_options(options)
     if files is None:
-        return grpc.aio.insecure_channel(target, options=list(options))
+        return grpc.aio.insecure_channel(target, options=options)
     return RotatingChannel(target, files, options)
 
 

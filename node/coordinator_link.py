@@ -26,7 +26,7 @@ from collections.abc import Callable
 import grpc
 from keychain.node import wire
 from keychain.node.link_health import LinkReport
-from keychain.node.server import CHANNEL_OPTIONS, ChainNode
+from keychain.node.server import ChainNode
 
 from keychain import timing, tls
 from keychain.backoff import Backoff, FailureStreak
@@ -58,6 +58,7 @@ class CoordinatorLink:
         *,
         interval: float = timing.HEARTBEAT_INTERVAL,
         rpc_timeout: float = timing.RPC_TIMEOUT,
+        heartbeat_timeout: float = timing.HEARTBEAT_TIMEOUT,
         clock: Callable[[], float] | None = None,
         tls_files: TlsFiles | None = None,
     ) -> None:
@@ -68,7 +69,8 @@ class CoordinatorLink:
         self.advertise = advertise
         self.addresses = addresses
         self.interval = interval
-        self.rpc_timeout = rpc_timeout
+        self.rpc_timeout = rpc_timeout  # registration (the coordinator commits it first)
+        self.heartbeat_timeout = heartbeat_timeout
         self.clock = clock or node.clock
         self._current = 0
         self.tls_files = tls_files
@@ -83,7 +85,7 @@ class CoordinatorLink:
         address = self.addresses[self._current]
         ch = self._channels.get(address)
         if ch is None:
-            ch = tls.channel(address, self.tls_files, CHANNEL_OPTIONS)
+            ch = tls.channel(address, self.tls_files)  # its messages are small: gRPC's size limit holds
             self._channels[address] = ch
         return coordinator_pb2_grpc.CoordinatorStub(ch)
 
@@ -92,8 +94,10 @@ class CoordinatorLink:
 
     async def run(self) -> None:
         """Register, then heartbeat until cancelled."""
-        # Registration retries: from one heartbeat interval, doubling, up to a second.
-        backoff = FailureStreak(Backoff(base=self.interval, cap=max(1.0, self.interval), floor=0.5), self.node.rng)
+        # Registration retries: from one heartbeat interval, doubling, up to STREAM_RETRY_MAX (a node
+        # that comes back after a partition registers again within about a second).
+        cap = max(timing.STREAM_RETRY_MAX, self.interval)
+        backoff = FailureStreak(Backoff(base=self.interval, cap=cap, floor=0.5), self.node.rng)
         try:
             while True:
                 ok = await (self.heartbeat() if self.registered else self.register())
@@ -138,7 +142,7 @@ class CoordinatorLink:
         )
         sent = self.clock()
         try:
-            reply = await self._stub().Heartbeat(request, timeout=self.rpc_timeout)
+            reply = await self._stub().Heartbeat(request, timeout=self.heartbeat_timeout)
         except grpc.aio.AioRpcError as e:
             log.info("heartbeat failed node=%s coordinator=%s code=%s", self.node.id,
                      self.addresses[self._current], e.code().name)

@@ -21,7 +21,7 @@ import sys
 
 from keychain.node.core import CoreOptions
 from keychain.node.disk_alarm import DEFAULT_HIGH_WATER, HighWater
-from keychain.node.storage import DataDirError, RocksVersionStore
+from keychain.node.storage import DataDirError
 from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES
 
 from keychain.tls_files import add_tls_arguments, tls_files_from_args
@@ -99,10 +99,11 @@ def parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> int:
     # Imported here so `keychain node --help` and a bad data dir answer without loading grpc.
     from keychain.node.coordinator_link import CoordinatorLink, parse_addresses
+    from keychain.node.fault_injection import open_store
     from keychain.node.server import ChainNode
 
     coordinators = parse_addresses(args.coordinator) if args.coordinator else []
-    store = RocksVersionStore(args.data_dir, args.id, args.chain)
+    store = open_store(args.data_dir, args.id, args.chain)  # a test-only fault may wrap it
     api_limits = {"max_txn_ops": args.max_txn_ops, "max_txn_bytes": args.max_txn_bytes,
                   "retain_versions": args.retain_versions}
     options = CoreOptions(max_key_bytes=args.max_key_bytes, max_value_bytes=args.max_value_bytes,

@@ -73,7 +73,7 @@ from keychain.node.versions import AppendEntries, Record
 from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES, WatchHistory
 from keychain.node.watch_hub import HEARTBEAT, WatchCollector, WatchHub, batch_to_pb
 
-from keychain import timing, tls
+from keychain import channel_policy, timing, tls
 from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2, chain_pb2_grpc
 from keychain.tls import TlsFiles
@@ -82,19 +82,18 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "keychain.chain.ChainNode"
 
-_KEEPALIVE = [
+# The server pings its callers too (a predecessor gone silent is noticed); how channels reconnect
+# and ping is keychain.channel_policy's, applied by keychain.tls.channel.
+_SERVER_KEEPALIVE = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 ]
-_RECONNECT = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 1000)]
-# Channels to the coordinator: its messages are small, gRPC's default size limit holds.
-CHANNEL_OPTIONS = [*_KEEPALIVE, *_RECONNECT]
-
 # Reopening a broken link or transfer stream: at least half of a bound that doubles per failure in
-# a row, so a peer that just refused us is not asked again at once.
-RECONNECT_BACKOFF = Backoff(base=0.05, cap=1.0, floor=0.5)
+# a row, so a peer that just refused us is not asked again at once, and never more than
+# STREAM_RETRY_MAX, so a healed path is used again within about a second.
+RECONNECT_BACKOFF = Backoff(base=0.05, cap=timing.STREAM_RETRY_MAX, floor=0.5)
 
 # How often the free space of the data volume is sampled (one statvfs call), and how soon a Ready held
 # for want of space is tried again: writes resume within about this much of space coming back.
@@ -151,9 +150,14 @@ def max_message_bytes(options: CoreOptions) -> int:
 
 
 def grpc_options(options: CoreOptions) -> list[tuple[str, int]]:
-    """Server and peer-channel options: message size bounded by what the core can produce."""
+    """Peer-channel options: message size bounded by what the core can produce."""
     limit = max_message_bytes(options)
-    return [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit), *_KEEPALIVE]
+    return [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+
+
+def server_grpc_options(options: CoreOptions) -> list[tuple[str, int]]:
+    """The node server's options: the channels' message size, its own pings, and its peers' pings accepted."""
+    return channel_policy.server_options([*grpc_options(options), *_SERVER_KEEPALIVE])
 
 
 @dataclass
@@ -241,7 +245,7 @@ class ChainNode:
 
     async def start(self, listen: str) -> int:
         """Serve on `listen` (host:port, port 0 = any free port); returns the bound port."""
-        server = grpc.aio.server(options=grpc_options(self.core.options),
+        server = grpc.aio.server(options=server_grpc_options(self.core.options),
                                  interceptors=tls.server_interceptors(self.tls_files))
         chain_pb2_grpc.add_ChainNodeServicer_to_server(_Servicer(self), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -558,7 +562,7 @@ class ChainNode:
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = tls.channel(address, self.tls_files, [*grpc_options(self.core.options), *_RECONNECT])
+            ch = tls.channel(address, self.tls_files, grpc_options(self.core.options))
             self._channels[address] = ch
         return ch
 

@@ -9,16 +9,12 @@ import grpc
 from keychain import tls
 from keychain.tls import TlsFiles
 
-# Batches of writes can exceed gRPC's 4 MiB default when values are large. No keepalive pings:
-# servers with gRPC's default policy answer frequent idle pings with GOAWAY; a dead node is
-# noticed by the per-attempt timeout instead.
+# Batches of writes can exceed gRPC's 4 MiB default when values are large. Reconnection and
+# keepalive pings (a healed node is used again within about a second) are keychain.channel_policy's,
+# applied by keychain.tls.channel; the nodes and coordinators accept those pings.
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 << 20),
     ("grpc.max_receive_message_length", 64 << 20),
-    # Reconnect to a restarted node within seconds, not gRPC's default of up to two minutes.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 
 _READY = grpc.ChannelConnectivity.READY

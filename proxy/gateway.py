@@ -32,6 +32,7 @@ from .config import ProxyConfig
 from .errors import FINAL_CHAIN_ERRORS, ErrorKind, OpError
 from .metrics import ProxyMetrics
 from .outbox import Outboxes
+from .reachability import NodeReachability
 from .routing import (
     RETRY_BACKOFF,
     Disposition,
@@ -130,6 +131,8 @@ class ChainGateway:
         self.rng = rng
         self.balancer = ReadBalancer()
         self.channels = ChannelPool(config.tls_files)
+        # Which nodes leave this proxy's requests unanswered (reported by the server's UnreachableReporter).
+        self.reachability = NodeReachability()
         self._writes: Outboxes[_Attempt] = Outboxes(self._write_queue, self._send_batch, self._prune_if_gone)
         self._reads: Outboxes[_ReadAttempt] = Outboxes(self._read_queue, self._send_read_batch, self._prune_if_gone)
         # Idempotency keys this proxy makes: unique across proxies and restarts by the random prefix.
@@ -274,12 +277,15 @@ class ChainGateway:
         # code of a failed call could tell apart from a connection lost after the head took it.
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.config.attempt_timeout
+        request_id = self.reachability.sent(address, loop.time())
         if not await self.channels.connected(address, self.config.attempt_timeout):
             log.info("write batch not sent head=%s ops=%d: no connection", address, len(batch))
+            self.reachability.failed(address, request_id)
             self._lost(batch, maybe_applied=False)
             return
         batch = [a for a in batch if not a.done.done()]  # deadlines that passed meanwhile: not sent
         if not batch:
+            self.reachability.answered(address, request_id)  # connected: the node is reachable
             return
         topology = self.topology
         epoch = topology.epoch if topology is not None else 0
@@ -290,11 +296,13 @@ class ChainGateway:
         try:
             reply = await self._node(address).Write(request, timeout=max(give_up - loop.time(), 0.001))
         except grpc.aio.AioRpcError as exc:
+            self.reachability.failed(address, request_id)
             maybe = transport_failure_may_have_applied(exc.code())
             log.info("write batch failed head=%s ops=%d status=%s maybe_applied=%s detail=%s",
                      address, len(batch), exc.code().name, maybe, exc.details())
             self._lost(batch, maybe_applied=maybe)
             return
+        self.reachability.answered(address, request_id)
         if reply.error.code != Code.OK:
             for attempt in batch:
                 attempt.refusal = reply.error
@@ -380,14 +388,17 @@ class ChainGateway:
         epoch = topology.epoch if topology is not None else 0
         request = chain_pb2.ReadBatchRequest(epoch=epoch, ops=[a.op for a in batch])
         self.metrics.read_batch_ops.observe(len(batch))
+        request_id = self.reachability.sent(address, asyncio.get_running_loop().time())
         try:
             reply = await self._node(address).ReadBatch(request, timeout=self.config.attempt_timeout)
         except grpc.aio.AioRpcError as exc:
+            self.reachability.failed(address, request_id)
             failure = f"transport_{exc.code().name.lower()}"
             log.debug("read batch failed member=%s reads=%d reason=%s", address, len(batch), failure)
             for attempt in batch:
                 attempt.failure = failure
             return
+        self.reachability.answered(address, request_id)
         code = reply.error.code
         if code == Code.INVALID_ARGUMENT:
             # About the request, not the member: final for every read in it (another member

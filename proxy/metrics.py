@@ -54,5 +54,12 @@ class ProxyMetrics:
             "keychain_proxy_topology_changes", "Chain configurations adopted", registry=self.registry
         )
 
+        self.unreachable_reports = Counter(
+            "keychain_proxy_unreachable_reports",
+            "Nodes reported to the coordinator as leaving this proxy's requests unanswered, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import socket
@@ -24,6 +25,7 @@ from .grpc_api import KVService
 from .http_api import create_app
 from .metrics import ProxyMetrics
 from .topology import Topology
+from .unreachable_reporter import UnreachableReporter
 from .watcher import CoordinatorWatcher
 
 log = logging.getLogger("keychain.proxy")
@@ -82,6 +84,8 @@ class ProxyServer:
             tls_files=config.tls_files,
         )
         self.gateway = ChainGateway(config, self.watcher, self.metrics, rng=rng)
+        self.reporter = UnreachableReporter(self.gateway.reachability, self.watcher, self.metrics,
+                                            reporter=f"proxy-{socket.gethostname()}-{os.getpid()}")
         self.app = create_app(config, self.gateway, self.watcher, self.metrics)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
@@ -117,6 +121,7 @@ class ProxyServer:
                 raise OSError(f"cannot listen for gRPC on {host}:{port}")
             await grpc_server.start()
         watch = asyncio.get_running_loop().create_task(self.watcher.run())
+        reports = asyncio.get_running_loop().create_task(self.reporter.run())
         if threading.current_thread() is threading.main_thread():
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -140,6 +145,7 @@ class ProxyServer:
         finally:
             announce.cancel()
             watch.cancel()
+            reports.cancel()
             if grpc_server is not None:
                 await grpc_server.stop(grace=1.0)
             await self.watcher.close()

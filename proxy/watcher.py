@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import grpc
 
+from keychain import timing
 from keychain.backoff import Backoff, FailureStreak
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
 from keychain.tls_files import TlsFiles
@@ -28,8 +29,9 @@ log = logging.getLogger("keychain.proxy.watcher")
 
 Stub = coordinator_pb2_grpc.CoordinatorStub
 
-# Reopening a broken watch stream on the next coordinator: up to 0.1 s at first, at most 2 s.
-WATCH_BACKOFF = Backoff(base=0.1, cap=2.0)
+# Reopening a broken watch stream on the next coordinator: up to 0.1 s at first, at most
+# STREAM_RETRY_MAX (a coordinator reachable again is watched again within about a second).
+WATCH_BACKOFF = Backoff(base=0.1, cap=timing.STREAM_RETRY_MAX)
 
 
 class CoordinatorWatcher:

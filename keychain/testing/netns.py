@@ -16,7 +16,8 @@ whatever happened inside it.
 Faults:
 
 - `partition(a, b)`, `drop(src, dst)` (one direction only), `isolate(host)`: policy-routing
-  rules `from <src> blackhole` in the receiving host. They act on the input path, so a dropped
+  rules `from <src> blackhole` in the receiving host. `drop_port(host, port, "in" | "out")`: the
+  same rules narrowed to one TCP port (`ipproto tcp dport|sport <port>`), one direction only. They act on the input path, so a dropped
   packet vanishes silently, as on a real broken link (a blackhole on the *output* path would
   instead fail the sender's syscalls at once with EINVAL, which no real partition does). The
   hosts' `local` routing rule is moved behind these rules so they are consulted first, and
@@ -336,6 +337,7 @@ class Network:
         self.stop_timeout = stop_timeout
         self.seed = secrets.randbits(32) if seed is None else seed
         self._rules: set[tuple[str, str]] = set()  # (receiving host, blocked source host)
+        self._port_rules: set[tuple[str, str]] = set()  # (receiving host, rule selector) of drop_port
         self._netem: set[str] = set()
         self._relays: dict[str, _RelayState] = {}
         self._created: list[str] = []
@@ -445,6 +447,7 @@ class Network:
         _run(["ip", "netns", "del", host.namespace])
         _remove_netns_etc(host.namespace)
         self._created.remove(host.namespace)
+        self._port_rules = {rule for rule in self._port_rules if rule[0] != name}  # gone with its namespace
         del self.hosts[name]
 
     def add_address(self, host: str, address: str) -> None:
@@ -582,11 +585,32 @@ class Network:
             for b in side_b:
                 self.partition(a, b)
 
+    def drop_port(self, host: str, port: int, direction: Literal["in", "out"]) -> None:
+        """A one-way fault of one TCP port of `host`, every other connection of the host untouched:
+        "in" drops every packet sent to the port (the host's own outgoing connections still work),
+        "out" drops every packet the port sends (taken off at each receiving host)."""
+        h = self.host(host)
+        if direction == "in":
+            where = [(h.name, f"iif eth0 ipproto tcp dport {port}")]
+        elif direction == "out":
+            where = [(other, f"iif eth0 from {h.address}/32 ipproto tcp sport {port}")
+                     for other in self.hosts if other != host]
+        else:
+            raise ValueError(f"direction must be 'in' or 'out', got {direction!r}")
+        for receiver, selector in where:
+            if (receiver, selector) not in self._port_rules:
+                _ip_batch(self.hosts[receiver].namespace, [f"rule add pref {PARTITION_PREF} {selector} blackhole"])
+                self._port_rules.add((receiver, selector))
+        log.info("netns drop port host=%s port=%d direction=%s", host, port, direction)
+
     def heal_partitions(self) -> None:
         for receiver, source in sorted(self._rules):
             r, s = self.hosts[receiver], self.hosts[source]
             _ip_batch(r.namespace, [f"rule del pref {PARTITION_PREF} from {s.address}/32 blackhole"])
         self._rules.clear()
+        for receiver, selector in sorted(self._port_rules):
+            _ip_batch(self.hosts[receiver].namespace, [f"rule del pref {PARTITION_PREF} {selector} blackhole"])
+        self._port_rules.clear()
         log.info("netns partitions healed")
 
     # -- delay, jitter, loss --

@@ -54,6 +54,8 @@ class Cluster:
         self._lock = threading.Lock()
         self.config: chain_pb2.ChainConfig | None = None
         self._fetched_at = 0.0
+        self._answered = ""  # the coordinator that answered the last GetChain
+        self._refreshing = threading.Lock()  # held by the one worker asking for the configuration
 
     def channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -71,16 +73,27 @@ class Cluster:
         """The chain's configuration from any coordinator that answers (at most every 0.2 s)."""
         if not force and self.config is not None and time.monotonic() - self._fetched_at < 0.2:
             return self.config
-        for address in random.sample(self.coordinators, len(self.coordinators)):
-            try:
-                reply = self.coordinator(address).GetChain(
-                    coordinator_pb2.GetChainRequest(chain=self.chain), timeout=self.timeout)
-            except grpc.RpcError:
-                continue
-            if reply.error.code == coordinator_pb2.OK:
-                self.config, self._fetched_at = reply.config, time.monotonic()
-                return self.config
-        return self.config
+        # One worker asks while the others go on with the configuration they have: a coordinator
+        # that is paused or cut off would otherwise hold every worker's next write for a whole
+        # timeout, a write gap of the client's own making. The one that answered last goes first.
+        if not self._refreshing.acquire(blocking=force or self.config is None):
+            return self.config
+        try:
+            others = [a for a in self.coordinators if a != self._answered]
+            order = ([self._answered] if self._answered else []) + random.sample(others, len(others))
+            for address in order:
+                try:
+                    reply = self.coordinator(address).GetChain(
+                        coordinator_pb2.GetChainRequest(chain=self.chain), timeout=self.timeout)
+                except grpc.RpcError:
+                    self._answered = "" if address == self._answered else self._answered
+                    continue
+                if reply.error.code == coordinator_pb2.OK:
+                    self.config, self._fetched_at, self._answered = reply.config, time.monotonic(), address
+                    return self.config
+            return self.config
+        finally:
+            self._refreshing.release()
 
     def leader(self) -> str:
         votes: Counter[str] = Counter()
@@ -207,6 +220,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--chain", default="main")
     p.add_argument("--members", type=int, default=3, help="active members to wait for before starting")
     p.add_argument("--keys", type=int, default=4)
+    p.add_argument("--key-prefix", default="k", help="keys are <prefix>0, <prefix>1, ...: a fresh prefix "
+                   "gives a fresh history on a cluster that already holds another run's keys")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--pause", type=float, default=0.03, help="seconds between one worker's operations")
     p.add_argument("--max-ops", type=int, default=4000)
@@ -218,7 +233,8 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     cluster = Cluster(args.coordinators.split(","), args.chain, args.timeout)
-    workload = Workload(cluster, [f"k{i}" for i in range(args.keys)], args.seed, args.pause, args.max_ops)
+    keys = [f"{args.key_prefix}{i}" for i in range(args.keys)]
+    workload = Workload(cluster, keys, args.seed, args.pause, args.max_ops)
 
     def say(obj: object) -> None:
         sys.stdout.write(json.dumps(obj) + "\n")
@@ -226,7 +242,7 @@ def main(argv: list[str]) -> int:
 
     deadline = time.monotonic() + args.ready_timeout
     while time.monotonic() < deadline:
-        if len(active(cluster.refresh(force=True))) >= args.members and workload.put("setup", "k0", "setup"):
+        if len(active(cluster.refresh(force=True))) >= args.members and workload.put("setup", keys[0], "setup"):
             break
         time.sleep(0.2)
     else:

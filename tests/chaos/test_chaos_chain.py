@@ -5,10 +5,6 @@ come back to three active members taking writes."""
 
 from __future__ import annotations
 
-import json
-import selectors
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,48 +12,33 @@ from pathlib import Path
 
 import pytest
 from chaos_netns_helpers import needs_netns
+from gray_cluster import COORDINATORS, NODES, GrayCluster, Load, assert_sound, gray_cluster, wait_for
 
-from keychain.testing.checker import check
-from keychain.testing.history import read_history
+from keychain.testing.history import Operation
 from keychain.testing.netns import Network
 
 pytestmark = [*needs_netns(), pytest.mark.slow, pytest.mark.timeout(120)]
 
-COORDINATORS = ["coord-1", "coord-2", "coord-3"]
-NODES = ["node-1", "node-2", "node-3"]
-COORD_PORT, NODE_PORT = 7001, 7101
-CLIENT_SCRIPT = Path(__file__).resolve().parent / "chaos_client.py"
 RECOVERY_TIMEOUT = 20.0  # seconds for the chain to get back to 3 active members after a heal
 
 
 @dataclass
 class ChaosCluster:
-    net: Network
-    workdir: Path
-    client: subprocess.Popen[str]
+    members: GrayCluster
+    load: Load
 
-    def ask(self, command: str, timeout: float = 15.0) -> dict:
-        """Send one command to the client process and read its one-line JSON answer."""
-        assert self.client.stdin is not None and self.client.stdout is not None
-        self.client.stdin.write(command + "\n")
-        self.client.stdin.flush()
-        line = _readline(self.client, timeout)
-        if not line:
-            raise AssertionError(f"the client process died answering {command!r}\n{self.logs()}")
-        return json.loads(line)
+    @property
+    def net(self) -> Network:
+        return self.members.net
 
     def topology(self) -> dict:
-        return self.ask("topology")
+        return self.load.topology()
 
     def wait_for(self, what: str, predicate, timeout: float = RECOVERY_TIMEOUT) -> dict:
-        deadline = time.monotonic() + timeout
-        topo = self.topology()
-        while not predicate(topo):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout:.0f}s; last topology {topo}\n{self.logs()}")
-            time.sleep(0.3)
-            topo = self.topology()
-        return topo
+        try:
+            return wait_for(self.load, what, predicate, timeout)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.members.logs()}") from None
 
     def wait_healthy(self) -> dict:
         """Three active members and a head: the chain has recovered."""
@@ -68,72 +49,19 @@ class ChaosCluster:
         start = self.topology()["ok_writes"]
         self.wait_for(f"{at_least} acknowledged writes", lambda t: t["ok_writes"] >= start + at_least, timeout)
 
-    def logs(self, lines: int = 15) -> str:
-        out = []
-        for path in sorted((self.workdir / "logs").glob("*.log")):
-            tail = path.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"--- {path.name}\n" + "\n".join(tail))
-        return "\n".join(out)
-
-    def finish(self) -> tuple[list, dict]:
+    def finish(self) -> tuple[list[Operation], dict]:
         """Stop the load; the checked history and the acknowledged writes with the final reads."""
-        self.ask("stop", timeout=60.0)
-        history = read_history(self.workdir / "history.jsonl")
-        acks = json.loads((self.workdir / "acks.json").read_text())
-        return history, acks
-
-
-def _readline(process: subprocess.Popen[str], timeout: float) -> str:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(process.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            raise AssertionError(f"the client process did not answer within {timeout:.0f}s")
-    return process.stdout.readline()
+        return self.load.finish()
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[ChaosCluster]:
-    with Network([*COORDINATORS, *NODES, "client"]) as net:
-        logs = tmp_path / "logs"
-        coord_addrs = [f"{net.address(c)}:{COORD_PORT}" for c in COORDINATORS]
-        peers = ",".join(f"{c}={a}" for c, a in zip(COORDINATORS, coord_addrs, strict=True))
-        for c, address in zip(COORDINATORS, coord_addrs, strict=True):
-            net.keychain(c, ["coordinator", "--id", c, "--listen", address, "--data-dir", str(tmp_path / c),
-                             "--peers", peers, "--chain", "main", "--log-level", "info"],
-                         log_path=logs / f"{c}.log")
-        for n in NODES:
-            address = f"{net.address(n)}:{NODE_PORT}"
-            net.keychain(n, ["node", "--id", n, "--listen", address, "--advertise", address,
-                             "--data-dir", str(tmp_path / n), "--chain", "main",
-                             "--coordinator", ",".join(coord_addrs), "--log-level", "info"],
-                         log_path=logs / f"{n}.log")
-        with open(logs / "client.log", "ab") as client_log:
-            client = net.popen(
-                "client",
-                [sys.executable, "-P", str(CLIENT_SCRIPT), "--coordinators", ",".join(coord_addrs),
-                 "--chain", "main", "--history", str(tmp_path / "history.jsonl"),
-                 "--acks", str(tmp_path / "acks.json"), "--seed", "11"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=client_log, text=True,
-            )
-        chaos = ChaosCluster(net, tmp_path, client)
-        ready = json.loads(_readline(chaos.client, 45.0) or "{}")
-        assert ready.get("ready"), f"the cluster never took a first write: {ready}\n{chaos.logs()}"
-        yield chaos
-
-
-def assert_sound(history: list, acks: dict, cluster: ChaosCluster) -> None:
-    """The history is linearizable and every acknowledged write survives in the final reads."""
-    assert sum(op.op == "put" and op.status == "ok" for op in history) >= 20, "too little load got through"
-    result = check(history)
-    assert result.ok, f"{result.message}\n" + "\n".join(op.describe() for op in result.window)
-    final = acks["final_reads"]
-    assert final and all(r["version"] is not None for r in final), f"final reads failed: {final}"
-    for ack in acks["acks"]:
-        for read in final:
-            if read["key"] == ack["key"] and read["start"] > ack["end"]:
-                assert read["version"] >= ack["version"], (
-                    f"acknowledged write lost: {ack} but {read['member']} later read {read}")
+    with gray_cluster(tmp_path) as members:
+        try:
+            load = members.load()
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{members.logs()}") from None
+        yield ChaosCluster(members, load)
 
 
 def test_partitioned_head_is_replaced_and_no_acknowledged_write_is_lost(cluster: ChaosCluster):
@@ -152,7 +80,7 @@ def test_partitioned_head_is_replaced_and_no_acknowledged_write_is_lost(cluster:
     healed_at = time.monotonic()
     cluster.writes_flow()
     history, acks = cluster.finish()
-    assert_sound(history, acks, cluster)
+    assert_sound(history, acks)
     assert any(op.op == "put" and op.status == "ok" and op.start > healed_at for op in history)
 
 
@@ -173,5 +101,5 @@ def test_coordinator_leader_partition_and_slow_node_keep_the_chain_serving(clust
     healed_at = time.monotonic()
     cluster.writes_flow()
     history, acks = cluster.finish()
-    assert_sound(history, acks, cluster)
+    assert_sound(history, acks)
     assert any(op.op == "put" and op.status == "ok" and op.start > healed_at for op in history)

@@ -107,6 +107,19 @@ def test_one_way_partition_drops_only_one_direction():
         assert delivered(sock_a, sock_b, net.address("b"), b"a->b after")
 
 
+def test_a_port_dropped_one_way_cuts_its_own_connections_only():
+    with Network(["a", "b", "c"]) as net:
+        for host in ("a", "b"):
+            start_echo(net, host)
+        for direction in ("in", "out"):
+            net.drop_port("b", ECHO_PORT, direction)
+            assert not can_connect(net, "a", "b"), direction
+            assert not can_connect(net, "c", "b"), direction
+            assert can_connect(net, "b", "a"), direction  # b's own connections out still work
+            net.heal()
+            assert can_connect(net, "a", "b"), direction
+
+
 def test_isolate_cuts_a_host_from_every_other():
     with Network(["a", "b", "c"]) as net:
         start_echo(net, "a")

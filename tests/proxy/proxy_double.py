@@ -3,7 +3,7 @@
 Every member is a ChainNode gRPC server on 127.0.0.1 (ephemeral port) sharing one store; the
 head sequences writes (versions are a gap-free seq), honours CAS / create-only and remembers
 request ids, as the real chain promises. The coordinator serves WatchChains, GetChain and
-GetClusterStatus. Scripted faults let a test break exactly one thing:
+GetClusterStatus, and records ReportUnreachable. Scripted faults let a test break exactly one thing:
 
 - "bump_epoch": the coordinator moves to epoch+1 just before the head sees a Write, so that
   Write (sent with the old epoch) is refused with WRONG_EPOCH.
@@ -68,6 +68,7 @@ class ChainState:
     # (the call fails), "lease_expired" (refused as a whole), "one_per_reply" (answers only the first read)
     read_faults: dict[str, str] = field(default_factory=dict)
     sticky_fault: str | None = None
+    unreachable_reports: list[coordinator_pb2.ReportUnreachableRequest] = field(default_factory=list)
     write_abort: tuple[grpc.StatusCode, str] | None = None  # every Write fails so, nothing applied
     full: set[str] = field(default_factory=set)  # members whose disk is full: the head refuses PUTs
     hang_seconds: float = 0.5
@@ -283,6 +284,11 @@ class CoordinatorDouble(coordinator_pb2_grpc.CoordinatorServicer):
                     error=coordinator_pb2.Error(code=coordinator_pb2.Code.NOT_FOUND, message="no such chain")
                 )
             return coordinator_pb2.ChainReply(config=self.double.state.config())
+
+    def ReportUnreachable(self, request: coordinator_pb2.ReportUnreachableRequest, context: grpc.ServicerContext):
+        with self.double.lock:
+            self.double.state.unreachable_reports.append(request)
+        return coordinator_pb2.ReportReply(accepted=True)
 
     def GetClusterStatus(self, request: coordinator_pb2.ClusterStatusRequest, context: grpc.ServicerContext):
         double = self.double
