@@ -1,6 +1,7 @@
 """The operator's client of the coordinator's HTTP admin API.
 
-The calls: `GET /v1/status` (the chains, their epochs and members, the Raft leader and members),
+The calls: `GET /v1/status` (the chains, their epochs and members, the nodes held back from
+rejoining, the Raft leader and members),
 `DELETE /v1/chains/{chain}/members/{id}` (unlink a node before its pod goes away), and the
 coordinator's own membership, one server at a time: `POST /v1/members` (add a member: it joins
 as a learner and is promoted to voter once caught up; the answer waits for that) and
@@ -24,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from keychain.operator.stepping import ChainView, CoordinatorMember, Member
+from keychain.operator.stepping import ChainView, CoordinatorMember, Member, ReadmissionHold
 
 from keychain.tls import TlsFiles, client_ssl_context
 
@@ -180,10 +181,16 @@ def parse_status(payload: Any) -> CoordinatorStatus:
                     role=str(m["role"]),
                     healthy=bool(m.get("healthy", False)),
                     storage_full=bool(m.get("storage_alarm", False)),
+                    suspected=str(m.get("suspected", "")),
                 )
                 for m in chain.get("members", [])
             )
-            chains[str(chain["name"])] = ChainView(str(chain["name"]), int(chain["epoch"]), members)
+            held = tuple(
+                ReadmissionHold(node=str(h["id"]), remaining_ms=int(h.get("remaining_ms", 0)),
+                                removals=int(h.get("removals", 0)), reason=str(h.get("reason", "")))
+                for h in chain.get("held", [])
+            )  # fmt: skip
+            chains[str(chain["name"])] = ChainView(str(chain["name"]), int(chain["epoch"]), members, held)
         leader = payload.get("leader")
         members = tuple(CoordinatorMember(id=str(m["id"]), voter=m.get("suffrage", "voter") == "voter")
                         for m in payload.get("members", []))  # fmt: skip

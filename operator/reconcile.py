@@ -28,6 +28,7 @@ from keychain.operator.coordinator_client import (
     CoordinatorStatus,
 )
 from keychain.operator.events import Event, coordinator_step_events, failure, node_step_events
+from keychain.operator.gray_failures import gray_failure_events
 from keychain.operator.kube import KubeApi, KubeError
 from keychain.operator.manifests import Manifest, contains, patch_for
 from keychain.operator.naming import COORDINATOR_GRPC_PORT, Names, names_of
@@ -217,6 +218,9 @@ class Reconciler:
         status = build_status(names, seen, previous_status, self._now())
         if not contains(previous_status, status):
             self._kube.merge_patch(API_VERSION, KIND, spec.namespace, spec.name, {"status": status}, status=True)
+        if chain is not None:
+            # After the status write: the status is the memory of what was reported (see gray_failures).
+            events += gray_failure_events(previous_status, chain)
         return Outcome(step, status, coordinator_step, tuple(events))
 
     def _operator_credentials(self, spec: ChainSpec, names: Names) -> TlsFiles | None:

@@ -1,6 +1,7 @@
 """A Chain's `status`, computed from observations: a pure function.
 
-The coordinator's view of the chain gives the members, epoch and leader; the node
+The coordinator's view of the chain gives the members (and which it is removing for a gray
+failure), the nodes it holds back from rejoining, the epoch and leader; the node
 StatefulSet and the proxy Deployment give the replica counts; the planned step tells
 whether the operator is still at work. When the coordinator does not answer, the last
 known members are kept and the Degraded condition says why. A member whose disk is full (its storage
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from keychain.operator.gray_failures import held_status
 from keychain.operator.naming import NODE, Names, selector_string
 from keychain.operator.stepping import Activity, ChainView, CoordinatorStep, NodeSetState, Step
 
@@ -53,12 +55,16 @@ def build_status(names: Names, seen: Observation, previous: Mapping[str, Any] | 
         in_range = [m for m in seen.chain.members if names.node_ordinal(m.id) is not None]
         status["readyReplicas"] = sum(1 for m in in_range if m.in_service)
         status["epoch"] = seen.chain.epoch
-        status["members"] = [{"name": m.id, "role": m.role, "healthy": m.healthy} for m in seen.chain.members]
+        status["members"] = [{"name": m.id, "role": m.role, "healthy": m.healthy,
+                              **({"suspected": m.suspected} if m.suspected else {})}
+                             for m in seen.chain.members]  # fmt: skip
+        # Always present (empty when none), as a merge patch of the status never deletes a field.
+        status["held"] = held_status(seen.chain.held, previous.get("held"), now)
         status["head"] = next((m.id for m in seen.chain.members if m.role == "head"), "")
         status["tail"] = next((m.id for m in seen.chain.members if m.role == "tail"), "")
         status["coordinatorLeader"] = seen.leader or ""
     else:
-        for key in ("readyReplicas", "epoch", "members", "head", "tail", "coordinatorLeader"):
+        for key in ("readyReplicas", "epoch", "members", "held", "head", "tail", "coordinatorLeader"):
             if key in previous:
                 status[key] = previous[key]
     ready = int(status.get("readyReplicas", 0))

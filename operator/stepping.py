@@ -44,6 +44,7 @@ class Member:
     role: str  # "head" | "middle" | "tail" | "syncing"
     healthy: bool
     storage_full: bool = False  # its disk is over its high-water mark: the chain refuses writes
+    suspected: str = ""  # why the coordinator is removing it for a gray failure ("": it is not)
 
     @property
     def in_service(self) -> bool:
@@ -51,12 +52,23 @@ class Member:
 
 
 @dataclass(frozen=True)
+class ReadmissionHold:
+    """A removed node whose registration the coordinator holds back for a while (re-admission backoff)."""
+
+    node: str
+    remaining_ms: int
+    removals: int  # removals for link failures counted towards the backoff (0: drained on request)
+    reason: str
+
+
+@dataclass(frozen=True)
 class ChainView:
-    """One chain in the coordinator's status: its epoch and members, head first."""
+    """One chain in the coordinator's status: its epoch and members, head first, and its held nodes."""
 
     name: str
     epoch: int
     members: tuple[Member, ...]
+    held: tuple[ReadmissionHold, ...] = ()
 
     def member(self, member_id: str) -> Member | None:
         return next((m for m in self.members if m.id == member_id), None)

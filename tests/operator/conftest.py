@@ -261,6 +261,17 @@ async def eventually(check: Any, *, timeout: float = 10.0, interval: float = 0.0
         await asyncio.sleep(interval)
 
 
+def events(emulator: kmock.KubernetesEmulator) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events recorded on the Chain, in order."""
+    found = []
+    for key, obj in emulator.objects.items():
+        if key[0] == kmock.resource("v1/events") and not obj.deleted:
+            raw = obj.raw
+            if raw.get("involvedObject", {}).get("name") == CHAIN:
+                found.append((raw.get("type"), raw.get("reason"), raw.get("message")))
+    return found
+
+
 def live(emulator: kmock.KubernetesEmulator, resource: str, name: str) -> dict[str, Any] | None:
     """An object as the emulator holds it now, or None if absent or deleted."""
     key = (kmock.resource(resource), NAMESPACE, name)

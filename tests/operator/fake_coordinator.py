@@ -2,7 +2,8 @@
 
 It serves `GET /v1/status`, `DELETE /v1/chains/{chain}/members/{id}` and the coordinator's own
 membership (`POST /v1/members`, `DELETE /v1/members/{id}`) on 127.0.0.1 from state the test
-controls: the test adds nodes (as syncing), promotes them, marks them unhealthy, or makes removals
+controls: the test adds nodes (as syncing), promotes them, marks them unhealthy or suspected of a gray
+failure, removes one for failing its links and holds it back from rejoining, or makes removals
 answer 503 for a while. Removals raise the epoch like the real registry does, and refuse to remove
 the last active member. An added coordinator member is a voter at once, unless the test holds it
 back as a learner that has not caught up (503, as the real one answers).
@@ -22,6 +23,7 @@ class FakeMember:
     id: str
     state: str = "syncing"
     healthy: bool = True
+    suspected: str = ""
 
 
 class FakeCoordinator:
@@ -36,6 +38,7 @@ class FakeCoordinator:
         self.coordinators: dict[str, bool] = {f"mychain-coord-{i}": True for i in range(3)}
         self.catching_up: set[str] = set()  # members an add leaves a learner (not caught up yet)
         self.coordinator_changes: list[str] = []  # "+id address" and "-id", in order
+        self.held: list[dict[str, Any]] = []  # the /v1/status `held` entries: nodes held back from rejoining
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -70,6 +73,20 @@ class FakeCoordinator:
         with self._lock:
             self._member(member_id).healthy = healthy
 
+    def suspect(self, member_id: str, why: str) -> None:
+        """The leader is removing `member_id` for a gray failure."""
+        with self._lock:
+            self._member(member_id).suspected = why
+
+    def remove_for_links(self, member_id: str, removals: int, hold_ms: int) -> None:
+        """The leader removed `member_id` for failing its links and holds back its registration."""
+        with self._lock:
+            self.members.remove(self._member(member_id))
+            self.epoch += 1
+            self.held = [h for h in self.held if h["id"] != member_id]
+            self.held.append({"id": member_id, "remaining_ms": hold_ms, "removals": removals,
+                              "reason": "its successor does not ack"})  # fmt: skip
+
     def coordinator_ids(self) -> list[str]:
         with self._lock:
             return list(self.coordinators)
@@ -91,15 +108,18 @@ class FakeCoordinator:
             for i, m in enumerate(active):
                 role = "head" if i == 0 else "tail" if i == len(active) - 1 else "middle"
                 members.append({"id": m.id, "address": f"{m.id}:7100", "state": m.state, "role": role,
-                                "healthy": m.healthy})  # fmt: skip
+                                "healthy": m.healthy, **({"suspected": m.suspected} if m.suspected else {})})  # fmt: skip
             for m in syncing:
                 members.append({"id": m.id, "address": f"{m.id}:7100", "state": m.state, "role": "syncing",
-                                "healthy": m.healthy})  # fmt: skip
+                                "healthy": m.healthy, **({"suspected": m.suspected} if m.suspected else {})})  # fmt: skip
+            chain: dict[str, Any] = {"name": self.chain, "epoch": self.epoch, "members": members}
+            if self.held:
+                chain["held"] = [dict(h) for h in self.held]
             return {
                 "leader": self.leader,
                 "members": [{"id": c, "address": f"{c}:7000", "role": "leader" if c == self.leader else "follower",
                              "suffrage": "voter" if voter else "learner"} for c, voter in self.coordinators.items()],
-                "chains": [{"name": self.chain, "epoch": self.epoch, "members": members}],
+                "chains": [chain],
             }
 
     def remove(self, chain: str, member_id: str) -> tuple[int, dict[str, Any]]:

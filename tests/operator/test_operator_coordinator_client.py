@@ -7,6 +7,7 @@ import time
 
 import pytest
 from fake_coordinator import FakeCoordinator
+from keychain.coordinator.admin_http import status_json
 from keychain.operator.coordinator_client import (
     CoordinatorClient,
     CoordinatorError,
@@ -14,6 +15,9 @@ from keychain.operator.coordinator_client import (
     RemovalRefused,
     parse_status,
 )
+from keychain.operator.stepping import ReadmissionHold
+
+from keychain.proto import chain_pb2, coordinator_pb2
 
 
 def closed_port_url() -> str:
@@ -37,6 +41,20 @@ def test_status_reads_the_chain_members_in_order_and_the_leader():
         ("mychain-node-2", "syncing", "syncing"),
     ]
     assert chain.members[0].in_service and not chain.members[2].in_service
+
+
+def test_status_reads_the_suspected_member_and_the_held_nodes_as_the_coordinator_writes_them():
+    config = chain_pb2.ChainConfig(chain="mychain", epoch=9, members=[
+        chain_pb2.Member(id="mychain-node-0", address="a:1"), chain_pb2.Member(id="mychain-node-2", address="c:1"),
+    ])  # fmt: skip
+    health = [coordinator_pb2.MemberHealth(id="mychain-node-2", healthy=True, suspected="it does not ack")]
+    held = [coordinator_pb2.ReadmissionHold(node_id="mychain-node-1", remaining_ms=4000, removals=2, reason="links")]
+    document = status_json(coordinator_pb2.ClusterStatus(
+        leader="mychain-coord-0", chains=[coordinator_pb2.ChainStatus(config=config, health=health, held=held)],
+    ))  # fmt: skip
+    chain = parse_status(document).chains["mychain"]
+    assert [(m.id, m.suspected) for m in chain.members] == [("mychain-node-0", ""), ("mychain-node-2", "it does not ack")]
+    assert chain.held == (ReadmissionHold("mychain-node-1", 4000, 2, "links"),)
 
 
 def test_a_member_that_does_not_answer_is_skipped_for_one_that_does():

@@ -15,6 +15,7 @@ from conftest import (
     STATEFULSETS,
     act_as_statefulset_controller,
     chain_body,
+    events,
     eventually,
     live,
     running_operator,
@@ -48,17 +49,6 @@ async def set_coordinators(emulator: kmock.KubernetesEmulator, replicas: int) ->
     path = f"/apis/keychain.dev/v1alpha1/namespaces/{NAMESPACE}/chains/{CHAIN}"
     response = await emulator.patch(path, json={"spec": {"coordinator": {"replicas": replicas}}})
     assert response.status == 200
-
-
-def events(emulator: kmock.KubernetesEmulator) -> list[tuple[str, str, str]]:
-    """(type, reason, message) of the Events recorded on the Chain, in order."""
-    found = []
-    for key, obj in emulator.objects.items():
-        if key[0] == kmock.resource("v1/events") and not obj.deleted:
-            raw = obj.raw
-            if raw.get("involvedObject", {}).get("name") == CHAIN:
-                found.append((raw.get("type"), raw.get("reason"), raw.get("message")))
-    return found
 
 
 def reasons(emulator: kmock.KubernetesEmulator) -> list[str]:

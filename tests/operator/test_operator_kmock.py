@@ -21,6 +21,7 @@ from conftest import (
     STATEFULSETS,
     UID,
     chain_body,
+    events,
     eventually,
     live,
     running_operator,
@@ -114,6 +115,46 @@ async def test_reconciling_an_unchanged_chain_again_writes_nothing(emulator, rec
     second = await asyncio.to_thread(reconciler.reconcile, live(emulator, CHAINS, CHAIN))
     assert writes(emulator) == written, "the second reconcile must not create, patch or delete anything"
     assert second.status == first.status
+
+
+async def test_a_gray_failure_and_each_readmission_hold_are_one_warning_each_and_the_holds_show(
+    emulator, reconciler, coordinator: FakeCoordinator
+):
+    for member in node_ids(3):
+        coordinator.join(member, active=True)
+    emulator.objects[CHAINS, NAMESPACE, CHAIN] = chain_body({"replicas": 3})
+
+    def warnings(reason: str) -> list[str]:
+        return [message for kind, why, message in events(emulator) if kind == "Warning" and why == reason]
+
+    async with running_operator(emulator, reconciler):
+        await eventually(lambda: node_replicas(emulator) == 3)
+        all_ready(emulator, 3)
+        await eventually(lambda: chain_status(emulator).get("members"))
+
+        coordinator.suspect("mychain-node-1", "mychain-node-0 cannot reach it")
+        await eventually(lambda: warnings("MemberSuspected"))
+        assert chain_status(emulator)["members"][1]["suspected"] == "mychain-node-0 cannot reach it"
+
+        coordinator.remove_for_links("mychain-node-1", removals=1, hold_ms=1500)
+        await eventually(lambda: warnings("ReadmissionHeld"))
+        (held,) = chain_status(emulator)["held"]
+        assert (held["node"], held["removals"], held["reason"]) == ("mychain-node-1", 1, "its successor does not ack")
+        await asyncio.sleep(HOLD)  # five timer ticks see the same hold
+
+        coordinator.join("mychain-node-1")  # it rejoined, failed its links again, and is held longer
+        coordinator.remove_for_links("mychain-node-1", removals=2, hold_ms=3000)
+        await eventually(lambda: len(warnings("ReadmissionHeld")) == 2)
+        await eventually(lambda: chain_status(emulator)["held"][0]["removals"] == 2)
+        await asyncio.sleep(HOLD)
+
+    assert warnings("MemberSuspected") == [
+        "removing mychain-node-1 from the chain for a gray failure: mychain-node-0 cannot reach it"
+    ]
+    assert warnings("ReadmissionHeld") == [
+        "mychain-node-1 may not rejoin the chain for 2 s after 1 removal for link failures (its successor does not ack)",
+        "mychain-node-1 may not rejoin the chain for 3 s after 2 removals for link failures (its successor does not ack)",
+    ]
 
 
 async def test_a_live_object_that_drifted_from_the_spec_is_patched_back(emulator, reconciler: Reconciler):
