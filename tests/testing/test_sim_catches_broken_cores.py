@@ -59,17 +59,17 @@ def test_the_seed_that_caught_a_dirty_range_fails_it_and_passes_the_real_one():
     assert run_seed(DIRTY_RANGE_SEED, SimConfig(multikey=MULTIKEY)).ok
 
 
-# A head that sequences a transaction's writes one seq each lets a reader see half of it. A search of
-# seeds 0..11 with MULTIKEY caught it first at this seed: no order of the history over the whole key
-# space explains what the clients saw (the checker caught it, not an invariant: every version read
-# was committed).
-SPLIT_TXN_SEED = 8
+# A head that sequences a transaction's writes one seq each lets a reader see half of it. The
+# checker catches it, not an invariant (every version read was committed): no order of the history
+# over the whole key space explains what the clients saw. Half the operations are multi-key here, so
+# the window between the split seqs is read often; a search, not a pinned seed, so that a change of
+# schedule elsewhere does not hide the bug class (it was first caught at seed 3 of 0..7).
+SPLIT_TXN_MULTIKEY = 0.5
 
 
-def test_the_seed_that_caught_a_transaction_split_over_several_seqs_fails_it_and_passes_the_real_one():
-    broken = run_seed(SPLIT_TXN_SEED, SimConfig(chain_core=SplitTxnCore, multikey=MULTIKEY))
-    assert broken.violation is not None and broken.violation.prop == "linearizable", broken.violation
-    assert run_seed(SPLIT_TXN_SEED, SimConfig(multikey=MULTIKEY)).ok
+def test_a_head_that_splits_a_transaction_over_several_seqs_is_caught():
+    found = caught(SimConfig(chain_core=SplitTxnCore, multikey=SPLIT_TXN_MULTIKEY), 12, {"linearizable"})
+    assert run_seed(found.seed, SimConfig(multikey=SPLIT_TXN_MULTIKEY)).ok
 
 
 def test_a_raft_member_that_forgets_its_vote_on_restart_is_caught():
