@@ -44,12 +44,13 @@ def test_a_streak_waits_longer_after_each_failure_in_a_row_and_starts_over_after
 
 
 def test_each_component_keeps_the_bounds_it_had():
-    # the node reopens a link after 25-50 ms at first, never more than a second
-    assert (RECONNECT_BACKOFF.base, RECONNECT_BACKOFF.cap, RECONNECT_BACKOFF.floor) == (0.05, 1.0, 0.5)
+    # the node reopens a link after 25-50 ms at first, never more than half a second apart
+    # (timing.STREAM_RETRY_MAX: a healed path is used again within about a second)
+    assert (RECONNECT_BACKOFF.base, RECONNECT_BACKOFF.cap, RECONNECT_BACKOFF.floor) == (0.05, 0.5, 0.5)
     # the proxy retries within 5 ms at first, at most every 250 ms
     assert (RETRY_BACKOFF.base, RETRY_BACKOFF.cap, RETRY_BACKOFF.floor) == (0.005, 0.25, 0.0)
-    # the proxy reopens its coordinator watch within 100 ms at first, at most every 2 s
-    assert (WATCH_BACKOFF.base, WATCH_BACKOFF.cap, WATCH_BACKOFF.floor) == (0.1, 2.0, 0.0)
+    # the proxy reopens its coordinator watch within 100 ms at first, at most every 500 ms
+    assert (WATCH_BACKOFF.base, WATCH_BACKOFF.cap, WATCH_BACKOFF.floor) == (0.1, 0.5, 0.0)
     # the client's first retry waits up to 100 ms, never more than a second
     assert (CLIENT_BACKOFF.base, CLIENT_BACKOFF.cap, CLIENT_BACKOFF.floor) == (0.1, 1.0, 0.0)
     # a coordinator retries an unreachable Raft peer after 20 ms, then 40, 80, 160, 200, 200 ms: no jitter
@@ -61,9 +62,9 @@ def test_each_component_draws_the_delays_it_drew_before_from_the_same_seed():
     old, new = random.Random(3), random.Random(3)
     node = FailureStreak(RECONNECT_BACKOFF, new)
     bound = 0.05
-    for _ in range(8):  # the node: uniform(next / 2, next), next doubling from 50 ms up to 1 s
+    for _ in range(8):  # the node: uniform(next / 2, next), next doubling from 50 ms up to 500 ms
         assert node.delay() == old.uniform(bound / 2, bound)
-        bound = min(1.0, bound * 2)
+        bound = min(0.5, bound * 2)
 
     old, new = random.Random(4), random.Random(4)
     proxy = Retry(deadline=1e9, backoff=RETRY_BACKOFF, rng=new)
@@ -72,8 +73,8 @@ def test_each_component_draws_the_delays_it_drew_before_from_the_same_seed():
 
     old, new = random.Random(6), random.Random(6)
     watch = FailureStreak(WATCH_BACKOFF, new)
-    for failures in range(1, 9):  # the proxy's watch: uniform(0, min(2.0, 0.05 * 2**failures))
-        assert watch.delay() == old.uniform(0.0, min(2.0, 0.05 * 2**failures))
+    for failures in range(1, 9):  # the proxy's watch: uniform(0, min(0.5, 0.05 * 2**failures))
+        assert watch.delay() == old.uniform(0.0, min(0.5, 0.05 * 2**failures))
 
     old, new = random.Random(5), random.Random(5)
     client = _Attempts(_Call("GET", "/v1/kv/k", False), retries=8, rng=new)

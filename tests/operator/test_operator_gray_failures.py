@@ -20,7 +20,7 @@ def chain(*members: Member, held: tuple[ReadmissionHold, ...] = ()) -> ChainView
 
 
 def member(ordinal: int, role: str, suspected: str = "") -> Member:
-    return Member(f"mychain-node-{ordinal}", "", "active", role, True, suspected)
+    return Member(f"mychain-node-{ordinal}", "", "active", role, True, suspected=suspected)
 
 
 def status(view: ChainView, previous: dict | None = None, now: str = T0) -> dict:
