@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import importlib.util
 import json
 import os
 import sys
 import time
+import uuid
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 
-from keychain.client import AsyncClient, Client
+from keychain.client import AsyncClient, Client, KeychainError
 from keychain.local import busy_ports
 from keychain.proto import chain_pb2, chain_pb2_grpc
 
@@ -44,6 +47,7 @@ _spec.loader.exec_module(vs_etcd)
 
 MAX_DURATION = 60.0
 PREFIX = "apibench/"
+PHASES = {"range", "txn", "watch"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limits", default="100,1000", help="range page sizes measured")
     p.add_argument("--watchers", type=int, default=100)
     p.add_argument("--watch-writes", type=int, default=500, help="writes during the fan-out phase")
+    p.add_argument("--txn-client", choices=("aiohttp", "keychain", "both"), default="aiohttp",
+                   help="what sends the transactions: aiohttp (the proxy's figure), keychain.client's "
+                        "AsyncClient, or both one after the other")
+    p.add_argument("--phases", default="range,txn,watch", help="phases to run, comma-separated")
     p.add_argument("--verbose", action="store_true")
     opts = p.parse_args(argv)
     if not 0 < opts.duration <= MAX_DURATION:
@@ -62,6 +70,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(opts.concurrency, opts.keys, opts.watchers, opts.watch_writes) < 1:
         p.error("counts are positive")
     opts.limits = [int(x) for x in opts.limits.split(",")]
+    opts.phases = set(opts.phases.split(","))
+    if not opts.phases or not opts.phases <= PHASES:
+        p.error(f"--phases is a comma-separated subset of {','.join(sorted(PHASES))}")
     return opts
 
 
@@ -116,38 +127,89 @@ async def range_phase(member: dict[str, Any], limit: int, opts: argparse.Namespa
     return {"ranges_per_s": calls / seconds, "items_per_s": items / seconds, "errors": errors}
 
 
-async def txn_phase(url: str, opts: argparse.Namespace) -> dict[str, float]:
-    """2-key compare-and-swap transactions/s: each client swaps its own pair of keys."""
-    done, failed = 0, 0
+class TxnRefused(Exception):
+    """The proxy answered a transaction with an error status."""
+
+
+async def txn_load(opts: argparse.Namespace, txn: Any) -> dict[str, float]:
+    """2-key compare-and-swap transactions/s: each of `--concurrency` clients swaps its own pair of
+    keys, sending its transactions with `txn(compare, success) -> (succeeded, version)`."""
+    done, failed, errors = 0, 0, 0
     latencies: list[float] = []
+
+    async def worker(w: int) -> None:
+        nonlocal done, failed, errors
+        a, b = f"{PREFIX}t/{w}/a", f"{PREFIX}t/{w}/b"
+        version = 0  # 0: not known, set both keys unconditionally first
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            put_both = [{"op": "put", "key": a, "value": str(n)}, {"op": "put", "key": b, "value": str(n)}]
+            if not version:
+                try:
+                    _, version = await txn([], put_both)
+                except TxnRefused:
+                    errors += 1
+                continue
+            started = time.monotonic()
+            try:
+                succeeded, new_version = await txn([{"key": a, "version": version}, {"key": b, "version": version}],
+                                                   put_both)
+            except TxnRefused:
+                errors += 1
+                version = 0  # it may have been applied: learn the versions again
+                continue
+            latencies.append(time.monotonic() - started)
+            if succeeded:
+                done += 1
+                version = new_version
+            else:
+                failed += 1
+                version = 0
+
+    deadline = time.monotonic() + opts.duration
+    started = time.monotonic()
+    await asyncio.gather(*(worker(w) for w in range(opts.concurrency)))
+    seconds = time.monotonic() - started
+    return {"txns_per_s": done / seconds, "compare_failed": failed, "errors": errors,
+            "p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3}
+
+
+async def txn_phase(url: str, opts: argparse.Namespace) -> dict[str, float]:
+    """The transactions sent with aiohttp, as `keychain bench` sends its load: the Python client's
+    httpx connection pool costs milliseconds of CPU per request at this concurrency, so it
+    measured itself more than the proxy (see `--txn-client`)."""
+    connector = aiohttp.TCPConnector(limit=opts.concurrency + 4)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def txn(compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> tuple[bool, int]:
+            body = {"compare": compare, "success": [op | {"value": b64(op["value"])} for op in success]}
+            async with session.post("/v1/txn", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}) as response:
+                if response.status != 200:
+                    await response.read()
+                    raise TxnRefused(response.status)
+                reply = await response.json()
+            return bool(reply["succeeded"]), int(reply["version"])
+
+        return await txn_load(opts, txn)
+
+
+async def txn_phase_keychain_client(url: str, opts: argparse.Namespace) -> dict[str, float]:
+    """The transactions sent with `keychain.client.AsyncClient` (httpx), retries included."""
     async with AsyncClient(url, max_connections=opts.concurrency + 4) as kc:
 
-        async def worker(w: int) -> None:
-            nonlocal done, failed
-            a, b = f"{PREFIX}t/{w}/a", f"{PREFIX}t/{w}/b"
-            first = await kc.txn(success=[{"op": "put", "key": a, "value": b"0"}, {"op": "put", "key": b, "value": b"0"}])
-            version = first.version
-            n = 0
-            while time.monotonic() < deadline:
-                n += 1
-                started = time.monotonic()
-                result = await kc.txn(
-                    compare=[{"key": a, "version": version}, {"key": b, "version": version}],
-                    success=[{"op": "put", "key": a, "value": str(n)}, {"op": "put", "key": b, "value": str(n)}],
-                )
-                latencies.append(time.monotonic() - started)
-                if result.succeeded:
-                    done += 1
-                    version = result.version
-                else:
-                    failed += 1
+        async def txn(compare: list[dict[str, Any]], success: list[dict[str, Any]]) -> tuple[bool, int]:
+            try:
+                result = await kc.txn(compare=compare, success=success)
+            except KeychainError as exc:
+                raise TxnRefused(str(exc)) from exc
+            return result.succeeded, result.version
 
-        deadline = time.monotonic() + opts.duration
-        started = time.monotonic()
-        await asyncio.gather(*(worker(w) for w in range(opts.concurrency)))
-        seconds = time.monotonic() - started
-    return {"txns_per_s": done / seconds, "compare_failed": failed,
-            "p50_ms": percentile(latencies, 0.5) * 1e3, "p99_ms": percentile(latencies, 0.99) * 1e3}
+        return await txn_load(opts, txn)
+
+
+def b64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
 
 
 async def watch_phase(url: str, opts: argparse.Namespace) -> dict[str, float]:
@@ -194,29 +256,43 @@ async def watch_phase(url: str, opts: argparse.Namespace) -> dict[str, float]:
 
 async def run(url: str, opts: argparse.Namespace) -> dict[str, Any]:
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if opts.verbose else (lambda text: None)
-    say(f"prefilling {opts.keys} keys ...")
-    await prefill(url, opts.keys)
-    results: dict[str, Any] = {"range": {}}
-    for member in members(url):
-        for limit in opts.limits:
-            say(f"range limit {limit} on {member['id']} ({member['role']}) ...")
-            results["range"][f"{member['id']}/{member['role']}/limit={limit}"] = await range_phase(member, limit, opts)
-    say("2-key CAS transactions ...")
-    results["txn"] = await txn_phase(url, opts)
-    say(f"watch fan-out to {opts.watchers} watchers ...")
-    results["watch"] = await watch_phase(url, opts)
+    results: dict[str, Any] = {}
+    if "range" in opts.phases:
+        say(f"prefilling {opts.keys} keys ...")
+        await prefill(url, opts.keys)
+        results["range"] = {}
+        for member in members(url):
+            for limit in opts.limits:
+                say(f"range limit {limit} on {member['id']} ({member['role']}) ...")
+                results["range"][f"{member['id']}/{member['role']}/limit={limit}"] = \
+                    await range_phase(member, limit, opts)
+    if "txn" in opts.phases and opts.txn_client in ("aiohttp", "both"):
+        say("2-key CAS transactions (aiohttp) ...")
+        results["txn"] = await txn_phase(url, opts)
+    if "txn" in opts.phases and opts.txn_client in ("keychain", "both"):
+        say("2-key CAS transactions (keychain.client) ...")
+        results["txn_keychain_client"] = await txn_phase_keychain_client(url, opts)
+    if "watch" in opts.phases:
+        say(f"watch fan-out to {opts.watchers} watchers ...")
+        results["watch"] = await watch_phase(url, opts)
     return results
 
 
 def report(results: dict[str, Any], load: str) -> str:
-    lines = [f"load before the run: {load}", "", "range reads (straight to each node):"]
-    for name, r in results["range"].items():
-        lines.append(f"  {name:<32} {r['ranges_per_s']:>9.1f} ranges/s {r['items_per_s']:>11.0f} items/s")
-    t = results["txn"]
-    lines += ["", f"2-key CAS transactions: {t['txns_per_s']:.1f}/s  p50 {t['p50_ms']:.1f} ms  p99 {t['p99_ms']:.1f} ms"]
-    w = results["watch"]
-    lines += [f"watch fan-out: {w['watchers']} watchers, {w['writes']} writes: {w['events_per_s']:.0f} events/s "
-              f"delivered, ack-to-event p50 {w['delay_p50_ms']:.1f} ms p99 {w['delay_p99_ms']:.1f} ms"]
+    lines = [f"load before the run: {load}", ""]
+    if "range" in results:
+        lines.append("range reads (straight to each node):")
+        for name, r in results["range"].items():
+            lines.append(f"  {name:<32} {r['ranges_per_s']:>9.1f} ranges/s {r['items_per_s']:>11.0f} items/s")
+    for name, sender in (("txn", "aiohttp"), ("txn_keychain_client", "keychain.client")):
+        if name in results:
+            t = results[name]
+            lines.append(f"2-key CAS transactions ({sender}): {t['txns_per_s']:.1f}/s  compare failed "
+                         f"{t['compare_failed']}  errors {t['errors']}  p50 {t['p50_ms']:.1f} ms  p99 {t['p99_ms']:.1f} ms")
+    if "watch" in results:
+        w = results["watch"]
+        lines.append(f"watch fan-out: {w['watchers']} watchers, {w['writes']} writes: {w['events_per_s']:.0f} "
+                     f"events/s delivered, ack-to-event p50 {w['delay_p50_ms']:.1f} ms p99 {w['delay_p99_ms']:.1f} ms")
     return "\n".join(lines)
 
 

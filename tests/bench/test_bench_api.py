@@ -33,6 +33,19 @@ def test_every_phase_reports_its_figures(capsys: pytest.CaptureFixture[str]) -> 
     figures = json.loads(out.strip().splitlines()[-1])
     assert len(figures["range"]) == 3  # each node
     assert all(r["ranges_per_s"] > 0 and r["errors"] == 0 for r in figures["range"].values())
-    assert figures["txn"]["txns_per_s"] > 0 and figures["txn"]["compare_failed"] == 0
+    assert figures["txn"]["txns_per_s"] > 0 and figures["txn"]["compare_failed"] == 0 == figures["txn"]["errors"]
     assert figures["watch"]["events"] == 3 * 5
     assert "load average" in out
+
+
+def test_the_txn_phase_alone_compares_the_load_generator_with_the_python_client(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with ChainDouble(members=3) as chain, running_proxy(chain) as proxy:
+        argv = ["--url", proxy.url, "--duration", "0.3", "--concurrency", "2", "--phases", "txn", "--txn-client", "both"]
+        assert api_bench.main(argv) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "range" not in figures and "watch" not in figures
+    for sender in ("txn", "txn_keychain_client"):
+        assert figures[sender]["txns_per_s"] > 0
+        assert figures[sender]["compare_failed"] == 0 == figures[sender]["errors"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import inspect
 import random
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -138,6 +140,32 @@ async def test_async_client_round_trip_and_cluster(proxy: RunningProxy, chain: C
         report = await kc.cluster()
     assert [m["role"] for m in report["chains"][0]["members"]] == ["head", "middle", "tail"]
     assert report["coordinator"]["leader"] == "coord-1"
+
+
+class _ModuleLookups(importlib.abc.MetaPathFinder):
+    """Records every module an import searches for (one not already in sys.modules), finds none."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        self.names.append(fullname)
+
+
+async def test_the_async_clients_requests_search_for_no_module(proxy: RunningProxy, chain: ChainDouble):
+    # httpcore imports sniffio on every async request; without it installed, each of those imports
+    # searched sys.path again: about a millisecond of CPU per request.
+    async with AsyncClient(proxy.url) as kc:
+        await kc.put("a", b"0")  # the first request imports what the path needs
+        lookups = _ModuleLookups()
+        sys.meta_path.insert(0, lookups)
+        try:
+            for i in range(3):
+                await kc.txn(success=[{"op": "put", "key": "a", "value": str(i)}])
+                await kc.put("b", str(i))
+        finally:
+            sys.meta_path.remove(lookups)
+    assert lookups.names == []
 
 
 def test_one_exchange_drives_both_clients_sends_retries_and_answers():
