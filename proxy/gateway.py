@@ -170,6 +170,7 @@ class ChainGateway:
         return None if topology is None else {m.address for m in topology.members()}
 
     async def on_topology(self, topology: Topology) -> None:
+        self._abandon_writes_to_former_heads(topology)
         keep = {m.address for m in topology.members()}
         self._writes.prune(keep)
         self._reads.prune(keep)
@@ -314,6 +315,27 @@ class ChainGateway:
             return
         for attempt, result in zip(batch, reply.results, strict=True):
             attempt.result = result
+
+    def _abandon_writes_to_former_heads(self, topology: Topology) -> None:
+        """Writes waiting on a node that is no longer the head are retried at once at the new head.
+
+        A head that is paused or cut off (a gray failure) answers nothing: without this, each write
+        sent to it would hold its caller until the attempt timeout, long after the coordinator
+        removed the node. Nothing the old head does after its removal can commit, and the retry
+        carries the same request id, so the chain applies the write at most once; an attempt
+        already sent counts as possibly applied (an outcome-unknown if the deadline then passes).
+        """
+        head = topology.head.address if topology.head is not None else None
+        for address in self._writes.addresses - {head}:
+            abandoned = self._writes.outstanding(address)
+            if not abandoned:
+                continue
+            log.info("write attempts abandoned former_head=%s ops=%d epoch=%d", address, len(abandoned),
+                     topology.epoch)
+            for attempt in abandoned:
+                attempt.lost = True
+                attempt.maybe_applied = attempt.sent
+                attempt.done.set_result(None)
 
     @staticmethod
     def _lost(batch: list[_Attempt], *, maybe_applied: bool) -> None:

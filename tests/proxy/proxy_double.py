@@ -8,7 +8,8 @@ GetClusterStatus, and records ReportUnreachable. Scripted faults let a test brea
 - "bump_epoch": the coordinator moves to epoch+1 just before the head sees a Write, so that
   Write (sent with the old epoch) is refused with WRONG_EPOCH.
 - "drop_reply": the head applies the Write, then fails the RPC as if the reply were lost.
-- "hang": the head sleeps past the proxy's attempt timeout before answering.
+- "hang": the head sleeps past the proxy's attempt timeout before answering (`unhang` wakes it),
+  as a paused head does.
 - "outcome_unknown": the head answers OUTCOME_UNKNOWN for every op (applying nothing).
 - "not_head": the head refuses the Write with NOT_HEAD.
 
@@ -105,7 +106,7 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
         if fault == "bump_epoch":
             double.reconfigure(double.state.members)
         if fault == "hang":
-            time.sleep(double.state.hang_seconds)
+            double.unhang.wait(double.state.hang_seconds)
         with double.lock:
             state = double.state
             if request.epoch != state.epoch:
@@ -328,6 +329,7 @@ class ChainDouble:
         self.state = ChainState(chain)
         self.published = publish
         self.silent_watch = False  # watch streams send the first configuration, then nothing
+        self.unhang = threading.Event()  # ends every hanging Write at once
         self.closing = False
         self._member_count = members
         self._servers: list[grpc.Server] = []
@@ -359,6 +361,7 @@ class ChainDouble:
         with self.changed:
             self.closing = True
             self.changed.notify_all()
+        self.unhang.set()
         for server in self._servers:
             server.stop(grace=None)
 
