@@ -103,6 +103,7 @@ class _Attempt:
     refusal: chain_pb2.Error | None = None  # the whole request was refused (epoch, head, lease)
     lost: bool = False  # no usable answer came back (no connection, a gRPC failure, a malformed reply)
     maybe_applied: bool = False  # ...and the head may have applied the write all the same
+    abandoned: bool = False  # settled without an answer: the node it waits on is no longer the head
 
 
 @dataclass(slots=True)
@@ -229,6 +230,8 @@ class ChainGateway:
 
     def _judge(self, attempt: _Attempt) -> tuple[str | None, bool]:
         """(None, _) when the attempt gave a final answer, else (retry reason, may have applied)."""
+        if attempt.abandoned:
+            return "head_changed", attempt.maybe_applied
         if attempt.lost:
             return "transport", attempt.maybe_applied
         if attempt.refusal is not None:
@@ -333,7 +336,7 @@ class ChainGateway:
             log.info("write attempts abandoned former_head=%s ops=%d epoch=%d", address, len(abandoned),
                      topology.epoch)
             for attempt in abandoned:
-                attempt.lost = True
+                attempt.abandoned = True
                 attempt.maybe_applied = attempt.sent
                 attempt.done.set_result(None)
 

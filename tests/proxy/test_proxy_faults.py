@@ -189,6 +189,7 @@ def test_a_write_waiting_on_a_head_that_was_removed_is_retried_at_the_new_head(c
         finally:
             chain.unhang.set()
         assert response.status_code == 200, response.text
+        assert proxy.server.metrics.retries.labels("write", "head_changed")._value.get() == 1
     first, retry = chain.state.write_attempts
     assert first == retry, "the retry carries the same request id"
     assert chain.state.applied[first[0]] == 1
