@@ -172,6 +172,7 @@ class ChainGateway:
 
     async def on_topology(self, topology: Topology) -> None:
         self._abandon_writes_to_former_heads(topology)
+        self._abandon_reads_to_former_members(topology)
         keep = {m.address for m in topology.members()}
         self._writes.prune(keep)
         self._reads.prune(keep)
@@ -338,6 +339,15 @@ class ChainGateway:
             for attempt in abandoned:
                 attempt.abandoned = True
                 attempt.maybe_applied = attempt.sent
+                attempt.done.set_result(None)
+
+    def _abandon_reads_to_former_members(self, topology: Topology) -> None:
+        """Reads waiting on a node that no longer serves reads are retried at once at a member that does
+        (a read has no effect, so giving up on one is always safe)."""
+        serving = {m.address for m in topology.active}
+        for address in self._reads.addresses - serving:
+            for attempt in self._reads.outstanding(address):
+                attempt.failure = "member_left"
                 attempt.done.set_result(None)
 
     @staticmethod

@@ -21,7 +21,7 @@ evaluate their compares at the head and apply the chosen branch under one seq; W
 the change log after a version (a heartbeat when idle) and ends a stream when `cut_watches`
 is called, as a member that fails does.
 
-Reads (`read_faults`, per member): "hang", "unavailable", "lease_expired", "invalid_argument" (the
+Reads (`read_faults`, per member): "hang" (until `unhang`), "unavailable", "lease_expired", "invalid_argument" (the
 whole batch refused as malformed), "one_per_reply" (a reply that stops short, as a node's does at
 its message size limit). As a real node does, a batch with an unknown consistency is refused whole.
 """
@@ -29,7 +29,6 @@ its message size limit). As a real node does, a batch with an unknown consistenc
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, deque
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -158,7 +157,7 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
             state.read_consistencies.extend(op.consistency for op in request.ops)
             fault = state.read_faults.get(self.id)
         if fault == "hang":
-            time.sleep(state.hang_seconds)
+            double.unhang.wait(state.hang_seconds)
         if fault == "unavailable":
             context.abort(grpc.StatusCode.UNAVAILABLE, "member down")
         with double.lock:

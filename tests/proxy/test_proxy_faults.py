@@ -195,6 +195,27 @@ def test_a_write_waiting_on_a_head_that_was_removed_is_retried_at_the_new_head(c
     assert chain.state.applied[first[0]] == 1
 
 
+def test_a_read_waiting_on_a_member_that_was_removed_is_retried_at_another(chain: ChainDouble):
+    chain.state.hang_seconds = 60.0
+    with (
+        running_proxy(chain, request_timeout=60.0, attempt_timeout=60.0) as proxy,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        assert httpx.put(f"{proxy.url}/v1/kv/k", content=b"v").status_code == 200
+        chain.state.read_faults = {m.id: "hang" for m in chain.state.members}  # the first read hangs
+        pending = pool.submit(httpx.get, f"{proxy.url}/v1/kv/k", timeout=60.0)
+        wait_until("the read to reach a member", lambda: chain.state.read_batches)
+        paused = chain.state.read_batches[-1][0]
+        chain.state.read_faults = {}
+        chain.reconfigure([m for m in chain.state.members if m.id != paused])
+        try:
+            response = pending.result(timeout=2.5)  # within the attempt timeout (see the write's case)
+        finally:
+            chain.unhang.set()
+        assert response.status_code == 200 and response.content == b"v"
+        assert proxy.server.metrics.retries.labels("read", "member_left")._value.get() == 1
+
+
 def test_concurrent_writes_are_coalesced_into_few_write_requests(chain: ChainDouble):
     chain.inject("hang")  # the first batch is slow, so the others pile up behind it
     chain.state.hang_seconds = 0.2
