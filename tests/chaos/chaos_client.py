@@ -6,7 +6,9 @@ Worker threads write (at the head named by the coordinator's GetChain) and read 
 member) a few keys, each operation recorded with `keychain.testing.history.Recorder` on the
 system-wide monotonic clock, so the test process can line faults up with operations. A call
 that times out or fails in transit is recorded as `unknown`; only a refusal that proves the write
-was not applied (wrong epoch, not the head, lease expired) is a `fail`.
+was not applied (wrong epoch, not the head, lease expired) is a `fail`. As the proxy does, a write
+still waiting on a node that the configuration no longer names the head is sent again, with the
+same request id, to the new head (a refusal after that is `unknown`: the first may have applied).
 
 Standard input takes one command a line, answered with one JSON line on standard output:
   topology  {"epoch", "members": [[id, state], ...], "head", "leader", "ok_writes"}
