@@ -32,6 +32,10 @@ class BatchQueue[T]:
     def __len__(self) -> int:
         return len(self._waiting)
 
+    def waiting(self) -> list[T]:
+        """The items queued and not yet taken, oldest first."""
+        return [item for item, _ in self._waiting]
+
     def offer(self, item: T, size: int) -> bool:
         """Queue a write of `size` bytes; False when the queue is full (the caller refuses it)."""
         if len(self._waiting) >= self.max_pending:

@@ -103,6 +103,7 @@ class _Attempt:
     refusal: chain_pb2.Error | None = None  # the whole request was refused (epoch, head, lease)
     lost: bool = False  # no usable answer came back (no connection, a gRPC failure, a malformed reply)
     maybe_applied: bool = False  # ...and the head may have applied the write all the same
+    abandoned: bool = False  # settled without an answer: the node it waits on is no longer the head
 
 
 @dataclass(slots=True)
@@ -170,6 +171,8 @@ class ChainGateway:
         return None if topology is None else {m.address for m in topology.members()}
 
     async def on_topology(self, topology: Topology) -> None:
+        self._abandon_writes_to_former_heads(topology)
+        self._abandon_reads_to_former_members(topology)
         keep = {m.address for m in topology.members()}
         self._writes.prune(keep)
         self._reads.prune(keep)
@@ -228,6 +231,8 @@ class ChainGateway:
 
     def _judge(self, attempt: _Attempt) -> tuple[str | None, bool]:
         """(None, _) when the attempt gave a final answer, else (retry reason, may have applied)."""
+        if attempt.abandoned:
+            return "head_changed", attempt.maybe_applied
         if attempt.lost:
             return "transport", attempt.maybe_applied
         if attempt.refusal is not None:
@@ -314,6 +319,36 @@ class ChainGateway:
             return
         for attempt, result in zip(batch, reply.results, strict=True):
             attempt.result = result
+
+    def _abandon_writes_to_former_heads(self, topology: Topology) -> None:
+        """Writes waiting on a node that is no longer the head are retried at once at the new head.
+
+        A head that is paused or cut off (a gray failure) answers nothing: without this, each write
+        sent to it would hold its caller until the attempt timeout, long after the coordinator
+        removed the node. Nothing the old head does after its removal can commit, and the retry
+        carries the same request id, so the chain applies the write at most once; an attempt
+        already sent counts as possibly applied (an outcome-unknown if the deadline then passes).
+        """
+        head = topology.head.address if topology.head is not None else None
+        for address in self._writes.addresses - {head}:
+            abandoned = self._writes.outstanding(address)
+            if not abandoned:
+                continue
+            log.info("write attempts abandoned former_head=%s ops=%d epoch=%d", address, len(abandoned),
+                     topology.epoch)
+            for attempt in abandoned:
+                attempt.abandoned = True
+                attempt.maybe_applied = attempt.sent
+                attempt.done.set_result(None)
+
+    def _abandon_reads_to_former_members(self, topology: Topology) -> None:
+        """Reads waiting on a node that no longer serves reads are retried at once at a member that does
+        (a read has no effect, so giving up on one is always safe)."""
+        serving = {m.address for m in topology.active}
+        for address in self._reads.addresses - serving:
+            for attempt in self._reads.outstanding(address):
+                attempt.failure = "member_left"
+                attempt.done.set_result(None)
 
     @staticmethod
     def _lost(batch: list[_Attempt], *, maybe_applied: bool) -> None:

@@ -32,6 +32,7 @@ class _Outbox[T: Pending]:
     address: str
     queue: BatchQueue[T]
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    sending: list[list[T]] = field(default_factory=list)  # the batches out, as taken from the queue
 
     @property
     def idle(self) -> bool:
@@ -70,6 +71,14 @@ class Outboxes[T: Pending]:
         self._flush(box)
         return True
 
+    def outstanding(self, address: str) -> list[T]:
+        """The requests to `address` not yet settled: queued, or in a batch that is out."""
+        box = self._boxes.get(address)
+        if box is None:
+            return []
+        items = [item for batch in box.sending for item in batch] + box.queue.waiting()
+        return [item for item in items if not item.done.done()]
+
     def prune(self, keep: set[str]) -> bool:
         """Drop the idle outboxes of addresses not in `keep`; a busy one stays until it drains.
         Returns whether any was dropped."""
@@ -88,16 +97,18 @@ class Outboxes[T: Pending]:
         batch = box.queue.take()
         if batch is None:
             return
+        box.sending.append(batch)
         task = asyncio.get_running_loop().create_task(self._run(box, batch))
         box.tasks.add(task)
         task.add_done_callback(box.tasks.discard)
 
-    async def _run(self, box: _Outbox[T], batch: list[T]) -> None:
+    async def _run(self, box: _Outbox[T], taken: list[T]) -> None:
+        batch = [item for item in taken if not item.done.done()]  # callers that gave up are not sent
         try:
-            batch = [item for item in batch if not item.done.done()]  # callers that gave up are not sent
             if batch:
                 await self._send(box.address, batch)
         finally:
+            box.sending = [b for b in box.sending if b is not taken]
             box.queue.done()
             for item in batch:
                 if not item.done.done():

@@ -6,7 +6,9 @@ Worker threads write (at the head named by the coordinator's GetChain) and read 
 member) a few keys, each operation recorded with `keychain.testing.history.Recorder` on the
 system-wide monotonic clock, so the test process can line faults up with operations. A call
 that times out or fails in transit is recorded as `unknown`; only a refusal that proves the write
-was not applied (wrong epoch, not the head, lease expired) is a `fail`.
+was not applied (wrong epoch, not the head, lease expired) is a `fail`. As the proxy does, a write
+still waiting on a node that the configuration no longer names the head is sent again, with the
+same request id, to the new head (a refusal after that is `unknown`: the first may have applied).
 
 Standard input takes one command a line, answered with one JSON line on standard output:
   topology  {"epoch", "members": [[id, state], ...], "head", "leader", "ok_writes"}
@@ -139,8 +141,7 @@ class Workload:
         op = chain_pb2.WriteOp(request_id=uuid.uuid4().hex, key=key.encode(), kind=chain_pb2.PUT,
                                value=value.encode())
         try:
-            reply = self.cluster.node(members[0].address).Write(
-                chain_pb2.WriteRequest(epoch=config.epoch, ops=[op]), timeout=self.cluster.timeout)
+            reply, abandoned = self._write(op, config, members[0].address)  # type: ignore[arg-type]
         except grpc.RpcError:
             self.recorder.unknown(call)
             self.cluster.refresh(force=True)
@@ -153,12 +154,35 @@ class Workload:
                 self.acks.append({"key": key, "value": value, "version": reply.results[0].version, "end": now})
             return True
         result_code = reply.results[0].error.code if code == chain_pb2.OK and reply.results else code
-        if result_code in REFUSED:
+        if result_code in REFUSED and not abandoned:
             self.recorder.fail(call, at=now)
         else:
             self.recorder.unknown(call)
         self.cluster.refresh(force=True)
         return False
+
+    def _write(self, op: chain_pb2.WriteOp, config: chain_pb2.ChainConfig,
+               head: str) -> tuple[chain_pb2.WriteReply, bool]:
+        """Write `op` at `head`; as the proxy does, a write still waiting on a node that the
+        configuration (polled as usual meanwhile) no longer names the head is abandoned and sent,
+        with the same request id, to the new head. Returns the reply and whether an attempt was
+        abandoned (it may have applied: a refusal after it proves nothing); raises grpc.RpcError."""
+        abandoned = False
+        while True:
+            future = self.cluster.node(head).Write.future(
+                chain_pb2.WriteRequest(epoch=config.epoch, ops=[op]), timeout=self.cluster.timeout)
+            while True:
+                try:
+                    return future.result(timeout=0.05), abandoned
+                except grpc.FutureTimeoutError:
+                    pass
+                newer = self.cluster.refresh()
+                heads = active(newer)
+                if newer is not None and newer.epoch > config.epoch and heads and heads[0].address != head:
+                    future.cancel()
+                    abandoned = True  # the first attempt may have applied it: a refusal now is no proof
+                    config, head = newer, heads[0].address
+                    break
 
     def get(self, client: str, key: str, address: str, epoch: int) -> tuple[str | None, int] | None:
         """A strong read at one member: (value or None, version), or None when it did not answer."""

@@ -8,7 +8,8 @@ GetClusterStatus, and records ReportUnreachable. Scripted faults let a test brea
 - "bump_epoch": the coordinator moves to epoch+1 just before the head sees a Write, so that
   Write (sent with the old epoch) is refused with WRONG_EPOCH.
 - "drop_reply": the head applies the Write, then fails the RPC as if the reply were lost.
-- "hang": the head sleeps past the proxy's attempt timeout before answering.
+- "hang": the head sleeps past the proxy's attempt timeout before answering (`unhang` wakes it),
+  as a paused head does.
 - "outcome_unknown": the head answers OUTCOME_UNKNOWN for every op (applying nothing).
 - "not_head": the head refuses the Write with NOT_HEAD.
 
@@ -20,7 +21,7 @@ evaluate their compares at the head and apply the chosen branch under one seq; W
 the change log after a version (a heartbeat when idle) and ends a stream when `cut_watches`
 is called, as a member that fails does.
 
-Reads (`read_faults`, per member): "hang", "unavailable", "lease_expired", "invalid_argument" (the
+Reads (`read_faults`, per member): "hang" (until `unhang`), "unavailable", "lease_expired", "invalid_argument" (the
 whole batch refused as malformed), "one_per_reply" (a reply that stops short, as a node's does at
 its message size limit). As a real node does, a batch with an unknown consistency is refused whole.
 """
@@ -28,7 +29,6 @@ its message size limit). As a real node does, a batch with an unknown consistenc
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, deque
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -105,7 +105,7 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
         if fault == "bump_epoch":
             double.reconfigure(double.state.members)
         if fault == "hang":
-            time.sleep(double.state.hang_seconds)
+            double.unhang.wait(double.state.hang_seconds)
         with double.lock:
             state = double.state
             if request.epoch != state.epoch:
@@ -157,7 +157,7 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
             state.read_consistencies.extend(op.consistency for op in request.ops)
             fault = state.read_faults.get(self.id)
         if fault == "hang":
-            time.sleep(state.hang_seconds)
+            double.unhang.wait(state.hang_seconds)
         if fault == "unavailable":
             context.abort(grpc.StatusCode.UNAVAILABLE, "member down")
         with double.lock:
@@ -328,6 +328,7 @@ class ChainDouble:
         self.state = ChainState(chain)
         self.published = publish
         self.silent_watch = False  # watch streams send the first configuration, then nothing
+        self.unhang = threading.Event()  # ends every hanging Write at once
         self.closing = False
         self._member_count = members
         self._servers: list[grpc.Server] = []
@@ -359,6 +360,7 @@ class ChainDouble:
         with self.changed:
             self.closing = True
             self.changed.notify_all()
+        self.unhang.set()
         for server in self._servers:
             server.stop(grace=None)
 

@@ -172,6 +172,50 @@ def test_a_new_head_takes_writes_after_reconfiguration(chain: ChainDouble):
     assert chain.state.reads[old_head.id] == 0
 
 
+def test_a_write_waiting_on_a_head_that_was_removed_is_retried_at_the_new_head(chain: ChainDouble):
+    chain.inject("hang")  # the head is paused: it takes the write and answers nothing
+    chain.state.hang_seconds = 60.0
+    with (
+        running_proxy(chain, request_timeout=60.0, attempt_timeout=60.0) as proxy,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        pending = pool.submit(httpx.put, f"{proxy.url}/v1/kv/k", content=b"v", timeout=60.0)
+        wait_until("the write to reach the head", lambda: len(chain.state.write_attempts) == 1)
+        chain.reconfigure(chain.state.members[1:])  # the coordinator removed the paused head
+        try:
+            # Within the attempt timeout, and before the connection to the paused head is dropped
+            # (the stand-in's server refuses the channel's keepalive pings after about 5 s).
+            response = pending.result(timeout=2.5)
+        finally:
+            chain.unhang.set()
+        assert response.status_code == 200, response.text
+        assert proxy.server.metrics.retries.labels("write", "head_changed")._value.get() == 1
+    first, retry = chain.state.write_attempts
+    assert first == retry, "the retry carries the same request id"
+    assert chain.state.applied[first[0]] == 1
+
+
+def test_a_read_waiting_on_a_member_that_was_removed_is_retried_at_another(chain: ChainDouble):
+    chain.state.hang_seconds = 60.0
+    with (
+        running_proxy(chain, request_timeout=60.0, attempt_timeout=60.0) as proxy,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        assert httpx.put(f"{proxy.url}/v1/kv/k", content=b"v").status_code == 200
+        chain.state.read_faults = {m.id: "hang" for m in chain.state.members}  # the first read hangs
+        pending = pool.submit(httpx.get, f"{proxy.url}/v1/kv/k", timeout=60.0)
+        wait_until("the read to reach a member", lambda: chain.state.read_batches)
+        paused = chain.state.read_batches[-1][0]
+        chain.state.read_faults = {}
+        chain.reconfigure([m for m in chain.state.members if m.id != paused])
+        try:
+            response = pending.result(timeout=2.5)  # within the attempt timeout (see the write's case)
+        finally:
+            chain.unhang.set()
+        assert response.status_code == 200 and response.content == b"v"
+        assert proxy.server.metrics.retries.labels("read", "member_left")._value.get() == 1
+
+
 def test_concurrent_writes_are_coalesced_into_few_write_requests(chain: ChainDouble):
     chain.inject("hang")  # the first batch is slow, so the others pile up behind it
     chain.state.hang_seconds = 0.2
