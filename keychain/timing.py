@@ -93,3 +93,13 @@ READMIT_FORGET = 60.0
 # A node drained on purpose (RemoveMember, an operator's scale-in) is refused registration this
 # long: its process is stopping, and re-admitted it would briefly become tail and stall writes.
 DRAIN_HOLD = 15.0
+
+# The proxy's view of a node (keychain.proxy.reachability): a node that has left a request of this
+# proxy unanswered for PROXY_SILENCE (no reply, no connection, a call that failed in transit) is
+# reported to the coordinator (ReportUnreachable), again every PROXY_REPORT_EVERY while that lasts.
+# Longer than LINK_TIMEOUT: the nodes' own link reports, which name the broken link, come first;
+# the proxy's catches what no link shows (a head whose replies to clients are lost, a head that
+# takes no writes), still inside the 2 s goal. Re-sent well within PROXY_REPORT_TTL so that a
+# report that counts never lapses while the node stays silent.
+PROXY_SILENCE = 1.0
+PROXY_REPORT_EVERY = 0.25

@@ -120,6 +120,7 @@ class CoordinatorLink:
                      self.addresses[self._current], e.code().name)
             self._next_coordinator()
             return False
+        self.node.driver.health.coordinator_answered(self.clock())
         if reply.error.code != coordinator_pb2.OK:
             log.warning("register refused node=%s code=%s message=%r", self.node.id,
                         coordinator_pb2.Code.Name(reply.error.code), reply.error.message)
@@ -149,6 +150,7 @@ class CoordinatorLink:
                      self.addresses[self._current], e.code().name)
             self._next_coordinator()
             return False
+        self.node.driver.health.coordinator_answered(self.clock())
         if reply.error.code == coordinator_pb2.NOT_FOUND:
             log.warning("coordinator does not know this node; registering again node=%s message=%r", self.node.id,
                         reply.error.message)
@@ -226,4 +228,5 @@ def link_health_pb(report: LinkReport) -> coordinator_pb2.LinkHealth:
         epoch=report.epoch, successor=report.successor, successor_unreachable=report.successor_unreachable,
         successor_not_acking=report.successor_not_acking, successor_acked=report.successor_acked,
         predecessor=report.predecessor, predecessor_silent=report.predecessor_silent, stalled=report.stalled,
+        coordinator_unheard=report.coordinator_unheard,
     )

@@ -482,6 +482,7 @@ class SimNode(Process):
         sent = self.heartbeats.pop(rid, None)
         if sent is None:
             return
+        self.driver.health.coordinator_answered(self.local())
         if not reply.error and reply.chain is not None:
             self.registered = True
             lease = reply.lease if self.revoked_at is None or sent >= self.revoked_at else 0.0

@@ -1,0 +1,103 @@
+"""Which nodes have left this proxy's requests unanswered for too long (pure: times are arguments).
+
+A node is *silent* from the moment the oldest request it has not answered was sent, counting only
+requests sent since its last reply: a reply of any kind (even a refusal) shows the node reachable
+and making progress, and clears the slate. A request that failed in transit (no connection, a
+deadline, a broken stream) stays counted until the next reply. So a node that never answers is
+silent from the first request the proxy sent it, whether the proxy keeps sending or not.
+
+`due(now, bound, every)` names the nodes silent for longer than `bound` whose last report is at
+least `every` old: the proxy's shell reports those to the coordinator (keychain.timing,
+PROXY_SILENCE).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+
+@dataclass
+class _Node:
+    waiting: dict[int, float] = field(default_factory=dict)  # unanswered requests in flight: id -> sent at
+    failed_since: float | None = None  # the oldest request since the last reply that failed in transit
+    reported_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Silent:
+    address: str
+    since: float  # when the oldest unanswered request was sent
+    silent_for: float  # seconds, as of the `now` it was computed for
+
+
+class NodeReachability:
+    """Per node address: the requests this proxy is waiting on, and since when it waits in vain."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, _Node] = {}
+        self._ids = itertools.count(1)
+
+    def sent(self, address: str, now: float) -> int:
+        """A request to `address` leaves now; the id to pass to `answered` or `failed`."""
+        request = next(self._ids)
+        self._nodes.setdefault(address, _Node()).waiting[request] = now
+        return request
+
+    def answered(self, address: str, request: int) -> None:
+        """`address` replied to `request`: it is reachable; nothing before counts any more."""
+        node = self._nodes.get(address)
+        if node is None:
+            return
+        sent_at = node.waiting.pop(request, None)
+        node.failed_since = None
+        node.reported_at = None
+        if sent_at is not None:  # requests sent before this one and still waiting were overtaken
+            node.waiting = {r: t for r, t in node.waiting.items() if t > sent_at}
+
+    def failed(self, address: str, request: int) -> None:
+        """`request` to `address` got no reply (no connection, a deadline, a transport error)."""
+        node = self._nodes.get(address)
+        if node is None:
+            return
+        sent_at = node.waiting.pop(request, None)
+        if sent_at is not None and (node.failed_since is None or sent_at < node.failed_since):
+            node.failed_since = sent_at
+
+    def silent_since(self, address: str) -> float | None:
+        """When the oldest request `address` has left unanswered was sent; None if there is none."""
+        node = self._nodes.get(address)
+        if node is None:
+            return None
+        times = [*node.waiting.values(), *([node.failed_since] if node.failed_since is not None else [])]
+        return min(times) if times else None
+
+    def due(self, now: float, bound: float, every: float) -> list[Silent]:
+        """The nodes silent for longer than `bound` not reported in the last `every` seconds; each is
+        counted as reported now."""
+        out = []
+        for address, node in self._nodes.items():
+            since = self.silent_since(address)
+            if since is None or now - since <= bound:
+                continue
+            if node.reported_at is not None and now - node.reported_at < every:
+                continue
+            node.reported_at = now
+            out.append(Silent(address, since, now - since))
+        return out
+
+    def next_due(self, bound: float, every: float) -> float | None:
+        """The earliest time at which `due` could name a node, given no new replies; None while no
+        request is unanswered."""
+        times = []
+        for address, node in self._nodes.items():
+            since = self.silent_since(address)
+            if since is not None:
+                at = since + bound
+                times.append(at if node.reported_at is None else max(at, node.reported_at + every))
+        return min(times) if times else None
+
+    def retain(self, addresses: set[str]) -> None:
+        """Forget the nodes no longer in the chain."""
+        for address in [a for a in self._nodes if a not in addresses]:
+            del self._nodes[address]
