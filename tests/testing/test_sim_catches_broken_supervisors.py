@@ -33,8 +33,7 @@ LOST_WRITES = {"chain-committed-entry-stable", "acked-write-committed", "acked-w
 CAUGHT = [
     # A leader whose disk hangs keeps answering heartbeats; without fresh quorum evidence it renews
     # leases while a new leader, past its grace, removes those very nodes.
-    # (Rare: once the clients also report silent nodes, the first seed to catch it is 165.)
-    pytest.param(GrantsWithoutEvidence, {}, range(150, 170), {"removed-node-unleased"}, id="grants-without-evidence"),
+    pytest.param(GrantsWithoutEvidence, {}, 40, {"removed-node-unleased"}, id="grants-without-evidence"),
     # An operator's drain: removed at once, the node still serves on its last lease.
     pytest.param(RemovesDrainedAtOnce, {}, 60, {"removed-node-unleased"}, id="removes-drained-at-once"),
     # The head crashes before a just promoted tail caught up with it; removing it loses the writes
@@ -48,9 +47,8 @@ CAUGHT = [
 
 @pytest.mark.parametrize(("supervisor", "figures", "bound", "props"), CAUGHT)
 def test_a_broken_supervision_core_is_caught_within_the_bound(supervisor, figures, bound, props):
-    seeds = bound if isinstance(bound, range) else range(bound)
-    found = first_failure(SimConfig(supervisor=supervisor, **figures), seeds)
-    assert found is not None, f"no failure in seeds {seeds.start}..{seeds.stop - 1}"
+    found = first_failure(SimConfig(supervisor=supervisor, **figures), range(bound))
+    assert found is not None, f"no failure in seeds 0..{bound - 1}"
     assert found.violation is not None and found.violation.prop in props, \
         f"seed {found.seed} failed otherwise: {found.violation}"
     print(f"caught by seed {found.seed}: {found.violation.prop}")
@@ -59,7 +57,7 @@ def test_a_broken_supervision_core_is_caught_within_the_bound(supervisor, figure
 
 
 FOUND = [
-    pytest.param(165, {}, id="grants-without-evidence"),
+    pytest.param(13, {}, id="grants-without-evidence"),
     pytest.param(31, {}, id="removes-drained-at-once"),
     pytest.param(35, NODE_CRASHES, id="removes-last-in-sync"),
     pytest.param(38, SLOW_NODE_CRASHES, id="removes-last-in-sync-with-keepalives"),
