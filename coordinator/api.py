@@ -189,6 +189,7 @@ def link_report_from_pb(pb: coordinator_pb2.LinkHealth) -> LinkReport:
         epoch=pb.epoch, successor=pb.successor, successor_unreachable=pb.successor_unreachable,
         successor_not_acking=pb.successor_not_acking, successor_acked=pb.successor_acked,
         predecessor=pb.predecessor, predecessor_silent=pb.predecessor_silent, stalled=pb.stalled,
+        coordinator_unheard=pb.coordinator_unheard,
     )
 
 
@@ -197,6 +198,7 @@ def link_report_to_pb(report: LinkReport) -> coordinator_pb2.LinkHealth:
         epoch=report.epoch, successor=report.successor, successor_unreachable=report.successor_unreachable,
         successor_not_acking=report.successor_not_acking, successor_acked=report.successor_acked,
         predecessor=report.predecessor, predecessor_silent=report.predecessor_silent, stalled=report.stalled,
+        coordinator_unheard=report.coordinator_unheard,
     )
 
 

@@ -28,6 +28,11 @@ Which reports count:
   lowest failing link says where the fault is.
 - A proxy that claims two or more members of a chain at once is itself the likely culprit (cut
   off from the chain, not the chain from it): its claims about that chain are set aside.
+- A proxy's claim against N is set aside while a link at or below N is reported failing (N or a
+  later member says its successor is unreachable or does not ack): a write to N waits for acks
+  from below, so N looks silent to a proxy whatever the fault down the chain; the link reports say
+  where it is. So is one whose silence began before the chain's current epoch (as the coordinator
+  saw it begin): a write left waiting under the old configuration says nothing of the new one.
 
 Whom to remove, in this order:
 1. A node that reports itself stalled (a sync pending or entries not durable past the bound).
@@ -36,8 +41,12 @@ Whom to remove, in this order:
    successor, then is implicated with the next one) - is the culprit: a node that reports everyone
    unreachable, or that everyone reports, is itself the fault.
 3. Otherwise a dead link P -> S removes S, the later of its two ends: P holds every entry S holds
-   (entries flow down the chain), so S is always the safer one to lose. A proxy's claim removes
-   the node it names.
+   (entries flow down the chain), so S is always the safer one to lose. Unless exactly one end
+   reports that the coordinators' answers stopped reaching it (`coordinator_unheard`) while its
+   heartbeats reach them: that end hears nothing, and it is the one removed (a head whose incoming
+   traffic is dropped, which its successor's silence alone would not tell from a successor that
+   cannot reach it; removing the successor would cost an innocent member and leave the chain stuck
+   on the head). A proxy's claim removes the node it names.
 Rules 2 and 3 wait until no new claim about the chain has appeared for `settle` (two heartbeat
 intervals): the claims a single fault causes reach the coordinator over a heartbeat interval or so,
 in any order.
@@ -53,6 +62,7 @@ one left; one per chain at a time).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -107,7 +117,9 @@ class Suspicion:
     history: float = 5 * timing.LINK_TIMEOUT + timing.REMOVAL_AFTER
     settle: float = 2 * timing.HEARTBEAT_INTERVAL
     reports: dict[tuple[str, str], _NodeReport] = field(default_factory=dict)
-    proxies: dict[tuple[str, str, str], tuple[int, float]] = field(default_factory=dict)  # (chain, proxy, node)
+    # (chain, proxy, node) -> (epoch, reported at, since when the node was silent to the proxy)
+    proxies: dict[tuple[str, str, str], tuple[int, float, float]] = field(default_factory=dict)
+    epochs: dict[str, tuple[int, float]] = field(default_factory=dict)  # each chain's epoch, seen since
     lost: dict[tuple[str, str], list[tuple[str, float]]] = field(default_factory=dict)  # neighbours a node lost
     heard: dict[tuple[str, str], float] = field(default_factory=dict)  # each node's last heartbeat
     # Each claim (chain, accuser, accused) that counts: since when, and when it last counted. A claim
@@ -127,7 +139,7 @@ class Suspicion:
 
     def proxy_reported(self, report: ProxyReport, now: float) -> None:
         """A proxy reported at `now` that it cannot use `report.node`."""
-        self.proxies[(report.chain, report.reporter, report.node)] = (report.epoch, now)
+        self.proxies[(report.chain, report.reporter, report.node)] = (report.epoch, now, now - report.unreachable_for)
 
     def removed(self, verdict: Verdict, now: float) -> None:
         """`verdict`'s removal applied at `now`: its survivor lost a neighbour to a dead link."""
@@ -141,7 +153,7 @@ class Suspicion:
         for record in (self.reports, self.heard):
             for key in [k for k in record if k not in members]:
                 del record[key]
-        for pkey in [k for k, (_, at) in self.proxies.items() if now - at > self.proxy_report_ttl]:
+        for pkey in [k for k, (_, at, _) in self.proxies.items() if now - at > self.proxy_report_ttl]:
             del self.proxies[pkey]
         for key, peers in list(self.lost.items()):
             peers[:] = [(p, at) for p, at in peers if now - at <= self.history]
@@ -180,6 +192,7 @@ class Suspicion:
             if any(c.accuser == c.accused == node for c in counted) and removable(node):
                 return verdict(node, "stalled: work pending without progress")
         settled = counted if now - newest >= self.settle else []
+        unheard = self._unheard(state, now)
         # 2. Implicated with two different peers (now, or a neighbour lost to a dead link lately).
         peers: dict[str, set[str]] = {node: {p for p, _ in self.lost.get((state.name, node), [])} for node in order}
         for c in settled:
@@ -202,23 +215,35 @@ class Suspicion:
                     return verdict(c.accused, f"{c.what} (said {c.accuser})")
                 continue
             first, second = sorted((c.accuser, c.accused), key=order.index)
-            for node, survivor in ((second, first), (first, second)):
+            ends = ((second, first), (first, second))
+            if (first in unheard) != (second in unheard):  # the end that hears nothing, and no other
+                ends = ((first, second),) if first in unheard else ((second, first),)
+            for node, survivor in ends:
                 if removable(node):
                     return verdict(node, f"the link {first} -> {second} is dead: {c.what} (said {c.accuser})",
                                    survivor)
         return None
 
+    def _fresh(self, state: ChainState, now: float) -> dict[str, _NodeReport]:
+        """Each member's fresh report of the chain's epoch, naming its neighbours in it."""
+        order = [m.id for m in state.members]
+        fresh: dict[str, _NodeReport] = {}
+        for i, node in enumerate(order):
+            r = self.reports.get((state.name, node))
+            pred, succ = (order[i - 1] if i > 0 else ""), (order[i + 1] if i + 1 < len(order) else "")
+            if (r is not None and now - r.at <= self.report_ttl and r.report.epoch == state.epoch
+                    and r.report.successor == succ and r.report.predecessor == pred):
+                fresh[node] = r
+        return fresh
+
+    def _unheard(self, state: ChainState, now: float) -> set[str]:
+        """The members whose fresh report says the coordinators' answers stopped reaching them."""
+        return {node for node, r in self._fresh(state, now).items() if r.report.coordinator_unheard}
+
     def _claims(self, state: ChainState, now: float) -> list[_Claim]:
         """Every fresh claim about `state` in its epoch, disputes marked, over-reaching proxies set aside."""
         order = [m.id for m in state.members]
-        pred = {n: (order[i - 1] if i > 0 else "") for i, n in enumerate(order)}
-        succ = {n: (order[i + 1] if i + 1 < len(order) else "") for i, n in enumerate(order)}
-        fresh: dict[str, _NodeReport] = {}
-        for node in order:
-            r = self.reports.get((state.name, node))
-            if (r is not None and now - r.at <= self.report_ttl and r.report.epoch == state.epoch
-                    and r.report.successor == succ[node] and r.report.predecessor == pred[node]):
-                fresh[node] = r
+        fresh = self._fresh(state, now)
         claims: list[_Claim] = []
 
         def alive(node: str) -> bool:
@@ -244,12 +269,20 @@ class Suspicion:
                 disputed = (other is not None and not other.report.successor_unreachable
                             and not other.report.successor_not_acking)
                 claims.append(_Claim(node, p, f"predecessor {p} silent", disputed))
+        # The highest member whose downlink is reported failing: writes through it and above wait on it.
+        blocked_to = max((order.index(n) for n, r in fresh.items()
+                          if r.report.successor_unreachable or r.report.successor_not_acking), default=-1)
+        # An epoch in place when this leader first looked began long ago, as far as it can tell.
+        seen_epoch, epoch_since = self.epochs.get(state.name, (state.epoch, -math.inf))
+        if seen_epoch != state.epoch:
+            epoch_since = now
+        self.epochs[state.name] = (state.epoch, epoch_since)
         by_proxy: dict[str, list[str]] = {}
-        for (chain, proxy, node), (epoch, at) in self.proxies.items():
+        for (chain, proxy, node), (epoch, at, since) in self.proxies.items():
             if (chain == state.name and epoch == state.epoch and node in order and now - at <= self.proxy_report_ttl
-                    and alive(node)):
+                    and since >= epoch_since and alive(node)):
                 by_proxy.setdefault(proxy, []).append(node)
         for proxy, nodes in sorted(by_proxy.items()):
-            if len(nodes) == 1:  # a proxy that cannot use two members is cut off itself
+            if len(nodes) == 1 and order.index(nodes[0]) > blocked_to:  # see the module docstring
                 claims.append(_Claim(PROXY + proxy, nodes[0], f"{nodes[0]} unusable from proxy {proxy}"))
         return claims

@@ -14,7 +14,11 @@ and its number `seq`. A reply that keeps the node a member but grants lease 0 re
 (the coordinator is removing it, or draining it): the node drops its lease at once, ignores from
 then on any lease granted to a request it sent before, and tells the coordinator so with
 `surrendered_below` (the number of its next heartbeat), which lets the removal proceed without
-waiting for the lease to expire (keychain.coordinator.lease explains why that is safe).
+waiting for the lease to expire (keychain.coordinator.lease explains why that is safe). A node
+whose lease has lapsed on its own (no grant came back for a lease's length: it hears nothing, say)
+holds none either, and surrenders it the same way with every heartbeat it sends meanwhile, at no
+cost: that heartbeat's own grant is honoured. So a node the coordinator revokes while it cannot hear
+the revocation is removed once its lease lapsed, not a lease and a margin after the last grant.
 """
 
 from __future__ import annotations
@@ -120,6 +124,7 @@ class CoordinatorLink:
                      self.addresses[self._current], e.code().name)
             self._next_coordinator()
             return False
+        self.node.driver.health.coordinator_answered(self.clock())
         if reply.error.code != coordinator_pb2.OK:
             log.warning("register refused node=%s code=%s message=%r", self.node.id,
                         coordinator_pb2.Code.Name(reply.error.code), reply.error.message)
@@ -133,6 +138,8 @@ class CoordinatorLink:
     async def heartbeat(self) -> bool:
         status = self.node.status()
         self.seq += 1
+        if self.clock() >= self.node.core.lease_until:
+            self._lapsed()
         request = coordinator_pb2.HeartbeatRequest(
             chain=self.chain, node_id=self.node.id, epoch=status.epoch, last_seq=status.last_seq,
             committed_seq=status.committed_seq, caught_up=self.node.core.caught_up, reads=status.reads,
@@ -148,6 +155,7 @@ class CoordinatorLink:
                      self.addresses[self._current], e.code().name)
             self._next_coordinator()
             return False
+        self.node.driver.health.coordinator_answered(self.clock())
         if reply.error.code == coordinator_pb2.NOT_FOUND:
             log.warning("coordinator does not know this node; registering again node=%s message=%r", self.node.id,
                         reply.error.message)
@@ -203,6 +211,12 @@ class CoordinatorLink:
             self.surrendered_below = 0  # holding a lease again: a new revocation asks anew
         return True
 
+    def _lapsed(self) -> None:
+        """Our lease lapsed without a renewal: we hold none, so surrender it (see the module docstring);
+        the grant to the heartbeat about to be sent is still honoured."""
+        self.revoked_at = self.clock()
+        self.surrendered_below = self.seq
+
     def _surrender(self) -> None:
         """The coordinator revoked our lease: it is already dropped (the reply renewed it to when the
         heartbeat was sent); from now on ignore any grant to an earlier request, and say so."""
@@ -221,4 +235,5 @@ def link_health_pb(report: LinkReport) -> coordinator_pb2.LinkHealth:
         epoch=report.epoch, successor=report.successor, successor_unreachable=report.successor_unreachable,
         successor_not_acking=report.successor_not_acking, successor_acked=report.successor_acked,
         predecessor=report.predecessor, predecessor_silent=report.predecessor_silent, stalled=report.stalled,
+        coordinator_unheard=report.coordinator_unheard,
     )

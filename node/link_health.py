@@ -15,7 +15,11 @@ end of every sync, and every Batch it sends. It answers two questions:
     - predecessor silent: a predecessor is configured and nothing came from it (a Hello, a Batch, a
       state transfer being installed) for longer than `link_timeout`;
     - stalled: a sync has been pending, or entries have waited to become durable without the
-      durable seq moving, for longer than `sync_stall` (a stuck fsync, a starved driver).
+      durable seq moving, for longer than `sync_stall` (a stuck fsync, a starved driver);
+    - coordinator unheard: the coordinators have answered none of this node's requests (heartbeats,
+      registrations; a refusal counts as an answer) for longer than `link_timeout`, since the first
+      answer. The report still reaches them if only the way back is cut: a node that hears nothing
+      (its incoming traffic dropped) says so, and its dead links are then its own fault.
   A timer starts over when the peer it speaks of changes, not when only the epoch does: a link to
   the same peer that was dead stays dead across a reconfiguration (say a removed node rejoining
   after the tail), and its report carries the current epoch, which is all the coordinator weighs.
@@ -45,6 +49,7 @@ class LinkReport:
     predecessor: str = ""
     predecessor_silent: bool = False
     stalled: bool = False
+    coordinator_unheard: bool = False  # no answer from the coordinators lately (see the module docstring)
 
     @property
     def failing(self) -> bool:
@@ -63,6 +68,8 @@ class LinkReport:
             parts.append(f"predecessor {self.predecessor} silent")
         if self.stalled:
             parts.append("stalled")
+        if self.coordinator_unheard:
+            parts.append("coordinator unheard")
         return ", ".join(parts)
 
 
@@ -104,6 +111,7 @@ class LinkHealth:
         self._durable_at = 0.0  # the durable seq last moved, or nothing waited to become durable
         self._sync_since: float | None = None  # a sync pending since then
         self._batch_at = 0.0  # the last Batch went to the successor
+        self._answered_at: float | None = None  # a coordinator last answered (None: never yet)
 
     # ---- inputs ----
 
@@ -134,6 +142,10 @@ class LinkHealth:
         self._sync_since = None
         self._durable_at = now
 
+    def coordinator_answered(self, now: float) -> None:
+        """A coordinator answered one of the node's requests (a refusal included)."""
+        self._answered_at = now
+
     def batch_sent(self, now: float) -> None:
         """A Batch went down the link (a keepalive included)."""
         self._batch_at = now
@@ -163,4 +175,5 @@ class LinkHealth:
             predecessor=s.predecessor or "",
             predecessor_silent=s.predecessor is not None and now - self._heard_at > self.link_timeout,
             stalled=stalled,
+            coordinator_unheard=self._answered_at is not None and now - self._answered_at > self.link_timeout,
         )

@@ -84,7 +84,7 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, chain: _Optional[str] = ..., node_id: _Optional[str] = ..., epoch: _Optional[int] = ..., last_seq: _Optional[int] = ..., committed_seq: _Optional[int] = ..., caught_up: _Optional[bool] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ..., in_sync: _Optional[bool] = ..., link_health: _Optional[_Union[LinkHealth, _Mapping]] = ..., seq: _Optional[int] = ..., surrendered_below: _Optional[int] = ..., storage_alarm: _Optional[bool] = ..., disk_free_bytes: _Optional[int] = ...) -> None: ...
 
 class LinkHealth(_message.Message):
-    __slots__ = ("epoch", "successor", "successor_unreachable", "successor_not_acking", "successor_acked", "predecessor", "predecessor_silent", "stalled")
+    __slots__ = ("epoch", "successor", "successor_unreachable", "successor_not_acking", "successor_acked", "predecessor", "predecessor_silent", "stalled", "coordinator_unheard")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     SUCCESSOR_FIELD_NUMBER: _ClassVar[int]
     SUCCESSOR_UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class LinkHealth(_message.Message):
     PREDECESSOR_FIELD_NUMBER: _ClassVar[int]
     PREDECESSOR_SILENT_FIELD_NUMBER: _ClassVar[int]
     STALLED_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_UNHEARD_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     successor: str
     successor_unreachable: bool
@@ -101,7 +102,8 @@ class LinkHealth(_message.Message):
     predecessor: str
     predecessor_silent: bool
     stalled: bool
-    def __init__(self, epoch: _Optional[int] = ..., successor: _Optional[str] = ..., successor_unreachable: _Optional[bool] = ..., successor_not_acking: _Optional[bool] = ..., successor_acked: _Optional[int] = ..., predecessor: _Optional[str] = ..., predecessor_silent: _Optional[bool] = ..., stalled: _Optional[bool] = ...) -> None: ...
+    coordinator_unheard: bool
+    def __init__(self, epoch: _Optional[int] = ..., successor: _Optional[str] = ..., successor_unreachable: _Optional[bool] = ..., successor_not_acking: _Optional[bool] = ..., successor_acked: _Optional[int] = ..., predecessor: _Optional[str] = ..., predecessor_silent: _Optional[bool] = ..., stalled: _Optional[bool] = ..., coordinator_unheard: _Optional[bool] = ...) -> None: ...
 
 class ReportUnreachableRequest(_message.Message):
     __slots__ = ("chain", "reporter", "node_id", "epoch", "unreachable_ms")

@@ -18,6 +18,13 @@ of the small key space, sometimes limited or keys-only, routed like a get; and a
 two keys, routed like a write: "if the first key still holds the value this client last saw
 (or is absent), then get the second, put the first, put or delete the second; else get both".
 The checker verifies both against a model of the whole key space.
+
+Reports: each client keeps, as the proxy does, the production `NodeReachability` over its calls to
+nodes (sent, answered, given up), and reports each node silent for longer than PROXY_SILENCE to a
+coordinator (a `report` request: ReportUnreachable), again every PROXY_REPORT_EVERY while that
+lasts. That is how a head nobody can connect to, whose own links work, is found. Clients report
+in liveness mode only, for now: the random-fault runs keep the trajectories their pinned seeds
+(regression tests, broken variants caught) were found on.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from keychain import timing
 from keychain.coordinator.registry import ChainState
 from keychain.coordinator.registry import MemberState as RegistryState
 from keychain.node.messages import (
@@ -44,6 +52,7 @@ from keychain.node.messages import (
     WriteOp,
     WriteReply,
 )
+from keychain.proxy.reachability import NodeReachability
 from keychain.proxy.routing import (
     RETRY_BACKOFF,
     Disposition,
@@ -64,6 +73,7 @@ REQUEST_TIMEOUT = 2.0  # an operation's deadline
 ATTEMPT_TIMEOUT = 0.5  # one call to a node
 REFRESH_EVERY = 0.3  # topology refresh, besides the one before every retry
 THINK = 0.03  # at most this long between a client's operations
+REPORT_LATER = 0.001  # how long after a report falls due the client checks (as the proxy's reporter)
 
 
 @dataclass
@@ -103,6 +113,9 @@ class SimClient(Process):
         self._ids = 0
         self._writes = 0
         self.coord = sim.world.rng.randrange(len(sim.coordinator_ids))
+        self.reachability = NodeReachability()
+        self.calls: dict[int, tuple[str, int]] = {}  # rpc id -> (node, its request id in `reachability`)
+        self._report_wake: float | None = None  # a check of the reports due is scheduled then
 
     def start(self) -> None:
         self.incarnation += 1
@@ -131,6 +144,36 @@ class SimClient(Process):
         c = reply.chain
         if c is not None and not reply.error and (self.topology is None or c.epoch > self.topology.epoch):
             self.topology = c
+            self.reachability.retain({m.id for m in c.members})
+
+    # ---- reports of silent nodes (as the proxy's) ----
+
+    def _called(self, rpc: int, node: str) -> None:
+        if not self.sim.config.liveness:
+            return  # only in liveness mode, for now: see the module docstring
+        self.calls[rpc] = (node, self.reachability.sent(node, self.world.now))
+        self._wake_for_reports()
+
+    def _wake_for_reports(self) -> None:
+        at = self.reachability.next_due(timing.PROXY_SILENCE, timing.PROXY_REPORT_EVERY)
+        if at is not None and (self._report_wake is None or at < self._report_wake):
+            self._report_wake = at
+            # Just past `at`: `due` names a node only once it has been silent for longer than the bound.
+            self.timer(max(0.0, at - self.world.now) + REPORT_LATER, self._report_due, at)
+
+    def _report_due(self, at: float) -> None:
+        if self._report_wake != at:
+            return  # superseded by an earlier wake
+        self._report_wake = None
+        topo = self.topology
+        for silent in self.reachability.due(self.world.now, timing.PROXY_SILENCE, timing.PROXY_REPORT_EVERY):
+            if topo is None:
+                break
+            coord = self.sim.coordinators[self.sim.coordinator_ids[self.coord % len(self.sim.coordinator_ids)]]
+            self.sim.net.send(self, coord, "coord-req", coord.on_request, self, self.incarnation, self._next_id(),
+                              CoordRequest("report", self.sim.chain, silent.address, epoch=topo.epoch,
+                                           reporter=self.id, unreachable_for=silent.silent_for))
+        self._wake_for_reports()
 
     # ---- operations ----
 
@@ -221,6 +264,7 @@ class SimClient(Process):
             op.member = member
             node = self.sim.nodes[member.id]
             self.pending[rpc] = op
+            self._called(rpc, node.id)
             if op.range is not None:
                 self.sim.net.send(self, node, "range", node.on_range, self, self.incarnation, rpc, topo.epoch, op.range)
             else:
@@ -230,6 +274,7 @@ class SimClient(Process):
             node = self.sim.nodes[active[0].id]
             wop = WriteOp(op.request_id, b"", OpKind.TXN, txn=op.txn)
             self.pending[rpc] = op
+            self._called(rpc, node.id)
             self.sim.net.send(self, node, "write", node.on_write, self, self.incarnation, rpc, topo.epoch, (wop,))
         else:
             node = self.sim.nodes[active[0].id]
@@ -237,10 +282,14 @@ class SimClient(Process):
             kind = OpKind.DELETE if op.kind == "delete" else OpKind.PUT
             wop = WriteOp(op.request_id, op.key.encode(), kind, value, if_version=op.expected)
             self.pending[rpc] = op
+            self._called(rpc, node.id)
             self.sim.net.send(self, node, "write", node.on_write, self, self.incarnation, rpc, topo.epoch, (wop,))
         self.timer(ATTEMPT_TIMEOUT, self._attempt_timeout, rpc)
 
     def _attempt_timeout(self, rpc: int) -> None:
+        call = self.calls.pop(rpc, None)
+        if call is not None:
+            self.reachability.failed(*call)
         op = self.pending.pop(rpc, None)
         if op is None:
             return
@@ -251,6 +300,9 @@ class SimClient(Process):
         self._failed(op, "timeout", not op.reads)
 
     def on_kv_reply(self, rpc: int, node: str, reply: WriteReply | ReadReply | RangeReply) -> None:
+        call = self.calls.pop(rpc, None)
+        if call is not None:
+            self.reachability.answered(*call)
         op = self.pending.pop(rpc, None)
         if op is None:
             return  # a late or duplicated answer to an attempt already given up

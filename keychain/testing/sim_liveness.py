@@ -36,8 +36,11 @@ coordinator leader may take to remove the victim (its *detection*), by the kind 
         one after and surrendered by the next; the removal commits. A fault that the culprit's
         second link reveals takes two such rounds;
     unheard  = LINK_TIMEOUT + silent = 2.236 s (one-way-in)
-        the suspect cannot hear the revocation, so cannot surrender its lease: once its dead links
-        are reported the leader stops renewing it, and removes it once that lease has lapsed;
+        the suspect cannot hear the revocation, but hears no grant either: its lease lapses a lease
+        after the fault at most, and from then on every heartbeat surrenders it, so the leader
+        removes it about LEASE after the fault (the simulator: 1.7 s of write gap for a middle or a
+        tail); the bound keeps the older argument's room (the leader stops renewing once the dead
+        links are reported and removes the node once that lease has certainly lapsed);
     stalled  = SYNC_STALL + 3 * HEARTBEAT_INTERVAL + PROPOSAL_COMMIT = SYNC_STALL + 0.35 s (sync-stall)
         the node says it is stalled once a sync has waited SYNC_STALL, then as for `gray`.
 

@@ -20,8 +20,8 @@ contract in `keychain.node.core`'s docstring, over virtual time and the simulate
   longer a member registers again (it rejoins as syncing).
 - Gray failures, as the production node: every `KEEPALIVE_INTERVAL` the driver samples the links and
   keeps an idle downlink alive; each heartbeat carries the link report and its number; a reply that
-  revokes the lease (lease 0, still a member) makes the node surrender it
-  (`keychain.node.coordinator_link`).
+  revokes the lease (lease 0, still a member) makes the node surrender it, and so does a lease
+  that lapsed without a renewal (`keychain.node.coordinator_link`).
 """
 
 from __future__ import annotations
@@ -459,6 +459,9 @@ class SimNode(Process):
         chain = self.sim.chain
         if self.registered:
             self.seq += 1
+            if self.local() >= core.lease_until:  # lapsed: surrendered, as the production node does
+                self.revoked_at = self.local()
+                self.surrendered_below = self.seq
             req = CoordRequest("heartbeat", chain, self.id, epoch=core.epoch,
                                caught_up=self.caught_up_epoch == core.epoch, in_sync=core.in_sync,
                                links=self.driver.link_report(), committed_seq=core.committed_seq, seq=self.seq,
@@ -479,6 +482,7 @@ class SimNode(Process):
         sent = self.heartbeats.pop(rid, None)
         if sent is None:
             return
+        self.driver.health.coordinator_answered(self.local())
         if not reply.error and reply.chain is not None:
             self.registered = True
             lease = reply.lease if self.revoked_at is None or sent >= self.revoked_at else 0.0

@@ -163,11 +163,26 @@ def test_a_head_whose_outgoing_traffic_is_dropped_loses_its_successor_then_goes_
     assert [n for n, _ in c.removed] == ["m", "h"]
 
 
-def test_a_head_the_proxy_cannot_use_and_whose_link_is_dead_goes_in_one_step():
+def test_a_head_that_hears_nothing_goes_in_one_step_not_its_innocent_successor():
+    # Nothing reaches h: no Welcome from m, and no answer from the coordinators either, though its
+    # heartbeats arrive. The dead link h -> m is h's fault, so h goes and m stays.
     c = Cluster("h", "m", "t")
-    c.s.report_unreachable(ProxyReport("c", "p1", "h", c.state.epoch, 0.8), c.state, c.now)
-    c.run(0.6, {"h": {"successor_unreachable": True}, "m": {"predecessor_silent": True}})
-    assert c.members() == ["m", "t"]
+    c.run(0.6, {"h": {"successor_unreachable": True, "coordinator_unheard": True}, "m": {"predecessor_silent": True}})
+    assert c.members() == ["m", "t"] and [n for n, _ in c.removed] == ["h"]
+
+
+def test_a_proxy_that_cannot_use_the_head_is_set_aside_while_a_link_below_it_is_dead():
+    # The tail is cut off: writes wait at the head for acks, so the head looks silent to the
+    # proxies. Only the tail goes; the head's silence began before the new epoch and is not held
+    # against it afterwards.
+    c = Cluster("h", "m", "t")
+    for p in ("p1", "p2"):
+        c.s.report_unreachable(ProxyReport("c", p, "h", c.state.epoch, 0.8), c.state, c.now)
+    c.run(0.6, {"m": {"successor_unreachable": True}, "t": {"predecessor_silent": True}})
+    for p in ("p1", "p2"):
+        c.s.report_unreachable(ProxyReport("c", p, "h", c.state.epoch, 1.5), c.state, c.now)
+    c.run(0.6)
+    assert c.members() == ["h", "m"] and [n for n, _ in c.removed] == ["t"]
 
 
 def test_a_head_only_a_proxy_cannot_use_is_removed_but_a_proxy_that_can_use_nobody_is_ignored():

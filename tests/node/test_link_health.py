@@ -4,7 +4,8 @@ the hand-wired chain, with the time advanced by hand and some links cut one way.
 from __future__ import annotations
 
 from chain_harness import Chain, config_of
-from keychain.node.link_health import LinkReport
+from keychain.node.link_health import LinkHealth, LinkReport, LinkSample
+from keychain.node.links import LinkState
 from keychain.node.messages import Batch, OpKind, WriteOp
 
 from keychain import timing
@@ -108,3 +109,16 @@ def test_keepalives_are_empty_batches_only_on_an_idle_streaming_link():
     c.process("h")
     sent = [env.body for env in c.queues[("h", "m")]]
     assert [len(b.entries) for b in sent if isinstance(b, Batch)] == [1]
+
+
+def test_a_node_the_coordinators_stopped_answering_says_so_once_it_lasted_the_bound():
+    health = LinkHealth()
+    health.observe(0.0, LinkSample(epoch=1, successor=None, downlink=LinkState.IDLE, sent_through=0, acked=0,
+                                   predecessor=None, received=0, installing=False, last_seq=0, persisted_seq=0))
+    assert not health.report(5.0).coordinator_unheard  # nothing heard yet: no claim at all
+    health.coordinator_answered(1.0)
+    assert not health.report(1.0 + timing.LINK_TIMEOUT).coordinator_unheard
+    assert health.report(1.01 + timing.LINK_TIMEOUT).coordinator_unheard
+    assert "coordinator unheard" in health.report(2.0).describe()
+    health.coordinator_answered(2.0)  # an answer (a refusal counts too) clears it at once
+    assert not health.report(2.0).coordinator_unheard

@@ -38,6 +38,7 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         self.silent = False
         self.refuse_register: set[str] = set()
         self.revoked: set[str] = set()  # answered OK with lease 0: the lease is revoked
+        self.replies_lost = False  # heartbeats arrive, their replies do not (a node that hears nothing)
 
     def remove(self, node_id: str) -> None:
         self._bump(tuple(m for m in self.config.members if m.id != node_id))
@@ -58,6 +59,8 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         if self.silent:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "silent")
         self.heartbeats.append(request)
+        if self.replies_lost:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "reply lost")
         me = self.config.member(request.node_id)
         if me is None:  # as the real coordinator: NOT_FOUND, no lease, and the chain's configuration
             return coordinator_pb2.HeartbeatReply(error=coordinator_pb2.Error(code=coordinator_pb2.NOT_FOUND),
@@ -222,6 +225,27 @@ async def test_heartbeats_say_whether_the_node_is_in_sync_in_the_epoch_it_runs(
         await eventually("a heartbeat in sync in epoch 3",
                          lambda: any(h.epoch == 3 and h.in_sync for h in servicer.heartbeats))
         assert r.node.status().role == "head"
+
+
+async def test_a_lease_that_lapsed_unrenewed_is_surrendered_so_a_deaf_node_can_be_removed_at_once(
+    tmp_path: Path, coordinator: tuple[TestCoordinator, str]
+) -> None:
+    # The coordinator hears the node, the node hears nothing back: its lease (400 ms) lapses, and
+    # from then on each heartbeat surrenders it, up to and excluding itself - so a revocation the
+    # node cannot hear costs no wait beyond the lapse. The first grant heard again renews it.
+    servicer, address = coordinator
+    async with running_node(tmp_path, "n1", address) as r:
+        beats = servicer.heartbeats
+        await eventually("a renewed lease", lambda: len(beats) >= 2 and r.node.status().lease_valid)
+        assert all(h.surrendered_below == 0 for h in beats)
+        servicer.replies_lost = True
+        lost_from = beats[-1].seq
+        await eventually("a surrender", lambda: beats[-1].surrendered_below > lost_from)
+        assert not r.node.status().lease_valid
+        assert all(h.surrendered_below in (0, h.seq) for h in beats)  # each surrenders all before itself
+        servicer.replies_lost = False
+        await eventually("the lease to be renewed", lambda: r.node.status().lease_valid)
+        await eventually("no more surrender", lambda: beats[-1].surrendered_below == 0)
 
 
 async def test_a_revoked_lease_is_surrendered_and_the_next_heartbeats_say_so(
