@@ -85,6 +85,8 @@ POLICY: dict[str, frozenset[str]] = {
     "/keychain.coordinator.Coordinator/GetChain": _READERS_OF_CONFIG,
     "/keychain.coordinator.Coordinator/WatchChains": _READERS_OF_CONFIG,
     "/keychain.coordinator.Coordinator/GetClusterStatus": _READERS_OF_CONFIG,
+    # A proxy reports a node it cannot use (a gray failure); a follower forwards it to the leader.
+    "/keychain.coordinator.Coordinator/ReportUnreachable": frozenset({PROXY, COORDINATOR}),
     "/keychain.coordinator.Coordinator/CreateChain": _MEMBERSHIP,
     "/keychain.coordinator.Coordinator/DeleteChain": _MEMBERSHIP,
     "/keychain.coordinator.Coordinator/RemoveMember": _MEMBERSHIP,

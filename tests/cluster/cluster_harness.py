@@ -311,6 +311,13 @@ class ProcessCluster:
         return open_
 
 
+def _answers_a_read(c: ProcessCluster, name: str) -> bool:
+    try:
+        return c.read(name, b"readiness-probe", timeout=1.0).error.code in (chain_pb2.OK, chain_pb2.NOT_FOUND)
+    except grpc.RpcError:
+        return False
+
+
 @contextlib.contextmanager
 def running_cluster(root: Path, **options: Any) -> Iterator[ProcessCluster]:
     """A started `ProcessCluster(root, **options)` whose chain has every node active and serving;
@@ -322,6 +329,10 @@ def running_cluster(root: Path, **options: Any) -> Iterator[ProcessCluster]:
         wait_for(f"{c.nodes} active chain members", lambda: sorted(c.roles().values()) == roles,
                  timeout=30, interval=0.1)
         wait_for("every node serving", lambda: all(c.node_status(n).lease_valid for n in c.names("node")),
+                 timeout=10)
+        # A tail just promoted holds a lease before it is level with its predecessor in the new
+        # epoch (it answers UNAVAILABLE until then): a scenario starts once every node answers a read.
+        wait_for("every node answers a read", lambda: all(_answers_a_read(c, n) for n in c.names("node")),
                  timeout=10)
         yield c
     except BaseException:
