@@ -78,6 +78,7 @@ from keychain.coordinator.supervision import (
 from keychain.coordinator.suspicion import ProxyReport
 from keychain.coordinator.transport import CHANNEL_OPTIONS
 from keychain.node.link_health import LinkReport
+from keychain.node.link_health_wire import link_report_from_pb, link_report_to_pb
 
 from keychain import timing, tls
 from keychain.proto import chain_pb2, coordinator_pb2, coordinator_pb2_grpc
@@ -181,25 +182,6 @@ class NodeHealth:
     links: LinkReport | None = None
     storage_alarm: bool = False
     disk_free_bytes: int = 0
-
-
-def link_report_from_pb(pb: coordinator_pb2.LinkHealth) -> LinkReport:
-    """A heartbeat's link-health message as the supervision core's report."""
-    return LinkReport(
-        epoch=pb.epoch, successor=pb.successor, successor_unreachable=pb.successor_unreachable,
-        successor_not_acking=pb.successor_not_acking, successor_acked=pb.successor_acked,
-        predecessor=pb.predecessor, predecessor_silent=pb.predecessor_silent, stalled=pb.stalled,
-        coordinator_unheard=pb.coordinator_unheard,
-    )
-
-
-def link_report_to_pb(report: LinkReport) -> coordinator_pb2.LinkHealth:
-    return coordinator_pb2.LinkHealth(
-        epoch=report.epoch, successor=report.successor, successor_unreachable=report.successor_unreachable,
-        successor_not_acking=report.successor_not_acking, successor_acked=report.successor_acked,
-        predecessor=report.predecessor, predecessor_silent=report.predecessor_silent, stalled=report.stalled,
-        coordinator_unheard=report.coordinator_unheard,
-    )
 
 
 class CoordinatorService:

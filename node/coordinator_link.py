@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import grpc
 from keychain.node import wire
-from keychain.node.link_health import LinkReport
+from keychain.node.link_health_wire import link_report_to_pb
 from keychain.node.server import ChainNode
 
 from keychain import timing, tls
@@ -143,7 +143,7 @@ class CoordinatorLink:
         request = coordinator_pb2.HeartbeatRequest(
             chain=self.chain, node_id=self.node.id, epoch=status.epoch, last_seq=status.last_seq,
             committed_seq=status.committed_seq, caught_up=self.node.core.caught_up, reads=status.reads,
-            writes=status.writes, in_sync=status.in_sync, link_health=link_health_pb(self.node.driver.link_report()),
+            writes=status.writes, in_sync=status.in_sync, link_health=link_report_to_pb(self.node.driver.link_report()),
             seq=self.seq, surrendered_below=self.surrendered_below,
             storage_alarm=status.storage_alarm, disk_free_bytes=status.disk_free_bytes,
         )
@@ -227,13 +227,3 @@ class CoordinatorLink:
         self.revoking = True
         self.revoked_at = now
         self.surrendered_below = self.seq + 1
-
-
-def link_health_pb(report: LinkReport) -> coordinator_pb2.LinkHealth:
-    """A link-health report as its protobuf message."""
-    return coordinator_pb2.LinkHealth(
-        epoch=report.epoch, successor=report.successor, successor_unreachable=report.successor_unreachable,
-        successor_not_acking=report.successor_not_acking, successor_acked=report.successor_acked,
-        predecessor=report.predecessor, predecessor_silent=report.predecessor_silent, stalled=report.stalled,
-        coordinator_unheard=report.coordinator_unheard,
-    )
