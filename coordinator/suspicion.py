@@ -28,6 +28,9 @@ Which reports count:
   lowest failing link says where the fault is.
 - A proxy that claims two or more members of a chain at once is itself the likely culprit (cut
   off from the chain, not the chain from it): its claims about that chain are set aside.
+- A proxy's claim counts only against the head (a head that accepts no writes): the proxy retries a
+  read left waiting on another member elsewhere, and a member just promoted keeps reads waiting
+  until it is level in its new epoch, which a proxy cannot tell from a fault.
 - A proxy's claim against N is set aside while a link at or below N is reported failing (N or a
   later member says its successor is unreachable or does not ack): a write to N waits for acks
   from below, so N looks silent to a proxy whatever the fault down the chain; the link reports say
@@ -283,6 +286,9 @@ class Suspicion:
                     and since >= epoch_since and alive(node)):
                 by_proxy.setdefault(proxy, []).append(node)
         for proxy, nodes in sorted(by_proxy.items()):
-            if len(nodes) == 1 and order.index(nodes[0]) > blocked_to:  # see the module docstring
+            # Only against the head (see the module docstring): a read a proxy left waiting on another
+            # member is retried elsewhere, and a member just promoted may keep reads waiting until it
+            # is level in its new epoch, which is no fault.
+            if len(nodes) == 1 and nodes[0] == order[0] and order.index(nodes[0]) > blocked_to:
                 claims.append(_Claim(PROXY + proxy, nodes[0], f"{nodes[0]} unusable from proxy {proxy}"))
         return claims

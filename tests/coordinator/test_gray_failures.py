@@ -230,11 +230,21 @@ def test_one_report_against_another_is_not_acted_on_until_a_second_one_agrees():
 
 def test_a_disputed_claim_counts_once_a_third_party_backs_it():
     c = Cluster("h", "m", "t")
-    c.run(1.0, {"t": {"predecessor_silent": True}})  # m says its link to t is fine
+    c.run(1.0, {"m": {"predecessor_silent": True}})  # h says its link to m is fine
     assert c.removed == []
-    c.s.report_unreachable(ProxyReport("c", "p1", "m", c.state.epoch, 0.9), c.state, c.now)
-    c.run(0.6, {"t": {"predecessor_silent": True}})
-    assert c.members() == ["h", "t"]
+    c.s.report_unreachable(ProxyReport("c", "p1", "h", c.state.epoch, 0.9), c.state, c.now)
+    c.run(0.6, {"m": {"predecessor_silent": True}})
+    assert c.members() == ["m", "t"]
+
+
+def test_a_proxy_that_cannot_use_a_member_other_than_the_head_claims_nothing():
+    """Reads left waiting on a middle or tail are retried elsewhere, and a member just promoted keeps
+    reads waiting until it is level: only a head that takes no writes is a proxy's business."""
+    c = Cluster("h", "m", "t")
+    c.run(1.0, {"m": {"successor_not_acking": True}})  # t says its link from m is fine
+    c.s.report_unreachable(ProxyReport("c", "p1", "t", c.state.epoch, 0.9), c.state, c.now)
+    c.run(0.6, {"m": {"successor_not_acking": True}})
+    assert c.removed == [] and c.members() == ["h", "m", "t"]
 
 
 def test_a_lying_reporter_whose_neighbours_say_their_links_work_removes_nobody():
