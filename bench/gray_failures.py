@@ -3,6 +3,11 @@
 
     PYTHONSAFEPATH=1 .venv/bin/python bench/gray_failures.py --runs 5
     PYTHONSAFEPATH=1 .venv/bin/python bench/gray_failures.py --runs 1 --faults pause --roles tail
+    PYTHONSAFEPATH=1 .venv/bin/python bench/gray_failures.py --runs 5 --via-proxy
+
+--via-proxy sends the load through a real proxy (its gRPC KV API), as an application's would, so
+the proxy's reports of a node it cannot reach take part (a head whose listening port drops every
+packet is found only that way). Without it the load goes to the nodes directly.
 
 Faults: crash (kill -9, restarted at the heal), pause (SIGSTOP/SIGCONT), one-way-in and one-way-out
 (every packet to / from the member's listening port dropped), stalled-syncs (the node's fsyncs
@@ -89,15 +94,18 @@ def measure_row(cluster: GrayCluster, kind: str, role: str, seconds: float) -> t
 
 
 def run_all(rows: list[Row], runs: int, seconds: float,
-            one_run: Callable[[list[Row], float, Path], None] | None = None) -> None:
+            one_run: Callable[[list[Row], float, Path], None] | None = None, *, via_proxy: bool = False) -> None:
     for i in range(runs):
         with tempfile.TemporaryDirectory(prefix="keychain-gray-") as tmp:
-            (one_run or _one_run)(rows, seconds, Path(tmp))
+            if one_run is not None:
+                one_run(rows, seconds, Path(tmp))
+            else:
+                _one_run(rows, seconds, Path(tmp), via_proxy=via_proxy)
         print(f"run {i + 1}/{runs} done", flush=True)
 
 
-def _one_run(rows: list[Row], seconds: float, root: Path) -> None:
-    with gray_cluster(root) as cluster:
+def _one_run(rows: list[Row], seconds: float, root: Path, *, via_proxy: bool = False) -> None:
+    with gray_cluster(root, via_proxy=via_proxy) as cluster:
         for row in rows:
             m, problem = measure_row(cluster, row.kind, row.role, seconds)
             row.add(m, problem)
@@ -113,6 +121,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--faults", default=",".join(FAULT_KINDS), help=f"comma-separated, of {', '.join(FAULT_KINDS)}")
     p.add_argument("--roles", default=",".join(ROLES), help=f"comma-separated, of {', '.join(ROLES)}")
     p.add_argument("--fault-seconds", type=float, default=3.0, help="how long each fault lasts")
+    p.add_argument("--via-proxy", action="store_true", help="load through a real proxy's gRPC KV API")
     args = p.parse_args(argv)
     if args.runs < 1:
         p.error("--runs must be at least 1")
@@ -130,7 +139,7 @@ def main(argv: list[str]) -> int:
     rows = [Row(k, r) for k in kinds for r in roles if supported(k, r)]
     started = time.monotonic()
     load_before = os.getloadavg()
-    run_all(rows, args.runs, args.fault_seconds)
+    run_all(rows, args.runs, args.fault_seconds, via_proxy=args.via_proxy)
     load_after = os.getloadavg()
     print(f"\nwrite gaps in seconds over {args.runs} run(s), faults of {args.fault_seconds:g} s "
           f"(targets: during <= {TARGET_DURING:g}, after <= {TARGET_AFTER:g}); took {time.monotonic() - started:.0f} s")

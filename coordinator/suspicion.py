@@ -75,12 +75,6 @@ from keychain.node.link_health import LinkReport
 from keychain import timing
 
 PROXY = "proxy:"  # a proxy's claims are made in the name PROXY + its id, never a node id
-# Proxies' claims are recorded and shown in cluster status, but not acted on: end to end, a head
-# whose writes waited through an ordinary reconfiguration (a killed member's removal, a rejoined
-# tail getting level) looked silent to the proxy for over PROXY_SILENCE, and its claim removed that
-# innocent head. Until a claim can tell waiting-on-the-chain from a dead head, a head that nobody
-# can connect to while its own links work is not removed (the simulator's unreachable-head case).
-PROXY_CLAIMS_COUNT = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,9 +286,7 @@ class Suspicion:
                     and since >= epoch_since and alive(node)):
                 by_proxy.setdefault(proxy, []).append(node)
         for proxy, nodes in sorted(by_proxy.items()):
-            # Only against the head (see the module docstring), and only while proxy claims are
-            # weighed at all (PROXY_CLAIMS_COUNT).
-            if (PROXY_CLAIMS_COUNT and len(nodes) == 1 and nodes[0] == order[0]
-                    and order.index(nodes[0]) > blocked_to):
+            # Only against the head (see the module docstring).
+            if len(nodes) == 1 and nodes[0] == order[0] and order.index(nodes[0]) > blocked_to:
                 claims.append(_Claim(PROXY + proxy, nodes[0], f"{nodes[0]} unusable from proxy {proxy}"))
         return claims

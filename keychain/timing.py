@@ -119,10 +119,14 @@ DRAIN_HOLD = 15.0
 
 # The proxy's view of a node (keychain.proxy.reachability): a node that has left a request of this
 # proxy unanswered for PROXY_SILENCE (no reply, no connection, a call that failed in transit) is
-# reported to the coordinator (ReportUnreachable), again every PROXY_REPORT_EVERY while that lasts.
-# Longer than LINK_TIMEOUT: the nodes' own link reports, which name the broken link, come first;
-# the proxy's catches what no link shows (a head whose replies to clients are lost, a head that
-# takes no writes), still inside the 2 s goal. Re-sent well within PROXY_REPORT_TTL so that a
-# report that counts never lapses while the node stays silent.
-PROXY_SILENCE = 1.0
+# probed: asked for its status, which any live node answers at once. Only if that goes unanswered
+# for PROXY_PROBE_TIMEOUT is it reported to the coordinator (ReportUnreachable), again every
+# PROXY_REPORT_EVERY while that lasts. The probe is what tells a head waiting on the chain (a
+# reconfiguration below it, a stalled member: its writes wait, but it answers) from a head nobody
+# can reach; so the silence bound can be short, a few times a healthy write's latency, and the
+# probe's deadline is the links' (LINK_TIMEOUT: an event loop that cannot answer within it looks
+# dead to its neighbours as well). Re-sent well within PROXY_REPORT_TTL so that a report that
+# counts never lapses while the node stays silent.
+PROXY_SILENCE = 0.25
+PROXY_PROBE_TIMEOUT = LINK_TIMEOUT
 PROXY_REPORT_EVERY = 0.25

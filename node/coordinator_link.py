@@ -116,6 +116,9 @@ class CoordinatorLink:
 
     async def register(self) -> bool:
         sent = self.clock()
+        if self.node.driver.health.stalled(sent):
+            log.info("not registering while storage is stalled node=%s", self.node.id)
+            return False
         request = coordinator_pb2.RegisterRequest(chain=self.chain, node_id=self.node.id, address=self.advertise)
         try:
             reply = await self._stub().Register(request, timeout=self.rpc_timeout)

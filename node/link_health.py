@@ -158,13 +158,20 @@ class LinkHealth:
         return (s is not None and s.successor is not None and s.downlink is LinkState.STREAMING
                 and now - self._batch_at >= self.keepalive_interval)
 
+    def stalled(self, now: float) -> bool:
+        """Whether a sync has been pending, or entries have waited to become durable, for longer than
+        the bound. A stalled node does not register to rejoin either: it would stall the chain again
+        the moment it is given work, and each removal lengthens its re-admission hold."""
+        s = self._last
+        return ((self._sync_since is not None and now - self._sync_since > self.sync_stall)
+                or (s is not None and s.last_seq > s.persisted_seq and now - self._durable_at > self.sync_stall))
+
     def report(self, now: float) -> LinkReport:
         """The conditions that have lasted longer than their bounds at `now`."""
         s = self._last
         if s is None:
             return LinkReport()
-        stalled = ((self._sync_since is not None and now - self._sync_since > self.sync_stall)
-                   or (s.last_seq > s.persisted_seq and now - self._durable_at > self.sync_stall))
+        stalled = self.stalled(now)
         return LinkReport(
             epoch=s.epoch,
             successor=s.successor or "",

@@ -156,6 +156,11 @@ class ChainGateway:
     def _node(self, address: str) -> chain_pb2_grpc.ChainNodeStub:
         return self.channels.stub(address, NodeStub)
 
+    async def probe(self, address: str, timeout: float) -> None:
+        """Ask `address` for its status, which any live node answers at once; raises
+        grpc.aio.AioRpcError when no answer comes within `timeout` (see proxy/reachability.py)."""
+        await self._node(address).GetStatus(chain_pb2.StatusRequest(), timeout=timeout)
+
     async def _pause(self, delay: float) -> None:
         """Between attempts: ask for a fresh topology and wait for it, at most `delay` seconds."""
         self.watcher.request_refresh()

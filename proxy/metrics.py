@@ -60,6 +60,13 @@ class ProxyMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.silence_probes = Counter(
+            "keychain_proxy_silence_probes",
+            "Status probes of nodes that left this proxy's requests unanswered, by outcome "
+            "(answered: reachable, waiting on the chain; unanswered: reported)",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

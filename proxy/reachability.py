@@ -6,9 +6,15 @@ and making progress, and clears the slate. A request that failed in transit (no 
 deadline, a broken stream) stays counted until the next reply. So a node that never answers is
 silent from the first request the proxy sent it, whether the proxy keeps sending or not.
 
-`due(now, bound, every)` names the nodes silent for longer than `bound` whose last report is at
-least `every` old: the proxy's shell reports those to the coordinator (keychain.timing,
-PROXY_SILENCE).
+Silence alone does not tell a dead node from one that is waiting: a head's write is answered only
+once the whole chain has acknowledged it, so a head waiting on a reconfiguration below it, or on
+a stalled member, leaves writes unanswered while it is perfectly reachable. So a node silent for
+longer than the bound is first *probed* (`to_probe`): the shell sends it a request any live node
+answers at once (its status). An answer clears the slate like any reply: the node is reachable,
+and what it waits on is for the nodes' own link reports to name. Only a node that also leaves its
+probe unanswered (`probe_failed`, on the probe's deadline) is *due*: `due(now, bound, every)`
+names those whose last report is at least `every` old, and the shell reports them to the
+coordinator (keychain.timing, PROXY_SILENCE and PROXY_PROBE_TIMEOUT).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ class _Node:
     waiting: dict[int, float] = field(default_factory=dict)  # unanswered requests in flight: id -> sent at
     failed_since: float | None = None  # the oldest request since the last reply that failed in transit
     reported_at: float | None = None
+    probe: int | None = None  # the probe in flight, if any
+    probe_failed: bool = False  # a probe went unanswered since the last reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +52,12 @@ class NodeReachability:
         self._nodes.setdefault(address, _Node()).waiting[request] = now
         return request
 
+    def probe_sent(self, address: str, now: float) -> int:
+        """A probe of `address` (see `to_probe`) leaves now; its id, for `answered` or `failed`."""
+        request = self.sent(address, now)
+        self._nodes[address].probe = request
+        return request
+
     def answered(self, address: str, request: int) -> None:
         """`address` replied to `request`: it is reachable; nothing before counts any more."""
         node = self._nodes.get(address)
@@ -52,8 +66,11 @@ class NodeReachability:
         sent_at = node.waiting.pop(request, None)
         node.failed_since = None
         node.reported_at = None
+        node.probe_failed = False
         if sent_at is not None:  # requests sent before this one and still waiting were overtaken
             node.waiting = {r: t for r, t in node.waiting.items() if t > sent_at}
+        if node.probe not in node.waiting:  # answered, or overtaken: its late failure says nothing
+            node.probe = None
 
     def failed(self, address: str, request: int) -> None:
         """`request` to `address` got no reply (no connection, a deadline, a transport error)."""
@@ -63,6 +80,9 @@ class NodeReachability:
         sent_at = node.waiting.pop(request, None)
         if sent_at is not None and (node.failed_since is None or sent_at < node.failed_since):
             node.failed_since = sent_at
+        if request == node.probe:
+            node.probe = None
+            node.probe_failed = True
 
     def silent_since(self, address: str) -> float | None:
         """When the oldest request `address` has left unanswered was sent; None if there is none."""
@@ -72,13 +92,23 @@ class NodeReachability:
         times = [*node.waiting.values(), *([node.failed_since] if node.failed_since is not None else [])]
         return min(times) if times else None
 
-    def due(self, now: float, bound: float, every: float) -> list[Silent]:
-        """The nodes silent for longer than `bound` not reported in the last `every` seconds; each is
-        counted as reported now."""
+    def to_probe(self, now: float, bound: float) -> list[str]:
+        """The nodes silent for longer than `bound` that have no probe in flight and none failed:
+        the shell probes each (`probe_sent`) before it may report it."""
         out = []
         for address, node in self._nodes.items():
             since = self.silent_since(address)
-            if since is None or now - since <= bound:
+            if since is not None and now - since > bound and node.probe is None and not node.probe_failed:
+                out.append(address)
+        return out
+
+    def due(self, now: float, bound: float, every: float) -> list[Silent]:
+        """The nodes silent for longer than `bound`, whose probe went unanswered, not reported in the
+        last `every` seconds; each is counted as reported now."""
+        out = []
+        for address, node in self._nodes.items():
+            since = self.silent_since(address)
+            if since is None or now - since <= bound or not node.probe_failed:
                 continue
             if node.reported_at is not None and now - node.reported_at < every:
                 continue
@@ -87,14 +117,15 @@ class NodeReachability:
         return out
 
     def next_due(self, bound: float, every: float) -> float | None:
-        """The earliest time at which `due` could name a node, given no new replies; None while no
-        request is unanswered."""
+        """The earliest time at which `to_probe` or `due` could name a node, given no new replies and
+        no probe finishing; None while nothing is unanswered (or only probes are in flight)."""
         times = []
         for address, node in self._nodes.items():
             since = self.silent_since(address)
-            if since is not None:
-                at = since + bound
-                times.append(at if node.reported_at is None else max(at, node.reported_at + every))
+            if since is None or node.probe is not None:
+                continue  # a probe in flight: its answer or its deadline wakes the shell
+            at = since + bound
+            times.append(at if node.reported_at is None else max(at, node.reported_at + every))
         return min(times) if times else None
 
     def retain(self, addresses: set[str]) -> None:

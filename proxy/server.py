@@ -85,7 +85,8 @@ class ProxyServer:
         )
         self.gateway = ChainGateway(config, self.watcher, self.metrics, rng=rng)
         self.reporter = UnreachableReporter(self.gateway.reachability, self.watcher, self.metrics,
-                                            reporter=f"proxy-{socket.gethostname()}-{os.getpid()}")
+                                            reporter=f"proxy-{socket.gethostname()}-{os.getpid()}",
+                                            probe=self.gateway.probe)
         self.app = create_app(config, self.gateway, self.watcher, self.metrics)
         self.http_port: int | None = None
         self.grpc_port: int | None = None

@@ -1,15 +1,19 @@
 """The proxy's reports of silent nodes to the coordinator: a thin loop around `NodeReachability`.
 
-Every PROXY_REPORT_EVERY the nodes silent for longer than PROXY_SILENCE (keychain.timing) are sent
-to a coordinator with ReportUnreachable (the coordinator that took the last report first, then the
-others); what the coordinator makes of a report is its supervision's decision, not this module's.
+A node silent for longer than PROXY_SILENCE (keychain.timing) is first probed: a GetStatus call
+with a PROXY_PROBE_TIMEOUT deadline. A node that answers it is reachable (its writes wait on the
+chain) and is not reported. One that does not is sent to a coordinator with ReportUnreachable
+(the coordinator that took the last report first, then the others), again every
+PROXY_REPORT_EVERY while that lasts; what the coordinator makes of a report is its supervision's
+decision, not this module's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 
@@ -32,8 +36,10 @@ class UnreachableReporter:
         watcher: CoordinatorWatcher,
         metrics: ProxyMetrics,
         reporter: str,
+        probe: Callable[[str, float], Awaitable[None]],
         *,
         silence: float = timing.PROXY_SILENCE,
+        probe_timeout: float = timing.PROXY_PROBE_TIMEOUT,
         every: float = timing.PROXY_REPORT_EVERY,
         rpc_timeout: float = timing.RPC_TIMEOUT,
         clock: Callable[[], float] | None = None,  # default: the event loop's time, which the gateway uses
@@ -42,20 +48,31 @@ class UnreachableReporter:
         self.watcher = watcher
         self.metrics = metrics
         self.reporter = reporter  # this proxy's name: its reports are weighed together
+        self.probe = probe  # (address, timeout): returns once the node answered, raises otherwise
         self.silence = silence
+        self.probe_timeout = probe_timeout
         self.every = every
         self.rpc_timeout = rpc_timeout
         self.clock = clock
         self._preferred = ""  # the coordinator that took the last report
+        self._probes: set[asyncio.Task[None]] = set()
+        self._probe_done = asyncio.Event()
 
     async def run(self) -> None:
-        """Report silent nodes until cancelled. It wakes when a report may be due, and otherwise once
-        per `silence` (a request sent meanwhile is due no earlier than that), not on a fast tick."""
-        while True:
-            at = self.reachability.next_due(self.silence, self.every)
-            delay = self.silence if at is None else min(max(at - self._now(), 0.0) + _PAST_DUE, self.silence)
-            await asyncio.sleep(delay)
-            await self.report_due()
+        """Probe and report silent nodes until cancelled. It wakes when a probe or a report may be
+        due or a probe finished, and otherwise once per `silence` (a request sent meanwhile is due no
+        earlier than that), not on a fast tick."""
+        try:
+            while True:
+                at = self.reachability.next_due(self.silence, self.every)
+                delay = self.silence if at is None else min(max(at - self._now(), 0.0) + _PAST_DUE, self.silence)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._probe_done.wait(), delay)
+                self._probe_done.clear()
+                await self.report_due()
+        finally:
+            for task in self._probes:
+                task.cancel()
 
     def _now(self) -> float:
         return self.clock() if self.clock is not None else asyncio.get_running_loop().time()
@@ -67,8 +84,26 @@ class UnreachableReporter:
             return
         ids = {m.address: m.id for m in topology.members()}
         self.reachability.retain(set(ids))
+        for address in self.reachability.to_probe(self._now(), self.silence):
+            request = self.reachability.probe_sent(address, self._now())
+            task = asyncio.get_running_loop().create_task(self._probe(address, request))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
         for silent in self.reachability.due(self._now(), self.silence, self.every):
             await self._report(ids[silent.address], topology.epoch, silent)
+
+    async def _probe(self, address: str, request: int) -> None:
+        try:
+            await self.probe(address, self.probe_timeout)
+        except grpc.aio.AioRpcError as e:
+            self.reachability.failed(address, request)
+            self.metrics.silence_probes.labels("unanswered").inc()
+            log.info("a silent node left its probe unanswered address=%s code=%s", address, e.code().name)
+        else:
+            self.reachability.answered(address, request)
+            self.metrics.silence_probes.labels("answered").inc()
+            log.debug("a silent node answered its probe address=%s", address)
+        self._probe_done.set()
 
     async def _report(self, node_id: str, epoch: int, silent: Silent) -> None:
         request = coordinator_pb2.ReportUnreachableRequest(

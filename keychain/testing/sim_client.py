@@ -20,11 +20,12 @@ two keys, routed like a write: "if the first key still holds the value this clie
 The checker verifies both against a model of the whole key space.
 
 Reports: each client keeps, as the proxy does, the production `NodeReachability` over its calls to
-nodes (sent, answered, given up), and reports each node silent for longer than PROXY_SILENCE to a
-coordinator (a `report` request: ReportUnreachable), again every PROXY_REPORT_EVERY while that
-lasts. That is how a head nobody can connect to, whose own links work, is found. Clients report
-in liveness mode only, for now: the random-fault runs keep the trajectories their pinned seeds
-(regression tests, broken variants caught) were found on.
+nodes (sent, answered, given up). A node silent for longer than PROXY_SILENCE is probed (a
+`probe`, answered by any live node it reaches); one that leaves its probe unanswered for
+PROXY_PROBE_TIMEOUT is reported to a coordinator (a `report` request: ReportUnreachable), again
+every PROXY_REPORT_EVERY while that lasts. That is how a head nobody can connect to, whose own
+links work, is found. Clients report in liveness mode only, for now: the random-fault runs keep
+the trajectories their pinned seeds (regression tests, broken variants caught) were found on.
 """
 
 from __future__ import annotations
@@ -161,11 +162,18 @@ class SimClient(Process):
             # Just past `at`: `due` names a node only once it has been silent for longer than the bound.
             self.timer(max(0.0, at - self.world.now) + REPORT_LATER, self._report_due, at)
 
-    def _report_due(self, at: float) -> None:
+    def _report_due(self, at: float | None) -> None:
         if self._report_wake != at:
             return  # superseded by an earlier wake
         self._report_wake = None
         topo = self.topology
+        if topo is not None:
+            for node in self.reachability.to_probe(self.world.now, timing.PROXY_SILENCE):
+                rpc = self._next_id()
+                self.calls[rpc] = (node, self.reachability.probe_sent(node, self.world.now))
+                target = self.sim.nodes[node]
+                self.sim.net.send(self, target, "probe", target.on_probe, self, self.incarnation, rpc)
+                self.timer(timing.PROXY_PROBE_TIMEOUT, self._probe_timeout, rpc)
         for silent in self.reachability.due(self.world.now, timing.PROXY_SILENCE, timing.PROXY_REPORT_EVERY):
             if topo is None:
                 break
@@ -174,6 +182,19 @@ class SimClient(Process):
                               CoordRequest("report", self.sim.chain, silent.address, epoch=topo.epoch,
                                            reporter=self.id, unreachable_for=silent.silent_for))
         self._wake_for_reports()
+
+    def on_probe_reply(self, rpc: int) -> None:
+        call = self.calls.pop(rpc, None)
+        if call is not None:
+            self.reachability.answered(*call)
+            self._wake_for_reports()
+
+    def _probe_timeout(self, rpc: int) -> None:
+        call = self.calls.pop(rpc, None)
+        if call is not None:
+            self.reachability.failed(*call)
+            self._report_wake = None
+            self._report_due(None)
 
     # ---- operations ----
 

@@ -400,6 +400,11 @@ class SimNode(Process):
             self._respond((caller, caller_inc, rpc_id), reply)
         self._pump()
 
+    def on_probe(self, caller: Process, caller_inc: int, rpc_id: int) -> None:
+        """A proxy's status probe (proxy/reachability.py): any live node answers it at once."""
+        if caller.alive(caller_inc):
+            self.sim.net.send(self, caller, "probe-reply", caller.on_probe_reply, rpc_id)
+
     # ---- watches ----
 
     def on_watch(self, s: Stream, watcher: str, epoch: int, start: bytes, end: bytes, after: int) -> None:
@@ -466,6 +471,8 @@ class SimNode(Process):
                                caught_up=self.caught_up_epoch == core.epoch, in_sync=core.in_sync,
                                links=self.driver.link_report(), committed_seq=core.committed_seq, seq=self.seq,
                                surrendered_below=self.surrendered_below)
+        elif self.driver.health.stalled(self.local()):
+            return  # not while its storage is stalled, as the production node (node/link_health.py)
         else:
             req = CoordRequest("register", chain, self.id, address=self.address)
         rid = self._next_id()

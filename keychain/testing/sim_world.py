@@ -38,7 +38,7 @@ from typing import Any
 Callback = Callable[..., None]
 # Datagrams that answer a call: they travel back on the caller's own connection, so a closed port
 # at the caller does not stop them.
-REPLIES = frozenset({"coord-reply", "kv-reply", "vreply"})
+REPLIES = frozenset({"coord-reply", "kv-reply", "vreply", "probe-reply"})
 
 
 class World:

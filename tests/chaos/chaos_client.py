@@ -15,6 +15,10 @@ Standard input takes one command a line, answered with one JSON line on standard
   stop      stops the workers, reads every key at every active member, writes the history and
             the acknowledged writes to their files; answers {"ops": n}
 It prints {"ready": true} first, once the chain has its members and a write went through.
+
+With --proxy, writes and the workers' reads go through a proxy's gRPC KV API instead, as an
+application's would (a write the proxy did not acknowledge is `unknown`: the proxy may have sent
+it); the topology is still read from the coordinators, and the final reads at every member.
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ from pathlib import Path
 
 import grpc
 
-from keychain.proto import chain_pb2, chain_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc
+from keychain.proto import (
+    chain_pb2,
+    chain_pb2_grpc,
+    coordinator_pb2,
+    coordinator_pb2_grpc,
+    kv_pb2,
+    kv_pb2_grpc,
+)
 from keychain.testing.history import Recorder, write_history
 
 CHANNEL_OPTIONS = [
@@ -41,6 +52,7 @@ CHANNEL_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 500),
 ]
 # Request-level refusals after which the write certainly was not applied.
+PROXY_CALL_TIMEOUT = 6.0  # seconds: past the proxy's own request timeout (5 s), which answers first
 REFUSED = {chain_pb2.WRONG_EPOCH, chain_pb2.NOT_HEAD, chain_pb2.LEASE_EXPIRED, chain_pb2.INVALID_ARGUMENT,
            chain_pb2.TOO_LARGE}
 
@@ -48,7 +60,8 @@ REFUSED = {chain_pb2.WRONG_EPOCH, chain_pb2.NOT_HEAD, chain_pb2.LEASE_EXPIRED, c
 class Cluster:
     """gRPC channels and the last chain configuration seen."""
 
-    def __init__(self, coordinators: list[str], chain: str, timeout: float) -> None:
+    def __init__(self, coordinators: list[str], chain: str, timeout: float, proxy: str = "") -> None:
+        self.proxy = proxy  # a proxy's gRPC KV address: the workers' operations go through it
         self.coordinators = coordinators
         self.chain = chain
         self.timeout = timeout
@@ -67,6 +80,9 @@ class Cluster:
 
     def node(self, address: str) -> chain_pb2_grpc.ChainNodeStub:
         return chain_pb2_grpc.ChainNodeStub(self.channel(address))
+
+    def kv(self) -> kv_pb2_grpc.KVStub:
+        return kv_pb2_grpc.KVStub(self.channel(self.proxy))
 
     def coordinator(self, address: str) -> coordinator_pb2_grpc.CoordinatorStub:
         return coordinator_pb2_grpc.CoordinatorStub(self.channel(address))
@@ -133,6 +149,8 @@ class Workload:
             return self._ops <= self.max_ops
 
     def put(self, client: str, key: str, value: str) -> bool:
+        if self.cluster.proxy:
+            return self._put_via_proxy(client, key, value)
         config = self.cluster.refresh()
         members = active(config)
         if not members:
@@ -160,6 +178,40 @@ class Workload:
             self.recorder.unknown(call)
         self.cluster.refresh(force=True)
         return False
+
+    def _put_via_proxy(self, client: str, key: str, value: str) -> bool:
+        call = self.recorder.invoke(client, "put", key, value, at=time.monotonic())
+        try:
+            reply = self.cluster.kv().Put(kv_pb2.PutRequest(key=key.encode(), value=value.encode(),
+                                                            request_id=uuid.uuid4().hex),
+                                          timeout=PROXY_CALL_TIMEOUT)
+        except grpc.RpcError:
+            self.recorder.unknown(call)
+            return False
+        now = time.monotonic()
+        if reply.error.code != chain_pb2.OK:
+            self.recorder.unknown(call)  # the proxy may have sent it before giving up
+            return False
+        self.recorder.ok(call, at=now)
+        with self._lock:
+            self.acks.append({"key": key, "value": value, "version": reply.version, "end": now})
+        return True
+
+    def _get_via_proxy(self, client: str, key: str) -> None:
+        call = self.recorder.invoke(client, "get", key, at=time.monotonic())
+        try:
+            reply = self.cluster.kv().Get(kv_pb2.GetRequest(key=key.encode(), consistency=chain_pb2.STRONG),
+                                          timeout=PROXY_CALL_TIMEOUT)
+        except grpc.RpcError:
+            self.recorder.fail(call, at=time.monotonic())
+            return
+        now = time.monotonic()
+        if reply.error.code == chain_pb2.OK:
+            self.recorder.ok(call, at=now, output=reply.value.decode())
+        elif reply.error.code == chain_pb2.NOT_FOUND:
+            self.recorder.ok(call, at=now, output=None)
+        else:
+            self.recorder.fail(call, at=now)
 
     def _write(self, op: chain_pb2.WriteOp, config: chain_pb2.ChainConfig,
                head: str) -> tuple[chain_pb2.WriteReply, bool]:
@@ -214,6 +266,8 @@ class Workload:
             if rng.random() < 0.5:
                 n += 1
                 self.put(client, key, f"{client}-{n}")
+            elif self.cluster.proxy:
+                self._get_via_proxy(client, key)
             else:
                 members = active(self.cluster.refresh())
                 if members:
@@ -254,9 +308,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--history", type=Path, required=True)
     p.add_argument("--acks", type=Path, required=True)
+    p.add_argument("--proxy", default="", help="a proxy's gRPC KV address: operations go through it")
     args = p.parse_args(argv)
 
-    cluster = Cluster(args.coordinators.split(","), args.chain, args.timeout)
+    cluster = Cluster(args.coordinators.split(","), args.chain, args.timeout, args.proxy)
     keys = [f"{args.key_prefix}{i}" for i in range(args.keys)]
     workload = Workload(cluster, keys, args.seed, args.pause, args.max_ops)
 

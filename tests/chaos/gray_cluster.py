@@ -10,6 +10,10 @@ Faults (`FAULT_KINDS`):
 - stalled-syncs: the node's fsyncs block (the test-only KEYCHAIN_TEST_STALL_SYNC trigger file),
   chain nodes only.
 
+With `via_proxy`, a real `keychain proxy` runs in the client namespace and the load goes through
+its gRPC KV API, as an application's would: then the proxy's own view (its reports of a node that
+leaves its requests and its probe unanswered) takes part, as on a `keychain up` cluster.
+
 Shared by the chaos tests (tests/chaos/test_chaos_gray_failures.py) and the benchmark
 (bench/gray_failures.py).
 """
@@ -38,6 +42,8 @@ from keychain.testing.write_gaps import WriteGaps, write_gaps
 COORDINATORS = ["coord-1", "coord-2", "coord-3"]
 NODES = ["node-1", "node-2", "node-3"]
 COORD_PORT, NODE_PORT = 7001, 7101
+PROXY = "proxy"  # runs in the client namespace
+PROXY_HTTP, PROXY_GRPC = "127.0.0.1:7180", "127.0.0.1:7181"
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "chaos_client.py"
 FAULT_KINDS = ("crash", "pause", "one-way-in", "one-way-out", "stalled-syncs")
 ROLES = ("head", "middle", "tail", "coordinator-leader")
@@ -53,7 +59,8 @@ def supported(kind: str, role: str) -> bool:
 class Load:
     """One run of the chaos client in the client namespace: load, topology queries, its history."""
 
-    def __init__(self, net: Network, workdir: Path, coordinators: list[str], name: str, seed: int) -> None:
+    def __init__(self, net: Network, workdir: Path, coordinators: list[str], name: str, seed: int,
+                 proxy: str | None = None) -> None:
         self.workdir = workdir
         self.history_path = workdir / f"{name}-history.jsonl"
         self.acks_path = workdir / f"{name}-acks.json"
@@ -62,7 +69,8 @@ class Load:
                 "client",
                 [sys.executable, "-P", str(CLIENT_SCRIPT), "--coordinators", ",".join(coordinators),
                  "--chain", "main", "--history", str(self.history_path), "--acks", str(self.acks_path),
-                 "--seed", str(seed), "--max-ops", "100000", "--key-prefix", f"{name}-"],
+                 "--seed", str(seed), "--max-ops", "100000", "--key-prefix", f"{name}-",
+                 *(["--proxy", proxy] if proxy else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
             )
         ready = json.loads(self._readline(45.0) or "{}")
@@ -128,6 +136,7 @@ class GrayCluster:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     paused: set[str] = field(default_factory=set)
     loads: int = 0
+    via_proxy: bool = False
 
     @property
     def coordinator_addresses(self) -> list[str]:
@@ -147,6 +156,9 @@ class GrayCluster:
             self.commands[n] = ["node", "--id", n, "--listen", address, "--advertise", address, "--data-dir",
                                 str(self.workdir / n), "--chain", "main", "--coordinator", ",".join(coords),
                                 "--log-level", "info"]
+        if self.via_proxy:
+            self.commands[PROXY] = ["proxy", "--listen", PROXY_HTTP, "--grpc", PROXY_GRPC, "--coordinator",
+                                    ",".join(coords), "--chain", "main", "--log-level", "info"]
         for name in self.commands:
             self.start(name)
 
@@ -156,11 +168,12 @@ class GrayCluster:
         env = {STALL_SYNC_ENV: str(self.stall_trigger(name))} if name in NODES else {}
         with open(log, "ab") as out:
             self.processes[name] = self.net.popen(
-                name, [sys.executable, "-P", "-m", "keychain", *self.commands[name]], stdout=out, env=env)
+                "client" if name == PROXY else name, [sys.executable, "-P", "-m", "keychain", *self.commands[name]], stdout=out, env=env)
 
     def load(self, seed: int = 11) -> Load:
         self.loads += 1
-        return Load(self.net, self.workdir, self.coordinator_addresses, f"load-{self.loads}", seed)
+        return Load(self.net, self.workdir, self.coordinator_addresses, f"load-{self.loads}", seed,
+                    proxy=PROXY_GRPC if self.via_proxy else None)
 
     # -- faults --
 
@@ -267,10 +280,10 @@ def wait_for(load: Load, what: str, predicate: Callable[[dict], bool], timeout: 
 
 
 @contextlib.contextmanager
-def gray_cluster(workdir: Path) -> Iterator[GrayCluster]:
+def gray_cluster(workdir: Path, *, via_proxy: bool = False) -> Iterator[GrayCluster]:
     """A running cluster in fresh namespaces; every fault undone and everything removed on exit."""
     with Network([*COORDINATORS, *NODES, "client"]) as net:
-        cluster = GrayCluster(net, workdir)
+        cluster = GrayCluster(net, workdir, via_proxy=via_proxy)
         try:
             cluster.start_members()
             yield cluster

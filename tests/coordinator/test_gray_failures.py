@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pytest
-from keychain.coordinator import registry, suspicion
+from keychain.coordinator import registry
 from keychain.coordinator.registry import Registry
 from keychain.coordinator.supervision import Grant, Heartbeat, Refusal, Registration, Supervisor
 from keychain.coordinator.suspicion import ProxyReport
@@ -16,21 +15,6 @@ from keychain.node.link_health import LinkReport
 
 LEASE, REMOVAL_AFTER, GRACE, EVIDENCE, TICK = 1.0, 1.5, 2.0, 0.3, 0.1
 START = 10.0  # past a new leader's grace (GRACE + REMOVAL_AFTER after its election at 0)
-
-
-@pytest.fixture
-def proxy_claims_count(monkeypatch):
-    """The proxy-claim rules as they would act once proxies' claims count (they are recorded but not
-    acted on today: suspicion.PROXY_CLAIMS_COUNT)."""
-    monkeypatch.setattr(suspicion, "PROXY_CLAIMS_COUNT", True)
-
-
-def test_by_default_a_proxys_claim_against_the_head_removes_nobody():
-    c = Cluster("h", "m", "t")
-    for _ in range(4):
-        c.s.report_unreachable(ProxyReport("c", "p1", "h", c.state.epoch, 1.5), c.state, c.now)
-        c.run(0.3, {})
-    assert c.removed == [] and c.members() == ["h", "m", "t"]
 
 
 @dataclass
@@ -201,7 +185,7 @@ def test_a_proxy_that_cannot_use_the_head_is_set_aside_while_a_link_below_it_is_
     assert c.members() == ["h", "m"] and [n for n, _ in c.removed] == ["t"]
 
 
-def test_a_head_only_a_proxy_cannot_use_is_removed_but_a_proxy_that_can_use_nobody_is_ignored(proxy_claims_count):
+def test_a_head_only_a_proxy_cannot_use_is_removed_but_a_proxy_that_can_use_nobody_is_ignored():
     c = Cluster("h", "m", "t")
     for node in ("h", "m"):  # cut off itself: it reports two members
         assert c.s.report_unreachable(ProxyReport("c", "p2", node, c.state.epoch, 0.8), c.state, c.now) is True
@@ -244,7 +228,7 @@ def test_one_report_against_another_is_not_acted_on_until_a_second_one_agrees():
     assert c.members() == ["h", "t"]
 
 
-def test_a_disputed_claim_counts_once_a_third_party_backs_it(proxy_claims_count):
+def test_a_disputed_claim_counts_once_a_third_party_backs_it():
     c = Cluster("h", "m", "t")
     c.run(1.0, {"m": {"predecessor_silent": True}})  # h says its link to m is fine
     assert c.removed == []
@@ -253,7 +237,7 @@ def test_a_disputed_claim_counts_once_a_third_party_backs_it(proxy_claims_count)
     assert c.members() == ["m", "t"]
 
 
-def test_a_proxy_that_cannot_use_a_member_other_than_the_head_claims_nothing(proxy_claims_count):
+def test_a_proxy_that_cannot_use_a_member_other_than_the_head_claims_nothing():
     """Reads left waiting on a middle or tail are retried elsewhere, and a member just promoted keeps
     reads waiting until it is level: only a head that takes no writes is a proxy's business."""
     c = Cluster("h", "m", "t")

@@ -72,6 +72,7 @@ class ChainState:
     write_abort: tuple[grpc.StatusCode, str] | None = None  # every Write fails so, nothing applied
     full: set[str] = field(default_factory=set)  # members whose disk is full: the head refuses PUTs
     hang_seconds: float = 0.5
+    status_hangs: bool = False  # GetStatus sleeps hang_seconds first (a node that answers nothing)
     changes: list[tuple[int, bytes, Stored]] = field(default_factory=list)  # (seq, key, stored): the log
     compact_version: int = 0  # ranges and watches below this version answer COMPACTED
     member_compact: dict[str, int] = field(default_factory=dict)  # member id -> its own, higher one
@@ -239,6 +240,8 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
     def GetStatus(
         self, request: chain_pb2.StatusRequest, context: grpc.ServicerContext
     ) -> chain_pb2.NodeStatus:
+        if self.double.state.status_hangs:
+            self.double.unhang.wait(self.double.state.hang_seconds)
         with self.double.lock:
             state = self.double.state
             ids = [m.id for m in state.members]
