@@ -661,7 +661,7 @@ def report_rows(results: dict[str, dict[str, PhaseResult]]) -> list[tuple[str, d
     ]
     for name, phase, get in getters:
         values = {system: None if (r := phase_of(res, phase)) is None else get(r) for system, res in results.items()}
-        if phase in ("write", "read") or any(v is not None for v in values.values()):
+        if phase != "read-one" or any("read-one" in res for res in results.values()):
             rows.append((name, values))
     return rows
 
