@@ -11,8 +11,8 @@ makes each behave as if it had a small machine of its own, so adding members add
 
 Writing a process id to a group's `cgroup.procs` moves the whole process (all its threads); the
 processes it starts later are born in the same group. Every group created is removed again on
-`close()` (the context manager's exit, so also on an exception or Ctrl-C), after moving any process
-still inside back to the hierarchy's root. The cgroup file interface is a handful of files: written
+`close()` (the context manager's exit, so also on an exception, Ctrl-C or SIGTERM, which becomes
+SystemExit while groups exist), after moving any process still inside back to the hierarchy's root. The cgroup file interface is a handful of files: written
 by hand, as no library in the project's dependencies covers it.
 """
 
@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 PERIOD_US = 100_000  # the kernel's default CFS period
 MIN_QUOTA_US = 1_000  # the kernel refuses a smaller quota
@@ -129,12 +132,21 @@ class MemberCgroups:
         acct = self.hierarchy.acct_root
         self.acct_parent = None if acct is None or acct == self.hierarchy.cpu_root else acct / parent
         self._made: list[Path] = []  # directories created, parents first
+        self._previous_sigterm: Any = None
 
     def __enter__(self) -> MemberCgroups:
+        # SIGTERM would end the process without unwinding, leaving the groups behind.
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+                self._previous_sigterm = None
 
     def _mkdir(self, path: Path) -> None:
         try:
@@ -221,6 +233,10 @@ class MemberCgroups:
                     time.sleep(0.05)
         self._made.clear()
         self.groups.clear()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def stat_field(directory: Path, name: str) -> int:

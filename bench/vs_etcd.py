@@ -169,16 +169,24 @@ def prefill(client: KVClient, keys: int, value_size: int, workers: int) -> float
     started = time.monotonic()
     deadline = started + PREFILL_TIMEOUT
 
+    stop = threading.Event()  # set when the script is interrupted: the workers end at their next key
+
     def write_slice(first: int) -> None:
         for i in range(first, keys, workers):
+            if stop.is_set():
+                return
             if time.monotonic() > deadline:
                 raise BenchError(f"{LABELS[client.system]}: writing {keys} keys took over {PREFILL_TIMEOUT:.0f}s")
             key = key_name(i)
             client.put(key, value_for(key, value_size))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(write_slice, w) for w in range(workers)]:
-            future.result()
+        try:
+            for future in [pool.submit(write_slice, w) for w in range(workers)]:
+                future.result()
+        except BaseException:
+            stop.set()
+            raise
     return time.monotonic() - started
 
 

@@ -5,6 +5,7 @@ exercised by running the benchmarks with --member-cpu)."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,3 +63,32 @@ def test_members_of_a_local_cluster_are_its_live_components():
                           {"name": "node-1", "kind": "node", "pid": 12},
                           {"name": "proxy", "kind": "proxy", "pid": None}]}
     assert member_cpu.member_pids(doc) == {"coordinator-1": 11, "node-1": 12}
+
+
+def usable_here() -> bool:
+    try:
+        member_cpu.detect()
+    except member_cpu.MemberCpuError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not usable_here(), reason="needs root and a cgroup cpu controller")
+def test_a_member_is_capped_in_its_own_group_and_every_group_is_removed_afterwards():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with member_cpu.MemberCgroups(0.25, tag="keychain-test") as groups:
+            groups.add("sleeper", [child.pid])
+            group = groups.groups["sleeper"]
+            assert str(child.pid) in (group.cpu_dir / "cgroup.procs").read_text().split()
+            if groups.hierarchy.version == 1:
+                assert (group.cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "25000"
+            else:
+                assert (group.cpu_dir / "cpu.max").read_text().split()[0] == "25000"
+            assert groups.usage_seconds()["sleeper"] < 1.0, "a sleeping process uses next to no CPU"
+            made = [groups.cpu_parent, group.cpu_dir, *([group.acct_dir] if group.acct_dir else [])]
+        assert not any(path.exists() for path in made), "the groups are gone though the process still runs"
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
