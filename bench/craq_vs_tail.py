@@ -482,7 +482,10 @@ def main(argv: list[str] | None = None) -> int:
             for n in args.nodes:
                 (Path(tmp) / f"chain{n}").mkdir()
                 results += run_chain(args, n, Path(tmp))
-        except (BenchError, member_cpu.MemberCpuError) as e:
+        except member_cpu.MemberCpuError as e:
+            print(f"craq_vs_tail: --member-cpu: {e}", file=sys.stderr)
+            return 2
+        except BenchError as e:
             print(f"craq_vs_tail: {e}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
