@@ -1,33 +1,37 @@
-"""CRAQ against tail-only reads on one static 3-node chain, driven over gRPC.
+"""CRAQ against tail-only reads on static chains of 1 to 7 nodes, driven over gRPC.
 
-Starts three `keychain node --static` processes on 127.0.0.1 (real RocksDB in a temporary
-directory), configures them n1 (head) -> n2 -> n3 (tail) and then measures strong reads sent two
-ways, one right after the other on the same chain:
+For each chain length N in `--nodes` (default 1,3,5,7) it starts N `keychain node --static`
+processes on 127.0.0.1 (real RocksDB in a temporary directory), configures them n1 (head) -> ...
+-> nN (tail) and then measures strong reads sent two ways, one right after the other on the same
+chain:
 
-- CRAQ: reads spread round-robin over all three nodes; a node whose latest version of a key is
-  dirty asks the tail for the committed version (a version query);
+- CRAQ: reads spread round-robin over all N nodes; a node whose latest version of a key is dirty
+  asks the tail for the committed version (a version query);
 - tail-only: every read goes to the tail, as in plain chain replication (no apportioned queries).
 
 under two loads:
 
 - read-only: the key space is written once, then only read;
-- read-mostly: `--writers` clients keep writing the same keys through the head meanwhile, so some
-  reads find their key dirty at the head or the middle and need a version query.
+- read-mostly: besides the readers, up to 16 writers send batches of `--batch` puts to the head,
+  on the same keys, paced so that puts are `--write-share` (default 10%) of all operations; some
+  reads then find their key dirty at a non-tail node and need a version query.
 
 The chain is driven directly over gRPC (no proxy): what is measured is the nodes. Reads travel in
-ReadBatch calls of `--batch` keys, as the proxy sends them; latency is that of one call. For each
-run it prints reads/s, p50/p99 latency, the share of reads that needed a version query, writes/s,
-and per node the reads served and the CPU used (from /proc), with CRAQ/tail ratios and one JSON line.
+ReadBatch calls of `--batch` keys, as the proxy sends them; latency is that of one call. It prints
+the scaling table (strong reads/s per chain length, tail-only and CRAQ, their ratio and the goal
+0.9*N), then per chain length: reads/s, p50/p99 latency, the share of reads that needed a version
+query, writes/s, and per node the reads served and the CPU used, and one JSON line.
 
 On a machine with fewer cores than processes the nodes share the CPU, so spreading reads cannot
-add capacity there; the CPU per read per node is the honest figure of what spreading buys: with
-CRAQ every node spends about the same per read, so with a core per node reads/s would scale with
-the chain's length, while tail-only reads are bounded by one node's core.
+add capacity there. `--member-cpu C` gives each node a cgroup of its own capped at C CPUs (see
+bench/member_cpu.py; needs root and the cgroup cpu controller), as if each had a small machine of
+its own: then CRAQ reads/s can grow with N while tail-only reads stay bounded by the tail's C. The
+load generator (this script's process) stays outside the caps; its CPU is printed too.
 
-    PYTHONSAFEPATH=1 .venv/bin/python bench/craq_vs_tail.py [--seconds 5] [--readers 32] [--batch 8]
-        [--keys 500] [--writers 2] [--write-batch 16] [--value-size 100]
+    PYTHONSAFEPATH=1 .venv/bin/python bench/craq_vs_tail.py [--nodes 1,3,5,7] [--member-cpu 0.15]
+        [--seconds 5] [--readers 32] [--batch 8] [--keys 500] [--write-share 0.1] [--value-size 100]
 
-The node processes are started and stopped by hand: three children and a line each to wait for
+The node processes are started and stopped by hand: a few children and a line each to wait for
 need nothing a library would add.
 """
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -52,12 +57,16 @@ import grpc
 
 from keychain.proto import chain_pb2, chain_pb2_grpc
 
-IDS = ("n1", "n2", "n3")
-ROLES = {"n1": "head", "n2": "middle", "n3": "tail"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import member_cpu  # a sibling module of this script, not a package
+
 CHAIN = "bench"
-MAX_SECONDS = 60.0  # per run; four runs: the benchmark stays bounded
+MAX_SECONDS = 60.0  # per run; four runs per chain length: the benchmark stays bounded
+MAX_NODES = 9
 START_TIMEOUT = 30.0
 CALL_TIMEOUT = 30.0
+WRITERS = 16  # concurrent write calls at most in the read-mostly load: capped chains write slowly
+WRITE_PACE = 0.002  # seconds a writer waits while puts are ahead of their share
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MODES = ("tail", "craq")
 LOADS = ("read-only", "read-mostly")
@@ -66,6 +75,17 @@ RESULT_PREFIX = "BENCH_RESULT "
 
 class BenchError(Exception):
     """The benchmark cannot go on; the message says why."""
+
+
+def node_ids(n: int) -> list[str]:
+    return [f"n{i}" for i in range(1, n + 1)]
+
+
+def role(node_id: str, n: int) -> str:
+    i = int(node_id[1:])
+    if n == 1:
+        return "only"
+    return "head" if i == 1 else "tail" if i == n else "middle"
 
 
 # ---- figures ----
@@ -86,6 +106,7 @@ class NodeFigures:
     served: int
     version_queries: int
     cpu_seconds: float
+    capped_periods: float | None = None  # with --member-cpu: share of CFS periods it hit its cap
 
     def cpu_us_per_read(self) -> float | None:
         return self.cpu_seconds / self.served * 1e6 if self.served else None
@@ -102,6 +123,11 @@ class RunResult:
     latencies: list[float] = field(repr=False)
     nodes: dict[str, NodeFigures]
     client_cpu_seconds: float
+    member_cpu: float | None = None
+
+    @property
+    def chain_length(self) -> int:
+        return len(self.nodes)
 
     @property
     def reads_per_s(self) -> float:
@@ -117,11 +143,12 @@ class RunResult:
         return sum(n.version_queries for n in self.nodes.values()) / served if served else 0.0
 
     def node_cpu_us_per_read(self) -> float:
-        """All three nodes' CPU per read served, whichever node served it."""
+        """All nodes' CPU per read served, whichever node served it."""
         return sum(n.cpu_seconds for n in self.nodes.values()) / self.reads * 1e6 if self.reads else float("nan")
 
     def summary(self) -> dict[str, object]:
         return {
+            "nodes_in_chain": self.chain_length, "member_cpu": self.member_cpu,
             "mode": self.mode, "load": self.load, "seconds": round(self.seconds, 3),
             "reads_per_s": round(self.reads_per_s, 1), "read_errors": self.read_errors,
             "writes_per_s": round(self.writes_per_s, 1),
@@ -138,39 +165,69 @@ def ratio(craq: float, tail: float) -> str:
     return f"{craq / tail:.2f}x" if tail else "-"
 
 
+def goal(chain_length: int) -> float:
+    """The CRAQ/tail-only ratio aimed at: 0.9 per node (reads served by every node, not just the tail)."""
+    return 0.9 * chain_length
+
+
+def scaling_table(results: list[RunResult]) -> list[str]:
+    """Strong reads/s per chain length and load, tail-only against CRAQ, with the goal 0.9*N."""
+    lines = [f"{'nodes':>5}  {'load':<12}{'tail-only/s':>12}{'CRAQ/s':>10}{'CRAQ/tail':>11}{'goal 0.9N':>11}"
+             f"{'met':>5}{'writes/s':>10}"]
+    for n in sorted({r.chain_length for r in results}):
+        for load in LOADS:
+            runs = {r.mode: r for r in results if r.load == load and r.chain_length == n}
+            if set(runs) != set(MODES):
+                continue
+            tail, craq = runs["tail"], runs["craq"]
+            met = "-" if not tail.reads_per_s else "yes" if craq.reads_per_s / tail.reads_per_s >= goal(n) else "no"
+            writes = f"{tail.writes_per_s:,.0f}/{craq.writes_per_s:,.0f}" if load != "read-only" else "-"
+            lines.append(f"{n:>5}  {load:<12}{tail.reads_per_s:>12,.0f}{craq.reads_per_s:>10,.0f}"
+                         f"{ratio(craq.reads_per_s, tail.reads_per_s):>11}{goal(n):>10.1f}x{met:>5}{writes:>10}")
+    return lines
+
+
+def detail(tail: RunResult, craq: RunResult) -> list[str]:
+    """One chain length and load: tail-only and CRAQ side by side with their ratio, then per node."""
+    lines = [f"{tail.chain_length} nodes, {tail.load:<24}{'tail-only':>11}{'CRAQ':>11}{'CRAQ/tail':>11}"]
+    rows: list[tuple[str, float, float, str]] = [
+        ("reads/s", tail.reads_per_s, craq.reads_per_s, "{:,.0f}"),
+        ("read call p50 ms", percentile(tail.latencies, 50) * 1e3, percentile(craq.latencies, 50) * 1e3, "{:.2f}"),
+        ("read call p99 ms", percentile(tail.latencies, 99) * 1e3, percentile(craq.latencies, 99) * 1e3, "{:.2f}"),
+        ("reads needing a version query %", tail.queried_share() * 100, craq.queried_share() * 100, "{:.2f}"),
+        ("node CPU per read, all nodes us", tail.node_cpu_us_per_read(), craq.node_cpu_us_per_read(), "{:.1f}"),
+        ("writes/s (concurrent)", tail.writes_per_s, craq.writes_per_s, "{:,.0f}"),
+    ]
+    for name, t, c, fmt in rows:
+        lines.append(f"  {name:<32}{fmt.format(t):>11}{fmt.format(c):>11}{ratio(c, t):>11}")
+    lines.append(f"  {'client CPU cores (load generator)':<32}{tail.client_cpu_seconds / tail.seconds:>11.2f}"
+                 f"{craq.client_cpu_seconds / craq.seconds:>11.2f}")
+    lines.append(f"  {'read errors':<32}{tail.read_errors:>11}{craq.read_errors:>11}")
+    capped = tail.member_cpu is not None
+    lines.append(f"  {'per node':<22}{'served':>10}{'queried %':>11}{'CPU cores':>11}{'us CPU/read':>13}"
+                 + (f"{'capped periods':>16}" if capped else ""))
+    n = tail.chain_length
+    for i in node_ids(n):
+        for run, label in ((tail, f"{i} {role(i, n):<7}tail-only"), (craq, f"{'':<10}CRAQ")):
+            f = run.nodes[i]
+            per_read = f.cpu_us_per_read()
+            queried = f.version_queries / f.served * 100 if f.served else 0.0
+            line = (f"  {label:<22}{f.served:>10,}{queried:>11.2f}{f.cpu_seconds / run.seconds:>11.2f}"
+                    f"{'-' if per_read is None else f'{per_read:.1f}':>13}")
+            if capped:
+                line += f"{f.capped_periods or 0.0:>16.0%}"
+            lines.append(line)
+    return lines
+
+
 def report(results: list[RunResult], settings: str) -> str:
-    """The table: per load, tail-only and CRAQ side by side with their ratio, then per node."""
-    lines = [settings, ""]
-    for load in LOADS:
-        runs = {r.mode: r for r in results if r.load == load}
-        if set(runs) != set(MODES):
-            continue
-        tail, craq = runs["tail"], runs["craq"]
-        lines.append(f"{load:<34}{'tail-only':>11}{'CRAQ':>11}{'CRAQ/tail':>11}")
-        rows: list[tuple[str, float, float, str]] = [
-            ("reads/s", tail.reads_per_s, craq.reads_per_s, "{:,.0f}"),
-            ("read call p50 ms", percentile(tail.latencies, 50) * 1e3, percentile(craq.latencies, 50) * 1e3,
-             "{:.2f}"),
-            ("read call p99 ms", percentile(tail.latencies, 99) * 1e3, percentile(craq.latencies, 99) * 1e3,
-             "{:.2f}"),
-            ("reads needing a version query %", tail.queried_share() * 100, craq.queried_share() * 100, "{:.2f}"),
-            ("node CPU per read, all nodes us", tail.node_cpu_us_per_read(), craq.node_cpu_us_per_read(), "{:.1f}"),
-            ("writes/s (concurrent)", tail.writes_per_s, craq.writes_per_s, "{:,.0f}"),
-        ]
-        for name, t, c, fmt in rows:
-            lines.append(f"  {name:<32}{fmt.format(t):>11}{fmt.format(c):>11}{ratio(c, t):>11}")
-        lines.append(f"  {'client CPU cores (load generator)':<32}{tail.client_cpu_seconds / tail.seconds:>11.2f}"
-                     f"{craq.client_cpu_seconds / craq.seconds:>11.2f}")
-        lines.append(f"  {'read errors':<32}{tail.read_errors:>11}{craq.read_errors:>11}")
-        lines.append(f"  {'per node':<22}{'served':>10}{'queried %':>11}{'CPU cores':>11}{'us CPU/read':>13}")
-        for i in IDS:
-            for run, label in ((tail, f"{i} {ROLES[i]:<7}tail-only"), (craq, f"{'':<10}CRAQ")):
-                n = run.nodes[i]
-                per_read = n.cpu_us_per_read()
-                queried = n.version_queries / n.served * 100 if n.served else 0.0
-                lines.append(f"  {label:<22}{n.served:>10,}{queried:>11.2f}{n.cpu_seconds / run.seconds:>11.2f}"
-                             f"{'-' if per_read is None else f'{per_read:.1f}':>13}")
-        lines.append("")
+    """The scaling table, then per chain length and load the two modes side by side and per node."""
+    lines = [settings, "", *scaling_table(results), ""]
+    for n in sorted({r.chain_length for r in results}):
+        for load in LOADS:
+            runs = {r.mode: r for r in results if r.load == load and r.chain_length == n}
+            if set(runs) == set(MODES):
+                lines += [*detail(runs["tail"], runs["craq"]), ""]
     return "\n".join(lines)
 
 
@@ -231,11 +288,14 @@ def key_name(i: int) -> bytes:
 
 
 class Driver:
-    """The load: gRPC stubs to the three nodes, and the read and write loops of one run."""
+    """The load: gRPC stubs to the chain's nodes, and the client loops of one run."""
 
-    def __init__(self, nodes: list[NodeProcess], args: argparse.Namespace) -> None:
+    def __init__(self, nodes: list[NodeProcess], args: argparse.Namespace,
+                 groups: member_cpu.MemberCgroups | None = None) -> None:
         self.nodes = {n.id: n for n in nodes}
+        self.ids = [n.id for n in nodes]
         self.args = args
+        self.groups = groups
         self.channels = {n.id: grpc.aio.insecure_channel(n.address) for n in nodes}
         self.stubs = {i: chain_pb2_grpc.ChainNodeStub(ch) for i, ch in self.channels.items()}
         self.epoch = 1
@@ -246,16 +306,16 @@ class Driver:
             await ch.close()
 
     async def configure(self) -> None:
-        members = [chain_pb2.Member(id=i, address=self.nodes[i].address) for i in IDS]
+        members = [chain_pb2.Member(id=i, address=self.nodes[i].address) for i in self.ids]
         config = chain_pb2.ChainConfig(chain=CHAIN, epoch=self.epoch, members=members)
-        for i in IDS:
+        for i in self.ids:
             reply = await self.stubs[i].Configure(chain_pb2.ConfigureRequest(config=config), timeout=CALL_TIMEOUT)
             if reply.error.code != chain_pb2.OK:
                 raise BenchError(f"configuring {i} failed: {reply.error.message}")
 
     async def write(self, ops: list[chain_pb2.WriteOp]) -> int:
-        reply = await self.stubs[IDS[0]].Write(chain_pb2.WriteRequest(epoch=self.epoch, ops=ops),
-                                               timeout=CALL_TIMEOUT)
+        reply = await self.stubs[self.ids[0]].Write(chain_pb2.WriteRequest(epoch=self.epoch, ops=ops),
+                                                    timeout=CALL_TIMEOUT)
         if reply.error.code != chain_pb2.OK:
             raise BenchError(f"the head refused a write: {chain_pb2.Code.Name(reply.error.code)} "
                              f"{reply.error.message}")
@@ -269,20 +329,24 @@ class Driver:
             if await self.write(ops) != len(ops):
                 raise BenchError("the prefill was not fully applied")
 
-    async def snapshot(self) -> dict[str, tuple[int, int, float]]:
+    async def snapshot(self) -> dict[str, tuple[int, int, float, tuple[int, int] | None]]:
+        """Per node: reads served, version queries, CPU seconds (its cgroup's when capped), CFS periods."""
+        usage = self.groups.usage_seconds() if self.groups else {}
+        periods = self.groups.throttle_counts() if self.groups else {}
         out = {}
-        for i in IDS:
+        for i in self.ids:
             s = await self.stubs[i].GetStatus(chain_pb2.StatusRequest(), timeout=CALL_TIMEOUT)
-            out[i] = (s.reads, s.version_queries, process_cpu_seconds(self.nodes[i].proc.pid))
+            cpu = usage[i] if i in usage else process_cpu_seconds(self.nodes[i].proc.pid)
+            out[i] = (s.reads, s.version_queries, cpu, periods.get(i))
         return out
 
     async def run(self, mode: str, load: str, seed: int) -> RunResult:
         args = self.args
-        targets = [self.stubs[i] for i in (IDS if mode == "craq" else IDS[-1:])]
-        writers = args.writers if load == "read-mostly" else 0
+        targets = [self.stubs[i] for i in (self.ids if mode == "craq" else self.ids[-1:])]
+        write_share = args.write_share if load == "read-mostly" else 0.0
         rng = random.Random(seed)
         latencies: list[float] = []
-        reads = errors = writes = 0
+        reads = errors = writes = sent = 0
         before = await self.snapshot()
         client_before = own_cpu_seconds()
         started = time.perf_counter()
@@ -305,78 +369,133 @@ class Driver:
                 n += 1
 
         async def writer() -> None:
-            nonlocal writes
+            # Paced to the readers: puts stay `write_share` of all operations while reads run flat out
+            # (a closed loop of mixed calls would park readers behind the slower writes instead).
+            nonlocal writes, sent
             while time.perf_counter() < deadline:
+                if sent >= (reads + sent) * write_share:
+                    await asyncio.sleep(WRITE_PACE)
+                    continue
                 ops = [chain_pb2.WriteOp(key=key_name(rng.randrange(args.keys)), value=self.value)
-                       for _ in range(args.write_batch)]
-                writes += await self.write(ops)
+                       for _ in range(args.batch)]
+                sent += len(ops)
+                if await self.write(ops) != len(ops):
+                    raise BenchError("a write batch was not fully applied")
+                writes += len(ops)
 
-        await asyncio.gather(*(reader(r) for r in range(args.readers)), *(writer() for _ in range(writers)))
+        await asyncio.gather(*(reader(r) for r in range(args.readers)),
+                             *(writer() for _ in range(WRITERS if write_share else 0)))
         seconds = time.perf_counter() - started
         client_cpu = own_cpu_seconds() - client_before
         after = await self.snapshot()
-        nodes = {i: NodeFigures(after[i][0] - before[i][0], after[i][1] - before[i][1], after[i][2] - before[i][2])
-                 for i in IDS}
-        return RunResult(mode, load, seconds, reads, errors, writes, latencies, nodes, client_cpu)
+        nodes = {}
+        for i in self.ids:
+            b, a = before[i], after[i]
+            capped = None if a[3] is None or b[3] is None else member_cpu.throttled_share(b[3], a[3])
+            nodes[i] = NodeFigures(a[0] - b[0], a[1] - b[1], a[2] - b[2], capped)
+        return RunResult(mode, load, seconds, reads, errors, writes, latencies, nodes, client_cpu,
+                         self.groups.cpus if self.groups else None)
 
 
-async def bench(args: argparse.Namespace, nodes: list[NodeProcess]) -> list[RunResult]:
-    driver = Driver(nodes, args)
+async def bench(args: argparse.Namespace, nodes: list[NodeProcess],
+                groups: member_cpu.MemberCgroups | None) -> list[RunResult]:
+    driver = Driver(nodes, args, groups)
     try:
         await driver.configure()
         await driver.prefill()
         results = []
         for load in LOADS:
             for mode in MODES:
-                print(f"{load}, {mode}: {args.seconds:g}s ...", file=sys.stderr, flush=True)
+                print(f"{len(nodes)} nodes, {load}, {mode}: {args.seconds:g}s ...", file=sys.stderr, flush=True)
                 results.append(await driver.run(mode, load, seed=len(results)))
         return results
     finally:
         await driver.close()
 
 
+def parse_node_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected chain lengths like 1,3,5,7, got {text!r}") from None
+    if not counts or any(not 1 <= n <= MAX_NODES for n in counts):
+        raise argparse.ArgumentTypeError(f"each chain length must be between 1 and {MAX_NODES}")
+    return counts
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seconds", type=float, default=5.0, help="duration of each of the four runs")
+    p.add_argument("--nodes", type=parse_node_counts, default=[1, 3, 5, 7],
+                   help="chain lengths to measure, comma-separated (default: 1,3,5,7)")
+    p.add_argument("--member-cpu", type=float, default=None, metavar="C",
+                   help="cap every node at C CPUs, each in its own cgroup (needs root)")
+    p.add_argument("--seconds", type=float, default=5.0, help="duration of each of the four runs per chain")
     p.add_argument("--readers", type=int, default=32, help="concurrent read clients")
-    p.add_argument("--batch", type=int, default=8, help="keys per ReadBatch call")
+    p.add_argument("--batch", type=int, default=8, help="keys per ReadBatch call (and puts per write call)")
     p.add_argument("--keys", type=int, default=500, help="size of the key space (small: writes hit read keys)")
-    p.add_argument("--writers", type=int, default=2, help="concurrent write clients in the read-mostly load")
-    p.add_argument("--write-batch", type=int, default=16, help="puts per WriteRequest")
+    p.add_argument("--write-share", type=float, default=0.1,
+                   help="puts as a share of all operations in the read-mostly load (default: 0.1)")
     p.add_argument("--value-size", type=int, default=100)
     args = p.parse_args(argv)
     if not 0 < args.seconds <= MAX_SECONDS:
         p.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
-    for name in ("readers", "batch", "keys", "write_batch", "value_size"):
+    for name in ("readers", "batch", "keys", "value_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.writers < 0:
-        p.error("--writers must not be negative")
+    if not 0 < args.write_share < 1:
+        p.error("--write-share must be between 0 and 1 (exclusive)")
+    if args.member_cpu is not None and not args.member_cpu > 0:
+        p.error("--member-cpu must be above 0")
     return args
+
+
+def run_chain(args: argparse.Namespace, n: int, root: Path) -> list[RunResult]:
+    """Start a chain of n nodes (each in its own capped cgroup with --member-cpu), measure, stop it."""
+    nodes: list[NodeProcess] = []
+    with contextlib.ExitStack() as stack:
+        groups = stack.enter_context(member_cpu.MemberCgroups(args.member_cpu)) if args.member_cpu else None
+        try:
+            for i in node_ids(n):
+                nodes.append(start_node(i, root / f"chain{n}"))
+                if groups is not None:
+                    groups.add(i, [nodes[-1].proc.pid])
+            try:
+                import uvloop
+                return uvloop.run(bench(args, nodes, groups))
+            except ImportError:
+                return asyncio.run(bench(args, nodes, groups))
+        finally:
+            stop_nodes(nodes)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = (f"static chain n1 -> n2 -> n3 over gRPC; {args.readers} readers x {args.batch} keys per ReadBatch "
-                f"(strong), {args.keys} keys of {args.value_size} bytes, {args.seconds:g}s per run; read-mostly: "
-                f"{args.writers} writers x {args.write_batch} puts per WriteRequest; {os.cpu_count()} cores")
+    caps = f"{args.member_cpu:g} CPU per node (own cgroup)" if args.member_cpu else "nodes share the cores"
+    settings = (f"static chains of {','.join(map(str, args.nodes))} nodes over gRPC; {caps}; {args.readers} readers, "
+                f"{args.batch} keys per ReadBatch (strong), {args.keys} keys of {args.value_size} bytes, "
+                f"{args.seconds:g}s per run; read-mostly: puts paced to {args.write_share:.0%} of operations, "
+                f"{args.batch} per write call to the head; {os.cpu_count()} cores")
+    load_before = os.getloadavg()
+    results: list[RunResult] = []
     with tempfile.TemporaryDirectory(prefix="keychain-craq-bench-") as tmp:
-        nodes: list[NodeProcess] = []
         try:
-            for i in IDS:
-                nodes.append(start_node(i, Path(tmp)))
-            try:
-                import uvloop
-                results = uvloop.run(bench(args, nodes))
-            except ImportError:
-                results = asyncio.run(bench(args, nodes))
+            for n in args.nodes:
+                (Path(tmp) / f"chain{n}").mkdir()
+                results += run_chain(args, n, Path(tmp))
+        except member_cpu.MemberCpuError as e:
+            print(f"craq_vs_tail: --member-cpu: {e}", file=sys.stderr)
+            return 2
         except BenchError as e:
             print(f"craq_vs_tail: {e}", file=sys.stderr)
             return 1
-        finally:
-            stop_nodes(nodes)
+        except KeyboardInterrupt:
+            print("craq_vs_tail: interrupted; its nodes and cgroups are gone", file=sys.stderr)
+            return 130
+    load_after = os.getloadavg()
     print(report(results, settings))
+    print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     print(RESULT_PREFIX + json.dumps({"benchmark": "craq-vs-tail", "config": vars(args),
+                                      "load_average": [load_before[0], load_after[0]],
                                       "runs": [r.summary() for r in results]}))
     print("reproduce: PYTHONSAFEPATH=1 .venv/bin/python bench/craq_vs_tail.py "
           + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)))

@@ -7,16 +7,25 @@ generator (wrk, with bench/wrk_kv.lua), the same concurrency, value size, durati
 - write phase: KeychainDB `PUT /v1/kv/{key}` (raw body); etcd `POST /v3/kv/put` (JSON gateway,
   base64 key and value). Both acknowledge only durable, replicated writes.
 - read phase: KeychainDB `GET /v1/kv/{key}?consistency=strong`; etcd `POST /v3/kv/range`
-  (linearizable, etcd's default). Every key is written before the read phase.
+  (linearizable, etcd's default). Every key is written before the read phase. Reads are spread
+  over every endpoint (wrk's threads split evenly over etcd's 3 members, as etcd's client balancer
+  does, and over KeychainDB's proxies), then sent to one endpoint alone (etcd's leader, KeychainDB's
+  first proxy) as a second row.
+
+`--member-cpu C` gives every member of both systems (KeychainDB's coordinators, chain nodes and
+proxies; etcd's members) a cgroup of its own capped at C CPUs, "one machine per member" (see
+bench/member_cpu.py), and prints the cores each member used. wrk stays outside the caps.
+`--proxies N` starts N-1 more KeychainDB proxies beside `keychain up`'s own, each its own member.
 
 It prints writes/s, reads/s, p50 and p99 latency for both with the KeychainDB/etcd ratios, the
 CPU the servers and wrk used (to see where the time goes), and one JSON line with everything.
 
     PYTHONSAFEPATH=1 .venv/bin/python bench/vs_etcd.py [--duration 10] [--concurrency 64]
         [--value-size 100] [--keys 10000] [--only keychain|etcd] [--keychain-url URL]
+        [--member-cpu C] [--proxies N]
 
 etcd and wrk come from Debian's `etcd-server` and `wrk` packages; run as root, the script
-installs them with apt-get when they are missing. etcd is sent to its Raft leader, its best case.
+installs them with apt-get when they are missing. etcd's writes go to its Raft leader, its best case.
 
 The etcd cluster and the KeychainDB supervisor are managed by hand: starting a few local
 processes and waiting for a line or a health check needs nothing a library would add.
@@ -26,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -47,6 +57,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keychain.local import busy_ports
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import member_cpu  # a sibling module of this script, not a package
 
 WRK_SCRIPT = Path(__file__).resolve().with_name("wrk_kv.lua")
 MAX_DURATION = 120.0  # seconds per phase: a benchmark run stays bounded
@@ -156,16 +169,24 @@ def prefill(client: KVClient, keys: int, value_size: int, workers: int) -> float
     started = time.monotonic()
     deadline = started + PREFILL_TIMEOUT
 
+    stop = threading.Event()  # set when the script is interrupted: the workers end at their next key
+
     def write_slice(first: int) -> None:
         for i in range(first, keys, workers):
+            if stop.is_set():
+                return
             if time.monotonic() > deadline:
                 raise BenchError(f"{LABELS[client.system]}: writing {keys} keys took over {PREFILL_TIMEOUT:.0f}s")
             key = key_name(i)
             client.put(key, value_for(key, value_size))
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for future in [pool.submit(write_slice, w) for w in range(workers)]:
-            future.result()
+        try:
+            for future in [pool.submit(write_slice, w) for w in range(workers)]:
+                future.result()
+        except BaseException:
+            stop.set()
+            raise
     return time.monotonic() - started
 
 
@@ -250,6 +271,8 @@ class Target:
     url: str
     pids: list[int] = field(default_factory=list)  # empty: an external cluster, CPU not measured
     client_tls: dict[str, str] = field(default_factory=dict)  # cacert, cert, key of a TLS cluster
+    spread_urls: list[str] = field(default_factory=list)  # every endpoint reads may go to (etcd members, proxies)
+    members: dict[str, int] = field(default_factory=dict)  # member name -> pid, for --member-cpu
 
 
 DEBIAN_PACKAGES = {"etcd": "etcd-server", "wrk": "wrk"}
@@ -278,8 +301,13 @@ def ensure_tools(tools: list[str]) -> dict[str, str]:
 
 
 @contextmanager
-def keychain_cluster(http_port: int, base_port: int, verbose: bool, tls: bool = False) -> Iterator[Target]:
-    """`keychain up` (`--tls` with `tls`) on a temporary data dir; yields once it prints its ready line."""
+def keychain_cluster(http_port: int, base_port: int, verbose: bool, tls: bool = False,
+                     proxies: int = 1) -> Iterator[Target]:
+    """`keychain up` (`--tls` with `tls`) on a temporary data dir; yields once it prints its ready line.
+
+    With `proxies` above 1, that many more proxies of the same cluster are started beside the one
+    `keychain up` runs (on the HTTP ports after `http_port`), and the Target lists them all.
+    """
     data_dir = Path(tempfile.mkdtemp(prefix="keychain-bench-"))
     argv = [sys.executable, "-P", "-m", "keychain", "up", "--data-dir", str(data_dir),
             "--http-port", str(http_port), "--base-port", str(base_port), *(["--tls"] if tls else [])]
@@ -311,7 +339,13 @@ def keychain_cluster(http_port: int, base_port: int, verbose: bool, tls: bool = 
                                  f"  data and logs kept in {data_dir}")
         ok = True
         if not tls:
-            yield Target("keychain", f"http://127.0.0.1:{http_port}", [proc.pid])
+            cluster = json.loads((data_dir / "cluster.json").read_text())
+            members = checked_members(member_cpu.member_pids(cluster), proc.pid)
+            with extra_proxies(cluster, proxies - 1, http_port + 2, data_dir) as extra:
+                urls = [f"http://127.0.0.1:{http_port}", *(url for url, _ in extra)]
+                members |= {f"proxy-{i + 2}": p.pid for i, (_, p) in enumerate(extra)}
+                yield Target("keychain", urls[0], [proc.pid, *(p.pid for _, p in extra)],
+                             spread_urls=urls, members=members)
         else:
             files = json.loads((data_dir / "cluster.json").read_text())["tls"]
             client_tls = {"cacert": files["ca"], "cert": files["cert"], "key": files["key"]}
@@ -321,6 +355,63 @@ def keychain_cluster(http_port: int, base_port: int, verbose: bool, tls: bool = 
         reader.join(5)
         if ok:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def checked_members(members: dict[str, int], supervisor: int) -> dict[str, int]:
+    """The members `keychain up` started, each checked to be its child (a pid in cluster.json is its own)."""
+    for name, pid in members.items():
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            parent = None
+        if parent != supervisor:
+            raise BenchError(f"cluster.json names pid {pid} for {name}, which is not a child of keychain up")
+    return members
+
+
+PROXY_READY_TIMEOUT = 30.0
+
+
+@contextmanager
+def extra_proxies(cluster: dict, count: int, first_port: int,
+                  data_dir: Path) -> Iterator[list[tuple[str, subprocess.Popen[bytes]]]]:
+    """`count` more `keychain proxy` processes of the cluster, on HTTP ports first_port, first_port+2, ..."""
+    coordinators = ",".join(c["address"] for c in cluster["components"] if c["kind"] == "coordinator")
+    started: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        for i in range(count):
+            port = first_port + 2 * i
+            if busy_ports([port, port + 1]):
+                raise BenchError(f"ports {port} and {port + 1} for an extra proxy are in use (choose --keychain-port)")
+            log = (data_dir / f"extra-proxy-{i + 2}.log").open("wb")
+            proc = subprocess.Popen(
+                [sys.executable, "-P", "-m", "keychain", "proxy", "--listen", f"127.0.0.1:{port}",
+                 "--grpc", f"127.0.0.1:{port + 1}", "--coordinator", coordinators, "--chain", cluster["chain"],
+                 "--log-level", "warning"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            log.close()
+            started.append((f"http://127.0.0.1:{port}", proc))
+        for url, proc in started:
+            wait_for_proxy(url, proc)
+        yield started
+    finally:
+        for _, proc in started:
+            stop_process(proc)
+
+
+def wait_for_proxy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until the proxy serves a strong read (of a key that need not exist)."""
+    client = KVClient("keychain", url, timeout=2.0)
+    deadline = time.monotonic() + PROXY_READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"the extra proxy at {url} exited with {proc.returncode}")
+        try:
+            client.get("bench-proxy-ready")
+            return
+        except (BenchError, OSError, http.client.HTTPException):
+            time.sleep(0.2)
+    raise BenchError(f"the extra proxy at {url} served no read within {PROXY_READY_TIMEOUT:.0f}s")
 
 
 def etcd_env() -> dict[str, str]:
@@ -358,7 +449,8 @@ def etcd_cluster(etcd: str, base_port: int, verbose: bool) -> Iterator[Target]:
         leader = wait_for_etcd_leader(urls, procs, work)
         if verbose:
             print(f"  [etcd] 3 members up, leader {leader}", file=sys.stderr, flush=True)
-        yield Target("etcd", leader, [p.pid for p in procs])
+        yield Target("etcd", leader, [p.pid for p in procs], spread_urls=urls,
+                     members={name: p.pid for name, p in zip(names, procs, strict=True)})
     finally:
         for p in procs:
             stop_process(p)
@@ -414,6 +506,8 @@ class PhaseResult:
     server_cores: float | None  # average CPU cores the system under test used
     wrk_cores: float
     other_cores: float | None  # what everything else on the machine used meanwhile: contention
+    members: dict[str, tuple[float, float]] = field(default_factory=dict)  # --member-cpu: cores, capped share
+    endpoints: int = 1  # how many endpoints wrk spread its connections over
 
     @property
     def failed(self) -> int:
@@ -429,7 +523,10 @@ class PhaseResult:
                 "duration_s": round(self.duration_s, 3), "latency_ms": self.latency_ms,
                 "server_cpu_cores": None if self.server_cores is None else round(self.server_cores, 2),
                 "wrk_cpu_cores": round(self.wrk_cores, 2),
-                "other_cpu_cores": None if self.other_cores is None else round(self.other_cores, 2)}
+                "other_cpu_cores": None if self.other_cores is None else round(self.other_cores, 2),
+                "endpoints": self.endpoints,
+                "members": {n: {"cores": round(c, 3), "capped_periods": round(t, 3)}
+                            for n, (c, t) in self.members.items()}}
 
 
 def parse_wrk_output(stdout: str) -> dict:
@@ -451,18 +548,37 @@ def phase_result(raw: dict, server_cpu: float | None, wrk_cpu: float, machine_cp
                        None if server_cpu is None else server_cpu / duration, wrk_cpu / duration, other)
 
 
-def run_phase(wrk: str, target: Target, phase: str, opts: argparse.Namespace) -> PhaseResult:
-    argv = [wrk, "-t", str(opts.threads), "-c", str(opts.concurrency), "-d", f"{opts.duration:g}s",
-            "--timeout", "10s", "-s", str(WRK_SCRIPT), target.url, "--",
-            target.system, phase, str(opts.keys), str(opts.value_size), str(opts.threads)]
+def spread_shape(endpoints: int, threads: int, concurrency: int) -> tuple[int, int]:
+    """wrk threads and connections for `endpoints` targets: the same threads and connections per target."""
+    threads = endpoints * max(1, -(-threads // endpoints))
+    return threads, max(threads, concurrency // threads * threads)
+
+
+def run_phase(wrk: str, target: Target, phase: str, opts: argparse.Namespace, spread: bool = False,
+              groups: member_cpu.MemberCgroups | None = None) -> PhaseResult:
+    """One wrk run; `spread`: its threads split evenly over all of target.spread_urls."""
+    threads, concurrency, env = opts.threads, opts.concurrency, None
+    endpoints = target.spread_urls if spread and len(target.spread_urls) > 1 else [target.url]
+    if len(endpoints) > 1:
+        threads, concurrency = spread_shape(len(endpoints), threads, concurrency)
+        env = {**os.environ, "WRK_KV_TARGETS": ",".join(urllib.parse.urlsplit(u).netloc for u in endpoints)}
+    wrk_phase = "read" if phase.startswith("read") else phase
+    argv = [wrk, "-t", str(threads), "-c", str(concurrency), "-d", f"{opts.duration:g}s",
+            "--timeout", "10s", "-s", str(WRK_SCRIPT), endpoints[0], "--",
+            target.system, wrk_phase, str(opts.keys), str(opts.value_size), str(threads)]
     pids = process_tree(target.pids) if target.pids else []
     server_before = cpu_seconds(pids) if pids else None
     wrk_before = children_cpu_seconds()
     machine_before = machine_busy_seconds()
+    usage = member_cpu.Usage(groups) if groups is not None else None
+    if usage is not None:
+        usage.start()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=opts.duration + 60)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=opts.duration + 60, env=env)
     except subprocess.TimeoutExpired as e:
         raise BenchError(f"wrk did not finish within {opts.duration + 60:g}s") from e
+    if usage is not None:
+        usage.stop()
     wrk_cpu = children_cpu_seconds() - wrk_before
     machine_cpu = machine_busy_seconds() - machine_before
     server_cpu = cpu_seconds(pids) - server_before if server_before is not None else None
@@ -470,21 +586,34 @@ def run_phase(wrk: str, target: Target, phase: str, opts: argparse.Namespace) ->
         raise BenchError(f"wrk failed ({done.returncode}):\n{done.stderr[-2000:]}{done.stdout[-2000:]}")
     if opts.verbose:
         print(done.stdout, file=sys.stderr, flush=True)
-    return phase_result(parse_wrk_output(done.stdout), server_cpu, wrk_cpu, machine_cpu)
+    result = phase_result(parse_wrk_output(done.stdout), server_cpu, wrk_cpu, machine_cpu)
+    result.endpoints = len(endpoints)
+    if usage is not None:
+        result.members = {n: (c, usage.throttled_share.get(n, 0.0)) for n, c in usage.cores.items()}
+    return result
 
 
-def bench_system(wrk: str, target: Target, opts: argparse.Namespace) -> dict[str, PhaseResult]:
+def bench_system(wrk: str, target: Target, opts: argparse.Namespace,
+                 groups: member_cpu.MemberCgroups | None = None) -> dict[str, PhaseResult]:
+    """The write phase, then reads spread over every endpoint and, with several, reads at one alone."""
     label = LABELS[target.system]
     client = KVClient(target.system, target.url)
     say(f"{label}: write phase, {opts.duration:g}s at {opts.concurrency} connections ...")
-    results = {"write": run_phase(wrk, target, "write", opts)}
+    results = {"write": run_phase(wrk, target, "write", opts, groups=groups)}
     warn_if_contended(label, "write", results["write"])
     check_values(client, keys_sent_first(opts.keys, opts.threads), opts.value_size)
     seconds = prefill(client, opts.keys, opts.value_size, min(opts.concurrency, 16))
     say(f"{label}: {opts.keys} keys written in {seconds:.1f}s; read phase ...")
     check_values(client, [key_name(i) for i in range(0, opts.keys, max(1, opts.keys // 20))], opts.value_size)
-    results["read"] = run_phase(wrk, target, "read", opts)
+    many = len(target.spread_urls) > 1
+    if many:
+        say(f"{label}: reads spread over {len(target.spread_urls)} endpoints ...")
+    results["read"] = run_phase(wrk, target, "read", opts, spread=True, groups=groups)
     warn_if_contended(label, "read", results["read"])
+    if many:
+        say(f"{label}: reads at {target.url} alone ...")
+        results["read-one"] = run_phase(wrk, target, "read-one", opts, groups=groups)
+        warn_if_contended(label, "read-one", results["read-one"])
     return results
 
 
@@ -510,6 +639,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def phase_of(res: dict[str, PhaseResult], phase: str) -> PhaseResult | None:
+    """A system's phase; reads at one endpoint are its spread reads when it had only one endpoint."""
+    if phase == "read-one" and "read-one" not in res and "read" in res and res["read"].endpoints == 1:
+        return res["read"]
+    return res.get(phase)
+
+
 def report_rows(results: dict[str, dict[str, PhaseResult]]) -> list[tuple[str, dict[str, float | None]]]:
     rows: list[tuple[str, dict[str, float | None]]] = []
     getters: list[tuple[str, str, Callable[[PhaseResult], float | None]]] = [
@@ -519,6 +655,9 @@ def report_rows(results: dict[str, dict[str, PhaseResult]]) -> list[tuple[str, d
         ("reads/s", "read", lambda r: r.ok_per_second),
         ("read p50 ms", "read", lambda r: r.latency_ms["p50"]),
         ("read p99 ms", "read", lambda r: r.latency_ms["p99"]),
+        ("reads/s, one endpoint", "read-one", lambda r: r.ok_per_second),
+        ("read p50 ms, one endpoint", "read-one", lambda r: r.latency_ms["p50"]),
+        ("read p99 ms, one endpoint", "read-one", lambda r: r.latency_ms["p99"]),
         ("write errors", "write", lambda r: r.failed),
         ("read errors", "read", lambda r: r.failed),
         ("server CPU, writes (cores)", "write", lambda r: r.server_cores),
@@ -529,7 +668,9 @@ def report_rows(results: dict[str, dict[str, PhaseResult]]) -> list[tuple[str, d
         ("other CPU, reads (cores)", "read", lambda r: r.other_cores),
     ]
     for name, phase, get in getters:
-        rows.append((name, {system: get(res[phase]) for system, res in results.items()}))
+        values = {system: None if (r := phase_of(res, phase)) is None else get(r) for system, res in results.items()}
+        if phase != "read-one" or any("read-one" in res for res in results.values()):
+            rows.append((name, values))
     return rows
 
 
@@ -570,7 +711,8 @@ def summary_json(results: dict[str, dict[str, PhaseResult]], opts: argparse.Name
     out: dict[str, object] = {
         "benchmark": "keychain-vs-etcd",
         "config": {"duration_s": opts.duration, "concurrency": opts.concurrency, "value_size": opts.value_size,
-                   "keys": opts.keys, "threads": opts.threads, "load_generator": "wrk"},
+                   "keys": opts.keys, "threads": opts.threads, "load_generator": "wrk",
+                   "member_cpu": opts.member_cpu, "proxies": opts.proxies},
         "results": {s: {p: r.to_json() for p, r in res.items()} for s, res in results.items()},
     }
     if "keychain" in results and "etcd" in results:
@@ -583,6 +725,9 @@ def summary_json(results: dict[str, dict[str, PhaseResult]], opts: argparse.Name
             "read_p50": round(ratio(k["read"].latency_ms["p50"], e["read"].latency_ms["p50"]) or 0, 3),
             "read_p99": round(ratio(k["read"].latency_ms["p99"], e["read"].latency_ms["p99"]) or 0, 3),
         }
+        k_one, e_one = phase_of(k, "read-one"), phase_of(e, "read-one")
+        if k_one is not None and e_one is not None and "read-one" in k | e:  # one proxy against etcd's leader
+            out["ratios"]["reads_per_s_one_endpoint"] = round(ratio(k_one.ok_per_second, e_one.ok_per_second) or 0, 3)
     return out
 
 
@@ -603,6 +748,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="`keychain up --base-port` for the started cluster (default: %(default)s)")
     p.add_argument("--etcd-port", type=int, default=22379,
                    help="etcd client ports are this and the next two; peer ports start 10 above (default: %(default)s)")
+    p.add_argument("--member-cpu", type=float, metavar="C",
+                   help="one machine per member: every member of both systems in its own cgroup capped at C CPUs "
+                        "(needs root and the cgroup cpu controller)")
+    p.add_argument("--proxies", type=int, default=1,
+                   help="KeychainDB proxies; above 1, more are started beside keychain up's and reads are spread "
+                        "over all of them, then sent to one alone (default: %(default)s)")
     p.add_argument("--verbose", action="store_true", help="show the clusters' output and wrk's own report")
     opts = p.parse_args(argv)
     if not 0 < opts.duration <= MAX_DURATION:
@@ -617,35 +768,86 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--keychain-url must look like http://HOST:PORT")
     if opts.keychain_url and opts.only == "etcd":
         p.error("--keychain-url makes no sense with --only etcd")
+    if opts.member_cpu is not None and not opts.member_cpu > 0:
+        p.error("--member-cpu must be above 0")
+    if opts.keychain_url and (opts.member_cpu is not None or opts.proxies != 1):
+        p.error("--member-cpu and --proxies need the cluster this script starts, not --keychain-url")
+    if not 1 <= opts.proxies <= 8:
+        p.error("--proxies must be between 1 and 8")
     return opts
+
+
+def render_members(results: dict[str, dict[str, PhaseResult]], cpus: float) -> str:
+    """Per system and phase, the cores each member used against its cap of `cpus`."""
+    out = []
+    for system in SYSTEMS:
+        for phase, r in results.get(system, {}).items():
+            if r.members:
+                out.append(f"{LABELS[system]}, {phase} phase ({r.endpoints} endpoint{'s' if r.endpoints > 1 else ''}):")
+                out += member_cpu.usage_lines(cpus, {n: c for n, (c, _) in r.members.items()},
+                                              {n: t for n, (_, t) in r.members.items()})
+    return "\n".join(out)
+
+
+def bench_in_groups(system: str, tools: dict[str, str], opts: argparse.Namespace) -> dict[str, PhaseResult]:
+    """Start `system`, with every member in its own capped cgroup under --member-cpu, and benchmark it."""
+    with contextlib.ExitStack() as stack:
+        groups = None
+        if opts.member_cpu is not None:
+            groups = stack.enter_context(member_cpu.MemberCgroups(opts.member_cpu))
+        if system == "keychain":
+            say("starting KeychainDB (keychain up" + (f" and {opts.proxies - 1} more proxies" if opts.proxies > 1
+                                                      else "") + ") ...")
+            target = stack.enter_context(keychain_cluster(opts.keychain_port, opts.keychain_base_port, opts.verbose,
+                                                          proxies=opts.proxies))
+        else:
+            say(f"starting a {ETCD_MEMBERS}-member etcd cluster ...")
+            target = stack.enter_context(etcd_cluster(tools["etcd"], opts.etcd_port, opts.verbose))
+        if groups is not None:
+            for name, pid in target.members.items():
+                groups.add(name, [pid])
+            say(f"{LABELS[system]}: {len(target.members)} members, each capped at {opts.member_cpu:g} CPU")
+        return bench_system(tools["wrk"], target, opts, groups)
 
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
+    load_before = os.getloadavg()
     try:
+        if opts.member_cpu is not None:
+            member_cpu.detect()  # refuse before starting anything when caps cannot be set here
         tools = ensure_tools(["wrk"] if opts.only == "keychain" else ["wrk", "etcd"])
         results: dict[str, dict[str, PhaseResult]] = {}
         if opts.only != "etcd":
             if opts.keychain_url:
                 results["keychain"] = bench_system(tools["wrk"], Target("keychain", opts.keychain_url.rstrip("/")), opts)
             else:
-                say("starting KeychainDB (keychain up) ...")
-                with keychain_cluster(opts.keychain_port, opts.keychain_base_port, opts.verbose) as target:
-                    results["keychain"] = bench_system(tools["wrk"], target, opts)
+                results["keychain"] = bench_in_groups("keychain", tools, opts)
         if opts.only != "keychain":
-            say(f"starting a {ETCD_MEMBERS}-member etcd cluster ...")
-            with etcd_cluster(tools["etcd"], opts.etcd_port, opts.verbose) as target:
-                results["etcd"] = bench_system(tools["wrk"], target, opts)
+            results["etcd"] = bench_in_groups("etcd", tools, opts)
+    except member_cpu.MemberCpuError as e:
+        print(f"vs_etcd: --member-cpu: {e}", file=sys.stderr)
+        return 2
     except BenchError as e:
         print(f"vs_etcd: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("vs_etcd: interrupted; the clusters it started are stopped", file=sys.stderr)
+        print("vs_etcd: interrupted; the clusters and cgroups it started are gone", file=sys.stderr)
         return 130
+    load_after = os.getloadavg()
+    caps = f", every member capped at {opts.member_cpu:g} CPU" if opts.member_cpu is not None else ", shared cores"
     print(f"\n{opts.concurrency} connections, {opts.value_size}-byte values, {opts.keys} keys, "
-          f"{opts.duration:g}s per phase, wrk with {opts.threads} threads\n")
+          f"{opts.duration:g}s per phase, wrk with {opts.threads} threads{caps}")
+    print("reads/s: spread over every endpoint (etcd: its 3 members, as its client balancer does; KeychainDB: "
+          f"its {opts.proxies} prox{'ies' if opts.proxies > 1 else 'y'}); one endpoint: etcd's leader, "
+          "KeychainDB's first proxy\n")
     print(render_table(results))
-    print(json.dumps(summary_json(results, opts), separators=(",", ":")))
+    if opts.member_cpu is not None:
+        print("\nCPU each member used (cores, from its cgroup), against its cap:")
+        print(render_members(results, opts.member_cpu))
+    print(f"\nload average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
+    print(json.dumps(summary_json(results, opts) | {"load_average": [load_before[0], load_after[0]]},
+                     separators=(",", ":")))
     return 0
 
 

@@ -9,6 +9,10 @@
 --
 -- Keys are "bench-%08d"; a key's value is the key and "/" repeated to VALUE_SIZE bytes. The
 -- driver (bench/vs_etcd.py) derives the same names and values to check what was stored.
+--
+-- With WRK_KV_TARGETS="host:port,host:port,..." in the environment, thread i connects to target
+-- i mod n instead of URL's host (a client balancer spreading connections over a cluster's members:
+-- the driver gives each target the same number of threads).
 
 local system, phase, keys, value_size, thread_count
 local prepared = {}
@@ -60,9 +64,24 @@ local function build(i)
 end
 
 local thread_counter = 0
+local targets = nil
+
+local function split_targets(text)
+  local out = {}
+  for host, port in text:gmatch("([^,:]+):(%d+)") do
+    out[#out + 1] = { host = host, port = port }
+  end
+  return out
+end
 
 function setup(thread)
   thread:set("thread_index", thread_counter)
+  local spread = os.getenv("WRK_KV_TARGETS")
+  if spread and spread ~= "" then
+    targets = targets or split_targets(spread)
+    local t = targets[(thread_counter % #targets) + 1]
+    thread.addr = wrk.lookup(t.host, t.port)[1]
+  end
   thread_counter = thread_counter + 1
 end
 

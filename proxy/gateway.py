@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
+from prometheus_client import Counter
 
 from keychain.proto import chain_pb2, chain_pb2_grpc
 
@@ -131,6 +132,7 @@ class ChainGateway:
         self.metrics = metrics
         self.rng = rng
         self.balancer = ReadBalancer()
+        self._member_reads: dict[str, Counter] = {}  # member id -> its counter: labels() per read costs a lookup
         self.channels = ChannelPool(config.tls_files)
         # Which nodes leave this proxy's requests unanswered (reported by the server's UnreachableReporter).
         self.reachability = NodeReachability()
@@ -395,7 +397,7 @@ class ChainGateway:
                 if reply is not None:
                     code = reply.error.code
                     if code == Code.OK:
-                        self.metrics.member_reads.labels(member.id).inc()
+                        self._count_member_read(member.id)
                         return reply
                     if classify(code) is Disposition.FINAL:
                         kind = FINAL_CHAIN_ERRORS[code]
@@ -409,6 +411,12 @@ class ChainGateway:
             if delay is None:
                 raise self._unavailable(f"no chain member could serve the read ({reason})")
             await self._pause(delay)
+
+    def _count_member_read(self, member_id: str) -> None:
+        counter = self._member_reads.get(member_id)
+        if counter is None:
+            counter = self._member_reads[member_id] = self.metrics.member_reads.labels(member_id)
+        counter.inc()
 
     def _read_queue(self) -> BatchQueue[_ReadAttempt]:
         return BatchQueue(
@@ -493,7 +501,7 @@ class ChainGateway:
                 if reply is not None:
                     code = reply.error.code
                     if code == Code.OK:
-                        self.metrics.member_reads.labels(member.id).inc()
+                        self._count_member_read(member.id)
                         return reply
                     if code == Code.COMPACTED:
                         # Members keep versions of their own reach (a restarted one keeps less):

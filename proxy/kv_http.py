@@ -48,6 +48,7 @@ KV_PREFIX = b"/v1/kv/"
 KV_PATH = "/v1/kv/"
 JSON = "application/json"
 CONSISTENCY = {"strong": chain_pb2.Consistency.STRONG, "eventual": chain_pb2.Consistency.EVENTUAL}
+_CONSISTENCY_QUERIES = {b"consistency=" + name.encode(): value for name, value in CONSISTENCY.items()}
 ALLOWED = "GET, HEAD, PUT, DELETE"
 _JSON_TYPE = (b"content-type", JSON.encode())
 _OCTETS_TYPE = (b"content-type", b"application/octet-stream")
@@ -191,7 +192,9 @@ class KeyValueRoutes:
         key = self._key(scope)
         consistency = self.default_consistency
         query = scope.get("query_string", b"")
-        if query:
+        if query and (known := _CONSISTENCY_QUERIES.get(query)) is not None:
+            consistency = known  # the usual query, answered without parsing it
+        elif query:
             # The last of repeated parameters, as Starlette's query_params.get reads them.
             asked = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("consistency")
             if asked is not None:

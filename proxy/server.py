@@ -137,6 +137,7 @@ class ProxyServer:
                 http="httptools",
                 interface="asgi3",
                 server_header=False,
+                proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-* pass per request
                 **uvicorn_ssl_options(self.config.public_tls),
             )
         )

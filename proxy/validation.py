@@ -91,13 +91,16 @@ def write_conditions(if_match: str | None, if_none_match: str | None) -> tuple[i
     return None, False
 
 
+_CONSISTENCIES = frozenset(chain_pb2.Consistency.values())  # asked on every read: the enum builds a list
+
+
 def check_consistency(consistency: int) -> int:
     """A read's consistency as the chain knows it; anything else is refused before batching.
 
     A node refuses a whole ReadBatch with an unknown consistency in it, which would fail every
     other client's read grouped into the same batch.
     """
-    if consistency not in chain_pb2.Consistency.values():
+    if consistency not in _CONSISTENCIES:
         names = " or ".join(f"{name} ({number})" for name, number in chain_pb2.Consistency.items())
         raise OpError(ErrorKind.INVALID_REQUEST, f"consistency {consistency} is unknown; use {names}")
     return consistency

@@ -23,7 +23,8 @@ NodeFigures, RunResult = craq_vs_tail.NodeFigures, craq_vs_tail.RunResult
 
 def run(mode: str, load: str, served: tuple[int, int, int], queried: tuple[int, int, int],
         cpu: tuple[float, float, float]) -> RunResult:
-    nodes = {i: NodeFigures(s, q, c) for i, s, q, c in zip(craq_vs_tail.IDS, served, queried, cpu, strict=True)}
+    ids = craq_vs_tail.node_ids(len(served))
+    nodes = {i: NodeFigures(s, q, c) for i, s, q, c in zip(ids, served, queried, cpu, strict=True)}
     return RunResult(mode, load, 2.0, sum(served), 0, 10 if load == "read-mostly" else 0,
                      [0.001 * (i + 1) for i in range(100)], nodes, 0.5)
 
@@ -47,6 +48,8 @@ def test_the_report_puts_both_modes_side_by_side_with_ratios_and_cpu_per_read_pe
     lines = text.splitlines()
     assert lines[0] == "settings line"
     assert "read-only" not in text, "a load without both runs is left out"
+    scaling = next(line for line in lines if "read-mostly" in line)
+    assert scaling.split() == ["3", "read-mostly", "2,000", "3,000", "1.50x", "2.7x", "no", "5/5"]
     reads = next(line for line in lines if line.strip().startswith("reads/s"))
     assert reads.split()[-3:] == ["2,000", "3,000", "1.50x"]
     queried = next(line for line in lines if "version query" in line)
@@ -56,17 +59,34 @@ def test_the_report_puts_both_modes_side_by_side_with_ratios_and_cpu_per_read_pe
     assert "CRAQ" in lines[lines.index(head) + 1] and lines[lines.index(head) + 1].split()[-1] == "100.0"
 
 
+def test_the_scaling_table_has_a_row_per_chain_length_and_load_with_the_goal_of_0_9_per_node():
+    results = [
+        run("tail", "read-only", (1000,), (0,), (0.2,)),
+        run("craq", "read-only", (1000,), (0,), (0.2,)),
+        run("tail", "read-only", (0, 0, 0, 0, 1000), (0,) * 5, (0.2,) * 5),
+        run("craq", "read-only", (900,) * 5, (0,) * 5, (0.2,) * 5),
+    ]
+    rows = [line.split() for line in craq_vs_tail.scaling_table(results)[1:]]
+    assert rows == [["1", "read-only", "500", "500", "1.00x", "0.9x", "yes", "-"],
+                    ["5", "read-only", "500", "2,250", "4.50x", "4.5x", "yes", "-"]]
+    assert [craq_vs_tail.role(i, 5) for i in craq_vs_tail.node_ids(5)] == ["head", "middle", "middle", "middle",
+                                                                            "tail"]
+    assert craq_vs_tail.role("n1", 1) == "only"
+
+
 def test_bad_settings_are_refused_clearly(capsys: pytest.CaptureFixture[str]):
-    for argv in (["--seconds", "0"], ["--seconds", "61"], ["--batch", "0"], ["--writers", "-1"]):
+    for argv in (["--seconds", "0"], ["--seconds", "61"], ["--batch", "0"], ["--write-share", "1"],
+                 ["--nodes", "0,3"], ["--nodes", "three"], ["--member-cpu", "0"]):
         with pytest.raises(SystemExit):
             craq_vs_tail.parse_args(argv)
-    assert "--writers must not be negative" in capsys.readouterr().err
+    assert "--member-cpu must be above 0" in capsys.readouterr().err
+    assert craq_vs_tail.parse_args([]).nodes == [1, 3, 5, 7]
 
 
 @pytest.mark.process
 def test_a_short_run_spreads_craq_reads_over_every_node_and_tail_only_reads_reach_the_tail_alone():
     out = subprocess.run(
-        [sys.executable, "-P", str(BENCH), "--seconds", "0.5", "--readers", "4", "--keys", "50"],
+        [sys.executable, "-P", str(BENCH), "--nodes", "3", "--seconds", "0.5", "--readers", "4", "--keys", "50"],
         capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr[-3000:]

@@ -187,3 +187,32 @@ def test_bad_options_are_refused_with_a_reason(argv: list[str], complaint: str, 
     with pytest.raises(SystemExit):
         vs_etcd.parse_args(argv)
     assert complaint in capsys.readouterr().err
+
+
+def test_spread_reads_give_every_endpoint_the_same_threads_and_connections():
+    assert vs_etcd.spread_shape(endpoints=3, threads=2, concurrency=64) == (3, 63)
+    assert vs_etcd.spread_shape(endpoints=3, threads=4, concurrency=64) == (6, 60)
+    assert vs_etcd.spread_shape(endpoints=2, threads=2, concurrency=64) == (2, 64)
+
+
+def test_one_endpoint_rows_appear_only_when_reads_were_also_sent_to_one_endpoint_alone():
+    def phase(requests: int) -> object:
+        return vs_etcd.phase_result(vs_etcd.parse_wrk_output(wrk_line(requests, 0, 1000, 2000)), None, 0.2, 1.0)
+
+    plain = {"keychain": {"write": phase(2000), "read": phase(8000)}}
+    assert "one endpoint" not in vs_etcd.render_table(plain)
+    both = {"keychain": {"write": phase(2000), "read": phase(8000)},
+            "etcd": {"write": phase(4000), "read": phase(12000), "read-one": phase(6000)}}
+    rows = {line[:28].strip(): line[28:].split() for line in vs_etcd.render_table(both).splitlines()[1:]}
+    assert rows["reads/s"] == ["4,000", "6,000", "0.67x"], "spread reads: KeychainDB's one proxy, etcd's 3 members"
+    assert rows["reads/s, one endpoint"] == ["4,000", "3,000", "1.33x"], "a single proxy is its own one endpoint"
+    ratios = vs_etcd.summary_json(both, vs_etcd.parse_args([]))["ratios"]
+    assert ratios["reads_per_s_one_endpoint"] == round(4000 / 3000, 3)
+
+
+def test_member_caps_need_the_cluster_this_script_starts(capsys: pytest.CaptureFixture[str]):
+    for argv in (["--member-cpu", "0"], ["--proxies", "0"],
+                 ["--member-cpu", "0.5", "--keychain-url", "http://127.0.0.1:8080"]):
+        with pytest.raises(SystemExit):
+            vs_etcd.parse_args(argv)
+    assert "--keychain-url" in capsys.readouterr().err
