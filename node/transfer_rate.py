@@ -18,10 +18,13 @@ MB = 1_000_000
 
 # The default pace of a node's outgoing state transfers, in MB/s. A node's foreground write stream is
 # small beside it (thousands of writes/s of about 100-byte values: well under 1 MB/s), so the pace
-# bounds the share of the sender's CPU and disk a transfer takes rather than the network's. At 16 MB/s
-# a million 100-byte keys move in about 8 s and 10 GB in about 11 minutes; bench/data_size.py measures
-# a join with this pace and without one (bench/README.md, "Cost of data size").
-DEFAULT_TRANSFER_RATE_MB = 16.0
+# bounds the share of CPU and disk a transfer takes from the traffic served meanwhile, at the sender
+# and at the receiver (which installs no faster than it is sent). Unpaced, a join of a million keys
+# ran at about 7 MB/s on two shared cores and cut the chain's foreground writes/s to about a third
+# while it lasted (bench/data_size.py; figures in bench/README.md, "Cost of data size"). At 4 MB/s a
+# million 100-byte keys (about 120 MB on the wire) move in about 30 s, 10 GB in about 45 minutes; a
+# larger data set, or a machine with cores to spare, raises it with --transfer-rate-mb.
+DEFAULT_TRANSFER_RATE_MB = 4.0
 
 
 @dataclass(slots=True)
