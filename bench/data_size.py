@@ -63,6 +63,7 @@ START_TIMEOUT = 30.0
 CALL_TIMEOUT = 30.0
 LEVEL_TIMEOUT = 180.0  # a join or a catch-up that takes longer fails the bench
 MB = 1_000_000
+RECONFIGURED_RETRIES = 300  # 10 ms apart: a reconfiguration reaches every node well within 3 s
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -234,14 +235,22 @@ class Chain:
         return rng.randbytes(self.args.value_size)
 
     async def write(self, ops: list[chain_pb2.WriteOp]) -> int:
-        reply = await self.stub(self.active[0]).Write(chain_pb2.WriteRequest(epoch=self.epoch, ops=ops),
-                                                      timeout=CALL_TIMEOUT)
+        """Write `ops` at the head. A request caught by a reconfiguration (sent in an epoch the head
+        has left, or not yet reached) is sent again in the bench's current epoch, as a proxy does; the
+        ops carry no request id: a repeated put changes nothing here."""
+        for _ in range(RECONFIGURED_RETRIES):
+            epoch = self.epoch
+            reply = await self.stub(self.active[0]).Write(chain_pb2.WriteRequest(epoch=epoch, ops=ops),
+                                                          timeout=CALL_TIMEOUT)
+            done = sum(1 for r in reply.results if r.error.code == chain_pb2.OK)
+            if reply.error.code == chain_pb2.OK and done == len(ops):
+                return done
+            if reply.error.code != chain_pb2.WRONG_EPOCH and self.epoch == epoch:
+                break
+            await asyncio.sleep(0.01)
         if reply.error.code != chain_pb2.OK:
             raise BenchError(f"the head refused a write: {chain_pb2.Code.Name(reply.error.code)} {reply.error.message}")
-        done = sum(1 for r in reply.results if r.error.code == chain_pb2.OK)
-        if done != len(ops):
-            raise BenchError(f"{len(ops) - done} of {len(ops)} writes failed")
-        return done
+        raise BenchError(f"{len(ops) - done} of {len(ops)} writes failed")
 
     async def load(self, keys: int, deadline: float) -> tuple[float, float]:
         """Write keys self.keys .. keys - 1 once each; returns (seconds, keys/s)."""
