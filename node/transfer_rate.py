@@ -17,13 +17,15 @@ from dataclasses import dataclass
 MB = 1_000_000
 
 # The default pace of a node's outgoing state transfers, in MB/s. A node's foreground write stream is
-# small beside it (thousands of writes/s of about 100-byte values: well under 1 MB/s), so the pace
-# bounds the share of CPU and disk a transfer takes from the traffic served meanwhile, at the sender
-# and at the receiver (which installs no faster than it is sent). Unpaced, a join of a million keys
-# ran at about 7 MB/s on two shared cores and cut the chain's foreground writes/s to about a third
-# while it lasted (bench/data_size.py; figures in bench/README.md, "Cost of data size"). At 4 MB/s a
-# million 100-byte keys (about 120 MB on the wire) move in about 30 s, 10 GB in about 45 minutes; a
-# larger data set, or a machine with cores to spare, raises it with --transfer-rate-mb.
+# small beside it (thousands of writes/s of about 100-byte values: well under 1 MB/s); what a transfer
+# takes from the traffic served meanwhile is CPU, at the sender (reading and encoding chunks) and at
+# the receiver (which installs no faster than it is sent). bench/data_size.py measured about 0.08
+# CPU-seconds per MB on each side, so a pace of R MB/s costs each about 0.08 * R of a core: at 4 MB/s
+# a third of a core, leaving the rest of a one-core member to its foreground traffic. Unpaced, a join
+# of a million keys ran as fast as those two processes could (about 5 MB/s on two shared cores) and
+# the chain's p99 write latency during it was 2.7 times that with this pace (bench/README.md, "Cost
+# of data size"). At 4 MB/s a million 100-byte keys (123 MB on the wire) move in about 30 s, 10 GB in
+# about 45 minutes; a member with cores to spare, or a larger data set, raises it (--transfer-rate-mb).
 DEFAULT_TRANSFER_RATE_MB = 4.0
 
 
