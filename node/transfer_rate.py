@@ -19,13 +19,14 @@ MB = 1_000_000
 # The default pace of a node's outgoing state transfers, in MB/s. A node's foreground write stream is
 # small beside it (thousands of writes/s of about 100-byte values: well under 1 MB/s); what a transfer
 # takes from the traffic served meanwhile is CPU, at the sender (reading and encoding chunks) and at
-# the receiver (which installs no faster than it is sent). bench/data_size.py measured about 0.08
-# CPU-seconds per MB on each side, so a pace of R MB/s costs each about 0.08 * R of a core: at 4 MB/s
-# a third of a core, leaving the rest of a one-core member to its foreground traffic. Unpaced, a join
-# of a million keys ran as fast as those two processes could (about 5 MB/s on two shared cores) and
-# the chain's p99 write latency during it was 2.7 times that with this pace (bench/README.md, "Cost
-# of data size"). At 4 MB/s a million 100-byte keys (123 MB on the wire) move in about 30 s, 10 GB in
-# about 45 minutes; a member with cores to spare, or a larger data set, raises it (--transfer-rate-mb).
+# the receiver (which installs no faster than it is sent). bench/data_size.py measured at most
+# 0.06-0.09 CPU-seconds per MB on each side, so a pace of R MB/s costs each under 0.1 * R of a core:
+# at 4 MB/s under half a core, leaving the rest of a one-core member to its foreground traffic. On
+# two shared cores the chain kept 0.83x its foreground writes/s during a join paced at 1 MB/s, 0.62x
+# at 4 MB/s and 0.48x unpaced (6.6 MB/s) (bench/README.md, "Cost of data size"). 1 MB/s would take
+# two minutes per million 100-byte keys (123 MB on the wire) and three hours for 10 GB; 4 MB/s takes
+# about 30 s and 45 minutes. A member with cores to spare, or a larger data set, raises it
+# (--transfer-rate-mb).
 DEFAULT_TRANSFER_RATE_MB = 4.0
 
 
