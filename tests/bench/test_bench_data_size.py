@@ -39,7 +39,15 @@ def test_the_10_gb_row_is_skipped_with_its_reason_when_the_disk_is_too_small(mon
     monkeypatch.setattr(data_size.shutil, "disk_usage", lambda _: usage(500e9, 100e9, 400e9))
     keys, why = data_size.big_keys(args)
     assert why is None and keys == int(10e9 / (data_size.KEY_BYTES + 100))
-    assert "not asked for" in data_size.big_keys(data_size.parse_args([]))[1]
+    keys, why = data_size.big_keys(data_size.parse_args([]))
+    assert keys == 0 and "not asked for" in why and "the disk would allow it (400 GB free" in why
+
+
+def test_a_big_row_not_asked_for_says_how_long_its_load_would_take() -> None:
+    w = Window(1.0, 1.0, 1.0)
+    measured = SizeRow(1_000_000, 113_000_000, 500.0, 2000.0, w, w, {}, {})
+    why = data_size.big_load_estimate("10 GB row: skipped, not asked for", [measured])
+    assert why.endswith("about 12.2 h at the 2,000 keys/s measured here")  # 87.5M keys to go at 2000/s
 
 
 def test_the_report_compares_the_sizes_and_both_joins() -> None:
