@@ -22,6 +22,7 @@ import sys
 from keychain.node.core import CoreOptions
 from keychain.node.disk_alarm import DEFAULT_HIGH_WATER, HighWater
 from keychain.node.storage import DataDirError
+from keychain.node.transfer_rate import DEFAULT_TRANSFER_RATE_MB
 from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES
 
 from keychain.tls_files import add_tls_arguments, tls_files_from_args
@@ -43,6 +44,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of at least 0")
     return value
 
 
@@ -78,11 +89,15 @@ def parser() -> argparse.ArgumentParser:
                         "the same snapshot; an older snapshot gets COMPACTED (default: %(default)s)")
     p.add_argument("--max-batch-bytes", type=_positive, default=defaults.max_batch_bytes,
                    help="payload bytes per message to the next node (default: %(default)s)")
+    p.add_argument("--transfer-rate-mb", type=_rate, default=DEFAULT_TRANSFER_RATE_MB, metavar="MB_PER_S",
+                   help="pace of the state transfers this node sends to a joining successor, in MB (10^6 "
+                        "bytes) per second, so they do not starve the traffic it serves; 0: unlimited "
+                        "(default: %(default)s)")
     p.add_argument("--disk-high-water", type=_high_water, default=HighWater.parse(DEFAULT_HIGH_WATER),
                    metavar="FREE",
                    help="free space on the data volume below which the storage alarm is raised and the chain "
                         "refuses writes (reads and deletes are still served): bytes (256MiB), a percentage of "
-                        f"the volume (5%%), or both, the larger applying (default: {DEFAULT_HIGH_WATER})")
+                        f"the volume (5%%), or both, the larger applying (default: {DEFAULT_HIGH_WATER.replace('%', '%%')})")
     p.add_argument("--watch-history-changes", type=_positive, default=DEFAULT_MAX_CHANGES,
                    help="committed changes kept for watches to resume from; an older from_version gets "
                         "COMPACTED (default: %(default)s)")
@@ -111,7 +126,8 @@ async def run(args: argparse.Namespace) -> int:
     node = ChainNode(args.id, store, options, static=args.static, tls_files=args.tls_files,
                      disk_high_water=args.disk_high_water,
                      watch_history_changes=args.watch_history_changes,
-                     watch_history_bytes=args.watch_history_bytes)
+                     watch_history_bytes=args.watch_history_bytes,
+                     transfer_rate_mb=args.transfer_rate_mb)
     try:
         port = await node.start(args.listen)
     except Exception:

@@ -90,6 +90,14 @@ class NodeMetrics:
             "keychain_node_transfer_failures", "State transfers received that broke before their last chunk",
             registry=self.registry,
         )
+        self.transfer_sent_bytes = Counter(
+            "keychain_node_transfer_sent_bytes", "Bytes of state transfer chunks sent to successors",
+            registry=self.registry,
+        )
+        self.transfer_paced_seconds = Counter(
+            "keychain_node_transfer_paced_seconds",
+            "Time state transfers we send waited for their rate limit (--transfer-rate-mb)", registry=self.registry,
+        )
         self.persist_held = Counter(
             "keychain_node_persist_held", "Times a Ready was held because the disk had no room for it",
             registry=self.registry,

@@ -30,7 +30,7 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -69,6 +69,7 @@ from keychain.node.messages import (
 )
 from keychain.node.metrics import NodeMetrics
 from keychain.node.storage import RocksVersionStore
+from keychain.node.transfer_rate import DEFAULT_TRANSFER_RATE_MB, transfer_bucket
 from keychain.node.versions import AppendEntries, Record
 from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES, WatchHistory
 from keychain.node.watch_hub import HEARTBEAT, WatchCollector, WatchHub, batch_to_pb
@@ -195,6 +196,8 @@ class ChainNode:
         watch_history_changes: int = DEFAULT_MAX_CHANGES,
         watch_history_bytes: int = DEFAULT_MAX_BYTES,
         watch_heartbeat: float = HEARTBEAT,
+        transfer_rate_mb: float = DEFAULT_TRANSFER_RATE_MB,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.id = node_id
         # Mutual TLS on the node's server and on its channels to other nodes (None: plaintext).
@@ -206,6 +209,10 @@ class ChainNode:
         self.clock = clock
         self.rng = rng or random.Random()
         self.core = ChainCore(node_id, store, options)
+        # The state transfers we send share one pace (keychain.node.transfer_rate), measured on `clock`
+        # and waited out with `sleep`; one largest chunk may go out at once.
+        self.transfer_bucket = transfer_bucket(transfer_rate_mb, self.core.options.max_batch_bytes)
+        self._sleep = sleep
         # The storage alarm (keychain.node.disk_alarm): our own, from samples of the data volume, and the
         # chain's, as the coordinator relays them; the core refuses writes at the head while any is raised.
         self.disk_alarm = DiskAlarm(disk_high_water or HighWater.parse(DEFAULT_HIGH_WATER))
@@ -774,7 +781,14 @@ class ChainNode:
                 chunk = self.core.transfer_chunk(request.from_id)
             except ValueError as e:  # a reconfiguration ended the session
                 await context.abort(grpc.StatusCode.ABORTED, str(e))
-            yield wire.transfer_chunk_to_pb(chunk)
+            pb = wire.transfer_chunk_to_pb(chunk)
+            size = pb.ByteSize()
+            wait = self.transfer_bucket.take(size, self.clock())
+            if wait > 0:  # paced, so the foreground traffic we serve meanwhile keeps its share
+                self.metrics.transfer_paced_seconds.inc(wait)
+                await self._sleep(wait)
+            yield pb
+            self.metrics.transfer_sent_bytes.inc(size)
             if chunk.last:
                 return
 
