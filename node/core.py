@@ -29,7 +29,8 @@ same Ready leaves the process, and `ready()` is not called again before `advance
 request ids): the shell applies it without an fsync, and the next fsync covers it. This is what
 makes "persisted before forwarded" and "replied only after commit" hold. Inputs may arrive between
 `ready()` and `advance()`; their outputs go into the next Ready (this is where batching and group
-commit come from).
+commit come from), except acks upstream and write replies, which `early()` lets out at once: they
+only ever speak of entries already durable here (see `early`).
 
 Protocol rules (docs/architecture.md, "The write path" and "Reconfiguration"):
 - The head sequences every write (gap-free seq = the key's version). A write whose precondition
@@ -256,6 +257,11 @@ class Ready:
 _LAZY_RECORDS = (Commit, TrimLog, ForgetOutcomes, CompactHistory, CollectGarbage)
 
 
+def _plain(records: list[Record]) -> bool:
+    """Only new entries and lazy records: nothing that moves the commit point or the log back."""
+    return all(isinstance(r, (AppendEntries, *_LAZY_RECORDS)) for r in records)
+
+
 def may_put(op: WriteOp) -> bool:
     """Whether `op` may write a value (a PUT, or a transaction with a put in either branch): what a
     storage alarm refuses. Deletes and gets free or keep space, whichever branch runs."""
@@ -277,6 +283,9 @@ class _Inflight:
     committed_seq: int  # applied_commit becomes this: the Ready carried the Commit record through it
     epoch: int
     caught_up: bool  # the Ready reported a syncing node level
+    # Only entries and lazy records, and no Hello or Welcome: acks and write replies may overtake it
+    # (see `ChainCore.early`).
+    plain: bool
 
 
 class ChainCore:
@@ -362,6 +371,8 @@ class ChainCore:
         # outputs being gathered
         self._persist: list[Record] = []
         self._replies: list[tuple[int, WriteReply | ReadReply | RangeReply]] = []
+        # Write replies released by commits: they need nothing of this node's disk (see `early`).
+        self._commit_replies: list[tuple[int, WriteReply | ReadReply | RangeReply]] = []
         self._transfers: list[TransferStart] = []
         # A syncing node became level with its predecessor at this seq (its last_seq then): reported
         # in the next Ready, once per configuration (_caught_up_reported).
@@ -799,7 +810,7 @@ class ChainCore:
             self._persist[-1] = Commit(seq)
         else:
             self._persist.append(Commit(seq))
-        self._replies.extend(self.waiting_writes.commit_through(seq))
+        self._commit_replies.extend(self.waiting_writes.commit_through(seq))
         self._check_in_sync()
 
     # ------------------------------------------------------------------ links
@@ -1003,7 +1014,7 @@ class ChainCore:
         if self._inflight is not None:
             return False
         return bool(
-            self._persist or self._replies or self.waiting_reads.backlog or self.waiting_ranges.backlog
+            self._persist or self._replies or self._commit_replies or self.waiting_reads.backlog or self.waiting_ranges.backlog
             or self._transfers or self.up.welcomes
             or self._caught_up is not None
             or (self.down.hello_due and self.succ is not None)
@@ -1014,9 +1025,9 @@ class ChainCore:
     def ready(self) -> Ready:
         if self._inflight is not None:
             raise RuntimeError("ready() called again before advance()")
-        rd = Ready(persist=self._persist, replies=self._replies, transfers=self._transfers,
+        rd = Ready(persist=self._persist, replies=self._commit_replies + self._replies, transfers=self._transfers,
                    caught_up=self._caught_up)
-        self._persist, self._replies, self._transfers, self._caught_up = [], [], [], None
+        self._persist, self._replies, self._commit_replies, self._transfers, self._caught_up = [], [], [], [], None
         for to, welcome in self.up.welcomes:
             rd.messages.append(Outbound(to, welcome))
         self.up.welcomes = []
@@ -1043,8 +1054,44 @@ class ChainCore:
             self.up.acked = self.committed_seq
         if self.waiting_reads.backlog or self.waiting_ranges.backlog:
             self._flush_reads(rd)
-        self._inflight = _Inflight(self.last_seq, self.committed_seq, self.epoch, rd.caught_up is not None)
+        plain = _plain(rd.persist) and not any(isinstance(m.body, (Hello, Welcome)) for m in rd.messages)
+        self._inflight = _Inflight(self.last_seq, self.committed_seq, self.epoch, rd.caught_up is not None, plain)
         return rd
+
+    def has_early(self) -> bool:
+        """Whether `early()` has outputs: an ack or write replies that need not wait for the Ready in flight."""
+        return self._early_allowed() and bool(self._commit_replies or self._ack_due())
+
+    def early(self) -> Ready:
+        """Acks upstream and write replies, taken out of turn: they may leave at once, even while the
+        Ready in flight (if any) waits for its sync, and even between `ready()` and `advance()`.
+
+        Neither rests on this node's pending records. A commit point moves only over entries already
+        durable here: the tail's (and a syncing node's) over what an advanced Ready persisted, any other
+        node's over what its successor acked, which it forwarded only once durable. So an ack, and the
+        reply of a write it commits, says nothing a crash of this node could take back; holding them for
+        the next Ready cycle only put a sync on every hop of the ack path. Not while a Ready carries
+        anything else but entries and lazy records (a truncation, an installed transfer, a new
+        configuration) or a Hello or Welcome (an ack must not overtake the Welcome that opens its stream),
+        nor while the commit point is above what this node has made durable (a successor's Welcome can
+        move it over entries still in a Ready's sync): then they wait for their Ready, as everything
+        else does."""
+        rd = Ready()
+        if not self._early_allowed():
+            return rd
+        rd.replies, self._commit_replies = self._commit_replies, []
+        if self._ack_due():
+            rd.messages.append(Outbound(self.pred, Ack(self.epoch, self.committed_seq)))  # type: ignore[arg-type]
+            self.up.acked = self.committed_seq
+        return rd
+
+    def _ack_due(self) -> bool:
+        return self.pred is not None and self.up.linked and self.committed_seq > self.up.acked
+
+    def _early_allowed(self) -> bool:
+        inflight = self._inflight
+        return ((inflight is None or inflight.plain) and _plain(self._persist) and not self.up.welcomes
+                and self.up.transfer_from is None and self.committed_seq <= self.persisted_seq)
 
     def _flush_reads(self, rd: Ready) -> None:
         """Dirty reads and strong ranges share one version query to the tail per Ready: the reads ask

@@ -8,6 +8,9 @@ Ready contract demands (see `keychain.node.core`):
     history.catch_up(core)             # the committed stream that watches read (watch_history)
     core.advance()
 
+Acks and write replies need no Ready of their own (`ChainCore.early`): `release_early()` sends them at
+once, after every advance and whenever the shell has fed the core inputs while a sync runs.
+
 The gRPC node (`keychain.node.server`), the simulator's node (`keychain.testing.sim_node`) and the
 scenario harness all drive their core with this class, over their own `Storage` (RocksDB, the
 simulated disk, a store in memory) and `Transport` (gRPC streams, the simulated network, queues a
@@ -161,6 +164,22 @@ class NodeDriver:
             t.report_caught_up(rd.caught_up, epoch)
         self.history.catch_up(self.core)
         self.core.advance()
+        self.release_early()  # the tail's ack of what this Ready made durable leaves now, not a sync later
+
+    def release_early(self) -> bool:
+        """Send the acks and write replies the core lets out of turn (`ChainCore.early`): the shell calls
+        this whenever inputs arrived while a sync runs, so an ack or a commit does not wait for the sync
+        of entries it does not depend on, nor for the next Ready's. Returns whether anything left."""
+        core = self.core
+        if not core.has_early():
+            return False
+        rd = core.early()
+        self.history.catch_up(core)  # a write acknowledged is a write watchers may already ask for
+        for out in rd.messages:
+            self.transport.send_link(out)
+        for ticket, reply in rd.replies:
+            self.transport.release_reply(ticket, reply)
+        return True
 
     # ---- inputs that read the clock ----
 

@@ -243,6 +243,8 @@ class ChainNode:
         self._transfers_in: dict[str, asyncio.Task[None]] = {}
         self._transfer_backoff: dict[str, FailureStreak] = {}
         self._syncing: asyncio.Future[None] | None = None  # the fsync in flight, if any
+        self._awaiting_sync = False  # the driver waits for a sync (its Ready's outputs are held)
+        self._early_due = False  # a release of early outputs is scheduled (see wake)
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stopping = False
         self.failed: BaseException | None = None  # the driver died: the node must exit
@@ -309,6 +311,16 @@ class ChainNode:
 
     def wake(self) -> None:
         self._wake.set()
+        if self._awaiting_sync and not self._early_due:
+            # The driver waits for a sync: acks and write replies need not (NodeDriver.release_early).
+            # Once per loop iteration, however many inputs arrive in it.
+            self._early_due = True
+            asyncio.get_running_loop().call_soon(self._release_early)
+
+    def _release_early(self) -> None:
+        self._early_due = False
+        if self.failed is None and not self._stopping and self.driver.release_early():
+            self.watches.notify()
 
     def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"node-{self.id}-{name}")  # type: ignore[arg-type]
@@ -427,7 +439,11 @@ class ChainNode:
         """Make everything applied durable: one fsync in a thread, while the loop keeps stepping the core."""
         started = time.perf_counter()
         self._syncing = asyncio.ensure_future(asyncio.to_thread(self.store.sync))
-        await asyncio.shield(self._syncing)
+        self._awaiting_sync = True
+        try:
+            await asyncio.shield(self._syncing)
+        finally:
+            self._awaiting_sync = False
         entries = sum(len(r.entries) for r in rd.persist if isinstance(r, AppendEntries))
         self.metrics.observe_sync(time.perf_counter() - started, entries)
 

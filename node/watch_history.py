@@ -148,7 +148,7 @@ class WatchHistory:
         changes = self._changes
         while len(self) > self.max_changes or self.bytes > self.max_bytes:
             seq = changes[self._head].version
-            if all(c.version == seq for c in changes[self._head:]):
+            if changes[-1].version == seq:  # changes are in seq order: only this seq is left
                 break  # one seq alone is kept whatever its size
             while changes[self._head].version == seq:
                 self.bytes -= changes[self._head].size

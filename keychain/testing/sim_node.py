@@ -3,7 +3,8 @@ contract in `keychain.node.core`'s docstring, over virtual time and the simulate
 
 - Ready handling: the production node driver (`keychain.node.driver`) over a `SimDisk`, whose sync
   takes the disk's latency of virtual time; the node itself is the driver's `Transport`. Inputs keep
-  arriving while a sync runs (their outputs go into the next Ready). A crash loses every record not
+  arriving while a sync runs (their outputs go into the next Ready, but for the acks and write
+  replies `NodeDriver.release_early` lets out at once, as the gRPC node does). A crash loses every record not
   yet synced: the store is rebuilt on restart from those that were.
 - Links: a Hello opens a new stream to the successor (closing the old one); batches go down it,
   welcomes and acks come back up it. A broken stream is reported to the core at both ends with
@@ -168,6 +169,8 @@ class SimNode(Process):
     # ---- Ready handling: the node driver over the simulated disk ----
 
     def _pump(self) -> None:
+        if self.busy and self.up:
+            self.driver.release_early()  # acks and write replies do not wait for the sync under way
         self._step_driver()
         if self.up and self.driver.history.last != self.watch_seen:
             self.watch_seen = self.driver.history.last
