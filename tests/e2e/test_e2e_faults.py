@@ -106,10 +106,11 @@ def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
     assert_history_is_linearizable(recorder, tmp_path)
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path, tls: bool) -> None:
+def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
+    # Plaintext only: a proxy restarted under mutual TLS is covered by the stop-and-start scenario
+    # below, which restarts every process of a TLS cluster on its data dir.
     recorder = VersionedRecorder()
-    with running_cluster(tmp_path / "data", tls=tls) as cluster:
+    with running_cluster(tmp_path / "data") as cluster:
         load = Load(cluster.url, recorder, prefix="kill-proxy", writers=2, max_seconds=45,
                     client_options=cluster.client_options()).start()
         try:
