@@ -128,10 +128,11 @@ def test_kill_9_of_the_proxy_is_restarted_and_serves(tmp_path: Path) -> None:
     assert_history_is_linearizable(recorder, tmp_path)
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path: Path, tls: bool) -> None:
+def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path: Path) -> None:
+    # Plaintext only: Raft and heartbeats over mutual TLS after a restart are the stop-and-start
+    # scenario's, and a node rejoining under mutual TLS is the head-tls kill above.
     recorder = VersionedRecorder()
-    with running_cluster(tmp_path / "data", tls=tls) as cluster, cluster.client() as admin:
+    with running_cluster(tmp_path / "data") as cluster, cluster.client() as admin:
         wait_active(admin)
         leader = wait_for("a coordinator leader", lambda: admin.cluster()["coordinator"]["leader"], 20)
         load = Load(cluster.url, recorder, prefix="kill-leader", writers=2, max_seconds=45,
