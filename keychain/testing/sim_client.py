@@ -162,10 +162,15 @@ class SimClient(Process):
             # Just past `at`: `due` names a node only once it has been silent for longer than the bound.
             self.timer(max(0.0, at - self.world.now) + REPORT_LATER, self._report_due, at)
 
-    def _report_due(self, at: float | None) -> None:
+    def _report_due(self, at: float) -> None:
         if self._report_wake != at:
             return  # superseded by an earlier wake
         self._report_wake = None
+        self._act_on_silence()
+
+    def _act_on_silence(self) -> None:
+        """Probe the nodes silent for too long, report those whose probe went unanswered, and
+        wake again when the next probe or report may fall due."""
         topo = self.topology
         if topo is not None:
             for node in self.reachability.to_probe(self.world.now, timing.PROXY_SILENCE):
@@ -193,8 +198,7 @@ class SimClient(Process):
         call = self.calls.pop(rpc, None)
         if call is not None:
             self.reachability.failed(*call)
-            self._report_wake = None
-            self._report_due(None)
+            self._act_on_silence()
 
     # ---- operations ----
 
