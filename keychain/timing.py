@@ -119,8 +119,9 @@ DRAIN_HOLD = 15.0
 
 # The proxy's view of a node (keychain.proxy.reachability): a node that has left a request of this
 # proxy unanswered for PROXY_SILENCE (no reply, no connection, a call that failed in transit) is
-# probed: asked for its status, which any live node answers at once. Only if that goes unanswered
-# for PROXY_PROBE_TIMEOUT is it reported to the coordinator (ReportUnreachable), again every
+# probed: asked for its status, which any live node answers at once. Only if two probes in a row go
+# unanswered for PROXY_PROBE_TIMEOUT each is it reported to the coordinator (ReportUnreachable;
+# one missed probe may be a machine loaded past its cores), again every
 # PROXY_REPORT_EVERY while that lasts. The probe is what tells a head waiting on the chain (a
 # reconfiguration below it, a stalled member: its writes wait, but it answers) from a head nobody
 # can reach; so the silence bound can be short, a few times a healthy write's latency, and the

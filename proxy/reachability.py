@@ -11,9 +11,10 @@ once the whole chain has acknowledged it, so a head waiting on a reconfiguration
 a stalled member, leaves writes unanswered while it is perfectly reachable. So a node silent for
 longer than the bound is first *probed* (`to_probe`): the shell sends it a request any live node
 answers at once (its status). An answer clears the slate like any reply: the node is reachable,
-and what it waits on is for the nodes' own link reports to name. Only a node that also leaves its
-probe unanswered (`probe_failed`, on the probe's deadline) is *due*: `due(now, bound, every)`
-names those whose last report is at least `every` old, and the shell reports them to the
+and what it waits on is for the nodes' own link reports to name. Only a node that also leaves
+`probes` probes in a row unanswered (each on its deadline) is *due*: a live node slowed by a
+machine loaded past its cores answers one of two, where a single missed probe removed a healthy
+head end to end. `due(now, bound, every)` names those whose last report is at least `every` old, and the shell reports them to the
 coordinator (keychain.timing, PROXY_SILENCE and PROXY_PROBE_TIMEOUT).
 """
 
@@ -29,7 +30,7 @@ class _Node:
     failed_since: float | None = None  # the oldest request since the last reply that failed in transit
     reported_at: float | None = None
     probe: int | None = None  # the probe in flight, if any
-    probe_failed: bool = False  # a probe went unanswered since the last reply
+    probes_failed: int = 0  # probes unanswered since the last reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,10 @@ class Silent:
 class NodeReachability:
     """Per node address: the requests this proxy is waiting on, and since when it waits in vain."""
 
-    def __init__(self) -> None:
+    def __init__(self, probes: int = 2) -> None:
+        if probes < 1:
+            raise ValueError(f"a node is reported after at least one unanswered probe, not {probes}")
+        self.probes = probes  # unanswered probes in a row before a node is due
         self._nodes: dict[str, _Node] = {}
         self._ids = itertools.count(1)
 
@@ -66,7 +70,7 @@ class NodeReachability:
         sent_at = node.waiting.pop(request, None)
         node.failed_since = None
         node.reported_at = None
-        node.probe_failed = False
+        node.probes_failed = 0
         if sent_at is not None:  # requests sent before this one and still waiting were overtaken
             node.waiting = {r: t for r, t in node.waiting.items() if t > sent_at}
         if node.probe not in node.waiting:  # answered, or overtaken: its late failure says nothing
@@ -82,7 +86,7 @@ class NodeReachability:
             node.failed_since = sent_at
         if request == node.probe:
             node.probe = None
-            node.probe_failed = True
+            node.probes_failed += 1
 
     def silent_since(self, address: str) -> float | None:
         """When the oldest request `address` has left unanswered was sent; None if there is none."""
@@ -93,22 +97,22 @@ class NodeReachability:
         return min(times) if times else None
 
     def to_probe(self, now: float, bound: float) -> list[str]:
-        """The nodes silent for longer than `bound` that have no probe in flight and none failed:
-        the shell probes each (`probe_sent`) before it may report it."""
+        """The nodes silent for longer than `bound` that have no probe in flight and fewer than
+        `probes` unanswered: the shell probes each (`probe_sent`) before it may report it."""
         out = []
         for address, node in self._nodes.items():
             since = self.silent_since(address)
-            if since is not None and now - since > bound and node.probe is None and not node.probe_failed:
+            if since is not None and now - since > bound and node.probe is None and node.probes_failed < self.probes:
                 out.append(address)
         return out
 
     def due(self, now: float, bound: float, every: float) -> list[Silent]:
-        """The nodes silent for longer than `bound`, whose probe went unanswered, not reported in the
-        last `every` seconds; each is counted as reported now."""
+        """The nodes silent for longer than `bound`, whose last `probes` probes went unanswered, not
+        reported in the last `every` seconds; each is counted as reported now."""
         out = []
         for address, node in self._nodes.items():
             since = self.silent_since(address)
-            if since is None or now - since <= bound or not node.probe_failed:
+            if since is None or now - since <= bound or node.probes_failed < self.probes:
                 continue
             if node.reported_at is not None and now - node.reported_at < every:
                 continue
