@@ -62,7 +62,7 @@ def role_of(client: Client, node_id: str) -> str | None:
 
 
 @pytest.mark.parametrize(
-    ("victim_role", "tls"), [("head", False), ("tail", False), ("head", True)], ids=["head", "tail", "head-tls"]
+    ("victim_role", "tls"), [("tail", False), ("head", True)], ids=["tail", "head-tls"]
 )
 def test_kill_9_of_a_node_loses_no_acknowledged_write_and_the_node_rejoins(
     tmp_path: Path, victim_role: str, tls: bool
@@ -155,7 +155,8 @@ def test_kill_9_of_the_coordinator_leader_does_not_interrupt_the_chain(tmp_path:
     assert_history_is_linearizable(recorder, tmp_path)
 
 
-@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+# Under mutual TLS only: the plaintext restart is the same code path without the certificates.
+@pytest.mark.parametrize("tls", [True], ids=["tls"])
 def test_stop_and_start_on_the_same_data_dir_keeps_every_acknowledged_write_and_grows(
     tmp_path: Path, tls: bool
 ) -> None:
