@@ -11,8 +11,8 @@ It starts `keychain up` (3 coordinators, 3 chain nodes, one proxy), runs wrk's w
   the proxy's (from the request's arrival to its answer), their difference (HTTP parsing and the
   socket), the batches sent to the head, their mean size, and the time a batch is out at the head
   (the chain's round trip: the head's sequencing and sync, the hops, the syncs down the chain and the
-  acks back), by Little's law from the batches in flight; the rest of the proxy's time is the wait for
-  a free batch slot;
+  acks back, from the proxy's `keychain_proxy_write_batch_seconds`), the batches out at once on
+  average (Little's law); the rest of the proxy's time is the wait for a batch slot;
 - with `--spy` (needs `py-spy`, in the `bench` extra), for each process the functions where py-spy
   found it busiest, sampled during the phase.
 
@@ -33,8 +33,6 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
-
-from keychain.proxy.gateway import WRITE_BATCHES_IN_FLIGHT
 
 # vs_etcd.py starts and stops `keychain up`, runs wrk and measures CPU: share it.
 _spec = importlib.util.spec_from_file_location("bench_vs_etcd", Path(__file__).resolve().with_name("vs_etcd.py"))
@@ -85,6 +83,7 @@ def proxy_metrics(url: str) -> dict[str, float]:
         'keychain_proxy_request_seconds_count{op="put"}': "puts",
         "keychain_proxy_write_batch_ops_sum": "batched_ops",
         "keychain_proxy_write_batch_ops_count": "batches",
+        "keychain_proxy_write_batch_seconds_sum": "batch_seconds",
     }
     out = {}
     for line in text.splitlines():
@@ -167,17 +166,17 @@ def main(argv: list[str] | None = None) -> int:
         d = {k: after_metrics.get(k, 0.0) - before_metrics.get(k, 0.0) for k in after_metrics}
         batches = max(1.0, d.get("batches", 0.0))
         proxy_ms = d.get("put_seconds", 0.0) / max(1.0, d.get("puts", 0.0)) * 1e3
-        # Little's law: while the phase runs the proxy keeps its batch slots busy.
-        in_flight = WRITE_BATCHES_IN_FLIGHT
-        batch_out_ms = in_flight * seconds / batches * 1e3
+        batch_out_ms = d.get("batch_seconds", 0.0) / batches * 1e3
+        in_flight = d.get("batch_seconds", 0.0) / seconds  # Little's law: mean batches out at once
         stages = [
             ["stage (wall clock, means)", "ms"],
             ["client latency (wrk, mean)", f"{result.latency_ms['mean']:.1f}"],
             ["  HTTP in and out of the proxy (wrk - proxy)", f"{result.latency_ms['mean'] - proxy_ms:.1f}"],
             ["  at the proxy (arrival to answer)", f"{proxy_ms:.1f}"],
-            [f"    a batch out at the head (chain round trip, {in_flight} in flight)", f"{batch_out_ms:.1f}"],
+            ["    a batch out at the head (chain round trip)", f"{batch_out_ms:.1f}"],
             ["    waiting for a batch slot (the rest)", f"{max(0.0, proxy_ms - batch_out_ms):.1f}"],
             ["batches/s to the head", f"{batches / seconds:,.0f}"],
+            ["batches out at once (mean)", f"{in_flight:.1f}"],
             ["writes per batch", f"{d.get('batched_ops', 0.0) / batches:.1f}"],
         ]
         print()

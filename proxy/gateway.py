@@ -57,9 +57,14 @@ _EXPIRED = object()  # an attempt's outcome when the operation's deadline came f
 
 # WriteRequests out to one head at a time. With one, a write arriving while a batch is out waits for
 # that batch's whole chain round trip before its own starts: two halve that wait. The head's seq
-# orders the writes of both and request ids dedup a retry, so nothing else changes. More than two
-# only splits the same writes into smaller batches (more Readys and messages on every node).
+# orders the writes of all batches out and request ids dedup a retry, so nothing else changes.
 WRITE_BATCHES_IN_FLIGHT = 2
+# Under load, up to this many more, each of at least EXTRA_WRITE_BATCH_MIN_OPS writes: with only two
+# out, a 3-node chain has a node idle while the others work. Extra small batches would only split
+# the same writes (a node spends about as much per batch as on 20 entries of one), so a light load
+# never opens them. Measured with bench/write_profile.py: see bench/README.md.
+EXTRA_WRITE_BATCHES = 2
+EXTRA_WRITE_BATCH_MIN_OPS = 16
 
 
 def compacted(compact_version: int, message: str) -> OpError:
@@ -275,6 +280,8 @@ class ChainGateway:
             max_bytes=self.config.max_batch_bytes,
             max_pending=self.config.max_pending_writes,
             max_in_flight=WRITE_BATCHES_IN_FLIGHT,
+            extra_in_flight=EXTRA_WRITE_BATCHES,
+            extra_min_ops=EXTRA_WRITE_BATCH_MIN_OPS,
         )
 
     def _submit(self, address: str, op: chain_pb2.WriteOp) -> _Attempt:
@@ -305,6 +312,7 @@ class ChainGateway:
         for attempt in batch:
             attempt.sent = True
         self.metrics.batch_ops.observe(len(batch))
+        sent_at = loop.time()
         try:
             reply = await self._node(address).Write(request, timeout=max(give_up - loop.time(), 0.001))
         except grpc.aio.AioRpcError as exc:
@@ -315,6 +323,7 @@ class ChainGateway:
             self._lost(batch, maybe_applied=maybe)
             return
         self.reachability.answered(address, request_id)
+        self.metrics.batch_seconds.observe(loop.time() - sent_at)
         if reply.error.code != Code.OK:
             for attempt in batch:
                 attempt.refusal = reply.error

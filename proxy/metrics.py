@@ -29,6 +29,12 @@ class ProxyMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=self.registry,
         )
+        self.batch_seconds = Histogram(
+            "keychain_proxy_write_batch_seconds",
+            "Time a WriteRequest is out at the head: the chain's round trip for its batch",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
         self.read_batch_ops = Histogram(
             "keychain_proxy_read_batch_ops",
             "Reads carried by one ReadBatch to a chain member",
