@@ -23,6 +23,7 @@ from .config import ProxyConfig, PublicTls
 from .gateway import ChainGateway
 from .grpc_api import KVService
 from .http_api import create_app
+from .http_protocol import CoalescingHttpToolsProtocol
 from .metrics import ProxyMetrics
 from .topology import Topology
 from .unreachable_reporter import UnreachableReporter
@@ -134,7 +135,7 @@ class ProxyServer:
                 log_level=self.config.log_level,
                 access_log=False,
                 lifespan="off",
-                http="httptools",
+                http=CoalescingHttpToolsProtocol,  # a response in one write, not two
                 interface="asgi3",
                 server_header=False,
                 proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-* pass per request
