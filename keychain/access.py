@@ -72,6 +72,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/keychain.chain.ChainNode/Write": frozenset({PROXY}),
     "/keychain.chain.ChainNode/Read": frozenset({PROXY}),
     "/keychain.chain.ChainNode/ReadBatch": frozenset({PROXY}),
+    "/keychain.chain.ChainNode/ReadStream": frozenset({PROXY}),
     "/keychain.chain.ChainNode/Range": frozenset({PROXY}),
     "/keychain.chain.ChainNode/Watch": frozenset({PROXY}),
     "/keychain.chain.ChainNode/Link": frozenset({NODE}),

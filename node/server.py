@@ -894,6 +894,42 @@ class _Servicer(chain_pb2_grpc.ChainNodeServicer):
             error, replies = Error(Code.UNAVAILABLE, str(e)), []
         return wire.read_batch_reply_to_pb(error, replies)
 
+    async def ReadStream(self, request_iterator: AsyncIterator[chain_pb2.ReadBatchRequest],  # type: ignore[override]
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.ReadBatchReply]:
+        """ReadBatch over one stream: each request is served as it arrives, concurrently (a batch
+        waiting on the tail for a dirty key's version holds up no other), and answered as soon as it
+        is served, with its `call` number."""
+        replies: asyncio.Queue[chain_pb2.ReadBatchReply | None] = asyncio.Queue()
+        serving: set[asyncio.Task[None]] = set()
+
+        async def serve(request: chain_pb2.ReadBatchRequest) -> None:
+            try:
+                reply = await self.ReadBatch(request, context)
+            except Exception as e:  # the node failed under it: the caller retries elsewhere
+                reply = wire.read_batch_reply_to_pb(Error(Code.UNAVAILABLE, f"read failed: {e!r}"), [])
+            reply.call = request.call
+            replies.put_nowait(reply)
+
+        async def take() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(serve(request))
+                    serving.add(task)
+                    task.add_done_callback(serving.discard)
+                if serving:
+                    await asyncio.gather(*serving)
+            finally:
+                replies.put_nowait(None)
+
+        taker = asyncio.create_task(take())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+        finally:
+            taker.cancel()
+            for task in list(serving):
+                task.cancel()
+
     async def Watch(self, request: chain_pb2.WatchRequest,  # type: ignore[override]
                     context: grpc.aio.ServicerContext) -> AsyncIterator[chain_pb2.WatchBatch]:
         async for batch in self.node.watches.serve(request.epoch, request.start, request.end,

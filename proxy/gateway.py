@@ -34,6 +34,7 @@ from .errors import FINAL_CHAIN_ERRORS, ErrorKind, OpError
 from .metrics import ProxyMetrics
 from .outbox import Outboxes
 from .reachability import NodeReachability
+from .read_streams import ReadStreams, StreamCallError
 from .routing import (
     RETRY_BACKOFF,
     Disposition,
@@ -143,6 +144,7 @@ class ChainGateway:
         self.reachability = NodeReachability()
         self._writes: Outboxes[_Attempt] = Outboxes(self._write_queue, self._send_batch, self._prune_if_gone)
         self._reads: Outboxes[_ReadAttempt] = Outboxes(self._read_queue, self._send_read_batch, self._prune_if_gone)
+        self._read_streams = ReadStreams(self._node)  # read batches travel on one stream per member
         # Idempotency keys this proxy makes: unique across proxies and restarts by the random prefix.
         self._id_prefix = f"p-{secrets.token_hex(8)}-"
         self._id_counter = itertools.count(1)
@@ -447,8 +449,8 @@ class ChainGateway:
         self.metrics.read_batch_ops.observe(len(batch))
         request_id = self.reachability.sent(address, asyncio.get_running_loop().time())
         try:
-            reply = await self._node(address).ReadBatch(request, timeout=self.config.attempt_timeout)
-        except grpc.aio.AioRpcError as exc:
+            reply = await self._read_streams.read_batch(address, request, self.config.attempt_timeout)
+        except StreamCallError as exc:
             self.reachability.failed(address, request_id)
             failure = f"transport_{exc.code().name.lower()}"
             log.debug("read batch failed member=%s reads=%d reason=%s", address, len(batch), failure)
@@ -615,4 +617,5 @@ class ChainGateway:
     async def close(self) -> None:
         self._writes.cancel()
         self._reads.cancel()
+        self._read_streams.close()
         await self.channels.close()

@@ -239,12 +239,14 @@ class ReadOp(_message.Message):
     def __init__(self, key: _Optional[bytes] = ..., consistency: _Optional[_Union[Consistency, str]] = ...) -> None: ...
 
 class ReadBatchRequest(_message.Message):
-    __slots__ = ("epoch", "ops")
+    __slots__ = ("epoch", "ops", "call")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     OPS_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
     epoch: int
     ops: _containers.RepeatedCompositeFieldContainer[ReadOp]
-    def __init__(self, epoch: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[ReadOp, _Mapping]]] = ...) -> None: ...
+    call: int
+    def __init__(self, epoch: _Optional[int] = ..., ops: _Optional[_Iterable[_Union[ReadOp, _Mapping]]] = ..., call: _Optional[int] = ...) -> None: ...
 
 class RangeRequest(_message.Message):
     __slots__ = ("epoch", "start", "end", "limit", "keys_only", "consistency", "snapshot")
@@ -325,12 +327,14 @@ class WatchBatch(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., events: _Optional[_Iterable[_Union[WatchEvent, _Mapping]]] = ..., committed_seq: _Optional[int] = ..., compact_version: _Optional[int] = ...) -> None: ...
 
 class ReadBatchReply(_message.Message):
-    __slots__ = ("error", "results")
+    __slots__ = ("error", "results", "call")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
     error: Error
     results: _containers.RepeatedCompositeFieldContainer[ReadReply]
-    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., results: _Optional[_Iterable[_Union[ReadReply, _Mapping]]] = ...) -> None: ...
+    call: int
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., results: _Optional[_Iterable[_Union[ReadReply, _Mapping]]] = ..., call: _Optional[int] = ...) -> None: ...
 
 class Entry(_message.Message):
     __slots__ = ("seq", "request_id", "key", "kind", "value", "current_version", "writes", "succeeded", "results")

@@ -1,6 +1,7 @@
 """ReadBatch on a real `ChainNode` over real RocksDB: many reads in one call, each answered exactly as
 a Read of its key, the dirty ones resolved with one version query to the tail, refusals of the
-whole request, and replies kept under the gRPC message limit.
+whole request, replies kept under the gRPC message limit, and batches on a ReadStream answered each
+as soon as it is served.
 
 The tail is played by the test: it welcomes the head's link, never acknowledges on its own (the test
 commits with a direct Ack to the core), and answers version queries from a table it records."""
@@ -43,6 +44,7 @@ class TableTail(chain_pb2_grpc.ChainNodeServicer):
         self.committed: dict[bytes, int] = {}
         self.queries: list[list[bytes]] = []
         self.refuse: chain_pb2.Error | None = None
+        self.hold: asyncio.Event | None = None  # version queries wait for it while set
 
     async def Link(self, request_iterator, context):  # type: ignore[no-untyped-def,override]
         async for hello in request_iterator:  # welcomed as an empty node, in the Hello's epoch
@@ -53,6 +55,8 @@ class TableTail(chain_pb2_grpc.ChainNodeServicer):
 
     async def QueryVersion(self, request, context):  # type: ignore[no-untyped-def]
         self.queries.append(list(request.keys))
+        if self.hold is not None:
+            await self.hold.wait()
         if self.refuse is not None:
             return chain_pb2.VersionQueryReply(error=self.refuse)
         return chain_pb2.VersionQueryReply(versions=[self.committed.get(k, 0) for k in request.keys])
@@ -168,6 +172,33 @@ async def test_a_failed_version_query_fails_only_the_dirty_keys_of_the_batch(hea
     codes = [answer(r)[0] for r in reply.results]
     assert codes == ["UNAVAILABLE", "OK", "NOT_FOUND"]
     assert "version query" in reply.results[0].error.message
+    dirty.cancel()
+
+
+async def test_on_a_read_stream_a_batch_waiting_on_the_tail_holds_up_no_later_batch(head: Head) -> None:
+    clean = head.write("w1", b"clean", b"v")
+    await eventually("the write sequenced", lambda: head.node.core.last_seq == 1)
+    await head.commit_through(1)
+    await clean
+    dirty = head.write("w2", b"dirty", b"v2")
+    await eventually("the dirty write sequenced", lambda: head.node.core.last_seq == 2)
+    head.tail.hold = asyncio.Event()
+
+    stream = head.stub.ReadStream()
+    await stream.write(chain_pb2.ReadBatchRequest(epoch=1, call=7, ops=[chain_pb2.ReadOp(key=b"dirty", consistency=STRONG)]))
+    await stream.write(chain_pb2.ReadBatchRequest(epoch=1, call=8, ops=[chain_pb2.ReadOp(key=b"clean", consistency=STRONG)]))
+    first = await asyncio.wait_for(stream.read(), 10)
+    assert (first.call, [answer(r) for r in first.results]) == (8, [("OK", b"v", 1)]), "the clean batch first"
+
+    head.tail.hold.set()  # the tail answers: the dirty key's committed version is 0
+    second = await asyncio.wait_for(stream.read(), 10)
+    assert (second.call, [answer(r) for r in second.results]) == (7, [("NOT_FOUND", b"", 0)])
+
+    await stream.write(chain_pb2.ReadBatchRequest(epoch=9, call=9, ops=[chain_pb2.ReadOp(key=b"clean")]))
+    refused = await asyncio.wait_for(stream.read(), 10)
+    assert (refused.call, refused.error.code) == (9, chain_pb2.WRONG_EPOCH), "a refusal names its call too"
+    await stream.done_writing()
+    assert await stream.read() is grpc.aio.EOF, "the node ends the stream once the proxy does"
     dirty.cancel()
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -171,6 +172,15 @@ class NodeDouble(chain_pb2_grpc.ChainNodeServicer):
                 return chain_pb2.ReadBatchReply(error=self._error(Code.INVALID_ARGUMENT, "bad read op"))
             ops = request.ops[:1] if fault == "one_per_reply" else request.ops
             return chain_pb2.ReadBatchReply(results=[self._read(op.key) for op in ops])
+
+    def ReadStream(
+        self, request_iterator: Iterator[chain_pb2.ReadBatchRequest], context: grpc.ServicerContext
+    ) -> Iterator[chain_pb2.ReadBatchReply]:
+        """ReadBatch on a stream, one request after the other (a proxy keeps one batch out per member)."""
+        for request in request_iterator:
+            reply = self.ReadBatch(request, context)
+            reply.call = request.call
+            yield reply
 
     def Range(self, request: chain_pb2.RangeRequest, context: grpc.ServicerContext) -> chain_pb2.RangeReply:
         with self.double.lock:

@@ -45,6 +45,7 @@ def test_a_caller_without_a_keychain_certificate_is_unauthenticated():
 @pytest.mark.parametrize(("method", "allowed"), [
     ("/keychain.chain.ChainNode/Write", {PROXY}),
     ("/keychain.chain.ChainNode/ReadBatch", {PROXY}),
+    ("/keychain.chain.ChainNode/ReadStream", {PROXY}),
     ("/keychain.chain.ChainNode/Link", {NODE}),
     ("/keychain.chain.ChainNode/Transfer", {NODE}),
     ("/keychain.chain.ChainNode/Configure", {ADMIN}),
