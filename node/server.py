@@ -334,13 +334,7 @@ class ChainNode:
         if self._compaction is not None:  # nor under a compaction
             await asyncio.wait([self._compaction])
         self._sync_thread.close()
-        if self._lazy_timer is not None:
-            self._lazy_timer.cancel()
-        if self.failed is None and self.core.lazy_only():  # a Ready held back (_hold_lazy): its commit point
-            try:
-                self.driver.step_now()
-            except Exception as e:
-                log.warning("last commit point not written node=%s error=%r", self.id, str(e))
+        self._flush_lazy()  # a Ready held back (_hold_lazy): its commit point
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -399,11 +393,15 @@ class ChainNode:
         except asyncio.CancelledError:
             raise  # stopping: stop() syncs what was applied
         except BaseException as e:  # a broken invariant or a failing disk: stop serving at once
-            log.critical("node driver failed node=%s error=%r", self.id, e)
-            self.failed = e
-            self._fail_waiting("node failed")
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
+            self._driver_failed(e)
             raise
+
+    def _driver_failed(self, e: BaseException) -> None:
+        log.critical("node driver failed node=%s error=%r", self.id, e)
+        self.failed = e
+        self._fail_waiting("node failed")
+        if not self._stopping:
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
 
     def _hold_lazy(self) -> bool:
         """Whether to hold back the core's next Ready for now: one that carries only lazy records
@@ -424,6 +422,24 @@ class ChainNode:
             self._lazy_timer.cancel()
             self._lazy_timer = None
         return False
+
+    def _flush_lazy(self) -> None:
+        """Write the lazy Ready `_hold_lazy` holds back, now (the driver is then between Readys: the
+        core has none in flight). A disk with no room for it leaves it held by the driver, as any."""
+        if self.failed is not None or self.driver.held is not None or not self.core.lazy_only():
+            return
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        try:
+            self.driver.step_now()
+        except StorageFull:
+            pass  # held: the driver tries it again on its next step
+        except Exception as e:  # as in the driver itself
+            self._driver_failed(e)
+            return
+        if not self._stopping:
+            self.wake()
 
     def _lazy_hold_over(self) -> None:
         assert self._lazy_timer is not None
@@ -646,6 +662,7 @@ class ChainNode:
         self.core.renew_lease(lease_until)
 
     def status(self) -> NodeStatus:
+        self._flush_lazy()  # the store's counts (keys) are reported as of every commit point known
         s = self.core.status(self.clock())
         free = self.disk_alarm.last.free if self.disk_alarm.last else 0
         return dataclasses.replace(s, storage_alarm=self.disk_alarm.raised, disk_free_bytes=free)
