@@ -299,6 +299,14 @@ class RocksVersionStore:
         opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
         opts.set_keep_log_file_num(3)
         opts.enable_statistics()  # counts write-ahead log syncs: see `wal_syncs`
+        # Bloom filters on whole keys, in the table files and the memtable: every appended entry looks
+        # its request id up (a new one: a miss), and without a filter a miss reads an index and a data
+        # block of every table file it could be in (about 8 us against 1 us with six files).
+        tables = rocksdict.BlockBasedOptions()
+        tables.set_bloom_filter(10, False)
+        opts.set_block_based_table_factory(tables)
+        opts.set_memtable_prefix_bloom_ratio(0.05)
+        opts.set_memtable_whole_key_filtering(True)
         return opts
 
     def _open(self) -> rocksdict.Rdict:
