@@ -582,10 +582,12 @@ class ChainCore:
         return None
 
     def _sequence(self, op: WriteOp) -> Entry:
-        latest = self._latest(op.key, clean_only=False)
-        current = 0 if latest is None or latest.tombstone else latest.version
         seq = self.last_seq + 1
-        failed = (op.if_version is not None and op.if_version != current) or (op.if_absent and current != 0)
+        failed, current = False, 0
+        if op.if_version is not None or op.if_absent:  # only a condition needs the key's version (a store read)
+            latest = self._latest(op.key, clean_only=False)
+            current = 0 if latest is None or latest.tombstone else latest.version
+            failed = (op.if_version is not None and op.if_version != current) or (op.if_absent and current != 0)
         if failed:
             entry = Entry(seq, op.request_id, op.key, EntryKind.NOOP, b"", current)
         elif op.kind == OpKind.DELETE:
@@ -1013,8 +1015,23 @@ class ChainCore:
     def has_ready(self) -> bool:
         if self._inflight is not None:
             return False
+        return bool(self._persist) or self._has_outputs()
+
+    def lazy_only(self) -> bool:
+        """Whether the next Ready would carry only records a crash may lose (commit points, trims: see
+        `Ready.must_sync`) and no output at all. Nothing waits on such a Ready: an acknowledged write's
+        reply and the ack upstream left already (`early`), and reads see entries above the store's commit
+        point in memory. So a shell under load may hold it back a little, and its records then go with
+        the next Ready's (one store write and one Ready cycle less per batch); it must still take it
+        soon, so that the store's commit point and the memory the core holds for it do not lag."""
+        if self._inflight is not None or not self._persist:
+            return False
+        return all(isinstance(r, _LAZY_RECORDS) for r in self._persist) and not self._has_outputs()
+
+    def _has_outputs(self) -> bool:
+        """Whether the next Ready would carry anything but records."""
         return bool(
-            self._persist or self._replies or self._commit_replies or self.waiting_reads.backlog or self.waiting_ranges.backlog
+            self._replies or self._commit_replies or self.waiting_reads.backlog or self.waiting_ranges.backlog
             or self._transfers or self.up.welcomes
             or self._caught_up is not None
             or (self.down.hello_due and self.succ is not None)

@@ -129,6 +129,8 @@ def records_bytes(records: list[Record]) -> int:
 
 
 def _entry_bytes(e: Entry) -> int:
+    if not (e.writes or e.results):  # a plain entry: every Ready's entries come here
+        return len(e.key) + len(e.value) + len(e.request_id) + _RECORD_OVERHEAD
     # A transaction's entry holds its writes and the results of its gets (kept with its outcome).
     writes = sum(len(w.key) + len(w.value) + _RECORD_OVERHEAD for w in e.writes)
     results = sum(len(t.value) for t in e.results)

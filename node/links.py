@@ -106,8 +106,10 @@ def payload_bytes(item: Entry | KeyVersion) -> int:
     id. Protobuf framing adds a bounded amount per item (ENTRY_FRAMING_BYTES), which the shell allows for."""
     if not isinstance(item, Entry):
         return len(item.key) + len(item.value)
-    txn = sum(len(w.key) + len(w.value) for w in item.writes) + sum(len(r.value) for r in item.results)
-    return len(item.key) + len(item.value) + len(item.request_id.encode()) + txn
+    size = len(item.key) + len(item.value) + len(item.request_id.encode())
+    if item.writes or item.results:  # a transaction's; a plain entry skips the sums (every batch's entries come here)
+        size += sum(len(w.key) + len(w.value) for w in item.writes) + sum(len(r.value) for r in item.results)
+    return size
 
 
 # Protobuf framing of one Entry or KeyVersion inside its message: field tags, length prefixes and

@@ -69,6 +69,7 @@ from keychain.node.messages import (
 )
 from keychain.node.metrics import NodeMetrics
 from keychain.node.storage import RocksVersionStore
+from keychain.node.sync_thread import SyncThread
 from keychain.node.transfer_rate import DEFAULT_TRANSFER_RATE_MB, transfer_bucket
 from keychain.node.versions import AppendEntries, Record
 from keychain.node.watch_history import DEFAULT_MAX_BYTES, DEFAULT_MAX_CHANGES, WatchHistory
@@ -99,6 +100,13 @@ RECONNECT_BACKOFF = Backoff(base=0.05, cap=timing.STREAM_RETRY_MAX, floor=0.5)
 # How often the free space of the data volume is sampled (one statvfs call), and how soon a Ready held
 # for want of space is tried again: writes resume within about this much of space coming back.
 DISK_SAMPLE_INTERVAL = 0.1
+# How long a Ready of lazy records alone may wait for the next Ready to go with (ChainNode._hold_lazy):
+# about the time between two batches under load, so the store's commit point lags by at most that.
+LAZY_READY_HOLD = 0.02
+# A Ready is written on the watcher's last sample, with no fresh one, while that sample is at most this
+# old and leaves, after everything applied since, at least twice the high-water mark above the reserve
+# (see _RoomyStore.apply); otherwise a fresh sample decides.
+DISK_SAMPLE_TRUSTED_FOR = 2 * DISK_SAMPLE_INTERVAL
 # While the alarm is raised the store is compacted at most this often, so that deletes and collected
 # garbage give their space back (RocksDB would get to it by itself, but later).
 COMPACT_INTERVAL = 2.0
@@ -112,22 +120,51 @@ def volume_sample(path: str) -> DiskSample:
 
 class _RoomyStore:
     """The store as the driver sees it: a Ready is applied only while the volume has room for it
-    (`DiskAlarm.may_persist`, on a fresh sample); otherwise `StorageFull` with nothing written."""
+    (`DiskAlarm.may_persist`); otherwise `StorageFull` with nothing written.
 
-    def __init__(self, store: RocksVersionStore, alarm: DiskAlarm, sample: Callable[[], DiskSample]) -> None:
+    Which sample decides: a statvfs call on every Ready costs as much as a small Ready's own write, so
+    the watcher's last sample is trusted while it is recent and, less everything applied since (at the
+    `records_bytes` estimate) and this Ready, still leaves twice the high-water mark above the reserve:
+    far from the alarm, let alone from a full disk. Closer to it (or on an old sample) a fresh sample
+    decides, as the full-disk tests expect."""
+
+    def __init__(self, store: RocksVersionStore, alarm: DiskAlarm, sample: Callable[[], DiskSample],
+                 clock: Callable[[], float]) -> None:
         self.store = store
         self.alarm = alarm
         self.sample = sample
+        self.clock = clock
         self.compacting = False  # a compaction runs in a thread: a wedged store is not reopened under it
+        self.last: DiskSample | None = None  # the newest sample of the volume, the watcher's or our own
+        self.sampled_at = -math.inf  # when it was taken
+        self.applied_since = 0  # bytes applied since then, by the records_bytes estimate
+        self.fresh_samples = 0  # samples taken for a Ready, the watcher's being too old or too tight
+
+    def observed(self, sample: DiskSample) -> None:
+        """A sample of the volume taken just now."""
+        self.last = sample
+        self.sampled_at = self.clock()
+        self.applied_since = 0
 
     def apply(self, records: list[Record]) -> None:
         if self.compacting and self.store.wedged:
             raise StorageFull("the store is compacting")
-        sample = self.sample()  # fresh: the watcher's may be 100 ms old (the alarm itself is the watcher's)
         needed = records_bytes(records)
-        if not self.alarm.may_persist(needed, sample):
-            raise StorageFull(f"{needed} bytes to write, {sample.free} free")
+        last = self.last
+        if last is None or not self._ample(last, needed):
+            self.fresh_samples += 1
+            last = self.sample()
+            self.observed(last)
+        if not self.alarm.may_persist(self.applied_since + needed, last):
+            raise StorageFull(f"{needed} bytes to write, {last.free - self.applied_since} free")
         self.store.apply(records)
+        self.applied_since += needed
+
+    def _ample(self, last: DiskSample, needed: int) -> bool:
+        if self.clock() - self.sampled_at > DISK_SAMPLE_TRUSTED_FOR:
+            return False
+        margin = self.alarm.reserve(last.total) + 2 * self.alarm.high_water.mark(last.total)
+        return last.free - self.applied_since - needed >= margin
 
     def sync(self) -> None:
         self.store.sync()
@@ -219,7 +256,7 @@ class ChainNode:
         self.disk_sample = disk_sample or (lambda: volume_sample(str(store.path)))
         self._chain_alarms: frozenset[str] = frozenset()
         self._persist_held = False  # the driver holds a Ready the disk had no room for
-        self._roomy = _RoomyStore(store, self.disk_alarm, self.disk_sample)
+        self._roomy = _RoomyStore(store, self.disk_alarm, self.disk_sample, clock)
         self._compacted_at = -math.inf
         self._compaction: asyncio.Future[None] | None = None  # the compaction running in a thread, if any
         history = WatchHistory.rebuilt(self.core, watch_history_changes, watch_history_bytes)
@@ -243,6 +280,8 @@ class ChainNode:
         self._transfers_in: dict[str, asyncio.Task[None]] = {}
         self._transfer_backoff: dict[str, FailureStreak] = {}
         self._syncing: asyncio.Future[None] | None = None  # the fsync in flight, if any
+        self._lazy_timer: asyncio.TimerHandle | None = None  # ends the hold of a lazy Ready (see _hold_lazy)
+        self._sync_thread = SyncThread(f"node-{node_id}-sync")
         self._awaiting_sync = False  # the driver waits for a sync (its Ready's outputs are held)
         self._early_due = False  # a release of early outputs is scheduled (see wake)
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -294,6 +333,8 @@ class ChainNode:
             await asyncio.wait([self._syncing])
         if self._compaction is not None:  # nor under a compaction
             await asyncio.wait([self._compaction])
+        self._sync_thread.close()
+        self._flush_lazy()  # a Ready held back (_hold_lazy): its commit point
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -336,6 +377,8 @@ class ChainNode:
                 await self._wake.wait()
                 self._wake.clear()
                 while self.driver.has_ready():
+                    if self._hold_lazy():
+                        break  # the next input, or the hold's timer, wakes the driver again
                     try:
                         for rd in self.driver.step():  # yields once when the Ready's records must be synced
                             await self._sync(rd)
@@ -350,11 +393,58 @@ class ChainNode:
         except asyncio.CancelledError:
             raise  # stopping: stop() syncs what was applied
         except BaseException as e:  # a broken invariant or a failing disk: stop serving at once
-            log.critical("node driver failed node=%s error=%r", self.id, e)
-            self.failed = e
-            self._fail_waiting("node failed")
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
+            self._driver_failed(e)
             raise
+
+    def _driver_failed(self, e: BaseException) -> None:
+        log.critical("node driver failed node=%s error=%r", self.id, e)
+        self.failed = e
+        self._fail_waiting("node failed")
+        if not self._stopping:
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop(grace=0)))
+
+    def _hold_lazy(self) -> bool:
+        """Whether to hold back the core's next Ready for now: one that carries only lazy records
+        (`ChainCore.lazy_only`: a commit point moved by an ack, the trims it allows) waits up to
+        LAZY_READY_HOLD for an input that makes the next Ready anyway, and its records go with that one's:
+        under load, one store write and one Ready cycle less per batch on every node. A held Ready the
+        storage refused is never held back again. The acks and write replies the core lets out early
+        leave first (they would otherwise make that Ready)."""
+        if self.driver.held is None and self.driver.release_early():
+            self.watches.notify()
+        if self.driver.held is None and self.core.lazy_only():
+            if self._lazy_timer is None:
+                self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_READY_HOLD, self._lazy_hold_over)
+                return True
+            if not self._lazy_timer.cancelled():
+                return True
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        return False
+
+    def _flush_lazy(self) -> None:
+        """Write the lazy Ready `_hold_lazy` holds back, now (the driver is then between Readys: the
+        core has none in flight). A disk with no room for it leaves it held by the driver, as any."""
+        if self.failed is not None or self.driver.held is not None or not self.core.lazy_only():
+            return
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        try:
+            self.driver.step_now()
+        except StorageFull:
+            pass  # held: the driver tries it again on its next step
+        except Exception as e:  # as in the driver itself
+            self._driver_failed(e)
+            return
+        if not self._stopping:
+            self.wake()
+
+    def _lazy_hold_over(self) -> None:
+        assert self._lazy_timer is not None
+        self._lazy_timer.cancel()  # marks the hold over: _hold_lazy lets the Ready through
+        self._wake.set()
 
     async def _persist_refused(self, e: StorageFull) -> None:
         """The disk had no room for the Ready: the driver holds it and the next step tries it again.
@@ -378,6 +468,7 @@ class ChainNode:
             log.warning("cannot sample the data volume node=%s error=%r", self.id, str(e))
             return
         raised = self.disk_alarm.observe(sample)
+        self._roomy.observed(sample)
         if raised != was:
             if raised:
                 log.error("storage alarm raised: disk over its high-water mark node=%s free=%d total=%d",
@@ -438,7 +529,7 @@ class ChainNode:
     async def _sync(self, rd: Ready) -> None:
         """Make everything applied durable: one fsync in a thread, while the loop keeps stepping the core."""
         started = time.perf_counter()
-        self._syncing = asyncio.ensure_future(asyncio.to_thread(self.store.sync))
+        self._syncing = self._sync_thread.run(self.store.sync)
         self._awaiting_sync = True
         try:
             await asyncio.shield(self._syncing)
@@ -571,6 +662,7 @@ class ChainNode:
         self.core.renew_lease(lease_until)
 
     def status(self) -> NodeStatus:
+        self._flush_lazy()  # the store's counts (keys) are reported as of every commit point known
         s = self.core.status(self.clock())
         free = self.disk_alarm.last.free if self.disk_alarm.last else 0
         return dataclasses.replace(s, storage_alarm=self.disk_alarm.raised, disk_free_bytes=free)

@@ -62,6 +62,7 @@ from keychain.node import wire
 from keychain.node.messages import (
     ChainConfig,
     Entry,
+    EntryKind,
     KeyVersion,
     Member,
     MemberState,
@@ -298,6 +299,14 @@ class RocksVersionStore:
         opts.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
         opts.set_keep_log_file_num(3)
         opts.enable_statistics()  # counts write-ahead log syncs: see `wal_syncs`
+        # Bloom filters on whole keys, in the table files and the memtable: every appended entry looks
+        # its request id up (a new one: a miss), and without a filter a miss reads an index and a data
+        # block of every table file it could be in (about 8 us against 1 us with six files).
+        tables = rocksdict.BlockBasedOptions()
+        tables.set_bloom_filter(10, False)
+        opts.set_block_based_table_factory(tables)
+        opts.set_memtable_prefix_bloom_ratio(0.05)
+        opts.set_memtable_whole_key_filtering(True)
         return opts
 
     def _open(self) -> rocksdict.Rdict:
@@ -688,31 +697,48 @@ class RocksVersionStore:
             if entries[i].seq != entries[i - 1].seq + 1:
                 raise StoreError("appended entries are not consecutive")
         dirty, uncommitted = self._dirty, self._uncommitted
+        # Every entry of every batch comes through here, on every node: PUT and DELETE entries, their
+        # versions and outcomes are encoded directly (the same messages _encode_entry, _encode_version
+        # and _encode_outcome build), with no intermediate KeyVersion or RequestOutcome.
+        put, get = w.put, w.get
         for e in entries:
-            seq = _seq(e.seq)
-            w.put(_LOG + seq, _encode_entry(e))
-            for kv in entry_versions(e):
-                d = dirty.get(kv.key)
+            seq = _U64.pack(e.seq)
+            kind = e.kind
+            if kind == EntryKind.PUT or kind == EntryKind.DELETE:
+                put(_LOG + seq, chain_pb2.Entry(seq=e.seq, request_id=e.request_id, key=e.key, kind=kind, value=e.value,
+                                                current_version=e.current_version).SerializeToString())
+                versions: tuple[KeyVersion, ...] | None = None
+            else:
+                put(_LOG + seq, _encode_entry(e))
+                versions = entry_versions(e)
+            for key, tombstone, value in ((e.key, kind == EntryKind.DELETE, e.value),) if versions is None else (
+                    (kv.key, kv.tombstone, kv.value) for kv in versions):
+                d = dirty.get(key)
                 if d is None:
                     # A key with dirty versions has its clean one below them, so below this entry.
-                    raw = w.get(_CLEAN + kv.key)
+                    raw = get(_CLEAN + key)
                     clean = None if raw is None else _decode_version(raw)
                     if clean is None or clean.version < e.seq:
-                        d = dirty[kv.key] = _DirtyKey(clean is not None and not clean.tombstone, [],
-                                                      None if clean is None else (clean.version, raw))
+                        d = dirty[key] = _DirtyKey(clean is not None and not clean.tombstone, [],
+                                                   None if clean is None else (clean.version, raw))
                 if d is not None:
-                    encoded = _encode_version(kv)
-                    w.put(_dirty_prefix(kv.key) + seq, encoded)
-                    d.versions.append((e.seq, kv.tombstone, encoded))
-                    uncommitted.append((e.seq, kv.key))
+                    encoded = chain_pb2.KeyVersion(key=key, version=e.seq, tombstone=tombstone,
+                                                   value=value).SerializeToString()
+                    put(_DIRTY + _U32.pack(len(key)) + key + seq, encoded)
+                    d.versions.append((e.seq, tombstone, encoded))
+                    uncommitted.append((e.seq, key))
             if e.request_id:
-                o = outcome_of(e)
-                by_id, by_seq = _outcome_keys(o)
-                previous = w.get(by_id)
+                rid = e.request_id.encode()
+                by_id = _OUTCOME + rid
+                previous = get(by_id)
                 if previous is not None:
                     w.delete(_outcome_keys(_decode_outcome(previous))[1])
-                w.put(by_id, _encode_outcome(o))
-                w.put(by_seq, b"")
+                if kind == EntryKind.TXN:
+                    put(by_id, _encode_outcome(outcome_of(e)))
+                else:
+                    put(by_id, chain_pb2.RequestOutcome(request_id=e.request_id, seq=e.seq, kind=kind,
+                                                        current_version=e.current_version).SerializeToString())
+                put(_OUTCOME_BY_SEQ + seq + rid, b"")
         return entries[-1].seq
 
     def _commit(self, w: _Writes, through: int) -> int:

@@ -68,10 +68,14 @@ class UncommittedLog:
     def _unindex(self, e: Entry) -> None:
         for key in entry_keys(e):
             seqs = self._by_key.get(key)
-            if seqs and e.seq in seqs:
+            if not seqs:
+                continue
+            if seqs[0] == e.seq:  # forgotten in seq order: the key's oldest seq
+                del seqs[0]
+            elif e.seq in seqs:  # dropped from the top (a truncation)
                 seqs.remove(e.seq)
-                if not seqs:
-                    del self._by_key[key]
+            if not seqs:
+                del self._by_key[key]
         if self._by_request.get(e.request_id) == e.seq:
             del self._by_request[e.request_id]
 

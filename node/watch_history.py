@@ -65,6 +65,10 @@ class Change:
 def changes_of(entry: Entry) -> list[Change]:
     """The changes a committed entry made: a put's or delete's, a transaction's writes (one per key,
     all at its seq), none for a NOOP."""
+    if entry.kind == EntryKind.PUT:  # the common cases without the intermediate KeyVersion
+        return [Change(entry.seq, EntryKind.PUT, entry.key, entry.value)]
+    if entry.kind == EntryKind.DELETE:
+        return [Change(entry.seq, EntryKind.DELETE, entry.key)]
     return [Change(kv.version, EntryKind.DELETE if kv.tombstone else EntryKind.PUT, kv.key,
                    b"" if kv.tombstone else kv.value) for kv in entry_versions(entry)]
 

@@ -138,8 +138,13 @@ def write_op_to_pb(op: WriteOp) -> pb.WriteOp:
     return m
 
 
+_OP_KINDS = {int(k): k for k in OpKind}
+
+
 def write_op_from_pb(m: pb.WriteOp) -> WriteOp:
-    kind = _enum(OpKind, m.kind)
+    kind = _OP_KINDS.get(m.kind)  # not _enum: every op of every write request comes through here
+    if kind is None:
+        raise WireError(f"unknown OpKind value {m.kind}")
     return WriteOp(
         request_id=m.request_id,
         key=m.key,
@@ -162,10 +167,16 @@ def write_request_from_pb(m: pb.WriteRequest) -> tuple[int, list[WriteOp]]:
 def write_reply_to_pb(r: WriteReply) -> pb.WriteReply:
     # On the write path, one result per write: fields at their default (an OK error, no transaction
     # results) are left unset, which reads back the same and costs a fraction of building them.
-    results = []
+    # Filled in place, like link_down_to_pb's entries; a plain write's result is its version alone.
+    m = pb.WriteReply()
+    add = m.results.add
     for x in r.results:
+        plain = x.error is OK or x.error == OK
+        if plain and not (x.current_version or x.succeeded or x.results):
+            add(version=x.version)
+            continue
         fields: dict[str, object] = {"version": x.version}
-        if x.error != OK:
+        if not plain:
             fields["error"] = error_to_pb(x.error)
         if x.current_version:
             fields["current_version"] = x.current_version
@@ -173,10 +184,10 @@ def write_reply_to_pb(r: WriteReply) -> pb.WriteReply:
             fields["succeeded"] = True
         if x.results:
             fields["results"] = _results_to_pb(x.results)
-        results.append(pb.WriteResult(**fields))  # type: ignore[arg-type]
-    if r.error == OK:
-        return pb.WriteReply(results=results)
-    return pb.WriteReply(error=error_to_pb(r.error), results=results)
+        add(**fields)  # type: ignore[arg-type]
+    if not (r.error is OK or r.error == OK):
+        m.error.CopyFrom(error_to_pb(r.error))
+    return m
 
 
 def write_reply_from_pb(m: pb.WriteReply) -> WriteReply:

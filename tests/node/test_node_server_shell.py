@@ -341,3 +341,37 @@ async def test_configure_rpc_is_refused_unless_the_node_runs_static(tmp_path: Pa
         finally:
             await channel.close()
             await node.stop(grace=0)
+
+
+class CountingStore(RocksVersionStore):
+    """A RocksDB store that counts its writes (one per Ready applied)."""
+
+    def __init__(self, path: Path, node_id: str) -> None:
+        super().__init__(path, node_id, CHAIN)
+        self.applies = 0
+
+    def apply(self, records) -> None:  # type: ignore[no-untyped-def]
+        self.applies += 1
+        super().apply(records)
+
+
+async def test_a_commit_point_alone_rides_with_the_next_write_and_is_written_soon_when_none_comes(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "solo", "solo")
+    node = ChainNode("solo", store)
+    await node.start("127.0.0.1:0")
+    try:
+        assert node.configure(config(1, ("solo", "", ACTIVE)), None).ok
+        await eventually("the configuration to be written", lambda: store.state().config is not None)
+        before = store.applies
+        writes = 20
+        for i in range(writes):
+            reply = await within("a write", node.write(1, [WriteOp(f"w{i}", b"k%d" % i, OpKind.PUT, b"v")]))
+            assert reply.results[0].error.ok
+        # Each write makes a Ready of its entry (synced) and then one of its commit point alone (lazy):
+        # the commit point goes with the next write's entry instead of a store write of its own.
+        assert store.applies - before <= writes * 3 // 2, store.applies - before
+        last = node.core.last_seq
+        await eventually("the last commit point, written with no write to ride with",
+                         lambda: store.state().committed_seq == last, timeout=2.0)
+    finally:
+        await node.stop(grace=0)

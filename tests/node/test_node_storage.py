@@ -315,6 +315,16 @@ def test_group_commit_is_one_fsync_per_sync_not_per_record(tmp_path: Path) -> No
         assert store.wal_syncs() == before + 1
 
 
+def test_a_request_id_never_seen_is_ruled_out_by_a_bloom_filter_not_by_reading_table_files(tmp_path: Path) -> None:
+    """Every appended entry looks its (new) request id up: a miss must not read every table file."""
+    with RocksVersionStore(tmp_path / "data", "n1", "main") as store:
+        store.apply([AppendEntries(tuple(put(s, b"k%d" % s, b"v", f"r{s}") for s in range(1, 201))), Commit(200)])
+        store.compact()  # into table files
+        before = store._ticker("rocksdb.bloom.filter.useful")
+        assert all(store.outcome(f"new-{i}") is None for i in range(20))
+        assert store._ticker("rocksdb.bloom.filter.useful") - before >= 20
+
+
 def test_writes_left_uncommitted_at_a_restart_are_made_clean_by_a_later_commit(stores: Stores) -> None:
     store = stores.open()
     store.apply([AppendEntries((put(1, b"k"), put(2, b"gone"), put(3, b"k"), put(4, b"j"))),

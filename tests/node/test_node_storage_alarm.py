@@ -208,3 +208,54 @@ def test_the_node_metrics_show_its_alarm_the_chains_and_its_free_space():
     assert 'keychain_node_storage_alarm{chain="c",node="n2"} 1.0' in text
     assert 'keychain_node_chain_storage_alarms{chain="c",node="n2"} 2.0' in text
     assert 'keychain_node_disk_free_bytes{chain="c",node="n2"} 5.24288e+06' in text
+
+
+class _CountingStore:
+    """The store under a node's `_RoomyStore`: counts what it is given."""
+
+    wedged = False
+
+    def __init__(self) -> None:
+        self.applied: list[list[Record]] = []
+
+    def apply(self, records: list[Record]) -> None:
+        self.applied.append(records)
+
+
+def test_a_ready_far_from_a_full_disk_goes_on_the_watchers_recent_sample_and_near_it_on_a_fresh_one():
+    from keychain.node.messages import Entry, EntryKind
+    from keychain.node.server import DISK_SAMPLE_TRUSTED_FOR, _RoomyStore
+    from keychain.node.versions import AppendEntries
+
+    now = [0.0]
+    volume = [DiskSample(900 * MiB, 1000 * MiB)]
+    taken = []
+
+    def sample() -> DiskSample:
+        taken.append(now[0])
+        return volume[0]
+
+    store = _CountingStore()
+    roomy = _RoomyStore(store, DiskAlarm(HighWater.parse("64MiB")), sample, lambda: now[0])  # type: ignore[arg-type]
+    ready = [AppendEntries((Entry(1, "r1", b"k", EntryKind.PUT, b"v" * 100),))]
+    roomy.observed(sample())  # the watcher's sample
+    taken.clear()
+    for _ in range(100):
+        roomy.apply(ready)
+    assert taken == [], "ample room on a recent sample: no statvfs per Ready"
+
+    now[0] += DISK_SAMPLE_TRUSTED_FOR + 0.01
+    roomy.apply(ready)
+    assert taken == [now[0]], "an old sample is not trusted"
+
+    volume[0] = DiskSample(100 * MiB, 1000 * MiB)  # under twice the mark above the reserve: too close
+    roomy.observed(sample())
+    taken.clear()
+    roomy.apply(ready)
+    roomy.apply(ready)
+    assert len(taken) == 2, "close to the mark, every Ready is checked on a fresh sample"
+
+    volume[0] = DiskSample(1 * MiB, 1000 * MiB)  # the disk filled between two samples
+    with pytest.raises(StorageFull):
+        roomy.apply(ready)
+    assert len(store.applied) == 103, "the refused Ready wrote nothing"
