@@ -11,8 +11,8 @@ in one place and in the order `keychain.coordinator.raft` documents:
    machine, releases ReadIndex reads whose index is applied, then advances the core;
 4. compacts the log with a state machine snapshot every `compact_every` applied entries.
 
-As leader, the driver also confirms its leadership with every heartbeat by a ReadIndex round of its
-own (a heartbeat round a quorum of voters must acknowledge; the heartbeat carries it). `quorum_confirmed_at` is the loop time
+As leader, the driver also confirms its leadership every tick with a ReadIndex round of its own
+(a heartbeat round a quorum of voters must acknowledge). `quorum_confirmed_at` is the loop time
 at which the newest acknowledged round began: evidence, in this process's own clock, that no
 other leader was elected before then. Leases are granted only while it is recent (supervision.py
 `leadership_fresh`), so a leader whose driver is stalled (a slow fsync) stops granting them even
@@ -335,8 +335,8 @@ class RaftMember:
                 self._wake.clear()
                 now = loop.time()
                 if now >= next_tick:
-                    self._confirm_leadership(now)
                     self.core.tick()
+                    self._confirm_leadership(now)
                     # After a stall (a slow fsync), tick once and resume the cadence: no burst of
                     # ticks that would fire an election timeout all at once.
                     next_tick = max(next_tick + self.tick_interval, now + self.tick_interval / 2)
@@ -414,14 +414,9 @@ class RaftMember:
                 listener(applied)
 
     def _confirm_leadership(self, now: float) -> None:
-        """As leader, when the heartbeat is due (before the tick that sends it), begin a quorum round
-        unless one begun within the last tick is in flight: the heartbeat carries it, so an idle
-        leader sends each follower one message per heartbeat interval."""
-        if self.core.heartbeat_due:
-            self.evidence.begin(now, self._read_on_heartbeat)
-
-    def _read_on_heartbeat(self, context: bytes) -> None:
-        self.core.read_index(context, on_heartbeat=True)
+        """As leader, begin a quorum round unless one begun within the last tick is in flight."""
+        if self.core.role is Role.LEADER:
+            self.evidence.begin(now, self.core.read_index)
 
     def _release_reads(self) -> None:
         still: list[tuple[int, asyncio.Future[None]]] = []

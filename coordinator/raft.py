@@ -246,12 +246,6 @@ class RaftCore:
         else:
             self._tick_election()
 
-    @property
-    def heartbeat_due(self) -> bool:
-        """As leader: the next tick sends the heartbeat (a ReadIndex request made `on_heartbeat`
-        before it rides on it)."""
-        return self.role is Role.LEADER and self.heartbeat_elapsed + 1 >= self.cfg.heartbeat_tick
-
     def campaign(self) -> None:
         """Start an election now, as if the election timeout had fired."""
         self._hup(transfer=False)
@@ -265,17 +259,13 @@ class RaftCore:
             raise ConfChangeError("bootstrap is only written when a cluster is created")
         self._propose_entry(EntryType.CONF_CHANGE, change.encode())
 
-    def read_index(self, context: bytes, on_heartbeat: bool = False) -> None:
-        """Ask for a linearizable read point; it comes back as a ReadState with this context.
-
-        With `on_heartbeat`, a leader's request is confirmed by its next periodic heartbeat
-        instead of a heartbeat round of its own (made when `heartbeat_due`, just before the tick,
-        it costs no message: the leader's own leadership rounds)."""
+    def read_index(self, context: bytes) -> None:
+        """Ask for a linearizable read point; it comes back as a ReadState with this context."""
         if not context:
             raise RaftError("a ReadIndex request needs a non-empty, unique context")
         m = Message(MessageType.READ_INDEX, to=self.id, sender=self.id, context=context)
         if self.role is Role.LEADER:
-            self._leader_read_index(m, local=True, broadcast=not on_heartbeat)
+            self._leader_read_index(m, local=True)
         elif self.leader_id:
             self._send(Message(MessageType.READ_INDEX, to=self.leader_id, sender=self.id, context=context))
         else:
@@ -843,7 +833,7 @@ class RaftCore:
                 )
             )
 
-    def _leader_read_index(self, m: Message, local: bool, broadcast: bool = True) -> None:
+    def _leader_read_index(self, m: Message, local: bool) -> None:
         if self.membership.voters == {self.id}:
             self._release_read(self.log.committed, m.sender, m.context)
             return
@@ -856,8 +846,7 @@ class RaftCore:
                 raise RaftError(f"a ReadIndex request with context {m.context!r} is already pending")
             return
         self._acknowledge_read(m.context, self.id)
-        if broadcast:  # else the next periodic heartbeat carries the newest pending read's context
-            self._broadcast_heartbeat(m.context)
+        self._broadcast_heartbeat(m.context)
 
     def _acknowledge_read(self, context: bytes, member: str) -> None:
         acks = self.reads.acknowledge(context, member)

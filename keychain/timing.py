@@ -26,15 +26,7 @@ from __future__ import annotations
 
 TICK = 0.05  # seconds per Raft tick
 ELECTION_TICKS = 6  # election timeout: randomized in [ELECTION_TICKS, 2 * ELECTION_TICKS) ticks
-# The Raft leader's heartbeat to its followers, in ticks (100 ms). It carries the leader's own
-# leadership round (coordinator.member), so it is also how often a quorum's acknowledgement is
-# renewed: an acknowledgement is at most one interval plus a round trip old, well within
-# LEADER_EVIDENCE (300 ms). A follower's election timeout (300-600 ms) spans three to six
-# heartbeats, so a leader must miss three in a row, or stall for 200 ms and more, to lose its
-# followers; the time to elect a new leader after a crash (below) does not depend on it. Every
-# heartbeat costs each member a Raft RPC sent or received per follower: at one tick it made up most
-# of what an idle cluster's coordinators spent (bench/idle_cpu.py).
-HEARTBEAT_TICKS = 2
+HEARTBEAT_TICKS = 1  # the Raft leader's heartbeat to its followers, in ticks
 
 HEARTBEAT_INTERVAL = 0.1  # seconds between a chain node's heartbeats to the coordinator
 LEASE = 1.2  # seconds a heartbeat reply lets a node serve, from when the heartbeat was sent

@@ -8,7 +8,7 @@ is persisted, and only once its sync is done (the disk's latency later) are its 
 snapshot restored, its committed entries applied to the registry and the core advanced. Inputs that
 arrive during a sync wait in an inbox, as they do in the member's asyncio loop. A crash loses
 whatever was not yet synced: the storage is rebuilt on restart from the operations that were. As
-leader, the member begins a leadership round (a ReadIndex round of its own) with every heartbeat and keeps
+leader, the member begins a leadership round (a ReadIndex round of its own) every tick and keeps
 the supervisor's evidence (`QuorumEvidence`) from the rounds a quorum answered.
 
 The request handling is the service's, and like the service's handlers it runs while the driver
@@ -252,24 +252,20 @@ class SimCoordinator(Process):
                 self.tick_queued = True
                 self.inbox.append((self._queued_tick, ()))
         else:
-            self._confirm_leadership()
             self.core.tick()
+            self._confirm_leadership()
             self._drive()
         self.timer(timing.TICK, self._tick)
 
     def _queued_tick(self) -> None:
         self.tick_queued = False
-        self._confirm_leadership()
         self.core.tick()
+        self._confirm_leadership()
 
     def _confirm_leadership(self) -> None:
-        """As leader, when the heartbeat is due (before the tick that sends it), begin a quorum round
-        unless one begun within the last tick is in flight: the heartbeat carries it."""
-        if self.core.heartbeat_due:
-            self.evidence.begin(self.local(), self._read_on_heartbeat)
-
-    def _read_on_heartbeat(self, context: bytes) -> None:
-        self.core.read_index(context, on_heartbeat=True)
+        """As leader, begin a quorum round unless one begun within the last tick is in flight."""
+        if self.core.role is Role.LEADER:
+            self.evidence.begin(self.local(), self.core.read_index)
 
     def on_raft(self, m: Message) -> None:
         self.submit(self._step, m)
