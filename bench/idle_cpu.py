@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 # write_profile.py finds the processes by role and samples them with py-spy; vs_etcd.py starts
@@ -34,6 +36,15 @@ _spec.loader.exec_module(write_profile)
 vs_etcd = write_profile.vs_etcd
 
 MAX_DURATION = 60.0
+
+
+def coordinator_leader(base_port: int) -> str:
+    """The coordinators' leader, from the first one's admin API (`keychain up` puts it at base + 81)."""
+    try:
+        status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{base_port + 81}/v1/status", timeout=5).read())
+    except (OSError, ValueError):
+        return ""
+    return str(status.get("leader", ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,12 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.monotonic() - started
         for _, _, proc in spies:
             proc.wait(30)
+        leader = coordinator_leader(opts.keychain_base_port)
         print(f"load average after: {write_profile.load_average()}")
         print(f"\nidle for {seconds:.1f}s\n")
         order = ["proxy", "head", "middle", "tail", *sorted(coordinators)]
         rows = [["process", "CPU cores"]]
         for name in [n for n in order if n in pids]:
-            rows.append([name, f"{(after[name] - before[name]) / seconds:.3f}"])
+            rows.append([name + (" (leader)" if name == leader else ""), f"{(after[name] - before[name]) / seconds:.3f}"])
         rows.append(["coordinators", f"{sum(after[n] - before[n] for n in coordinators) / seconds:.3f}"])
         rows.append(["all", f"{sum(after[n] - before[n] for n in pids) / seconds:.3f}"])
         print(vs_etcd.aligned(rows))
