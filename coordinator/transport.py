@@ -6,9 +6,9 @@ writes it to the peer's stream; one write is in flight per peer and the stream k
 so the peer receives messages in the order the core produced them, and everything produced while a
 write was in flight goes out together in the next batch. A batch is one message on a long-lived
 stream, not a call of its own: an idle cluster's heartbeats cost a few times less CPU that way
-(bench/idle_cpu.py). A stream is ended and a new one opened every `STREAM_MAX_AGE` (after the old
-one was received whole, so the order holds): a channel that follows rotated TLS files uses them for
-new calls only.
+(bench/idle_cpu.py). A stream is ended and a new one opened (after the old one was received whole,
+so the order holds) when the channel follows rotated TLS files (they are used for new calls only),
+and in any case every `STREAM_MAX_AGE`.
 
 Failures: when a write fails or takes longer than `STEP_TIMEOUT` (peer down, restarting, stopped, or
 its stream broken: a dead connection is noticed by the channel's keepalive), or the stream ends in
@@ -86,6 +86,7 @@ class _Peer:
         self.retired = False  # no longer in the address book: send what is queued, then stop
         self.stream: grpc.aio.StreamUnaryCall | None = None  # the open StepStream, if any
         self.stream_opened = 0.0  # loop time it was opened
+        self.stream_on: object = None  # the channel it was opened on
 
 
 class RaftTransport(raft_pb2_grpc.RaftServicer):
@@ -205,11 +206,15 @@ class RaftTransport(raft_pb2_grpc.RaftServicer):
         """The peer's open stream; a new one if there is none or it is `STREAM_MAX_AGE` old (the old
         one is ended and received whole first, so the peer steps every message in order)."""
         loop = asyncio.get_running_loop()
-        if peer.stream is not None and loop.time() - peer.stream_opened >= STREAM_MAX_AGE:
+        # A channel following TLS files (tls.RotatingChannel) makes new calls on a new channel once
+        # they changed: the stream moves there at its next batch.
+        current = getattr(peer.channel, "current", None)
+        on = current() if current is not None else peer.channel
+        if peer.stream is not None and (loop.time() - peer.stream_opened >= STREAM_MAX_AGE or on is not peer.stream_on):
             await self._end_stream(peer)
         if peer.stream is None:
             call = stub.StepStream(wait_for_ready=False)
-            peer.stream, peer.stream_opened = call, loop.time()
+            peer.stream, peer.stream_opened, peer.stream_on = call, loop.time(), on
             watcher = loop.create_task(self._watch(peer, call), name=f"raft-stream-{peer.id}")
             self._watchers.add(watcher)
             watcher.add_done_callback(self._watchers.discard)
