@@ -90,6 +90,7 @@ FORWARD_WAIT = 2.0  # seconds a request waits for a leader (an election) before 
 PROPOSAL_TIMEOUT = timing.PROPOSAL_TIMEOUT
 CATCH_UP_TIMEOUT = 10.0  # seconds a new coordinator member may take to catch up before promotion
 NEW_LEADER_GRACE = timing.NEW_LEADER_GRACE
+FOLLOWER_RECHECK = 1.0  # seconds a follower's failure detector sleeps unless its role changes first
 
 Decision = TypeVar("Decision", Refusal | Proposal, Grant | Refusal | Proposal)
 Reply = TypeVar("Reply", coordinator_pb2.RegisterReply, coordinator_pb2.HeartbeatReply,
@@ -256,9 +257,11 @@ class CoordinatorService:
         unavailable: Callable[[str], Reply],
         forwarded: bool,
         budget: float | None = None,
+        relayed: Callable[[Reply, str], None] | None = None,
     ) -> Reply:
         """Run `local` at the leader, or forward the request to it; `budget` (default
-        `forward_wait`) bounds the whole, waiting for a leader included."""
+        `forward_wait`) bounds the whole, waiting for a leader included. `relayed(reply, address)`
+        sees a reply this member relayed from the leader at `address`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.forward_wait if budget is None else budget)
         while True:
@@ -278,7 +281,10 @@ class CoordinatorService:
                     return unavailable(f"this member is not the leader ({leader} is); retry")
                 stub = coordinator_pb2_grpc.CoordinatorStub(self._channel(leader))
                 call = getattr(stub, method)
-                return await call(request, timeout=left, metadata=((FORWARDED_HEADER, self.member.id),))
+                reply = await call(request, timeout=left, metadata=((FORWARDED_HEADER, self.member.id),))
+                if relayed is not None:
+                    relayed(reply, self.peers.get(leader, ""))
+                return reply
             except OutcomeUnknown as exc:
                 return unavailable(f"outcome unknown: {exc}")
             except LeadershipMoved as exc:
@@ -394,6 +400,7 @@ class CoordinatorService:
         return await self._at_leader(
             "Heartbeat", req, local,
             lambda msg: coordinator_pb2.HeartbeatReply(error=_error(coordinator_pb2.UNAVAILABLE, msg)), forwarded,
+            relayed=_point_to_leader,
         )
 
     async def report_unreachable(self, req: coordinator_pb2.ReportUnreachableRequest, forwarded: bool = False
@@ -714,6 +721,11 @@ class CoordinatorService:
         """At the leader: propose the removal of nodes whose lease has certainly expired."""
         pending: set[asyncio.Task[None]] = set()
         while True:
+            if not (self.member.is_leader and self.member.leader_committed):
+                # A follower has nothing to detect: it sleeps until its role changes (or a second
+                # passes), not waking every tick for nothing.
+                await self.member.wait_changed(FOLLOWER_RECHECK)
+                continue
             await asyncio.sleep(interval)
             if not (self.member.is_leader and self.member.leader_committed):
                 continue
@@ -744,16 +756,17 @@ class CoordinatorService:
                 del self.health[(chain, node)]
 
     async def ensure_chains(self, names: list[str], interval: float = 0.1) -> None:
-        """At the leader: create each chain in `names` that does not exist; returns when all exist."""
+        """At the leader: create each chain in `names` that does not exist; returns when all exist
+        (at any member: the registry it applied has them)."""
         self.auto_chains.update(names)
         missing = list(names)
         while missing:
-            if self.member.is_leader and self.member.leader_committed:
-                for name in list(missing):
-                    if self.registry.get(name) is None:
-                        await self._propose_quietly(create_chain(name), f"create chain {name}", logging.INFO)
-                    if self.registry.get(name) is not None:
-                        missing.remove(name)
+            leading = self.member.is_leader and self.member.leader_committed
+            for name in list(missing):
+                if leading and self.registry.get(name) is None:
+                    await self._propose_quietly(create_chain(name), f"create chain {name}", logging.INFO)
+                if self.registry.get(name) is not None:
+                    missing.remove(name)
             if missing:
                 await asyncio.sleep(interval)
 
@@ -781,6 +794,12 @@ class CoordinatorService:
                 log.info("registry command refused what=%s reason=%s", what, outcome.error)
             elif outcome.chain is not None:
                 log.log(level, "registry changed what=%s chain=%s", what, outcome.chain.describe())
+
+
+def _point_to_leader(reply: coordinator_pb2.HeartbeatReply, address: str) -> None:
+    """A node heartbeats ten times a second: tell it where the leader is, so that its next
+    heartbeats go there instead of costing this member a forwarded call each."""
+    reply.leader_address = address
 
 
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServicer):

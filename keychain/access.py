@@ -94,6 +94,7 @@ POLICY: dict[str, frozenset[str]] = {
     "/keychain.coordinator.Coordinator/AddCoordinatorMember": _MEMBERSHIP,
     "/keychain.coordinator.Coordinator/RemoveCoordinatorMember": _MEMBERSHIP,
     "/keychain.raft.Raft/Step": frozenset({COORDINATOR}),
+    "/keychain.raft.Raft/StepStream": frozenset({COORDINATOR}),
     # the standard health service, for any authenticated component
     "/grpc.health.v1.Health/Check": _EVERYONE,
     "/grpc.health.v1.Health/Watch": _EVERYONE,

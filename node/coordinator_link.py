@@ -6,7 +6,8 @@ which the coordinator needs before it may remove the chain's other members). A r
 was SENT (never from when the reply arrived: the coordinator counts from when it received it, so the
 node's lease always ends first) and carries the chain configuration: a newer epoch goes to the core.
 Any coordinator member answers (followers forward to the leader); on a failure the node tries the
-next address. A reply saying the node is not a member carries the chain's configuration: the node
+next address. A forwarded reply names the leader's address: if it is one of the node's addresses, the
+next heartbeats go there directly (a forward costs the follower two calls per heartbeat). A reply saying the node is not a member carries the chain's configuration: the node
 adopts it, with no lease (it has no role in it, so it serves nothing at once), then registers again.
 
 Each heartbeat also carries the node's link-health report (`NodeDriver.link_report`, gray failures)
@@ -172,7 +173,14 @@ class CoordinatorLink:
             return False
         self.node.set_chain_alarms(frozenset(reply.storage_alarms))
         self.node.set_chain_clean_point(reply.clean_seq)
+        self._follow_leader(reply.leader_address)
         return self._adopt(reply.config, sent, reply.lease_ms)
+
+    def _follow_leader(self, address: str) -> None:
+        """Send the next heartbeats to the leader a forwarded reply named, if it is one of ours."""
+        if address and address != self.addresses[self._current] and address in self.addresses:
+            log.debug("heartbeats go to the coordinator leader node=%s coordinator=%s", self.node.id, address)
+            self._current = self.addresses.index(address)
 
     def _removed(self, reply: coordinator_pb2.HeartbeatReply, sent: float) -> None:
         """Not a member (removed, or the chain is gone): stop serving at once, before registering again.

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from keychain.proto import chain_pb2 as keychain_dot_proto_dot_chain__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n keychain/proto/coordinator.proto\x12\x14keychain.coordinator\x1a\x1akeychain/proto/chain.proto\"B\n\x05\x45rror\x12(\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1a.keychain.coordinator.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"B\n\x0fRegisterRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"z\n\rRegisterReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\x12\x10\n\x08lease_ms\x18\x03 \x01(\x04\"\xbc\x02\n\x10HeartbeatRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x05 \x01(\x04\x12\x11\n\tcaught_up\x18\x06 \x01(\x08\x12\r\n\x05reads\x18\x07 \x01(\x04\x12\x0e\n\x06writes\x18\x08 \x01(\x04\x12\x0f\n\x07in_sync\x18\t \x01(\x08\x12\x35\n\x0blink_health\x18\n \x01(\x0b\x32 .keychain.coordinator.LinkHealth\x12\x0b\n\x03seq\x18\x0b \x01(\x04\x12\x19\n\x11surrendered_below\x18\x0c \x01(\x04\x12\x15\n\rstorage_alarm\x18\x14 \x01(\x08\x12\x17\n\x0f\x64isk_free_bytes\x18\x15 \x01(\x04\"\xe3\x01\n\nLinkHealth\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x11\n\tsuccessor\x18\x02 \x01(\t\x12\x1d\n\x15successor_unreachable\x18\x03 \x01(\x08\x12\x1c\n\x14successor_not_acking\x18\x04 \x01(\x08\x12\x17\n\x0fsuccessor_acked\x18\x05 \x01(\x04\x12\x13\n\x0bpredecessor\x18\x06 \x01(\t\x12\x1a\n\x12predecessor_silent\x18\x07 \x01(\x08\x12\x0f\n\x07stalled\x18\x08 \x01(\x08\x12\x1b\n\x13\x63oordinator_unheard\x18\t \x01(\x08\"s\n\x18ReportUnreachableRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x10\n\x08reporter\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x16\n\x0eunreachable_ms\x18\x05 \x01(\x04\"K\n\x0bReportReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\"\xa6\x01\n\x0eHeartbeatReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\x12\x10\n\x08lease_ms\x18\x03 \x01(\x04\x12\x16\n\x0estorage_alarms\x18\x14 \x03(\t\x12\x11\n\tclean_seq\x18\x15 \x01(\x04\"#\n\x12\x43reateChainRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\"#\n\x12\x44\x65leteChainRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\"5\n\x13RemoveMemberRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\" \n\x0fGetChainRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\"e\n\nChainReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\"\x1d\n\x0cWatchRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\"\xed\x01\n\x0cMemberHealth\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\r\n\x05reads\x18\x03 \x01(\x04\x12\x0e\n\x06writes\x18\x04 \x01(\x04\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x06 \x01(\x04\x12\x35\n\x0blink_health\x18\n \x01(\x0b\x32 .keychain.coordinator.LinkHealth\x12\x11\n\tsuspected\x18\x0b \x01(\t\x12\x15\n\rstorage_alarm\x18\x14 \x01(\x08\x12\x17\n\x0f\x64isk_free_bytes\x18\x15 \x01(\x04\"Z\n\x0fReadmissionHold\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cremaining_ms\x18\x02 \x01(\x04\x12\x10\n\x08removals\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xa3\x01\n\x0b\x43hainStatus\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\x12\x32\n\x06health\x18\x02 \x03(\x0b\x32\".keychain.coordinator.MemberHealth\x12\x33\n\x04held\x18\n \x03(\x0b\x32%.keychain.coordinator.ReadmissionHold\"P\n\x11\x43oordinatorMember\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x10\n\x08suffrage\x18\x04 \x01(\t\":\n\x1b\x41\x64\x64\x43oordinatorMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\",\n\x1eRemoveCoordinatorMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x7f\n\x17\x43oordinatorMembersReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12\x38\n\x07members\x18\x02 \x03(\x0b\x32\'.keychain.coordinator.CoordinatorMember\"\x16\n\x14\x43lusterStatusRequest\"\xb8\x01\n\rClusterStatus\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x38\n\x07members\x18\x03 \x03(\x0b\x32\'.keychain.coordinator.CoordinatorMember\x12\x31\n\x06\x63hains\x18\x04 \x03(\x0b\x32!.keychain.coordinator.ChainStatus*q\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\x0f\n\x0bUNAVAILABLE\x10\x01\x12\r\n\tNOT_FOUND\x10\x02\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x03\x12\x14\n\x10INVALID_ARGUMENT\x10\x04\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\x05\x32\xc1\x08\n\x0b\x43oordinator\x12V\n\x08Register\x12%.keychain.coordinator.RegisterRequest\x1a#.keychain.coordinator.RegisterReply\x12Y\n\tHeartbeat\x12&.keychain.coordinator.HeartbeatRequest\x1a$.keychain.coordinator.HeartbeatReply\x12Y\n\x0b\x43reateChain\x12(.keychain.coordinator.CreateChainRequest\x1a .keychain.coordinator.ChainReply\x12Y\n\x0b\x44\x65leteChain\x12(.keychain.coordinator.DeleteChainRequest\x1a .keychain.coordinator.ChainReply\x12[\n\x0cRemoveMember\x12).keychain.coordinator.RemoveMemberRequest\x1a .keychain.coordinator.ChainReply\x12S\n\x08GetChain\x12%.keychain.coordinator.GetChainRequest\x1a .keychain.coordinator.ChainReply\x12P\n\x0bWatchChains\x12\".keychain.coordinator.WatchRequest\x1a\x1b.keychain.chain.ChainConfig0\x01\x12\x63\n\x10GetClusterStatus\x12*.keychain.coordinator.ClusterStatusRequest\x1a#.keychain.coordinator.ClusterStatus\x12\x66\n\x11ReportUnreachable\x12..keychain.coordinator.ReportUnreachableRequest\x1a!.keychain.coordinator.ReportReply\x12x\n\x14\x41\x64\x64\x43oordinatorMember\x12\x31.keychain.coordinator.AddCoordinatorMemberRequest\x1a-.keychain.coordinator.CoordinatorMembersReply\x12~\n\x17RemoveCoordinatorMember\x12\x34.keychain.coordinator.RemoveCoordinatorMemberRequest\x1a-.keychain.coordinator.CoordinatorMembersReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n keychain/proto/coordinator.proto\x12\x14keychain.coordinator\x1a\x1akeychain/proto/chain.proto\"B\n\x05\x45rror\x12(\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1a.keychain.coordinator.Code\x12\x0f\n\x07message\x18\x02 \x01(\t\"B\n\x0fRegisterRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"z\n\rRegisterReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\x12\x10\n\x08lease_ms\x18\x03 \x01(\x04\"\xbc\x02\n\x10HeartbeatRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12\r\n\x05\x65poch\x18\x03 \x01(\x04\x12\x10\n\x08last_seq\x18\x04 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x05 \x01(\x04\x12\x11\n\tcaught_up\x18\x06 \x01(\x08\x12\r\n\x05reads\x18\x07 \x01(\x04\x12\x0e\n\x06writes\x18\x08 \x01(\x04\x12\x0f\n\x07in_sync\x18\t \x01(\x08\x12\x35\n\x0blink_health\x18\n \x01(\x0b\x32 .keychain.coordinator.LinkHealth\x12\x0b\n\x03seq\x18\x0b \x01(\x04\x12\x19\n\x11surrendered_below\x18\x0c \x01(\x04\x12\x15\n\rstorage_alarm\x18\x14 \x01(\x08\x12\x17\n\x0f\x64isk_free_bytes\x18\x15 \x01(\x04\"\xe3\x01\n\nLinkHealth\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12\x11\n\tsuccessor\x18\x02 \x01(\t\x12\x1d\n\x15successor_unreachable\x18\x03 \x01(\x08\x12\x1c\n\x14successor_not_acking\x18\x04 \x01(\x08\x12\x17\n\x0fsuccessor_acked\x18\x05 \x01(\x04\x12\x13\n\x0bpredecessor\x18\x06 \x01(\t\x12\x1a\n\x12predecessor_silent\x18\x07 \x01(\x08\x12\x0f\n\x07stalled\x18\x08 \x01(\x08\x12\x1b\n\x13\x63oordinator_unheard\x18\t \x01(\x08\"s\n\x18ReportUnreachableRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x10\n\x08reporter\x18\x02 \x01(\t\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x16\n\x0eunreachable_ms\x18\x05 \x01(\x04\"K\n\x0bReportReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\"\xbe\x01\n\x0eHeartbeatReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\x12\x10\n\x08lease_ms\x18\x03 \x01(\x04\x12\x16\n\x0estorage_alarms\x18\x14 \x03(\t\x12\x11\n\tclean_seq\x18\x15 \x01(\x04\x12\x16\n\x0eleader_address\x18\x16 \x01(\t\"#\n\x12\x43reateChainRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\"#\n\x12\x44\x65leteChainRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\"5\n\x13RemoveMemberRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\" \n\x0fGetChainRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\"e\n\nChainReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12+\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\"\x1d\n\x0cWatchRequest\x12\r\n\x05\x63hain\x18\x01 \x01(\t\"\xed\x01\n\x0cMemberHealth\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\r\n\x05reads\x18\x03 \x01(\x04\x12\x0e\n\x06writes\x18\x04 \x01(\x04\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x15\n\rcommitted_seq\x18\x06 \x01(\x04\x12\x35\n\x0blink_health\x18\n \x01(\x0b\x32 .keychain.coordinator.LinkHealth\x12\x11\n\tsuspected\x18\x0b \x01(\t\x12\x15\n\rstorage_alarm\x18\x14 \x01(\x08\x12\x17\n\x0f\x64isk_free_bytes\x18\x15 \x01(\x04\"Z\n\x0fReadmissionHold\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0cremaining_ms\x18\x02 \x01(\x04\x12\x10\n\x08removals\x18\x03 \x01(\r\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xa3\x01\n\x0b\x43hainStatus\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.keychain.chain.ChainConfig\x12\x32\n\x06health\x18\x02 \x03(\x0b\x32\".keychain.coordinator.MemberHealth\x12\x33\n\x04held\x18\n \x03(\x0b\x32%.keychain.coordinator.ReadmissionHold\"P\n\x11\x43oordinatorMember\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x10\n\x08suffrage\x18\x04 \x01(\t\":\n\x1b\x41\x64\x64\x43oordinatorMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\",\n\x1eRemoveCoordinatorMemberRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x7f\n\x17\x43oordinatorMembersReply\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12\x38\n\x07members\x18\x02 \x03(\x0b\x32\'.keychain.coordinator.CoordinatorMember\"\x16\n\x14\x43lusterStatusRequest\"\xb8\x01\n\rClusterStatus\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x1b.keychain.coordinator.Error\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x38\n\x07members\x18\x03 \x03(\x0b\x32\'.keychain.coordinator.CoordinatorMember\x12\x31\n\x06\x63hains\x18\x04 \x03(\x0b\x32!.keychain.coordinator.ChainStatus*q\n\x04\x43ode\x12\x06\n\x02OK\x10\x00\x12\x0f\n\x0bUNAVAILABLE\x10\x01\x12\r\n\tNOT_FOUND\x10\x02\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x03\x12\x14\n\x10INVALID_ARGUMENT\x10\x04\x12\x17\n\x13\x46\x41ILED_PRECONDITION\x10\x05\x32\xc1\x08\n\x0b\x43oordinator\x12V\n\x08Register\x12%.keychain.coordinator.RegisterRequest\x1a#.keychain.coordinator.RegisterReply\x12Y\n\tHeartbeat\x12&.keychain.coordinator.HeartbeatRequest\x1a$.keychain.coordinator.HeartbeatReply\x12Y\n\x0b\x43reateChain\x12(.keychain.coordinator.CreateChainRequest\x1a .keychain.coordinator.ChainReply\x12Y\n\x0b\x44\x65leteChain\x12(.keychain.coordinator.DeleteChainRequest\x1a .keychain.coordinator.ChainReply\x12[\n\x0cRemoveMember\x12).keychain.coordinator.RemoveMemberRequest\x1a .keychain.coordinator.ChainReply\x12S\n\x08GetChain\x12%.keychain.coordinator.GetChainRequest\x1a .keychain.coordinator.ChainReply\x12P\n\x0bWatchChains\x12\".keychain.coordinator.WatchRequest\x1a\x1b.keychain.chain.ChainConfig0\x01\x12\x63\n\x10GetClusterStatus\x12*.keychain.coordinator.ClusterStatusRequest\x1a#.keychain.coordinator.ClusterStatus\x12\x66\n\x11ReportUnreachable\x12..keychain.coordinator.ReportUnreachableRequest\x1a!.keychain.coordinator.ReportReply\x12x\n\x14\x41\x64\x64\x43oordinatorMember\x12\x31.keychain.coordinator.AddCoordinatorMemberRequest\x1a-.keychain.coordinator.CoordinatorMembersReply\x12~\n\x17RemoveCoordinatorMember\x12\x34.keychain.coordinator.RemoveCoordinatorMemberRequest\x1a-.keychain.coordinator.CoordinatorMembersReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keychain.proto.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CODE']._serialized_start=2581
-  _globals['_CODE']._serialized_end=2694
+  _globals['_CODE']._serialized_start=2605
+  _globals['_CODE']._serialized_end=2718
   _globals['_ERROR']._serialized_start=86
   _globals['_ERROR']._serialized_end=152
   _globals['_REGISTERREQUEST']._serialized_start=154
@@ -49,37 +49,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTREPLY']._serialized_start=1012
   _globals['_REPORTREPLY']._serialized_end=1087
   _globals['_HEARTBEATREPLY']._serialized_start=1090
-  _globals['_HEARTBEATREPLY']._serialized_end=1256
-  _globals['_CREATECHAINREQUEST']._serialized_start=1258
-  _globals['_CREATECHAINREQUEST']._serialized_end=1293
-  _globals['_DELETECHAINREQUEST']._serialized_start=1295
-  _globals['_DELETECHAINREQUEST']._serialized_end=1330
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1332
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1385
-  _globals['_GETCHAINREQUEST']._serialized_start=1387
-  _globals['_GETCHAINREQUEST']._serialized_end=1419
-  _globals['_CHAINREPLY']._serialized_start=1421
-  _globals['_CHAINREPLY']._serialized_end=1522
-  _globals['_WATCHREQUEST']._serialized_start=1524
-  _globals['_WATCHREQUEST']._serialized_end=1553
-  _globals['_MEMBERHEALTH']._serialized_start=1556
-  _globals['_MEMBERHEALTH']._serialized_end=1793
-  _globals['_READMISSIONHOLD']._serialized_start=1795
-  _globals['_READMISSIONHOLD']._serialized_end=1885
-  _globals['_CHAINSTATUS']._serialized_start=1888
-  _globals['_CHAINSTATUS']._serialized_end=2051
-  _globals['_COORDINATORMEMBER']._serialized_start=2053
-  _globals['_COORDINATORMEMBER']._serialized_end=2133
-  _globals['_ADDCOORDINATORMEMBERREQUEST']._serialized_start=2135
-  _globals['_ADDCOORDINATORMEMBERREQUEST']._serialized_end=2193
-  _globals['_REMOVECOORDINATORMEMBERREQUEST']._serialized_start=2195
-  _globals['_REMOVECOORDINATORMEMBERREQUEST']._serialized_end=2239
-  _globals['_COORDINATORMEMBERSREPLY']._serialized_start=2241
-  _globals['_COORDINATORMEMBERSREPLY']._serialized_end=2368
-  _globals['_CLUSTERSTATUSREQUEST']._serialized_start=2370
-  _globals['_CLUSTERSTATUSREQUEST']._serialized_end=2392
-  _globals['_CLUSTERSTATUS']._serialized_start=2395
-  _globals['_CLUSTERSTATUS']._serialized_end=2579
-  _globals['_COORDINATOR']._serialized_start=2697
-  _globals['_COORDINATOR']._serialized_end=3786
+  _globals['_HEARTBEATREPLY']._serialized_end=1280
+  _globals['_CREATECHAINREQUEST']._serialized_start=1282
+  _globals['_CREATECHAINREQUEST']._serialized_end=1317
+  _globals['_DELETECHAINREQUEST']._serialized_start=1319
+  _globals['_DELETECHAINREQUEST']._serialized_end=1354
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1356
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1409
+  _globals['_GETCHAINREQUEST']._serialized_start=1411
+  _globals['_GETCHAINREQUEST']._serialized_end=1443
+  _globals['_CHAINREPLY']._serialized_start=1445
+  _globals['_CHAINREPLY']._serialized_end=1546
+  _globals['_WATCHREQUEST']._serialized_start=1548
+  _globals['_WATCHREQUEST']._serialized_end=1577
+  _globals['_MEMBERHEALTH']._serialized_start=1580
+  _globals['_MEMBERHEALTH']._serialized_end=1817
+  _globals['_READMISSIONHOLD']._serialized_start=1819
+  _globals['_READMISSIONHOLD']._serialized_end=1909
+  _globals['_CHAINSTATUS']._serialized_start=1912
+  _globals['_CHAINSTATUS']._serialized_end=2075
+  _globals['_COORDINATORMEMBER']._serialized_start=2077
+  _globals['_COORDINATORMEMBER']._serialized_end=2157
+  _globals['_ADDCOORDINATORMEMBERREQUEST']._serialized_start=2159
+  _globals['_ADDCOORDINATORMEMBERREQUEST']._serialized_end=2217
+  _globals['_REMOVECOORDINATORMEMBERREQUEST']._serialized_start=2219
+  _globals['_REMOVECOORDINATORMEMBERREQUEST']._serialized_end=2263
+  _globals['_COORDINATORMEMBERSREPLY']._serialized_start=2265
+  _globals['_COORDINATORMEMBERSREPLY']._serialized_end=2392
+  _globals['_CLUSTERSTATUSREQUEST']._serialized_start=2394
+  _globals['_CLUSTERSTATUSREQUEST']._serialized_end=2416
+  _globals['_CLUSTERSTATUS']._serialized_start=2419
+  _globals['_CLUSTERSTATUS']._serialized_end=2603
+  _globals['_COORDINATOR']._serialized_start=2721
+  _globals['_COORDINATOR']._serialized_end=3810
 # @@protoc_insertion_point(module_scope)

@@ -128,18 +128,20 @@ class ReportReply(_message.Message):
     def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., accepted: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("error", "config", "lease_ms", "storage_alarms", "clean_seq")
+    __slots__ = ("error", "config", "lease_ms", "storage_alarms", "clean_seq", "leader_address")
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     STORAGE_ALARMS_FIELD_NUMBER: _ClassVar[int]
     CLEAN_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LEADER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     error: Error
     config: _chain_pb2.ChainConfig
     lease_ms: int
     storage_alarms: _containers.RepeatedScalarFieldContainer[str]
     clean_seq: int
-    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ..., storage_alarms: _Optional[_Iterable[str]] = ..., clean_seq: _Optional[int] = ...) -> None: ...
+    leader_address: str
+    def __init__(self, error: _Optional[_Union[Error, _Mapping]] = ..., config: _Optional[_Union[_chain_pb2.ChainConfig, _Mapping]] = ..., lease_ms: _Optional[int] = ..., storage_alarms: _Optional[_Iterable[str]] = ..., clean_seq: _Optional[int] = ..., leader_address: _Optional[str] = ...) -> None: ...
 
 class CreateChainRequest(_message.Message):
     __slots__ = ("chain",)

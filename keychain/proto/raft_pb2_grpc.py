@@ -39,6 +39,11 @@ class RaftStub:
                 request_serializer=keychain_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
                 response_deserializer=keychain_dot_proto_dot_raft__pb2.StepReply.FromString,
                 _registered_method=True)
+        self.StepStream = channel.stream_unary(
+                '/keychain.raft.Raft/StepStream',
+                request_serializer=keychain_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
+                response_deserializer=keychain_dot_proto_dot_raft__pb2.StepReply.FromString,
+                _registered_method=True)
 
 
 class RaftServicer:
@@ -52,11 +57,24 @@ class RaftServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StepStream(self, request_iterator, context):
+        """The same, as one long-lived stream per sender and receiver: a batch costs one message on it,
+        not a call of its own. Ended by the sender (the reply is then empty) or by an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Step': grpc.unary_unary_rpc_method_handler(
                     servicer.Step,
+                    request_deserializer=keychain_dot_proto_dot_raft__pb2.MessageBatch.FromString,
+                    response_serializer=keychain_dot_proto_dot_raft__pb2.StepReply.SerializeToString,
+            ),
+            'StepStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.StepStream,
                     request_deserializer=keychain_dot_proto_dot_raft__pb2.MessageBatch.FromString,
                     response_serializer=keychain_dot_proto_dot_raft__pb2.StepReply.SerializeToString,
             ),
@@ -86,6 +104,33 @@ class Raft:
             request,
             target,
             '/keychain.raft.Raft/Step',
+            keychain_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
+            keychain_dot_proto_dot_raft__pb2.StepReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StepStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/keychain.raft.Raft/StepStream',
             keychain_dot_proto_dot_raft__pb2.MessageBatch.SerializeToString,
             keychain_dot_proto_dot_raft__pb2.StepReply.FromString,
             options,

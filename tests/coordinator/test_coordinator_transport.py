@@ -109,3 +109,46 @@ async def test_a_snapshot_for_a_peer_with_no_known_address_is_reported_as_not_se
         assert at_a.snapshots == [("c", False)]
     finally:
         await transport.close()
+
+
+class CountingTransport(RaftTransport):
+    """A receiver that counts the calls its batches arrived on."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    async def StepStream(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return await super().StepStream(request_iterator, context)
+
+    async def Step(self, request, context):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        return await super().Step(request, context)
+
+
+async def test_batches_to_a_peer_travel_on_one_stream_and_a_new_one_follows_the_old_in_order(monkeypatch):
+    pa, pb = free_ports(2)
+    peers = {"a": f"127.0.0.1:{pa}", "b": f"127.0.0.1:{pb}"}
+    sender, receiver = RaftTransport("a", peers), CountingTransport("b", peers)
+    at_b = Recorder()
+    sender.attach(Recorder())
+    receiver.attach(at_b)
+    server = await serve(receiver, peers["b"])
+    try:
+        for i in range(1, 21):  # twenty heartbeats, each its own batch: an idle leader's
+            sender.send(heartbeat(i))
+            await eventually(lambda i=i: len(at_b.stepped) == i)
+        assert receiver.calls == 1
+        # A stream that has served its time is ended, and received whole, before the next one opens.
+        monkeypatch.setattr("keychain.coordinator.transport.STREAM_MAX_AGE", 0.0)
+        for i in range(21, 31):
+            sender.send(heartbeat(i))
+            await eventually(lambda i=i: len(at_b.stepped) == i)
+        for i in range(31, 41):  # queued at once: whatever the batches, the order holds
+            sender.send(heartbeat(i))
+        await eventually(lambda: len(at_b.stepped) == 40)
+        assert [m.commit for m in at_b.stepped] == list(range(1, 41)) and receiver.calls >= 11
+    finally:
+        await sender.close()
+        await server.stop(None)

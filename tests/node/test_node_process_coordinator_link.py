@@ -39,6 +39,7 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         self.refuse_register: set[str] = set()
         self.revoked: set[str] = set()  # answered OK with lease 0: the lease is revoked
         self.replies_lost = False  # heartbeats arrive, their replies do not (a node that hears nothing)
+        self.leader_address = ""  # set: answer as a follower that forwarded the heartbeat to this leader
 
     def remove(self, node_id: str) -> None:
         self._bump(tuple(m for m in self.config.members if m.id != node_id))
@@ -68,7 +69,8 @@ class TestCoordinator(coordinator_pb2_grpc.CoordinatorServicer):
         if request.caught_up and me.state == MemberState.SYNCING and request.epoch == self.config.epoch:
             self._bump(tuple(Member(m.id, m.address) for m in self.config.members))
         lease_ms = 0 if request.node_id in self.revoked else self.lease_ms
-        return coordinator_pb2.HeartbeatReply(config=config_to_pb(self.config), lease_ms=lease_ms)
+        return coordinator_pb2.HeartbeatReply(config=config_to_pb(self.config), lease_ms=lease_ms,
+                                              leader_address=self.leader_address)
 
 
 def free_port() -> int:
@@ -138,6 +140,29 @@ async def test_registers_through_the_next_coordinator_and_heartbeats_with_counte
         assert len(servicer.heartbeats) - first >= 5  # heartbeats keep coming, about every interval
         last = servicer.heartbeats[-1]
         assert (last.node_id, last.chain, last.epoch, last.last_seq) == ("n1", "main", 1, 1)
+
+
+async def test_heartbeats_go_to_the_leader_a_forwarding_member_names(
+    tmp_path: Path, coordinator: tuple[TestCoordinator, str]
+) -> None:
+    follower, follower_address = coordinator
+    leader = TestCoordinator("main", lease_ms=400)
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(leader, server)
+    leader_address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    await server.start()
+    try:
+        # One chain, as both members of one cluster see it: n1 is its member already.
+        leader.config = follower.config = ChainConfig("main", 1, (Member("n1", "127.0.0.1:1"),))
+        follower.leader_address = leader_address
+        async with running_node(tmp_path, "n1", f"{follower_address},{leader_address}") as r:
+            await eventually("a heartbeat at the leader", lambda: leader.heartbeats)
+            at_follower = len(follower.heartbeats)
+            await asyncio.sleep(6 * INTERVAL)
+            assert len(follower.heartbeats) == at_follower == 1  # one forwarded, then straight to the leader
+            assert len(leader.heartbeats) >= 3 and r.node.status().lease_valid
+    finally:
+        await server.stop(0)
 
 
 async def test_the_lease_lapses_when_the_coordinator_goes_silent_and_returns_with_it(

@@ -50,6 +50,7 @@ def test_a_caller_without_a_keychain_certificate_is_unauthenticated():
     ("/keychain.chain.ChainNode/Transfer", {NODE}),
     ("/keychain.chain.ChainNode/Configure", {ADMIN}),
     ("/keychain.raft.Raft/Step", {COORDINATOR}),
+    ("/keychain.raft.Raft/StepStream", {COORDINATOR}),
     ("/keychain.coordinator.Coordinator/RemoveMember", {COORDINATOR, OPERATOR, ADMIN}),
     ("/keychain.coordinator.Coordinator/AddCoordinatorMember", {COORDINATOR, OPERATOR, ADMIN}),
     ("/keychain.coordinator.Coordinator/Register", {NODE, COORDINATOR}),
