@@ -157,13 +157,20 @@ async def test_each_key_of_a_batch_is_answered_as_its_own_read_and_dirty_keys_sh
         w.cancel()
 
 
-async def test_a_failed_version_query_fails_only_the_dirty_keys_of_the_batch(head: Head) -> None:
+async def clean_and_dirty(head: Head) -> asyncio.Task[object]:
+    """Key b"clean" committed at v1, key b"dirty" sequenced at v2 and not committed; returns the
+    dirty write, still waiting for its commit."""
     clean = head.write("w1", b"clean", b"v")
     await eventually("the write sequenced", lambda: head.node.core.last_seq == 1)
     await head.commit_through(1)
     await clean
     dirty = head.write("w2", b"dirty", b"v2")
     await eventually("the dirty write sequenced", lambda: head.node.core.last_seq == 2)
+    return dirty
+
+
+async def test_a_failed_version_query_fails_only_the_dirty_keys_of_the_batch(head: Head) -> None:
+    dirty = await clean_and_dirty(head)
     head.tail.refuse = chain_pb2.Error(code=chain_pb2.LEASE_EXPIRED, message="tail lease lapsed", epoch=1)
 
     reply = await head.stub.ReadBatch(batch((b"dirty", STRONG), (b"clean", STRONG), (b"dirty", EVENTUAL)), timeout=10)
@@ -176,12 +183,7 @@ async def test_a_failed_version_query_fails_only_the_dirty_keys_of_the_batch(hea
 
 
 async def test_on_a_read_stream_a_batch_waiting_on_the_tail_holds_up_no_later_batch(head: Head) -> None:
-    clean = head.write("w1", b"clean", b"v")
-    await eventually("the write sequenced", lambda: head.node.core.last_seq == 1)
-    await head.commit_through(1)
-    await clean
-    dirty = head.write("w2", b"dirty", b"v2")
-    await eventually("the dirty write sequenced", lambda: head.node.core.last_seq == 2)
+    dirty = await clean_and_dirty(head)
     head.tail.hold = asyncio.Event()
 
     stream = head.stub.ReadStream()
