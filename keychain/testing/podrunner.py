@@ -288,10 +288,16 @@ class PodRunner:
             if not spec.get("clusterIP"):
                 address = self.network.free_address()
                 self.network.add_address(NODE_HOST, address)
+                # Served before it is published: a client that reads the cluster IP may connect at once.
+                relays = {(meta["namespace"], meta["name"], int(port["port"])): self._service_relay(svc, address, port)
+                          for port in spec.get("ports") or []}  # fmt: skip
                 patched = self.api.patch(SERVICES, meta["namespace"], meta["name"], {"spec": {"clusterIP": address,
                                          "clusterIPs": [address]}})  # fmt: skip
                 if patched is None:
+                    for relay in relays.values():
+                        relay.close()
                     continue
+                self._relays.update(relays)
                 spec = patched["spec"]
             for port in spec.get("ports") or []:
                 key = (meta["namespace"], meta["name"], int(port["port"]))
